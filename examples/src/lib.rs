@@ -1,0 +1,1 @@
+//! The bundled `mediator` binary and the demo nodes.

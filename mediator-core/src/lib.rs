@@ -1,0 +1,33 @@
+//! The core of Mediator: a hub through which services ("nodes") talk to each
+//! other by name.
+//!
+//! This crate holds everything that is not I/O: the [model](crate::model)
+//! (who a node is, where it is, what is sent), the [`Registry`] trait that
+//! stores registrations and an in-memory implementation, the [`Router`] and
+//! [`Deliver`] traits with the default router, the [`Cipher`] that nodes use
+//! to seal payloads end to end, [token auth](crate::auth), and the
+//! [`Mediator`] that composes them. Transports and stores live in their own
+//! crates and plug in through these traits.
+//!
+//! The conformance suite every registry must pass is exported under the
+//! `testkit` feature as [`testkit::conformance`]; the original project's
+//! AES-256-CBC cipher is available under the `legacy` feature.
+
+mod error;
+mod memory;
+pub mod model;
+pub mod registry;
+#[cfg(feature = "testkit")]
+pub mod testkit;
+mod time;
+
+pub use error::{Error, Fault, Result};
+pub use memory::MemoryRegistry;
+pub use model::{
+    Endpoint, EndpointKind, Envelope, Meta, Node, NodeId, NodeKey, Registration, Reply, Target,
+};
+pub use registry::Registry;
+pub use time::Timestamp;
+
+/// Re-exported so implementors of the traits need not depend on it themselves.
+pub use async_trait::async_trait;

@@ -1,0 +1,157 @@
+//! A registry held in memory: for tests, demos and single-process use.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::error::{Error, Result};
+use crate::model::{Node, NodeId, NodeKey, Registration};
+use crate::registry::Registry;
+use crate::time::Timestamp;
+
+/// A [`Registry`] that keeps everything in memory and forgets it on drop.
+#[derive(Debug, Default)]
+pub struct MemoryRegistry {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    last_id: u64,
+    by_id: BTreeMap<NodeId, Node>,
+    ids: HashMap<NodeKey, NodeId>,
+}
+
+impl MemoryRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, State>> {
+        // A poisoned lock means a panic mid-update; refuse rather than serve
+        // a half-written state.
+        self.state
+            .lock()
+            .map_err(|_| Error::store("memory registry lock poisoned"))
+    }
+}
+
+#[async_trait]
+impl Registry for MemoryRegistry {
+    async fn upsert(&self, registration: Registration, now: Timestamp) -> Result<Node> {
+        let mut state = self.lock()?;
+        let lease_until = now + registration.ttl;
+        if let Some(id) = state.ids.get(&registration.key).copied() {
+            let node = state
+                .by_id
+                .get_mut(&id)
+                .ok_or_else(|| Error::store("memory registry index out of step"))?;
+            node.endpoint = registration.endpoint;
+            node.meta = registration.meta;
+            node.updated = Some(now);
+            node.lease_until = lease_until;
+            return Ok(node.clone());
+        }
+        state.last_id += 1;
+        let id = NodeId(state.last_id);
+        let node = Node {
+            id,
+            key: registration.key,
+            endpoint: registration.endpoint,
+            meta: registration.meta,
+            created: now,
+            updated: None,
+            lease_until,
+        };
+        state.ids.insert(node.key.clone(), id);
+        state.by_id.insert(id, node.clone());
+        Ok(node)
+    }
+
+    async fn renew(
+        &self,
+        key: &NodeKey,
+        ttl: Duration,
+        now: Timestamp,
+    ) -> Result<Option<Timestamp>> {
+        let mut state = self.lock()?;
+        let Some(id) = state.ids.get(key).copied() else {
+            return Ok(None);
+        };
+        Ok(state.by_id.get_mut(&id).map(|node| {
+            node.lease_until = now + ttl;
+            node.lease_until
+        }))
+    }
+
+    async fn remove(&self, id: NodeId) -> Result<u64> {
+        let mut state = self.lock()?;
+        match state.by_id.remove(&id) {
+            Some(node) => {
+                state.ids.remove(&node.key);
+                Ok(1)
+            }
+            None => Ok(0),
+        }
+    }
+
+    async fn remove_key(&self, key: &NodeKey) -> Result<u64> {
+        let mut state = self.lock()?;
+        match state.ids.remove(key) {
+            Some(id) => {
+                state.by_id.remove(&id);
+                Ok(1)
+            }
+            None => Ok(0),
+        }
+    }
+
+    async fn get(&self, key: &NodeKey) -> Result<Option<Node>> {
+        let state = self.lock()?;
+        Ok(state
+            .ids
+            .get(key)
+            .and_then(|id| state.by_id.get(id))
+            .cloned())
+    }
+
+    async fn get_by_id(&self, id: NodeId) -> Result<Option<Node>> {
+        Ok(self.lock()?.by_id.get(&id).cloned())
+    }
+
+    async fn list(&self, group: Option<&str>) -> Result<Vec<Node>> {
+        let state = self.lock()?;
+        Ok(state
+            .by_id
+            .values()
+            .filter(|node| group.is_none_or(|g| node.key.group() == g))
+            .cloned()
+            .collect())
+    }
+
+    async fn evict_expired(&self, now: Timestamp) -> Result<Vec<NodeKey>> {
+        let mut state = self.lock()?;
+        let expired: Vec<Node> = state
+            .by_id
+            .values()
+            .filter(|node| node.is_expired(now))
+            .cloned()
+            .collect();
+        for node in &expired {
+            state.by_id.remove(&node.id);
+            state.ids.remove(&node.key);
+        }
+        Ok(expired.into_iter().map(|node| node.key).collect())
+    }
+}
+
+#[cfg(all(test, feature = "testkit"))]
+mod tests {
+    #[tokio::test]
+    async fn passes_the_conformance_suite() {
+        crate::testkit::conformance(|| async { super::MemoryRegistry::new() }).await;
+    }
+}

@@ -1,0 +1,456 @@
+//! The data the mediator deals in: who a node is, where it is, and what is sent.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, StatusCode};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::time::Timestamp;
+
+/// The longest group or node name.
+pub const MAX_NAME_LEN: usize = 50;
+
+/// Checks one name against `^[A-Za-z0-9_-]{1,50}$`, naming the field on refusal.
+pub fn validate_name(field: &'static str, value: &str) -> Result<()> {
+    if value.is_empty() {
+        return Err(Error::invalid(field, "must not be empty"));
+    }
+    if value.len() > MAX_NAME_LEN {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "must be at most {MAX_NAME_LEN} characters, got {}",
+                value.len()
+            ),
+        ));
+    }
+    if let Some(bad) = value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
+    {
+        return Err(Error::invalid(
+            field,
+            format!("must match ^[A-Za-z0-9_-]{{1,50}}$, found {bad:?}"),
+        ));
+    }
+    Ok(())
+}
+
+/// A node's identity: its group and, optionally, its name.
+///
+/// A key without a name is the group's unnamed node; a group has at most one.
+/// Keys can only be built validated, so an invalid name never reaches a store.
+///
+/// ```
+/// use mediator_core::NodeKey;
+/// let key = NodeKey::new("billing", Some("worker-1")).unwrap();
+/// assert_eq!(key.to_string(), "billing/worker-1");
+/// assert_eq!("billing/".parse::<NodeKey>().unwrap(), NodeKey::unnamed("billing").unwrap());
+/// assert!(NodeKey::new("bad group", None::<&str>).is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeKey {
+    group: String,
+    name: Option<String>,
+}
+
+impl NodeKey {
+    /// A validated key; `name: None` is the group's unnamed node.
+    pub fn new(group: impl Into<String>, name: Option<impl Into<String>>) -> Result<Self> {
+        let group = group.into();
+        validate_name("group", &group)?;
+        let name = name.map(Into::into);
+        if let Some(name) = &name {
+            validate_name("name", name)?;
+        }
+        Ok(NodeKey { group, name })
+    }
+
+    /// A named node's key.
+    pub fn named(group: impl Into<String>, name: impl Into<String>) -> Result<Self> {
+        NodeKey::new(group, Some(name))
+    }
+
+    /// The group's unnamed node.
+    pub fn unnamed(group: impl Into<String>) -> Result<Self> {
+        NodeKey::new(group, None::<String>)
+    }
+
+    /// The group.
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
+    /// The name, or `None` for the group's unnamed node.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+}
+
+impl fmt::Display for NodeKey {
+    /// `group/name`, or `group/` for the unnamed node (the token `sub` form).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.group, self.name.as_deref().unwrap_or(""))
+    }
+}
+
+impl FromStr for NodeKey {
+    type Err = Error;
+    /// Parses `group/name` or `group/` (a bare `group` is the unnamed node too).
+    fn from_str(s: &str) -> Result<Self> {
+        match s.split_once('/') {
+            Some((group, "")) => NodeKey::unnamed(group),
+            Some((group, name)) => NodeKey::named(group, name),
+            None => NodeKey::unnamed(s),
+        }
+    }
+}
+
+impl Serialize for NodeKey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for NodeKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A registration's id, assigned by the store on first insert and kept on update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct NodeId(pub u64);
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Where the mediator reaches a node.
+///
+/// ```
+/// use mediator_core::Endpoint;
+/// let e: Endpoint = "http://10.0.0.5:9000".parse().unwrap();
+/// assert_eq!(e.to_string(), "http://10.0.0.5:9000");
+/// let a: Endpoint = "attached:hub-1".parse().unwrap();
+/// assert_eq!(a, Endpoint::Attached { instance: "hub-1".into() });
+/// assert!("ftp://x".parse::<Endpoint>().is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    /// The mediator calls the node back at this base URL (`http://` or `https://`).
+    Http(String),
+    /// The node holds a live connection to mediator instance `instance`; only
+    /// that instance can deliver to it.
+    Attached {
+        /// The id of the mediator instance holding the connection.
+        instance: String,
+    },
+}
+
+/// The kind of an [`Endpoint`], which picks the [`Deliver`](crate::Deliver) to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EndpointKind {
+    /// [`Endpoint::Http`].
+    Http,
+    /// [`Endpoint::Attached`].
+    Attached,
+}
+
+impl Endpoint {
+    /// A validated HTTP callback endpoint.
+    pub fn http(url: impl Into<String>) -> Result<Self> {
+        let url = url.into();
+        let rest = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"))
+            .ok_or_else(|| Error::invalid("url", "must start with http:// or https://"))?;
+        let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+        if host.is_empty() {
+            return Err(Error::invalid("url", "must name a host"));
+        }
+        if url.len() > 2048 || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(Error::invalid(
+                "url",
+                "must be at most 2048 characters without spaces",
+            ));
+        }
+        Ok(Endpoint::Http(url.trim_end_matches('/').to_owned()))
+    }
+
+    /// Which deliverer reaches this endpoint.
+    pub fn kind(&self) -> EndpointKind {
+        match self {
+            Endpoint::Http(_) => EndpointKind::Http,
+            Endpoint::Attached { .. } => EndpointKind::Attached,
+        }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Http(url) => f.write_str(url),
+            Endpoint::Attached { instance } => write!(f, "attached:{instance}"),
+        }
+    }
+}
+
+impl FromStr for Endpoint {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.strip_prefix("attached:") {
+            Some(instance) if !instance.is_empty() => Ok(Endpoint::Attached {
+                instance: instance.to_owned(),
+            }),
+            Some(_) => Err(Error::invalid("endpoint", "attached: needs an instance id")),
+            None => Endpoint::http(s),
+        }
+    }
+}
+
+/// Free-form string metadata a node registers with (version, zone, ...).
+pub type Meta = BTreeMap<String, String>;
+
+/// A registered node, as a store returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// The store's id for this registration.
+    pub id: NodeId,
+    /// Who the node is.
+    pub key: NodeKey,
+    /// Where the mediator reaches it.
+    pub endpoint: Endpoint,
+    /// What the node said about itself.
+    pub meta: Meta,
+    /// When it first registered.
+    pub created: Timestamp,
+    /// When its registration last changed, or `None` if never.
+    pub updated: Option<Timestamp>,
+    /// When its lease runs out, unless renewed.
+    pub lease_until: Timestamp,
+}
+
+impl Node {
+    /// Whether the lease has run out at `now` (a lease ending exactly at `now` has).
+    pub fn is_expired(&self, now: Timestamp) -> bool {
+        self.lease_until <= now
+    }
+}
+
+/// What a node asks to be registered as.
+///
+/// ```
+/// use mediator_core::{Endpoint, NodeKey, Registration};
+/// use std::time::Duration;
+/// let r = Registration::new(
+///     NodeKey::named("users", "api").unwrap(),
+///     Endpoint::http("http://127.0.0.1:9000").unwrap(),
+///     Duration::from_secs(30),
+/// );
+/// assert_eq!(r.ttl, Duration::from_secs(30));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    /// Who registers.
+    pub key: NodeKey,
+    /// Where to reach it.
+    pub endpoint: Endpoint,
+    /// Metadata to store with it.
+    pub meta: Meta,
+    /// How long the lease lasts from the moment of registration.
+    pub ttl: Duration,
+}
+
+impl Registration {
+    /// A registration with no metadata.
+    pub fn new(key: NodeKey, endpoint: Endpoint, ttl: Duration) -> Self {
+        Registration {
+            key,
+            endpoint,
+            meta: Meta::new(),
+            ttl,
+        }
+    }
+
+    /// Adds metadata.
+    pub fn with_meta(mut self, meta: Meta) -> Self {
+        self.meta = meta;
+        self
+    }
+}
+
+/// Whom a request is for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// Exactly one node.
+    One(NodeKey),
+    /// Every node of a group; each reply is gathered.
+    All(String),
+    /// Any one healthy node of a group, the least busy first.
+    Any(String),
+}
+
+impl Target {
+    /// The group the target lies in.
+    pub fn group(&self) -> &str {
+        match self {
+            Target::One(key) => key.group(),
+            Target::All(group) | Target::Any(group) => group,
+        }
+    }
+
+    /// A validated `All` target.
+    pub fn all(group: impl Into<String>) -> Result<Self> {
+        let group = group.into();
+        validate_name("group", &group)?;
+        Ok(Target::All(group))
+    }
+
+    /// A validated `Any` target.
+    pub fn any(group: impl Into<String>) -> Result<Self> {
+        let group = group.into();
+        validate_name("group", &group)?;
+        Ok(Target::Any(group))
+    }
+}
+
+impl fmt::Display for Target {
+    /// `group/name` for one node, `group/*` for all, `group/?` for any.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::One(key) => key.fmt(f),
+            Target::All(group) => write!(f, "{group}/*"),
+            Target::Any(group) => write!(f, "{group}/?"),
+        }
+    }
+}
+
+/// One request on its way through the mediator. The body is opaque.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    /// The verified sender, or `None` when the caller has no node identity.
+    pub from: Option<NodeKey>,
+    /// Whom it is for.
+    pub target: Target,
+    /// The HTTP method the caller used.
+    pub method: Method,
+    /// The path and query to deliver at the node, starting with `/`.
+    pub path_and_query: String,
+    /// Headers to pass on (already stripped of credentials and hop-by-hop headers).
+    pub headers: HeaderMap,
+    /// The payload, never parsed by the mediator.
+    pub body: Bytes,
+}
+
+impl Envelope {
+    /// A POST envelope with no headers.
+    pub fn new(target: Target, path_and_query: impl Into<String>, body: impl Into<Bytes>) -> Self {
+        Envelope {
+            from: None,
+            target,
+            method: Method::POST,
+            path_and_query: path_and_query.into(),
+            headers: HeaderMap::new(),
+            body: body.into(),
+        }
+    }
+
+    /// Sets the sender.
+    pub fn from(mut self, from: NodeKey) -> Self {
+        self.from = Some(from);
+        self
+    }
+
+    /// The path without its query, as the AAD of sealed payloads binds it.
+    pub fn path(&self) -> &str {
+        self.path_and_query
+            .split('?')
+            .next()
+            .unwrap_or(&self.path_and_query)
+    }
+}
+
+/// A node's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// The node's status.
+    pub status: StatusCode,
+    /// The node's headers (hop-by-hop headers removed by the transport).
+    pub headers: HeaderMap,
+    /// The node's body.
+    pub body: Bytes,
+}
+
+impl Reply {
+    /// A reply with no headers.
+    pub fn new(status: StatusCode, body: impl Into<Bytes>) -> Self {
+        Reply {
+            status,
+            headers: HeaderMap::new(),
+            body: body.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_validated_with_the_field_named() {
+        let long = "a".repeat(51);
+        for (group, name, field) in [
+            ("", None, "group"),
+            ("a b", None, "group"),
+            (long.as_str(), None, "group"),
+            ("ok", Some("x/y"), "name"),
+            ("ok", Some(""), "name"),
+            ("ok", Some("é"), "name"),
+        ] {
+            match NodeKey::new(group, name) {
+                Err(Error::Invalid { field: f, .. }) => assert_eq!(f, field, "{group:?} {name:?}"),
+                other => panic!("{group:?}/{name:?} gave {other:?}"),
+            }
+        }
+        assert!(NodeKey::new("a".repeat(50), Some("Z_-9")).is_ok());
+    }
+
+    #[test]
+    fn key_round_trips_through_text() {
+        for text in ["g/n", "g/", "A-b_c/x-1"] {
+            let key: NodeKey = text.parse().unwrap();
+            assert_eq!(key.to_string(), text);
+        }
+        let json = serde_json::to_string(&NodeKey::named("g", "n").unwrap()).unwrap();
+        assert_eq!(json, "\"g/n\"");
+        assert!(serde_json::from_str::<NodeKey>("\"g/n n\"").is_err());
+    }
+
+    #[test]
+    fn endpoints_validate_and_round_trip() {
+        assert!(Endpoint::http("http://").is_err());
+        assert!(Endpoint::http("127.0.0.1:80").is_err());
+        assert!(Endpoint::http("http://a b").is_err());
+        assert_eq!(
+            Endpoint::http("https://h:1/").unwrap().to_string(),
+            "https://h:1"
+        );
+        assert!("attached:".parse::<Endpoint>().is_err());
+    }
+
+    #[test]
+    fn envelope_path_drops_query() {
+        let e = Envelope::new(Target::all("g").unwrap(), "/a/b?x=1", "");
+        assert_eq!(e.path(), "/a/b");
+    }
+}

@@ -1,0 +1,119 @@
+//! The durable truth about who is registered: the [`Registry`] trait.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::error::Result;
+use crate::model::{Node, NodeId, NodeKey, Registration};
+use crate::time::Timestamp;
+
+/// Stores registrations. Implemented by [`MemoryRegistry`](crate::MemoryRegistry),
+/// the SQLite and MySQL stores, and by users.
+///
+/// The contract, checked by [`testkit::conformance`](crate#features) under the
+/// `testkit` feature:
+/// - `(group, name)` is unique, the unnamed node included; concurrent upserts
+///   of one key never make two rows.
+/// - An upsert of an existing key updates it in place: same id, same
+///   `created`, `updated = Some(now)`.
+/// - Lists are ordered by id.
+/// - A node is expired when `lease_until <= now`.
+/// - Time is always an argument, never read from the clock.
+///
+/// A store that loses its backend returns [`Error::Store`](crate::Error::Store)
+/// quickly rather than hanging.
+///
+/// ```
+/// use mediator_core::{Endpoint, MemoryRegistry, NodeKey, Registration, Registry, Timestamp};
+/// use std::time::Duration;
+/// # tokio_test_block(async {
+/// let registry = MemoryRegistry::new();
+/// let now = Timestamp::from_millis(1_000);
+/// let key = NodeKey::named("users", "api").unwrap();
+/// let node = registry
+///     .upsert(Registration::new(key.clone(), Endpoint::http("http://127.0.0.1:9000").unwrap(), Duration::from_secs(30)), now)
+///     .await
+///     .unwrap();
+/// assert_eq!(registry.get(&key).await.unwrap(), Some(node));
+/// # });
+/// # fn tokio_test_block(f: impl std::future::Future<Output = ()>) {
+/// #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+/// # }
+/// ```
+#[async_trait]
+pub trait Registry: Send + Sync + 'static {
+    /// Inserts or updates the registration of `registration.key`; the lease
+    /// runs until `now + registration.ttl`. Returns the stored node.
+    async fn upsert(&self, registration: Registration, now: Timestamp) -> Result<Node>;
+
+    /// Extends the lease of `key` to `now + ttl`. Returns the new end of the
+    /// lease, or `None` when the key is not registered (the node should
+    /// register again).
+    async fn renew(
+        &self,
+        key: &NodeKey,
+        ttl: Duration,
+        now: Timestamp,
+    ) -> Result<Option<Timestamp>>;
+
+    /// Removes a registration by id; returns how many went (0 or 1).
+    async fn remove(&self, id: NodeId) -> Result<u64>;
+
+    /// Removes a registration by key; returns how many went (0 or 1).
+    async fn remove_key(&self, key: &NodeKey) -> Result<u64>;
+
+    /// The registration of `key`, if any.
+    async fn get(&self, key: &NodeKey) -> Result<Option<Node>>;
+
+    /// The registration with `id`, if any.
+    async fn get_by_id(&self, id: NodeId) -> Result<Option<Node>>;
+
+    /// Every registration, or those of one group, ordered by id.
+    async fn list(&self, group: Option<&str>) -> Result<Vec<Node>>;
+
+    /// Removes every registration whose lease ended at or before `now`, and
+    /// returns their keys.
+    async fn evict_expired(&self, now: Timestamp) -> Result<Vec<NodeKey>>;
+
+    /// Checks that the store answers (for readiness probes).
+    async fn ping(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl<R: Registry + ?Sized> Registry for std::sync::Arc<R> {
+    async fn upsert(&self, registration: Registration, now: Timestamp) -> Result<Node> {
+        (**self).upsert(registration, now).await
+    }
+    async fn renew(
+        &self,
+        key: &NodeKey,
+        ttl: Duration,
+        now: Timestamp,
+    ) -> Result<Option<Timestamp>> {
+        (**self).renew(key, ttl, now).await
+    }
+    async fn remove(&self, id: NodeId) -> Result<u64> {
+        (**self).remove(id).await
+    }
+    async fn remove_key(&self, key: &NodeKey) -> Result<u64> {
+        (**self).remove_key(key).await
+    }
+    async fn get(&self, key: &NodeKey) -> Result<Option<Node>> {
+        (**self).get(key).await
+    }
+    async fn get_by_id(&self, id: NodeId) -> Result<Option<Node>> {
+        (**self).get_by_id(id).await
+    }
+    async fn list(&self, group: Option<&str>) -> Result<Vec<Node>> {
+        (**self).list(group).await
+    }
+    async fn evict_expired(&self, now: Timestamp) -> Result<Vec<NodeKey>> {
+        (**self).evict_expired(now).await
+    }
+    async fn ping(&self) -> Result<()> {
+        (**self).ping().await
+    }
+}

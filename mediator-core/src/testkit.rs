@@ -1,0 +1,448 @@
+//! The registry conformance suite: one call checks a [`Registry`] against the
+//! whole contract.
+//!
+//! Every store in this workspace runs it, and so can yours:
+//!
+//! ```
+//! use mediator_core::{testkit, MemoryRegistry};
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! testkit::conformance(|| async { MemoryRegistry::new() }).await;
+//! # });
+//! ```
+//!
+//! `fresh` must return an empty registry each time it is called: every case
+//! runs on its own. The suite drives time through arguments, so it never
+//! sleeps. It panics at the end, listing every case that failed.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::model::{Endpoint, Meta, NodeId, NodeKey, Registration};
+use crate::registry::Registry;
+use crate::time::Timestamp;
+use crate::Error;
+
+type CaseResult = Result<(), String>;
+type Case<R> = fn(Arc<R>) -> Pin<Box<dyn Future<Output = CaseResult> + Send>>;
+
+macro_rules! ensure {
+    ($cond:expr, $($msg:tt)+) => {
+        if !$cond {
+            return Err(format!($($msg)+));
+        }
+    };
+}
+
+macro_rules! ensure_eq {
+    ($left:expr, $right:expr, $what:expr) => {{
+        let (l, r) = (&$left, &$right);
+        if l != r {
+            return Err(format!("{}: expected {:?}, got {:?}", $what, r, l));
+        }
+    }};
+}
+
+/// Fails with the store's error message, named by the step that failed.
+fn step<T>(what: &str, result: crate::Result<T>) -> Result<T, String> {
+    result.map_err(|e| format!("{what}: {e}"))
+}
+
+const T0: Timestamp = Timestamp::from_millis(1_700_000_000_000);
+const TTL: Duration = Duration::from_secs(30);
+
+fn key(group: &str, name: Option<&str>) -> NodeKey {
+    NodeKey::new(group, name).expect("suite keys are valid")
+}
+
+fn reg(key: &NodeKey, port: u16) -> Registration {
+    Registration::new(
+        key.clone(),
+        Endpoint::http(format!("http://127.0.0.1:{port}")).expect("valid url"),
+        TTL,
+    )
+}
+
+/// Runs every case of the registry contract against registries made by `fresh`.
+///
+/// # Panics
+/// When any case fails, after all have run, with every failure listed.
+pub async fn conformance<R, F, Fut>(fresh: F)
+where
+    R: Registry,
+    F: Fn() -> Fut,
+    Fut: Future<Output = R>,
+{
+    let cases: Vec<(&str, Case<R>)> = vec![
+        ("insert_returns_id", |r| Box::pin(insert_returns_id(r))),
+        ("upsert_updates_in_place", |r| {
+            Box::pin(upsert_updates_in_place(r))
+        }),
+        ("concurrent_upserts_make_one_row", |r| {
+            Box::pin(concurrent_upserts_make_one_row(r))
+        }),
+        ("unnamed_node", |r| Box::pin(unnamed_node(r))),
+        ("get_by_key_and_id", |r| Box::pin(get_by_key_and_id(r))),
+        ("list_is_stable_and_filters_by_group", |r| {
+            Box::pin(list_is_stable_and_filters_by_group(r))
+        }),
+        ("remove_by_id_and_key", |r| {
+            Box::pin(remove_by_id_and_key(r))
+        }),
+        ("renew_extends_lease", |r| Box::pin(renew_extends_lease(r))),
+        ("evict_removes_exactly_the_expired", |r| {
+            Box::pin(evict_removes_exactly_the_expired(r))
+        }),
+        ("meta_and_endpoints_round_trip", |r| {
+            Box::pin(meta_and_endpoints_round_trip(r))
+        }),
+        ("invalid_names_never_reach_storage", |r| {
+            Box::pin(invalid_names_never_reach_storage(r))
+        }),
+        ("ping_answers", |r| Box::pin(ping_answers(r))),
+    ];
+    let mut failures = Vec::new();
+    for (name, case) in cases {
+        let registry = Arc::new(fresh().await);
+        if let Err(message) = case(registry).await {
+            failures.push(format!("{name}: {message}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "registry conformance failed:\n  {}",
+        failures.join("\n  ")
+    );
+}
+
+async fn insert_returns_id<R: Registry>(r: Arc<R>) -> CaseResult {
+    let a = key("g", Some("a"));
+    let b = key("g", Some("b"));
+    let na = step("upsert a", r.upsert(reg(&a, 1001), T0).await)?;
+    let nb = step("upsert b", r.upsert(reg(&b, 1002), T0).await)?;
+    ensure!(na.id != nb.id, "two keys got the same id {}", na.id);
+    ensure_eq!(na.key, a, "key");
+    ensure_eq!(na.created, T0, "created");
+    ensure_eq!(na.updated, None, "updated of a new node");
+    ensure_eq!(na.lease_until, T0 + TTL, "lease_until");
+    ensure_eq!(
+        na.endpoint,
+        Endpoint::http("http://127.0.0.1:1001").expect("valid"),
+        "endpoint"
+    );
+    Ok(())
+}
+
+async fn upsert_updates_in_place<R: Registry>(r: Arc<R>) -> CaseResult {
+    let a = key("g", Some("a"));
+    let first = step("first upsert", r.upsert(reg(&a, 1001), T0).await)?;
+    let t1 = T0 + Duration::from_secs(5);
+    let mut meta = Meta::new();
+    meta.insert("version".into(), "2".into());
+    let second = step(
+        "second upsert",
+        r.upsert(reg(&a, 2002).with_meta(meta.clone()), t1).await,
+    )?;
+    ensure_eq!(second.id, first.id, "id after update");
+    ensure_eq!(second.created, T0, "created after update");
+    ensure_eq!(second.updated, Some(t1), "updated after update");
+    ensure_eq!(second.lease_until, t1 + TTL, "lease after update");
+    ensure_eq!(second.meta, meta, "meta after update");
+    let stored = step("get", r.get(&a).await)?;
+    ensure_eq!(stored, Some(second), "stored node");
+    ensure_eq!(step("list", r.list(None).await)?.len(), 1, "rows");
+    Ok(())
+}
+
+async fn concurrent_upserts_make_one_row<R: Registry>(r: Arc<R>) -> CaseResult {
+    let a = key("race", Some("a"));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..16u16 {
+        let (r, a) = (r.clone(), a.clone());
+        tasks.spawn(async move {
+            r.upsert(reg(&a, 3000 + i), T0 + Duration::from_millis(u64::from(i)))
+                .await
+        });
+    }
+    let mut ids = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        let node = step("concurrent upsert", joined.map_err(|e| e.to_string())?)?;
+        ids.push(node.id);
+    }
+    ids.dedup();
+    ensure!(
+        ids.len() == 1,
+        "concurrent upserts gave several ids: {ids:?}"
+    );
+    let rows = step("list", r.list(Some("race")).await)?;
+    ensure_eq!(rows.len(), 1, "rows after concurrent upserts");
+    Ok(())
+}
+
+async fn unnamed_node<R: Registry>(r: Arc<R>) -> CaseResult {
+    let unnamed = key("g", None);
+    let named = key("g", Some("n"));
+    let u1 = step("upsert unnamed", r.upsert(reg(&unnamed, 1), T0).await)?;
+    step("upsert named", r.upsert(reg(&named, 2), T0).await)?;
+    let u2 = step(
+        "upsert unnamed again",
+        r.upsert(reg(&unnamed, 3), T0 + TTL).await,
+    )?;
+    ensure_eq!(u2.id, u1.id, "unnamed node id after update");
+    ensure_eq!(u2.key.name(), None, "unnamed node's name");
+    let got = step("get unnamed", r.get(&unnamed).await)?;
+    ensure_eq!(
+        got.map(|n| n.endpoint.to_string()),
+        Some("http://127.0.0.1:3".to_owned()),
+        "unnamed endpoint"
+    );
+    ensure_eq!(
+        step("list", r.list(Some("g")).await)?.len(),
+        2,
+        "rows in group"
+    );
+    Ok(())
+}
+
+async fn get_by_key_and_id<R: Registry>(r: Arc<R>) -> CaseResult {
+    let a = key("g", Some("a"));
+    let node = step("upsert", r.upsert(reg(&a, 1), T0).await)?;
+    ensure_eq!(
+        step("get", r.get(&a).await)?,
+        Some(node.clone()),
+        "get by key"
+    );
+    ensure_eq!(
+        step("get_by_id", r.get_by_id(node.id).await)?,
+        Some(node.clone()),
+        "get by id"
+    );
+    ensure_eq!(
+        step("get missing", r.get(&key("g", Some("zz"))).await)?,
+        None,
+        "missing key"
+    );
+    ensure_eq!(
+        step("get other group", r.get(&key("h", Some("a"))).await)?,
+        None,
+        "same name, other group"
+    );
+    ensure_eq!(
+        step(
+            "get_by_id missing",
+            r.get_by_id(NodeId(node.id.0 + 1000)).await
+        )?,
+        None,
+        "missing id"
+    );
+    Ok(())
+}
+
+async fn list_is_stable_and_filters_by_group<R: Registry>(r: Arc<R>) -> CaseResult {
+    let keys = [
+        key("b", Some("1")),
+        key("a", Some("1")),
+        key("b", Some("2")),
+        key("b", None),
+        key("a", Some("0")),
+    ];
+    let mut ids = Vec::new();
+    for (i, k) in keys.iter().enumerate() {
+        let port = u16::try_from(i).unwrap_or(0) + 1;
+        ids.push(step("upsert", r.upsert(reg(k, port), T0).await)?.id);
+    }
+    let all = step("list all", r.list(None).await)?;
+    ensure_eq!(
+        all.iter().map(|n| n.key.clone()).collect::<Vec<_>>(),
+        keys.to_vec(),
+        "list all in id order"
+    );
+    ensure!(
+        all.windows(2).all(|w| w[0].id < w[1].id),
+        "list not ordered by id"
+    );
+    let b = step("list b", r.list(Some("b")).await)?;
+    ensure_eq!(
+        b.iter().map(|n| n.key.to_string()).collect::<Vec<_>>(),
+        vec!["b/1".to_owned(), "b/2".to_owned(), "b/".to_owned()],
+        "list of group b"
+    );
+    ensure_eq!(step("list again", r.list(None).await)?, all, "second list");
+    ensure_eq!(
+        step("list none", r.list(Some("nope")).await)?.len(),
+        0,
+        "unknown group"
+    );
+    Ok(())
+}
+
+async fn remove_by_id_and_key<R: Registry>(r: Arc<R>) -> CaseResult {
+    let a = key("g", Some("a"));
+    let b = key("g", Some("b"));
+    let na = step("upsert a", r.upsert(reg(&a, 1), T0).await)?;
+    step("upsert b", r.upsert(reg(&b, 2), T0).await)?;
+    ensure_eq!(
+        step("remove id", r.remove(na.id).await)?,
+        1,
+        "removed by id"
+    );
+    ensure_eq!(
+        step("remove id again", r.remove(na.id).await)?,
+        0,
+        "removed twice by id"
+    );
+    ensure_eq!(step("get a", r.get(&a).await)?, None, "a after removal");
+    ensure_eq!(
+        step("remove key", r.remove_key(&b).await)?,
+        1,
+        "removed by key"
+    );
+    ensure_eq!(
+        step("remove key again", r.remove_key(&b).await)?,
+        0,
+        "removed twice by key"
+    );
+    ensure_eq!(step("list", r.list(None).await)?.len(), 0, "rows left");
+    let again = step("re-register a", r.upsert(reg(&a, 1), T0).await)?;
+    ensure_eq!(again.updated, None, "a re-registered after removal is new");
+    Ok(())
+}
+
+async fn renew_extends_lease<R: Registry>(r: Arc<R>) -> CaseResult {
+    let a = key("g", Some("a"));
+    let node = step("upsert", r.upsert(reg(&a, 1), T0).await)?;
+    let t1 = T0 + Duration::from_secs(20);
+    let lease = step("renew", r.renew(&a, Duration::from_secs(60), t1).await)?;
+    ensure_eq!(lease, Some(t1 + Duration::from_secs(60)), "renewed lease");
+    let stored = step("get", r.get(&a).await)?.ok_or("renewed node vanished")?;
+    ensure_eq!(
+        stored.lease_until,
+        t1 + Duration::from_secs(60),
+        "stored lease"
+    );
+    ensure_eq!(stored.id, node.id, "id after renew");
+    ensure_eq!(stored.created, node.created, "created after renew");
+    ensure_eq!(
+        step(
+            "renew unknown",
+            r.renew(&key("g", Some("zz")), TTL, t1).await
+        )?,
+        None,
+        "renew of an unknown key"
+    );
+    Ok(())
+}
+
+async fn evict_removes_exactly_the_expired<R: Registry>(r: Arc<R>) -> CaseResult {
+    let short = key("g", Some("short"));
+    let edge = key("g", None);
+    let long = key("h", Some("long"));
+    let mut r_short = reg(&short, 1);
+    r_short.ttl = Duration::from_secs(5);
+    let mut r_edge = reg(&edge, 2);
+    r_edge.ttl = Duration::from_secs(10);
+    let mut r_long = reg(&long, 3);
+    r_long.ttl = Duration::from_secs(60);
+    for reg in [r_short, r_edge, r_long] {
+        step("upsert", r.upsert(reg, T0).await)?;
+    }
+    let none = step(
+        "evict early",
+        r.evict_expired(T0 + Duration::from_secs(4)).await,
+    )?;
+    ensure_eq!(
+        none,
+        Vec::<NodeKey>::new(),
+        "evicted before any lease ended"
+    );
+    let mut gone = step("evict", r.evict_expired(T0 + Duration::from_secs(10)).await)?;
+    gone.sort();
+    let mut expected = vec![short.clone(), edge.clone()];
+    expected.sort();
+    ensure_eq!(
+        gone,
+        expected,
+        "evicted keys (a lease ending exactly now has expired)"
+    );
+    let left: Vec<NodeKey> = step("list", r.list(None).await)?
+        .into_iter()
+        .map(|n| n.key)
+        .collect();
+    ensure_eq!(left, vec![long], "survivors");
+    let again = step(
+        "evict again",
+        r.evict_expired(T0 + Duration::from_secs(10)).await,
+    )?;
+    ensure!(again.is_empty(), "second eviction removed {again:?}");
+    Ok(())
+}
+
+async fn meta_and_endpoints_round_trip<R: Registry>(r: Arc<R>) -> CaseResult {
+    let mut meta = BTreeMap::new();
+    meta.insert("zone".to_owned(), "eu-west".to_owned());
+    meta.insert("empty".to_owned(), String::new());
+    meta.insert(
+        "unicode".to_owned(),
+        "zażółć \"quoted\" \\ {json}".to_owned(),
+    );
+    let a = key("g", Some("a"));
+    let node = step(
+        "upsert",
+        r.upsert(reg(&a, 1).with_meta(meta.clone()), T0).await,
+    )?;
+    ensure_eq!(node.meta, meta, "returned meta");
+    let stored = step("get", r.get(&a).await)?.ok_or("node vanished")?;
+    ensure_eq!(stored.meta, meta, "stored meta");
+
+    let attached = key("g", Some("attached"));
+    let endpoint = Endpoint::Attached {
+        instance: "hub-7".to_owned(),
+    };
+    let reg_attached = Registration::new(attached.clone(), endpoint.clone(), TTL);
+    step("upsert attached", r.upsert(reg_attached, T0).await)?;
+    let stored = step("get attached", r.get(&attached).await)?.ok_or("attached vanished")?;
+    ensure_eq!(stored.endpoint, endpoint, "attached endpoint");
+    let https = key("g", Some("tls"));
+    let reg_https = Registration::new(
+        https.clone(),
+        Endpoint::http("https://node.example:8443/base").map_err(|e| e.to_string())?,
+        TTL,
+    );
+    step("upsert https", r.upsert(reg_https, T0).await)?;
+    let stored = step("get https", r.get(&https).await)?.ok_or("https vanished")?;
+    ensure_eq!(
+        stored.endpoint.to_string(),
+        "https://node.example:8443/base".to_owned(),
+        "https endpoint"
+    );
+    Ok(())
+}
+
+async fn invalid_names_never_reach_storage<R: Registry>(r: Arc<R>) -> CaseResult {
+    let long = "x".repeat(51);
+    for (group, name) in [
+        ("bad group", None),
+        ("", None),
+        ("g", Some("a/b")),
+        ("g", Some("")),
+        (long.as_str(), None),
+        ("g'; DROP TABLE nodes; --", None),
+    ] {
+        match NodeKey::new(group, name) {
+            Err(Error::Invalid { .. }) => {}
+            other => return Err(format!("{group:?}/{name:?} was not refused: {other:?}")),
+        }
+    }
+    ensure_eq!(
+        step("list", r.list(None).await)?.len(),
+        0,
+        "rows after refusals"
+    );
+    Ok(())
+}
+
+async fn ping_answers<R: Registry>(r: Arc<R>) -> CaseResult {
+    step("ping", r.ping().await)
+}

@@ -1,0 +1,1 @@
+//! MySQL registry for Mediator.
