@@ -59,7 +59,16 @@ pub enum Error {
         /// How long the caller was willing to wait.
         after: Duration,
     },
-    /// The node could not be reached or answered with a transport failure.
+    /// The node could not be reached: nothing of the request was sent, so
+    /// another node may be tried.
+    #[error("node {node} unreachable: {reason}")]
+    NodeUnreachable {
+        /// The node that was asked (`group/name`).
+        node: String,
+        /// What went wrong, in words.
+        reason: String,
+    },
+    /// The node failed after the request (or part of it) reached it.
     #[error("node {node} failed: {reason}")]
     NodeFailed {
         /// The node that was asked (`group/name`).
@@ -114,7 +123,9 @@ impl Error {
             | Error::Sealed(_)
             | Error::Key(_) => Fault::Caller,
             Error::Store(_) | Error::NoNodeAvailable(_) | Error::Config(_) => Fault::Hub,
-            Error::DeadlinePassed { .. } | Error::NodeFailed { .. } => Fault::Node,
+            Error::DeadlinePassed { .. }
+            | Error::NodeFailed { .. }
+            | Error::NodeUnreachable { .. } => Fault::Node,
         }
     }
 
@@ -128,7 +139,7 @@ impl Error {
             Error::Unauthorized(_) => 401,
             Error::Forbidden(_) => 403,
             Error::UnknownTarget(_) => 404,
-            Error::NodeFailed { .. } => 502,
+            Error::NodeFailed { .. } | Error::NodeUnreachable { .. } => 502,
             Error::Store(_) | Error::NoNodeAvailable(_) => 503,
             Error::DeadlinePassed { .. } => 504,
             Error::Config(_) => 500,
@@ -144,6 +155,7 @@ impl Error {
             Error::NoNodeAvailable(_) => "no_node_available",
             Error::DeadlinePassed { .. } => "deadline_passed",
             Error::NodeFailed { .. } => "node_failed",
+            Error::NodeUnreachable { .. } => "node_unreachable",
             Error::Unauthorized(_) => "unauthorized",
             Error::Forbidden(_) => "forbidden",
             Error::Sealed(_) => "sealed",

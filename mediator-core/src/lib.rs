@@ -13,20 +13,32 @@
 //! `testkit` feature as [`testkit::conformance`]; the original project's
 //! AES-256-CBC cipher is available under the `legacy` feature.
 
+#![warn(clippy::unwrap_used)]
+
+pub mod auth;
+pub mod cipher;
 mod error;
+pub mod mediator;
 mod memory;
 pub mod model;
 pub mod registry;
+pub mod router;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 mod time;
 
+pub use auth::{Authenticator, Claims, Identity, TokenMinter};
+pub use cipher::{Cipher, KeyRing, SealKey};
 pub use error::{Error, Fault, Result};
+pub use mediator::{Limits, Mediator, MediatorBuilder};
 pub use memory::MemoryRegistry;
 pub use model::{
     Endpoint, EndpointKind, Envelope, Meta, Node, NodeId, NodeKey, Registration, Reply, Target,
 };
 pub use registry::Registry;
+pub use router::{
+    Broadcast, Deadline, DefaultRouter, Deliver, NodeResult, Routed, Router, Summary,
+};
 pub use time::Timestamp;
 
 /// Re-exported so implementors of the traits need not depend on it themselves.

@@ -1,0 +1,1097 @@
+//! Who is calling: JSON Web Tokens checked against the mediator key.
+//!
+//! HS256 (a shared secret, the original's dialect) is the default; EdDSA and
+//! RS256 public keys are accepted too, so a mediator can verify tokens
+//! without holding any key able to mint them.
+//!
+//! # Claims and what they grant
+//!
+//! - `sub` names the node the token was minted for, as `group/name`
+//!   (`group/` for the group's unnamed node). Registration and the sender of
+//!   a request must match it. It must parse as a [`NodeKey`] and contain a
+//!   `/`, so a bare user name from another issuer can never pass for a node.
+//! - `scope`, optional, lists the groups the holder may call; without it the
+//!   holder may call any group. The entry [`ADMIN_SCOPE`] (`"admin"`) grants
+//!   the admin role (dashboard and admin routes) and any group. `scope` may
+//!   be a JSON array or, as OAuth servers write it, one space-separated
+//!   string.
+//! - A token must name its holder with `sub`, or carry a `scope`: a token
+//!   with a `scope` and no `sub` is an operator's or a script's credential
+//!   (such as [`Claims::admin`]); it holds no node identity.
+//! - A token with neither is the original's kind (payload `{}` plus `iat` and
+//!   `exp`). It is refused unless the operator opts in with
+//!   [`Authenticator::allow_tokens_without_sub`]; then, as in the original,
+//!   its holder gets every power (admin, any group) but no identity, and the
+//!   [`Identity`] is marked unverified.
+//! - `exp` and `iat` are required, `nbf` optional, all in seconds since the
+//!   epoch. They are checked against the `now` passed to
+//!   [`Authenticator::authenticate`], with a leeway for clock skew
+//!   ([`DEFAULT_LEEWAY`]).
+//! - A token naming an audience (`aud`) is refused unless the authenticator
+//!   was given that audience ([`Authenticator::with_audience`]).
+//!
+//! With HS256, whoever holds the secret can mint any claims: give nodes
+//! tokens minted for them, not the secret, if one node must not be able to
+//! speak as another; or use EdDSA/RS256 so the mediator holds only a public
+//! key.
+//!
+//! # Algorithms
+//!
+//! Each authenticator accepts exactly one algorithm, the one of its key. The
+//! header's `alg` is checked before anything else: `none`, and any attempt
+//! to present a token of one algorithm to a key of another (for instance an
+//! HS256 token "signed" with an RSA public key as the HMAC secret) is
+//! refused. HMAC signatures are compared in constant time (jsonwebtoken
+//! compares them with `ring::constant_time::verify_slices_are_equal`), and
+//! [`Authenticator::check_basic`] compares with `subtle`.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Deserializer, Serialize};
+use subtle::ConstantTimeEq;
+
+use crate::error::{Error, Result};
+use crate::model::NodeKey;
+use crate::time::Timestamp;
+
+/// The scope entry that grants the admin role.
+pub const ADMIN_SCOPE: &str = "admin";
+
+/// The user name of the original's browser login (HTTP Basic).
+pub const BASIC_USER: &str = "admin";
+
+/// The default tolerance for clock skew between whoever minted a token and
+/// the mediator.
+///
+/// The original's children mint their own tokens with `iat` set to their own
+/// clock, so a child whose clock runs a few seconds ahead must not be locked
+/// out; 30 seconds absorbs ordinary NTP drift while keeping an expired token
+/// usable for at most half a minute.
+pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
+
+/// The claims of a mediator token.
+///
+/// Times are whole seconds since the Unix epoch, as JWTs write them.
+///
+/// ```
+/// use mediator_core::{Claims, NodeKey, Timestamp};
+/// use std::time::Duration;
+/// let now = Timestamp::from_millis(1_700_000_000_000);
+/// let key = NodeKey::named("billing", "worker-1").unwrap();
+/// let claims = Claims::node(&key, now, Duration::from_secs(3600)).with_scope(vec!["users".into()]);
+/// assert_eq!(claims.sub.as_deref(), Some("billing/worker-1"));
+/// assert_eq!(claims.exp, 1_700_003_600);
+/// ```
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Claims {
+    /// The node the token was minted for, `group/name` (`group/` for the
+    /// unnamed node); `None` for operator tokens and the original's tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    /// Expiry, seconds since the epoch.
+    pub exp: i64,
+    /// Issue time, seconds since the epoch.
+    pub iat: i64,
+    /// Not valid before, seconds since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
+    /// The groups the holder may call (`None`: any); `"admin"` grants the
+    /// admin role. Read from a JSON array or a space-separated string.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "scope_from_array_or_string"
+    )]
+    pub scope: Option<Vec<String>>,
+}
+
+impl Claims {
+    /// Claims for a node, valid from `now` for `ttl`, with no scope limit.
+    pub fn node(key: &NodeKey, now: Timestamp, ttl: Duration) -> Claims {
+        Claims {
+            sub: Some(key.to_string()),
+            exp: (now + ttl).as_secs(),
+            iat: now.as_secs(),
+            nbf: None,
+            scope: None,
+        }
+    }
+
+    /// Claims for an operator: the admin role, no node identity.
+    pub fn admin(now: Timestamp, ttl: Duration) -> Claims {
+        Claims {
+            sub: None,
+            exp: (now + ttl).as_secs(),
+            iat: now.as_secs(),
+            nbf: None,
+            scope: Some(vec![ADMIN_SCOPE.to_owned()]),
+        }
+    }
+
+    /// Limits the groups the holder may call (add `"admin"` for the admin role).
+    pub fn with_scope(mut self, scope: Vec<String>) -> Claims {
+        self.scope = Some(scope);
+        self
+    }
+}
+
+fn scope_from_array_or_string<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<Vec<String>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scope {
+        List(Vec<String>),
+        Spaced(String),
+    }
+    Ok(match Option::<Scope>::deserialize(d)? {
+        None => None,
+        Some(Scope::List(list)) => Some(list),
+        Some(Scope::Spaced(text)) => Some(text.split_whitespace().map(str::to_owned).collect()),
+    })
+}
+
+/// Who the caller is, once its token has been checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// The node the token was minted for; `None` for operator tokens, the
+    /// original's tokens and in-process callers.
+    pub key: Option<NodeKey>,
+    /// Whether the token's own claims establish who holds it (a `sub`, or an
+    /// operator token with a `scope`). `false` only for the original's
+    /// identity-less tokens, which anyone holding the secret mints for
+    /// itself: whatever such a caller says about itself is unproven.
+    pub verified: bool,
+    /// Whether the holder has the admin role.
+    pub admin: bool,
+    /// The groups the holder may call; `None`: any.
+    pub scope: Option<Vec<String>>,
+    /// When the token expires.
+    pub expires: Timestamp,
+}
+
+impl Identity {
+    /// Whether the holder may call a node of `group`: any group without a
+    /// scope or with the admin role, otherwise only the groups listed.
+    pub fn may_call(&self, group: &str) -> bool {
+        match &self.scope {
+            None => true,
+            Some(scope) => scope.iter().any(|s| s == ADMIN_SCOPE || s == group),
+        }
+    }
+
+    /// Whether this is the verified identity of node `key`.
+    pub fn is_node(&self, key: &NodeKey) -> bool {
+        self.verified && self.key.as_ref() == Some(key)
+    }
+
+    /// The identity of an in-process caller (the composing application,
+    /// tests): admin, verified, no node key, never expires.
+    pub fn internal() -> Identity {
+        Identity {
+            key: None,
+            verified: true,
+            admin: true,
+            scope: None,
+            expires: Timestamp::from_millis(i64::MAX),
+        }
+    }
+}
+
+/// Mints tokens; held by whoever issues them (the `mediator token` command,
+/// the `/token` route, tests).
+///
+/// `Debug` shows the algorithm only.
+#[derive(Clone)]
+pub struct TokenMinter {
+    algorithm: Algorithm,
+    key: EncodingKey,
+    empty_secret: bool,
+}
+
+impl TokenMinter {
+    /// Mints HS256 tokens with a shared secret.
+    pub fn hs256(secret: impl AsRef<[u8]>) -> TokenMinter {
+        let secret = secret.as_ref();
+        TokenMinter {
+            algorithm: Algorithm::HS256,
+            key: EncodingKey::from_secret(secret),
+            empty_secret: secret.is_empty(),
+        }
+    }
+
+    /// Mints EdDSA (Ed25519) tokens with a PKCS#8 private key in PEM, as
+    /// `openssl genpkey -algorithm ed25519` writes it.
+    pub fn eddsa_private_pem(pem: &[u8]) -> Result<TokenMinter> {
+        let key = EncodingKey::from_ed_pem(pem)
+            .map_err(|e| Error::Key(format!("not an Ed25519 private key in PEM ({e})")))?;
+        Ok(TokenMinter {
+            algorithm: Algorithm::EdDSA,
+            key,
+            empty_secret: false,
+        })
+    }
+
+    /// Mints RS256 tokens with an RSA private key in PKCS#1 PEM
+    /// (`-----BEGIN RSA PRIVATE KEY-----`).
+    pub fn rs256_private_pem(pem: &[u8]) -> Result<TokenMinter> {
+        let key = EncodingKey::from_rsa_pem(pem)
+            .map_err(|e| Error::Key(format!("not an RSA private key in PEM ({e})")))?;
+        Ok(TokenMinter {
+            algorithm: Algorithm::RS256,
+            key,
+            empty_secret: false,
+        })
+    }
+
+    /// Signs `claims` into a compact JWT.
+    pub fn mint(&self, claims: &Claims) -> Result<String> {
+        if self.empty_secret {
+            return Err(Error::Key(
+                "the HS256 secret is empty; anyone could mint tokens with it".into(),
+            ));
+        }
+        jsonwebtoken::encode(&Header::new(self.algorithm), claims, &self.key)
+            .map_err(|e| Error::Key(format!("could not sign the token ({e})")))
+    }
+}
+
+impl fmt::Debug for TokenMinter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenMinter")
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The key a token is checked against.
+#[derive(Clone)]
+enum Verifier {
+    Hs256 { secret: Arc<[u8]>, key: DecodingKey },
+    EdDsa(DecodingKey),
+    Rs256(DecodingKey),
+}
+
+impl Verifier {
+    fn algorithm(&self) -> Algorithm {
+        match self {
+            Verifier::Hs256 { .. } => Algorithm::HS256,
+            Verifier::EdDsa(_) => Algorithm::EdDSA,
+            Verifier::Rs256(_) => Algorithm::RS256,
+        }
+    }
+
+    fn algorithm_name(&self) -> &'static str {
+        match self {
+            Verifier::Hs256 { .. } => "HS256",
+            Verifier::EdDsa(_) => "EdDSA",
+            Verifier::Rs256(_) => "RS256",
+        }
+    }
+
+    fn key(&self) -> &DecodingKey {
+        match self {
+            Verifier::Hs256 { key, .. } | Verifier::EdDsa(key) | Verifier::Rs256(key) => key,
+        }
+    }
+}
+
+/// Checks tokens and turns them into an [`Identity`].
+///
+/// Cloning is cheap; `Debug` shows no secret. See the [module
+/// documentation](self) for the rules.
+///
+/// ```
+/// use mediator_core::{Authenticator, Claims, NodeKey, Timestamp};
+/// use std::time::Duration;
+///
+/// let auth = Authenticator::hs256("a long random secret");
+/// let minter = auth.minter().expect("an HS256 authenticator can mint");
+/// let now = Timestamp::now();
+/// let key = NodeKey::named("billing", "worker-1")?;
+/// let token = minter.mint(&Claims::node(&key, now, Duration::from_secs(3600)))?;
+///
+/// let who = auth.authenticate(&token, now)?;
+/// assert!(who.is_node(&key));
+/// assert!(who.may_call("users"));
+/// assert!(!who.admin);
+///
+/// // Two hours later the token has expired.
+/// assert!(auth.authenticate(&token, now + Duration::from_secs(7200)).is_err());
+/// // The browser login of the original: user "admin", password = the secret.
+/// assert!(auth.check_basic("admin", "a long random secret"));
+/// # Ok::<(), mediator_core::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Authenticator {
+    verifier: Verifier,
+    allow_without_sub: bool,
+    leeway: Duration,
+    audience: Option<String>,
+}
+
+impl Authenticator {
+    fn with_verifier(verifier: Verifier) -> Authenticator {
+        Authenticator {
+            verifier,
+            allow_without_sub: false,
+            leeway: DEFAULT_LEEWAY,
+            audience: None,
+        }
+    }
+
+    /// Checks HS256 tokens with a shared secret (the original's
+    /// `PROTECTED_BASIC_AND_JWT`); can also mint them.
+    ///
+    /// An empty secret refuses every token and every login: anyone could
+    /// sign with it.
+    pub fn hs256(secret: impl AsRef<[u8]>) -> Authenticator {
+        let secret = secret.as_ref();
+        Authenticator::with_verifier(Verifier::Hs256 {
+            secret: Arc::from(secret),
+            key: DecodingKey::from_secret(secret),
+        })
+    }
+
+    /// Checks EdDSA (Ed25519) tokens with a public key in PEM
+    /// (`-----BEGIN PUBLIC KEY-----`). Verify-only: cannot mint.
+    pub fn eddsa_public_pem(pem: &[u8]) -> Result<Authenticator> {
+        let key = DecodingKey::from_ed_pem(pem)
+            .map_err(|e| Error::Key(format!("not an Ed25519 public key in PEM ({e})")))?;
+        Ok(Authenticator::with_verifier(Verifier::EdDsa(key)))
+    }
+
+    /// Checks RS256 tokens with an RSA public key in PEM (`PUBLIC KEY` or
+    /// `RSA PUBLIC KEY`). Verify-only: cannot mint.
+    pub fn rs256_public_pem(pem: &[u8]) -> Result<Authenticator> {
+        let key = DecodingKey::from_rsa_pem(pem)
+            .map_err(|e| Error::Key(format!("not an RSA public key in PEM ({e})")))?;
+        Ok(Authenticator::with_verifier(Verifier::Rs256(key)))
+    }
+
+    /// Accepts tokens with neither `sub` nor `scope`, the original's kind
+    /// (default: refused). Their holders get every power, as in the
+    /// original, but no identity; only turn this on for the original's
+    /// children.
+    pub fn allow_tokens_without_sub(mut self, allow: bool) -> Authenticator {
+        self.allow_without_sub = allow;
+        self
+    }
+
+    /// The tolerance for clock skew on `exp`, `nbf` and `iat` (default
+    /// [`DEFAULT_LEEWAY`], 30 seconds).
+    pub fn with_leeway(mut self, leeway: Duration) -> Authenticator {
+        self.leeway = leeway;
+        self
+    }
+
+    /// Accepts tokens whose `aud` names `audience` (tokens without `aud`
+    /// are still accepted). Without this, any token carrying `aud` is
+    /// refused, as RFC 7519 requires of a recipient it does not name.
+    pub fn with_audience(mut self, audience: impl Into<String>) -> Authenticator {
+        self.audience = Some(audience.into());
+        self
+    }
+
+    /// The algorithm this authenticator accepts: `HS256`, `EdDSA` or `RS256`.
+    pub fn algorithm(&self) -> &'static str {
+        self.verifier.algorithm_name()
+    }
+
+    /// Checks `token` at time `now`; every refusal is
+    /// [`Error::Unauthorized`] with the reason.
+    pub fn authenticate(&self, token: &str, now: Timestamp) -> Result<Identity> {
+        if let Verifier::Hs256 { secret, .. } = &self.verifier {
+            if secret.is_empty() {
+                return Err(Error::Config(
+                    "the HS256 secret is empty; no token can be trusted".into(),
+                ));
+            }
+        }
+        self.check_header(token)?;
+        let claims = self.verify_signature(token)?;
+        self.check_times(&claims, now)?;
+        self.identity(claims)
+    }
+
+    /// Refuses, before any cryptography, a token whose header names another
+    /// algorithm than the key's (`none` included).
+    fn check_header(&self, token: &str) -> Result<()> {
+        let parts = token.split('.').count();
+        if parts != 3 {
+            return Err(unauthorized(format!(
+                "malformed token: a JWT has 3 dot-separated parts, this one has {parts}"
+            )));
+        }
+        let header = token.split('.').next().unwrap_or_default();
+        let header = URL_SAFE_NO_PAD
+            .decode(header)
+            .map_err(|e| unauthorized(format!("malformed token: header is not base64url ({e})")))?;
+        let header: serde_json::Value = serde_json::from_slice(&header)
+            .map_err(|e| unauthorized(format!("malformed token: header is not JSON ({e})")))?;
+        let alg = header
+            .get("alg")
+            .and_then(serde_json::Value::as_str)
+            .ok_or_else(|| unauthorized("malformed token: header names no alg".into()))?;
+        let expected = self.verifier.algorithm_name();
+        if alg != expected {
+            return Err(unauthorized(format!(
+                "algorithm not allowed: {alg} (this mediator accepts {expected} only)"
+            )));
+        }
+        Ok(())
+    }
+
+    fn verify_signature(&self, token: &str) -> Result<Claims> {
+        let mut validation = Validation::new(self.verifier.algorithm());
+        // Times are checked by `check_times` against the caller's `now`, so
+        // tests and simulations can drive the clock.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.required_spec_claims.clear();
+        validation.leeway = 0;
+        if let Some(aud) = &self.audience {
+            validation.set_audience(&[aud]);
+        }
+        let data = jsonwebtoken::decode::<Claims>(token, self.verifier.key(), &validation)
+            .map_err(|e| {
+                let expected = self.verifier.algorithm_name();
+                unauthorized(match e.into_kind() {
+                    ErrorKind::InvalidSignature | ErrorKind::Crypto(_) => "bad signature".into(),
+                    ErrorKind::InvalidAlgorithm => {
+                        format!("algorithm not allowed (this mediator accepts {expected} only)")
+                    }
+                    ErrorKind::InvalidToken => "malformed token".into(),
+                    ErrorKind::Base64(e) => format!("malformed token: bad base64url ({e})"),
+                    ErrorKind::Json(e) => format!("malformed token: {e}"),
+                    ErrorKind::Utf8(_) => "malformed token: not UTF-8".into(),
+                    ErrorKind::InvalidAudience => {
+                        "the token is meant for another audience (aud)".into()
+                    }
+                    other => format!("token refused ({other:?})"),
+                })
+            })?;
+        Ok(data.claims)
+    }
+
+    fn check_times(&self, claims: &Claims, now: Timestamp) -> Result<()> {
+        let leeway = i64::try_from(self.leeway.as_millis()).unwrap_or(i64::MAX);
+        let now = now.as_millis();
+        let at = |secs: i64| Timestamp::from_millis(secs.saturating_mul(1000));
+        let exp = at(claims.exp);
+        if now >= exp.as_millis().saturating_add(leeway) {
+            return Err(unauthorized(format!(
+                "token expired at {}",
+                exp.to_rfc3339()
+            )));
+        }
+        if let Some(nbf) = claims.nbf.map(at) {
+            if nbf.as_millis() > now.saturating_add(leeway) {
+                return Err(unauthorized(format!(
+                    "token not valid before {}",
+                    nbf.to_rfc3339()
+                )));
+            }
+        }
+        let iat = at(claims.iat);
+        if iat.as_millis() > now.saturating_add(leeway) {
+            return Err(unauthorized(format!(
+                "token issued in the future ({}); check the clocks",
+                iat.to_rfc3339()
+            )));
+        }
+        Ok(())
+    }
+
+    fn identity(&self, claims: Claims) -> Result<Identity> {
+        let expires = Timestamp::from_millis(claims.exp.saturating_mul(1000));
+        let admin = claims
+            .scope
+            .as_ref()
+            .is_some_and(|s| s.iter().any(|e| e == ADMIN_SCOPE));
+        match (claims.sub, claims.scope) {
+            (Some(sub), scope) => {
+                let key = parse_sub(&sub)?;
+                Ok(Identity {
+                    key: Some(key),
+                    verified: true,
+                    admin,
+                    scope,
+                    expires,
+                })
+            }
+            (None, Some(scope)) => Ok(Identity {
+                key: None,
+                verified: true,
+                admin,
+                scope: Some(scope),
+                expires,
+            }),
+            (None, None) if self.allow_without_sub => Ok(Identity {
+                key: None,
+                verified: false,
+                admin: true,
+                scope: None,
+                expires,
+            }),
+            (None, None) => Err(unauthorized(
+                "token has no sub: it names no node (the original's tokens do not); \
+                 such tokens are refused unless the operator allows them"
+                    .into(),
+            )),
+        }
+    }
+
+    /// The original's browser login: user `admin`, password = the HS256
+    /// secret. Compared in constant time; always `false` for verify-only
+    /// keys and for an empty secret.
+    pub fn check_basic(&self, user: &str, password: &str) -> bool {
+        match &self.verifier {
+            Verifier::Hs256 { secret, .. } if !secret.is_empty() => {
+                // `&` rather than `&&`: both comparisons always run.
+                let user_ok = user.as_bytes().ct_eq(BASIC_USER.as_bytes());
+                let password_ok = password.as_bytes().ct_eq(secret.as_ref());
+                (user_ok & password_ok).into()
+            }
+            _ => false,
+        }
+    }
+
+    /// A minter for the same secret; `None` for verify-only keys.
+    pub fn minter(&self) -> Option<TokenMinter> {
+        match &self.verifier {
+            Verifier::Hs256 { secret, .. } => Some(TokenMinter::hs256(secret)),
+            Verifier::EdDsa(_) | Verifier::Rs256(_) => None,
+        }
+    }
+}
+
+impl fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("algorithm", &self.verifier.algorithm_name())
+            .field("allow_tokens_without_sub", &self.allow_without_sub)
+            .field("leeway", &self.leeway)
+            .field("audience", &self.audience)
+            .finish()
+    }
+}
+
+fn unauthorized(reason: String) -> Error {
+    Error::Unauthorized(reason)
+}
+
+/// A `sub` must be `group/name` or `group/`; a bare word is refused so that
+/// a user name from another issuer is never taken for a node.
+fn parse_sub(sub: &str) -> Result<NodeKey> {
+    if !sub.contains('/') {
+        return Err(unauthorized(format!(
+            "bad sub {sub:?}: must be group/name, or group/ for a group's unnamed node"
+        )));
+    }
+    sub.parse::<NodeKey>()
+        .map_err(|e| unauthorized(format!("bad sub {sub:?}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    //! The PEM files under `auth/` are throwaway test keys, made with
+    //! `openssl genpkey -algorithm ed25519` and
+    //! `openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 | openssl pkey -traditional`
+    //! (public halves with `openssl pkey -pubout`).
+
+    use super::*;
+
+    const SECRET: &str = "test secret, long enough to be realistic";
+    const ED_PRIVATE: &[u8] = include_bytes!("auth/test-ed25519.pem");
+    const ED_PUBLIC: &[u8] = include_bytes!("auth/test-ed25519.pub.pem");
+    const RSA_PRIVATE: &[u8] = include_bytes!("auth/test-rsa.pem");
+    const RSA_PUBLIC: &[u8] = include_bytes!("auth/test-rsa.pub.pem");
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    fn now() -> Timestamp {
+        Timestamp::from_millis(1_700_000_000_000)
+    }
+
+    fn key(s: &str) -> NodeKey {
+        s.parse().expect("valid key")
+    }
+
+    fn hs() -> Authenticator {
+        Authenticator::hs256(SECRET)
+    }
+
+    fn mint(claims: &Claims) -> String {
+        TokenMinter::hs256(SECRET).mint(claims).expect("mint")
+    }
+
+    fn b64(json: &str) -> String {
+        URL_SAFE_NO_PAD.encode(json)
+    }
+
+    fn refusal(r: Result<Identity>) -> String {
+        match r {
+            Err(Error::Unauthorized(why)) => why,
+            other => panic!("expected Error::Unauthorized, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn node_token_round_trip() {
+        let k = key("billing/worker-1");
+        let token = mint(&Claims::node(&k, now(), HOUR));
+        let who = hs().authenticate(&token, now()).expect("valid");
+        assert_eq!(
+            who,
+            Identity {
+                key: Some(k.clone()),
+                verified: true,
+                admin: false,
+                scope: None,
+                expires: now() + HOUR,
+            }
+        );
+        assert!(who.is_node(&k));
+        assert!(!who.is_node(&key("billing/worker-2")));
+        assert!(!who.is_node(&key("billing/")));
+        assert!(who.may_call("anything"));
+    }
+
+    #[test]
+    fn unnamed_node_sub() {
+        let k = key("billing/");
+        let token = mint(&Claims::node(&k, now(), HOUR));
+        let who = hs().authenticate(&token, now()).expect("valid");
+        assert_eq!(who.key, Some(k.clone()));
+        assert!(who.is_node(&k));
+    }
+
+    #[test]
+    fn scope_limits_groups_and_admin_opens_all() {
+        let k = key("billing/worker-1");
+        let token = mint(&Claims::node(&k, now(), HOUR).with_scope(vec!["users".into()]));
+        let who = hs().authenticate(&token, now()).expect("valid");
+        assert!(who.may_call("users"));
+        assert!(!who.may_call("payments"));
+        assert!(!who.admin);
+
+        let admin = mint(&Claims::admin(now(), HOUR));
+        let who = hs().authenticate(&admin, now()).expect("valid");
+        assert!(who.admin && who.verified);
+        assert_eq!(who.key, None);
+        assert!(who.may_call("payments"));
+
+        let both = mint(&Claims::node(&k, now(), HOUR).with_scope(vec!["admin".into()]));
+        let who = hs().authenticate(&both, now()).expect("valid");
+        assert!(who.admin && who.is_node(&k) && who.may_call("x"));
+
+        let none = mint(&Claims::node(&k, now(), HOUR).with_scope(vec![]));
+        let who = hs().authenticate(&none, now()).expect("valid");
+        assert!(!who.may_call("users"));
+    }
+
+    #[test]
+    fn scope_as_a_space_separated_string() {
+        let payload = format!(
+            r#"{{"sub":"a/b","iat":{},"exp":{},"scope":"users admin"}}"#,
+            now().as_secs(),
+            (now() + HOUR).as_secs()
+        );
+        let token = hand_signed(&payload);
+        let who = hs().authenticate(&token, now()).expect("valid");
+        assert_eq!(who.scope, Some(vec!["users".into(), "admin".into()]));
+        assert!(who.admin);
+    }
+
+    /// An HS256 token over an arbitrary payload, signed with the test secret.
+    fn hand_signed(payload: &str) -> String {
+        let header = b64(r#"{"alg":"HS256","typ":"JWT"}"#);
+        let message = format!("{header}.{}", b64(payload));
+        let signature = jsonwebtoken::crypto::sign(
+            message.as_bytes(),
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+            Algorithm::HS256,
+        )
+        .expect("sign");
+        format!("{message}.{signature}")
+    }
+
+    #[test]
+    fn expired() {
+        let token = mint(&Claims::node(&key("a/b"), now(), HOUR));
+        let exp = now() + HOUR;
+        // Within the leeway it still passes; at exp + leeway it does not.
+        assert!(hs().authenticate(&token, exp).is_ok());
+        assert!(hs()
+            .authenticate(&token, exp + DEFAULT_LEEWAY - Duration::from_millis(1))
+            .is_ok());
+        let why = refusal(hs().authenticate(&token, exp + DEFAULT_LEEWAY));
+        assert_eq!(why, "token expired at 2023-11-14T23:13:20.000Z");
+        let strict = hs().with_leeway(Duration::ZERO);
+        assert!(strict.authenticate(&token, exp).is_err());
+        assert!(strict
+            .authenticate(&token, exp - Duration::from_millis(1))
+            .is_ok());
+    }
+
+    #[test]
+    fn not_yet_valid() {
+        let later = now() + HOUR;
+        let mut claims = Claims::node(&key("a/b"), now(), 2 * HOUR);
+        claims.nbf = Some(later.as_secs());
+        let token = mint(&claims);
+        let why = refusal(hs().authenticate(&token, now()));
+        assert_eq!(why, "token not valid before 2023-11-14T23:13:20.000Z");
+        assert!(hs().authenticate(&token, later).is_ok());
+        assert!(hs().authenticate(&token, later - DEFAULT_LEEWAY).is_ok());
+
+        let future = mint(&Claims::node(&key("a/b"), later, HOUR));
+        let why = refusal(hs().authenticate(&future, now()));
+        assert!(why.starts_with("token issued in the future"), "{why}");
+        // A clock slightly ahead is within the leeway.
+        let skewed = mint(&Claims::node(
+            &key("a/b"),
+            now() + Duration::from_secs(10),
+            HOUR,
+        ));
+        assert!(hs().authenticate(&skewed, now()).is_ok());
+    }
+
+    #[test]
+    fn wrong_secret() {
+        let token = TokenMinter::hs256("another secret")
+            .mint(&Claims::node(&key("a/b"), now(), HOUR))
+            .expect("mint");
+        assert_eq!(refusal(hs().authenticate(&token, now())), "bad signature");
+    }
+
+    #[test]
+    fn alg_none_is_refused() {
+        let payload = b64(&format!(
+            r#"{{"sub":"a/b","iat":{},"exp":{}}}"#,
+            now().as_secs(),
+            (now() + HOUR).as_secs()
+        ));
+        for header in [
+            r#"{"alg":"none","typ":"JWT"}"#,
+            r#"{"alg":"None","typ":"JWT"}"#,
+            r#"{"alg":"NONE"}"#,
+        ] {
+            let token = format!("{}.{payload}.", b64(header));
+            let why = refusal(hs().with_leeway(HOUR).authenticate(&token, now()));
+            assert!(why.starts_with("algorithm not allowed"), "{why}");
+            let ed = Authenticator::eddsa_public_pem(ED_PUBLIC).expect("pem");
+            let why = refusal(ed.authenticate(&token, now()));
+            assert!(why.starts_with("algorithm not allowed"), "{why}");
+        }
+    }
+
+    #[test]
+    fn eddsa_tokens() {
+        let minter = TokenMinter::eddsa_private_pem(ED_PRIVATE).expect("pem");
+        let auth = Authenticator::eddsa_public_pem(ED_PUBLIC).expect("pem");
+        assert!(auth.minter().is_none());
+        assert_eq!(auth.algorithm(), "EdDSA");
+        let k = key("users/api");
+        let token = minter.mint(&Claims::node(&k, now(), HOUR)).expect("mint");
+        assert!(auth.authenticate(&token, now()).expect("valid").is_node(&k));
+        // Tampered payload.
+        let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+        parts[1] = b64(&format!(
+            r#"{{"sub":"admin/x","iat":{},"exp":{},"scope":["admin"]}}"#,
+            now().as_secs(),
+            (now() + HOUR).as_secs()
+        ));
+        assert_eq!(
+            refusal(auth.authenticate(&parts.join("."), now())),
+            "bad signature"
+        );
+    }
+
+    #[test]
+    fn rs256_tokens() {
+        let minter = TokenMinter::rs256_private_pem(RSA_PRIVATE).expect("pem");
+        let auth = Authenticator::rs256_public_pem(RSA_PUBLIC).expect("pem");
+        assert!(auth.minter().is_none());
+        let k = key("users/api");
+        let token = minter.mint(&Claims::node(&k, now(), HOUR)).expect("mint");
+        assert!(auth.authenticate(&token, now()).expect("valid").is_node(&k));
+        let other = Authenticator::eddsa_public_pem(ED_PUBLIC).expect("pem");
+        assert!(refusal(other.authenticate(&token, now())).starts_with("algorithm not allowed"));
+    }
+
+    #[test]
+    fn algorithm_switching_is_refused_both_ways() {
+        let claims = Claims::node(&key("a/b"), now(), HOUR);
+
+        // An asymmetric token presented to the HS256 authenticator.
+        let ed_token = TokenMinter::eddsa_private_pem(ED_PRIVATE)
+            .expect("pem")
+            .mint(&claims)
+            .expect("mint");
+        let why = refusal(hs().authenticate(&ed_token, now()));
+        assert_eq!(
+            why,
+            "algorithm not allowed: EdDSA (this mediator accepts HS256 only)"
+        );
+        let rs_token = TokenMinter::rs256_private_pem(RSA_PRIVATE)
+            .expect("pem")
+            .mint(&claims)
+            .expect("mint");
+        assert!(refusal(hs().authenticate(&rs_token, now())).starts_with("algorithm not allowed"));
+
+        // The classic confusion: HS256 "signed" with the public key as the
+        // HMAC secret, presented to the asymmetric authenticators.
+        for (pem, auth) in [
+            (
+                ED_PUBLIC,
+                Authenticator::eddsa_public_pem(ED_PUBLIC).expect("pem"),
+            ),
+            (
+                RSA_PUBLIC,
+                Authenticator::rs256_public_pem(RSA_PUBLIC).expect("pem"),
+            ),
+        ] {
+            let forged = TokenMinter::hs256(pem).mint(&claims).expect("mint");
+            let why = refusal(auth.authenticate(&forged, now()));
+            assert!(why.starts_with("algorithm not allowed: HS256"), "{why}");
+            // Even a header claiming the right algorithm does not help: the
+            // HMAC is not a valid signature.
+            let mut parts: Vec<String> = forged.split('.').map(str::to_owned).collect();
+            parts[0] = b64(&format!(r#"{{"alg":"{}","typ":"JWT"}}"#, auth.algorithm()));
+            let why = refusal(auth.authenticate(&parts.join("."), now()));
+            assert_eq!(why, "bad signature");
+        }
+
+        // HS384 with the right secret is still not HS256.
+        let hs384 = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS384),
+            &claims,
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .expect("encode");
+        assert!(
+            refusal(hs().authenticate(&hs384, now())).starts_with("algorithm not allowed: HS384")
+        );
+    }
+
+    #[test]
+    fn malformed_tokens() {
+        let auth = hs();
+        let good = mint(&Claims::node(&key("a/b"), now(), HOUR));
+        let parts: Vec<&str> = good.split('.').collect();
+        let payload_ok = b64(&format!(
+            r#"{{"sub":"a/b","iat":{},"exp":{}}}"#,
+            now().as_secs(),
+            (now() + HOUR).as_secs()
+        ));
+        let cases: Vec<(String, &str)> = vec![
+            (
+                "".into(),
+                "malformed token: a JWT has 3 dot-separated parts, this one has 1",
+            ),
+            ("garbage".into(), "malformed token: a JWT has 3"),
+            (format!("{}.{}", parts[0], parts[1]), "this one has 2"),
+            (format!("{good}.x"), "this one has 4"),
+            (
+                format!("!!.{}.{}", parts[1], parts[2]),
+                "header is not base64url",
+            ),
+            (
+                format!("{}.{}.{}", b64("not json"), parts[1], parts[2]),
+                "header is not JSON",
+            ),
+            (
+                format!("{}.{}.{}", b64(r#"{"typ":"JWT"}"#), parts[1], parts[2]),
+                "header names no alg",
+            ),
+            (format!("{}.!!.{}", parts[0], parts[2]), "bad signature"),
+            (format!("{}.{}.!!", parts[0], parts[1]), "bad"),
+            (hand_signed("not json"), "malformed token"),
+            (
+                hand_signed(r#"{"sub":"a/b"}"#),
+                "malformed token: missing field `exp`",
+            ),
+            (
+                hand_signed(r#"{"sub":"a/b","exp":"soon","iat":1}"#),
+                "malformed token",
+            ),
+            (
+                format!("{}.{payload_ok}.{}", parts[0], parts[2]),
+                "bad signature",
+            ),
+        ];
+        for (token, expected) in cases {
+            let why = refusal(auth.authenticate(&token, now()));
+            assert!(why.contains(expected), "{token:?}: {why}");
+        }
+        // Bad JSON that is correctly signed reaches the claims parser.
+        let why = refusal(auth.authenticate(&hand_signed("[1,2]"), now()));
+        assert!(why.starts_with("malformed token"), "{why}");
+    }
+
+    #[test]
+    fn bad_sub() {
+        let base = Claims::node(&key("a/b"), now(), HOUR);
+        let long = format!("{}/x", "g".repeat(51));
+        for sub in ["", "billing", "bad group/x", "a/b/c", "/x", "a/b c", &long] {
+            let token = mint(&Claims {
+                sub: Some(sub.to_string()),
+                ..base.clone()
+            });
+            let why = refusal(hs().authenticate(&token, now()));
+            assert!(why.starts_with("bad sub"), "{sub:?}: {why}");
+        }
+    }
+
+    #[test]
+    fn tokens_without_sub() {
+        // The original's token: payload {} plus iat and exp.
+        let payload = format!(
+            r#"{{"iat":{},"exp":{}}}"#,
+            now().as_secs(),
+            (now() + 9 * HOUR).as_secs()
+        );
+        let token = hand_signed(&payload);
+        let why = refusal(hs().authenticate(&token, now()));
+        assert!(why.starts_with("token has no sub"), "{why}");
+
+        let lenient = hs().allow_tokens_without_sub(true);
+        let who = lenient.authenticate(&token, now()).expect("allowed");
+        assert_eq!(
+            who,
+            Identity {
+                key: None,
+                verified: false,
+                admin: true,
+                scope: None,
+                expires: now() + 9 * HOUR,
+            }
+        );
+        assert!(!who.is_node(&key("a/b")));
+        // Allowing them changes nothing for tokens that do name a node.
+        let k = key("a/b");
+        let named = mint(&Claims::node(&k, now(), HOUR));
+        assert!(lenient
+            .authenticate(&named, now())
+            .expect("valid")
+            .is_node(&k));
+    }
+
+    #[test]
+    fn audience() {
+        let payload = format!(
+            r#"{{"sub":"a/b","iat":{},"exp":{},"aud":"mediator"}}"#,
+            now().as_secs(),
+            (now() + HOUR).as_secs()
+        );
+        let token = hand_signed(&payload);
+        let why = refusal(hs().authenticate(&token, now()));
+        assert!(why.contains("audience"), "{why}");
+        assert!(hs()
+            .with_audience("mediator")
+            .authenticate(&token, now())
+            .is_ok());
+        assert!(hs()
+            .with_audience("other")
+            .authenticate(&token, now())
+            .is_err());
+    }
+
+    #[test]
+    fn basic_login() {
+        let auth = hs();
+        assert!(auth.check_basic("admin", SECRET));
+        assert!(!auth.check_basic("admin", "wrong"));
+        assert!(!auth.check_basic("admin", &SECRET[..SECRET.len() - 1]));
+        assert!(!auth.check_basic("admin", &format!("{SECRET}x")));
+        assert!(!auth.check_basic("Admin", SECRET));
+        assert!(!auth.check_basic("root", SECRET));
+        assert!(!auth.check_basic("", ""));
+        let ed = Authenticator::eddsa_public_pem(ED_PUBLIC).expect("pem");
+        assert!(!ed.check_basic("admin", ""));
+        assert!(!ed.check_basic("admin", std::str::from_utf8(ED_PUBLIC).expect("utf8")));
+    }
+
+    #[test]
+    fn empty_secret_trusts_nothing() {
+        let auth = Authenticator::hs256("");
+        assert!(!auth.check_basic("admin", ""));
+        let minter = auth.minter().expect("hs256");
+        assert!(matches!(
+            minter.mint(&Claims::admin(now(), HOUR)),
+            Err(Error::Key(_))
+        ));
+        let token = hand_signed(r#"{"iat":0,"exp":99999999999,"scope":["admin"]}"#);
+        assert!(matches!(
+            auth.authenticate(&token, now()),
+            Err(Error::Config(_))
+        ));
+    }
+
+    #[test]
+    fn minter_matches_authenticator() {
+        let auth = hs();
+        let token = auth
+            .minter()
+            .expect("hs256")
+            .mint(&Claims::admin(now(), HOUR))
+            .expect("mint");
+        assert!(auth.authenticate(&token, now()).expect("valid").admin);
+        // Claims survive the trip unchanged.
+        let mut claims = Claims::node(&key("a/b"), now(), HOUR).with_scope(vec!["x".into()]);
+        claims.nbf = Some(now().as_secs());
+        let token = mint(&claims);
+        let data = jsonwebtoken::decode::<Claims>(
+            &token,
+            &DecodingKey::from_secret(SECRET.as_bytes()),
+            &{
+                let mut v = Validation::new(Algorithm::HS256);
+                v.validate_exp = false;
+                v
+            },
+        )
+        .expect("decode");
+        assert_eq!(data.claims, claims);
+    }
+
+    #[test]
+    fn bad_pem_is_a_key_error() {
+        assert!(matches!(
+            Authenticator::eddsa_public_pem(RSA_PUBLIC),
+            Err(Error::Key(_))
+        ));
+        assert!(matches!(
+            Authenticator::rs256_public_pem(b"not a pem"),
+            Err(Error::Key(_))
+        ));
+        assert!(matches!(
+            TokenMinter::eddsa_private_pem(ED_PUBLIC),
+            Err(Error::Key(_))
+        ));
+    }
+
+    #[test]
+    fn debug_shows_no_secret() {
+        let auth = hs();
+        for shown in [format!("{auth:?}"), format!("{:?}", auth.minter())] {
+            assert!(!shown.contains(SECRET), "{shown}");
+            assert!(shown.contains("HS256"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn internal_identity() {
+        let me = Identity::internal();
+        assert!(me.admin && me.verified && me.may_call("any"));
+        assert_eq!(me.key, None);
+        assert!(me.expires > Timestamp::now() + 1000 * 365 * 24 * HOUR);
+    }
+}

@@ -1,0 +1,303 @@
+//! The Mediator: identities bound to registrations, limits, sweeping and
+//! refreshing, over the in-memory registry and a recording fake deliverer.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::StatusCode;
+use mediator_core::{
+    async_trait, Authenticator, Claims, Deadline, Deliver, Endpoint, EndpointKind, Envelope, Error,
+    Identity, Limits, Mediator, MemoryRegistry, Node, NodeKey, Registration, Registry, Reply,
+    Routed, Target, Timestamp, TokenMinter,
+};
+
+const SECRET: &[u8] = b"test secret, long enough for HS256";
+
+/// A delivery as the fake saw it: the node and the envelope's sender.
+type Seen = (NodeKey, Option<NodeKey>);
+
+/// Records who each delivered envelope claimed to be from.
+#[derive(Default, Clone)]
+struct Recorder(Arc<Mutex<Vec<Seen>>>);
+
+#[async_trait]
+impl Deliver for Recorder {
+    fn kind(&self) -> EndpointKind {
+        EndpointKind::Http
+    }
+    async fn deliver(
+        &self,
+        node: &Node,
+        envelope: &Envelope,
+        _: Deadline,
+    ) -> mediator_core::Result<Reply> {
+        self.0
+            .lock()
+            .unwrap()
+            .push((node.key.clone(), envelope.from.clone()));
+        Ok(Reply::new(StatusCode::OK, "ok"))
+    }
+}
+
+fn key(s: &str) -> NodeKey {
+    s.parse().unwrap()
+}
+
+fn mediator_over(registry: Arc<MemoryRegistry>, recorder: Recorder) -> Mediator {
+    Mediator::builder()
+        .shared_registry(registry)
+        .authenticator(Authenticator::hs256(SECRET).allow_tokens_without_sub(true))
+        .deliver(recorder)
+        .build()
+        .unwrap()
+}
+
+fn identity_of(m: &Mediator, k: &str) -> Identity {
+    let token = TokenMinter::hs256(SECRET)
+        .mint(&Claims::node(
+            &key(k),
+            Timestamp::now(),
+            Duration::from_secs(60),
+        ))
+        .unwrap();
+    m.authenticate(&token).unwrap()
+}
+
+fn reg(k: &str) -> Registration {
+    Registration::new(
+        key(k),
+        Endpoint::http("http://127.0.0.1:9").unwrap(),
+        Duration::from_secs(30),
+    )
+}
+
+#[tokio::test]
+async fn a_node_registers_only_as_itself() {
+    let m = mediator_over(Arc::default(), Recorder::default());
+    let a = identity_of(&m, "g/a");
+    let err = m.register(&a, reg("g/b")).await.unwrap_err();
+    assert!(matches!(err, Error::Forbidden(_)), "{err:?}");
+    assert_eq!(err.status(), 403);
+    assert!(
+        m.nodes(None).await.unwrap().is_empty(),
+        "refused registration was stored"
+    );
+    m.register(&a, reg("g/a")).await.unwrap();
+    m.register(&Identity::internal(), reg("g/b")).await.unwrap();
+    assert_eq!(m.nodes(Some("g")).await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn the_sender_is_the_verified_identity_whatever_the_envelope_says() {
+    let recorder = Recorder::default();
+    let m = mediator_over(Arc::default(), recorder.clone());
+    m.register(&Identity::internal(), reg("g/target"))
+        .await
+        .unwrap();
+    let a = identity_of(&m, "g/a");
+    let forged = Envelope::new(Target::One(key("g/target")), "/x", "").from(key("g/admin"));
+    m.route(&a, forged, None).await.unwrap();
+    assert_eq!(recorder.0.lock().unwrap()[0].1, Some(key("g/a")));
+}
+
+#[tokio::test]
+async fn a_token_without_sub_is_unverified_and_sends_anonymously() {
+    let recorder = Recorder::default();
+    let m = mediator_over(Arc::default(), recorder.clone());
+    m.register(&Identity::internal(), reg("g/target"))
+        .await
+        .unwrap();
+    let now = Timestamp::now().as_secs();
+    let legacy = TokenMinter::hs256(SECRET)
+        .mint(&Claims {
+            sub: None,
+            exp: now + 60,
+            iat: now,
+            nbf: None,
+            scope: None,
+        })
+        .unwrap();
+    let who = m.authenticate(&legacy).unwrap();
+    assert!(!who.verified);
+    let claimed = Envelope::new(Target::One(key("g/target")), "/x", "").from(key("g/someone"));
+    m.route(&who, claimed, None).await.unwrap();
+    assert_eq!(recorder.0.lock().unwrap()[0].1, None);
+}
+
+#[tokio::test]
+async fn scope_limits_the_groups_a_node_may_call() {
+    let m = mediator_over(Arc::default(), Recorder::default());
+    m.register(&Identity::internal(), reg("open/x"))
+        .await
+        .unwrap();
+    m.register(&Identity::internal(), reg("closed/x"))
+        .await
+        .unwrap();
+    let token = TokenMinter::hs256(SECRET)
+        .mint(
+            &Claims::node(&key("g/a"), Timestamp::now(), Duration::from_secs(60))
+                .with_scope(vec!["open".into()]),
+        )
+        .unwrap();
+    let scoped = m.authenticate(&token).unwrap();
+    m.route(
+        &scoped,
+        Envelope::new(Target::One(key("open/x")), "/", ""),
+        None,
+    )
+    .await
+    .unwrap();
+    let err = m
+        .route(
+            &scoped,
+            Envelope::new(Target::All("closed".into()), "/", ""),
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Forbidden(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn limits_refuse_big_bodies_and_odd_leases() {
+    let m = Mediator::builder()
+        .registry(MemoryRegistry::new())
+        .authenticator(Authenticator::hs256(SECRET))
+        .deliver(Recorder::default())
+        .max_body(10)
+        .build()
+        .unwrap();
+    let me = Identity::internal();
+    m.register(&me, reg("g/a")).await.unwrap();
+    let err = m
+        .route(
+            &me,
+            Envelope::new(Target::One(key("g/a")), "/", vec![0u8; 11]),
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Invalid { field: "body", .. }),
+        "{err:?}"
+    );
+    for ttl in [Duration::ZERO, Duration::from_secs(365 * 86_400)] {
+        let mut r = reg("g/b");
+        r.ttl = ttl;
+        let err = m.register(&me, r).await.unwrap_err();
+        assert!(
+            matches!(err, Error::Invalid { field: "ttl", .. }),
+            "{err:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn sweep_evicts_from_store_and_routing_table() {
+    let registry = Arc::new(MemoryRegistry::new());
+    let m = mediator_over(registry.clone(), Recorder::default());
+    let me = Identity::internal();
+    let t0 = Timestamp::now();
+    let mut short = reg("g/short");
+    short.ttl = Duration::from_secs(2);
+    m.register_at(&me, short, t0).await.unwrap();
+    m.register_at(&me, reg("g/long"), t0).await.unwrap();
+    assert!(m
+        .sweep(t0 + Duration::from_secs(1))
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        m.sweep(t0 + Duration::from_secs(2)).await.unwrap(),
+        vec![key("g/short")]
+    );
+    assert_eq!(registry.get(&key("g/short")).await.unwrap(), None);
+    let err = m
+        .route(
+            &me,
+            Envelope::new(Target::One(key("g/short")), "/", ""),
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::UnknownTarget(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn refresh_picks_up_registrations_made_elsewhere() {
+    let registry = Arc::new(MemoryRegistry::new());
+    let one = mediator_over(registry.clone(), Recorder::default());
+    let other = mediator_over(registry, Recorder::default());
+    let me = Identity::internal();
+    one.register(&me, reg("g/a")).await.unwrap();
+    let send = || Envelope::new(Target::One(key("g/a")), "/", "");
+    assert!(matches!(
+        other.route(&me, send(), None).await,
+        Err(Error::UnknownTarget(_))
+    ));
+    other.refresh().await.unwrap();
+    assert!(matches!(
+        other.route(&me, send(), None).await,
+        Ok(Routed::One { .. })
+    ));
+}
+
+#[tokio::test]
+async fn nodes_remove_only_themselves() {
+    let m = mediator_over(Arc::default(), Recorder::default());
+    let me = Identity::internal();
+    let b = m.register(&me, reg("g/b")).await.unwrap();
+    let a = identity_of(&m, "g/a");
+    assert!(matches!(m.remove(&a, b.id).await, Err(Error::Forbidden(_))));
+    assert!(matches!(
+        m.remove_key(&a, &key("g/b")).await,
+        Err(Error::Forbidden(_))
+    ));
+    assert_eq!(m.remove(&identity_of(&m, "g/b"), b.id).await.unwrap(), 1);
+    assert_eq!(m.remove(&me, b.id).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn renew_reports_forgotten_nodes() {
+    let m = mediator_over(Arc::default(), Recorder::default());
+    let a = identity_of(&m, "g/a");
+    assert_eq!(
+        m.renew(&a, &key("g/a"), Duration::from_secs(30))
+            .await
+            .unwrap(),
+        None
+    );
+    m.register(&a, reg("g/a")).await.unwrap();
+    let lease = m
+        .renew(&a, &key("g/a"), Duration::from_secs(90))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(lease > Timestamp::now() + Duration::from_secs(60));
+    assert_eq!(m.table().get(&key("g/a")).unwrap().lease_until, lease);
+}
+
+#[test]
+fn the_builder_names_what_is_missing() {
+    let err = Mediator::builder().build().unwrap_err();
+    assert!(err.to_string().contains("registry"), "{err}");
+    let err = Mediator::builder()
+        .registry(MemoryRegistry::new())
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("authenticator"), "{err}");
+    let bad = Limits {
+        min_ttl: Duration::from_secs(100),
+        ..Limits::default()
+    };
+    let err = Mediator::builder()
+        .registry(MemoryRegistry::new())
+        .authenticator(Authenticator::hs256(SECRET))
+        .limits(Limits {
+            default_ttl: Duration::from_secs(1),
+            ..bad
+        })
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err:?}");
+}
