@@ -1,7 +1,7 @@
 //! The core of Mediator: a hub through which services ("nodes") talk to each
 //! other by name.
 //!
-//! This crate holds everything that is not I/O: the [model](crate::model)
+//! This crate holds everything that is not I/O: the [model]
 //! (who a node is, where it is, what is sent), the [`Registry`] trait that
 //! stores registrations and an in-memory implementation, the [`Router`] and
 //! [`Deliver`] traits with the default router, the [`Cipher`] that nodes use
@@ -10,7 +10,7 @@
 //! crates and plug in through these traits.
 //!
 //! The conformance suite every registry must pass is exported under the
-//! `testkit` feature as [`testkit::conformance`]; the original project's
+//! `testkit` feature as `testkit::conformance`; the original project's
 //! AES-256-CBC cipher is available under the `legacy` feature.
 
 #![warn(clippy::unwrap_used)]

@@ -11,8 +11,7 @@ use crate::time::Timestamp;
 /// Stores registrations. Implemented by [`MemoryRegistry`](crate::MemoryRegistry),
 /// the SQLite and MySQL stores, and by users.
 ///
-/// The contract, checked by [`testkit::conformance`](crate#features) under the
-/// `testkit` feature:
+/// The contract, checked by `testkit::conformance` (feature `testkit`):
 /// - `(group, name)` is unique, the unnamed node included; concurrent upserts
 ///   of one key never make two rows.
 /// - An upsert of an existing key updates it in place: same id, same
