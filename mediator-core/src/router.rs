@@ -329,7 +329,17 @@ impl RoutingTable {
 
     /// Picks a live node of `group` for an any-of-group request: the fewest
     /// requests in flight, round-robin among ties, skipping `exclude`.
-    fn pick_any(&self, group: &str, now: Timestamp, exclude: &[NodeId]) -> Pick {
+    ///
+    /// A request takes one round-robin turn and keeps it across retries, so a
+    /// dead node's turns spread evenly over the others instead of always
+    /// falling to its neighbour.
+    fn pick_any(
+        &self,
+        group: &str,
+        now: Timestamp,
+        exclude: &[NodeId],
+        turn: &mut Option<usize>,
+    ) -> Pick {
         let groups = self.groups.load();
         let Some(routes) = groups.get(group) else {
             return Pick::UnknownGroup;
@@ -350,7 +360,7 @@ impl RoutingTable {
             .iter()
             .filter(|s| s.outstanding.load(Ordering::Relaxed) == least)
             .collect();
-        let turn = routes.cursor.fetch_add(1, Ordering::Relaxed);
+        let turn = *turn.get_or_insert_with(|| routes.cursor.fetch_add(1, Ordering::Relaxed));
         Pick::Node(Arc::clone(ties[turn % ties.len()]))
     }
 }
@@ -441,8 +451,12 @@ impl DefaultRouter {
     async fn any(&self, group: &str, envelope: &Envelope, deadline: Deadline) -> Result<Routed> {
         let mut tried = Vec::new();
         let mut last_unreachable = None;
+        let mut turn = None;
         loop {
-            let slot = match self.table.pick_any(group, Timestamp::now(), &tried) {
+            let slot = match self
+                .table
+                .pick_any(group, Timestamp::now(), &tried, &mut turn)
+            {
                 Pick::Node(slot) => slot,
                 Pick::UnknownGroup => return Err(Error::UnknownTarget(format!("{group}/?"))),
                 Pick::NoneLive => {
@@ -545,6 +559,15 @@ async fn deliver_under_deadline(
     envelope: &Envelope,
     deadline: Deadline,
 ) -> Result<Reply> {
+    let passed = || Error::DeadlinePassed {
+        node: slot.node.key.to_string(),
+        after: deadline.budget(),
+    };
+    // A timer that is already due may still lose the race against a fast
+    // node, so a passed deadline is refused before anything is sent.
+    if deadline.remaining().is_zero() {
+        return Err(passed());
+    }
     let _in_flight = InFlight::new(Arc::clone(&slot));
     match tokio::time::timeout_at(
         deadline.instant(),
@@ -553,10 +576,7 @@ async fn deliver_under_deadline(
     .await
     {
         Ok(result) => result,
-        Err(_) => Err(Error::DeadlinePassed {
-            node: slot.node.key.to_string(),
-            after: deadline.budget(),
-        }),
+        Err(_) => Err(passed()),
     }
 }
 

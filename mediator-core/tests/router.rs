@@ -335,6 +335,22 @@ async fn any_skips_an_unreachable_node() {
 }
 
 #[tokio::test]
+async fn a_dead_nodes_turns_spread_evenly_over_the_others() {
+    let mut f = Formation::new();
+    let live = [f.live("w/a"), f.live("w/b")];
+    let dead = f.live("w/dead");
+    f.fake.script(&dead, Script::Unreachable);
+    let c = f.live("w/c");
+    for _ in 0..60 {
+        f.send(Target::Any("w".into()), SECOND).await.unwrap();
+    }
+    let calls = f.fake.calls();
+    for k in live.iter().chain([&c]) {
+        assert_eq!(calls.iter().filter(|x| *x == k).count(), 20, "{k}");
+    }
+}
+
+#[tokio::test]
 async fn any_does_not_retry_after_the_request_reached_a_node() {
     let mut f = Formation::new();
     let broken = f.live("w/a");
@@ -397,4 +413,13 @@ async fn the_table_writes_through_and_refreshes() {
     assert_eq!(f.table.get(&key("g/b")).unwrap().lease_until, later);
     f.table.replace_all(vec![]);
     assert!(f.table.is_empty());
+}
+
+#[tokio::test]
+async fn a_deadline_already_passed_sends_nothing() {
+    let mut f = Formation::new();
+    let a = f.live("g/a");
+    let err = f.send(Target::One(a), Duration::ZERO).await.unwrap_err();
+    assert!(matches!(err, Error::DeadlinePassed { .. }), "{err:?}");
+    assert!(f.fake.calls().is_empty());
 }
