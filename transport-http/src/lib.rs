@@ -1,1 +1,85 @@
-//! HTTP transport for Mediator.
+//! HTTP transport for Mediator: the mediator's HTTP API, delivery to nodes
+//! that registered an HTTP callback, and the Rust node client.
+//!
+//! # Serving a mediator
+//!
+//! [`HttpListener`] serves a [`Mediator`](mediator_core::Mediator) over
+//! HTTP/1.1 and HTTP/2 on one port, in clear text or over TLS
+//! ([`TlsConfig`], ALPN `h2` and `http/1.1`). It speaks the original
+//! project's routes and shapes, so its Node children work unchanged, and
+//! ours beside them; the [`server`] module lists every route. Shutting
+//! down with [`HttpListener::serve_with_shutdown`] stops accepting, lets
+//! requests in flight finish within a drain timeout, and returns.
+//!
+//! The listener only answers requests: the background sweep that expires
+//! leases and refreshes the routing table is started by whoever composes
+//! the mediator, with [`Mediator::spawn_maintenance`](mediator_core::Mediator::spawn_maintenance).
+//!
+//! # Delivering to HTTP nodes
+//!
+//! [`HttpDelivery`] is the [`Deliver`](mediator_core::Deliver) for nodes
+//! registered with an `http://` or `https://` URL: a pooled client that
+//! keeps the caller's method, path, query, content type and body, adds
+//! the `x-mediator-*` headers ([`headers`]) and never passes on the
+//! caller's credentials. A node that cannot be connected to is
+//! unreachable (another node of the group may be tried); a failure after
+//! that is the node's.
+//!
+//! ```
+//! use mediator_core::{Authenticator, Mediator, MemoryRegistry};
+//! use mediator_transport_http::{HttpDelivery, HttpListener};
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mediator = Mediator::builder()
+//!     .registry(MemoryRegistry::new())
+//!     .authenticator(Authenticator::hs256("a secret of at least 32 bytes!!!"))
+//!     .deliver(HttpDelivery::default())
+//!     .build()?;
+//! // Leases expire, and changes from other instances arrive, only while this runs.
+//! let maintenance = mediator.spawn_maintenance();
+//!
+//! let listener = HttpListener::bind("127.0.0.1:0").await?;
+//! let addr = listener.local_addr();
+//! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+//! let server = tokio::spawn(listener.serve_with_shutdown(mediator, async {
+//!     let _ = stopped.await;
+//! }));
+//!
+//! let mut tcp = tokio::net::TcpStream::connect(addr).await?;
+//! tcp.write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+//!     .await?;
+//! let mut answer = String::new();
+//! tcp.read_to_string(&mut answer).await?;
+//! assert!(answer.starts_with("HTTP/1.1 200 OK"));
+//! assert!(answer.ends_with(r#"{"ok":true}"#));
+//!
+//! let _ = stop.send(());
+//! server.await??; // returns once every connection is closed
+//! maintenance.abort();
+//! # Ok(()) }
+//! ```
+//!
+//! # Being a node
+//!
+//! [`NodeClient`] is a Rust node over HTTP: it serves a callback server for
+//! the mediator to reach it, registers and keeps its lease, and calls other
+//! nodes (one, any of a group, or all of a group) with payloads sealed end
+//! to end; [`NodeService`] is its server side on its own. The
+//! [`client`] module has the rules and a runnable example, and, under the
+//! `legacy` feature, the original's body shapes for talking to its Node
+//! children.
+
+pub mod client;
+mod deliver;
+mod error;
+pub mod headers;
+pub mod server;
+
+pub use client::{
+    BroadcastReplies, Handler, Incoming, NodeClient, NodeClientBuilder, NodeReply, NodeService,
+};
+pub use deliver::{HttpDelivery, HttpDeliveryConfig};
+pub use error::HttpError;
+pub use server::{HttpListener, TlsConfig};

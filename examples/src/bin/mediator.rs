@@ -1,0 +1,544 @@
+//! `mediator`: run a mediator, mint tokens and keys, inspect and call a
+//! running one, scaffold a node, or start the demo formation.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use mediator_core::{
+    Authenticator, Claims, KeyRing, Mediator, NodeKey, SealKey, Target, Timestamp, TokenMinter,
+};
+use mediator_examples::config::{FileConfig, ServeFlags, ServeSettings, DEFAULT_SECRET_FILE};
+use mediator_examples::demo::{self, Role};
+use mediator_examples::scaffold::{default_crates_path, Scaffold};
+use mediator_examples::secret::{Secret, SecretSource};
+use mediator_examples::store::{OpenStore, StoreUrl};
+use mediator_examples::CliError;
+use mediator_transport_http::client::parse_target;
+use mediator_transport_http::{HttpDelivery, HttpListener, NodeClient, TlsConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "mediator",
+    version,
+    about = "A hub through which services talk to each other by name."
+)]
+struct Cli {
+    /// A TOML configuration file [default: ./mediator.toml when present].
+    #[arg(long, global = true, env = "MEDIATOR_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the mediator (HTTP API; SQLite store by default).
+    Serve(ServeFlags),
+    /// Run a mediator with the passive, sender and standalone demo nodes, each with a page.
+    Demo {
+        #[command(flatten)]
+        serve: ServeFlags,
+        /// Port of the first demo page; the others take the next ones.
+        #[arg(long, default_value_t = 8081)]
+        pages_from: u16,
+    },
+    /// Print a new node key (base64), for sealing payloads end to end.
+    Keygen,
+    /// Mint a token signed with the mediator secret.
+    Token {
+        /// The node the token is for, as group/name (group/ for the unnamed node).
+        #[arg(long, required_unless_present = "admin")]
+        node: Option<NodeKey>,
+        /// An admin token (lists nodes, admin routes).
+        #[arg(long)]
+        admin: bool,
+        /// Groups the node may call, comma-separated [default: any].
+        #[arg(long, value_delimiter = ',')]
+        scope: Vec<String>,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 9 * 3600)]
+        ttl_s: u64,
+        #[command(flatten)]
+        secret: SecretArgs,
+    },
+    /// List the nodes a running mediator has registered.
+    Nodes {
+        /// The mediator's URL.
+        #[arg(long, env = "MEDIATOR_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// Only this group.
+        #[arg(long)]
+        group: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// An admin token; minted from the secret when absent.
+        #[arg(long, env = "MEDIATOR_TOKEN")]
+        token: Option<String>,
+        #[command(flatten)]
+        secret: SecretArgs,
+    },
+    /// Call a node through a running mediator, sealing with the node key.
+    Send {
+        /// The mediator's URL.
+        #[arg(long, env = "MEDIATOR_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// Whom to send to: group/name, group/ (unnamed), group/* (every node) or group/? (any node).
+        #[arg(long)]
+        to: String,
+        /// Who sends, as group/name; the token is minted for it.
+        #[arg(long = "as", default_value = "cli/send")]
+        sender: NodeKey,
+        /// The path at the node.
+        #[arg(long, default_value = "/")]
+        path: String,
+        /// The payload.
+        #[arg(long, default_value = "")]
+        data: String,
+        /// The node key (base64; several comma-separated, newest first).
+        #[arg(long, env = "MEDIATOR_NODE_KEY")]
+        key: String,
+        #[command(flatten)]
+        secret: SecretArgs,
+    },
+    /// Write a ready-to-build node project into DIR.
+    NewNode {
+        /// The folder to create.
+        dir: PathBuf,
+        /// The node's group.
+        #[arg(long, default_value = "app")]
+        group: String,
+        /// The node's name.
+        #[arg(long, default_value = "worker")]
+        name: String,
+        /// The Mediator checkout whose crates the project uses.
+        #[arg(long)]
+        crates: Option<PathBuf>,
+    },
+    /// Import the original project's `clusters` table into a store.
+    ImportClusters {
+        /// The original's MySQL database, as mysql://user:pw@host:port/db.
+        #[arg(long)]
+        from: String,
+        /// The original's table.
+        #[arg(long, default_value = "clusters")]
+        table: String,
+        /// The store to import into.
+        #[arg(long, env = "MEDIATOR_STORE", default_value = mediator_examples::store::DEFAULT_STORE)]
+        store: String,
+        /// Lease of imported registrations, in seconds (until the nodes register themselves).
+        #[arg(long, default_value_t = 3900)]
+        ttl_s: u64,
+    },
+}
+
+/// Where commands other than `serve` find the mediator secret.
+#[derive(clap::Args)]
+struct SecretArgs {
+    /// File holding the mediator secret (MEDIATOR_SECRET takes precedence).
+    #[arg(long, env = "MEDIATOR_SECRET_FILE", default_value = DEFAULT_SECRET_FILE)]
+    secret_file: PathBuf,
+}
+
+impl SecretArgs {
+    fn resolve(&self) -> Result<Secret, CliError> {
+        Secret::resolve(
+            std::env::var("MEDIATOR_SECRET").ok(),
+            &self.secret_file,
+            false,
+        )
+    }
+}
+
+fn main() -> ExitCode {
+    // A .env file configures like the environment, without overriding it.
+    let _ = dotenvy::dotenv();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Serve(flags) => {
+            let settings = settings(cli.config, flags)?;
+            serve(settings, |_, _| async { Ok(Vec::new()) }).await
+        }
+        Command::Demo {
+            serve: flags,
+            pages_from,
+        } => {
+            let settings = settings(cli.config, flags)?;
+            serve(settings, move |url, secret| {
+                start_demo(url, secret, pages_from)
+            })
+            .await
+        }
+        Command::Keygen => {
+            println!("{}", SealKey::generate().to_base64());
+            Ok(())
+        }
+        Command::Token {
+            node,
+            admin,
+            scope,
+            ttl_s,
+            secret,
+        } => {
+            let minter = TokenMinter::hs256(secret.resolve()?.expose());
+            let now = Timestamp::now();
+            let ttl = Duration::from_secs(ttl_s);
+            let mut claims = match (&node, admin) {
+                (Some(key), false) => Claims::node(key, now, ttl),
+                (Some(key), true) => Claims::node(key, now, ttl).with_scope(vec!["admin".into()]),
+                (None, _) => Claims::admin(now, ttl),
+            };
+            if !scope.is_empty() {
+                let mut all = claims.scope.take().unwrap_or_default();
+                all.extend(scope);
+                claims = claims.with_scope(all);
+            }
+            println!("{}", minter.mint(&claims)?);
+            Ok(())
+        }
+        Command::Nodes {
+            url,
+            group,
+            json,
+            token,
+            secret,
+        } => nodes(&url, group, json, token, &secret).await,
+        Command::Send {
+            url,
+            to,
+            sender,
+            path,
+            data,
+            key,
+            secret,
+        } => {
+            let keys: KeyRing = key.parse()?;
+            let token = TokenMinter::hs256(secret.resolve()?.expose()).mint(&Claims::node(
+                &sender,
+                Timestamp::now(),
+                Duration::from_secs(300),
+            ))?;
+            let client = NodeClient::builder(url)
+                .node_key(sender)
+                .token(token)
+                .keys(keys)
+                .connect()
+                .await?;
+            match parse_target(&to)? {
+                Target::One(key) => println!(
+                    "{}",
+                    String::from_utf8_lossy(&client.call(key, &path, data).await?)
+                ),
+                Target::Any(group) => {
+                    let (node, reply) = client.any(&group, &path, data).await?;
+                    println!("{node}: {}", String::from_utf8_lossy(&reply));
+                }
+                Target::All(group) => {
+                    let all = client.broadcast(&group, &path, data).await?;
+                    for reply in &all.replies {
+                        match &reply.result {
+                            Ok(body) => {
+                                println!("{}: {}", reply.node, String::from_utf8_lossy(body));
+                            }
+                            Err(e) => println!("{}: error: {e}", reply.node),
+                        }
+                    }
+                    let s = all.summary;
+                    println!(
+                        "asked={} answered={} failed={} timed_out={}",
+                        s.asked, s.answered, s.failed, s.timed_out
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::NewNode {
+            dir,
+            group,
+            name,
+            crates,
+        } => {
+            let scaffold = Scaffold {
+                dir,
+                group,
+                name,
+                crates: crates.unwrap_or_else(default_crates_path),
+            };
+            for file in scaffold.write()? {
+                println!("wrote {}", file.display());
+            }
+            println!(
+                "next: cd {} && cp .env.example .env, fill it in, then cargo run",
+                scaffold.dir.display()
+            );
+            Ok(())
+        }
+        Command::ImportClusters {
+            from,
+            table,
+            store,
+            ttl_s,
+        } => {
+            let store = OpenStore::open(&store.parse::<StoreUrl>()?).await?;
+            let registry = store.registry();
+            let report = mediator_store_mysql::import_original_clusters(
+                &from,
+                &table,
+                registry.as_ref(),
+                Duration::from_secs(ttl_s),
+                Timestamp::now(),
+            )
+            .await
+            .map_err(|e| CliError::Store(e.to_string()))?;
+            println!("{report}");
+            drop(registry);
+            store.close().await
+        }
+    }
+}
+
+fn settings(config: Option<PathBuf>, flags: ServeFlags) -> Result<ServeSettings, CliError> {
+    let file = FileConfig::load(config.as_deref())?;
+    ServeSettings::merge(flags, file, std::env::var("MEDIATOR_SECRET").ok())
+}
+
+/// Runs the mediator until SIGTERM or SIGINT, with whatever `extras` starts
+/// beside it (the demo nodes), then drains, closes the store and returns.
+async fn serve<F, Fut>(settings: ServeSettings, extras: F) -> Result<(), CliError>
+where
+    F: FnOnce(String, Secret) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<demo::DemoNode>, CliError>>,
+{
+    let secret = Secret::resolve(settings.secret.clone(), &settings.secret_file, true)?;
+    match &secret.source {
+        SecretSource::Generated(path) => tracing::warn!(
+            file = %path.display(),
+            "no mediator secret was configured: generated one and saved it in this file; keep the file \
+             (or set MEDIATOR_SECRET) so tokens stay valid across restarts"
+        ),
+        SecretSource::File(path) => {
+            tracing::info!(file = %path.display(), "mediator secret read from file");
+        }
+        SecretSource::Configured => {
+            tracing::info!("mediator secret from the environment or configuration");
+        }
+    }
+    tracing::info!(settings = %settings.describe(), "starting");
+    let store = OpenStore::open(&settings.store).await?;
+    let mediator = Mediator::builder()
+        .shared_registry(store.registry())
+        .authenticator(
+            Authenticator::hs256(secret.expose())
+                .allow_tokens_without_sub(settings.allow_tokens_without_sub),
+        )
+        .deliver(HttpDelivery::default())
+        .limits(settings.limits.clone())
+        .build()?;
+    // Route to every node registered before a restart at once, not after the first sweep.
+    mediator.refresh().await?;
+    let maintenance = mediator.spawn_maintenance();
+    let mut listener = HttpListener::bind(settings.listen)
+        .await?
+        .drain_timeout(settings.drain);
+    let scheme = match &settings.tls {
+        Some((cert, key)) => {
+            listener = listener.tls(TlsConfig::from_pem_files(cert, key)?);
+            "https"
+        }
+        None => "http",
+    };
+    let addr = listener.local_addr();
+    let url = format!("{scheme}://{}", loopback_if_unspecified(addr));
+    tracing::info!(%url, store = %settings.store, nodes = mediator.table().len(), "mediator listening");
+    println!("mediator listening on {url}");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut server = tokio::spawn(listener.serve_with_shutdown(mediator.clone(), async {
+        let _ = stopped.await;
+    }));
+    let extras = match extras(url, secret).await {
+        Ok(extras) => extras,
+        Err(e) => {
+            server.abort();
+            return Err(e);
+        }
+    };
+    // The server ending by itself (a fatal listener error) also stops us.
+    let early = tokio::select! {
+        _ = shutdown_signal() => None,
+        served = &mut server => Some(served),
+    };
+    // Demo nodes deregister while the mediator still answers.
+    for node in extras {
+        if let Err(e) = node.shutdown().await {
+            tracing::warn!(error = %e, "a demo node did not shut down cleanly");
+        }
+    }
+    let _ = stop.send(());
+    let served = match early {
+        Some(served) => served,
+        None => server.await,
+    };
+    tracing::info!("stopped accepting and drained; closing the store");
+    maintenance.abort();
+    let _ = maintenance.await;
+    drop(mediator);
+    store.close().await?;
+    tracing::info!("store closed; bye");
+    match served {
+        Ok(result) => Ok(result?),
+        Err(e) => Err(CliError::Config(format!("the server task failed: {e}"))),
+    }
+}
+
+fn loopback_if_unspecified(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], addr.port()))
+    } else {
+        addr
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; stopping on SIGINT only");
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+    tracing::info!("shutdown signal received; draining");
+}
+
+async fn start_demo(
+    url: String,
+    secret: Secret,
+    pages_from: u16,
+) -> Result<Vec<demo::DemoNode>, CliError> {
+    let minter = TokenMinter::hs256(secret.expose());
+    let key = SealKey::generate();
+    let key_text = key.to_base64();
+    let keys = KeyRing::new(key);
+    let mut nodes = Vec::new();
+    for (offset, role) in [Role::Passive, Role::Sender, Role::Standalone]
+        .into_iter()
+        .enumerate()
+    {
+        let port = if pages_from == 0 {
+            0
+        } else {
+            pages_from + u16::try_from(offset).unwrap_or(0)
+        };
+        let page = SocketAddr::from(([127, 0, 0, 1], port));
+        nodes.push(demo::start_node(role, &url, minter.clone(), keys.clone(), page).await?);
+    }
+    println!("\nThe demo formation is up. Open in a browser:");
+    for node in &nodes {
+        println!("  demo/{:<11} http://{}/", node.role.name(), node.page);
+    }
+    println!("\nThen try, in another terminal (same folder):");
+    println!("  cargo run --release --bin mediator -- nodes");
+    println!("  cargo run --release --bin mediator -- send --to 'demo/*' --key {} --data '{{\"text\":\"hi\"}}'", key_text);
+    println!("Stop with Ctrl-C.");
+    Ok(nodes)
+}
+
+async fn nodes(
+    url: &str,
+    group: Option<String>,
+    json: bool,
+    token: Option<String>,
+    secret: &SecretArgs,
+) -> Result<(), CliError> {
+    let token = match token {
+        Some(token) => token,
+        None => TokenMinter::hs256(secret.resolve()?.expose())
+            .mint(&Claims::admin(Timestamp::now(), Duration::from_secs(60)))?,
+    };
+    let path = match &group {
+        Some(group) => format!("/admin/clusters/{group}"),
+        None => "/admin/clusters".to_owned(),
+    };
+    let body = mediator_examples::http_get_json(url, &path, &token).await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&body).unwrap_or_default()
+        );
+        return Ok(());
+    }
+    let rows = body
+        .get("list")
+        .and_then(|l| l.as_array())
+        .cloned()
+        .unwrap_or_default();
+    println!(
+        "{:<6} {:<32} {:<40} {:<25}",
+        "ID", "NODE", "ENDPOINT", "LEASE UNTIL"
+    );
+    for row in &rows {
+        let text = |k: &str| {
+            row.get(k)
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| v.to_string())
+                })
+                .unwrap_or_default()
+        };
+        let node = format!(
+            "{}/{}",
+            text("group"),
+            row.get("name").and_then(|n| n.as_str()).unwrap_or("")
+        );
+        println!(
+            "{:<6} {:<32} {:<40} {:<25}",
+            text("id"),
+            node,
+            text("url"),
+            text("lease_until")
+        );
+    }
+    println!("{} node(s)", rows.len());
+    Ok(())
+}

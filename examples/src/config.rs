@@ -1,0 +1,315 @@
+//! `mediator serve` settings: flags, then `MEDIATOR_*` environment
+//! variables, then a TOML file, then defaults, in that order of precedence.
+//!
+//! A `.env` file in the working directory is read at start-up (it never
+//! overrides variables already set). The TOML file is `--config PATH`
+//! (`MEDIATOR_CONFIG`), or `./mediator.toml` when present. Its keys are the
+//! long flag names with `_` for `-`:
+//!
+//! ```toml
+//! listen = "0.0.0.0:8443"
+//! store = "mysql://mediator:pw@db:3306/mediator"
+//! secret_file = "/etc/mediator/secret"
+//! tls_cert = "/etc/mediator/cert.pem"
+//! tls_key = "/etc/mediator/key.pem"
+//! allow_tokens_without_sub = true
+//! deadline_ms = 10000
+//! max_body = 8388608
+//! default_ttl_s = 3900
+//! sweep_every_s = 5
+//! drain_s = 10
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use mediator_core::Limits;
+
+use crate::store::{StoreUrl, DEFAULT_STORE};
+use crate::CliError;
+
+/// The default address `serve` listens on.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// The default secret file.
+pub const DEFAULT_SECRET_FILE: &str = "./mediator.secret";
+/// The default TOML file, read when present.
+pub const DEFAULT_CONFIG_FILE: &str = "./mediator.toml";
+
+/// The flags of `mediator serve`; each also reads its `MEDIATOR_*` variable.
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct ServeFlags {
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "MEDIATOR_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Store URL: sqlite:PATH, mysql://user:pw@host:port/db or memory [default: sqlite:./mediator.db].
+    #[arg(long, env = "MEDIATOR_STORE")]
+    pub store: Option<String>,
+    /// File holding the HS256 secret [default: ./mediator.secret]; the secret
+    /// itself may be given as MEDIATOR_SECRET instead.
+    #[arg(long, env = "MEDIATOR_SECRET_FILE")]
+    pub secret_file: Option<PathBuf>,
+    /// PEM certificate chain: serve HTTPS (with --tls-key).
+    #[arg(long, env = "MEDIATOR_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "MEDIATOR_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Accept the original project's tokens, which name no node (senders are then unverified).
+    #[arg(long, env = "MEDIATOR_ALLOW_TOKENS_WITHOUT_SUB")]
+    pub allow_tokens_without_sub: Option<bool>,
+    /// How long a delivery may take, in milliseconds [default: 10000].
+    #[arg(long, env = "MEDIATOR_DEADLINE_MS")]
+    pub deadline_ms: Option<u64>,
+    /// Largest request body in bytes [default: 8 MiB].
+    #[arg(long, env = "MEDIATOR_MAX_BODY")]
+    pub max_body: Option<usize>,
+    /// Lease of a registration that names no ttl, in seconds [default: 3900].
+    #[arg(long, env = "MEDIATOR_DEFAULT_TTL_S")]
+    pub default_ttl_s: Option<u64>,
+    /// Period of the lease sweep and routing-table refresh, in seconds [default: 5].
+    #[arg(long, env = "MEDIATOR_SWEEP_EVERY_S")]
+    pub sweep_every_s: Option<u64>,
+    /// How long in-flight requests may finish after SIGTERM/SIGINT, in seconds [default: 10].
+    #[arg(long, env = "MEDIATOR_DRAIN_S")]
+    pub drain_s: Option<u64>,
+}
+
+/// The TOML configuration file: the same settings as [`ServeFlags`], plus the secret.
+#[derive(Default, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// See [`ServeFlags::listen`].
+    pub listen: Option<SocketAddr>,
+    /// See [`ServeFlags::store`].
+    pub store: Option<String>,
+    /// The HS256 secret itself (prefer `secret_file`).
+    pub secret: Option<String>,
+    /// See [`ServeFlags::secret_file`].
+    pub secret_file: Option<PathBuf>,
+    /// See [`ServeFlags::tls_cert`].
+    pub tls_cert: Option<PathBuf>,
+    /// See [`ServeFlags::tls_key`].
+    pub tls_key: Option<PathBuf>,
+    /// See [`ServeFlags::allow_tokens_without_sub`].
+    pub allow_tokens_without_sub: Option<bool>,
+    /// See [`ServeFlags::deadline_ms`].
+    pub deadline_ms: Option<u64>,
+    /// See [`ServeFlags::max_body`].
+    pub max_body: Option<usize>,
+    /// See [`ServeFlags::default_ttl_s`].
+    pub default_ttl_s: Option<u64>,
+    /// See [`ServeFlags::sweep_every_s`].
+    pub sweep_every_s: Option<u64>,
+    /// See [`ServeFlags::drain_s`].
+    pub drain_s: Option<u64>,
+}
+
+impl std::fmt::Debug for FileConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileConfig")
+            .field("listen", &self.listen)
+            .field(
+                "store",
+                &self.store.as_deref().map(crate::store::redact_password),
+            )
+            .field("secret", &Hidden(&self.secret))
+            .field("secret_file", &self.secret_file)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FileConfig {
+    /// Reads `explicit` (which must exist), or `./mediator.toml` when present,
+    /// or nothing.
+    pub fn load(explicit: Option<&Path>) -> Result<FileConfig, CliError> {
+        let path = match explicit {
+            Some(path) => path.to_owned(),
+            None if Path::new(DEFAULT_CONFIG_FILE).exists() => PathBuf::from(DEFAULT_CONFIG_FILE),
+            None => return Ok(FileConfig::default()),
+        };
+        let text = std::fs::read_to_string(&path).map_err(|source| CliError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        FileConfig::parse(&text).map_err(|e| CliError::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// Parses TOML text.
+    pub fn parse(text: &str) -> Result<FileConfig, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+}
+
+/// Everything `serve` needs, merged. `Debug` hides the secret.
+#[derive(Clone)]
+pub struct ServeSettings {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// Which store.
+    pub store: StoreUrl,
+    /// The secret from the environment or the TOML file, if any.
+    pub secret: Option<String>,
+    /// Where the secret is kept (or generated).
+    pub secret_file: PathBuf,
+    /// Certificate and key, when serving HTTPS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Whether the original's tokens without `sub` are accepted.
+    pub allow_tokens_without_sub: bool,
+    /// Limits for the mediator.
+    pub limits: Limits,
+    /// How long to let in-flight requests finish on shutdown.
+    pub drain: Duration,
+}
+
+/// Shows whether a secret is set without showing it.
+struct Hidden<'a>(&'a Option<String>);
+
+impl std::fmt::Debug for Hidden<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "<set>" } else { "<unset>" })
+    }
+}
+
+impl std::fmt::Debug for ServeSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+impl ServeSettings {
+    /// Merges flags (already holding environment values) over the file over defaults.
+    pub fn merge(
+        flags: ServeFlags,
+        file: FileConfig,
+        env_secret: Option<String>,
+    ) -> Result<ServeSettings, CliError> {
+        let listen = match flags.listen.or(file.listen) {
+            Some(addr) => addr,
+            None => DEFAULT_LISTEN
+                .parse()
+                .map_err(|e| CliError::Config(format!("default listen address: {e}")))?,
+        };
+        let store: StoreUrl = flags
+            .store
+            .or(file.store)
+            .as_deref()
+            .unwrap_or(DEFAULT_STORE)
+            .parse()?;
+        let tls = match (
+            flags.tls_cert.or(file.tls_cert),
+            flags.tls_key.or(file.tls_key),
+        ) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => {
+                return Err(CliError::Config(
+                    "TLS needs both a certificate (tls_cert) and a key (tls_key)".into(),
+                ))
+            }
+        };
+        let defaults = Limits::default();
+        let limits = Limits {
+            deadline: flags
+                .deadline_ms
+                .or(file.deadline_ms)
+                .map_or(defaults.deadline, Duration::from_millis),
+            max_body: flags
+                .max_body
+                .or(file.max_body)
+                .unwrap_or(defaults.max_body),
+            default_ttl: flags
+                .default_ttl_s
+                .or(file.default_ttl_s)
+                .map_or(defaults.default_ttl, Duration::from_secs),
+            sweep_every: flags
+                .sweep_every_s
+                .or(file.sweep_every_s)
+                .map_or(defaults.sweep_every, Duration::from_secs),
+            ..defaults
+        };
+        Ok(ServeSettings {
+            listen,
+            store,
+            secret: env_secret.or(file.secret),
+            secret_file: flags
+                .secret_file
+                .or(file.secret_file)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_SECRET_FILE)),
+            tls,
+            allow_tokens_without_sub: flags
+                .allow_tokens_without_sub
+                .or(file.allow_tokens_without_sub)
+                .unwrap_or(false),
+            limits,
+            drain: Duration::from_secs(flags.drain_s.or(file.drain_s).unwrap_or(10)),
+        })
+    }
+
+    /// A one-line description for the start-up log, without secrets.
+    pub fn describe(&self) -> String {
+        format!(
+            "listen={} tls={} store={} secret={:?} allow_tokens_without_sub={} deadline={:?} max_body={} default_ttl={:?}",
+            self.listen,
+            self.tls.is_some(),
+            self.store,
+            Hidden(&self.secret),
+            self.allow_tokens_without_sub,
+            self.limits.deadline,
+            self.limits.max_body,
+            self.limits.default_ttl,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_the_file_which_beats_defaults() {
+        let file = FileConfig::parse(
+            "listen = \"127.0.0.1:9000\"\nstore = \"memory\"\ndeadline_ms = 500\nsecret = \"from-file-secret-at-least-32-characters\"",
+        )
+        .unwrap();
+        let flags = ServeFlags {
+            listen: Some("127.0.0.1:7000".parse().unwrap()),
+            ..ServeFlags::default()
+        };
+        let s = ServeSettings::merge(flags, file, None).unwrap();
+        assert_eq!(s.listen.port(), 7000);
+        assert_eq!(s.store, StoreUrl::Memory);
+        assert_eq!(s.limits.deadline, Duration::from_millis(500));
+        assert_eq!(s.limits.max_body, Limits::default().max_body);
+        assert_eq!(
+            s.secret.as_deref(),
+            Some("from-file-secret-at-least-32-characters")
+        );
+        assert!(
+            !s.describe().contains("from-file-secret"),
+            "{}",
+            s.describe()
+        );
+        let env = ServeSettings::merge(
+            ServeFlags::default(),
+            FileConfig::default(),
+            Some("env".into()),
+        )
+        .unwrap();
+        assert_eq!(env.secret.as_deref(), Some("env"));
+        assert_eq!(env.store, StoreUrl::Sqlite("./mediator.db".into()));
+    }
+
+    #[test]
+    fn unknown_keys_and_half_tls_are_refused() {
+        assert!(FileConfig::parse("lisen = \"x\"")
+            .unwrap_err()
+            .contains("lisen"));
+        let file = FileConfig {
+            tls_cert: Some("c.pem".into()),
+            ..FileConfig::default()
+        };
+        let err = ServeSettings::merge(ServeFlags::default(), file, None).unwrap_err();
+        assert!(err.to_string().contains("tls_key"), "{err}");
+    }
+}

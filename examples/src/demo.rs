@@ -1,0 +1,375 @@
+//! The demo formation: the passive, sender and standalone nodes, each with a
+//! small page where a person sees what the node received and sends a
+//! message through the mediator to another node.
+//!
+//! - **passive** only answers: its page lists what it received.
+//! - **sender** only calls: its page has a form to send a message.
+//! - **standalone** does both.
+//!
+//! A message is the JSON `{"text": "..."}`, sealed end to end with the demo's
+//! node key; a node answers `{"received": "...", "by": "group/name"}`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming as HyperIncoming;
+use mediator_core::Target;
+use mediator_core::{KeyRing, NodeKey, Timestamp, TokenMinter};
+use mediator_transport_http::client::{parse_target, Incoming};
+use mediator_transport_http::{HttpError, NodeClient};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+
+use crate::CliError;
+
+/// The demo group every demo node registers in.
+pub const DEMO_GROUP: &str = "demo";
+
+/// What a demo node does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Only answers.
+    Passive,
+    /// Only calls.
+    Sender,
+    /// Answers and calls.
+    Standalone,
+}
+
+impl Role {
+    /// The node's name in the demo group.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Passive => "passive",
+            Role::Sender => "sender",
+            Role::Standalone => "standalone",
+        }
+    }
+
+    fn answers(self) -> bool {
+        self != Role::Sender
+    }
+
+    fn calls(self) -> bool {
+        self != Role::Passive
+    }
+}
+
+/// One message a node received, as its page shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Received {
+    /// When it arrived (RFC 3339).
+    pub at: String,
+    /// Who sent it, as the mediator vouched (`None`: unverified sender).
+    pub from: Option<String>,
+    /// How it was addressed (`g/n`, `g/*`, `g/?`).
+    pub target: String,
+    /// The path it was sent to.
+    pub path: String,
+    /// The message text.
+    pub text: String,
+}
+
+/// The message body demo nodes exchange.
+#[derive(Debug, Serialize, Deserialize)]
+struct Message {
+    text: String,
+}
+
+/// A running demo node: its client and the address of its page.
+pub struct DemoNode {
+    /// What it does.
+    pub role: Role,
+    /// Its page, for a browser.
+    pub page: SocketAddr,
+    /// The node client.
+    pub client: NodeClient,
+    page_task: tokio::task::JoinHandle<()>,
+}
+
+impl DemoNode {
+    /// Stops the page and deregisters the node.
+    pub async fn shutdown(self) -> Result<(), CliError> {
+        self.page_task.abort();
+        self.client.shutdown().await?;
+        Ok(())
+    }
+}
+
+/// Starts one demo node against the mediator at `mediator_url`, its page on
+/// `page_addr` (port 0 for any free port).
+pub async fn start_node(
+    role: Role,
+    mediator_url: &str,
+    minter: TokenMinter,
+    keys: KeyRing,
+    page_addr: SocketAddr,
+) -> Result<DemoNode, CliError> {
+    let inbox: Arc<Mutex<Vec<Received>>> = Arc::default();
+    let builder = NodeClient::builder(mediator_url)
+        .identity(DEMO_GROUP, Some(role.name()))
+        .token_minter(minter)
+        .keys(keys);
+    let client = if role.answers() {
+        let me = NodeKey::named(DEMO_GROUP, role.name())?;
+        let inbox = Arc::clone(&inbox);
+        builder
+            .callback("http://127.0.0.1:0")
+            .start(move |request: Incoming| {
+                let inbox = Arc::clone(&inbox);
+                let me = me.clone();
+                async move { answer(&inbox, &me, request) }
+            })
+            .await?
+    } else {
+        builder.connect().await?
+    };
+    let listener = TcpListener::bind(page_addr)
+        .await
+        .map_err(|source| CliError::Io {
+            path: format!("page address {page_addr}").into(),
+            source,
+        })?;
+    let page = listener.local_addr().map_err(|source| CliError::Io {
+        path: "page address".into(),
+        source,
+    })?;
+    let state = Arc::new(PageState {
+        role,
+        client: client.clone(),
+        inbox,
+    });
+    let page_task = tokio::spawn(serve_page(listener, state));
+    Ok(DemoNode {
+        role,
+        page,
+        client,
+        page_task,
+    })
+}
+
+/// Records a message and answers it.
+fn answer(
+    inbox: &Mutex<Vec<Received>>,
+    me: &NodeKey,
+    request: Incoming,
+) -> Result<Bytes, HttpError> {
+    let message: Message =
+        serde_json::from_slice(&request.body).map_err(|e| HttpError::Refused {
+            status: 400,
+            kind: "invalid",
+            message: format!("a demo message is {{\"text\": \"...\"}}: {e}"),
+        })?;
+    let received = Received {
+        at: Timestamp::now().to_rfc3339(),
+        from: request.from.map(|k| k.to_string()),
+        target: request.target.to_string(),
+        path: request.path,
+        text: message.text.clone(),
+    };
+    // A poisoned inbox only means a page request panicked mid-read; the
+    // list itself is always whole, so keep using it.
+    let mut inbox = inbox.lock().unwrap_or_else(|p| p.into_inner());
+    inbox.push(received);
+    let excess = inbox.len().saturating_sub(100);
+    inbox.drain(..excess);
+    let reply = serde_json::json!({ "received": message.text, "by": me.to_string() });
+    Ok(Bytes::from(reply.to_string()))
+}
+
+struct PageState {
+    role: Role,
+    client: NodeClient,
+    inbox: Arc<Mutex<Vec<Received>>>,
+}
+
+async fn serve_page(listener: TcpListener, state: Arc<PageState>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let state = Arc::clone(&state);
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let state = Arc::clone(&state);
+                async move { Ok::<_, Infallible>(page(&state, request).await) }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .await
+            {
+                tracing::debug!(error = %e, "demo page connection ended");
+            }
+        });
+    }
+}
+
+fn respond(
+    status: StatusCode,
+    content_type: &str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    if let Ok(value) = header::HeaderValue::from_str(content_type) {
+        response.headers_mut().insert(header::CONTENT_TYPE, value);
+    }
+    response
+}
+
+fn json(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> {
+    respond(status, "application/json", value.to_string())
+}
+
+/// What the page's form posts.
+#[derive(Deserialize)]
+struct SendForm {
+    to: String,
+    path: Option<String>,
+    text: String,
+}
+
+async fn page(state: &PageState, request: Request<HyperIncoming>) -> Response<Full<Bytes>> {
+    match (request.method(), request.uri().path()) {
+        (&Method::GET, "/") => respond(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            page_html(state.role),
+        ),
+        (&Method::GET, "/messages") => {
+            let inbox = state
+                .inbox
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            json(
+                StatusCode::OK,
+                &serde_json::json!({ "node": format!("{DEMO_GROUP}/{}", state.role.name()), "received": inbox }),
+            )
+        }
+        (&Method::POST, "/send") if state.role.calls() => {
+            let body = match Limited::new(request.into_body(), 64 * 1024).collect().await {
+                Ok(body) => body.to_bytes(),
+                Err(e) => {
+                    return json(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        &serde_json::json!({ "error": e.to_string() }),
+                    )
+                }
+            };
+            let form: SendForm = match serde_json::from_slice(&body) {
+                Ok(form) => form,
+                Err(e) => {
+                    return json(
+                        StatusCode::BAD_REQUEST,
+                        &serde_json::json!({ "error": format!("expected {{to, path?, text}}: {e}") }),
+                    )
+                }
+            };
+            match send(&state.client, &form).await {
+                Ok(value) => json(StatusCode::OK, &value),
+                Err(e) => json(
+                    StatusCode::BAD_GATEWAY,
+                    &serde_json::json!({ "error": e.to_string() }),
+                ),
+            }
+        }
+        _ => json(
+            StatusCode::NOT_FOUND,
+            &serde_json::json!({ "error": "no such page" }),
+        ),
+    }
+}
+
+/// Sends a demo message to `form.to` (`g/n`, `g/*` or `g/?`) and describes the outcome.
+async fn send(client: &NodeClient, form: &SendForm) -> Result<serde_json::Value, CliError> {
+    let target = parse_target(form.to.trim())?;
+    let path = form
+        .path
+        .clone()
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| "/message".to_owned());
+    let body = serde_json::json!({ "text": form.text }).to_string();
+    let value = |bytes: &Bytes| {
+        serde_json::from_slice::<serde_json::Value>(bytes)
+            .unwrap_or_else(|_| String::from_utf8_lossy(bytes).into())
+    };
+    Ok(match target {
+        Target::One(key) => {
+            let reply = client.call(key, &path, body).await?;
+            serde_json::json!({ "replies": [{ "then": value(&reply) }] })
+        }
+        Target::Any(group) => {
+            let (node, reply) = client.any(&group, &path, body).await?;
+            serde_json::json!({ "replies": [{ "node": node.to_string(), "then": value(&reply) }] })
+        }
+        Target::All(group) => {
+            let all = client.broadcast(&group, &path, body).await?;
+            let replies: Vec<serde_json::Value> = all
+                .replies
+                .iter()
+                .map(|r| match &r.result {
+                    Ok(reply) => {
+                        serde_json::json!({ "node": r.node.to_string(), "then": value(reply) })
+                    }
+                    Err(e) => {
+                        serde_json::json!({ "node": r.node.to_string(), "catch": e.to_string() })
+                    }
+                })
+                .collect();
+            serde_json::json!({ "replies": replies, "summary": all.summary })
+        }
+    })
+}
+
+fn page_html(role: Role) -> String {
+    let name = role.name();
+    let form = if role.calls() {
+        r#"<h2>Send a message through the mediator</h2>
+<form id="send"><label>to <input name="to" value="demo/passive" size="18"></label>
+<label>path <input name="path" value="/message" size="10"></label>
+<label>text <input name="text" value="hello" size="30"></label> <button>send</button></form>
+<p class="hint">Targets: <code>demo/passive</code> (one node), <code>demo/*</code> (every node of the group), <code>demo/?</code> (any one node).</p>
+<pre id="result"></pre>"#
+    } else {
+        "<p>This node only answers; send it something from the sender or standalone page.</p>"
+    };
+    let inbox = if role.answers() {
+        r#"<h2>Received</h2><table><thead><tr><th>at</th><th>from</th><th>target</th><th>path</th><th>text</th></tr></thead><tbody id="inbox"></tbody></table>"#
+    } else {
+        "<p>This node only calls: nothing can reach it.</p>"
+    };
+    format!(
+        r#"<!doctype html><html><head><meta charset="utf-8"><title>demo/{name}</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:60em;margin:2em auto}}td,th{{padding:.2em .6em;text-align:left}}code,pre{{background:#f3f3f3}}</style></head>
+<body><h1>demo/{name}</h1>{form}{inbox}
+<script>
+const send = document.getElementById('send');
+if (send) send.addEventListener('submit', async (e) => {{
+  e.preventDefault();
+  const data = Object.fromEntries(new FormData(send));
+  const r = await fetch('/send', {{method: 'POST', headers: {{'content-type': 'application/json'}}, body: JSON.stringify(data)}});
+  document.getElementById('result').textContent = JSON.stringify(await r.json(), null, 2);
+}});
+async function refresh() {{
+  const body = document.getElementById('inbox');
+  if (!body) return;
+  const r = await fetch('/messages');
+  const {{received}} = await r.json();
+  body.replaceChildren(...received.reverse().map(m => {{
+    const tr = document.createElement('tr');
+    for (const v of [m.at, m.from ?? '(unverified)', m.target, m.path, m.text]) {{
+      const td = document.createElement('td'); td.textContent = v; tr.appendChild(td);
+    }}
+    return tr;
+  }}));
+}}
+refresh(); setInterval(refresh, 1000);
+</script></body></html>"#
+    )
+}

@@ -1,0 +1,229 @@
+//! `mediator new-node DIR`: writes a ready-to-build node project that uses
+//! the client library, as the original offered a scaffold.
+
+use std::path::{Path, PathBuf};
+
+use mediator_core::model::validate_name;
+
+use crate::CliError;
+
+/// Where the workspace crates live, for the generated project's path
+/// dependencies: this checkout, as it was when the binary was built.
+pub fn default_crates_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The lock file of this workspace, so the new project builds with the very
+/// versions this one was tested with (and offline, from the same cache).
+const WORKSPACE_LOCK: &str = include_str!("../../Cargo.lock");
+
+/// What to generate.
+#[derive(Debug, Clone)]
+pub struct Scaffold {
+    /// The project folder (must not exist, or be empty).
+    pub dir: PathBuf,
+    /// The node's group.
+    pub group: String,
+    /// The node's name.
+    pub name: String,
+    /// The folder holding `mediator-core/` and `transport-http/`.
+    pub crates: PathBuf,
+}
+
+impl Scaffold {
+    /// Writes the project; returns the files written.
+    pub fn write(&self) -> Result<Vec<PathBuf>, CliError> {
+        validate_name("group", &self.group)?;
+        validate_name("name", &self.name)?;
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| CliError::Io { path, source }
+        };
+        if self.dir.exists() {
+            let mut entries = std::fs::read_dir(&self.dir).map_err(io(&self.dir))?;
+            if entries.next().is_some() {
+                return Err(CliError::Config(format!(
+                    "{} exists and is not empty; pick a new folder",
+                    self.dir.display()
+                )));
+            }
+        }
+        let crates = std::fs::canonicalize(&self.crates).map_err(io(&self.crates))?;
+        for needed in ["mediator-core", "transport-http"] {
+            if !crates.join(needed).join("Cargo.toml").exists() {
+                return Err(CliError::Config(format!(
+                    "{} holds no {needed}/; pass --crates with the Mediator checkout",
+                    crates.display()
+                )));
+            }
+        }
+        let package = package_name(&self.dir);
+        let files = [
+            ("Cargo.toml", cargo_toml(&package, &crates)),
+            ("Cargo.lock", WORKSPACE_LOCK.to_owned()),
+            ("src/main.rs", main_rs(&self.group, &self.name)),
+            (".env.example", env_example()),
+            ("README.md", readme(&package, &self.group, &self.name)),
+            (".gitignore", "/target\n.env\n".to_owned()),
+        ];
+        let mut written = Vec::new();
+        for (relative, text) in files {
+            let path = self.dir.join(relative);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(io(parent))?;
+            }
+            std::fs::write(&path, text).map_err(io(&path))?;
+            written.push(path);
+        }
+        Ok(written)
+    }
+}
+
+/// A Cargo package name from the folder name.
+fn package_name(dir: &Path) -> String {
+    let raw = dir.file_name().and_then(|n| n.to_str()).unwrap_or("node");
+    let name: String = raw
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    match name.chars().next() {
+        Some(c) if c.is_ascii_alphabetic() => name,
+        _ => format!("node-{name}"),
+    }
+}
+
+fn toml_string(path: &Path) -> String {
+    path.display()
+        .to_string()
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+}
+
+fn cargo_toml(package: &str, crates: &Path) -> String {
+    format!(
+        r#"[package]
+name = "{package}"
+version = "0.1.0"
+edition = "2021"
+publish = false
+
+# A project of its own, even when created inside another workspace.
+[workspace]
+
+[dependencies]
+mediator-core = {{ path = "{core}" }}
+mediator-transport-http = {{ path = "{http}" }}
+bytes = "1"
+tokio = {{ version = "1", features = ["full"] }}
+"#,
+        core = toml_string(&crates.join("mediator-core")),
+        http = toml_string(&crates.join("transport-http")),
+    )
+}
+
+fn main_rs(group: &str, name: &str) -> String {
+    format!(
+        r#"//! A Mediator node: registers as `{group}/{name}`, answers every request
+//! with what it received, and deregisters on Ctrl-C.
+//!
+//! Settings come from the environment (see `.env.example`).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use mediator_core::{{KeyRing, TokenMinter}};
+use mediator_transport_http::client::Incoming;
+use mediator_transport_http::NodeClient;
+
+fn setting(name: &str) -> Result<String, Box<dyn std::error::Error>> {{
+    std::env::var(name).map_err(|_| format!("set {{name}} (see .env.example)").into())
+}}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {{
+    let mediator = setting("MEDIATOR_URL")?;
+    // The mediator secret signs this node's tokens; with a token minted by
+    // `mediator token --node {group}/{name}` use `.token(..)` instead.
+    let minter = TokenMinter::hs256(setting("MEDIATOR_SECRET")?);
+    // The node key seals payloads end to end; the mediator never holds it.
+    let keys: KeyRing = setting("MEDIATOR_NODE_KEY")?.parse()?;
+    let callback = std::env::var("NODE_CALLBACK").unwrap_or_else(|_| "http://127.0.0.1:0".into());
+
+    let node = NodeClient::builder(mediator)
+        .identity("{group}", Some("{name}"))
+        .token_minter(minter)
+        .keys(keys)
+        .callback(callback)
+        .ttl(Duration::from_secs(30))
+        .start(|request: Incoming| async move {{
+            let from = request.from.map(|k| k.to_string()).unwrap_or_else(|| "(unverified)".into());
+            println!("{{from}} -> {{}}: {{}} bytes", request.path, request.body.len());
+            Ok(Bytes::from(request.body))
+        }})
+        .await?;
+    println!("{group}/{name} registered; its callback is {{}}", node.callback_url().unwrap_or("?"));
+
+    tokio::signal::ctrl_c().await?;
+    node.shutdown().await?;
+    Ok(())
+}}
+"#
+    )
+}
+
+fn env_example() -> String {
+    "MEDIATOR_URL=http://127.0.0.1:8080\n\
+     # The mediator's secret (the content of its mediator.secret file).\n\
+     MEDIATOR_SECRET=\n\
+     # The node key shared by all nodes: `mediator keygen`.\n\
+     MEDIATOR_NODE_KEY=\n\
+     # Where the mediator calls this node back.\n\
+     NODE_CALLBACK=http://127.0.0.1:9000\n"
+        .to_owned()
+}
+
+fn readme(package: &str, group: &str, name: &str) -> String {
+    format!(
+        "# {package}\n\nA Mediator node registered as `{group}/{name}`. It answers every request with \
+         the payload it received.\n\n```sh\nset -a; . ./.env; set +a   # after filling .env from .env.example\n\
+         cargo run\n```\n\nCall it from the shell through a running mediator:\n\n```sh\n\
+         mediator send --to {group}/{name} --key \"$MEDIATOR_NODE_KEY\" --data hello\n```\n"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_bad_names_and_full_folders() {
+        let dir = tempfile::tempdir().unwrap();
+        let bad = Scaffold {
+            dir: dir.path().join("x"),
+            group: "a b".into(),
+            name: "n".into(),
+            crates: default_crates_path(),
+        };
+        assert!(bad.write().unwrap_err().to_string().contains("group"));
+        std::fs::write(dir.path().join("file"), "x").unwrap();
+        let full = Scaffold {
+            dir: dir.path().to_owned(),
+            group: "g".into(),
+            name: "n".into(),
+            crates: default_crates_path(),
+        };
+        assert!(full.write().unwrap_err().to_string().contains("not empty"));
+    }
+
+    #[test]
+    fn package_names_are_valid() {
+        assert_eq!(package_name(Path::new("/tmp/My Node")), "my-node");
+        assert_eq!(package_name(Path::new("9lives")), "node-9lives");
+    }
+}

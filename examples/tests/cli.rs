@@ -1,0 +1,467 @@
+//! The built `mediator` binary, run as a user runs it: serve, restart,
+//! keygen, token, send, nodes, new-node, demo, and a graceful stop under load.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use mediator_core::{Claims, KeyRing, SealKey, Timestamp, TokenMinter};
+use mediator_transport_http::client::Incoming;
+use mediator_transport_http::NodeClient;
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mediator");
+
+/// A `mediator` process, killed if a test ends early.
+struct Process {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Process {
+    /// Starts `mediator args…` in `dir` and waits until stdout shows `ready`.
+    fn start(dir: &Path, args: &[&str], ready: &str) -> Process {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .current_dir(dir)
+            .env("RUST_LOG", "warn")
+            .env_remove("MEDIATOR_SECRET")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the mediator binary starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = Arc::clone(&lines);
+        let ready = ready.to_owned();
+        std::thread::spawn(move || {
+            let mut told = false;
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line.clone());
+                if !told && line.contains(&ready) {
+                    told = true;
+                    let _ = tx.send(());
+                }
+            }
+        });
+        rx.recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("mediator {args:?} never printed {:?}", "ready"));
+        Process { child, lines }
+    }
+
+    fn output(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success());
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the mediator did not stop after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `mediator args…` in `dir` to completion and returns its stdout.
+fn run(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .env_remove("MEDIATOR_SECRET")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "mediator {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn secret_of(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("mediator.secret"))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+fn token_for(dir: &Path, key: &str) -> String {
+    TokenMinter::hs256(secret_of(dir))
+        .mint(&Claims::node(
+            &key.parse().unwrap(),
+            Timestamp::now(),
+            Duration::from_secs(600),
+        ))
+        .unwrap()
+}
+
+async fn post(url: &str, token: &str, body: impl Into<Bytes>) -> (StatusCode, Bytes) {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let request = Request::post(url)
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .body(Full::new(body.into()))
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    let status = response.status();
+    (
+        status,
+        response.into_body().collect().await.unwrap().to_bytes(),
+    )
+}
+
+/// A plain HTTP node answering `echo:<body>` after `delay`; counts requests.
+async fn echo_node(delay: Duration) -> (SocketAddr, Arc<Mutex<usize>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen: Arc<Mutex<usize>> = Arc::default();
+    let count = Arc::clone(&seen);
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let count = Arc::clone(&count);
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+                        let count = Arc::clone(&count);
+                        async move {
+                            *count.lock().unwrap() += 1;
+                            let body = request.into_body().collect().await.unwrap().to_bytes();
+                            tokio::time::sleep(delay).await;
+                            let mut reply = b"echo:".to_vec();
+                            reply.extend_from_slice(&body);
+                            Ok::<_, std::convert::Infallible>(Response::new(Full::new(
+                                Bytes::from(reply),
+                            )))
+                        }
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+fn serve_args(port: u16, store: &str) -> Vec<String> {
+    vec![
+        "serve".into(),
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+        "--store".into(),
+        store.into(),
+    ]
+}
+
+fn as_strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn registrations_survive_a_restart_on_the_same_sqlite_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let store = format!("sqlite:{}", dir.path().join("hub.db").display());
+    let args = serve_args(port, &store);
+    let first = Process::start(dir.path(), &as_strs(&args), "listening");
+    let (node, _) = echo_node(Duration::ZERO).await;
+    let base = format!("http://127.0.0.1:{port}");
+
+    // `mediator token` output registers a node with `serve`.
+    let token = run(dir.path(), &["token", "--node", "app/echo"])
+        .trim()
+        .to_owned();
+    let registration =
+        json!({"group": "app", "name": "echo", "url": format!("http://{node}"), "ttl": 600});
+    let (status, body) = post(
+        &format!("{base}/register"),
+        &token,
+        registration.to_string(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body:?}");
+    let sender = token_for(dir.path(), "app/caller");
+    let (status, body) = post(&format!("{base}/one/app/echo/x"), &sender, "one").await;
+    assert_eq!((status, &body[..]), (StatusCode::OK, &b"echo:one"[..]));
+
+    assert!(
+        first.terminate().success(),
+        "serve did not exit 0 on SIGTERM"
+    );
+    let _second = Process::start(dir.path(), &as_strs(&args), "listening");
+    let (status, body) = post(&format!("{base}/one/app/echo/x"), &sender, "two").await;
+    assert_eq!(
+        (status, &body[..]),
+        (StatusCode::OK, &b"echo:two"[..]),
+        "routing after a restart"
+    );
+
+    let listed: Value =
+        serde_json::from_str(&run(dir.path(), &["nodes", "--url", &base, "--json"])).unwrap();
+    let list = listed["list"].as_array().unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["group"], "app");
+    let table = run(dir.path(), &["nodes", "--url", &base]);
+    assert!(
+        table.contains("app/echo") && table.contains("1 node(s)"),
+        "{table}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keygen_keys_and_minted_tokens_carry_a_sealed_call_from_the_shell() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let args = serve_args(port, "memory");
+    let _hub = Process::start(dir.path(), &as_strs(&args), "listening");
+    let key_text = run(dir.path(), &["keygen"]).trim().to_owned();
+    let keys = KeyRing::new(SealKey::from_base64(&key_text).unwrap());
+    let token = run(dir.path(), &["token", "--node", "app/upper"])
+        .trim()
+        .to_owned();
+    let node = NodeClient::builder(format!("http://127.0.0.1:{port}"))
+        .identity("app", Some("upper"))
+        .token(token)
+        .keys(keys)
+        .callback("http://127.0.0.1:0")
+        .start(|request: Incoming| async move {
+            let from = request.from.map(|k| k.to_string()).unwrap_or_default();
+            let text = String::from_utf8_lossy(&request.body).to_uppercase();
+            Ok(Bytes::from(format!("{text} (from {from})")))
+        })
+        .await
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let out = run(
+        dir.path(),
+        &[
+            "send",
+            "--url",
+            &url,
+            "--to",
+            "app/upper",
+            "--key",
+            &key_text,
+            "--data",
+            "hi",
+        ],
+    );
+    assert_eq!(out.trim(), "HI (from cli/send)");
+    let out = run(
+        dir.path(),
+        &[
+            "send", "--url", &url, "--to", "app/*", "--key", &key_text, "--data", "all",
+        ],
+    );
+    assert!(
+        out.contains("app/upper: ALL") && out.contains("asked=1 answered=1"),
+        "{out}"
+    );
+
+    // A wrong key cannot open the node's sealed reply (nor the node the request).
+    let other = SealKey::generate().to_base64();
+    let failed = Command::new(BIN)
+        .args([
+            "send",
+            "--url",
+            &url,
+            "--to",
+            "app/upper",
+            "--key",
+            &other,
+            "--data",
+            "x",
+        ])
+        .current_dir(dir.path())
+        .env_remove("MEDIATOR_SECRET")
+        .output()
+        .unwrap();
+    assert!(!failed.status.success());
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_during_load_loses_no_accepted_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut args = serve_args(port, "memory");
+    args.extend(["--drain-s".into(), "20".into()]);
+    let hub = Process::start(dir.path(), &as_strs(&args), "listening");
+    let (node, seen) = echo_node(Duration::from_millis(700)).await;
+    let token = token_for(dir.path(), "app/slow");
+    let base = format!("http://127.0.0.1:{port}");
+    let registration =
+        json!({"group": "app", "name": "slow", "url": format!("http://{node}"), "ttl": 600});
+    assert_eq!(
+        post(
+            &format!("{base}/register"),
+            &token,
+            registration.to_string()
+        )
+        .await
+        .0,
+        StatusCode::OK
+    );
+
+    let sender = token_for(dir.path(), "app/load");
+    let mut calls = Vec::new();
+    for i in 0..24 {
+        let (url, sender) = (format!("{base}/one/app/slow/work"), sender.clone());
+        calls.push(tokio::spawn(async move {
+            post(&url, &sender, format!("r{i}")).await
+        }));
+    }
+    // Every request has reached the node before the signal.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while *seen.lock().unwrap() < 24 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "requests never reached the node"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stopping = tokio::task::spawn_blocking(move || hub.terminate());
+    for (i, call) in calls.into_iter().enumerate() {
+        let (status, body) = call.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "request {i} lost in shutdown");
+        assert_eq!(body, format!("echo:r{i}"));
+    }
+    assert!(stopping.await.unwrap().success(), "serve did not exit 0");
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err(),
+        "still accepting after shutdown"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_demo_starts_and_its_pages_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let demo = Process::start(
+        dir.path(),
+        &[
+            "demo",
+            "--listen",
+            &listen,
+            "--store",
+            "memory",
+            "--pages-from",
+            "0",
+        ],
+        "Stop with Ctrl-C",
+    );
+    let output = demo.output();
+    let page = |name: &str| -> String {
+        let line = output
+            .iter()
+            .find(|l| l.contains(&format!("demo/{name} ")))
+            .unwrap_or_else(|| panic!("no {name} page in {output:?}"));
+        line.split_whitespace()
+            .last()
+            .unwrap()
+            .trim_end_matches('/')
+            .to_owned()
+    };
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    for name in ["passive", "sender", "standalone"] {
+        let response = client
+            .get(format!("{}/", page(name)).parse().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let html = response.into_body().collect().await.unwrap().to_bytes();
+        assert!(String::from_utf8_lossy(&html).contains(&format!("<h1>demo/{name}</h1>")));
+    }
+    let send = Request::post(format!("{}/send", page("sender")))
+        .body(Full::new(Bytes::from(r#"{"to":"demo/*","text":"hello"}"#)))
+        .unwrap();
+    let response = client.request(send).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let sent: Value =
+        serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(sent["summary"]["answered"], 2, "{sent}");
+    let inbox = client
+        .get(format!("{}/messages", page("passive")).parse().unwrap())
+        .await
+        .unwrap();
+    let inbox: Value =
+        serde_json::from_slice(&inbox.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(inbox["received"][0]["text"], "hello");
+    assert_eq!(inbox["received"][0]["from"], "demo/sender");
+    assert!(demo.terminate().success());
+}
+
+#[test]
+fn new_node_output_builds_against_the_workspace() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path().join("billing-worker");
+    let out = run(
+        dir.path(),
+        &[
+            "new-node",
+            project.to_str().unwrap(),
+            "--group",
+            "billing",
+            "--name",
+            "worker-1",
+        ],
+    );
+    assert!(out.contains("src/main.rs"), "{out}");
+    let main = std::fs::read_to_string(project.join("src/main.rs")).unwrap();
+    assert!(main.contains(r#".identity("billing", Some("worker-1"))"#));
+    let target: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/new-node-check");
+    let check = Command::new(env!("CARGO"))
+        .args(["check", "--offline", "--quiet"])
+        .current_dir(&project)
+        .env("CARGO_TARGET_DIR", target)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "the generated node does not build:\n{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let refused = Command::new(BIN)
+        .args(["new-node", project.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success(), "new-node overwrote a project");
+}

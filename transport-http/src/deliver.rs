@@ -1,0 +1,303 @@
+//! Delivery to nodes that registered an HTTP callback URL.
+
+use std::error::Error as StdError;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Uri};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use mediator_core::{
+    async_trait, Deadline, Deliver, Endpoint, EndpointKind, Envelope, Error, Limits, Node, Reply,
+    Result,
+};
+
+use crate::error::HttpError;
+use crate::headers::{
+    forwardable, strip_hop_by_hop, X_MEDIATOR, X_MEDIATOR_DEADLINE, X_MEDIATOR_FROM,
+    X_MEDIATOR_TARGET,
+};
+
+/// How [`HttpDelivery`] connects to nodes.
+///
+/// ```
+/// use mediator_transport_http::{HttpDelivery, HttpDeliveryConfig};
+/// use std::time::Duration;
+/// let delivery = HttpDelivery::with_config(HttpDeliveryConfig {
+///     connect_timeout: Duration::from_millis(500),
+///     ..HttpDeliveryConfig::default()
+/// });
+/// # drop(delivery);
+/// ```
+#[derive(Debug, Clone)]
+pub struct HttpDeliveryConfig {
+    /// How long to wait for a TCP connection to a node (default 2 s). A node
+    /// that does not accept in time is unreachable, so an any-of-group
+    /// request moves on to another node.
+    pub connect_timeout: Duration,
+    /// How long an idle pooled connection is kept (default 90 s).
+    pub pool_idle_timeout: Duration,
+    /// How many idle connections are kept per node (default 32).
+    pub max_idle_per_host: usize,
+    /// The largest reply body accepted from a node (default: the mediator's
+    /// default [`Limits::max_body`], 8 MiB); a bigger reply fails the
+    /// delivery with "reply too large". Set it to the mediator's own
+    /// `max_body` when that differs.
+    pub max_reply_body: usize,
+    /// The TLS settings for `https://` nodes; `None` trusts the Mozilla root
+    /// certificates (webpki-roots). See [`HttpDeliveryConfig::trust_pem`]
+    /// for nodes with certificates from a private authority.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl Default for HttpDeliveryConfig {
+    fn default() -> Self {
+        HttpDeliveryConfig {
+            connect_timeout: Duration::from_secs(2),
+            pool_idle_timeout: Duration::from_secs(90),
+            max_idle_per_host: 32,
+            max_reply_body: Limits::default().max_body,
+            tls: None,
+        }
+    }
+}
+
+impl HttpDeliveryConfig {
+    /// Trusts only the certificate authorities in `pem` (one or more
+    /// `CERTIFICATE` blocks) for `https://` nodes, replacing the Mozilla
+    /// roots.
+    pub fn trust_pem(mut self, pem: &[u8]) -> std::result::Result<Self, HttpError> {
+        let mut roots = rustls::RootCertStore::empty();
+        let mut reader = pem;
+        for cert in rustls_pemfile::certs(&mut reader) {
+            let cert = cert.map_err(|e| HttpError::Tls(format!("bad certificate PEM: {e}")))?;
+            roots
+                .add(cert)
+                .map_err(|e| HttpError::Tls(format!("unusable root certificate: {e}")))?;
+        }
+        if roots.is_empty() {
+            return Err(HttpError::Tls("no CERTIFICATE found in the PEM".into()));
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| HttpError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        self.tls = Some(Arc::new(config));
+        Ok(self)
+    }
+}
+
+/// Delivers requests to [`Endpoint::Http`] nodes over a pooled HTTP/1.1 and
+/// HTTP/2 client (HTTP/2 to `https://` nodes that offer it via ALPN).
+///
+/// What the node receives: the caller's method, path, query (without
+/// `x-jwt`), content type, other end-to-end headers and body, plus
+/// `x-mediator: true`, `x-mediator-from` (the verified sender, when there is
+/// one), `x-mediator-target` and `x-mediator-deadline` (ms since the epoch).
+/// The caller's credentials (`authorization`, `cookie`, `x-jwt`) and
+/// hop-by-hop headers never reach it.
+///
+/// A node that cannot be connected to is [`Error::NodeUnreachable`]
+/// (nothing was sent, so the router may try another node of the group);
+/// any failure after that is [`Error::NodeFailed`]. The router enforces the
+/// deadline around the whole exchange.
+///
+/// ```
+/// use mediator_core::{Authenticator, Mediator, MemoryRegistry};
+/// use mediator_transport_http::HttpDelivery;
+/// # fn main() -> Result<(), mediator_core::Error> {
+/// let mediator = Mediator::builder()
+///     .registry(MemoryRegistry::new())
+///     .authenticator(Authenticator::hs256("a secret of at least 32 bytes!!!"))
+///     .deliver(HttpDelivery::default())
+///     .build()?;
+/// # drop(mediator); Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct HttpDelivery {
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    max_reply_body: usize,
+}
+
+impl std::fmt::Debug for HttpDelivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpDelivery")
+            .field("max_reply_body", &self.max_reply_body)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for HttpDelivery {
+    fn default() -> Self {
+        HttpDelivery::with_config(HttpDeliveryConfig::default())
+    }
+}
+
+impl HttpDelivery {
+    /// A deliverer with the given connection settings.
+    pub fn with_config(config: HttpDeliveryConfig) -> Self {
+        let mut http = HttpConnector::new();
+        // The TLS layer wraps this connector, so it must accept https URLs.
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(config.connect_timeout));
+        http.set_nodelay(true);
+        let builder = hyper_rustls::HttpsConnectorBuilder::new();
+        let builder = match &config.tls {
+            Some(tls) => {
+                let mut tls = rustls::ClientConfig::clone(tls);
+                // The connector sets ALPN itself from the enabled versions.
+                tls.alpn_protocols.clear();
+                builder.with_tls_config(tls)
+            }
+            None => builder
+                .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
+                // Infallible: the ring provider supports TLS 1.2 and 1.3,
+                // the safe default versions, on every platform.
+                .expect("the ring provider supports the default TLS versions"),
+        };
+        let connector = builder
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(config.pool_idle_timeout)
+            .pool_max_idle_per_host(config.max_idle_per_host)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(connector);
+        HttpDelivery {
+            client,
+            max_reply_body: config.max_reply_body,
+        }
+    }
+
+    fn request(
+        &self,
+        base: &str,
+        envelope: &Envelope,
+        deadline: Deadline,
+    ) -> Result<Request<Full<Bytes>>, String> {
+        let path = &envelope.path_and_query;
+        let uri = if path.starts_with('/') {
+            format!("{base}{path}")
+        } else {
+            format!("{base}/{path}")
+        };
+        let uri: Uri = uri.parse().map_err(|e| format!("bad url {uri:?}: {e}"))?;
+        let mut headers = forwardable(&envelope.headers);
+        headers.insert(X_MEDIATOR, HeaderValue::from_static("true"));
+        if let Some(from) = &envelope.from {
+            headers.insert(X_MEDIATOR_FROM, header_value(&from.to_string())?);
+        }
+        headers.insert(
+            X_MEDIATOR_TARGET,
+            header_value(&envelope.target.to_string())?,
+        );
+        headers.insert(
+            X_MEDIATOR_DEADLINE,
+            HeaderValue::from(deadline.wall().as_millis()),
+        );
+        let mut request = Request::builder()
+            .method(envelope.method.clone())
+            .uri(uri)
+            .body(Full::new(envelope.body.clone()))
+            .map_err(|e| e.to_string())?;
+        *request.headers_mut() = headers;
+        Ok(request)
+    }
+}
+
+fn header_value(text: &str) -> Result<HeaderValue, String> {
+    HeaderValue::from_str(text).map_err(|e| format!("bad header value {text:?}: {e}"))
+}
+
+/// An error and its causes, `a: b: c`, since hyper's own message ("client
+/// error (Connect)") hides what went wrong.
+fn chain(error: &(dyn StdError + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[async_trait]
+impl Deliver for HttpDelivery {
+    fn kind(&self) -> EndpointKind {
+        EndpointKind::Http
+    }
+
+    async fn deliver(&self, node: &Node, envelope: &Envelope, deadline: Deadline) -> Result<Reply> {
+        let name = node.key.to_string();
+        let unreachable = |reason: String| Error::NodeUnreachable {
+            node: name.clone(),
+            reason,
+        };
+        let failed = |reason: String| Error::NodeFailed {
+            node: name.clone(),
+            reason,
+        };
+        let Endpoint::Http(base) = &node.endpoint else {
+            return Err(unreachable(format!(
+                "{} is not an http endpoint",
+                node.endpoint
+            )));
+        };
+        let request = self
+            .request(base, envelope, deadline)
+            .map_err(&unreachable)?;
+        let response = self.client.request(request).await.map_err(|e| {
+            if e.is_connect() {
+                unreachable(chain(&e))
+            } else {
+                failed(chain(&e))
+            }
+        })?;
+        let (mut parts, body) = response.into_parts();
+        let too_large = || {
+            failed(format!(
+                "reply too large (over {} bytes)",
+                self.max_reply_body
+            ))
+        };
+        let announced = parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if announced.is_some_and(|len| len > self.max_reply_body as u64) {
+            return Err(too_large());
+        }
+        let body = Limited::new(body, self.max_reply_body)
+            .collect()
+            .await
+            .map_err(|e| {
+                if e.downcast_ref::<LengthLimitError>().is_some() {
+                    too_large()
+                } else {
+                    failed(format!("reading the reply: {}", chain(e.as_ref())))
+                }
+            })?
+            .to_bytes();
+        strip_hop_by_hop(&mut parts.headers);
+        Ok(Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
+    }
+}

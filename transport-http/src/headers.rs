@@ -1,0 +1,276 @@
+//! Header names the mediator speaks, and the filters that keep a caller's
+//! credentials and connection-level headers from reaching a node.
+//!
+//! The same filters run where a request enters the mediator (so no
+//! transport ever sees the caller's token) and again where it leaves for an
+//! HTTP node (so an envelope built by other code cannot leak one either).
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName};
+
+/// Set to `true` on every request the mediator forwards to a node; the
+/// original's children look for it.
+pub const X_MEDIATOR: HeaderName = HeaderName::from_static("x-mediator");
+/// The verified sender, `group/name` (`group/` for an unnamed node); absent
+/// when the caller's token names no node.
+pub const X_MEDIATOR_FROM: HeaderName = HeaderName::from_static("x-mediator-from");
+/// The target the caller addressed: `g/n`, `g/` (unnamed node), `g/*`
+/// (every node) or `g/?` (any node).
+pub const X_MEDIATOR_TARGET: HeaderName = HeaderName::from_static("x-mediator-target");
+/// The request's deadline in milliseconds since the Unix epoch. Sent to the
+/// node; a caller may send it too to ask for less than the default.
+pub const X_MEDIATOR_DEADLINE: HeaderName = HeaderName::from_static("x-mediator-deadline");
+/// A caller's budget for the request in milliseconds, an alternative to
+/// [`X_MEDIATOR_DEADLINE`] that needs no synchronised clock.
+pub const X_MEDIATOR_TIMEOUT_MS: HeaderName = HeaderName::from_static("x-mediator-timeout-ms");
+/// On a `/one` or `/any` reply: which node answered (`group/name`).
+pub const X_MEDIATOR_NODE: HeaderName = HeaderName::from_static("x-mediator-node");
+/// On a `/many` reply: `asked=4; answered=2; failed=1; timed_out=1`.
+pub const X_MEDIATOR_SUMMARY: HeaderName = HeaderName::from_static("x-mediator-summary");
+/// The original's token header (also read from the query and the JSON body).
+pub const X_JWT: HeaderName = HeaderName::from_static("x-jwt");
+
+/// The name of the query parameter and JSON body field that may carry a token.
+pub const X_JWT_PARAM: &str = "x-jwt";
+
+/// Whether `name` is a hop-by-hop header, which describes one connection and
+/// must not be relayed (RFC 9110 section 7.6.1), plus `host`, which the
+/// outgoing connection sets itself, and `expect`, which the mediator has
+/// already answered by reading the whole body.
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::EXPECT
+        || name == header::TE
+        || name == header::TRAILER
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == header::HOST
+        || name == header::PROXY_AUTHORIZATION
+        || name == header::PROXY_AUTHENTICATE
+        || name.as_str() == "keep-alive"
+        || name.as_str().starts_with("proxy-")
+}
+
+/// Whether `name` carries the caller's credentials.
+pub fn is_credential(name: &HeaderName) -> bool {
+    name == header::AUTHORIZATION || name == header::COOKIE || name == X_JWT
+}
+
+/// Removes hop-by-hop headers, the headers the `Connection` header lists,
+/// and `content-length` (the outgoing body sets its own).
+///
+/// Used on a node's reply before it goes back to the caller.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    for name in connection_listed(headers) {
+        headers.remove(name);
+    }
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| is_hop_by_hop(name) || *name == header::CONTENT_LENGTH)
+        .cloned()
+        .collect();
+    for name in doomed {
+        headers.remove(name);
+    }
+}
+
+/// The headers of a caller's request that may reach a node: everything but
+/// hop-by-hop headers, `content-length`, credentials (`authorization`,
+/// `cookie`, `x-jwt`) and `x-mediator-*` headers, which only the mediator
+/// sets (so a caller cannot claim to be another node).
+///
+/// ```
+/// use http::HeaderMap;
+/// use mediator_transport_http::headers::forwardable;
+/// let mut h = HeaderMap::new();
+/// h.insert("authorization", "Bearer secret".parse().unwrap());
+/// h.insert("x-mediator-from", "billing/admin".parse().unwrap());
+/// h.insert("connection", "x-private".parse().unwrap());
+/// h.insert("x-private", "1".parse().unwrap());
+/// h.insert("content-type", "application/json".parse().unwrap());
+/// let kept = forwardable(&h);
+/// assert_eq!(kept.len(), 1);
+/// assert_eq!(kept["content-type"], "application/json");
+/// ```
+pub fn forwardable(headers: &HeaderMap) -> HeaderMap {
+    let listed = connection_listed(headers);
+    let mut kept = HeaderMap::with_capacity(headers.keys_len());
+    for (name, value) in headers {
+        if is_hop_by_hop(name)
+            || is_credential(name)
+            || name == header::CONTENT_LENGTH
+            || name.as_str().starts_with("x-mediator")
+            || listed.contains(name)
+        {
+            continue;
+        }
+        kept.append(name.clone(), value.clone());
+    }
+    kept
+}
+
+/// The header names a `Connection` header lists (each is hop-by-hop).
+fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect()
+}
+
+/// A query string without its `x-jwt` parameters, the rest kept byte for
+/// byte in order; `None` when nothing is left.
+///
+/// ```
+/// use mediator_transport_http::headers::forwardable_query;
+/// assert_eq!(forwardable_query("a=1&x-jwt=t&b=%20"), Some("a=1&b=%20".to_owned()));
+/// assert_eq!(forwardable_query("x%2Djwt=t"), None);
+/// ```
+pub fn forwardable_query(query: &str) -> Option<String> {
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| !pair.is_empty() && !is_token_pair(pair))
+        .collect();
+    if kept.is_empty() {
+        None
+    } else {
+        Some(kept.join("&"))
+    }
+}
+
+fn is_token_pair(pair: &str) -> bool {
+    let key = pair.split_once('=').map_or(pair, |(k, _)| k);
+    percent_decode(key).as_deref() == Some(X_JWT_PARAM)
+}
+
+/// The value of the first `x-jwt` query parameter, percent-decoded.
+pub fn token_in_query(query: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        if percent_decode(key).as_deref() == Some(X_JWT_PARAM) {
+            percent_decode(value)
+        } else {
+            None
+        }
+    })
+}
+
+/// A request body without its top-level `x-jwt` field.
+///
+/// Only a JSON object that has the field is re-serialised; any other body
+/// (JSON without the field, not JSON at all, sealed bytes) is returned as it
+/// is, so the mediator never alters what it does not have to.
+///
+/// ```
+/// use mediator_transport_http::headers::forwardable_body;
+/// let body = bytes::Bytes::from_static(br#"{"x-jwt":"t","payload":"p"}"#);
+/// assert_eq!(forwardable_body(body), r#"{"payload":"p"}"#);
+/// let opaque = bytes::Bytes::from_static(b"\x01x-jwt");
+/// assert_eq!(forwardable_body(opaque.clone()), opaque);
+/// ```
+pub fn forwardable_body(body: Bytes) -> Bytes {
+    let Some(mut object) = json_object_with_token(&body) else {
+        return body;
+    };
+    object.remove(X_JWT_PARAM);
+    match serde_json::to_vec(&object) {
+        Ok(bytes) => Bytes::from(bytes),
+        // A map of parsed JSON values always serialises; should it ever not,
+        // sending nothing is safer than sending the token.
+        Err(_) => Bytes::new(),
+    }
+}
+
+/// The string in a JSON object body's top-level `x-jwt` field.
+pub fn token_in_body(body: &[u8]) -> Option<String> {
+    json_object_with_token(body)?
+        .remove(X_JWT_PARAM)
+        .and_then(|v| match v {
+            serde_json::Value::String(s) => Some(s),
+            _ => None,
+        })
+}
+
+fn json_object_with_token(body: &[u8]) -> Option<serde_json::Map<String, serde_json::Value>> {
+    // Cheap pre-check so large opaque bodies are not parsed for nothing.
+    let first = body.iter().find(|b| !b.is_ascii_whitespace())?;
+    if *first != b'{' || !contains(body, X_JWT_PARAM.as_bytes()) {
+        return None;
+    }
+    match serde_json::from_slice::<serde_json::Value>(body).ok()? {
+        serde_json::Value::Object(map) if map.contains_key(X_JWT_PARAM) => Some(map),
+        _ => None,
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Percent-decodes `s` (`+` is kept as is); `None` when the result is not
+/// UTF-8 or an escape is malformed.
+pub(crate) fn percent_decode(s: &str) -> Option<String> {
+    if !s.contains('%') {
+        return Some(s.to_owned());
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3)?;
+            let hex = std::str::from_utf8(hex).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_found_in_query_and_body() {
+        assert_eq!(token_in_query("a=1&x-jwt=abc.def"), Some("abc.def".into()));
+        assert_eq!(token_in_query("x%2djwt=a%2Eb"), Some("a.b".into()));
+        assert_eq!(token_in_query("a=1"), None);
+        assert_eq!(token_in_body(br#" {"x-jwt":"t"}"#), Some("t".into()));
+        assert_eq!(token_in_body(br#"{"x-jwt":1}"#), None);
+        assert_eq!(token_in_body(b"x-jwt"), None);
+    }
+
+    #[test]
+    fn bodies_without_the_field_are_untouched() {
+        let body = Bytes::from_static(br#"{ "a" : 1 }"#);
+        assert_eq!(forwardable_body(body.clone()), body);
+        let nested = Bytes::from_static(br#"{"inner":{"x-jwt":"t"}}"#);
+        assert_eq!(forwardable_body(nested.clone()), nested);
+    }
+
+    #[test]
+    fn hop_by_hop_and_listed_headers_are_stripped() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", "close, x-a".parse().unwrap());
+        h.insert("x-a", "1".parse().unwrap());
+        h.insert("keep-alive", "5".parse().unwrap());
+        h.insert("content-length", "5".parse().unwrap());
+        h.insert("x-b", "2".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-b"));
+    }
+
+    #[test]
+    fn malformed_escapes_do_not_decode() {
+        assert_eq!(percent_decode("%zz"), None);
+        assert_eq!(percent_decode("%4"), None);
+        assert_eq!(percent_decode("%41b"), Some("Ab".into()));
+    }
+}

@@ -1,0 +1,90 @@
+//! Building the mediator's own replies: JSON with the headers the original
+//! sent on every reply, and the one error body shape.
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Response, StatusCode};
+use http_body_util::Full;
+use mediator_core::{Error, Fault};
+use serde_json::{json, Value};
+
+/// The response type of every route.
+pub(crate) type HttpResponse = Response<Full<Bytes>>;
+
+const NO_CACHE: &str = "no-cache, no-store, must-revalidate";
+
+/// Adds the headers the original put on every reply, unless already set:
+/// no caching, and any origin may read it.
+pub(crate) fn add_common_headers(headers: &mut HeaderMap) {
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static(NO_CACHE));
+    headers
+        .entry(header::PRAGMA)
+        .or_insert(HeaderValue::from_static("no-cache"));
+    headers
+        .entry(header::EXPIRES)
+        .or_insert(HeaderValue::from_static("0"));
+    headers
+        .entry(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+        .or_insert(HeaderValue::from_static("*"));
+}
+
+/// A JSON reply.
+pub(crate) fn json(status: StatusCode, body: &Value) -> HttpResponse {
+    // Serialising a `Value` cannot fail: its map keys are always strings.
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    let mut response = Response::new(Full::new(Bytes::from(bytes)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    add_common_headers(headers);
+    response
+}
+
+/// The error body: `{"error", "kind", "fault"}`.
+pub(crate) fn error_body(message: &str, kind: &str, fault: Fault) -> Value {
+    json!({ "error": message, "kind": kind, "fault": fault.to_string() })
+}
+
+/// A core error as a reply, with its own status and message.
+pub(crate) fn error(err: &Error) -> HttpResponse {
+    error_message(err, &err.to_string())
+}
+
+/// A core error's status, kind and fault with another message (the
+/// original's wording where its dialect demands it).
+pub(crate) fn error_message(err: &Error, message: &str) -> HttpResponse {
+    let status = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = json(status, &error_body(message, err.kind(), err.fault()));
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"mediator\""),
+        );
+    }
+    response
+}
+
+/// An error reply that the core's enum has no variant for.
+pub(crate) fn error_status(
+    status: StatusCode,
+    message: &str,
+    kind: &str,
+    fault: Fault,
+) -> HttpResponse {
+    json(status, &error_body(message, kind, fault))
+}
+
+/// A 401 that also invites a browser to log in with Basic auth.
+pub(crate) fn unauthorized_with_basic(err: &Error) -> HttpResponse {
+    let mut response = error(err);
+    response.headers_mut().append(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"mediator\""),
+    );
+    response
+}

@@ -1,0 +1,629 @@
+//! A formation over real sockets on loopback: a mediator and passive,
+//! sender and standalone nodes built with `NodeClient`.
+
+mod formation_kit;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use formation_kit::{describe, eventually, json, key, node, ring, Hub, HubOptions};
+use mediator_core::{Fault, KeyRing, NodeKey, SealKey, Summary};
+use mediator_transport_http::client::{Backoff, Incoming};
+use mediator_transport_http::{HttpError, NodeClient};
+
+/// A sender-only node of `hub`.
+async fn sender(hub: &Hub, text: &str) -> NodeClient {
+    let me = key(text);
+    NodeClient::builder(&hub.url)
+        .node_key(me.clone())
+        .token(hub.token(&me))
+        .keys(ring())
+        .connect()
+        .await
+        .expect("sender connects")
+}
+
+#[tokio::test]
+async fn unicast_between_passive_sender_and_standalone_nodes() {
+    let hub = Hub::start().await;
+    let passive = node(&hub, "users/api")
+        .start(describe("passive"))
+        .await
+        .expect("passive node starts");
+    assert!(hub.knows(&key("users/api")));
+    let callback = passive.callback_url().expect("callback");
+    assert_eq!(
+        callback,
+        format!("http://{}", passive.local_addr().expect("bound"))
+    );
+
+    // A standalone node both answers and calls.
+    let standalone = node(&hub, "billing/worker-1")
+        .start(|request: Incoming| async move {
+            let mut reply = b"standalone got ".to_vec();
+            reply.extend_from_slice(&request.body);
+            Ok(Bytes::from(reply))
+        })
+        .await
+        .expect("standalone node starts");
+    let reply = standalone
+        .call(key("users/api"), "/lookup?id=7", "hello")
+        .await
+        .expect("standalone calls passive");
+    let seen = json(&reply);
+    assert_eq!(seen["node"], "passive");
+    assert_eq!(seen["from"], "billing/worker-1");
+    assert_eq!(seen["target"], "users/api");
+    assert_eq!(seen["path"], "/lookup");
+    assert_eq!(seen["query"], "id=7");
+    assert_eq!(seen["method"], "POST");
+    assert_eq!(seen["body"], "hello");
+    assert!(seen["deadline"].as_i64().expect("deadline sent") > 0);
+
+    // A sender-only node calls both.
+    let sender = sender(&hub, "cron/daily").await;
+    assert!(sender.callback_url().is_none());
+    assert!(!hub.knows(&key("cron/daily")), "a sender does not register");
+    let reply = sender
+        .call(key("billing/worker-1"), "/", Bytes::from_static(b"ping"))
+        .await
+        .expect("sender calls standalone");
+    assert_eq!(reply, "standalone got ping");
+    let seen = json(
+        &sender
+            .call(key("users/api"), "x/y", Vec::from(&b"\x00\xffbinary"[..]))
+            .await
+            .expect("sender calls passive"),
+    );
+    assert_eq!(seen["from"], "cron/daily");
+    assert_eq!(seen["path"], "/x/y");
+
+    // An empty body and a large one.
+    assert_eq!(
+        json(
+            &sender
+                .call(key("users/api"), "/e", "")
+                .await
+                .expect("empty")
+        )["body"],
+        ""
+    );
+    let big = "z".repeat(1 << 20);
+    let seen = json(
+        &sender
+            .call(key("users/api"), "/big", big.clone())
+            .await
+            .expect("1 MiB"),
+    );
+    assert_eq!(seen["body"].as_str().map(str::len), Some(big.len()));
+
+    standalone.shutdown().await.expect("shutdown");
+    passive.shutdown().await.expect("shutdown");
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_targets_slow_nodes_and_handler_errors_are_told_apart() {
+    let hub = Hub::start().await;
+    let slow = node(&hub, "slow/one")
+        .start(|request: Incoming| async move {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            Ok::<_, HttpError>(request.body)
+        })
+        .await
+        .expect("slow node");
+    let picky = node(&hub, "picky/one")
+        .start(|request: Incoming| async move {
+            if request.body.is_empty() {
+                Err(HttpError::Refused {
+                    status: 422,
+                    kind: "empty",
+                    message: "say something".into(),
+                })
+            } else {
+                Err(mediator_core::Error::invalid("body", "never good enough").into())
+            }
+        })
+        .await
+        .expect("picky node");
+    let me = key("callers/c");
+    let caller = NodeClient::builder(&hub.url)
+        .node_key(me.clone())
+        .token(hub.token(&me))
+        .keys(ring())
+        .timeout(Duration::from_millis(400))
+        .connect()
+        .await
+        .expect("caller");
+
+    // 404: nobody registered as that.
+    match caller.call(key("nobody/here"), "/", "x").await {
+        Err(HttpError::Mediator {
+            status: 404,
+            kind,
+            fault,
+            ..
+        }) => {
+            assert_eq!(kind, "unknown_target");
+            assert_eq!(fault, Some(Fault::Caller));
+        }
+        other => panic!("expected 404, got {other:?}"),
+    }
+    // 504: the node is too slow for the caller's timeout.
+    let started = std::time::Instant::now();
+    match caller.call(key("slow/one"), "/", "x").await {
+        Err(HttpError::Mediator {
+            status: 504,
+            kind,
+            fault,
+            message,
+        }) => {
+            assert_eq!(kind, "deadline_passed");
+            assert_eq!(fault, Some(Fault::Node));
+            assert!(message.contains("slow/one"), "{message}");
+        }
+        other => panic!("expected 504, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // The node's own refusals carry its status and message.
+    match caller.call(key("picky/one"), "/", "").await {
+        Err(HttpError::Node {
+            node,
+            status,
+            message,
+        }) => {
+            assert_eq!(node, "picky/one");
+            assert_eq!(status, 422);
+            assert_eq!(message, "say something");
+        }
+        other => panic!("expected the node's 422, got {other:?}"),
+    }
+    match caller.call(key("picky/one"), "/", "x").await {
+        Err(HttpError::Node {
+            status: 400,
+            message,
+            ..
+        }) => {
+            assert!(message.contains("never good enough"), "{message}");
+        }
+        other => panic!("expected the node's 400, got {other:?}"),
+    }
+    // 503: the group is known, but its only node is dead.
+    let dead = node(&hub, "ghosts/one")
+        .start(describe("ghost"))
+        .await
+        .expect("ghost");
+    drop(dead);
+    match caller.any("ghosts", "/", "x").await {
+        Err(HttpError::Mediator {
+            status: 503, kind, ..
+        }) => assert_eq!(kind, "no_node_available"),
+        other => panic!("expected 503, got {other:?}"),
+    }
+    // 401: a token the mediator did not sign.
+    let forged = NodeClient::builder(&hub.url)
+        .node_key(me.clone())
+        .token_minter(mediator_core::TokenMinter::hs256(
+            "another secret entirely, long",
+        ))
+        .keys(ring())
+        .connect()
+        .await
+        .expect("client");
+    match forged.call(key("picky/one"), "/", "x").await {
+        Err(HttpError::Mediator {
+            status: 401, kind, ..
+        }) => assert_eq!(kind, "unauthorized"),
+        other => panic!("expected 401, got {other:?}"),
+    }
+    // A node key other than the formation's: the reply cannot be opened,
+    // and the node refused the request before.
+    let stranger = NodeClient::builder(&hub.url)
+        .node_key(me.clone())
+        .token(hub.token(&me))
+        .keys(KeyRing::new(SealKey::generate()))
+        .connect()
+        .await
+        .expect("client");
+    match stranger.call(key("picky/one"), "/", "x").await {
+        Err(HttpError::Node {
+            status: 400,
+            message,
+            ..
+        }) => {
+            assert!(message.contains("unknown key id"), "{message}");
+        }
+        other => panic!("expected the node's 400, got {other:?}"),
+    }
+    // Unreachable mediator.
+    let nowhere = NodeClient::builder("http://127.0.0.1:9")
+        .token("t")
+        .keys(ring())
+        .connect()
+        .await
+        .expect("client");
+    assert!(matches!(
+        nowhere.call(key("a/b"), "/", "x").await,
+        Err(HttpError::Unreachable { .. })
+    ));
+
+    slow.shutdown().await.expect("shutdown");
+    picky.shutdown().await.expect("shutdown");
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn broadcast_with_one_dead_node() {
+    let hub = Hub::start().await;
+    let a = node(&hub, "cache/a").start(describe("a")).await.expect("a");
+    let dead = node(&hub, "cache/b").start(describe("b")).await.expect("b");
+    let c = node(&hub, "cache/c").start(describe("c")).await.expect("c");
+    // Dropped without shutdown: its server stops, its registration stays.
+    drop(dead);
+    assert!(hub.knows(&key("cache/b")));
+
+    let sender = sender(&hub, "ops/console").await;
+    let replies = sender
+        .broadcast("cache", "/flush", "all of it")
+        .await
+        .expect("broadcast");
+    assert_eq!(
+        replies.summary,
+        Summary {
+            asked: 3,
+            answered: 2,
+            failed: 1,
+            timed_out: 0
+        }
+    );
+    let nodes: Vec<String> = replies.replies.iter().map(|r| r.node.to_string()).collect();
+    assert_eq!(
+        nodes,
+        ["cache/a", "cache/b", "cache/c"],
+        "registration order"
+    );
+    for reply in &replies.replies {
+        assert!(reply.id.is_some());
+        match (reply.node.name(), &reply.result) {
+            (
+                Some("b"),
+                Err(HttpError::Mediator {
+                    status,
+                    kind,
+                    fault,
+                    message,
+                }),
+            ) => {
+                assert_eq!(*status, 502);
+                assert_eq!(kind, "node_unreachable");
+                assert_eq!(*fault, Some(Fault::Node));
+                assert!(message.contains("cache/b"), "{message}");
+            }
+            (Some(name @ ("a" | "c")), Ok(body)) => {
+                let seen = json(body);
+                assert_eq!(seen["node"], name);
+                assert_eq!(seen["target"], "cache/*");
+                assert_eq!(seen["from"], "ops/console");
+                assert_eq!(seen["path"], "/flush");
+                assert_eq!(seen["body"], "all of it");
+            }
+            other => panic!("unexpected entry {other:?}"),
+        }
+    }
+    assert_eq!(replies.successes().count(), 2);
+
+    // An unknown group is refused as a whole.
+    match sender.broadcast("nothing", "/flush", "x").await {
+        Err(HttpError::Mediator { status: 404, .. }) => {}
+        other => panic!("expected 404, got {other:?}"),
+    }
+    a.shutdown().await.expect("shutdown");
+    c.shutdown().await.expect("shutdown");
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn any_spreads_load_and_skips_a_dead_node() {
+    let hub = Hub::start().await;
+    let slow = |name: &'static str| {
+        move |request: Incoming| async move {
+            // Slow enough that concurrent requests overlap, so the least
+            // busy node differs between them.
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            let _ = request;
+            Ok::<_, HttpError>(Bytes::from(name))
+        }
+    };
+    let w1 = node(&hub, "workers/w1")
+        .start(slow("w1"))
+        .await
+        .expect("w1");
+    let w2 = node(&hub, "workers/w2")
+        .start(slow("w2"))
+        .await
+        .expect("w2");
+    let dead = node(&hub, "workers/w3")
+        .start(slow("w3"))
+        .await
+        .expect("w3");
+    drop(dead);
+
+    let sender = sender(&hub, "ops/balancer").await;
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        let sender = sender.clone();
+        calls.spawn(async move { sender.any("workers", "/job", format!("job {i}")).await });
+    }
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    while let Some(done) = calls.join_next().await {
+        let (replier, body) = done.expect("task").expect("any succeeds");
+        assert_eq!(
+            replier.to_string(),
+            format!("workers/{}", String::from_utf8_lossy(&body))
+        );
+        *counts.entry(replier.to_string()).or_default() += 1;
+    }
+    assert_eq!(counts.values().sum::<usize>(), 40);
+    assert!(
+        !counts.contains_key("workers/w3"),
+        "the dead node answered: {counts:?}"
+    );
+    for live in ["workers/w1", "workers/w2"] {
+        assert!(
+            counts.get(live).copied().unwrap_or(0) >= 5,
+            "uneven: {counts:?}"
+        );
+    }
+    w1.shutdown().await.expect("shutdown");
+    w2.shutdown().await.expect("shutdown");
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn the_unnamed_node() {
+    let hub = Hub::start().await;
+    let solo = node(&hub, "solo/")
+        .start(describe("unnamed"))
+        .await
+        .expect("unnamed node starts");
+    assert!(hub.knows(&NodeKey::unnamed("solo").expect("key")));
+    assert_eq!(solo.key().and_then(NodeKey::name), None);
+
+    // Built with identity(group, None) too.
+    let caller_key = key("callers/");
+    let caller = NodeClient::builder(&hub.url)
+        .identity("callers", None)
+        .token(hub.token(&caller_key))
+        .keys(ring())
+        .connect()
+        .await
+        .expect("unnamed sender");
+    let seen = json(
+        &caller
+            .call(NodeKey::unnamed("solo").expect("key"), "/who", "?")
+            .await
+            .expect("call the unnamed node"),
+    );
+    assert_eq!(seen["node"], "unnamed");
+    assert_eq!(seen["target"], "solo/");
+    assert_eq!(seen["from"], "callers/");
+    let (replier, _) = caller.any("solo", "/who", "?").await.expect("any");
+    assert_eq!(replier, NodeKey::unnamed("solo").expect("key"));
+
+    solo.shutdown().await.expect("shutdown");
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_deregisters() {
+    let hub = Hub::start().await;
+    let n = node(&hub, "temp/one")
+        .start(describe("t"))
+        .await
+        .expect("starts");
+    let addr = n.local_addr().expect("bound");
+    assert!(hub.knows(&key("temp/one")));
+    let clone = n.clone();
+    n.shutdown().await.expect("deregisters");
+    assert!(!hub.knows(&key("temp/one")));
+    assert!(hub
+        .mediator
+        .nodes(Some("temp"))
+        .await
+        .expect("list")
+        .is_empty());
+    // The callback server is gone too.
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    // A second shutdown (from a clone) has nothing left to do.
+    clone.shutdown().await.expect("nothing to do");
+    let sender = sender(&hub, "ops/x").await;
+    match sender.call(key("temp/one"), "/", "x").await {
+        Err(HttpError::Mediator { status: 404, .. }) => {}
+        other => panic!("expected 404, got {other:?}"),
+    }
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn registers_again_after_the_mediator_restarts_empty() {
+    let hub = Hub::start().await;
+    let addr = hub.addr;
+    let me = key("durable/one");
+    let n = node(&hub, "durable/one")
+        .token_minter(formation_kit::minter())
+        .ttl(Duration::from_secs(3))
+        .backoff(Backoff {
+            initial: Duration::from_millis(50),
+            max: Duration::from_millis(400),
+        })
+        .start(describe("durable"))
+        .await
+        .expect("starts");
+    assert!(hub.knows(&me));
+
+    // The mediator goes away and comes back on the same port with an
+    // empty registry.
+    hub.stop().await;
+    let hub = Hub::start_with(HubOptions {
+        addr: Some(addr),
+        ..HubOptions::default()
+    })
+    .await;
+    assert!(!hub.knows(&me));
+    eventually("the node registers with the new mediator", || {
+        hub.knows(&me)
+    })
+    .await;
+    let sender = sender(&hub, "ops/y").await;
+    let seen = json(&sender.call(me.clone(), "/", "back").await.expect("call"));
+    assert_eq!(seen["body"], "back");
+
+    // Down for a while (several failed attempts), then back again.
+    hub.stop().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let hub = Hub::start_with(HubOptions {
+        addr: Some(addr),
+        ..HubOptions::default()
+    })
+    .await;
+    eventually("the node registers after an outage", || hub.knows(&me)).await;
+
+    n.shutdown().await.expect("shutdown");
+    assert!(!hub.knows(&me));
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn the_lease_is_renewed_before_it_runs_out() {
+    let hub = Hub::start().await;
+    let me = key("renewing/one");
+    let n = node(&hub, "renewing/one")
+        .ttl(Duration::from_secs(2))
+        .start(describe("r"))
+        .await
+        .expect("starts");
+    let first = hub
+        .mediator
+        .table()
+        .get(&me)
+        .expect("registered")
+        .lease_until;
+    eventually("the lease moves forward", || {
+        hub.mediator
+            .table()
+            .get(&me)
+            .is_some_and(|n| n.lease_until > first)
+    })
+    .await;
+    // Swept by the mediator at a moment past the original lease: still there.
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let gone = hub
+        .mediator
+        .sweep(mediator_core::Timestamp::now())
+        .await
+        .expect("sweep");
+    assert!(gone.is_empty(), "evicted: {gone:?}");
+    n.shutdown().await.expect("shutdown");
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn start_refuses_what_the_mediator_refuses() {
+    let hub = Hub::start().await;
+    // A token for another node: 403 at registration, and nothing left bound.
+    let other = key("someone/else");
+    let result = NodeClient::builder(&hub.url)
+        .identity("me", Some("mine"))
+        .token(hub.token(&other))
+        .keys(ring())
+        .listen("127.0.0.1:0".parse().expect("addr"))
+        .start(describe("x"))
+        .await;
+    match result {
+        Err(HttpError::Mediator {
+            status: 403, kind, ..
+        }) => assert_eq!(kind, "forbidden"),
+        other => panic!("expected 403, got {other:?}"),
+    }
+    // Missing pieces are configuration errors.
+    for builder in [
+        NodeClient::builder(&hub.url)
+            .keys(ring())
+            .token("t")
+            .callback("http://127.0.0.1:0"),
+        NodeClient::builder(&hub.url)
+            .identity("a", Some("b"))
+            .token("t")
+            .callback("http://127.0.0.1:0"),
+        NodeClient::builder(&hub.url)
+            .identity("a", Some("b"))
+            .keys(ring())
+            .callback("http://127.0.0.1:0"),
+        NodeClient::builder(&hub.url)
+            .identity("a", Some("b"))
+            .keys(ring())
+            .token("t"),
+        NodeClient::builder(&hub.url)
+            .identity("a", Some("b"))
+            .keys(ring())
+            .token("t")
+            .listen("0.0.0.0:0".parse().expect("addr")),
+        NodeClient::builder(&hub.url)
+            .identity("a b", Some("b"))
+            .keys(ring())
+            .token("t")
+            .callback("http://127.0.0.1:0"),
+        NodeClient::builder("ftp://x")
+            .identity("a", Some("b"))
+            .keys(ring())
+            .token("t")
+            .callback("http://127.0.0.1:0"),
+        NodeClient::builder(&hub.url)
+            .identity("a", Some("b"))
+            .keys(ring())
+            .token("t")
+            .callback("https://127.0.0.1:0"),
+        NodeClient::builder(&hub.url)
+            .identity("a", Some("b"))
+            .keys(ring())
+            .token("t")
+            .callback("http://127.0.0.1:0")
+            .ttl(Duration::from_millis(10)),
+    ] {
+        let shown = format!("{builder:?}");
+        match builder.start(describe("x")).await {
+            Err(HttpError::Core(_)) => {}
+            other => panic!("{shown}: expected a configuration error, got {other:?}"),
+        }
+    }
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_node_the_mediator_forgot_registers_again() {
+    let hub = Hub::start().await;
+    let me = key("forgotten/one");
+    let n = node(&hub, "forgotten/one")
+        .ttl(Duration::from_secs(3))
+        .start(describe("f"))
+        .await
+        .expect("starts");
+    let first_id = hub.mediator.table().get(&me).expect("registered").id;
+    // The operator (or an eviction) removes it: the next renewal gets 404.
+    let removed = hub
+        .mediator
+        .remove_key(&mediator_core::Identity::internal(), &me)
+        .await
+        .expect("remove");
+    assert_eq!(removed, 1);
+    assert!(!hub.knows(&me));
+    eventually("the node registers again after a 404 renewal", || {
+        hub.knows(&me)
+    })
+    .await;
+    let again = hub.mediator.table().get(&me).expect("registered");
+    assert_ne!(again.id, first_id, "a new registration, not a renewal");
+    n.shutdown().await.expect("shutdown");
+    hub.stop().await;
+}

@@ -1,0 +1,529 @@
+//! Forwarding through the mediator to real HTTP nodes on loopback:
+//! unicast, any-of-group, broadcast, and every way delivery can fail.
+
+mod server_support;
+
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use mediator_core::auth::Claims;
+use mediator_core::Timestamp;
+use mediator_transport_http::HttpDeliveryConfig;
+use serde_json::{json, Value};
+use server_support::*;
+use tokio::io::AsyncReadExt;
+
+#[tokio::test]
+async fn unicast_keeps_method_path_query_type_and_body() {
+    let hub = Hub::start().await;
+    let node = EchoNode::start("api").await;
+    hub.register("users/api", &node.url).await;
+    let caller = hub.token_for("billing/worker-1");
+
+    let before = Timestamp::now();
+    let answer = call(
+        "PUT",
+        &hub.url("/one/users/api/status/201/a%20b?c=d&e=f%26g"),
+        &[
+            ("authorization", &format!("Bearer {caller}")),
+            ("content-type", "text/plain; charset=latin1"),
+            ("x-custom", "kept"),
+            (
+                "traceparent",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            ),
+        ],
+        "hello",
+    )
+    .await;
+    assert_eq!(answer.status, 201, "{}", answer.text());
+    assert_eq!(answer.header("x-mediator-node"), Some("users/api"));
+    assert_eq!(answer.header("content-type"), Some("application/json"));
+    assert_eq!(answer.header("x-node-label"), Some("api"));
+    assert_eq!(answer.header("access-control-allow-origin"), Some("*"));
+    // The node's hop-by-hop headers stay on its own connection.
+    assert_eq!(answer.header("keep-alive"), None);
+    let reply = answer.json();
+    assert_eq!(reply["label"], "api");
+
+    let seen = node.last();
+    assert_eq!(seen.method, "PUT");
+    assert_eq!(seen.uri, "/status/201/a%20b?c=d&e=f%26g");
+    assert_eq!(seen.body, "hello");
+    assert_eq!(
+        seen.header("content-type"),
+        Some("text/plain; charset=latin1")
+    );
+    assert_eq!(seen.header("x-custom"), Some("kept"));
+    assert_eq!(
+        seen.header("traceparent"),
+        Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+    );
+    assert_eq!(seen.header("x-mediator"), Some("true"));
+    assert_eq!(seen.header("x-mediator-from"), Some("billing/worker-1"));
+    assert_eq!(seen.header("x-mediator-target"), Some("users/api"));
+    let deadline: i64 = seen
+        .header("x-mediator-deadline")
+        .expect("deadline header")
+        .parse()
+        .expect("ms since the epoch");
+    // The hub's deadline is 5 s.
+    let after = Timestamp::now();
+    assert!(deadline >= (before + Duration::from_secs(5)).as_millis());
+    assert!(deadline <= (after + Duration::from_secs(5)).as_millis());
+    assert_eq!(seen.header("content-length"), Some("5"));
+    assert!(seen
+        .header("host")
+        .is_some_and(|h| h.starts_with("127.0.0.1:")));
+
+    // Any method goes through, and an empty path is `/`.
+    let answer = call_as("DELETE", &hub.url("/one/users/api"), &caller, "").await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(node.last().method, "DELETE");
+    assert_eq!(node.last().uri, "/");
+}
+
+#[tokio::test]
+async fn the_callers_credentials_never_reach_the_node() {
+    let hub = Hub::start().await;
+    let node = EchoNode::start("api").await;
+    hub.register("users/api", &node.url).await;
+    let token = hub.token_for("billing/worker-1");
+
+    let body = json!({"x-jwt": token, "payload": "p", "nested": {"keep": true}}).to_string();
+    let answer = call(
+        "POST",
+        &hub.url(&format!(
+            "/one/users/api/path?x-jwt={token}&keep=1&x%2Djwt={token}"
+        )),
+        &[
+            ("authorization", &format!("Bearer {token}")),
+            ("x-jwt", &token),
+            ("cookie", "session=s3cr3t"),
+            ("proxy-authorization", "Basic eDp5"),
+            ("content-type", "application/json"),
+            // A caller may not speak for another node.
+            ("x-mediator-from", "users/admin"),
+            ("x-mediator-target", "users/other"),
+        ],
+        body,
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let seen = node.last();
+    assert_eq!(seen.uri, "/path?keep=1");
+    let forwarded: Value = serde_json::from_slice(&seen.body).expect("JSON body");
+    assert_eq!(forwarded, json!({"payload": "p", "nested": {"keep": true}}));
+    for name in ["authorization", "x-jwt", "cookie", "proxy-authorization"] {
+        assert!(seen.header(name).is_none(), "{name} reached the node");
+    }
+    assert_eq!(seen.header("x-mediator-from"), Some("billing/worker-1"));
+    assert_eq!(seen.header("x-mediator-target"), Some("users/api"));
+    let everything = format!(
+        "{:?} {} {}",
+        seen.headers,
+        seen.uri,
+        String::from_utf8_lossy(&seen.body)
+    );
+    assert!(
+        !everything.contains(&token),
+        "the token leaked: {everything}"
+    );
+    assert!(!everything.contains("s3cr3t"));
+
+    // A non-JSON body is passed byte for byte, even if it mentions x-jwt.
+    let raw = b"\x00\x01 x-jwt raw".to_vec();
+    let answer = call(
+        "POST",
+        &hub.url("/one/users/api/raw"),
+        &[
+            ("authorization", &format!("Bearer {token}")),
+            ("content-type", "application/octet-stream"),
+        ],
+        raw.clone(),
+    )
+    .await;
+    assert_eq!(answer.body, raw);
+    assert_eq!(node.last().body, raw);
+}
+
+#[tokio::test]
+async fn an_unverified_caller_is_not_named_to_the_node() {
+    let hub = Hub::start_with(HubConfig {
+        allow_tokens_without_sub: true,
+        ..HubConfig::default()
+    })
+    .await;
+    let node = EchoNode::start("api").await;
+    hub.register("users/api", &node.url).await;
+    let original = mint(&Claims {
+        sub: None,
+        exp: (Timestamp::now() + Duration::from_secs(60)).as_secs(),
+        iat: Timestamp::now().as_secs(),
+        nbf: None,
+        scope: None,
+    });
+    let answer = call(
+        "POST",
+        &hub.url("/one/users/api/x"),
+        &[("x-jwt", &original), ("x-mediator-from", "users/admin")],
+        "{}",
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(node.last().header("x-mediator-from"), None);
+}
+
+#[tokio::test]
+async fn the_unnamed_node_is_reached_with_an_empty_name_segment() {
+    let hub = Hub::start().await;
+    let unnamed = EchoNode::start("unnamed").await;
+    let named = EchoNode::start("named").await;
+    hub.register("billing/", &unnamed.url).await;
+    hub.register("billing/x", &named.url).await;
+    let caller = hub.token_for("users/api");
+    let answer = call_as("POST", &hub.url("/one/billing//invoice/7"), &caller, "{}").await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(answer.json()["label"], "unnamed");
+    assert_eq!(answer.header("x-mediator-node"), Some("billing/"));
+    let seen = unnamed.last();
+    assert_eq!(seen.uri, "/invoice/7");
+    assert_eq!(seen.header("x-mediator-target"), Some("billing/"));
+    // `/one/billing` alone is the unnamed node too.
+    let answer = call_as("POST", &hub.url("/one/billing"), &caller, "{}").await;
+    assert_eq!(answer.json()["label"], "unnamed");
+    assert_eq!(named.count(), 0);
+}
+
+#[tokio::test]
+async fn broadcast_answers_per_node_with_a_summary() {
+    let hub = Hub::start().await;
+    let a = EchoNode::start("a").await;
+    let b = EchoNode::start("b").await;
+    let slow = EchoNode::start("slow").await;
+    let id_a = hub.register("cache/a", &a.url).await;
+    let id_dead = hub.register("cache/dead", &dead_url().await).await;
+    let id_b = hub.register("cache/b", &format!("{}/slow/0", b.url)).await;
+    let id_slow = hub
+        .register("cache/slow", &format!("{}/slow/3000", slow.url))
+        .await;
+    let caller = hub.token_for("users/api");
+
+    let answer = call(
+        "POST",
+        &hub.url("/many/cache/flush?all=1"),
+        &[
+            ("authorization", &format!("Bearer {caller}")),
+            ("x-mediator-timeout-ms", "500"),
+            ("content-type", "application/json"),
+        ],
+        r#"{"why":"test"}"#,
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(
+        answer.header("x-mediator-summary"),
+        Some("asked=4; answered=2; failed=1; timed_out=1")
+    );
+    let entries = answer.json();
+    let entries = entries.as_array().expect("array");
+    assert_eq!(entries.len(), 4);
+    let ids: Vec<u64> = entries
+        .iter()
+        .map(|e| e["id"].as_u64().expect("id"))
+        .collect();
+    assert_eq!(ids, [id_a, id_dead, id_b, id_slow]);
+
+    assert_eq!(entries[0]["node"], "cache/a");
+    assert_eq!(entries[0]["status"], 200);
+    assert_eq!(entries[0]["then"]["label"], "a");
+    assert_eq!(entries[0]["then"]["path"], "/flush?all=1");
+    assert_eq!(entries[0]["then"]["body"], r#"{"why":"test"}"#);
+
+    assert_eq!(entries[1]["node"], "cache/dead");
+    assert_eq!(entries[1]["catch"]["kind"], "node_unreachable");
+    assert_eq!(entries[1]["catch"]["fault"], "node");
+    assert!(entries[1]["catch"]["error"]
+        .as_str()
+        .expect("message")
+        .contains("cache/dead"));
+    assert!(entries[1].get("then").is_none());
+
+    assert_eq!(entries[2]["then"]["label"], "b");
+    assert_eq!(entries[2]["then"]["path"], "/slow/0/flush?all=1");
+
+    assert_eq!(entries[3]["catch"]["kind"], "deadline_passed");
+    assert_eq!(entries[3]["catch"]["fault"], "node");
+
+    for node in [&a, &b, &slow] {
+        assert_eq!(node.last().header("x-mediator-target"), Some("cache/*"));
+        assert_eq!(node.last().header("x-mediator-from"), Some("users/api"));
+    }
+}
+
+#[tokio::test]
+async fn broadcast_replies_that_are_not_json_come_base64() {
+    let hub = Hub::start().await;
+    let a = EchoNode::start("a").await;
+    hub.register("blobs/a", &a.url).await;
+    let caller = hub.token_for("users/api");
+    let answer = call_as(
+        "POST",
+        &hub.url("/many/blobs/raw"),
+        &caller,
+        vec![0u8, 159, 146, 150],
+    )
+    .await;
+    assert_eq!(
+        answer.header("x-mediator-summary"),
+        Some("asked=1; answered=1; failed=0; timed_out=0")
+    );
+    let entries = answer.json();
+    assert_eq!(
+        entries[0]["then_base64"],
+        STANDARD.encode([0u8, 159, 146, 150])
+    );
+    assert!(entries[0].get("then").is_none());
+    assert_eq!(entries[0]["status"], 200);
+}
+
+#[tokio::test]
+async fn any_spreads_load_and_skips_a_dead_node() {
+    let hub = Hub::start().await;
+    let nodes = [
+        EchoNode::start("w1").await,
+        EchoNode::start("w2").await,
+        EchoNode::start("w3").await,
+    ];
+    for (i, node) in nodes.iter().enumerate() {
+        hub.register(&format!("workers/w{}", i + 1), &node.url)
+            .await;
+    }
+    let caller = hub.token_for("users/api");
+    let mut answers = Vec::new();
+    for _ in 0..30 {
+        let answer = call_as("POST", &hub.url("/any/workers/job"), &caller, "{}").await;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        let label = answer.json()["label"].as_str().expect("label").to_owned();
+        assert_eq!(
+            answer.header("x-mediator-node"),
+            Some(format!("workers/{label}").as_str())
+        );
+        answers.push(answer);
+    }
+    // One request at a time: every node is equally idle, so each takes its turn.
+    let counts = count_labels(&answers);
+    for node in &nodes {
+        assert_eq!(
+            counts.get(&node.label),
+            Some(&10),
+            "uneven spread: {counts:?}"
+        );
+        assert_eq!(node.last().header("x-mediator-target"), Some("workers/?"));
+        assert_eq!(node.last().uri, "/job");
+    }
+
+    // A dead node in the group: it is skipped and every request still succeeds.
+    hub.register("workers/dead", &dead_url().await).await;
+    let mut answers = Vec::new();
+    for _ in 0..40 {
+        let answer = call_as("POST", &hub.url("/any/workers/job"), &caller, "{}").await;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        answers.push(answer);
+    }
+    let counts = count_labels(&answers);
+    assert_eq!(counts.values().sum::<usize>(), 40);
+    for node in &nodes {
+        assert!(
+            counts.get(&node.label).is_some_and(|n| *n >= 3),
+            "{counts:?}"
+        );
+    }
+
+    // Concurrent requests spread too: all answered, all three nodes used.
+    let node_slow = |i: usize| hub.url(&format!("/any/workers/slow/{}/job", 20 + i));
+    let calls = (0..12).map(|i| {
+        let url = node_slow(i);
+        let caller = caller.clone();
+        async move { call_as("POST", &url, &caller, "{}").await }
+    });
+    let answers = futures_join_all(calls).await;
+    assert!(answers.iter().all(|a| a.status == 200));
+    assert_eq!(count_labels(&answers).len(), 3);
+}
+
+async fn futures_join_all<F: std::future::Future<Output = Answer> + Send + 'static>(
+    calls: impl Iterator<Item = F>,
+) -> Vec<Answer> {
+    let handles: Vec<_> = calls.map(tokio::spawn).collect();
+    let mut answers = Vec::new();
+    for handle in handles {
+        answers.push(handle.await.expect("call task"));
+    }
+    answers
+}
+
+#[tokio::test]
+async fn unknown_targets_are_404_with_the_originals_words() {
+    let hub = Hub::start().await;
+    let caller = hub.token_for("users/api");
+    let one = call_as("POST", &hub.url("/one/nowhere/none/x"), &caller, "{}").await;
+    let body = assert_error(&one, 404, "unknown_target", "caller");
+    assert_eq!(body["error"], "clusters not found");
+    for path in ["/many/nowhere/x", "/any/nowhere/x"] {
+        let answer = call_as("POST", &hub.url(path), &caller, "{}").await;
+        let body = assert_error(&answer, 404, "unknown_target", "caller");
+        assert_eq!(body["error"], "cluster not found");
+    }
+    // Bad names are refused before anything is looked up.
+    let answer = call_as("POST", &hub.url("/one/bad%20group/n/x"), &caller, "{}").await;
+    assert_error(&answer, 400, "invalid", "caller");
+}
+
+#[tokio::test]
+async fn expired_leases_make_no_node_available() {
+    let hub = Hub::start().await;
+    let node = EchoNode::start("api").await;
+    hub.register_expired("users/api", &node.url).await;
+    let caller = hub.token_for("billing/x");
+    for path in ["/one/users/api/x", "/any/users/x", "/many/users/x"] {
+        let answer = call_as("POST", &hub.url(path), &caller, "{}").await;
+        assert_error(&answer, 503, "no_node_available", "hub");
+    }
+    assert_eq!(node.count(), 0);
+}
+
+#[tokio::test]
+async fn a_slow_node_past_its_deadline_is_504() {
+    let hub = Hub::start().await;
+    let node = EchoNode::start("slow").await;
+    hub.register("users/slow", &node.url).await;
+    let caller = hub.token_for("billing/x");
+    let started = std::time::Instant::now();
+    let answer = call(
+        "POST",
+        &hub.url("/one/users/slow/slow/5000"),
+        &[
+            ("authorization", &format!("Bearer {caller}")),
+            ("x-mediator-timeout-ms", "300"),
+        ],
+        "{}",
+    )
+    .await;
+    let body = assert_error(&answer, 504, "deadline_passed", "node");
+    assert!(body["error"]
+        .as_str()
+        .expect("message")
+        .contains("users/slow"));
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    // The node was told the shorter deadline.
+    let told: i64 = node
+        .last()
+        .header("x-mediator-deadline")
+        .expect("deadline")
+        .parse()
+        .expect("ms");
+    assert!(told <= (Timestamp::now()).as_millis());
+
+    // A deadline already past fails at once.
+    let past = (Timestamp::now() - Duration::from_secs(1))
+        .as_millis()
+        .to_string();
+    let answer = call(
+        "POST",
+        &hub.url("/one/users/slow/x"),
+        &[
+            ("authorization", &format!("Bearer {caller}")),
+            ("x-mediator-deadline", &past),
+        ],
+        "{}",
+    )
+    .await;
+    assert_error(&answer, 504, "deadline_passed", "node");
+
+    let answer = call(
+        "POST",
+        &hub.url("/one/users/slow/x"),
+        &[
+            ("authorization", &format!("Bearer {caller}")),
+            ("x-mediator-timeout-ms", "soon"),
+        ],
+        "{}",
+    )
+    .await;
+    assert_error(&answer, 400, "invalid", "caller");
+}
+
+#[tokio::test]
+async fn unreachable_and_failing_nodes_are_502() {
+    let hub = Hub::start_with(HubConfig {
+        delivery: HttpDeliveryConfig {
+            max_reply_body: 1000,
+            ..HubConfig::default().delivery
+        },
+        ..HubConfig::default()
+    })
+    .await;
+    let caller = hub.token_for("billing/x");
+    hub.register("users/dead", &dead_url().await).await;
+    let answer = call_as("POST", &hub.url("/one/users/dead/x"), &caller, "{}").await;
+    let body = assert_error(&answer, 502, "node_unreachable", "node");
+    assert!(
+        body["error"]
+            .as_str()
+            .expect("message")
+            .contains("users/dead"),
+        "{body}"
+    );
+
+    // A node that accepts, reads the request and hangs up without answering.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = stream.read(&mut buf).await;
+            drop(stream);
+        }
+    });
+    hub.register("users/rude", &format!("http://{addr}")).await;
+    let answer = call_as("POST", &hub.url("/one/users/rude/x"), &caller, "{}").await;
+    assert_error(&answer, 502, "node_failed", "node");
+
+    let big = EchoNode::start("big").await;
+    hub.register("users/big", &big.url).await;
+    let answer = call_as("POST", &hub.url("/one/users/big/big/1000"), &caller, "{}").await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.body.len(), 1000);
+    let answer = call_as("POST", &hub.url("/one/users/big/big/1001"), &caller, "{}").await;
+    let body = assert_error(&answer, 502, "node_failed", "node");
+    assert!(
+        body["error"]
+            .as_str()
+            .expect("message")
+            .contains("reply too large"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn a_scoped_token_may_call_only_its_groups() {
+    let hub = Hub::start().await;
+    let node = EchoNode::start("api").await;
+    hub.register("users/api", &node.url).await;
+    let key = "billing/x".parse().expect("key");
+    let scoped = mint(
+        &Claims::node(&key, Timestamp::now(), Duration::from_secs(60))
+            .with_scope(vec!["cache".into()]),
+    );
+    let answer = call_as("POST", &hub.url("/one/users/api/x"), &scoped, "{}").await;
+    assert_error(&answer, 403, "forbidden", "caller");
+    assert_eq!(node.count(), 0);
+}
