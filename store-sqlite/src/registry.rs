@@ -1,0 +1,666 @@
+//! [`SqliteRegistry`]: the [`Registry`] over one SQLite connection owned by a
+//! dedicated thread.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use mediator_core::{
+    async_trait, Endpoint, Meta, Node, NodeId, NodeKey, Registration, Registry, Timestamp,
+};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::{Location, SqliteConfig};
+use crate::{migrations, SqliteError};
+
+/// Work for the database thread: runs with the connection, answers on its own
+/// channel.
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+enum Message {
+    /// Work, and whether it may write (writes feed the checkpointer).
+    Job { job: Job, writes: bool },
+    /// Checkpoint, close the connection, answer, and end the thread.
+    Close(oneshot::Sender<Result<(), SqliteError>>),
+}
+
+/// Writes between two nudges to the background checkpointer.
+const WRITES_PER_NUDGE: u32 = 128;
+
+/// WAL pages past which the checkpointer makes the WAL start over (16 MiB of
+/// 4 KiB pages), briefly holding back the writer to do so.
+const RESTART_PAGES: i64 = 4096;
+
+/// WAL pages past which a commit checkpoints by itself: the backstop for a
+/// checkpointer that is stuck (64 MiB of 4 KiB pages).
+const AUTOCHECKPOINT_PAGES: u32 = 16_384;
+
+/// A [`Registry`] kept in a SQLite database: a file (WAL mode) or memory.
+///
+/// One thread, started by `open`, owns the only connection and runs every
+/// statement in the order the calls were made; see the
+/// [crate docs](crate#threading) for why. The registry is not `Clone`: share it
+/// in an `Arc` (which also implements [`Registry`]). Dropping it closes the
+/// database once queued work is done; [`close`](SqliteRegistry::close) does
+/// the same but waits, checkpoints the WAL and reports errors.
+pub struct SqliteRegistry {
+    jobs: mpsc::Sender<Message>,
+    location: Location,
+}
+
+impl fmt::Debug for SqliteRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteRegistry")
+            .field("location", &self.location)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteRegistry {
+    /// Opens (creating it if missing) the database file at `path` in WAL mode
+    /// and brings its schema up to date.
+    ///
+    /// # Errors
+    /// [`SqliteError::InvalidPath`] for a directory or a path in a missing
+    /// directory, [`SqliteError::Open`] when the file cannot be opened or
+    /// created for another reason, [`SqliteError::NotADatabase`]
+    /// when it holds something else, [`SqliteError::UnknownSchemaVersion`]
+    /// when a newer build wrote it, [`SqliteError::Migration`] when the schema
+    /// cannot be brought up to date. Every message names the path.
+    pub async fn open(path: impl AsRef<Path>) -> Result<SqliteRegistry, SqliteError> {
+        Self::with_config(SqliteConfig::file(path)).await
+    }
+
+    /// Opens a fresh, private in-memory database.
+    ///
+    /// # Errors
+    /// Only when the database thread cannot be started.
+    pub async fn open_in_memory() -> Result<SqliteRegistry, SqliteError> {
+        Self::with_config(SqliteConfig::in_memory()).await
+    }
+
+    /// Opens the database `config` describes.
+    ///
+    /// # Errors
+    /// As for [`open`](Self::open), and [`SqliteError::Config`] for a
+    /// `queue_capacity` of 0.
+    pub async fn with_config(config: SqliteConfig) -> Result<SqliteRegistry, SqliteError> {
+        if config.queue_capacity == 0 {
+            return Err(SqliteError::Config(
+                "queue_capacity must be at least 1".into(),
+            ));
+        }
+        let (jobs, queue) = mpsc::channel(config.queue_capacity);
+        let (ready_tx, ready) = oneshot::channel();
+        let location = config.location.clone();
+        std::thread::Builder::new()
+            .name("mediator-sqlite".into())
+            .spawn(move || match Worker::start(&config) {
+                Ok(worker) => {
+                    if ready_tx.send(Ok(())).is_ok() {
+                        worker.serve(queue);
+                    }
+                }
+                Err(e) => {
+                    // Nobody is left to tell when the caller gave up on open.
+                    let _ = ready_tx.send(Err(e));
+                }
+            })
+            .map_err(SqliteError::Spawn)?;
+        ready.await.map_err(|_| SqliteError::Stopped)??;
+        Ok(SqliteRegistry { jobs, location })
+    }
+
+    /// Where this registry's database lives.
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    /// Waits for queued work, checkpoints the WAL into the main file
+    /// (leaving the `-wal` file empty or gone) and closes the database.
+    ///
+    /// # Errors
+    /// [`SqliteError::Close`] when SQLite refuses to checkpoint or close,
+    /// [`SqliteError::Stopped`] when the database thread had already ended.
+    pub async fn close(self) -> Result<(), SqliteError> {
+        let (done_tx, done) = oneshot::channel();
+        self.jobs
+            .send(Message::Close(done_tx))
+            .await
+            .map_err(|_| SqliteError::Stopped)?;
+        done.await.map_err(|_| SqliteError::Stopped)?
+    }
+
+    /// Runs `work` on the database thread and waits for its answer; `writes`
+    /// says whether it may change the database.
+    async fn call<T, F>(&self, writes: bool, work: F) -> Result<T, SqliteError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, SqliteError> + Send + 'static,
+    {
+        let (answer_tx, answer) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            // The caller may have stopped waiting (its future was dropped);
+            // the work is done regardless, as with any sent request.
+            let _ = answer_tx.send(work(conn));
+        });
+        self.jobs
+            .send(Message::Job { job, writes })
+            .await
+            .map_err(|_| SqliteError::Stopped)?;
+        answer.await.map_err(|_| SqliteError::Stopped)?
+    }
+}
+
+/// The path errors name: the file, or `:memory:`.
+fn shown_path(location: &Location) -> PathBuf {
+    match location {
+        Location::File(path) => path.clone(),
+        Location::Memory => PathBuf::from(":memory:"),
+    }
+}
+
+/// Opens, configures and migrates the connection (on the database thread).
+fn connect(config: &SqliteConfig) -> Result<Connection, SqliteError> {
+    let path = shown_path(&config.location);
+    let opening = |e| SqliteError::opening(&path, e);
+    let mut conn = match &config.location {
+        Location::File(file) => {
+            // No URI flag: the path is taken literally, so a file name with
+            // `?` or `file:` in it means that file. No mutex: only the
+            // database thread ever touches the connection.
+            let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+            if config.create_if_missing {
+                flags |= OpenFlags::SQLITE_OPEN_CREATE;
+            }
+            Connection::open_with_flags(file, flags).map_err(opening)?
+        }
+        Location::Memory => Connection::open_in_memory().map_err(opening)?,
+    };
+    conn.busy_timeout(config.busy_timeout).map_err(opening)?;
+    // SQLite reads the header lazily: this is the first statement that
+    // touches the file, so a corrupt one is reported here.
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+        .map_err(opening)?;
+    if matches!(config.location, Location::File(_)) && !mode.eq_ignore_ascii_case("wal") {
+        return Err(SqliteError::Setup {
+            path,
+            reason: format!("WAL mode is unavailable (journal mode stays {mode:?})"),
+        });
+    }
+    conn.pragma_update(None, "synchronous", config.synchronous.pragma_value())
+        .map_err(opening)?;
+    if matches!(config.location, Location::File(_)) {
+        conn.pragma_update(None, "wal_autocheckpoint", AUTOCHECKPOINT_PAGES)
+            .map_err(opening)?;
+    }
+    conn.set_prepared_statement_cache_capacity(32);
+    migrations::run(&mut conn, &path)?;
+    Ok(conn)
+}
+
+/// The database thread's state: the connection, and for a file the
+/// checkpointer that keeps WAL checkpoints (the only fsyncs in WAL mode with
+/// `synchronous = NORMAL`) off the path of commits.
+struct Worker {
+    conn: Connection,
+    location: Location,
+    checkpointer: Option<Checkpointer>,
+    writes: u32,
+}
+
+impl Worker {
+    fn start(config: &SqliteConfig) -> Result<Worker, SqliteError> {
+        let conn = connect(config)?;
+        let checkpointer = match &config.location {
+            Location::File(path) => Some(Checkpointer::start(path, config)?),
+            Location::Memory => None,
+        };
+        Ok(Worker {
+            conn,
+            location: config.location.clone(),
+            checkpointer,
+            writes: 0,
+        })
+    }
+
+    /// One job at a time, in arrival order, until closed or dropped.
+    fn serve(mut self, mut queue: mpsc::Receiver<Message>) {
+        while let Some(message) = queue.blocking_recv() {
+            match message {
+                Message::Job { job, writes } => {
+                    job(&mut self.conn);
+                    if writes {
+                        self.wrote();
+                    }
+                }
+                Message::Close(done) => {
+                    // The caller is waiting on `done` unless its future was
+                    // dropped, in which case the outcome has no reader.
+                    let _ = done.send(self.close());
+                    return;
+                }
+            }
+        }
+        // Every sender is gone (the registry was dropped): the connection
+        // closes on drop, and SQLite checkpoints the WAL as the last
+        // connection leaves.
+        if let Some(checkpointer) = self.checkpointer.take() {
+            checkpointer.stop();
+        }
+    }
+
+    fn wrote(&mut self) {
+        self.writes += 1;
+        if self.writes < WRITES_PER_NUDGE {
+            return;
+        }
+        self.writes = 0;
+        if let Some(checkpointer) = &self.checkpointer {
+            // A full channel means a nudge is already pending, and the
+            // checkpoint it starts covers these writes too.
+            let _ = checkpointer.nudge.try_send(());
+        }
+    }
+
+    fn close(mut self) -> Result<(), SqliteError> {
+        // Its connection must be gone for the WAL to be truncated and removed.
+        if let Some(checkpointer) = self.checkpointer.take() {
+            checkpointer.stop();
+        }
+        checkpoint_and_close(self.conn, &self.location)
+    }
+}
+
+/// A thread with its own connection that copies the WAL back into the
+/// database file when nudged.
+///
+/// Its `PASSIVE` checkpoints never block the writer, but under steady writes
+/// they never catch up fully either, and SQLite only starts the WAL over
+/// after a complete checkpoint. So once the WAL passes [`RESTART_PAGES`] it
+/// runs a `RESTART` checkpoint, which holds the writer back for the few pages
+/// left and the sync, and lets the next commit start the WAL over.
+struct Checkpointer {
+    nudge: std::sync::mpsc::SyncSender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Checkpointer {
+    fn start(path: &Path, config: &SqliteConfig) -> Result<Checkpointer, SqliteError> {
+        let opening = |e| SqliteError::opening(path, e);
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(opening)?;
+        conn.busy_timeout(config.busy_timeout).map_err(opening)?;
+        let (nudge, nudges) = std::sync::mpsc::sync_channel::<()>(1);
+        let shown = path.display().to_string();
+        let thread = std::thread::Builder::new()
+            .name("mediator-sqlite-checkpoint".into())
+            .spawn(move || {
+                while nudges.recv().is_ok() {
+                    let outcome = checkpoint(&conn, "PASSIVE").and_then(|wal_pages| {
+                        if wal_pages >= RESTART_PAGES {
+                            checkpoint(&conn, "RESTART")?;
+                        }
+                        Ok(())
+                    });
+                    if let Err(error) = outcome {
+                        // Not fatal: commits checkpoint by themselves past
+                        // AUTOCHECKPOINT_PAGES, and close checkpoints fully.
+                        tracing::warn!(
+                            database = %shown,
+                            %error,
+                            "background WAL checkpoint failed"
+                        );
+                    }
+                }
+            })
+            .map_err(SqliteError::Spawn)?;
+        Ok(Checkpointer { nudge, thread })
+    }
+
+    /// Ends the thread once a checkpoint in progress is done.
+    fn stop(self) {
+        drop(self.nudge);
+        // The thread only waits on the channel just closed; an Err would
+        // mean it panicked, which leaves nothing to clean up here.
+        let _ = self.thread.join();
+    }
+}
+
+/// Runs one checkpoint in `mode`; returns the WAL's size in pages (-1 when
+/// another connection's checkpoint held it, which the next nudge retries).
+fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<i64> {
+    conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |row| {
+        row.get(1)
+    })
+}
+
+fn checkpoint_and_close(conn: Connection, location: &Location) -> Result<(), SqliteError> {
+    let closing = |source| SqliteError::Close {
+        path: shown_path(location),
+        source,
+    };
+    if matches!(location, Location::File(_)) {
+        // The row says whether another process's reader kept part of the
+        // WAL; it is then checkpointed when that last connection closes,
+        // which is not a failure of ours.
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .map_err(closing)?;
+    }
+    conn.close().map_err(|(_, e)| closing(e))
+}
+
+const COLUMNS: &str =
+    "id, group_name, node_name, endpoint, meta, created_ms, updated_ms, lease_until_ms";
+
+/// The stored form of a key: the unnamed node's name is `''`.
+fn key_columns(key: &NodeKey) -> (&str, &str) {
+    (key.group(), key.name().unwrap_or(""))
+}
+
+/// Reads one `COLUMNS` row back into a [`Node`]. The outer error is
+/// SQLite's; the inner one refuses a row this crate could not have written.
+fn node_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Node, SqliteError>> {
+    let id: i64 = row.get(0)?;
+    let group: String = row.get(1)?;
+    let name: String = row.get(2)?;
+    let endpoint: String = row.get(3)?;
+    let meta: String = row.get(4)?;
+    let created: i64 = row.get(5)?;
+    let updated: Option<i64> = row.get(6)?;
+    let lease_until: i64 = row.get(7)?;
+    let decoded = (|| -> Result<Node, SqliteError> {
+        let key = decode_key(id, group, name)?;
+        let endpoint: Endpoint = endpoint
+            .parse()
+            .map_err(|e: mediator_core::Error| bad_row(id, "endpoint", e))?;
+        let meta: Meta = serde_json::from_str(&meta).map_err(|e| bad_row(id, "meta", e))?;
+        Ok(Node {
+            id: decode_id(id)?,
+            key,
+            endpoint,
+            meta,
+            created: Timestamp::from_millis(created),
+            updated: updated.map(Timestamp::from_millis),
+            lease_until: Timestamp::from_millis(lease_until),
+        })
+    })();
+    Ok(decoded)
+}
+
+fn bad_row(id: i64, field: &'static str, reason: impl fmt::Display) -> SqliteError {
+    SqliteError::BadRow {
+        id,
+        field,
+        reason: reason.to_string(),
+    }
+}
+
+fn decode_id(id: i64) -> Result<NodeId, SqliteError> {
+    u64::try_from(id)
+        .map(NodeId)
+        .map_err(|_| bad_row(id, "id", "ids are positive"))
+}
+
+/// The key of a stored row: the name `''` is the unnamed node.
+fn decode_key(id: i64, group: String, name: String) -> Result<NodeKey, SqliteError> {
+    let name = (!name.is_empty()).then_some(name);
+    NodeKey::new(group, name).map_err(|e| bad_row(id, "key", e))
+}
+
+fn query(op: &'static str) -> impl Fn(rusqlite::Error) -> SqliteError {
+    move |source| SqliteError::Query { op, source }
+}
+
+/// Runs a `COLUMNS` query and decodes every row.
+fn select_nodes(
+    conn: &Connection,
+    op: &'static str,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<Node>, SqliteError> {
+    let mut stmt = conn.prepare_cached(sql).map_err(query(op))?;
+    let rows = stmt.query_map(params, node_from_row).map_err(query(op))?;
+    let mut nodes = Vec::new();
+    for row in rows {
+        nodes.push(row.map_err(query(op))??);
+    }
+    Ok(nodes)
+}
+
+/// The one row a `RETURNING` statement gives, stepping the statement to its
+/// end.
+///
+/// `query_row` would reset the statement after the first row instead; the
+/// commit then happens inside the reset, where SQLite skips its WAL hook, so
+/// automatic checkpoints never run and the WAL grows without bound.
+fn returning_one<T>(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    params: impl rusqlite::Params,
+    read: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    let mut rows = stmt.query(params)?;
+    let value = match rows.next()? {
+        Some(row) => read(row)?,
+        None => return Err(rusqlite::Error::QueryReturnedNoRows),
+    };
+    while rows.next()?.is_some() {}
+    Ok(value)
+}
+
+/// A stored id, or `None` for one past `i64::MAX`, which no row can have.
+fn row_id(id: NodeId) -> Option<i64> {
+    i64::try_from(id.0).ok()
+}
+
+#[async_trait]
+impl Registry for SqliteRegistry {
+    async fn upsert(
+        &self,
+        registration: Registration,
+        now: Timestamp,
+    ) -> mediator_core::Result<Node> {
+        // A map with string keys and string values always serializes.
+        let meta = serde_json::to_string(&registration.meta).expect("string map serializes");
+        let lease_until = now + registration.ttl;
+        let answer = self
+            .call(true, move |conn| {
+                // One statement, so atomic: a concurrent upsert of the same
+                // key either inserts or updates, never adds a second row.
+                let (group, name) = key_columns(&registration.key);
+                let mut stmt = conn
+                    .prepare_cached(
+                        "INSERT INTO nodes (group_name, node_name, endpoint, meta, \
+                         created_ms, updated_ms, lease_until_ms) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, NULL, ?6) \
+                         ON CONFLICT (group_name, node_name) DO UPDATE SET \
+                         endpoint = excluded.endpoint, meta = excluded.meta, \
+                         updated_ms = excluded.created_ms, \
+                         lease_until_ms = excluded.lease_until_ms \
+                         RETURNING id, created_ms, updated_ms",
+                    )
+                    .map_err(query("upsert"))?;
+                let (id, created, updated) = returning_one(
+                    &mut stmt,
+                    params![
+                        group,
+                        name,
+                        registration.endpoint.to_string(),
+                        meta,
+                        now.as_millis(),
+                        lease_until.as_millis()
+                    ],
+                    |row| {
+                        Ok((
+                            row.get::<_, i64>(0)?,
+                            row.get::<_, i64>(1)?,
+                            row.get::<_, Option<i64>>(2)?,
+                        ))
+                    },
+                )
+                .map_err(query("upsert"))?;
+                Ok(Node {
+                    id: decode_id(id)?,
+                    key: registration.key,
+                    endpoint: registration.endpoint,
+                    meta: registration.meta,
+                    created: Timestamp::from_millis(created),
+                    updated: updated.map(Timestamp::from_millis),
+                    lease_until,
+                })
+            })
+            .await?;
+        Ok(answer)
+    }
+
+    async fn renew(
+        &self,
+        key: &NodeKey,
+        ttl: Duration,
+        now: Timestamp,
+    ) -> mediator_core::Result<Option<Timestamp>> {
+        let key = key.clone();
+        let lease_until = now + ttl;
+        let changed = self
+            .call(true, move |conn| {
+                let (group, name) = key_columns(&key);
+                conn.prepare_cached(
+                    "UPDATE nodes SET lease_until_ms = ?3 \
+                     WHERE group_name = ?1 AND node_name = ?2",
+                )
+                .and_then(|mut stmt| stmt.execute(params![group, name, lease_until.as_millis()]))
+                .map_err(query("renew"))
+            })
+            .await?;
+        Ok((changed > 0).then_some(lease_until))
+    }
+
+    async fn remove(&self, id: NodeId) -> mediator_core::Result<u64> {
+        let Some(id) = row_id(id) else {
+            return Ok(0);
+        };
+        let removed = self
+            .call(true, move |conn| {
+                conn.prepare_cached("DELETE FROM nodes WHERE id = ?1")
+                    .and_then(|mut stmt| stmt.execute([id]))
+                    .map_err(query("remove"))
+            })
+            .await?;
+        Ok(removed as u64)
+    }
+
+    async fn remove_key(&self, key: &NodeKey) -> mediator_core::Result<u64> {
+        let key = key.clone();
+        let removed = self
+            .call(true, move |conn| {
+                let (group, name) = key_columns(&key);
+                conn.prepare_cached("DELETE FROM nodes WHERE group_name = ?1 AND node_name = ?2")
+                    .and_then(|mut stmt| stmt.execute([group, name]))
+                    .map_err(query("remove_key"))
+            })
+            .await?;
+        Ok(removed as u64)
+    }
+
+    async fn get(&self, key: &NodeKey) -> mediator_core::Result<Option<Node>> {
+        let key = key.clone();
+        let node = self
+            .call(false, move |conn| {
+                let (group, name) = key_columns(&key);
+                let sql =
+                    format!("SELECT {COLUMNS} FROM nodes WHERE group_name = ?1 AND node_name = ?2");
+                let found = conn
+                    .prepare_cached(&sql)
+                    .and_then(|mut stmt| stmt.query_row([group, name], node_from_row).optional())
+                    .map_err(query("get"))?;
+                found.transpose()
+            })
+            .await?;
+        Ok(node)
+    }
+
+    async fn get_by_id(&self, id: NodeId) -> mediator_core::Result<Option<Node>> {
+        let Some(id) = row_id(id) else {
+            return Ok(None);
+        };
+        let node = self
+            .call(false, move |conn| {
+                let sql = format!("SELECT {COLUMNS} FROM nodes WHERE id = ?1");
+                let found = conn
+                    .prepare_cached(&sql)
+                    .and_then(|mut stmt| stmt.query_row([id], node_from_row).optional())
+                    .map_err(query("get_by_id"))?;
+                found.transpose()
+            })
+            .await?;
+        Ok(node)
+    }
+
+    async fn list(&self, group: Option<&str>) -> mediator_core::Result<Vec<Node>> {
+        let group = group.map(str::to_owned);
+        let nodes = self
+            .call(false, move |conn| match group {
+                Some(group) => select_nodes(
+                    conn,
+                    "list",
+                    &format!("SELECT {COLUMNS} FROM nodes WHERE group_name = ?1 ORDER BY id"),
+                    [group],
+                ),
+                None => select_nodes(
+                    conn,
+                    "list",
+                    &format!("SELECT {COLUMNS} FROM nodes ORDER BY id"),
+                    [],
+                ),
+            })
+            .await?;
+        Ok(nodes)
+    }
+
+    async fn evict_expired(&self, now: Timestamp) -> mediator_core::Result<Vec<NodeKey>> {
+        let keys = self
+            .call(true, move |conn| {
+                // One statement: a lease renewed concurrently is either seen
+                // renewed (kept) or not (evicted with its key reported).
+                let mut stmt = conn
+                    .prepare_cached(
+                        "DELETE FROM nodes WHERE lease_until_ms <= ?1 \
+                         RETURNING id, group_name, node_name",
+                    )
+                    .map_err(query("evict_expired"))?;
+                let rows = stmt
+                    .query_map([now.as_millis()], |row| {
+                        Ok((
+                            row.get::<_, i64>(0)?,
+                            row.get::<_, String>(1)?,
+                            row.get::<_, String>(2)?,
+                        ))
+                    })
+                    .map_err(query("evict_expired"))?;
+                // Step to the end before decoding so the statement completes
+                // even if a row turns out to be undecodable.
+                let rows = rows
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .map_err(query("evict_expired"))?;
+                rows.into_iter()
+                    .map(|(id, group, name)| decode_key(id, group, name))
+                    .collect()
+            })
+            .await?;
+        Ok(keys)
+    }
+
+    async fn ping(&self) -> mediator_core::Result<()> {
+        self.call(false, |conn| {
+            conn.query_row("SELECT 1", [], |_| Ok(()))
+                .map_err(query("ping"))
+        })
+        .await?;
+        Ok(())
+    }
+}
