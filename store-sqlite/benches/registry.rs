@@ -65,43 +65,10 @@ fn bench(c: &mut Criterion) {
     let next = AtomicUsize::new(0);
     let pick = || next.fetch_add(7_919, Ordering::Relaxed) % total;
 
-    runtime.block_on(async {
-        for (name, which) in [("upsert", 0), ("renew", 1), ("upsert", 0), ("renew", 1)] {
-            let mut times = Vec::new();
-            let start = std::time::Instant::now();
-            for _ in 0..20_000 {
-                let i = pick();
-                let t = std::time::Instant::now();
-                if which == 0 {
-                    registry
-                        .upsert(registration(i), T0 + Duration::from_secs(1))
-                        .await
-                        .expect("u");
-                } else {
-                    registry
-                        .renew(&keys[i], TTL, T0 + Duration::from_secs(2))
-                        .await
-                        .expect("r");
-                }
-                times.push(t.elapsed());
-            }
-            let total = start.elapsed();
-            times.sort();
-            println!(
-                "{name}: total {:?} mean {:?} p50 {:?} p99 {:?} max {:?} wal {:?}",
-                total,
-                total / 20_000,
-                times[10_000],
-                times[19_800],
-                times[19_999],
-                std::fs::metadata(dir.path().join("bench.db-wal")).map(|m| m.len())
-            );
-        }
-    });
     let mut group = c.benchmark_group("sqlite_file_100k");
     group
         .sample_size(20)
-        .warm_up_time(Duration::from_secs(1))
+        .warm_up_time(Duration::from_secs(2))
         .measurement_time(Duration::from_secs(4))
         .throughput(Throughput::Elements(1));
 

@@ -36,14 +36,31 @@ const RESTART_PAGES: i64 = 4096;
 /// checkpointer that is stuck (64 MiB of 4 KiB pages).
 const AUTOCHECKPOINT_PAGES: u32 = 16_384;
 
+/// Bytes the WAL file is cut back to when it starts over.
+const JOURNAL_SIZE_LIMIT: i64 = 64 << 20;
+
 /// A [`Registry`] kept in a SQLite database: a file (WAL mode) or memory.
 ///
-/// One thread, started by `open`, owns the only connection and runs every
+/// One thread, started by `open`, owns the connection and runs every
 /// statement in the order the calls were made; see the
 /// [crate docs](crate#threading) for why. The registry is not `Clone`: share it
 /// in an `Arc` (which also implements [`Registry`]). Dropping it closes the
 /// database once queued work is done; [`close`](SqliteRegistry::close) does
 /// the same but waits, checkpoints the WAL and reports errors.
+///
+/// ```
+/// use mediator_core::{Endpoint, NodeKey, Registration, Registry, Timestamp};
+/// use mediator_store_sqlite::SqliteRegistry;
+/// use std::{sync::Arc, time::Duration};
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let registry = Arc::new(SqliteRegistry::open_in_memory().await.unwrap());
+/// let key = NodeKey::unnamed("cache").unwrap();
+/// let t0 = Timestamp::from_millis(1_000);
+/// let reg = Registration::new(key.clone(), "attached:hub-1".parse().unwrap(), Duration::from_secs(10));
+/// registry.upsert(reg, t0).await.unwrap();
+/// assert_eq!(registry.evict_expired(t0 + Duration::from_secs(10)).await.unwrap(), vec![key]);
+/// # });
+/// ```
 pub struct SqliteRegistry {
     jobs: mpsc::Sender<Message>,
     location: Location,
@@ -194,6 +211,15 @@ fn connect(config: &SqliteConfig) -> Result<Connection, SqliteError> {
         .map_err(opening)?;
     if matches!(config.location, Location::File(_)) {
         conn.pragma_update(None, "wal_autocheckpoint", AUTOCHECKPOINT_PAGES)
+            .map_err(opening)?;
+        // A burst of writes can grow the WAL past RESTART_PAGES while a
+        // checkpoint runs; this gives the space back when it starts over.
+        let _: i64 = conn
+            .query_row(
+                &format!("PRAGMA journal_size_limit = {}", JOURNAL_SIZE_LIMIT),
+                [],
+                |row| row.get(0),
+            )
             .map_err(opening)?;
     }
     conn.set_prepared_statement_cache_capacity(32);
