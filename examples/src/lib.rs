@@ -7,6 +7,7 @@
 #![warn(clippy::unwrap_used)]
 
 pub mod config;
+pub mod custom_store;
 pub mod demo;
 pub mod scaffold;
 pub mod secret;
