@@ -5,7 +5,7 @@
 //! ([`LegacyCipher`], AES-256-CBC without a MAC) does not authenticate
 //! anything: whoever relays a payload can alter, replay or re-route it, and
 //! `fromCluster`/`fromNode` are whatever the sender wrote. Between Rust
-//! nodes use [`NodeClient`](super::NodeClient) with a
+//! nodes use [`super::NodeClient`] with a
 //! [`KeyRing`](mediator_core::KeyRing).
 //!
 //! On the wire, as the original's libraries speak it:

@@ -86,6 +86,30 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Receiving requests
+//!
+//! A started node answers through [`NodeService`], which applies these
+//! rules (enforced by [`open_request`]) to every request:
+//!
+//! - `x-mediator-target` must be present and address this node: `g/n` must
+//!   be its own key, `g/*` and `g/?` its own group. Anything else is refused
+//!   with `421 Misdirected Request` (kind `misdirected`): the mediator, or
+//!   whoever sent it, delivered it to the wrong node.
+//! - `x-mediator-from`, when present, must be a node key (`400`, kind
+//!   `invalid`); when the node demands a verified sender
+//!   ([`NodeService::require_sender`]) its absence is refused with `403`
+//!   (kind `unverified_sender`).
+//! - The body must open under the AAD of (sender, target, path): a payload
+//!   sealed for another sender, target or path, or altered on the way, is
+//!   refused with `400` (kind `sealed`).
+//! - A request whose `x-mediator-deadline` has passed is answered `504`
+//!   without running the handler; otherwise the handler is cut off at the
+//!   deadline (both with [`DEADLINE_SLACK`] to spare, so the mediator's own
+//!   504 reaches the caller first).
+//!
+//! Every refusal is a JSON error body `{"error", "kind", "fault"}`, the same
+//! shape the mediator uses, so the caller sees why.
+//!
 //! # Leases
 //!
 //! A started node registers with a lease of `ttl` (default 30 s) and renews
@@ -125,7 +149,7 @@ use tokio::task::JoinHandle;
 pub use lease::Backoff;
 pub use node::{
     addresses, open_reply, open_request, parse_target, seal_reply, seal_request, BoxFuture,
-    Handler, Incoming, NodeService, DEFAULT_MAX_BODY, SEALED_CONTENT_TYPE,
+    Handler, Incoming, NodeService, DEADLINE_SLACK, DEFAULT_MAX_BODY, SEALED_CONTENT_TYPE,
 };
 
 use self::lease::{Lease, Link};

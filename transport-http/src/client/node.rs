@@ -2,26 +2,7 @@
 //! over, sealing the answer, and a hyper service that does both around a
 //! [`Handler`].
 //!
-//! The rules, which [`open_request`] enforces and [`NodeService`] applies to
-//! every request:
-//!
-//! - `x-mediator-target` must be present and address this node: `g/n` must
-//!   be its own key, `g/*` and `g/?` its own group. Anything else is refused
-//!   with `421 Misdirected Request` (kind `misdirected`): the mediator, or
-//!   whoever sent it, delivered it to the wrong node.
-//! - `x-mediator-from`, when present, must be a node key (`400`, kind
-//!   `invalid`); when the node demands a verified sender
-//!   ([`NodeService::require_sender`]) its absence is refused with `403`
-//!   (kind `unverified_sender`).
-//! - The body must open under the AAD of (sender, target, path): a payload
-//!   sealed for another sender, target or path, or altered on the way, is
-//!   refused with `400` (kind `sealed`).
-//! - A request whose `x-mediator-deadline` has passed is answered `504`
-//!   without running the handler; otherwise the handler is cut off at the
-//!   deadline.
-//!
-//! Every refusal is a JSON error body `{"error", "kind", "fault"}`, the same
-//! shape the mediator uses, so the caller sees why.
+//! The rules are in the [client module documentation](super).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -160,7 +141,7 @@ fn header_text<'a>(
 ///
 /// `head` is the request's head (method, URI, headers), `body` its whole
 /// body. Refusals are [`HttpError::Refused`] with the status to answer with;
-/// see the [module documentation](self) for the rules. `require_sender`
+/// see the [client module documentation](super) for the rules. `require_sender`
 /// refuses requests from callers without a verified node identity.
 ///
 /// ```
@@ -377,7 +358,18 @@ where
     }
 }
 
-/// Runs `work` until `deadline` (wall clock) if there is one: 504 after.
+/// How long past the caller's deadline a node keeps going.
+///
+/// The mediator answers the caller with its own 504 (naming the node) at
+/// the deadline; a node that also gave up exactly then would race it and
+/// the caller would sometimes see the node's answer instead. The slack
+/// also absorbs clock skew between the mediator's and the node's hosts,
+/// since the deadline travels as wall-clock time.
+pub const DEADLINE_SLACK: Duration = Duration::from_secs(1);
+
+/// Runs `work` until [`DEADLINE_SLACK`] after `deadline` (wall clock), if
+/// there is one: the caller has stopped waiting by then, so the work is cut
+/// off and answered with 504.
 pub(crate) async fn within_deadline<T>(
     deadline: Option<Timestamp>,
     work: impl Future<Output = Result<T, HttpError>>,
@@ -385,7 +377,7 @@ pub(crate) async fn within_deadline<T>(
     let Some(deadline) = deadline else {
         return work.await;
     };
-    let left: Duration = Timestamp::now().until(deadline);
+    let left: Duration = Timestamp::now().until(deadline + DEADLINE_SLACK);
     if left.is_zero() {
         return Err(refused(
             StatusCode::GATEWAY_TIMEOUT,
@@ -398,7 +390,7 @@ pub(crate) async fn within_deadline<T>(
         Err(_) => Err(refused(
             StatusCode::GATEWAY_TIMEOUT,
             "deadline_passed",
-            format!("the handler did not finish within the caller's deadline ({left:?})"),
+            "the handler did not finish before the caller's deadline",
         )),
     }
 }
@@ -751,13 +743,22 @@ mod tests {
 
     #[tokio::test]
     async fn deadlines_cut_handlers_off() {
-        let past = Some(Timestamp::from_millis(Timestamp::now().as_millis() - 1));
+        let past = Some(Timestamp::from_millis(
+            Timestamp::now().as_millis() - 1 - DEADLINE_SLACK.as_millis() as i64,
+        ));
         let r = within_deadline(past, async { Ok::<_, HttpError>(()) }).await;
         assert!(
             matches!(r, Err(HttpError::Refused { status: 504, .. })),
             "{r:?}"
         );
-        let soon = Some(Timestamp::now() + Duration::from_millis(50));
+        // Already past, but within the slack: the handler still runs, and
+        // is cut off once the slack is spent too.
+        let soon = Some(Timestamp::from_millis(
+            Timestamp::now().as_millis() + 50 - DEADLINE_SLACK.as_millis() as i64,
+        ));
+        assert!(within_deadline(soon, async { Ok::<_, HttpError>(()) })
+            .await
+            .is_ok());
         let r = within_deadline(soon, std::future::pending::<Result<(), HttpError>>()).await;
         assert!(
             matches!(r, Err(HttpError::Refused { status: 504, .. })),
