@@ -127,6 +127,8 @@
 //! --background --exec /usr/sbin/mariadbd`); `MEDIATOR_SKIP_MYSQL=1` skips
 //! them instead.
 
+#![warn(clippy::unwrap_used)]
+
 mod config;
 mod import;
 mod migrations;

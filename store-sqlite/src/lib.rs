@@ -132,6 +132,8 @@
 //! The suite calls the closure once per case and expects an empty registry
 //! each time; it drives time through arguments and never sleeps.
 
+#![warn(clippy::unwrap_used)]
+
 mod config;
 mod migrations;
 mod registry;

@@ -71,6 +71,8 @@
 //! `legacy` feature, the original's body shapes for talking to its Node
 //! children.
 
+#![warn(clippy::unwrap_used)]
+
 pub mod client;
 mod deliver;
 mod error;
