@@ -23,6 +23,6 @@ fi
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --all-features --no-fail-fast
 else
-  cargo test --workspace --all-features --all-targets --no-fail-fast
+  cargo test --workspace --all-features --lib --bins --tests --no-fail-fast
 fi
 cargo test --workspace --all-features --doc
