@@ -194,9 +194,14 @@ pub fn token_in_body(body: &[u8]) -> Option<String> {
 }
 
 fn json_object_with_token(body: &[u8]) -> Option<serde_json::Map<String, serde_json::Value>> {
-    // Cheap pre-check so large opaque bodies are not parsed for nothing.
+    // Common JSON body parsers skip a UTF-8 byte order mark; so must this,
+    // or a token behind one would reach the node unseen.
+    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
+    // Cheap pre-check so large opaque bodies are not parsed for nothing. A
+    // key may spell `x-jwt` with `\u` escapes (`"x\u002djwt"`), which every
+    // JSON parser, the node's included, reads as the same field.
     let first = body.iter().find(|b| !b.is_ascii_whitespace())?;
-    if *first != b'{' || !contains(body, X_JWT_PARAM.as_bytes()) {
+    if *first != b'{' || !(contains(body, X_JWT_PARAM.as_bytes()) || contains(body, b"\\u")) {
         return None;
     }
     match serde_json::from_slice::<serde_json::Value>(body).ok()? {
@@ -252,6 +257,21 @@ mod tests {
         assert_eq!(forwardable_body(body.clone()), body);
         let nested = Bytes::from_static(br#"{"inner":{"x-jwt":"t"}}"#);
         assert_eq!(forwardable_body(nested.clone()), nested);
+        let escaped_elsewhere = Bytes::from_static(br#"{"a":"\u00e9"}"#);
+        assert_eq!(
+            forwardable_body(escaped_elsewhere.clone()),
+            escaped_elsewhere
+        );
+    }
+
+    #[test]
+    fn an_escaped_key_is_the_token_field_too() {
+        let body = Bytes::from_static(br#"{"x\u002Djwt":"t","a":1}"#);
+        assert_eq!(token_in_body(&body), Some("t".into()));
+        assert_eq!(forwardable_body(body), r#"{"a":1}"#);
+        let marked = Bytes::from_static(b"\xEF\xBB\xBF{\"x-jwt\":\"t\",\"a\":1}");
+        assert_eq!(token_in_body(&marked), Some("t".into()));
+        assert_eq!(forwardable_body(marked), r#"{"a":1}"#);
     }
 
     #[test]

@@ -627,3 +627,44 @@ async fn a_node_the_mediator_forgot_registers_again() {
     n.shutdown().await.expect("shutdown");
     hub.stop().await;
 }
+
+#[tokio::test]
+async fn shutdown_leaves_no_connection_of_the_callback_server_open() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let hub = Hub::start().await;
+    let n = node(&hub, "temp/quiet")
+        .start(describe("q"))
+        .await
+        .expect("starts");
+    let addr = n.local_addr().expect("bound");
+    // One peer connects and says nothing; another stops halfway through
+    // its request head; a third sends a head and only part of the body it
+    // announced, so its request never reaches the handler.
+    let mut silent = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut halfway = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    halfway
+        .write_all(b"POST / HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .expect("write");
+    let mut stalled = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stalled
+        .write_all(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n0123456789")
+        .await
+        .expect("write");
+    n.shutdown().await.expect("deregisters");
+    // Once shutdown returned, the node holds nothing open.
+    for (what, stream) in [
+        ("silent", &mut silent),
+        ("halfway", &mut halfway),
+        ("stalled", &mut stalled),
+    ] {
+        let mut buf = [0u8; 256];
+        let read = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf)).await;
+        assert!(
+            matches!(read, Ok(Ok(0) | Err(_))),
+            "the {what} connection is still open after shutdown: {read:?}"
+        );
+    }
+    hub.stop().await;
+}

@@ -527,3 +527,105 @@ async fn a_scoped_token_may_call_only_its_groups() {
     assert_error(&answer, 403, "forbidden", "caller");
     assert_eq!(node.count(), 0);
 }
+
+#[tokio::test]
+async fn an_escaped_x_jwt_field_is_a_token_and_never_reaches_the_node() {
+    let hub = Hub::start().await;
+    let node = EchoNode::start("api").await;
+    hub.register("users/api", &node.url).await;
+    let token = hub.token_for("billing/worker-1");
+
+    // `x\u002djwt` is the key `x-jwt` to any JSON parser, the node's included.
+    let body = format!(r#"{{"x\u002djwt":"{token}","payload":"p"}}"#);
+    let answer = call_as("POST", &hub.url("/one/users/api/path"), &token, body).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let seen = node.last();
+    let forwarded: Value = serde_json::from_slice(&seen.body).expect("JSON body");
+    assert_eq!(forwarded, json!({"payload": "p"}));
+    assert!(!String::from_utf8_lossy(&seen.body).contains(&token));
+
+    // And it is read as the caller's token, as the field is the same one.
+    let body = format!(r#"{{"\u0078-jwt":"{token}","payload":"q"}}"#);
+    let answer = call("POST", &hub.url("/one/users/api/path"), &[], body).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(
+        node.last().header("x-mediator-from"),
+        Some("billing/worker-1")
+    );
+    assert!(!String::from_utf8_lossy(&node.last().body).contains(&token));
+
+    // A byte order mark in front, which common JSON body parsers skip.
+    let mut body = b"\xEF\xBB\xBF".to_vec();
+    body.extend_from_slice(format!(r#"{{"x-jwt":"{token}","payload":"r"}}"#).as_bytes());
+    let answer = call_as("POST", &hub.url("/one/users/api/path"), &token, body).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let forwarded: Value = serde_json::from_slice(&node.last().body).expect("JSON body");
+    assert_eq!(forwarded, json!({"payload": "r"}));
+}
+
+#[tokio::test]
+async fn the_forwarded_path_cannot_change_the_nodes_origin() {
+    let hub = Hub::start().await;
+    let node = EchoNode::start("api").await;
+    hub.register("users/api", &node.url).await;
+    let caller = hub.token_for("billing/worker-1");
+    let host = node.addr.to_string();
+    for (path, expected) in [
+        ("/one/users/api//evil.example/x", "//evil.example/x"),
+        ("/one/users/api/@evil.example/x", "/@evil.example/x"),
+        ("/one/users/api/..%2f..%2fx", "/..%2f..%2fx"),
+        ("/one/users/api/../../x?y=1", "/../../x?y=1"),
+    ] {
+        let answer = call_as("POST", &hub.url(path), &caller, "{}").await;
+        assert_eq!(answer.status, 200, "{path}: {}", answer.text());
+        let seen = node.last();
+        assert_eq!(seen.uri, expected, "{path}");
+        assert_eq!(seen.header("host"), Some(host.as_str()), "{path}");
+    }
+}
+
+#[tokio::test]
+async fn a_node_cannot_put_words_in_the_mediators_mouth() {
+    use tokio::io::AsyncWriteExt;
+
+    // A node that answers with headers only the mediator may set.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let node = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.expect("accept");
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut buf).await.expect("read");
+            assert!(n > 0, "the request ended early");
+            head.extend_from_slice(&buf[..n]);
+        }
+        stream
+            .write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                  x-mediator-node: users/other\r\nx-mediator-from: ops/root\r\n\
+                  x-mediator-summary: asked=9; answered=9; failed=0; timed_out=0\r\n\
+                  x-mediator-deadline: 1\r\nx-kept: yes\r\n\
+                  content-length: 2\r\nconnection: close\r\n\r\n{}",
+            )
+            .await
+            .expect("write");
+    });
+    let hub = Hub::start().await;
+    hub.register("users/api", &url).await;
+    let caller = hub.token_for("billing/worker-1");
+    let answer = call_as("POST", &hub.url("/one/users/api/x"), &caller, "{}").await;
+    node.await.expect("node task");
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(answer.header("x-kept"), Some("yes"));
+    assert_eq!(answer.header("x-mediator-node"), Some("users/api"));
+    for name in [
+        "x-mediator-from",
+        "x-mediator-summary",
+        "x-mediator-deadline",
+    ] {
+        assert_eq!(answer.header(name), None, "the node set {name}");
+    }
+}

@@ -341,3 +341,30 @@ async fn idle_keep_alive_connections_do_not_hold_up_shutdown() {
         .await
         .expect("h2 closed");
 }
+
+#[tokio::test]
+async fn a_body_that_never_finishes_is_cut_off_at_the_deadline() {
+    let hub = Hub::start_with(HubConfig {
+        limits: Limits {
+            deadline: Duration::from_millis(300),
+            ..Limits::default()
+        },
+        ..HubConfig::default()
+    })
+    .await;
+    let token = hub.admin_token();
+    // With a token in the head, and without one (the body might carry it):
+    // either way the caller announces 100 bytes and sends 10.
+    for auth in [format!("authorization: Bearer {token}\r\n"), String::new()] {
+        let request = format!(
+            "POST /one/users/api/x HTTP/1.1\r\nhost: x\r\n{auth}content-length: 100\r\n\
+             connection: close\r\n\r\n0123456789"
+        );
+        let started = Instant::now();
+        let answer = raw(&hub, request.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(answer.contains(r#""kind":"timeout""#), "{answer}");
+        assert!(answer.contains(r#""fault":"caller""#), "{answer}");
+        assert!(started.elapsed() < Duration::from_secs(3));
+    }
+}

@@ -28,8 +28,10 @@
 //! `Authorization: Basic admin:<secret>` login acts as the operator.
 //! A missing or bad one is `401` with `WWW-Authenticate: Bearer
 //! realm="mediator"`. Bodies above [`Limits::max_body`](mediator_core::Limits)
-//! are refused with `413`. A caller may shorten the delivery deadline with
-//! `x-mediator-deadline` (ms since the epoch) or `x-mediator-timeout-ms`.
+//! are refused with `413`, and one that has not arrived within
+//! [`Limits::deadline`](mediator_core::Limits) with `408`. A caller may
+//! shorten the delivery deadline with `x-mediator-deadline` (ms since the
+//! epoch) or `x-mediator-timeout-ms`.
 //!
 //! # Background work
 //!

@@ -230,7 +230,8 @@ async fn authorise(
         }
         None => None,
     };
-    let body = read_body(mediator.limits().max_body, &parts.headers, body).await?;
+    let limits = mediator.limits();
+    let body = read_body(limits.max_body, limits.deadline, &parts.headers, body).await?;
     let identity = match early {
         Some(identity) => identity,
         None => credentials::check(mediator, credentials::in_body(&body))
@@ -249,8 +250,16 @@ fn sender_name(identity: &Identity) -> String {
     }
 }
 
-/// Collects a request body of at most `max` bytes (413 past it).
-async fn read_body(max: usize, headers: &HeaderMap, body: Incoming) -> Result<Bytes, HttpResponse> {
+/// Collects a request body of at most `max` bytes (413 past it) that
+/// arrives within `deadline` (408 after it): the header read timeout ends
+/// with the head, so without this a caller trickling a body, token or not,
+/// would hold its connection for ever.
+async fn read_body(
+    max: usize,
+    deadline: Duration,
+    headers: &HeaderMap,
+    body: Incoming,
+) -> Result<Bytes, HttpResponse> {
     let too_large = || {
         reply::error_status(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -266,7 +275,19 @@ async fn read_body(max: usize, headers: &HeaderMap, body: Incoming) -> Result<By
     if announced.is_some_and(|len| len > max as u64) {
         return Err(too_large());
     }
-    match Limited::new(body, max).collect().await {
+    let Ok(collected) = tokio::time::timeout(deadline, Limited::new(body, max).collect()).await
+    else {
+        return Err(reply::error_status(
+            StatusCode::REQUEST_TIMEOUT,
+            &format!(
+                "request body not received within {} ms",
+                deadline.as_millis()
+            ),
+            "timeout",
+            Fault::Caller,
+        ));
+    };
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
         Err(e) => Err(reply::error(&Error::invalid(
@@ -608,6 +629,16 @@ fn one_reply(node: &NodeKey, reply: Reply) -> HttpResponse {
     Span::current().record("node", node_name.as_str());
     let mut headers = reply.headers;
     strip_hop_by_hop(&mut headers);
+    // The `x-mediator-*` headers are the mediator's word, in this direction
+    // as in the other: a node may not speak them to the caller.
+    let reserved: Vec<_> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with("x-mediator"))
+        .cloned()
+        .collect();
+    for name in reserved {
+        headers.remove(name);
+    }
     if let Ok(value) = HeaderValue::from_str(&node_name) {
         headers.insert(X_MEDIATOR_NODE, value);
     }
