@@ -741,6 +741,42 @@ mod tests {
             .is_ok());
     }
 
+    /// Times at the ends of the range neither overflow nor wrap into validity.
+    #[test]
+    fn extreme_times() {
+        let n = now().as_secs();
+        let cases: [(i64, i64, Option<i64>, bool); 7] = [
+            (i64::MAX, n, None, true),
+            (i64::MAX, i64::MIN, Some(i64::MIN), true),
+            (n + 3600, -1, None, true),
+            (i64::MIN, i64::MIN, None, false),
+            (-1, -2, None, false),
+            (n + 3600, n, Some(i64::MAX), false),
+            (n + 3600, i64::MAX, None, false),
+        ];
+        for (exp, iat, nbf, ok) in cases {
+            let nbf = nbf.map_or(String::new(), |v| format!(r#","nbf":{v}"#));
+            let token = hand_signed(&format!(r#"{{"sub":"a/b","exp":{exp},"iat":{iat}{nbf}}}"#));
+            for auth in [hs(), hs().with_leeway(Duration::MAX)] {
+                let got = auth.authenticate(&token, now());
+                let lenient = auth.leeway == Duration::MAX;
+                // An unbounded leeway forgives every time but an expiry at
+                // the very start of the range.
+                let expected = ok || (lenient && exp != i64::MIN);
+                assert_eq!(
+                    got.is_ok(),
+                    expected,
+                    "exp {exp} iat {iat}{nbf} leeway {:?}: {got:?}",
+                    auth.leeway
+                );
+            }
+        }
+        // Exactly at expiry, without leeway, a token is expired (as a lease is).
+        let token = mint(&Claims::node(&key("a/b"), now(), HOUR));
+        let strict = hs().with_leeway(Duration::ZERO);
+        assert!(strict.authenticate(&token, now() + HOUR).is_err());
+    }
+
     #[test]
     fn not_yet_valid() {
         let later = now() + HOUR;

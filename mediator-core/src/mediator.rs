@@ -367,7 +367,8 @@ impl Mediator {
         };
         Self::check_acts_for(caller, &node.key)?;
         let removed = self.inner.registry.remove(id).await?;
-        self.inner.table.remove(&node.key);
+        // By id too: the key may have registered again, under a new id.
+        self.inner.table.remove_id(&node.key, id);
         tracing::info!(node = %node.key, %id, "removed");
         Ok(removed)
     }
@@ -430,7 +431,9 @@ impl Mediator {
     pub async fn sweep(&self, now: Timestamp) -> Result<Vec<NodeKey>> {
         let gone = self.inner.registry.evict_expired(now).await?;
         for key in &gone {
-            self.inner.table.remove(key);
+            // Only if still expired in the table: the node may have
+            // registered again since the store evicted it.
+            self.inner.table.remove_expired(key, now);
             tracing::info!(node = %key, "evicted: lease ran out");
         }
         Ok(gone)
@@ -438,9 +441,13 @@ impl Mediator {
 
     /// Reloads the routing table from the store, picking up changes made by
     /// other instances.
+    ///
+    /// Registrations and removals this instance makes while the store is
+    /// read are kept, not undone by the older read.
     pub async fn refresh(&self) -> Result<()> {
+        let mark = self.inner.table.begin_refresh();
         let nodes = self.inner.registry.list(None).await?;
-        self.inner.table.replace_all(nodes);
+        mark.apply(nodes);
         Ok(())
     }
 

@@ -31,13 +31,24 @@ pub struct Deadline {
 
 impl Deadline {
     /// A deadline `budget` from now.
+    ///
+    /// A budget too large for the clock to represent (such as
+    /// `Duration::MAX`, read as "no limit") waits [`Deadline::FAR`] instead
+    /// of overflowing.
     pub fn after(budget: Duration) -> Self {
+        let now = tokio::time::Instant::now();
         Deadline {
-            at: tokio::time::Instant::now() + budget,
+            at: now
+                .checked_add(budget)
+                .unwrap_or_else(|| now + Deadline::FAR),
             wall: Timestamp::now() + budget,
             budget,
         }
     }
+
+    /// How long a deadline waits at most when its budget overflows the
+    /// clock: thirty years, which no delivery outlives.
+    pub const FAR: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
 
     /// Time left before the deadline (zero once passed).
     pub fn remaining(&self) -> Duration {
@@ -153,22 +164,32 @@ pub trait Router: Send + Sync + 'static {
 #[derive(Debug)]
 struct Slot {
     node: Node,
-    outstanding: AtomicUsize,
+    /// Shared by every slot that replaces this one for the same key (a
+    /// renew, a re-registration, a refresh), so a request that started on
+    /// the old slot is uncounted on the new one when it ends.
+    outstanding: Arc<AtomicUsize>,
+}
+
+impl Slot {
+    /// A slot for `node` that counts on `outstanding`.
+    fn new(node: Node, outstanding: Arc<AtomicUsize>) -> Arc<Slot> {
+        Arc::new(Slot { node, outstanding })
+    }
 }
 
 /// Counts a request in flight on a slot for as long as it lives.
-struct InFlight(Arc<Slot>);
+struct InFlight(Arc<AtomicUsize>);
 
 impl InFlight {
     fn new(slot: Arc<Slot>) -> Self {
         slot.outstanding.fetch_add(1, Ordering::Relaxed);
-        InFlight(slot)
+        InFlight(Arc::clone(&slot.outstanding))
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.outstanding.fetch_sub(1, Ordering::Relaxed);
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -185,7 +206,78 @@ struct GroupRoutes {
 pub struct RoutingTable {
     groups: ArcSwap<HashMap<String, Arc<GroupRoutes>>>,
     /// Serialises writers; readers never take it.
-    write: Mutex<()>,
+    write: Mutex<Writes>,
+}
+
+/// What writers share besides the table: enough to tell, when a refresh
+/// from the store lands, which keys were written after it read the store.
+#[derive(Debug, Default)]
+struct Writes {
+    /// Bumped by every write and every refresh mark.
+    seq: u64,
+    /// Refreshes marked and not yet finished.
+    refreshing: usize,
+    /// Keys written while a refresh was under way, with the `seq` of their
+    /// last write. Empty whenever no refresh is.
+    touched: HashMap<NodeKey, u64>,
+    /// The mark of the last refresh applied.
+    applied: u64,
+}
+
+/// A refresh under way: taken by [`RoutingTable::begin_refresh`] before
+/// reading the store, and [applied](RefreshMark::apply) with what was read.
+///
+/// Writes to the table made in between (registrations, renewals,
+/// removals, evictions this instance saw) win over the older store read.
+#[derive(Debug)]
+pub struct RefreshMark<'a> {
+    table: &'a RoutingTable,
+    seq: u64,
+}
+
+impl RefreshMark<'_> {
+    /// Replaces the table with `nodes`, read from the store after this mark
+    /// was taken, except for the keys written since, which keep what the
+    /// writes left. Returns `false`, changing nothing, when a refresh
+    /// marked later has already been applied (this read is older).
+    pub fn apply(self, nodes: Vec<Node>) -> bool {
+        let mut writes = self.table.writes();
+        if self.seq < writes.applied {
+            return false;
+        }
+        writes.applied = self.seq;
+        let seq = self.seq;
+        let written_since = |key: &NodeKey| writes.touched.get(key).is_some_and(|&at| at > seq);
+        let current = self.table.groups.load();
+        let mut kept: Vec<Arc<Slot>> = current
+            .values()
+            .flat_map(|g| g.slots.iter())
+            .filter(|s| written_since(&s.node.key))
+            .cloned()
+            .collect();
+        let nodes: Vec<Node> = nodes
+            .into_iter()
+            .filter(|n| !written_since(&n.key))
+            .collect();
+        kept.extend(RoutingTable::slots_for(&current, nodes));
+        self.table.store_slots(&current, kept);
+        // Only refreshes marked later may still land, and they compare
+        // against their own, later, marks.
+        writes.touched.retain(|_, at| *at > seq);
+        // Released before `self` is dropped, which takes the lock again.
+        drop(writes);
+        true
+    }
+}
+
+impl Drop for RefreshMark<'_> {
+    fn drop(&mut self) {
+        let mut writes = self.table.writes();
+        writes.refreshing = writes.refreshing.saturating_sub(1);
+        if writes.refreshing == 0 {
+            writes.touched.clear();
+        }
+    }
 }
 
 impl RoutingTable {
@@ -194,11 +286,22 @@ impl RoutingTable {
         Self::default()
     }
 
-    /// Applies `change` to the slots of `group` as one copy-on-write step.
-    fn edit_group(&self, group: &str, change: impl FnOnce(&mut Vec<Arc<Slot>>)) {
+    fn writes(&self) -> std::sync::MutexGuard<'_, Writes> {
         // A poisoned writer lock only means another writer panicked; the table
         // itself is swapped atomically and always whole, so carry on.
-        let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        self.write.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies `change` to the slots of `key`'s group as one copy-on-write
+    /// step, recording that `key` was written.
+    fn edit_group(&self, key: &NodeKey, change: impl FnOnce(&mut Vec<Arc<Slot>>)) {
+        let group = key.group();
+        let mut writes = self.writes();
+        writes.seq += 1;
+        if writes.refreshing > 0 {
+            let seq = writes.seq;
+            writes.touched.insert(key.clone(), seq);
+        }
         let current = self.groups.load();
         let old = current.get(group);
         let mut slots = old.map(|g| g.slots.clone()).unwrap_or_default();
@@ -221,39 +324,33 @@ impl RoutingTable {
 
     /// Adds or replaces a node (write-through on registration).
     pub fn insert(&self, node: Node) {
-        let group = node.key.group().to_owned();
-        self.edit_group(&group, |slots| {
-            let fresh = |outstanding: usize| {
-                Arc::new(Slot {
-                    node: node.clone(),
-                    outstanding: AtomicUsize::new(outstanding),
-                })
+        let key = node.key.clone();
+        self.edit_group(&key, |slots| {
+            let outstanding = match slots.iter().position(|s| s.node.key == node.key) {
+                Some(i) => Arc::clone(&slots.remove(i).outstanding),
+                None => Arc::default(),
             };
-            match slots.iter().position(|s| s.node.key == node.key) {
-                Some(i) => {
-                    let busy = slots[i].outstanding.load(Ordering::Relaxed);
-                    slots[i] = fresh(busy);
-                }
-                None => {
-                    let at = slots.partition_point(|s| s.node.id < node.id);
-                    slots.insert(at, fresh(0));
-                }
-            }
+            // Re-placed by id: a key registered again may have a new id.
+            let at = slots.partition_point(|s| s.node.id < node.id);
+            slots.insert(at, Slot::new(node, outstanding));
         });
     }
 
-    /// Sets a node's lease end, if the table has it.
+    /// Sets a node's lease end, if the table has it (never adds it back).
     pub fn renew(&self, key: &NodeKey, lease_until: Timestamp) {
-        if let Some(mut node) = self.get(key) {
-            node.lease_until = lease_until;
-            self.insert(node);
-        }
+        self.edit_group(key, |slots| {
+            if let Some(slot) = slots.iter_mut().find(|s| &s.node.key == key) {
+                let mut node = slot.node.clone();
+                node.lease_until = lease_until;
+                *slot = Slot::new(node, Arc::clone(&slot.outstanding));
+            }
+        });
     }
 
     /// Removes a node; returns whether it was there.
     pub fn remove(&self, key: &NodeKey) -> bool {
         let mut removed = false;
-        self.edit_group(key.group(), |slots| {
+        self.edit_group(key, |slots| {
             let before = slots.len();
             slots.retain(|s| &s.node.key != key);
             removed = slots.len() != before;
@@ -261,23 +358,91 @@ impl RoutingTable {
         removed
     }
 
-    /// Replaces the whole table with `nodes` (a refresh from the store),
-    /// keeping the in-flight counts of nodes that stay.
+    /// Removes the registration `id` of `key`; returns whether it went. A
+    /// registration of the same key under another id (the node registered
+    /// again after `id` was removed from the store) stays.
+    pub fn remove_id(&self, key: &NodeKey, id: NodeId) -> bool {
+        let mut removed = false;
+        self.edit_group(key, |slots| {
+            let before = slots.len();
+            slots.retain(|s| &s.node.key != key || s.node.id != id);
+            removed = slots.len() != before;
+        });
+        removed
+    }
+
+    /// Removes a node whose lease has run out by `now` (an eviction);
+    /// returns whether it went. A node the table holds with a later lease
+    /// registered or renewed after the store evicted it, and stays.
+    pub fn remove_expired(&self, key: &NodeKey, now: Timestamp) -> bool {
+        let mut removed = false;
+        self.edit_group(key, |slots| {
+            let before = slots.len();
+            slots.retain(|s| &s.node.key != key || !s.node.is_expired(now));
+            removed = slots.len() != before;
+        });
+        removed
+    }
+
+    /// Replaces the whole table with `nodes`, keeping the in-flight counts
+    /// of nodes that stay.
+    ///
+    /// For a refresh from the store, prefer [`begin_refresh`](Self::begin_refresh):
+    /// this replaces unconditionally, so writes made while `nodes` was read
+    /// are lost.
     pub fn replace_all(&self, nodes: Vec<Node>) {
-        let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let mut writes = self.writes();
+        writes.seq += 1;
+        writes.applied = writes.seq;
         let current = self.groups.load();
+        let slots = Self::slots_for(&current, nodes);
+        self.store_slots(&current, slots);
+    }
+
+    /// Starts a refresh from the store: take the mark, read the store, then
+    /// [apply](RefreshMark::apply) what was read.
+    ///
+    /// ```
+    /// use mediator_core::router::RoutingTable;
+    /// let table = RoutingTable::new();
+    /// let mark = table.begin_refresh();
+    /// let read = Vec::new(); // registry.list(None).await?
+    /// assert!(mark.apply(read));
+    /// assert!(table.is_empty());
+    /// ```
+    pub fn begin_refresh(&self) -> RefreshMark<'_> {
+        let mut writes = self.writes();
+        writes.seq += 1;
+        writes.refreshing += 1;
+        RefreshMark {
+            table: self,
+            seq: writes.seq,
+        }
+    }
+
+    /// Slots for `nodes`, sharing the in-flight counters of the slots
+    /// `current` holds for the same keys.
+    fn slots_for(current: &HashMap<String, Arc<GroupRoutes>>, nodes: Vec<Node>) -> Vec<Arc<Slot>> {
+        nodes
+            .into_iter()
+            .map(|node| {
+                let outstanding = current
+                    .get(node.key.group())
+                    .and_then(|g| g.slots.iter().find(|s| s.node.key == node.key))
+                    .map_or_else(Arc::default, |s| Arc::clone(&s.outstanding));
+                Slot::new(node, outstanding)
+            })
+            .collect()
+    }
+
+    /// Swaps in a table of `slots`, grouped and in id order, keeping each
+    /// surviving group's round-robin position. Called with the writer lock held.
+    fn store_slots(&self, current: &HashMap<String, Arc<GroupRoutes>>, slots: Vec<Arc<Slot>>) {
         let mut next: HashMap<String, Vec<Arc<Slot>>> = HashMap::new();
-        for node in nodes {
-            let busy = current
-                .get(node.key.group())
-                .and_then(|g| g.slots.iter().find(|s| s.node.key == node.key))
-                .map_or(0, |s| s.outstanding.load(Ordering::Relaxed));
-            next.entry(node.key.group().to_owned())
+        for slot in slots {
+            next.entry(slot.node.key.group().to_owned())
                 .or_default()
-                .push(Arc::new(Slot {
-                    node,
-                    outstanding: AtomicUsize::new(busy),
-                }));
+                .push(slot);
         }
         let table = next
             .into_iter()
@@ -588,5 +753,137 @@ impl Router for DefaultRouter {
             Target::Any(group) => self.any(group, &envelope, deadline).await,
             Target::All(group) => self.all(group, &envelope, deadline).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Endpoint;
+
+    fn node(k: &str, id: u64, lease_until: Timestamp) -> Node {
+        Node {
+            id: NodeId(id),
+            key: k.parse().unwrap(),
+            endpoint: Endpoint::http("http://127.0.0.1:9").unwrap(),
+            meta: Default::default(),
+            created: Timestamp::from_millis(0),
+            updated: None,
+            lease_until,
+        }
+    }
+
+    fn outstanding(table: &RoutingTable, k: &NodeKey) -> usize {
+        table
+            .slot(k)
+            .expect("in the table")
+            .outstanding
+            .load(Ordering::Relaxed)
+    }
+
+    /// A request in flight while its node's slot is replaced (a renew, a
+    /// re-registration, a refresh) must still be uncounted when it ends,
+    /// or the node looks busy forever and any-of-group avoids it.
+    #[test]
+    fn in_flight_counts_survive_slot_replacement() {
+        let table = RoutingTable::new();
+        let lease = Timestamp::from_millis(1_000_000);
+        let n = node("g/a", 1, lease);
+        let k = n.key.clone();
+        table.insert(n.clone());
+
+        let request = InFlight::new(table.slot(&k).unwrap());
+        table.renew(&k, lease + Duration::from_secs(1));
+        table.insert(n.clone());
+        table.replace_all(vec![n]);
+        assert_eq!(outstanding(&table, &k), 1, "the request is still in flight");
+        drop(request);
+        assert_eq!(
+            outstanding(&table, &k),
+            0,
+            "the finished request still counts"
+        );
+    }
+
+    /// `renew` only updates a node the table holds; racing a `remove`, it
+    /// must never bring the removed node back.
+    #[test]
+    fn renew_never_resurrects_a_removed_node() {
+        use std::sync::atomic::AtomicBool;
+        let table = Arc::new(RoutingTable::new());
+        let lease = Timestamp::from_millis(1_000_000);
+        let n = node("g/a", 1, lease);
+        let k = n.key.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let renewals = Arc::new(AtomicUsize::new(0));
+        let renewer = std::thread::spawn({
+            let (table, k, stop, renewals) = (
+                Arc::clone(&table),
+                k.clone(),
+                Arc::clone(&stop),
+                Arc::clone(&renewals),
+            );
+            move || {
+                while !stop.load(Ordering::Relaxed) {
+                    table.renew(&k, lease);
+                    renewals.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        });
+        let mut resurrected = 0;
+        for _ in 0..5_000 {
+            table.insert(n.clone());
+            table.remove(&k);
+            // Wait for a renewal that began after the removal to finish:
+            // the one in progress may have read the node before it went.
+            let seen = renewals.load(Ordering::SeqCst);
+            while renewals.load(Ordering::SeqCst) < seen + 2 {
+                std::thread::yield_now();
+            }
+            if table.get(&k).is_some() {
+                resurrected += 1;
+                break;
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        renewer.join().unwrap();
+        assert_eq!(resurrected, 0, "a renew brought a removed node back");
+    }
+
+    /// Broadcasts answer in id order; a key registered again under a new
+    /// id moves to its new place.
+    #[test]
+    fn a_key_with_a_new_id_takes_its_place_in_id_order() {
+        let table = RoutingTable::new();
+        let lease = Timestamp::from_millis(1_000_000);
+        table.insert(node("g/a", 1, lease));
+        table.insert(node("g/b", 2, lease));
+        table.insert(node("g/a", 3, lease));
+        let ids: Vec<u64> = table.group("g").iter().map(|n| n.id.0).collect();
+        assert_eq!(ids, vec![2, 3]);
+    }
+
+    /// Of two refreshes under way, the one that read the store later wins,
+    /// whichever lands first.
+    #[test]
+    fn an_older_refresh_landing_late_changes_nothing() {
+        let table = RoutingTable::new();
+        let lease = Timestamp::from_millis(1_000_000);
+        let older = table.begin_refresh();
+        let newer = table.begin_refresh();
+        assert!(newer.apply(vec![node("g/new", 2, lease)]));
+        assert!(!older.apply(vec![node("g/old", 1, lease)]));
+        let ids: Vec<u64> = table.group("g").iter().map(|n| n.id.0).collect();
+        assert_eq!(ids, vec![2]);
+    }
+
+    /// A deadline is total: an enormous budget means "no practical limit",
+    /// not a panic on every request.
+    #[test]
+    fn a_huge_budget_does_not_panic() {
+        let deadline = Deadline::after(Duration::MAX);
+        assert!(deadline.remaining() > Duration::from_secs(365 * 24 * 3600));
+        assert_eq!(deadline.budget(), Duration::MAX);
+        assert!(deadline.wall() > Timestamp::now());
     }
 }
