@@ -37,7 +37,8 @@ pub const DEFAULT_SECRET_FILE: &str = "./mediator.secret";
 pub const DEFAULT_CONFIG_FILE: &str = "./mediator.toml";
 
 /// The flags of `mediator serve`; each also reads its `MEDIATOR_*` variable.
-#[derive(Debug, Default, Clone, clap::Args)]
+/// `Debug` hides the store's password.
+#[derive(Default, Clone, clap::Args)]
 pub struct ServeFlags {
     /// Address to listen on [default: 127.0.0.1:8080].
     #[arg(long, env = "MEDIATOR_LISTEN")]
@@ -56,7 +57,15 @@ pub struct ServeFlags {
     #[arg(long, env = "MEDIATOR_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
     /// Accept the original project's tokens, which name no node (senders are then unverified).
-    #[arg(long, env = "MEDIATOR_ALLOW_TOKENS_WITHOUT_SUB")]
+    // A bare switch, as documented, that also takes `=false`; unset stays
+    // `None` so the TOML file can still decide.
+    #[arg(
+        long,
+        env = "MEDIATOR_ALLOW_TOKENS_WITHOUT_SUB",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     pub allow_tokens_without_sub: Option<bool>,
     /// How long a delivery may take, in milliseconds [default: 10000].
     #[arg(long, env = "MEDIATOR_DEADLINE_MS")]
@@ -73,6 +82,61 @@ pub struct ServeFlags {
     /// How long in-flight requests may finish after SIGTERM/SIGINT, in seconds [default: 10].
     #[arg(long, env = "MEDIATOR_DRAIN_S")]
     pub drain_s: Option<u64>,
+}
+
+impl std::fmt::Debug for ServeFlags {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeFlags")
+            .field("listen", &self.listen)
+            .field(
+                "store",
+                &self.store.as_deref().map(crate::store::redact_password),
+            )
+            .field("secret_file", &self.secret_file)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .field("allow_tokens_without_sub", &self.allow_tokens_without_sub)
+            .field("deadline_ms", &self.deadline_ms)
+            .field("max_body", &self.max_body)
+            .field("default_ttl_s", &self.default_ttl_s)
+            .field("sweep_every_s", &self.sweep_every_s)
+            .field("drain_s", &self.drain_s)
+            .finish()
+    }
+}
+
+/// Where the mediator secret is looked for, by the precedence of every
+/// other setting: `MEDIATOR_SECRET`, then `--secret-file`
+/// (`MEDIATOR_SECRET_FILE`), then the TOML file's `secret`, then its
+/// `secret_file`, then [`DEFAULT_SECRET_FILE`]. Returns the secret itself,
+/// when one was given, and the file to read (or create) otherwise.
+///
+/// Every command uses this, so `token`, `nodes` and `send` find the very
+/// secret `serve` uses.
+///
+/// ```
+/// use mediator_examples::config::{secret_location, FileConfig};
+/// use std::path::PathBuf;
+/// let file = FileConfig::parse("secret = \"s\"").unwrap();
+/// assert_eq!(secret_location(None, None, &file).0.as_deref(), Some("s"));
+/// let flag = Some(PathBuf::from("/run/secret"));
+/// assert_eq!(secret_location(None, flag.clone(), &file), (None, PathBuf::from("/run/secret")));
+/// assert_eq!(secret_location(Some("env".into()), flag, &file).0.as_deref(), Some("env"));
+/// ```
+pub fn secret_location(
+    env_secret: Option<String>,
+    secret_file: Option<PathBuf>,
+    file: &FileConfig,
+) -> (Option<String>, PathBuf) {
+    let secret = match &secret_file {
+        // A file named by flag or environment outranks anything in the TOML file.
+        Some(_) => env_secret,
+        None => env_secret.or_else(|| file.secret.clone()),
+    };
+    let path = secret_file
+        .or_else(|| file.secret_file.clone())
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_SECRET_FILE));
+    (secret, path)
 }
 
 /// The TOML configuration file: the same settings as [`ServeFlags`], plus the secret.
@@ -184,6 +248,7 @@ impl ServeSettings {
         file: FileConfig,
         env_secret: Option<String>,
     ) -> Result<ServeSettings, CliError> {
+        let (secret, secret_file) = secret_location(env_secret, flags.secret_file, &file);
         let listen = match flags.listen.or(file.listen) {
             Some(addr) => addr,
             None => DEFAULT_LISTEN
@@ -231,11 +296,8 @@ impl ServeSettings {
         Ok(ServeSettings {
             listen,
             store,
-            secret: env_secret.or(file.secret),
-            secret_file: flags
-                .secret_file
-                .or(file.secret_file)
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_SECRET_FILE)),
+            secret,
+            secret_file,
             tls,
             allow_tokens_without_sub: flags
                 .allow_tokens_without_sub
@@ -298,6 +360,86 @@ mod tests {
         .unwrap();
         assert_eq!(env.secret.as_deref(), Some("env"));
         assert_eq!(env.store, StoreUrl::Sqlite("./mediator.db".into()));
+    }
+
+    #[derive(clap::Parser)]
+    struct Serve {
+        #[command(flatten)]
+        flags: ServeFlags,
+    }
+
+    fn parse(args: &[&str]) -> ServeFlags {
+        use clap::Parser;
+        Serve::try_parse_from(std::iter::once("serve").chain(args.iter().copied()))
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+            .flags
+    }
+
+    #[test]
+    fn allow_tokens_without_sub_is_a_plain_switch() {
+        // As the README writes it: a bare flag.
+        assert_eq!(
+            parse(&["--allow-tokens-without-sub"]).allow_tokens_without_sub,
+            Some(true)
+        );
+        assert_eq!(
+            parse(&["--allow-tokens-without-sub=false"]).allow_tokens_without_sub,
+            Some(false)
+        );
+        assert_eq!(
+            parse(&["--allow-tokens-without-sub", "true", "--store", "memory"])
+                .allow_tokens_without_sub,
+            Some(true)
+        );
+        assert_eq!(
+            parse(&["--allow-tokens-without-sub", "--store", "memory"]).allow_tokens_without_sub,
+            Some(true)
+        );
+        assert_eq!(
+            parse(&["--allow-tokens-without-sub=1"]).allow_tokens_without_sub,
+            Some(true)
+        );
+        // Unset, so the TOML file still decides.
+        assert_eq!(parse(&[]).allow_tokens_without_sub, None);
+    }
+
+    #[test]
+    fn a_secret_file_flag_beats_a_secret_in_the_toml_file() {
+        let file =
+            FileConfig::parse("secret = \"from-file-secret-at-least-32-characters\"").unwrap();
+        let flags = ServeFlags {
+            secret_file: Some("/run/secrets/mediator".into()),
+            ..ServeFlags::default()
+        };
+        let s = ServeSettings::merge(flags, file.clone(), None).unwrap();
+        assert_eq!(s.secret, None, "the TOML secret shadowed --secret-file");
+        assert_eq!(s.secret_file, PathBuf::from("/run/secrets/mediator"));
+        // MEDIATOR_SECRET still comes first; without flags the TOML decides.
+        let s =
+            ServeSettings::merge(ServeFlags::default(), file.clone(), Some("env".into())).unwrap();
+        assert_eq!(s.secret.as_deref(), Some("env"));
+        let s = ServeSettings::merge(ServeFlags::default(), file, None).unwrap();
+        assert_eq!(
+            s.secret.as_deref(),
+            Some("from-file-secret-at-least-32-characters")
+        );
+    }
+
+    #[test]
+    fn debug_output_hides_the_store_password() {
+        let flags = ServeFlags {
+            store: Some("mysql://mediator:hunter2@db:3306/mediator".into()),
+            ..ServeFlags::default()
+        };
+        let shown = format!("{flags:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("mysql://mediator:***@db:3306/mediator"),
+            "{shown}"
+        );
+        let settings = ServeSettings::merge(flags, FileConfig::default(), None).unwrap();
+        let shown = format!("{:?} {:?}", settings, settings.store);
+        assert!(!shown.contains("hunter2"), "{shown}");
     }
 
     #[test]

@@ -274,7 +274,7 @@ async fn page(state: &PageState, request: Request<HyperIncoming>) -> Response<Fu
             match send(&state.client, &form).await {
                 Ok(value) => json(StatusCode::OK, &value),
                 Err(e) => json(
-                    StatusCode::BAD_GATEWAY,
+                    send_failure_status(&e),
                     &serde_json::json!({ "error": e.to_string() }),
                 ),
             }
@@ -283,6 +283,19 @@ async fn page(state: &PageState, request: Request<HyperIncoming>) -> Response<Fu
             StatusCode::NOT_FOUND,
             &serde_json::json!({ "error": "no such page" }),
         ),
+    }
+}
+
+/// 400 when the form itself was wrong (a target or path that does not
+/// parse, refused before anything was sent), 502 for whatever lies beyond
+/// the page: the mediator and the nodes.
+fn send_failure_status(error: &CliError) -> StatusCode {
+    match error {
+        CliError::Core(mediator_core::Error::Invalid { .. })
+        | CliError::Http(HttpError::Core(mediator_core::Error::Invalid { .. })) => {
+            StatusCode::BAD_REQUEST
+        }
+        _ => StatusCode::BAD_GATEWAY,
     }
 }
 

@@ -92,8 +92,10 @@ fn package_name(dir: &Path) -> String {
             }
         })
         .collect();
+    // Cargo refuses a binary named like one of its build directories.
+    let reserved = ["build", "deps", "examples", "incremental"].contains(&name.as_str());
     match name.chars().next() {
-        Some(c) if c.is_ascii_alphabetic() => name,
+        Some(c) if c.is_ascii_alphabetic() && !reserved => name,
         _ => format!("node-{name}"),
     }
 }
@@ -219,6 +221,17 @@ mod tests {
             crates: default_crates_path(),
         };
         assert!(full.write().unwrap_err().to_string().contains("not empty"));
+    }
+
+    /// Cargo refuses a binary named like its own build directories
+    /// ("the binary target name `build` is forbidden").
+    #[test]
+    fn folders_named_like_cargo_directories_get_a_buildable_name() {
+        for dir in ["build", "deps", "examples", "incremental", "/tmp/Build"] {
+            let name = package_name(Path::new(dir));
+            assert!(name.starts_with("node-"), "{dir}: {name}");
+        }
+        assert_eq!(package_name(Path::new("builder")), "builder");
     }
 
     #[test]

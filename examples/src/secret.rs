@@ -1,8 +1,11 @@
 //! The mediator secret: the HS256 key that signs node tokens.
 //!
-//! Looked up in this order: the `MEDIATOR_SECRET` environment variable (or
-//! `secret` in the TOML file), then the secret file (`--secret-file`,
-//! default `./mediator.secret`). When neither exists, `serve` generates a
+//! Looked up with the precedence of every setting
+//! ([`secret_location`](crate::config::secret_location)): the
+//! `MEDIATOR_SECRET` environment variable, then the file `--secret-file`
+//! (`MEDIATOR_SECRET_FILE`) names, then `secret` in the TOML file, then the
+//! file its `secret_file` names, then `./mediator.secret`. Every command
+//! looks the same way. When neither exists, `serve` generates a
 //! random secret and writes it to the secret file, readable by the owner
 //! only, so that tokens stay valid across restarts; the other commands
 //! refuse, since a secret they made up could not match the server's.

@@ -11,8 +11,8 @@ use crate::CliError;
 /// The default store: an SQLite file in the working directory.
 pub const DEFAULT_STORE: &str = "sqlite:./mediator.db";
 
-/// Which store a URL names.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Which store a URL names. `Debug` and `Display` hide any password.
+#[derive(Clone, PartialEq, Eq)]
 pub enum StoreUrl {
     /// An SQLite file at this path.
     Sqlite(String),
@@ -48,6 +48,16 @@ impl std::str::FromStr for StoreUrl {
     }
 }
 
+impl std::fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreUrl::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
+            StoreUrl::Mysql(url) => f.debug_tuple("Mysql").field(&redact_password(url)).finish(),
+            StoreUrl::Memory => f.write_str("Memory"),
+        }
+    }
+}
+
 impl std::fmt::Display for StoreUrl {
     /// The URL without any password.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -70,9 +80,15 @@ pub fn redact_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    match rest.split_once('@') {
-        Some((user_info, host)) => match user_info.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+    // User info ends at the authority's last `@` (a password may hold an
+    // unescaped `@`); the authority ends at the first `/`, `?` or `#`.
+    let authority = rest.find(['/', '?', '#']).map_or(rest, |end| &rest[..end]);
+    match authority.rsplit_once('@') {
+        Some((user_info, _)) => match user_info.split_once(':') {
+            Some((user, _)) => {
+                let after = &rest[user_info.len()..];
+                format!("{scheme}://{user}:***{after}")
+            }
             None => url.to_owned(),
         },
         None => url.to_owned(),
@@ -134,5 +150,36 @@ impl OpenStore {
             },
             OpenStore::Memory(_) => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_password_holding_an_at_sign_is_hidden_whole() {
+        // mysql_async (like any URL parser) splits user info at the last `@`.
+        assert_eq!(
+            redact_password("mysql://u:p@ss@h:3306/db"),
+            "mysql://u:***@h:3306/db"
+        );
+        // An `@` after the host is not user info.
+        assert_eq!(
+            redact_password("mysql://u:pw@h/db?x=a@b"),
+            "mysql://u:***@h/db?x=a@b"
+        );
+        assert_eq!(
+            redact_password("mysql://h/db?x=a:b@c"),
+            "mysql://h/db?x=a:b@c"
+        );
+    }
+
+    #[test]
+    fn debug_hides_the_password() {
+        let url: StoreUrl = "mysql://u:hunter2@h/db".parse().unwrap();
+        let shown = format!("{url:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("mysql://u:***@h/db"), "{shown}");
     }
 }

@@ -2,7 +2,7 @@
 //! running one, scaffold a node, or start the demo formation.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use mediator_core::{
     Authenticator, Claims, KeyRing, Mediator, NodeKey, SealKey, Target, Timestamp, TokenMinter,
 };
-use mediator_examples::config::{FileConfig, ServeFlags, ServeSettings, DEFAULT_SECRET_FILE};
+use mediator_examples::config::{secret_location, FileConfig, ServeFlags, ServeSettings};
 use mediator_examples::demo::{self, Role};
 use mediator_examples::scaffold::{default_crates_path, Scaffold};
 use mediator_examples::secret::{Secret, SecretSource};
@@ -138,18 +138,23 @@ enum Command {
 /// Where commands other than `serve` find the mediator secret.
 #[derive(clap::Args)]
 struct SecretArgs {
-    /// File holding the mediator secret (MEDIATOR_SECRET takes precedence).
-    #[arg(long, env = "MEDIATOR_SECRET_FILE", default_value = DEFAULT_SECRET_FILE)]
-    secret_file: PathBuf,
+    /// File holding the mediator secret (MEDIATOR_SECRET takes precedence)
+    /// [default: `secret` or `secret_file` of the TOML file, else ./mediator.secret].
+    #[arg(long, env = "MEDIATOR_SECRET_FILE")]
+    secret_file: Option<PathBuf>,
 }
 
 impl SecretArgs {
-    fn resolve(&self) -> Result<Secret, CliError> {
-        Secret::resolve(
+    /// The secret `serve` would use with the same flags, environment and
+    /// TOML file (`config`), so the tokens minted here are the ones it accepts.
+    fn resolve(&self, config: Option<&Path>) -> Result<Secret, CliError> {
+        let file = FileConfig::load(config)?;
+        let (secret, path) = secret_location(
             std::env::var("MEDIATOR_SECRET").ok(),
-            &self.secret_file,
-            false,
-        )
+            self.secret_file.clone(),
+            &file,
+        );
+        Secret::resolve(secret, &path, false)
     }
 }
 
@@ -180,16 +185,18 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), CliError> {
+    let config = cli.config.as_deref();
     match cli.command {
         Command::Serve(flags) => {
-            let settings = settings(cli.config, flags)?;
+            let settings = settings(config, flags)?;
             serve(settings, |_, _| async { Ok(Vec::new()) }).await
         }
         Command::Demo {
             serve: flags,
             pages_from,
         } => {
-            let settings = settings(cli.config, flags)?;
+            page_port(pages_from, 2)?;
+            let settings = settings(config, flags)?;
             serve(settings, move |url, secret| {
                 start_demo(url, secret, pages_from)
             })
@@ -206,7 +213,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             ttl_s,
             secret,
         } => {
-            let minter = TokenMinter::hs256(secret.resolve()?.expose());
+            let minter = TokenMinter::hs256(secret.resolve(config)?.expose());
             let now = Timestamp::now();
             let ttl = Duration::from_secs(ttl_s);
             let mut claims = match (&node, admin) {
@@ -228,7 +235,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             json,
             token,
             secret,
-        } => nodes(&url, group, json, token, &secret).await,
+        } => nodes(&url, group, json, token, &secret, config).await,
         Command::Send {
             url,
             to,
@@ -239,11 +246,9 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             secret,
         } => {
             let keys: KeyRing = key.parse()?;
-            let token = TokenMinter::hs256(secret.resolve()?.expose()).mint(&Claims::node(
-                &sender,
-                Timestamp::now(),
-                Duration::from_secs(300),
-            ))?;
+            let token = TokenMinter::hs256(secret.resolve(config)?.expose()).mint(
+                &Claims::node(&sender, Timestamp::now(), Duration::from_secs(300)),
+            )?;
             let client = NodeClient::builder(url)
                 .node_key(sender)
                 .token(token)
@@ -323,8 +328,8 @@ async fn run(cli: Cli) -> Result<(), CliError> {
     }
 }
 
-fn settings(config: Option<PathBuf>, flags: ServeFlags) -> Result<ServeSettings, CliError> {
-    let file = FileConfig::load(config.as_deref())?;
+fn settings(config: Option<&Path>, flags: ServeFlags) -> Result<ServeSettings, CliError> {
+    let file = FileConfig::load(config)?;
     ServeSettings::merge(flags, file, std::env::var("MEDIATOR_SECRET").ok())
 }
 
@@ -464,12 +469,7 @@ async fn start_demo(
         .into_iter()
         .enumerate()
     {
-        let port = if pages_from == 0 {
-            0
-        } else {
-            pages_from + u16::try_from(offset).unwrap_or(0)
-        };
-        let page = SocketAddr::from(([127, 0, 0, 1], port));
+        let page = SocketAddr::from(([127, 0, 0, 1], page_port(pages_from, offset)?));
         nodes.push(demo::start_node(role, &url, minter.clone(), keys.clone(), page).await?);
     }
     println!("\nThe demo formation is up. Open in a browser:");
@@ -483,16 +483,34 @@ async fn start_demo(
     Ok(nodes)
 }
 
+/// The port of demo page number `offset` (from 0): 0 (any free port) when
+/// `pages_from` is 0, else `pages_from + offset`, which must be a port.
+fn page_port(pages_from: u16, offset: usize) -> Result<u16, CliError> {
+    if pages_from == 0 {
+        return Ok(0);
+    }
+    u16::try_from(offset)
+        .ok()
+        .and_then(|offset| pages_from.checked_add(offset))
+        .ok_or_else(|| {
+            CliError::Config(format!(
+                "--pages-from {pages_from}: the demo's three pages need ports up to {}, past 65535",
+                usize::from(pages_from) + offset
+            ))
+        })
+}
+
 async fn nodes(
     url: &str,
     group: Option<String>,
     json: bool,
     token: Option<String>,
     secret: &SecretArgs,
+    config: Option<&Path>,
 ) -> Result<(), CliError> {
     let token = match token {
         Some(token) => token,
-        None => TokenMinter::hs256(secret.resolve()?.expose())
+        None => TokenMinter::hs256(secret.resolve(config)?.expose())
             .mint(&Claims::admin(Timestamp::now(), Duration::from_secs(60)))?,
     };
     let path = match &group {
@@ -541,4 +559,18 @@ async fn nodes(
     }
     println!("{} node(s)", rows.len());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_ports_stay_ports() {
+        assert_eq!(page_port(0, 2).unwrap(), 0);
+        assert_eq!(page_port(8081, 2).unwrap(), 8083);
+        assert_eq!(page_port(65533, 2).unwrap(), 65535);
+        let err = page_port(65535, 1).unwrap_err().to_string();
+        assert!(err.contains("65536"), "{err}");
+    }
 }

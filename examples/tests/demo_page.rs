@@ -1,0 +1,80 @@
+//! A demo node's page over a real mediator: what a person types in the send
+//! form is answered with whose fault a failure was.
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use mediator_core::{Authenticator, KeyRing, Mediator, MemoryRegistry, SealKey, TokenMinter};
+use mediator_examples::demo::{self, Role};
+use mediator_transport_http::{HttpDelivery, HttpListener};
+use serde_json::{json, Value};
+
+const SECRET: &str = "a secret of at least 32 bytes, for the demo page";
+
+async fn post(url: &str, body: &Value) -> (StatusCode, Value) {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let request = Request::post(url)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap())
+}
+
+#[tokio::test]
+async fn the_send_form_blames_the_person_for_what_they_mistyped() {
+    let mediator = Mediator::builder()
+        .registry(MemoryRegistry::new())
+        .authenticator(Authenticator::hs256(SECRET))
+        .deliver(HttpDelivery::default())
+        .build()
+        .unwrap();
+    let listener = HttpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(listener.serve_with_shutdown(mediator, async {
+        let _ = stopped.await;
+    }));
+    let keys = KeyRing::new(SealKey::generate());
+    let minter = TokenMinter::hs256(SECRET);
+    let any_port = "127.0.0.1:0".parse().unwrap();
+    let passive = demo::start_node(Role::Passive, &url, minter.clone(), keys.clone(), any_port)
+        .await
+        .unwrap();
+    let sender = demo::start_node(Role::Sender, &url, minter, keys, any_port)
+        .await
+        .unwrap();
+    let send = format!("http://{}/send", sender.page);
+
+    let (status, body) = post(&send, &json!({ "to": "demo/passive", "text": "hi" })).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    for form in [
+        json!({ "to": "nonsense", "text": "x" }),
+        json!({ "to": "demo/é", "text": "x" }),
+        json!({ "to": "a/b/c", "text": "x" }),
+        json!({ "to": "demo/passive", "path": "a b", "text": "x" }),
+        json!({ "to": "demo/passive", "path": "/x#y", "text": "x" }),
+    ] {
+        let (status, body) = post(&send, &form).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{form}: {body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("invalid")),
+            "{form}: {body}"
+        );
+    }
+    // What lies beyond the page (the mediator, the nodes) is still a gateway's answer.
+    let (status, body) = post(&send, &json!({ "to": "nobody/?", "text": "x" })).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+
+    sender.shutdown().await.unwrap();
+    passive.shutdown().await.unwrap();
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}
