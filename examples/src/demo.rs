@@ -189,8 +189,14 @@ struct PageState {
 
 async fn serve_page(listener: TcpListener, state: Arc<PageState>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors, say: pause rather than spin.
+                tracing::warn!(error = %e, "demo page cannot accept; retrying shortly");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
         };
         let state = Arc::clone(&state);
         tokio::spawn(async move {

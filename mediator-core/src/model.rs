@@ -178,6 +178,14 @@ impl Endpoint {
         if host.is_empty() {
             return Err(Error::invalid("url", "must name a host"));
         }
+        // Credentials in the URL would be stored, listed and logged; a query
+        // or fragment would be glued to every forwarded path.
+        if host.contains('@') {
+            return Err(Error::invalid("url", "must not carry user:password@"));
+        }
+        if url.contains(['?', '#']) {
+            return Err(Error::invalid("url", "must not have a query or fragment"));
+        }
         if url.len() > 2048 || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(Error::invalid(
                 "url",
@@ -446,6 +454,16 @@ mod tests {
             "https://h:1"
         );
         assert!("attached:".parse::<Endpoint>().is_err());
+        for bad in ["http://u:p@h:1", "http://h/?a=1", "http://h/#x"] {
+            assert!(
+                matches!(
+                    Endpoint::http(bad),
+                    Err(Error::Invalid { field: "url", .. })
+                ),
+                "{bad} was accepted"
+            );
+        }
+        assert!(Endpoint::http("http://h:1/base/path").is_ok());
     }
 
     #[test]

@@ -258,6 +258,16 @@ async fn nodes_remove_only_themselves() {
 }
 
 #[tokio::test]
+async fn an_unverified_identity_that_is_not_admin_acts_for_nobody() {
+    let m = mediator_over(Arc::default(), Recorder::default());
+    let mut who = identity_of(&m, "g/a");
+    who.verified = false;
+    who.admin = false;
+    let err = m.register(&who, reg("g/a")).await.unwrap_err();
+    assert!(matches!(err, Error::Forbidden(_)), "{err:?}");
+}
+
+#[tokio::test]
 async fn renew_reports_forgotten_nodes() {
     let m = mediator_over(Arc::default(), Recorder::default());
     let a = identity_of(&m, "g/a");

@@ -590,6 +590,15 @@ async fn start_refuses_what_the_mediator_refuses() {
             .token("t")
             .callback("http://127.0.0.1:0")
             .ttl(Duration::from_millis(10)),
+        NodeClient::builder(&hub.url)
+            .identity("a", Some("b"))
+            .keys(ring())
+            .token("t")
+            .callback("http://127.0.0.1:0")
+            .backoff(Backoff {
+                initial: Duration::ZERO,
+                max: Duration::from_secs(1),
+            }),
     ] {
         let shown = format!("{builder:?}");
         match builder.start(describe("x")).await {

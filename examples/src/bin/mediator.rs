@@ -514,7 +514,10 @@ async fn nodes(
             .mint(&Claims::admin(Timestamp::now(), Duration::from_secs(60)))?,
     };
     let path = match &group {
-        Some(group) => format!("/admin/clusters/{group}"),
+        Some(group) => {
+            mediator_core::model::validate_name("group", group)?;
+            format!("/admin/clusters/{group}")
+        }
         None => "/admin/clusters".to_owned(),
     };
     let body = mediator_examples::http_get_json(url, &path, &token).await?;

@@ -339,6 +339,10 @@ impl NodeClientBuilder {
         if self.timeout.is_zero() || self.connect_timeout.is_zero() {
             return Err(config("timeouts must be above zero"));
         }
+        // A zero first wait would retry a lost mediator in a tight loop.
+        if self.backoff.initial.is_zero() || self.backoff.max < self.backoff.initial {
+            return Err(config("backoff needs 0 < initial <= max"));
+        }
         let tls = if self.tls_roots.is_empty() {
             None
         } else {
