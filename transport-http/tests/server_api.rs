@@ -435,7 +435,7 @@ async fn probes() {
 async fn unknown_routes_are_404() {
     let hub = Hub::start().await;
     for path in [
-        "/",
+        "//",
         "/nope",
         "/register/x",
         "/admin",

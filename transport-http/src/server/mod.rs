@@ -22,6 +22,8 @@
 //! | `ANY /token` | Basic `admin:<secret>` | `{"token", "verified": true, "exp"}` (admin, 9 h) |
 //! | `ANY /ping`, `GET /readyz` | anyone | `{"ok": true, "store": "up"}`; `503` when the store is down |
 //! | `GET /healthz` | anyone | `{"ok": true}` while the process runs |
+//! | `GET /metrics` | anyone | Prometheus text (`text/plain; version=0.0.4`): `mediator_requests_total{route,status}`, `mediator_request_duration_seconds{route}` (histogram, 1 ms … 10 s), `mediator_deliveries_total{group,outcome}`, `mediator_nodes` |
+//! | `GET /` | admin (Basic `admin:<secret>` in a browser) | the dashboard: an HTML page of the registered nodes, reloading every 5 s; `401` with `WWW-Authenticate: Basic realm="mediator"` without a login, `403` for a node |
 //!
 //! Credentials are read from `Authorization: Bearer`, the `x-jwt` header,
 //! the `x-jwt` query parameter, then the `x-jwt` field of a JSON body; an
@@ -33,6 +35,19 @@
 //! shorten the delivery deadline with `x-mediator-deadline` (ms since the
 //! epoch) or `x-mediator-timeout-ms`.
 //!
+//! # Metrics
+//!
+//! Each listener keeps its own counters. Requests are counted by route
+//! (`one`, `any`, `many`, `register`, `renew`, `remove`, `admin` — which
+//! includes the dashboard —, `token`, and `other` for probes, `/metrics`
+//! and unknown paths) and status, with their latency from arrival to
+//! answer. Forwarded requests count one delivery outcome (`ok`, `failed`,
+//! `unreachable`, `timed_out`) per node asked, under the target group; a
+//! known group without a live node counts as `unreachable`, and an unknown
+//! target only under its route's status. At most 1,000 groups get their
+//! own series; deliveries to groups seen after that count under
+//! `group="other"`. `mediator_nodes` is the size of the routing table.
+//!
 //! # Background work
 //!
 //! The listener only answers requests. Expiring leases and refreshing the
@@ -41,7 +56,9 @@
 //! starts once, whatever transports serve it.
 
 mod credentials;
+mod dashboard;
 mod entity;
+mod metrics;
 mod reply;
 mod routes;
 mod tls;
@@ -49,6 +66,7 @@ mod tls;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
@@ -64,6 +82,7 @@ use tokio_rustls::TlsAcceptor;
 pub use tls::TlsConfig;
 
 use crate::error::HttpError;
+use metrics::Metrics;
 
 /// Serves a [`Mediator`]'s HTTP API on one TCP port: HTTP/1.1 and HTTP/2
 /// (prior knowledge in clear text, ALPN over TLS).
@@ -178,6 +197,7 @@ impl HttpListener {
         builder.http2().timer(TokioTimer::new());
         let acceptor = tls.map(|t| TlsAcceptor::from(t.server));
         let (stop_tx, stop_rx) = watch::channel(false);
+        let metrics = Arc::new(Metrics::default());
         let mut connections = JoinSet::new();
         tracing::info!(
             addr = %local_addr,
@@ -197,7 +217,10 @@ impl HttpListener {
                             acceptor.clone(),
                             handshake_timeout,
                             builder.clone(),
-                            mediator.clone(),
+                            Served {
+                                mediator: mediator.clone(),
+                                metrics: Arc::clone(&metrics),
+                            },
                             stop_rx.clone(),
                         ));
                     }
@@ -261,6 +284,14 @@ async fn stopping(mut stop: watch::Receiver<bool>) {
     }
 }
 
+/// What every connection of a listener answers with.
+#[derive(Clone)]
+struct Served {
+    mediator: Mediator,
+    /// The listener's counters, shared by its connections.
+    metrics: Arc<Metrics>,
+}
+
 /// Serves one accepted connection, through TLS when configured.
 async fn connection(
     stream: TcpStream,
@@ -268,14 +299,14 @@ async fn connection(
     acceptor: Option<TlsAcceptor>,
     handshake_timeout: Duration,
     builder: auto::Builder<TokioExecutor>,
-    mediator: Mediator,
+    served: Served,
     stop: watch::Receiver<bool>,
 ) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(%remote, error = %e, "could not set TCP_NODELAY");
     }
     match acceptor {
-        None => serve_io(stream, remote, &builder, mediator, stop).await,
+        None => serve_io(stream, remote, &builder, served, stop).await,
         Some(acceptor) => {
             let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(stream));
             let stream = tokio::select! {
@@ -292,7 +323,7 @@ async fn connection(
                 },
                 () = stopping(stop.clone()) => return,
             };
-            serve_io(stream, remote, &builder, mediator, stop).await;
+            serve_io(stream, remote, &builder, served, stop).await;
         }
     }
 }
@@ -301,14 +332,14 @@ async fn serve_io<I>(
     io: I,
     remote: SocketAddr,
     builder: &auto::Builder<TokioExecutor>,
-    mediator: Mediator,
+    served: Served,
     stop: watch::Receiver<bool>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = service_fn(move |request| {
-        let mediator = mediator.clone();
-        async move { Ok::<_, Infallible>(routes::handle(mediator, request, remote).await) }
+        let Served { mediator, metrics } = served.clone();
+        async move { Ok::<_, Infallible>(routes::handle(mediator, &metrics, request, remote).await) }
     });
     let connection = builder.serve_connection(TokioIo::new(io), service);
     let mut connection = std::pin::pin!(connection);

@@ -26,7 +26,9 @@ use tracing::field::Empty;
 use tracing::{Instrument, Span};
 
 use super::credentials::{self, Credential};
+use super::dashboard;
 use super::entity::{self, Dialect};
+use super::metrics::{Metrics, Outcome, RouteLabel};
 use super::reply::{self, add_common_headers, HttpResponse};
 use crate::headers::{
     forwardable, forwardable_body, forwardable_query, strip_hop_by_hop, X_MEDIATOR_DEADLINE,
@@ -68,7 +70,30 @@ enum Route<'a> {
     Ping,
     Healthz,
     Readyz,
+    Metrics,
+    Dashboard,
     NotFound,
+}
+
+impl Route<'_> {
+    /// The route a request is counted under in the metrics.
+    fn label(&self) -> RouteLabel {
+        match self {
+            Route::Register => RouteLabel::Register,
+            Route::Renew => RouteLabel::Renew,
+            Route::Remove(_) => RouteLabel::Remove,
+            Route::Forward { fan: Fan::One, .. } => RouteLabel::One,
+            Route::Forward { fan: Fan::Any, .. } => RouteLabel::Any,
+            Route::Forward { fan: Fan::Many, .. } => RouteLabel::Many,
+            Route::AdminClusters(_) | Route::AdminCluster(_) | Route::Dashboard => {
+                RouteLabel::Admin
+            }
+            Route::Token => RouteLabel::Token,
+            Route::Ping | Route::Healthz | Route::Readyz | Route::Metrics | Route::NotFound => {
+                RouteLabel::Other
+            }
+        }
+    }
 }
 
 /// Splits off the first segment: `a/b/c` → (`a`, Some(`b/c`)).
@@ -88,6 +113,7 @@ fn parse_route(path: &str) -> Route<'_> {
     let path = path.strip_prefix('/').unwrap_or(path);
     let (head, tail) = first_segment(path);
     match head {
+        "" if tail.is_none() => Route::Dashboard,
         "register" if bare(tail) => Route::Register,
         "renew" if bare(tail) => Route::Renew,
         "remove" => match tail.map(|t| t.trim_end_matches('/')) {
@@ -130,6 +156,7 @@ fn parse_route(path: &str) -> Route<'_> {
         "ping" if bare(tail) => Route::Ping,
         "healthz" if bare(tail) => Route::Healthz,
         "readyz" if bare(tail) => Route::Readyz,
+        "metrics" if bare(tail) => Route::Metrics,
         _ => Route::NotFound,
     }
 }
@@ -139,10 +166,14 @@ fn parse_route(path: &str) -> Route<'_> {
 /// query, and the sender as its verified name.
 pub(crate) async fn handle(
     mediator: Mediator,
+    metrics: &Metrics,
     request: Request<Incoming>,
     remote: std::net::SocketAddr,
 ) -> HttpResponse {
     let started = Instant::now();
+    let path = request.uri().path().to_owned();
+    let route = parse_route(&path);
+    let label = route.label();
     let span = tracing::info_span!(
         "request",
         method = %request.method(),
@@ -154,9 +185,13 @@ pub(crate) async fn handle(
         status = Empty,
         duration_ms = Empty,
     );
-    let response = dispatch(&mediator, request).instrument(span.clone()).await;
+    let response = dispatch(&mediator, metrics, route, &path, request)
+        .instrument(span.clone())
+        .await;
     let status = response.status().as_u16();
-    let elapsed = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let took = started.elapsed();
+    metrics.request(label, status, took);
+    let elapsed = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
     span.record("status", status);
     span.record("duration_ms", elapsed);
     span.in_scope(|| {
@@ -169,11 +204,17 @@ pub(crate) async fn handle(
     response
 }
 
-async fn dispatch(mediator: &Mediator, request: Request<Incoming>) -> HttpResponse {
-    let path = request.uri().path().to_owned();
-    let route = parse_route(&path);
+async fn dispatch(
+    mediator: &Mediator,
+    metrics: &Metrics,
+    route: Route<'_>,
+    path: &str,
+    request: Request<Incoming>,
+) -> HttpResponse {
     match route {
         Route::Healthz => return reply::json(StatusCode::OK, &json!({ "ok": true })),
+        Route::Metrics => return metrics_reply(mediator, metrics),
+        Route::Dashboard => return dashboard(mediator, &request).await,
         Route::Ping | Route::Readyz => return ready(mediator).await,
         Route::Token => return token(mediator, request.headers()),
         Route::NotFound => {
@@ -200,18 +241,27 @@ async fn dispatch(mediator: &Mediator, request: Request<Incoming>) -> HttpRespon
             group,
             name,
             rest,
-        } => forward(mediator, &identity, parts, body, fan, group, name, rest).await,
+        } => {
+            forward(
+                mediator, metrics, &identity, parts, body, fan, group, name, rest,
+            )
+            .await
+        }
         Route::AdminClusters(group) => admin_clusters(mediator, &identity, group).await,
         Route::AdminCluster(id) => admin_cluster(mediator, &identity, id).await,
         // Answered above, before any credential was asked for.
-        Route::Healthz | Route::Ping | Route::Readyz | Route::Token | Route::NotFound => {
-            reply::error_status(
-                StatusCode::NOT_FOUND,
-                &format!("no route for {path}"),
-                "not_found",
-                Fault::Caller,
-            )
-        }
+        Route::Healthz
+        | Route::Ping
+        | Route::Readyz
+        | Route::Token
+        | Route::Metrics
+        | Route::Dashboard
+        | Route::NotFound => reply::error_status(
+            StatusCode::NOT_FOUND,
+            &format!("no route for {path}"),
+            "not_found",
+            Fault::Caller,
+        ),
     }
 }
 
@@ -526,6 +576,40 @@ fn token(mediator: &Mediator, headers: &HeaderMap) -> HttpResponse {
     }
 }
 
+/// `/metrics`: the listener's counters in the Prometheus text format.
+fn metrics_reply(mediator: &Mediator, metrics: &Metrics) -> HttpResponse {
+    let text = metrics.render(mediator.table().len());
+    let mut response = Response::new(Full::new(Bytes::from(text)));
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    add_common_headers(headers);
+    response
+}
+
+/// `/`: the dashboard, for an admin; a browser without a login is invited
+/// to log in with Basic auth.
+async fn dashboard(mediator: &Mediator, request: &Request<Incoming>) -> HttpResponse {
+    let credential = credentials::in_head(request.headers(), request.uri());
+    let identity = match credentials::check(mediator, credential) {
+        Ok(identity) => identity,
+        Err(e @ Error::Unauthorized(_)) => return reply::unauthorized_with_basic(&e),
+        Err(e) => return reply::error(&e),
+    };
+    Span::current().record("sender", sender_name(&identity).as_str());
+    if !identity.admin {
+        return reply::error(&Error::Forbidden(
+            "the dashboard needs an admin login".into(),
+        ));
+    }
+    match mediator.nodes(None).await {
+        Ok(nodes) => dashboard::page(&nodes, mediator.instance_id(), Timestamp::now()),
+        Err(e) => reply::error(&e),
+    }
+}
+
 async fn ready(mediator: &Mediator) -> HttpResponse {
     match mediator.ready().await {
         Ok(()) => reply::json(StatusCode::OK, &json!({ "ok": true, "store": "up" })),
@@ -564,6 +648,7 @@ fn caller_budget(headers: &HeaderMap) -> Result<Option<Duration>, Error> {
 #[allow(clippy::too_many_arguments)]
 async fn forward(
     mediator: &Mediator,
+    metrics: &Metrics,
     identity: &Identity,
     parts: Parts,
     body: Bytes,
@@ -607,7 +692,9 @@ async fn forward(
         headers: forwardable(&parts.headers),
         body: forwardable_body(body),
     };
-    match mediator.route(identity, envelope, budget).await {
+    let routed = mediator.route(identity, envelope, budget).await;
+    count_deliveries(metrics, group, &routed);
+    match routed {
         Ok(Routed::One { node, reply }) => one_reply(&node, reply),
         Ok(Routed::Many(broadcast)) => many_reply(&broadcast),
         Err(e @ Error::UnknownTarget(_)) => {
@@ -620,6 +707,44 @@ async fn forward(
             reply::error_message(&e, message)
         }
         Err(e) => reply::error(&e),
+    }
+}
+
+/// Counts how a forwarded request went for its group: one outcome for
+/// `/one` and `/any`, one per node for `/many`. A target that is unknown,
+/// or refused before any node was chosen, counts under the route's status
+/// only, so callers cannot fill the metrics with made-up group names.
+fn count_deliveries(metrics: &Metrics, group: &str, routed: &Result<Routed, Error>) {
+    match routed {
+        Ok(Routed::One { .. }) => metrics.delivery(group, Outcome::Ok),
+        Ok(Routed::Many(broadcast)) => {
+            for result in &broadcast.results {
+                let outcome = match &result.outcome {
+                    Ok(_) => Some(Outcome::Ok),
+                    Err(e) => outcome_of(e),
+                };
+                if let Some(outcome) = outcome {
+                    metrics.delivery(group, outcome);
+                }
+            }
+        }
+        Err(e) => {
+            if let Some(outcome) = outcome_of(e) {
+                metrics.delivery(group, outcome);
+            }
+        }
+    }
+}
+
+/// The delivery outcome an error stands for; `None` when no delivery was
+/// attempted. A known group with no live node (or none reachable, for
+/// `/any`) counts as unreachable.
+fn outcome_of(e: &Error) -> Option<Outcome> {
+    match e {
+        Error::NodeFailed { .. } => Some(Outcome::Failed),
+        Error::NodeUnreachable { .. } | Error::NoNodeAvailable(_) => Some(Outcome::Unreachable),
+        Error::DeadlinePassed { .. } => Some(Outcome::TimedOut),
+        _ => None,
     }
 }
 
@@ -725,7 +850,10 @@ mod tests {
         assert_eq!(parse_route("/admin/cluster"), Route::NotFound);
         assert_eq!(parse_route("/register/"), Route::Register);
         assert_eq!(parse_route("/register/x"), Route::NotFound);
-        assert_eq!(parse_route("/"), Route::NotFound);
+        assert_eq!(parse_route("/"), Route::Dashboard);
+        assert_eq!(parse_route("/metrics"), Route::Metrics);
+        assert_eq!(parse_route("/metrics/"), Route::Metrics);
+        assert_eq!(parse_route("//"), Route::NotFound);
     }
 
     #[test]

@@ -1,0 +1,308 @@
+//! `/metrics` and the dashboard at `/`, over a real socket.
+
+mod server_support;
+
+use std::collections::HashMap;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use server_support::*;
+
+/// Every line of a Prometheus text exposition, checked: comments are HELP or
+/// TYPE lines, samples are `name{labels} value` with a number for value,
+/// and every sample's family has both a HELP and a TYPE line before it.
+/// Returns the samples, keyed by `name{labels}`.
+fn parse_exposition(text: &str) -> HashMap<String, f64> {
+    let mut helped = Vec::new();
+    let mut typed = Vec::new();
+    let mut samples = HashMap::new();
+    assert!(text.ends_with('\n'), "the exposition ends with a newline");
+    for line in text.lines() {
+        assert!(!line.is_empty(), "no blank lines:\n{text}");
+        if let Some(comment) = line.strip_prefix("# ") {
+            let mut words = comment.splitn(3, ' ');
+            let keyword = words.next().expect("keyword");
+            let name = words.next().expect("metric name");
+            let rest = words.next().expect("help text or type");
+            assert!(valid_name(name), "bad name in {line:?}");
+            match keyword {
+                "HELP" => helped.push(name.to_owned()),
+                "TYPE" => {
+                    assert!(
+                        ["counter", "gauge", "histogram"].contains(&rest),
+                        "bad type in {line:?}"
+                    );
+                    typed.push(name.to_owned());
+                }
+                other => panic!("unexpected comment {other:?} in {line:?}"),
+            }
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').expect("series and value");
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|e| panic!("bad value in {line:?}: {e}"));
+        let name = match series.split_once('{') {
+            Some((name, labels)) => {
+                let labels = labels.strip_suffix('}').expect("labels close");
+                for label in labels.split(',') {
+                    let (key, quoted) = label.split_once('=').expect("label=value");
+                    assert!(valid_name(key), "bad label name in {line:?}");
+                    assert!(
+                        quoted.len() >= 2 && quoted.starts_with('"') && quoted.ends_with('"'),
+                        "label value not quoted in {line:?}"
+                    );
+                }
+                name
+            }
+            None => series,
+        };
+        assert!(valid_name(name), "bad name in {line:?}");
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .filter(|family| typed.iter().any(|t| t == family))
+            .unwrap_or(name);
+        assert!(
+            helped.iter().any(|h| h == family) && typed.iter().any(|t| t == family),
+            "no HELP/TYPE before {line:?}"
+        );
+        assert!(
+            samples.insert(series.to_owned(), value).is_none(),
+            "duplicate series {series}"
+        );
+    }
+    samples
+}
+
+fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+async fn scrape(hub: &Hub) -> (Answer, HashMap<String, f64>) {
+    let answer = call("GET", &hub.url("/metrics"), &[], "").await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let samples = parse_exposition(&answer.text());
+    (answer, samples)
+}
+
+fn value(samples: &HashMap<String, f64>, series: &str) -> f64 {
+    *samples
+        .get(series)
+        .unwrap_or_else(|| panic!("{series} missing from {samples:#?}"))
+}
+
+#[tokio::test]
+async fn metrics_count_routes_latencies_and_deliveries() {
+    let hub = Hub::start().await;
+    let api = EchoNode::start("api").await;
+    let live = EchoNode::start("live").await;
+    let dead = dead_url().await;
+    hub.register("users/api", &api.url).await;
+    hub.register("cache/live", &live.url).await;
+    hub.register("cache/dead", &dead).await;
+    let admin = hub.admin_token();
+
+    let unicast = call_as("POST", &hub.url("/one/users/api/x"), &admin, "{}").await;
+    assert_eq!(unicast.status, 200, "{}", unicast.text());
+    let broadcast = call_as("POST", &hub.url("/many/cache/x"), &admin, "{}").await;
+    assert_eq!(broadcast.status, 200, "{}", broadcast.text());
+    assert_eq!(
+        broadcast.header("x-mediator-summary"),
+        Some("asked=2; answered=1; failed=1; timed_out=0")
+    );
+    let unknown = call_as("POST", &hub.url("/one/nobody/here/x"), &admin, "{}").await;
+    assert_eq!(unknown.status, 404, "{}", unknown.text());
+
+    let (answer, samples) = scrape(&hub).await;
+    assert_eq!(
+        answer.header("content-type"),
+        Some("text/plain; version=0.0.4")
+    );
+    let requests = |route: &str, status: u16| {
+        format!("mediator_requests_total{{route=\"{route}\",status=\"{status}\"}}")
+    };
+    assert_eq!(value(&samples, &requests("register", 200)), 3.0);
+    assert_eq!(value(&samples, &requests("one", 200)), 1.0);
+    assert_eq!(value(&samples, &requests("one", 404)), 1.0);
+    assert_eq!(value(&samples, &requests("many", 200)), 1.0);
+    let request_series: Vec<_> = samples
+        .keys()
+        .filter(|k| k.starts_with("mediator_requests_total"))
+        .collect();
+    assert_eq!(request_series.len(), 4, "{request_series:?}");
+
+    let count =
+        |route: &str| format!("mediator_request_duration_seconds_count{{route=\"{route}\"}}");
+    let inf = |route: &str| {
+        format!("mediator_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}}")
+    };
+    for (route, n) in [
+        ("register", 3.0),
+        ("one", 2.0),
+        ("many", 1.0),
+        ("any", 0.0),
+        ("admin", 0.0),
+        ("other", 0.0),
+    ] {
+        assert_eq!(value(&samples, &count(route)), n, "{route}");
+        assert_eq!(value(&samples, &inf(route)), n, "{route}");
+    }
+    // Buckets are cumulative and the sum is a duration.
+    let mut last = 0.0;
+    for le in [
+        "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5",
+        "10", "+Inf",
+    ] {
+        let bucket = value(
+            &samples,
+            &format!("mediator_request_duration_seconds_bucket{{route=\"one\",le=\"{le}\"}}"),
+        );
+        assert!(bucket >= last, "le={le}");
+        last = bucket;
+    }
+    let sum = value(
+        &samples,
+        "mediator_request_duration_seconds_sum{route=\"one\"}",
+    );
+    assert!(sum > 0.0 && sum < 10.0, "{sum}");
+
+    let delivery = |group: &str, outcome: &str| {
+        format!("mediator_deliveries_total{{group=\"{group}\",outcome=\"{outcome}\"}}")
+    };
+    assert_eq!(value(&samples, &delivery("users", "ok")), 1.0);
+    assert_eq!(value(&samples, &delivery("users", "unreachable")), 0.0);
+    assert_eq!(value(&samples, &delivery("cache", "ok")), 1.0);
+    assert_eq!(value(&samples, &delivery("cache", "unreachable")), 1.0);
+    assert_eq!(value(&samples, &delivery("cache", "failed")), 0.0);
+    assert_eq!(value(&samples, &delivery("cache", "timed_out")), 0.0);
+    assert!(
+        !samples.keys().any(|k| k.contains("group=\"nobody\"")),
+        "an unknown target has no delivery series"
+    );
+    assert_eq!(value(&samples, "mediator_nodes"), 3.0);
+
+    // The first scrape is counted once it has been answered.
+    let (_, samples) = scrape(&hub).await;
+    assert_eq!(value(&samples, &requests("other", 200)), 1.0);
+    assert_eq!(value(&samples, &count("other")), 1.0);
+    assert_eq!(value(&samples, &requests("one", 200)), 1.0);
+}
+
+#[tokio::test]
+async fn metrics_need_no_token_and_start_empty() {
+    let hub = Hub::start().await;
+    let (answer, samples) = scrape(&hub).await;
+    assert_eq!(
+        answer.header("cache-control"),
+        Some("no-cache, no-store, must-revalidate")
+    );
+    assert_eq!(value(&samples, "mediator_nodes"), 0.0);
+    assert!(!samples
+        .keys()
+        .any(|k| k.starts_with("mediator_requests_total")));
+    assert!(!samples
+        .keys()
+        .any(|k| k.starts_with("mediator_deliveries_total")));
+    let text = answer.text();
+    for family in [
+        "mediator_requests_total counter",
+        "mediator_request_duration_seconds histogram",
+        "mediator_deliveries_total counter",
+        "mediator_nodes gauge",
+    ] {
+        assert!(text.contains(&format!("# TYPE {family}\n")), "{family}");
+    }
+}
+
+fn basic(user: &str, password: &str) -> String {
+    format!("Basic {}", STANDARD.encode(format!("{user}:{password}")))
+}
+
+#[tokio::test]
+async fn the_dashboard_asks_a_browser_to_log_in() {
+    let hub = Hub::start().await;
+    for headers in [
+        vec![],
+        vec![("authorization", basic("admin", "wrong"))],
+        vec![("authorization", basic("root", SECRET))],
+    ] {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let answer = call("GET", &hub.url("/"), &headers, "").await;
+        assert_error(&answer, 401, "unauthorized", "caller");
+        let challenges: Vec<_> = answer
+            .headers
+            .get_all("www-authenticate")
+            .iter()
+            .map(|v| v.to_str().expect("ascii"))
+            .collect();
+        assert!(
+            challenges.contains(&"Basic realm=\"mediator\""),
+            "{challenges:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_dashboard_lists_the_nodes_for_an_admin() {
+    let hub = Hub::start().await;
+    let api = EchoNode::start("api").await;
+    hub.register("users/api", &api.url).await;
+    hub.register("users/", &api.url).await;
+
+    let answer = call(
+        "GET",
+        &hub.url("/"),
+        &[("authorization", &basic("admin", SECRET))],
+        "",
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(
+        answer.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    let html = answer.text();
+    assert!(html.starts_with("<!doctype html>"), "{html}");
+    assert!(html.contains("<code>users/api</code>"), "{html}");
+    assert!(
+        html.contains(&format!("<code>{}</code>", api.url)),
+        "{html}"
+    );
+    assert!(html.contains("2 registered nodes"), "{html}");
+    assert!(html.contains("http-equiv=\"refresh\""), "{html}");
+    // Self-contained: nothing is loaded from elsewhere.
+    for external in ["src=", "href=", "<script", "<link"] {
+        assert!(!html.contains(external), "{external} in {html}");
+    }
+    assert!(answer
+        .header("content-security-policy")
+        .is_some_and(|csp| csp.starts_with("default-src 'none'")));
+
+    // An admin token works too; a node's token does not.
+    let answer = call_as("GET", &hub.url("/"), &hub.admin_token(), "").await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let answer = call_as("GET", &hub.url("/"), &hub.token_for("users/api"), "").await;
+    assert_error(&answer, 403, "forbidden", "caller");
+
+    // Dashboard requests count under the admin route.
+    let (_, samples) = scrape(&hub).await;
+    assert_eq!(
+        value(
+            &samples,
+            "mediator_requests_total{route=\"admin\",status=\"200\"}"
+        ),
+        2.0
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "mediator_requests_total{route=\"admin\",status=\"403\"}"
+        ),
+        1.0
+    );
+}
