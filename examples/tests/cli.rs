@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use base64::Engine;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -426,6 +427,21 @@ async fn the_demo_starts_and_its_pages_answer() {
         serde_json::from_slice(&inbox.into_body().collect().await.unwrap().to_bytes()).unwrap();
     assert_eq!(inbox["received"][0]["text"], "hello");
     assert_eq!(inbox["received"][0]["from"], "demo/sender");
+    // The mediator's dashboard, behind the admin login the demo prints.
+    let dashboard = format!("http://{listen}/");
+    assert!(output.iter().any(|l| l.contains(&dashboard)), "{output:?}");
+    let anonymous = client.get(dashboard.parse().unwrap()).await.unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    let login = base64::engine::general_purpose::STANDARD
+        .encode(format!("admin:{}", secret_of(dir.path())));
+    let signed_in = Request::get(&dashboard)
+        .header("authorization", format!("Basic {login}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let page = client.request(signed_in).await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.into_body().collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&html).contains("demo/passive"));
     assert!(demo.terminate().success());
 }
 

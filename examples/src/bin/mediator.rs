@@ -476,6 +476,13 @@ async fn start_demo(
     for node in &nodes {
         println!("  demo/{:<11} http://{}/", node.role.name(), node.page);
     }
+    let password = match &secret.source {
+        SecretSource::File(path) | SecretSource::Generated(path) => {
+            format!("the content of {}", path.display())
+        }
+        SecretSource::Configured => "your MEDIATOR_SECRET".to_owned(),
+    };
+    println!("  dashboard        {url}/  (user admin, password: {password})");
     println!("\nThen try, in another terminal (same folder):");
     println!("  cargo run --release --bin mediator -- nodes");
     println!("  cargo run --release --bin mediator -- send --to 'demo/*' --key {} --data '{{\"text\":\"hi\"}}'", key_text);
