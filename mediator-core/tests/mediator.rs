@@ -311,3 +311,23 @@ fn the_builder_names_what_is_missing() {
         .unwrap_err();
     assert!(matches!(err, Error::Config(_)), "{err:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_maintenance_loop_evicts_leases_that_ran_out() {
+    let registry = Arc::new(MemoryRegistry::new());
+    let m = mediator_over(registry.clone(), Recorder::default());
+    let me = Identity::internal();
+    let mut gone = reg("g/gone");
+    gone.ttl = Duration::from_secs(1);
+    // Registered long enough ago that its lease has already run out.
+    m.register_at(&me, gone, Timestamp::now() - Duration::from_secs(60))
+        .await
+        .unwrap();
+    m.register(&me, reg("g/live")).await.unwrap();
+    let maintenance = m.spawn_maintenance();
+    tokio::time::sleep(m.limits().sweep_every * 2).await;
+    maintenance.abort();
+    assert_eq!(registry.get(&key("g/gone")).await.unwrap(), None);
+    assert!(m.table().get(&key("g/gone")).is_none());
+    assert!(m.table().get(&key("g/live")).is_some());
+}
