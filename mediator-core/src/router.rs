@@ -384,21 +384,6 @@ impl RoutingTable {
         removed
     }
 
-    /// Replaces the whole table with `nodes`, keeping the in-flight counts
-    /// of nodes that stay.
-    ///
-    /// For a refresh from the store, prefer [`begin_refresh`](Self::begin_refresh):
-    /// this replaces unconditionally, so writes made while `nodes` was read
-    /// are lost.
-    pub fn replace_all(&self, nodes: Vec<Node>) {
-        let mut writes = self.writes();
-        writes.seq += 1;
-        writes.applied = writes.seq;
-        let current = self.groups.load();
-        let slots = Self::slots_for(&current, nodes);
-        self.store_slots(&current, slots);
-    }
-
     /// Starts a refresh from the store: take the mark, read the store, then
     /// [apply](RefreshMark::apply) what was read.
     ///
@@ -795,7 +780,7 @@ mod tests {
         let request = InFlight::new(table.slot(&k).unwrap());
         table.renew(&k, lease + Duration::from_secs(1));
         table.insert(n.clone());
-        table.replace_all(vec![n]);
+        assert!(table.begin_refresh().apply(vec![n]));
         assert_eq!(outstanding(&table, &k), 1, "the request is still in flight");
         drop(request);
         assert_eq!(

@@ -411,7 +411,7 @@ async fn the_table_writes_through_and_refreshes() {
     let later = Timestamp::now() + Duration::from_secs(99);
     f.table.renew(&key("g/b"), later);
     assert_eq!(f.table.get(&key("g/b")).unwrap().lease_until, later);
-    f.table.replace_all(vec![]);
+    assert!(f.table.begin_refresh().apply(vec![]));
     assert!(f.table.is_empty());
 }
 
