@@ -612,96 +612,72 @@ mod tests {
         assert_eq!(ok.body, "hi");
         assert_eq!(ok.target, one);
 
-        // No target header at all.
-        let r = open_request(
-            &ring,
-            &me,
-            &head("/lookup", &[("x-mediator-from", "billing/w1")]),
-            sealed.clone(),
-            false,
+        const T: &str = "x-mediator-target";
+        const F: &str = "x-mediator-from";
+        // (why, path, headers, sender required, expected status and kind)
+        type Refusal<'a> = (
+            &'a str,
+            &'a str,
+            &'a [(&'a str, &'a str)],
+            bool,
+            (u16, &'a str),
         );
-        assert_eq!(status_of(r), (400, "invalid"));
-        // A target that is not this node.
-        let r = open_request(
-            &ring,
-            &me,
-            &head(
+        let refusals: [Refusal<'_>; 8] = [
+            (
+                "no target header",
                 "/lookup",
-                &[
-                    ("x-mediator-target", "users/db"),
-                    ("x-mediator-from", "billing/w1"),
-                ],
+                &[(F, "billing/w1")],
+                false,
+                (400, "invalid"),
             ),
-            sealed.clone(),
-            false,
-        );
-        assert_eq!(status_of(r), (421, "misdirected"));
-        // Another sender than the one that sealed.
-        let r = open_request(
-            &ring,
-            &me,
-            &head(
+            (
+                "another node",
                 "/lookup",
-                &[
-                    ("x-mediator-target", "users/api"),
-                    ("x-mediator-from", "billing/w2"),
-                ],
+                &[(T, "users/db"), (F, "billing/w1")],
+                false,
+                (421, "misdirected"),
             ),
-            sealed.clone(),
-            false,
-        );
-        assert_eq!(status_of(r), (400, "sealed"));
-        // The sender dropped.
-        let r = open_request(
-            &ring,
-            &me,
-            &head("/lookup", &[("x-mediator-target", "users/api")]),
-            sealed.clone(),
-            false,
-        );
-        assert_eq!(status_of(r), (400, "sealed"));
-        // Required sender missing.
-        let r = open_request(
-            &ring,
-            &me,
-            &head("/lookup", &[("x-mediator-target", "users/api")]),
-            sealed.clone(),
-            true,
-        );
-        assert_eq!(status_of(r), (403, "unverified_sender"));
-        // Another path.
-        let r = open_request(&ring, &me, &head("/other", &good), sealed.clone(), false);
-        assert_eq!(status_of(r), (400, "sealed"));
-        // Re-targeted as a broadcast.
-        let r = open_request(
-            &ring,
-            &me,
-            &head(
+            (
+                "another sender",
                 "/lookup",
-                &[
-                    ("x-mediator-target", "users/*"),
-                    ("x-mediator-from", "billing/w1"),
-                ],
+                &[(T, "users/api"), (F, "billing/w2")],
+                false,
+                (400, "sealed"),
             ),
-            sealed.clone(),
-            false,
-        );
-        assert_eq!(status_of(r), (400, "sealed"));
-        // A malformed sender.
-        let r = open_request(
-            &ring,
-            &me,
-            &head(
+            (
+                "sender dropped",
                 "/lookup",
-                &[
-                    ("x-mediator-target", "users/api"),
-                    ("x-mediator-from", "a b/c"),
-                ],
+                &[(T, "users/api")],
+                false,
+                (400, "sealed"),
             ),
-            sealed,
-            false,
-        );
-        assert_eq!(status_of(r), (400, "invalid"));
+            (
+                "sender required",
+                "/lookup",
+                &[(T, "users/api")],
+                true,
+                (403, "unverified_sender"),
+            ),
+            ("another path", "/other", &good, false, (400, "sealed")),
+            (
+                "re-targeted as a broadcast",
+                "/lookup",
+                &[(T, "users/*"), (F, "billing/w1")],
+                false,
+                (400, "sealed"),
+            ),
+            (
+                "malformed sender",
+                "/lookup",
+                &[(T, "users/api"), (F, "a b/c")],
+                false,
+                (400, "invalid"),
+            ),
+        ];
+        for (why, path, headers, require, expected) in refusals {
+            let r = open_request(&ring, &me, &head(path, headers), sealed.clone(), require);
+            assert_eq!(status_of(r), expected, "{why}");
+        }
     }
 
     #[test]
