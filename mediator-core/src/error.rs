@@ -88,6 +88,17 @@ pub enum Error {
     /// A key could not be parsed or used.
     #[error("bad key: {0}")]
     Key(String),
+    /// A node's handler (or a policy) refused the request with this status.
+    #[error("refused with {status} ({kind}): {message}")]
+    Refused {
+        /// The status to answer with: a 4xx when the caller is at fault, a
+        /// 5xx when the node is.
+        status: u16,
+        /// A short stable name for the refusal, such as `misdirected`.
+        kind: String,
+        /// Why, in words.
+        message: String,
+    },
     /// The mediator was composed wrongly.
     #[error("configuration error: {0}")]
     Config(String),
@@ -99,6 +110,23 @@ impl Error {
         Error::Invalid {
             field,
             rule: rule.into(),
+        }
+    }
+
+    /// Builds an [`Error::Refused`]: how a node's handler answers with a
+    /// status of its choosing.
+    ///
+    /// ```
+    /// use mediator_core::{Error, Fault};
+    /// let e = Error::refused(404, "no_such_user", "user 42 does not exist");
+    /// assert_eq!((e.status(), e.kind(), e.fault()), (404, "no_such_user", Fault::Caller));
+    /// assert_eq!(Error::refused(503, "busy", "try later").fault(), Fault::Node);
+    /// ```
+    pub fn refused(status: u16, kind: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Refused {
+            status,
+            kind: kind.into(),
+            message: message.into(),
         }
     }
 
@@ -126,6 +154,8 @@ impl Error {
             Error::DeadlinePassed { .. }
             | Error::NodeFailed { .. }
             | Error::NodeUnreachable { .. } => Fault::Node,
+            Error::Refused { status, .. } if (400..500).contains(status) => Fault::Caller,
+            Error::Refused { .. } => Fault::Node,
         }
     }
 
@@ -143,11 +173,12 @@ impl Error {
             Error::Store(_) | Error::NoNodeAvailable(_) => 503,
             Error::DeadlinePassed { .. } => 504,
             Error::Config(_) => 500,
+            Error::Refused { status, .. } => *status,
         }
     }
 
     /// A short stable name for the error kind, for JSON bodies and metrics.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> &str {
         match self {
             Error::Invalid { .. } => "invalid",
             Error::Store(_) => "store",
@@ -161,6 +192,7 @@ impl Error {
             Error::Sealed(_) => "sealed",
             Error::Key(_) => "key",
             Error::Config(_) => "config",
+            Error::Refused { kind, .. } => kind,
         }
     }
 }
