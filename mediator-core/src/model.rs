@@ -332,6 +332,54 @@ impl Target {
     }
 }
 
+impl Target {
+    /// Whether this target reaches the node `own`: `One` its own key, `All`
+    /// and `Any` its own group.
+    ///
+    /// A node refuses a request whose target it is not reached by, since the
+    /// mediator (or whoever handed it over) delivered it to the wrong node.
+    ///
+    /// ```
+    /// use mediator_core::{NodeKey, Target};
+    /// let me = NodeKey::named("users", "api").unwrap();
+    /// assert!("users/*".parse::<Target>().unwrap().addresses(&me));
+    /// assert!(!"users/db".parse::<Target>().unwrap().addresses(&me));
+    /// ```
+    pub fn addresses(&self, own: &NodeKey) -> bool {
+        match self {
+            Target::One(key) => key == own,
+            Target::All(group) | Target::Any(group) => group == own.group(),
+        }
+    }
+}
+
+impl FromStr for Target {
+    type Err = Error;
+
+    /// Parses the [`Display`](fmt::Display) form: `g/n`, `g/` (the group's
+    /// unnamed node), `g/*` (all) or `g/?` (any). A bare `g` is refused,
+    /// since it could mean the unnamed node or the whole group.
+    ///
+    /// ```
+    /// use mediator_core::{NodeKey, Target};
+    /// assert_eq!("cache/*".parse::<Target>().unwrap(), Target::all("cache").unwrap());
+    /// assert_eq!("g/".parse::<Target>().unwrap(), Target::One(NodeKey::unnamed("g").unwrap()));
+    /// assert!("g/a b".parse::<Target>().is_err());
+    /// assert!("g".parse::<Target>().is_err());
+    /// ```
+    fn from_str(s: &str) -> Result<Self> {
+        match s.split_once('/') {
+            Some((group, "*")) => Target::all(group),
+            Some((group, "?")) => Target::any(group),
+            Some(_) => Ok(Target::One(s.parse()?)),
+            None => Err(Error::invalid(
+                "target",
+                "must be group/name, group/, group/* or group/?",
+            )),
+        }
+    }
+}
+
 impl fmt::Display for Target {
     /// `group/name` for one node, `group/*` for all, `group/?` for any.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -464,6 +512,34 @@ mod tests {
             );
         }
         assert!(Endpoint::http("http://h:1/base/path").is_ok());
+    }
+
+    #[test]
+    fn targets_parse_and_address() {
+        let me: NodeKey = "users/api".parse().unwrap();
+        for (text, reaches) in [
+            ("users/api", true),
+            ("users/*", true),
+            ("users/?", true),
+            ("users/other", false),
+            ("users/", false),
+            ("other/*", false),
+            ("other/?", false),
+            ("other/api", false),
+        ] {
+            let target: Target = text.parse().expect(text);
+            assert_eq!(target.to_string(), text);
+            assert_eq!(target.addresses(&me), reaches, "{text}");
+        }
+        let unnamed: NodeKey = "g/".parse().unwrap();
+        assert!("g/".parse::<Target>().unwrap().addresses(&unnamed));
+        assert!(!"g/n".parse::<Target>().unwrap().addresses(&unnamed));
+        for bad in ["users", "/x", "a b/*", "g/?x", "g/a/b", ""] {
+            assert!(
+                matches!(bad.parse::<Target>(), Err(Error::Invalid { .. })),
+                "{bad:?} was accepted"
+            );
+        }
     }
 
     #[test]
