@@ -7,7 +7,9 @@
 //! [`Deliver`] traits with the default router, the [`Cipher`] that nodes use
 //! to seal payloads end to end, [token auth](crate::auth), and the
 //! [`Mediator`] that composes them. Transports and stores live in their own
-//! crates and plug in through these traits.
+//! crates and plug in through these traits; the [node side](node) of the
+//! protocol (opening and sealing, handlers, leases) is here too, so every
+//! transport's node client is a thin binding over it.
 //!
 //! The conformance suite every registry must pass is exported under the
 //! `testkit` feature as `testkit::conformance`; the original project's
@@ -21,6 +23,7 @@ mod error;
 pub mod mediator;
 mod memory;
 pub mod model;
+pub mod node;
 pub mod registry;
 pub mod router;
 #[cfg(feature = "testkit")]
