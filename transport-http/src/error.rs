@@ -68,19 +68,28 @@ pub enum HttpError {
     /// unknown shape).
     #[error("unexpected answer: {0}")]
     Protocol(String),
-    /// A node refused a request it was handed: not addressed to it, from an
-    /// unproven sender, or with a payload that does not open. Also what a
-    /// node's handler returns to answer with a chosen status.
-    #[error("refused with {status} ({kind}): {message}")]
-    Refused {
-        /// The HTTP status to answer with (4xx or 5xx).
-        status: u16,
-        /// A short stable name for the refusal (`misdirected`, `sealed`, ...).
-        kind: &'static str,
-        /// Why, in words.
-        message: String,
-    },
     /// The core refused or failed an operation.
     #[error(transparent)]
     Core(#[from] mediator_core::Error),
+}
+
+impl From<HttpError> for mediator_core::Error {
+    /// What a node's [`Handler`](mediator_core::node::Handler) answers with
+    /// when a call it made failed: a core error as it was; anything else
+    /// (another node's or the mediator's refusal, no answer) as this node's
+    /// own failure, `500` with kind `node_error`, since passing on the other
+    /// party's status would tell the caller something false about this
+    /// node.
+    ///
+    /// ```
+    /// use mediator_transport_http::HttpError;
+    /// let e = mediator_core::Error::from(HttpError::Protocol("garbled".into()));
+    /// assert_eq!((e.status(), e.kind()), (500, "node_error"));
+    /// ```
+    fn from(error: HttpError) -> Self {
+        match error {
+            HttpError::Core(e) => e,
+            other => mediator_core::Error::refused(500, "node_error", other.to_string()),
+        }
+    }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use formation_kit::{describe, eventually, json, key, node, ring, Hub, HubOptions};
-use mediator_core::{Fault, KeyRing, NodeKey, SealKey, Summary};
+use mediator_core::{Error, Fault, KeyRing, NodeKey, SealKey, Summary};
 use mediator_transport_http::client::{Backoff, Incoming};
 use mediator_transport_http::{HttpError, NodeClient};
 
@@ -109,20 +109,16 @@ async fn unknown_targets_slow_nodes_and_handler_errors_are_told_apart() {
     let slow = node(&hub, "slow/one")
         .start(|request: Incoming| async move {
             tokio::time::sleep(Duration::from_secs(3)).await;
-            Ok::<_, HttpError>(request.body)
+            Ok::<_, Error>(request.body)
         })
         .await
         .expect("slow node");
     let picky = node(&hub, "picky/one")
         .start(|request: Incoming| async move {
             if request.body.is_empty() {
-                Err(HttpError::Refused {
-                    status: 422,
-                    kind: "empty",
-                    message: "say something".into(),
-                })
+                Err(Error::refused(422, "empty", "say something"))
             } else {
-                Err(mediator_core::Error::invalid("body", "never good enough").into())
+                Err(Error::invalid("body", "never good enough"))
             }
         })
         .await
@@ -332,7 +328,7 @@ async fn any_spreads_load_and_skips_a_dead_node() {
             // busy node differs between them.
             tokio::time::sleep(Duration::from_millis(30)).await;
             let _ = request;
-            Ok::<_, HttpError>(Bytes::from(name))
+            Ok::<_, Error>(Bytes::from(name))
         }
     };
     let w1 = node(&hub, "workers/w1")

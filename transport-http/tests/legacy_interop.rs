@@ -251,7 +251,7 @@ async fn rust_legacy_nodes_talk_to_each_other() {
         .callback("http://127.0.0.1:0")
         .start_legacy(LegacyCipher::new(PASSPHRASE), |request: LegacyIncoming| async move {
             if request.body.get("fail").is_some() {
-                return Err(HttpError::Protocol("asked to fail".into()));
+                return Err(mediator_core::Error::refused(422, "failing", "asked to fail"));
             }
             Ok(json!({"sum": request.body["a"].as_i64().unwrap_or(0) + request.body["b"].as_i64().unwrap_or(0)}))
         })

@@ -1,13 +1,14 @@
-//! Staying registered: register, renew every `ttl/3` with jitter, register
-//! again when the mediator forgot the node or comes back, deregister.
+//! Staying registered over HTTP: the `/register`, `/renew` and `/remove`
+//! calls, and the background task that makes them when the core's
+//! [`Lease`] says.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
-use mediator_core::{Meta, NodeKey};
-use rand::Rng;
+use mediator_core::node::{Action, Lease};
+use mediator_core::{Meta, NodeKey, Timestamp};
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -45,58 +46,15 @@ impl Link {
     }
 }
 
-/// Exponential backoff with full jitter: the wait before retry `n` (from 0)
-/// is uniform in `[0, min(max, initial * 2^n)]`, so nodes that lost the
-/// mediator at the same moment do not all come back at the same moment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backoff {
-    /// The cap of the first wait.
-    pub initial: Duration,
-    /// The largest wait.
-    pub max: Duration,
-}
-
-impl Default for Backoff {
-    /// 200 ms doubling up to 10 s.
-    fn default() -> Self {
-        Backoff {
-            initial: Duration::from_millis(200),
-            max: Duration::from_secs(10),
-        }
-    }
-}
-
-impl Backoff {
-    /// The cap for retry `attempt` (from 0), before jitter.
-    pub fn ceiling(&self, attempt: u32) -> Duration {
-        let factor = 1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX);
-        self.initial.saturating_mul(factor).min(self.max)
-    }
-
-    /// A random wait for retry `attempt` (from 0).
-    pub fn delay(&self, attempt: u32) -> Duration {
-        let ceiling = self.ceiling(attempt);
-        rand::thread_rng().gen_range(Duration::ZERO..=ceiling)
-    }
-}
-
-/// The renewal period for a lease of `ttl`: `ttl/3` shortened by up to a
-/// fifth at random, so renewals spread out and two can be lost before the
-/// lease runs out.
-pub(crate) fn renew_period(ttl: Duration) -> Duration {
-    let third = ttl / 3;
-    third.mul_f64(rand::thread_rng().gen_range(0.8..=1.0))
-}
-
-/// One node's registration, as the background task keeps it alive.
+/// One node's registration as the mediator holds it: what to register, and
+/// the calls that keep it.
 #[derive(Debug, Clone)]
-pub(crate) struct Lease {
+pub(crate) struct Keeper {
     pub(crate) link: Arc<Link>,
     pub(crate) key: NodeKey,
     pub(crate) url: String,
     pub(crate) ttl: Duration,
     pub(crate) meta: Meta,
-    pub(crate) backoff: Backoff,
 }
 
 /// The lease in whole seconds, as the wire carries it (rounded up so a
@@ -105,13 +63,24 @@ fn ttl_secs(ttl: Duration) -> u64 {
     ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0)
 }
 
-impl Lease {
+/// The lease the mediator granted, from the `ttl` (whole seconds) of its
+/// answer; `asked` when it did not say or said something unusable, so a
+/// strange answer never makes the node renew in a tight loop.
+fn granted(answer: &serde_json::Value, asked: Duration) -> Duration {
+    answer
+        .get("ttl")
+        .and_then(serde_json::Value::as_u64)
+        .filter(|secs| *secs > 0)
+        .map_or(asked, Duration::from_secs)
+}
+
+impl Keeper {
     fn key_json(&self) -> serde_json::Value {
         json!({ "group": self.key.group(), "name": self.key.name() })
     }
 
-    /// Registers (or re-registers) the node.
-    pub(crate) async fn register(&self) -> Result<(), HttpError> {
+    /// Registers (or re-registers) the node; returns the lease granted.
+    pub(crate) async fn register(&self) -> Result<Duration, HttpError> {
         let body = json!({
             "group": self.key.group(),
             "name": self.key.name(),
@@ -136,22 +105,29 @@ impl Lease {
                     message: serde_json::Value::Object(errors.clone()).to_string(),
                 })
             }
-            _ if parsed.get("entity").is_none() => Err(HttpError::Protocol(
-                "register answered without an entity".into(),
-            )),
-            _ => Ok(()),
+            _ => match parsed.get("entity") {
+                None => Err(HttpError::Protocol(
+                    "register answered without an entity".into(),
+                )),
+                Some(entity) => Ok(granted(entity, self.ttl)),
+            },
         }
     }
 
-    /// Renews the lease; `Ok(false)` when the mediator does not know the
-    /// node (it should register again).
-    pub(crate) async fn renew(&self) -> Result<bool, HttpError> {
+    /// Renews the lease and returns the lease granted; `Ok(None)` when the
+    /// mediator does not know the node (it should register again).
+    pub(crate) async fn renew(&self) -> Result<Option<Duration>, HttpError> {
         let mut body = self.key_json();
         body["ttl"] = json!(ttl_secs(self.ttl));
         let answer = self.link.post_json("/renew", &body).await?;
         match answer.status {
-            StatusCode::OK => Ok(true),
-            StatusCode::NOT_FOUND => Ok(false),
+            StatusCode::OK => {
+                // The lease is renewed whatever the body says; an unreadable
+                // one only means the asked lease is assumed.
+                let parsed = serde_json::from_slice(&answer.body).unwrap_or_default();
+                Ok(Some(granted(&parsed, self.ttl)))
+            }
+            StatusCode::NOT_FOUND => Ok(None),
             status => Err(mediator_error(status, &answer.body)),
         }
     }
@@ -170,48 +146,41 @@ impl Lease {
             .ok_or_else(|| HttpError::Protocol("remove answered without `affected`".into()))
     }
 
-    /// Keeps the registration alive until `stop` changes or its sender
-    /// goes. Assumes the node is registered when it starts.
-    pub(crate) async fn run(self, mut stop: watch::Receiver<bool>) {
-        let mut registered = true;
-        let mut failures: u32 = 0;
+    /// Keeps the registration alive as `lease` says until `stop` changes
+    /// or its sender goes.
+    pub(crate) async fn run(self, mut lease: Lease, mut stop: watch::Receiver<bool>) {
         loop {
-            let wait = if registered {
-                renew_period(self.ttl)
-            } else {
-                self.backoff.delay(failures.saturating_sub(1))
-            };
+            let step = lease.next(Timestamp::now());
             tokio::select! {
-                () = tokio::time::sleep(wait) => {}
+                () = tokio::time::sleep(Timestamp::now().until(step.at)) => {}
                 _ = stop.changed() => return,
             }
-            if registered {
-                match self.renew().await {
-                    Ok(true) => continue,
-                    Ok(false) => {
+            // The lease ran from no earlier than the request was sent.
+            let sent = Timestamp::now();
+            match step.action {
+                Action::Renew => match self.renew().await {
+                    Ok(Some(granted)) => lease.renewed(sent, sent + granted),
+                    Ok(None) => {
                         tracing::info!(node = %self.key, "the mediator does not know this node; registering again");
+                        lease.forgotten(Timestamp::now());
                     }
                     Err(error) => {
                         tracing::warn!(node = %self.key, %error, "lease renewal failed");
-                        registered = false;
-                        failures = 1;
-                        continue;
+                        lease.failed(Timestamp::now());
                     }
-                }
-            }
-            match self.register().await {
-                Ok(()) => {
-                    if failures > 0 {
-                        tracing::info!(node = %self.key, after = failures, "registered again");
+                },
+                Action::Register => match self.register().await {
+                    Ok(granted) => {
+                        if lease.failures() > 0 {
+                            tracing::info!(node = %self.key, after = lease.failures(), "registered again");
+                        }
+                        lease.registered(sent, sent + granted);
                     }
-                    registered = true;
-                    failures = 0;
-                }
-                Err(error) => {
-                    failures = failures.saturating_add(1);
-                    registered = false;
-                    tracing::warn!(node = %self.key, %error, attempt = failures, "registration failed; backing off");
-                }
+                    Err(error) => {
+                        lease.failed(Timestamp::now());
+                        tracing::warn!(node = %self.key, %error, attempt = lease.failures(), "registration failed; backing off");
+                    }
+                },
             }
         }
     }
@@ -222,33 +191,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_grows_and_is_capped() {
-        let b = Backoff {
-            initial: Duration::from_millis(100),
-            max: Duration::from_secs(1),
-        };
-        assert_eq!(b.ceiling(0), Duration::from_millis(100));
-        assert_eq!(b.ceiling(1), Duration::from_millis(200));
-        assert_eq!(b.ceiling(3), Duration::from_millis(800));
-        assert_eq!(b.ceiling(4), Duration::from_secs(1));
-        assert_eq!(b.ceiling(1000), Duration::from_secs(1));
-        for attempt in 0..40 {
-            assert!(b.delay(attempt) <= b.ceiling(attempt));
-        }
-        // Full jitter: the waits are spread, not all at the cap.
-        let waits: Vec<Duration> = (0..200).map(|_| b.delay(10)).collect();
-        assert!(waits.iter().any(|w| *w < Duration::from_millis(500)));
-        assert!(waits.iter().any(|w| *w > Duration::from_millis(500)));
-    }
-
-    #[test]
-    fn renewals_come_before_a_third_of_the_lease() {
-        let ttl = Duration::from_secs(30);
-        for _ in 0..100 {
-            let p = renew_period(ttl);
-            assert!(
-                p <= Duration::from_secs(10) && p >= Duration::from_secs(8),
-                "{p:?}"
+    fn granted_leases_are_read_or_assumed() {
+        let asked = Duration::from_secs(30);
+        for (answer, expected) in [
+            (json!({"ttl": 9}), 9),
+            (json!({"ttl": 0}), 30),
+            (json!({"ttl": "9"}), 30),
+            (json!({"lease_until": "2030-01-01T00:00:00.000Z"}), 30),
+            (json!(null), 30),
+        ] {
+            assert_eq!(
+                granted(&answer, asked),
+                Duration::from_secs(expected),
+                "{answer}"
             );
         }
     }

@@ -8,7 +8,9 @@
 //! nodes use [`super::NodeClient`] with a
 //! [`KeyRing`](mediator_core::KeyRing).
 //!
-//! On the wire, as the original's libraries speak it:
+//! The payloads and tokens are the core's
+//! ([`mediator_core::node::legacy`]); this module adds how the original's
+//! libraries carry them over HTTP:
 //!
 //! - a request is `POST /one/<cluster>/<node>/<path>` with a fresh HS256
 //!   token in `x-jwt` (payload `{}` plus `iat` and `exp`, no identity,
@@ -34,17 +36,16 @@ use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use mediator_core::cipher::legacy::LegacyCipher;
-use mediator_core::{Claims, Error, NodeKey, Timestamp, TokenMinter};
+use mediator_core::node::legacy::{open_payload, original_claims, seal_payload};
+use mediator_core::node::BoxFuture;
+use mediator_core::{Error, NodeKey, Timestamp, TokenMinter};
 use serde_json::{json, Value};
 
-use super::node::{read_body, BoxFuture, DEFAULT_MAX_BODY};
+use super::node::{read_body, DEFAULT_MAX_BODY};
 use super::transport::{self, mediator_error, Transport};
 use super::{config, NodeClient, NodeClientBuilder};
 use crate::error::HttpError;
 use crate::headers::{X_JWT, X_MEDIATOR, X_MEDIATOR_NODE};
-
-/// The lifetime of the original's tokens.
-const ORIGINAL_TOKEN_LIFETIME: Duration = Duration::from_secs(9 * 60 * 60);
 
 /// Sends to nodes the way the original's sending library does.
 ///
@@ -131,14 +132,7 @@ impl LegacyClient {
 
     /// The original's token: `{}` plus `iat` and `exp`, signed with the secret.
     fn token(&self) -> Result<String, HttpError> {
-        let now = Timestamp::now();
-        Ok(self.minter.mint(&Claims {
-            sub: None,
-            exp: (now + ORIGINAL_TOKEN_LIFETIME).as_secs(),
-            iat: now.as_secs(),
-            nbf: None,
-            scope: None,
-        })?)
+        Ok(self.minter.mint(&original_claims(Timestamp::now()))?)
     }
 
     /// Sends `data` to node `node` of `cluster` (`None`: the cluster's
@@ -161,7 +155,7 @@ impl LegacyClient {
         let body = json!({
             "fromCluster": self.from_cluster,
             "fromNode": self.from_node,
-            "payload": self.cipher.encrypt(data.to_string().as_bytes()),
+            "payload": seal_payload(&self.cipher, data),
         });
         let token = HeaderValue::try_from(self.token()?)
             .map_err(|_| Error::invalid("token", "must be printable ASCII"))?;
@@ -189,9 +183,7 @@ impl LegacyClient {
             .get("payload")
             .and_then(Value::as_str)
             .ok_or_else(|| HttpError::Protocol("the reply has no string payload".into()))?;
-        let plain = self.cipher.decrypt(payload)?;
-        serde_json::from_slice(&plain)
-            .map_err(|e| HttpError::Protocol(format!("the decrypted reply is not JSON: {e}")))
+        Ok(open_payload(&self.cipher, payload)?)
     }
 }
 
@@ -217,19 +209,20 @@ pub struct LegacyIncoming {
 /// the reply JSON (which is then encrypted).
 ///
 /// Implemented for every `Fn(LegacyIncoming) -> impl Future<Output =
-/// Result<Value, HttpError>>`. An error is answered like the original's
-/// generic error: `409 {"error": "<message>"}`.
+/// Result<Value, Error>>`, like the native [`Handler`](super::Handler). An
+/// error is answered like the original's generic error, whatever its
+/// status: `409 {"error": "<message>"}`.
 pub trait LegacyHandler: Send + Sync + 'static {
     /// Answers one request.
-    fn handle(&self, request: LegacyIncoming) -> BoxFuture<Result<Value, HttpError>>;
+    fn handle(&self, request: LegacyIncoming) -> BoxFuture<Result<Value, Error>>;
 }
 
 impl<F, Fut> LegacyHandler for F
 where
     F: Fn(LegacyIncoming) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Result<Value, HttpError>> + Send + 'static,
+    Fut: std::future::Future<Output = Result<Value, Error>> + Send + 'static,
 {
-    fn handle(&self, request: LegacyIncoming) -> BoxFuture<Result<Value, HttpError>> {
+    fn handle(&self, request: LegacyIncoming) -> BoxFuture<Result<Value, Error>> {
         Box::pin(self(request))
     }
 }
@@ -316,12 +309,9 @@ impl LegacyService {
         let Some(payload) = envelope.get("payload").and_then(Value::as_str) else {
             return conflict("payload is missing");
         };
-        let data = match inner.cipher.decrypt(payload) {
-            Ok(plain) => match serde_json::from_slice::<Value>(&plain) {
-                Ok(data) => data,
-                Err(_) => return conflict("the decrypted payload is not JSON"),
-            },
-            Err(e) => return conflict(&format!("payload does not decrypt: {e}")),
+        let data = match open_payload(&inner.cipher, payload) {
+            Ok(data) => data,
+            Err(e) => return conflict(&format!("payload does not decrypt to JSON: {e}")),
         };
         let text = |field: &str| {
             envelope
@@ -340,7 +330,7 @@ impl LegacyService {
         match inner.handler.handle(incoming).await {
             Ok(reply) => json_response(
                 StatusCode::OK,
-                &json!({ "payload": inner.cipher.encrypt(reply.to_string().as_bytes()) }),
+                &json!({ "payload": seal_payload(&inner.cipher, &reply) }),
             ),
             Err(e) => conflict(&e.to_string()),
         }
@@ -429,7 +419,7 @@ mod tests {
     async fn answers_like_the_original_child() {
         let cipher = LegacyCipher::new("secret");
         let service = LegacyService::new(cipher.clone(), |req: LegacyIncoming| async move {
-            Ok::<_, HttpError>(json!({
+            Ok::<_, Error>(json!({
                 "got": req.body,
                 "from": [req.from_cluster, req.from_node],
                 "path": req.path,

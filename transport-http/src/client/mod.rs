@@ -16,8 +16,9 @@
 //! Every payload is sealed end to end with the node key ([`KeyRing`]): the
 //! mediator sees only opaque bytes, and the additional authenticated data
 //! binds sender, target and path (see [`mediator_core::cipher`]). The
-//! node's side of that exchange, usable without a `NodeClient`, is in
-//! [`open_request`], [`seal_reply`] and [`NodeService`].
+//! node's side of that exchange is the core's ([`mediator_core::node`]),
+//! whatever the transport; over HTTP it is usable without a `NodeClient` as
+//! [`NodeService`] (a hyper service) and [`open_request`].
 //!
 //! # Example
 //!
@@ -29,7 +30,7 @@
 //!
 //! use bytes::Bytes;
 //! use mediator_core::{
-//!     Authenticator, Claims, KeyRing, Mediator, MemoryRegistry, NodeKey, SealKey, Timestamp,
+//!     Authenticator, Claims, Error, KeyRing, Mediator, MemoryRegistry, NodeKey, SealKey, Timestamp,
 //! };
 //! use mediator_transport_http::client::Incoming;
 //! use mediator_transport_http::{HttpDelivery, HttpListener, NodeClient};
@@ -59,6 +60,10 @@
 //!     .start(|request: Incoming| async move {
 //!         let caller = request.from.map(|key| key.to_string()).unwrap_or_default();
 //!         let name = String::from_utf8_lossy(&request.body).into_owned();
+//!         if name.is_empty() {
+//!             // The caller gets 400 with this kind and message.
+//!             return Err(Error::refused(400, "no_name", "whom should I greet?"));
+//!         }
 //!         Ok(Bytes::from(format!("hello {name}, from {caller}")))
 //!     })
 //!     .await?;
@@ -88,37 +93,32 @@
 //!
 //! # Receiving requests
 //!
-//! A started node answers through [`NodeService`], which applies these
-//! rules (enforced by [`open_request`]) to every request:
+//! A started node answers through [`NodeService`], which applies the
+//! core's rules ([`mediator_core::node`]) to every request: the
+//! `x-mediator-target` header must reach this node (else `421`, kind
+//! `misdirected`), `x-mediator-from` must be a node key and, when the node
+//! demands one ([`NodeClientBuilder::require_sender`]), be there (`403`,
+//! kind `unverified_sender`), the body must open under the AAD of (sender,
+//! target, path) (`400`, kind `sealed`), and the handler is cut off at the
+//! caller's `x-mediator-deadline` (`504`), with [`DEADLINE_SLACK`] to spare.
 //!
-//! - `x-mediator-target` must be present and address this node: `g/n` must
-//!   be its own key, `g/*` and `g/?` its own group. Anything else is refused
-//!   with `421 Misdirected Request` (kind `misdirected`): the mediator, or
-//!   whoever sent it, delivered it to the wrong node.
-//! - `x-mediator-from`, when present, must be a node key (`400`, kind
-//!   `invalid`); when the node demands a verified sender
-//!   ([`NodeService::require_sender`]) its absence is refused with `403`
-//!   (kind `unverified_sender`).
-//! - The body must open under the AAD of (sender, target, path): a payload
-//!   sealed for another sender, target or path, or altered on the way, is
-//!   refused with `400` (kind `sealed`).
-//! - A request whose `x-mediator-deadline` has passed is answered `504`
-//!   without running the handler; otherwise the handler is cut off at the
-//!   deadline (both with [`DEADLINE_SLACK`] to spare, so the mediator's own
-//!   504 reaches the caller first).
-//!
-//! Every refusal is a JSON error body `{"error", "kind", "fault"}`, the same
-//! shape the mediator uses, so the caller sees why.
+//! A [`Handler`] returns the reply payload or a
+//! [`mediator_core::Error`]; [`Error::refused`] answers with a status and
+//! kind of its choosing. Every refusal and error is a JSON body
+//! `{"error", "kind", "fault"}`, the same shape the mediator uses, so the
+//! caller sees why. An [`HttpError`] (from calling other nodes inside a
+//! handler) converts with `?` and answers 500.
 //!
 //! # Leases
 //!
-//! A started node registers with a lease of `ttl` (default 30 s) and renews
-//! it every `ttl/3`, shortened at random by up to a fifth. When the
-//! mediator answers a renewal with 404 (it restarted with an empty registry,
-//! or evicted the node) the node registers again at once; when the mediator
-//! cannot be reached the node retries with exponential backoff and full
-//! jitter ([`Backoff`]), so a restarted mediator is not hit by every node in
-//! the same millisecond.
+//! A started node registers with a lease of `ttl` (default 30 s) and keeps
+//! it as the core's [`Lease`](mediator_core::node::Lease) says: it renews
+//! every third of the lease the mediator granted, shortened at random by
+//! up to a fifth; when the mediator answers a renewal with 404 (it
+//! restarted with an empty registry, or evicted the node) it registers
+//! again at once; when the mediator cannot be reached it retries with
+//! exponential backoff and full jitter ([`Backoff`]), so a restarted
+//! mediator is not hit by every node in the same millisecond.
 //!
 //! # Errors
 //!
@@ -141,18 +141,20 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method};
-use mediator_core::{Cipher, Error, KeyRing, Meta, NodeId, NodeKey, Summary, Target, TokenMinter};
+use mediator_core::node::{self as core_node, Lease as CoreLease};
+use mediator_core::{
+    Cipher, Error, KeyRing, Meta, NodeId, NodeKey, Summary, Target, Timestamp, TokenMinter,
+};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use lease::Backoff;
-pub use node::{
-    addresses, open_reply, open_request, parse_target, seal_reply, seal_request, BoxFuture,
-    Handler, Incoming, NodeService, DEADLINE_SLACK, DEFAULT_MAX_BODY, SEALED_CONTENT_TYPE,
+pub use mediator_core::node::{
+    open_reply, seal_reply, seal_request, Backoff, BoxFuture, Handler, Incoming, DEADLINE_SLACK,
 };
+pub use node::{open_request, NodeService, DEFAULT_MAX_BODY, SEALED_CONTENT_TYPE};
 
-use self::lease::{Lease, Link};
+use self::lease::{Keeper, Link};
 use self::transport::{catch_error, mediator_error, request, Answer, TokenSource, Transport};
 use crate::error::HttpError;
 use crate::headers::{X_MEDIATOR_NODE, X_MEDIATOR_SUMMARY, X_MEDIATOR_TIMEOUT_MS};
@@ -425,21 +427,25 @@ impl NodeClientBuilder {
         let local_addr = listener.local_addr()?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let server = serve::spawn(listener, service, stop_rx.clone());
-        let lease = Lease {
+        let lease = Keeper {
             link: Arc::clone(&link),
             key: key.clone(),
             url: callback.clone(),
             ttl: self.ttl,
             meta: std::mem::take(&mut self.meta),
-            backoff: self.backoff,
         };
-        if let Err(error) = lease.register().await {
-            let _ = stop_tx.send(true);
-            let _ = server.await;
-            return Err(error);
+        let mut state = CoreLease::new(self.ttl, self.backoff);
+        let sent = Timestamp::now();
+        match lease.register().await {
+            Ok(granted) => state.registered(sent, sent + granted),
+            Err(error) => {
+                let _ = stop_tx.send(true);
+                let _ = server.await;
+                return Err(error);
+            }
         }
         tracing::info!(node = %key, callback = %callback, mediator = %link.base, "node registered");
-        let keeper = tokio::spawn(lease.clone().run(stop_rx));
+        let keeper = tokio::spawn(lease.clone().run(state, stop_rx));
         Ok(NodeClient {
             inner: Arc::new(Inner {
                 link,
@@ -534,7 +540,7 @@ struct Running {
     stop: watch::Sender<bool>,
     keeper: JoinHandle<()>,
     server: JoinHandle<()>,
-    lease: Lease,
+    lease: Keeper,
 }
 
 struct Inner {
@@ -767,7 +773,7 @@ impl NodeClient {
         };
         let status = status.unwrap_or(200);
         let result = if (200..300).contains(&status) {
-            node::open_reply(
+            core_node::open_reply(
                 self.inner.cipher.as_ref(),
                 &node,
                 self.inner.key.as_ref(),
@@ -775,6 +781,7 @@ impl NodeClient {
                 &body,
             )
             .map(Bytes::from)
+            .map_err(HttpError::from)
         } else {
             Err(HttpError::Node {
                 node: node.to_string(),
@@ -812,7 +819,7 @@ impl NodeClient {
         };
         // The seal would catch a reply from another node too; saying so
         // plainly makes a misrouting mediator easier to diagnose.
-        if !addresses(target, &replier) {
+        if !target.addresses(&replier) {
             return Err(HttpError::Protocol(format!(
                 "asked {target}, but the mediator says {replier} answered"
             )));
@@ -824,7 +831,7 @@ impl NodeClient {
                 message: transport::error_message(&answer.body),
             });
         }
-        let reply = node::open_reply(
+        let reply = core_node::open_reply(
             self.inner.cipher.as_ref(),
             &replier,
             self.inner.key.as_ref(),
@@ -844,7 +851,7 @@ impl NodeClient {
         body: Bytes,
     ) -> Result<Answer, HttpError> {
         let inner = &self.inner;
-        let sealed = node::seal_request(
+        let sealed = core_node::seal_request(
             inner.cipher.as_ref(),
             inner.key.as_ref(),
             target,

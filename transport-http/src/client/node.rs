@@ -1,22 +1,19 @@
-//! The node's side of a sealed exchange: opening what the mediator hands
-//! over, sealing the answer, and a hyper service that does both around a
-//! [`Handler`].
+//! The node's side of a sealed exchange over HTTP: reading what the
+//! mediator hands over off the request, and a hyper service that answers it
+//! around a [`Handler`].
 //!
-//! The rules are in the [client module documentation](super).
+//! The rules themselves (what is refused, with which status) are the
+//! core's: see [`mediator_core::node`].
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
-use mediator_core::cipher::aad;
-use mediator_core::{Cipher, Error, NodeKey, Target, Timestamp};
+use mediator_core::node::{self, BoxFuture, Delivered, Handler, Incoming, Responder};
+use mediator_core::{Cipher, Error, Fault, NodeKey, Timestamp};
 
-use crate::error::HttpError;
 use crate::headers::{X_MEDIATOR_DEADLINE, X_MEDIATOR_FROM, X_MEDIATOR_TARGET};
 
 /// The content type of sealed bodies.
@@ -26,127 +23,53 @@ pub const SEALED_CONTENT_TYPE: &str = "application/octet-stream";
 /// mediator's default limit).
 pub const DEFAULT_MAX_BODY: usize = 8 * 1024 * 1024;
 
-/// A request as the node's handler sees it: opened, with the sender and
-/// target the mediator vouched for.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct Incoming {
-    /// The verified sender, or `None` when the caller has no node identity.
-    pub from: Option<NodeKey>,
-    /// How the caller addressed this node (`One`, `All` for a broadcast,
-    /// `Any` for any-of-group).
-    pub target: Target,
-    /// The HTTP method the caller used.
-    pub method: Method,
-    /// The request path at the node, without the query.
-    pub path: String,
-    /// The query string, if any (not covered by the seal).
-    pub query: Option<String>,
-    /// When the caller stops waiting, if the mediator said.
-    pub deadline: Option<Timestamp>,
-    /// The opened payload.
-    pub body: Bytes,
-}
-
-/// A boxed future, as [`Handler::handle`] returns.
-pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
-
-/// What a node does with a request: turn the opened payload into the reply
-/// payload (which is then sealed for the caller).
-///
-/// Implemented for every `Fn(Incoming) -> impl Future<Output =
-/// Result<Bytes, HttpError>>`. A handler's error becomes the node's answer:
-/// [`HttpError::Refused`] with its status, [`HttpError::Core`] with the
-/// core error's status (400 for invalid input, ...), anything else 500.
-///
-/// ```
-/// use mediator_transport_http::client::{Handler, Incoming};
-/// use mediator_transport_http::HttpError;
-///
-/// fn echo() -> impl Handler {
-///     |request: Incoming| async move { Ok::<_, HttpError>(request.body) }
-/// }
-/// # drop(echo());
-/// ```
-pub trait Handler: Send + Sync + 'static {
-    /// Answers one request.
-    fn handle(&self, request: Incoming) -> BoxFuture<Result<Bytes, HttpError>>;
-}
-
-impl<F, Fut> Handler for F
-where
-    F: Fn(Incoming) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<Bytes, HttpError>> + Send + 'static,
-{
-    fn handle(&self, request: Incoming) -> BoxFuture<Result<Bytes, HttpError>> {
-        Box::pin(self(request))
-    }
-}
-
-fn refused(status: StatusCode, kind: &'static str, message: impl Into<String>) -> HttpError {
-    HttpError::Refused {
-        status: status.as_u16(),
-        kind,
-        message: message.into(),
-    }
-}
-
-/// Parses a target in its `x-mediator-target` form: `g/n`, `g/` (the
-/// unnamed node), `g/*` (all) or `g/?` (any).
-///
-/// ```
-/// use mediator_transport_http::client::parse_target;
-/// use mediator_core::{NodeKey, Target};
-/// assert_eq!(parse_target("cache/*").unwrap(), Target::all("cache").unwrap());
-/// assert_eq!(parse_target("g/").unwrap(), Target::One(NodeKey::unnamed("g").unwrap()));
-/// assert!(parse_target("g/a b").is_err());
-/// ```
-pub fn parse_target(text: &str) -> Result<Target, Error> {
-    match text.split_once('/') {
-        Some((group, "*")) => Target::all(group),
-        Some((group, "?")) => Target::any(group),
-        Some(_) => Ok(Target::One(text.parse()?)),
-        None => Err(Error::invalid(
-            "target",
-            "must be group/name, group/, group/* or group/?",
-        )),
-    }
-}
-
-/// Whether `target` addresses the node `own`.
-pub fn addresses(target: &Target, own: &NodeKey) -> bool {
-    match target {
-        Target::One(key) => key == own,
-        Target::All(group) | Target::Any(group) => group == own.group(),
-    }
-}
-
+/// The text of header `name`, refusing (400) one that is not printable
+/// ASCII, since no routing fact the mediator writes can be.
 fn header_text<'a>(
     headers: &'a HeaderMap,
-    name: &http::HeaderName,
-) -> Result<Option<&'a str>, HttpError> {
+    name: &HeaderName,
+    field: &'static str,
+) -> Result<Option<&'a str>, Error> {
     match headers.get(name) {
         None => Ok(None),
-        Some(value) => value.to_str().map(Some).map_err(|_| {
-            refused(
-                StatusCode::BAD_REQUEST,
-                "invalid",
-                format!("{name} is not printable ASCII"),
-            )
-        }),
+        Some(value) => value
+            .to_str()
+            .map(Some)
+            .map_err(|_| Error::invalid(field, format!("{name} is not printable ASCII"))),
     }
 }
 
-/// Opens a request handed over by the mediator, as node `own`.
+/// What the mediator handed over in an HTTP request: the `x-mediator-*`
+/// headers, the method, path and query of `head`, and the sealed `body`.
+fn delivered<'a>(head: &'a http::request::Parts, body: &'a [u8]) -> Result<Delivered<'a>, Error> {
+    let headers = &head.headers;
+    // The core refuses this too; here the refusal can name the header the
+    // caller should look for.
+    let target = header_text(headers, &X_MEDIATOR_TARGET, "target")?.ok_or_else(|| {
+        Error::invalid(
+            "target",
+            format!("{X_MEDIATOR_TARGET} is missing: the request did not come through a mediator"),
+        )
+    })?;
+    Ok(Delivered::new(head.method.clone(), head.uri.path(), body)
+        .with_target(target)
+        .with_from(header_text(headers, &X_MEDIATOR_FROM, "from")?)
+        .with_deadline(header_text(headers, &X_MEDIATOR_DEADLINE, "deadline")?)
+        .with_query(head.uri.query()))
+}
+
+/// Opens a request handed over by the mediator over HTTP, as node `own`:
+/// [`mediator_core::node::open_request`] applied to the request's head
+/// (method, URI, `x-mediator-*` headers) and whole body.
 ///
-/// `head` is the request's head (method, URI, headers), `body` its whole
-/// body. Refusals are [`HttpError::Refused`] with the status to answer with;
-/// see the [client module documentation](super) for the rules. `require_sender`
-/// refuses requests from callers without a verified node identity.
+/// A refusal carries the status to answer with ([`Error::status`]);
+/// `require_sender` refuses requests from callers without a verified node
+/// identity.
 ///
 /// ```
+/// use mediator_core::node::seal_request;
 /// use mediator_core::{KeyRing, NodeKey, SealKey, Target};
-/// use mediator_transport_http::client::{open_request, seal_request};
+/// use mediator_transport_http::client::open_request;
 ///
 /// let ring = KeyRing::new(SealKey::generate());
 /// let me = NodeKey::named("users", "api")?;
@@ -169,8 +92,9 @@ fn header_text<'a>(
 /// assert_eq!(incoming.query.as_deref(), Some("verbose=1"));
 ///
 /// // Replayed at another path, the payload no longer opens.
-/// assert!(open_request(&ring, &me, &head("/delete"), sealed.into(), false).is_err());
-/// # Ok::<(), mediator_transport_http::HttpError>(())
+/// let replayed = open_request(&ring, &me, &head("/delete"), sealed.into(), false).unwrap_err();
+/// assert_eq!((replayed.status(), replayed.kind()), (400, "sealed"));
+/// # Ok::<(), mediator_core::Error>(())
 /// ```
 pub fn open_request(
     cipher: &dyn Cipher,
@@ -178,113 +102,8 @@ pub fn open_request(
     head: &http::request::Parts,
     body: Bytes,
     require_sender: bool,
-) -> Result<Incoming, HttpError> {
-    let headers = &head.headers;
-    let target_text = header_text(headers, &X_MEDIATOR_TARGET)?.ok_or_else(|| {
-        refused(
-            StatusCode::BAD_REQUEST,
-            "invalid",
-            format!("{X_MEDIATOR_TARGET} is missing: the request did not come through a mediator"),
-        )
-    })?;
-    let target = parse_target(target_text).map_err(|e| {
-        refused(
-            StatusCode::BAD_REQUEST,
-            "invalid",
-            format!("{X_MEDIATOR_TARGET}: {e}"),
-        )
-    })?;
-    if !addresses(&target, own) {
-        return Err(refused(
-            StatusCode::MISDIRECTED_REQUEST,
-            "misdirected",
-            format!("this is node {own}; the request was for {target}"),
-        ));
-    }
-    let from = match header_text(headers, &X_MEDIATOR_FROM)? {
-        None => None,
-        Some(text) => Some(text.parse::<NodeKey>().map_err(|e| {
-            refused(
-                StatusCode::BAD_REQUEST,
-                "invalid",
-                format!("{X_MEDIATOR_FROM}: {e}"),
-            )
-        })?),
-    };
-    if require_sender && from.is_none() {
-        return Err(refused(
-            StatusCode::FORBIDDEN,
-            "unverified_sender",
-            "this node answers only callers whose token names a node",
-        ));
-    }
-    let deadline = match header_text(headers, &X_MEDIATOR_DEADLINE)? {
-        None => None,
-        Some(text) => Some(Timestamp::from_millis(text.trim().parse().map_err(
-            |_| {
-                refused(
-                    StatusCode::BAD_REQUEST,
-                    "invalid",
-                    format!("{X_MEDIATOR_DEADLINE} must be milliseconds since the epoch"),
-                )
-            },
-        )?)),
-    };
-    let path = head.uri.path().to_owned();
-    let ad = aad(from.as_ref(), &target.to_string(), &path);
-    let plain = cipher.open(&body, &ad).map_err(|e| match e {
-        Error::Sealed(why) => refused(StatusCode::BAD_REQUEST, "sealed", why),
-        other => HttpError::Core(other),
-    })?;
-    Ok(Incoming {
-        from,
-        target,
-        method: head.method.clone(),
-        path,
-        query: head.uri.query().map(str::to_owned),
-        deadline,
-        body: Bytes::from(plain),
-    })
-}
-
-/// Seals a node's reply to `request` as node `own`: the AAD names this node
-/// as the sender and the caller as the target, at the request's path.
-pub fn seal_reply(
-    cipher: &dyn Cipher,
-    own: &NodeKey,
-    request: &Incoming,
-    reply: &[u8],
-) -> Result<Vec<u8>, HttpError> {
-    let caller = request
-        .from
-        .as_ref()
-        .map(ToString::to_string)
-        .unwrap_or_default();
-    Ok(cipher.seal(reply, &aad(Some(own), &caller, &request.path))?)
-}
-
-/// Seals a request payload from `from` for `target` at `path` (the query,
-/// if any, is not covered), as a client does before sending it.
-pub fn seal_request(
-    cipher: &dyn Cipher,
-    from: Option<&NodeKey>,
-    target: &Target,
-    path: &str,
-    body: &[u8],
-) -> Result<Vec<u8>, HttpError> {
-    Ok(cipher.seal(body, &aad(from, &target.to_string(), path))?)
-}
-
-/// Opens a reply from node `replier` to `caller` for a request at `path`.
-pub fn open_reply(
-    cipher: &dyn Cipher,
-    replier: &NodeKey,
-    caller: Option<&NodeKey>,
-    path: &str,
-    sealed: &[u8],
-) -> Result<Vec<u8>, HttpError> {
-    let caller = caller.map(ToString::to_string).unwrap_or_default();
-    Ok(cipher.open(sealed, &aad(Some(replier), &caller, path))?)
+) -> Result<Incoming, Error> {
+    node::open_request(cipher, own, delivered(head, &body)?, require_sender)
 }
 
 /// The JSON error body every refusal carries.
@@ -303,113 +122,61 @@ pub(crate) fn error_response(
     response
 }
 
-/// The answer for an error out of [`open_request`] or a handler.
-pub(crate) fn answer_error(error: &HttpError) -> Response<Full<Bytes>> {
-    match error {
-        HttpError::Refused {
-            status,
-            kind,
-            message,
-        } => {
-            let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let fault = if status.is_client_error() {
-                "caller"
-            } else {
-                "node"
-            };
-            error_response(status, kind, fault, message)
-        }
-        HttpError::Core(e) => error_response(
-            StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            e.kind(),
-            match e.fault() {
-                mediator_core::Fault::Caller => "caller",
-                mediator_core::Fault::Hub | mediator_core::Fault::Node => "node",
-            },
-            &e.to_string(),
-        ),
-        other => error_response(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "node_error",
-            "node",
-            &other.to_string(),
-        ),
-    }
+/// The answer for a refusal or a handler's error: its status, kind and
+/// message, and whose fault it was as the caller sees it (whatever is not
+/// the caller's is this node's).
+pub(crate) fn answer_error(error: &Error) -> Response<Full<Bytes>> {
+    let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let fault = match error.fault() {
+        Fault::Caller => "caller",
+        Fault::Hub | Fault::Node => "node",
+    };
+    // A refusal's message is the refuser's own words; the status and kind
+    // already travel beside it.
+    let message = match error {
+        Error::Refused { message, .. } => message.clone(),
+        other => other.to_string(),
+    };
+    error_response(status, error.kind(), fault, &message)
 }
 
 /// Reads a whole body, refusing one longer than `max` with 413.
-pub(crate) async fn read_body<B>(body: B, max: usize) -> Result<Bytes, HttpError>
+pub(crate) async fn read_body<B>(body: B, max: usize) -> Result<Bytes, Error>
 where
     B: hyper::body::Body,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     match Limited::new(body, max).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(refused(
-            StatusCode::PAYLOAD_TOO_LARGE,
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Error::refused(
+            413,
             "too_large",
             format!("the body is larger than {max} bytes"),
         )),
-        Err(e) => Err(refused(
-            StatusCode::BAD_REQUEST,
-            "invalid",
+        Err(e) => Err(Error::invalid(
+            "body",
             format!("the body could not be read: {e}"),
         )),
     }
 }
 
-/// How long past the caller's deadline a node keeps going.
-///
-/// The mediator answers the caller with its own 504 (naming the node) at
-/// the deadline; a node that also gave up exactly then would race it and
-/// the caller would sometimes see the node's answer instead. The slack
-/// also absorbs clock skew between the mediator's and the node's hosts,
-/// since the deadline travels as wall-clock time.
-pub const DEADLINE_SLACK: Duration = Duration::from_secs(1);
-
-/// Runs `work` until [`DEADLINE_SLACK`] after `deadline` (wall clock), if
-/// there is one: the caller has stopped waiting by then, so the work is cut
-/// off and answered with 504.
-pub(crate) async fn within_deadline<T>(
-    deadline: Option<Timestamp>,
-    work: impl Future<Output = Result<T, HttpError>>,
-) -> Result<T, HttpError> {
-    let Some(deadline) = deadline else {
-        return work.await;
-    };
-    let left: Duration = Timestamp::now().until(deadline + DEADLINE_SLACK);
-    if left.is_zero() {
-        return Err(refused(
-            StatusCode::GATEWAY_TIMEOUT,
-            "deadline_passed",
-            "the caller's deadline passed before the request was handled",
-        ));
-    }
-    match tokio::time::timeout(left, work).await {
-        Ok(result) => result,
-        Err(_) => Err(refused(
-            StatusCode::GATEWAY_TIMEOUT,
-            "deadline_passed",
-            "the handler did not finish before the caller's deadline",
-        )),
-    }
-}
-
 /// A hyper service that opens each request, runs the [`Handler`] and seals
-/// its reply: what [`NodeClient`](super::NodeClient) serves at its callback
-/// URL, usable on its own with any hyper server.
+/// its reply (a [`Responder`] over HTTP): what
+/// [`NodeClient`](super::NodeClient) serves at its callback URL, usable on
+/// its own with any hyper server.
 ///
-/// Cheap to clone.
+/// Every refusal and handler error is answered with its status and a JSON
+/// body `{"error", "kind", "fault"}`, the shape the mediator uses, so the
+/// caller sees why. Cheap to clone.
 ///
 /// ```
-/// use mediator_core::{KeyRing, NodeKey, SealKey};
+/// use mediator_core::{Error, KeyRing, NodeKey, SealKey};
 /// use mediator_transport_http::client::{Incoming, NodeService};
-/// use mediator_transport_http::HttpError;
 ///
 /// let service = NodeService::new(
 ///     NodeKey::named("users", "api").unwrap(),
 ///     KeyRing::new(SealKey::generate()),
-///     |request: Incoming| async move { Ok::<_, HttpError>(request.body) },
+///     |request: Incoming| async move { Ok::<_, Error>(request.body) },
 /// )
 /// .require_sender(true);
 /// // hyper::server::conn::http1::Builder::new().serve_connection(io, service)
@@ -420,19 +187,17 @@ pub struct NodeService {
     inner: Arc<ServiceInner>,
 }
 
+#[derive(Clone)]
 struct ServiceInner {
-    own: NodeKey,
-    cipher: Arc<dyn Cipher>,
-    handler: Arc<dyn Handler>,
-    require_sender: bool,
+    responder: Responder,
     max_body: usize,
 }
 
 impl std::fmt::Debug for NodeService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NodeService")
-            .field("node", &self.inner.own)
-            .field("require_sender", &self.inner.require_sender)
+            .field("node", self.inner.responder.node())
+            .field("require_sender", &self.inner.responder.requires_sender())
             .field("max_body", &self.inner.max_body)
             .finish_non_exhaustive()
     }
@@ -451,38 +216,21 @@ impl NodeService {
     ) -> NodeService {
         NodeService {
             inner: Arc::new(ServiceInner {
-                own,
-                cipher,
-                handler,
-                require_sender: false,
+                responder: Responder::shared(own, cipher, handler),
                 max_body: DEFAULT_MAX_BODY,
             }),
         }
     }
 
     fn edit(mut self, change: impl FnOnce(&mut ServiceInner)) -> NodeService {
-        match Arc::get_mut(&mut self.inner) {
-            Some(inner) => change(inner),
-            None => {
-                let old = &self.inner;
-                let mut fresh = ServiceInner {
-                    own: old.own.clone(),
-                    cipher: Arc::clone(&old.cipher),
-                    handler: Arc::clone(&old.handler),
-                    require_sender: old.require_sender,
-                    max_body: old.max_body,
-                };
-                change(&mut fresh);
-                self.inner = Arc::new(fresh);
-            }
-        }
+        change(Arc::make_mut(&mut self.inner));
         self
     }
 
     /// Refuses (403) callers whose token names no node (default: accepted,
     /// with `from: None`).
     pub fn require_sender(self, require: bool) -> NodeService {
-        self.edit(|inner| inner.require_sender = require)
+        self.edit(|inner| inner.responder = inner.responder.clone().require_sender(require))
     }
 
     /// The largest request body read (default [`DEFAULT_MAX_BODY`]); longer
@@ -493,7 +241,7 @@ impl NodeService {
 
     /// The node this service answers as.
     pub fn node(&self) -> &NodeKey {
-        &self.inner.own
+        self.inner.responder.node()
     }
 
     /// Handles one request, whatever its body type.
@@ -503,37 +251,32 @@ impl NodeService {
         B::Error: std::error::Error + Send + Sync + 'static,
     {
         match self.try_answer(request).await {
-            Ok(response) => response,
+            Ok(sealed) => {
+                let mut response = Response::new(Full::new(Bytes::from(sealed)));
+                response
+                    .headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static(SEALED_CONTENT_TYPE));
+                response
+            }
             Err(error) => {
-                tracing::debug!(node = %self.inner.own, %error, "request refused");
+                tracing::debug!(node = %self.node(), %error, "request refused");
                 answer_error(&error)
             }
         }
     }
 
-    async fn try_answer<B>(&self, request: Request<B>) -> Result<Response<Full<Bytes>>, HttpError>
+    async fn try_answer<B>(&self, request: Request<B>) -> Result<Vec<u8>, Error>
     where
         B: hyper::body::Body,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
-        let inner = &self.inner;
         let (head, body) = request.into_parts();
-        let body = read_body(body, inner.max_body).await?;
-        let incoming = open_request(
-            inner.cipher.as_ref(),
-            &inner.own,
-            &head,
-            body,
-            inner.require_sender,
-        )?;
-        let deadline = incoming.deadline;
-        let handled = within_deadline(deadline, inner.handler.handle(incoming.clone())).await?;
-        let sealed = seal_reply(inner.cipher.as_ref(), &inner.own, &incoming, &handled)?;
-        let mut response = Response::new(Full::new(Bytes::from(sealed)));
-        response
-            .headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static(SEALED_CONTENT_TYPE));
-        Ok(response)
+        let body = read_body(body, self.inner.max_body).await?;
+        let delivered = delivered(&head, &body)?;
+        self.inner
+            .responder
+            .answer(delivered, Timestamp::now())
+            .await
     }
 }
 
@@ -550,198 +293,160 @@ impl hyper::service::Service<Request<hyper::body::Incoming>> for NodeService {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use mediator_core::node::{open_reply, seal_request, DEADLINE_SLACK};
+    use mediator_core::{KeyRing, SealKey, Target};
+
     use super::*;
-    use mediator_core::{KeyRing, SealKey};
 
     fn key(s: &str) -> NodeKey {
         s.parse().expect("key")
     }
 
-    fn head(path: &str, headers: &[(&str, &str)]) -> http::request::Parts {
+    fn request(path: &str, headers: &[(&str, &[u8])], body: Vec<u8>) -> Request<Full<Bytes>> {
         let mut builder = Request::post(path);
         for (name, value) in headers {
-            builder = builder.header(*name, *value);
+            builder = builder.header(*name, HeaderValue::from_bytes(value).expect("value"));
         }
-        builder.body(()).expect("request").into_parts().0
+        builder.body(Full::new(Bytes::from(body))).expect("request")
     }
 
-    fn status_of(result: Result<Incoming, HttpError>) -> (u16, &'static str) {
-        match result {
-            Err(HttpError::Refused { status, kind, .. }) => (status, kind),
-            other => panic!("expected a refusal, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn targets_parse_and_address() {
-        let me = key("users/api");
-        for (text, ok) in [
-            ("users/api", true),
-            ("users/*", true),
-            ("users/?", true),
-            ("users/other", false),
-            ("users/", false),
-            ("other/*", false),
-            ("other/api", false),
-        ] {
-            let target = parse_target(text).expect(text);
-            assert_eq!(target.to_string(), text);
-            assert_eq!(addresses(&target, &me), ok, "{text}");
-        }
-        assert!(parse_target("users").is_err());
-        assert!(parse_target("/x").is_err());
-        assert!(addresses(&parse_target("g/").expect("unnamed"), &key("g/")));
+    async fn json_of(response: Response<Full<Bytes>>) -> (u16, serde_json::Value) {
+        let status = response.status().as_u16();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        (status, serde_json::from_slice(&body).expect("json"))
     }
 
     #[test]
-    fn open_request_enforces_every_rule() {
+    fn the_head_says_what_the_mediator_said() {
         let ring = KeyRing::new(SealKey::generate());
         let me = key("users/api");
-        let caller = key("billing/w1");
-        let one = Target::One(me.clone());
-        let sealed: Bytes = seal_request(&ring, Some(&caller), &one, "/lookup", b"hi")
-            .expect("seal")
-            .into();
-        let good = [
-            ("x-mediator-target", "users/api"),
-            ("x-mediator-from", "billing/w1"),
-        ];
-
-        let ok =
-            open_request(&ring, &me, &head("/lookup", &good), sealed.clone(), true).expect("opens");
-        assert_eq!(ok.body, "hi");
-        assert_eq!(ok.target, one);
-
-        const T: &str = "x-mediator-target";
-        const F: &str = "x-mediator-from";
-        // (why, path, headers, sender required, expected status and kind)
-        type Refusal<'a> = (
-            &'a str,
-            &'a str,
-            &'a [(&'a str, &'a str)],
-            bool,
-            (u16, &'a str),
-        );
-        let refusals: [Refusal<'_>; 8] = [
-            (
-                "no target header",
-                "/lookup",
-                &[(F, "billing/w1")],
-                false,
-                (400, "invalid"),
-            ),
-            (
-                "another node",
-                "/lookup",
-                &[(T, "users/db"), (F, "billing/w1")],
-                false,
-                (421, "misdirected"),
-            ),
-            (
-                "another sender",
-                "/lookup",
-                &[(T, "users/api"), (F, "billing/w2")],
-                false,
-                (400, "sealed"),
-            ),
-            (
-                "sender dropped",
-                "/lookup",
-                &[(T, "users/api")],
-                false,
-                (400, "sealed"),
-            ),
-            (
-                "sender required",
-                "/lookup",
-                &[(T, "users/api")],
-                true,
-                (403, "unverified_sender"),
-            ),
-            ("another path", "/other", &good, false, (400, "sealed")),
-            (
-                "re-targeted as a broadcast",
-                "/lookup",
-                &[(T, "users/*"), (F, "billing/w1")],
-                false,
-                (400, "sealed"),
-            ),
-            (
-                "malformed sender",
-                "/lookup",
-                &[(T, "users/api"), (F, "a b/c")],
-                false,
-                (400, "invalid"),
-            ),
-        ];
-        for (why, path, headers, require, expected) in refusals {
-            let r = open_request(&ring, &me, &head(path, headers), sealed.clone(), require);
-            assert_eq!(status_of(r), expected, "{why}");
-        }
-    }
-
-    #[test]
-    fn replies_open_only_for_the_caller() {
-        let ring = KeyRing::new(SealKey::generate());
-        let me = key("users/api");
-        let caller = key("billing/w1");
-        let sealed = seal_request(
-            &ring,
-            Some(&caller),
-            &Target::any("users").expect("any"),
-            "/p",
-            b"q",
+        let sealed = seal_request(&ring, None, &Target::One(me.clone()), "/p", b"x").expect("seal");
+        let (head, _) = request(
+            "/p?q=1",
+            &[
+                ("x-mediator-target", b"users/api"),
+                ("x-mediator-deadline", b"1700000000000"),
+            ],
+            Vec::new(),
         )
-        .expect("seal");
-        let incoming = open_request(
-            &ring,
-            &me,
-            &head(
-                "/p",
-                &[
-                    ("x-mediator-target", "users/?"),
-                    ("x-mediator-from", "billing/w1"),
-                ],
-            ),
-            sealed.into(),
-            false,
-        )
-        .expect("opens");
-        let reply = seal_reply(&ring, &me, &incoming, b"answer").expect("seal");
+        .into_parts();
+        let incoming = open_request(&ring, &me, &head, sealed.into(), false).expect("opens");
+        assert_eq!(incoming.query.as_deref(), Some("q=1"));
         assert_eq!(
-            open_reply(&ring, &me, Some(&caller), "/p", &reply).expect("opens"),
-            b"answer"
+            incoming.deadline,
+            Some(Timestamp::from_millis(1_700_000_000_000))
         );
-        assert!(open_reply(&ring, &key("users/db"), Some(&caller), "/p", &reply).is_err());
-        assert!(open_reply(&ring, &me, Some(&key("billing/w2")), "/p", &reply).is_err());
-        assert!(open_reply(&ring, &me, Some(&caller), "/q", &reply).is_err());
+        assert_eq!(incoming.body, "x");
+
+        // A header that is not text is refused before anything else.
+        for name in [
+            "x-mediator-target",
+            "x-mediator-from",
+            "x-mediator-deadline",
+        ] {
+            let mut headers: Vec<(&str, &[u8])> = vec![(name, b"caf\xc3\xa9")];
+            if name != "x-mediator-target" {
+                headers.push(("x-mediator-target", b"users/api"));
+            }
+            let (head, _) = request("/p", &headers, Vec::new()).into_parts();
+            let e = open_request(&ring, &me, &head, Bytes::new(), false).expect_err(name);
+            assert_eq!((e.status(), e.kind()), (400, "invalid"), "{name}");
+            assert!(e.to_string().contains("printable ASCII"), "{e}");
+        }
     }
 
     #[tokio::test]
-    async fn deadlines_cut_handlers_off() {
-        let past = Some(Timestamp::from_millis(
-            Timestamp::now().as_millis() - 1 - DEADLINE_SLACK.as_millis() as i64,
-        ));
-        let r = within_deadline(past, async { Ok::<_, HttpError>(()) }).await;
-        assert!(
-            matches!(r, Err(HttpError::Refused { status: 504, .. })),
-            "{r:?}"
-        );
-        // Already past, but within the slack: the handler still runs, and
-        // is cut off once the slack is spent too.
-        let soon = Some(Timestamp::from_millis(
-            Timestamp::now().as_millis() + 50 - DEADLINE_SLACK.as_millis() as i64,
-        ));
-        assert!(within_deadline(soon, async { Ok::<_, HttpError>(()) })
+    async fn the_service_answers_sealed_or_with_a_json_error() {
+        let ring = KeyRing::new(SealKey::generate());
+        let me = key("users/api");
+        let caller = key("billing/w1");
+        let service = NodeService::new(me.clone(), ring.clone(), |request: Incoming| async move {
+            match request.path.as_str() {
+                "/teapot" => Err(Error::refused(418, "teapot", "short and stout")),
+                "/slow" => {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    Ok(Bytes::new())
+                }
+                _ => Ok(request.body),
+            }
+        })
+        .max_body(1024);
+        let seal = |path: &str, body: &[u8]| {
+            seal_request(&ring, Some(&caller), &Target::One(me.clone()), path, body).expect("seal")
+        };
+        let facts: &[(&str, &[u8])] = &[
+            ("x-mediator-target", b"users/api"),
+            ("x-mediator-from", b"billing/w1"),
+        ];
+
+        let response = service
+            .answer(request("/echo", facts, seal("/echo", b"hi")))
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()[CONTENT_TYPE], SEALED_CONTENT_TYPE);
+        let body = response
+            .into_body()
+            .collect()
             .await
-            .is_ok());
-        let r = within_deadline(soon, std::future::pending::<Result<(), HttpError>>()).await;
-        assert!(
-            matches!(r, Err(HttpError::Refused { status: 504, .. })),
-            "{r:?}"
+            .expect("body")
+            .to_bytes();
+        assert_eq!(
+            open_reply(&ring, &me, Some(&caller), "/echo", &body).expect("opens"),
+            b"hi"
         );
-        assert!(within_deadline(None, async { Ok::<_, HttpError>(1) })
-            .await
-            .is_ok());
+
+        let (status, body) = json_of(
+            service
+                .answer(request("/teapot", facts, seal("/teapot", b"")))
+                .await,
+        )
+        .await;
+        assert_eq!(status, 418);
+        assert_eq!(
+            (body["kind"].as_str(), body["fault"].as_str()),
+            (Some("teapot"), Some("caller"))
+        );
+
+        let (status, body) = json_of(
+            service
+                .answer(request("/echo", facts, seal("/echo", &[0; 2048])))
+                .await,
+        )
+        .await;
+        assert_eq!((status, body["kind"].as_str()), (413, Some("too_large")));
+
+        let misdirected: &[(&str, &[u8])] = &[("x-mediator-target", b"users/db")];
+        let (status, body) = json_of(
+            service
+                .answer(request("/echo", misdirected, seal("/echo", b"")))
+                .await,
+        )
+        .await;
+        assert_eq!((status, body["kind"].as_str()), (421, Some("misdirected")));
+
+        let soon = Timestamp::now() + Duration::from_millis(50) - DEADLINE_SLACK;
+        let soon = soon.as_millis().to_string();
+        let with_deadline: &[(&str, &[u8])] = &[
+            ("x-mediator-target", b"users/api"),
+            ("x-mediator-from", b"billing/w1"),
+            ("x-mediator-deadline", soon.as_bytes()),
+        ];
+        let (status, body) = json_of(
+            service
+                .answer(request("/slow", with_deadline, seal("/slow", b"")))
+                .await,
+        )
+        .await;
+        assert_eq!(
+            (status, body["kind"].as_str()),
+            (504, Some("deadline_passed"))
+        );
     }
 }

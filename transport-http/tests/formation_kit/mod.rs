@@ -163,7 +163,8 @@ pub fn node(hub: &Hub, text: &str) -> NodeClientBuilder {
 /// A handler answering with what reached it, as JSON.
 pub fn describe(
     name: &'static str,
-) -> impl Fn(Incoming) -> std::future::Ready<Result<Bytes, HttpError>> + Send + Sync + 'static {
+) -> impl Fn(Incoming) -> std::future::Ready<Result<Bytes, mediator_core::Error>> + Send + Sync + 'static
+{
     move |request: Incoming| {
         std::future::ready(Ok(Bytes::from(
             json!({
