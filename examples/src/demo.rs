@@ -19,7 +19,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming as HyperIncoming;
 use mediator_core::Target;
 use mediator_core::{KeyRing, NodeKey, Timestamp, TokenMinter};
-use mediator_transport_http::client::{parse_target, Incoming};
+use mediator_transport_http::client::Incoming;
 use mediator_transport_http::{HttpError, NodeClient};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -157,13 +157,14 @@ fn answer(
     inbox: &Mutex<Vec<Received>>,
     me: &NodeKey,
     request: Incoming,
-) -> Result<Bytes, HttpError> {
-    let message: Message =
-        serde_json::from_slice(&request.body).map_err(|e| HttpError::Refused {
-            status: 400,
-            kind: "invalid",
-            message: format!("a demo message is {{\"text\": \"...\"}}: {e}"),
-        })?;
+) -> Result<Bytes, mediator_core::Error> {
+    let message: Message = serde_json::from_slice(&request.body).map_err(|e| {
+        mediator_core::Error::refused(
+            400,
+            "invalid",
+            format!("a demo message is {{\"text\": \"...\"}}: {e}"),
+        )
+    })?;
     let received = Received {
         at: Timestamp::now().to_rfc3339(),
         from: request.from.map(|k| k.to_string()),
@@ -307,7 +308,7 @@ fn send_failure_status(error: &CliError) -> StatusCode {
 
 /// Sends a demo message to `form.to` (`g/n`, `g/*` or `g/?`) and describes the outcome.
 async fn send(client: &NodeClient, form: &SendForm) -> Result<serde_json::Value, CliError> {
-    let target = parse_target(form.to.trim())?;
+    let target: Target = form.to.trim().parse()?;
     let path = form
         .path
         .clone()

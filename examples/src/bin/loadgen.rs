@@ -36,9 +36,7 @@ use mediator_core::{
     Timestamp, TokenMinter,
 };
 use mediator_transport_http::client::{open_reply, seal_request, Incoming};
-use mediator_transport_http::{
-    HttpDelivery, HttpDeliveryConfig, HttpError, HttpListener, NodeClient,
-};
+use mediator_transport_http::{HttpDelivery, HttpDeliveryConfig, HttpListener, NodeClient};
 
 /// Measures the mediator's overhead against calling an echo node directly.
 #[derive(Parser, Debug)]
@@ -326,7 +324,7 @@ struct Setup {
     _echo: Option<NodeClient>,
 }
 
-async fn echo(request: Incoming) -> Result<Bytes, HttpError> {
+async fn echo(request: Incoming) -> Result<Bytes, mediator_core::Error> {
     Ok(request.body)
 }
 

@@ -16,7 +16,6 @@ use mediator_examples::scaffold::{default_crates_path, Scaffold};
 use mediator_examples::secret::{Secret, SecretSource};
 use mediator_examples::store::{OpenStore, StoreUrl};
 use mediator_examples::CliError;
-use mediator_transport_http::client::parse_target;
 use mediator_transport_http::{HttpDelivery, HttpListener, NodeClient, TlsConfig};
 
 #[derive(Parser)]
@@ -255,7 +254,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 .keys(keys)
                 .connect()
                 .await?;
-            match parse_target(&to)? {
+            match to.parse::<Target>()? {
                 Target::One(key) => println!(
                     "{}",
                     String::from_utf8_lossy(&client.call(key, &path, data).await?)
