@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderValue};
-use http::{Request, Response, StatusCode};
+use http::request::Parts;
+use http::{Response, StatusCode};
 use http_body_util::Full;
-use hyper::body::Incoming;
 use mediator_core::auth::{Claims, Identity};
 use mediator_core::model::validate_name;
 use mediator_core::{Error, Fault, Mediator, NodeId, Timestamp};
@@ -138,8 +138,8 @@ pub(super) fn metrics_reply(mediator: &Mediator, metrics: &Metrics) -> HttpRespo
 
 /// `/`: the dashboard, for an admin; a browser without a login is invited
 /// to log in with Basic auth.
-pub(super) async fn dashboard(mediator: &Mediator, request: &Request<Incoming>) -> HttpResponse {
-    let credential = credentials::in_head(request.headers(), request.uri());
+pub(super) async fn dashboard(mediator: &Mediator, parts: &Parts) -> HttpResponse {
+    let credential = credentials::in_head(&parts.headers, &parts.uri);
     let identity = match credentials::check(mediator, credential) {
         Ok(identity) => identity,
         Err(e @ Error::Unauthorized(_)) => return reply::unauthorized_with_basic(&e),

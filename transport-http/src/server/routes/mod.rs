@@ -19,8 +19,8 @@ use bytes::Bytes;
 use http::header::{HeaderMap, CONTENT_LENGTH};
 use http::request::Parts;
 use http::{Request, StatusCode};
+use http_body::Body;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use hyper::body::Incoming;
 use mediator_core::auth::Identity;
 use mediator_core::{Error, Fault, Mediator};
 use serde_json::{json, Map, Value};
@@ -30,17 +30,21 @@ use tracing::{Instrument, Span};
 use super::credentials;
 use super::metrics::Metrics;
 use super::reply::{self, HttpResponse};
+use super::service::{BoxError, RemoteAddr};
 use path::{parse_route, Route};
 
 /// Answers one request, in a span that records who asked for what and how
 /// it went. Tokens are never recorded: the span holds the path without its
 /// query, and the sender as its verified name.
-pub(crate) async fn handle(
-    mediator: Mediator,
+pub(crate) async fn handle<B>(
+    mediator: &Mediator,
     metrics: &Metrics,
-    request: Request<Incoming>,
-    remote: std::net::SocketAddr,
-) -> HttpResponse {
+    request: Request<B>,
+) -> HttpResponse
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
     let started = Instant::now();
     let path = request.uri().path().to_owned();
     let route = parse_route(&path);
@@ -49,14 +53,17 @@ pub(crate) async fn handle(
         "request",
         method = %request.method(),
         path = %request.uri().path(),
-        %remote,
+        remote = Empty,
         sender = Empty,
         target = Empty,
         node = Empty,
         status = Empty,
         duration_ms = Empty,
     );
-    let response = dispatch(&mediator, metrics, route, &path, request)
+    if let Some(RemoteAddr(remote)) = request.extensions().get::<RemoteAddr>() {
+        span.record("remote", tracing::field::display(remote));
+    }
+    let response = dispatch(mediator, metrics, route, &path, request)
         .instrument(span.clone())
         .await;
     let status = response.status().as_u16();
@@ -75,19 +82,30 @@ pub(crate) async fn handle(
     response
 }
 
-async fn dispatch(
+async fn dispatch<B>(
     mediator: &Mediator,
     metrics: &Metrics,
     route: Route<'_>,
     path: &str,
-    request: Request<Incoming>,
-) -> HttpResponse {
+    request: Request<B>,
+) -> HttpResponse
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let (parts, body) = request.into_parts();
+    // Every route refuses a body announced too large, even one that would
+    // never read it, so the limit reads the same whatever the path.
+    let max = mediator.limits().max_body;
+    if announced_size(&parts.headers, &body).is_some_and(|len| len > max as u64) {
+        return too_large(max);
+    }
     match route {
         Route::Healthz => return reply::json(StatusCode::OK, &json!({ "ok": true })),
         Route::Metrics => return admin::metrics_reply(mediator, metrics),
-        Route::Dashboard => return admin::dashboard(mediator, &request).await,
+        Route::Dashboard => return admin::dashboard(mediator, &parts).await,
         Route::Ping | Route::Readyz => return admin::ready(mediator).await,
-        Route::Token => return admin::token(mediator, request.headers()),
+        Route::Token => return admin::token(mediator, &parts.headers),
         Route::NotFound => {
             return reply::error_status(
                 StatusCode::NOT_FOUND,
@@ -98,7 +116,6 @@ async fn dispatch(
         }
         _ => {}
     }
-    let (parts, body) = request.into_parts();
     let (identity, body) = match authorise(mediator, &parts, body).await {
         Ok(found) => found,
         Err(response) => return response,
@@ -138,11 +155,15 @@ async fn dispatch(
 
 /// Reads the body and checks the caller's credentials, looking in the head
 /// first and, only when none is there, in the body.
-async fn authorise(
+async fn authorise<B>(
     mediator: &Mediator,
     parts: &Parts,
-    body: Incoming,
-) -> Result<(Identity, Bytes), HttpResponse> {
+    body: B,
+) -> Result<(Identity, Bytes), HttpResponse>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
     let in_head = credentials::in_head(&parts.headers, &parts.uri);
     // A bad token in the head is refused before the body is read.
     let early = match in_head {
@@ -152,7 +173,7 @@ async fn authorise(
         None => None,
     };
     let limits = mediator.limits();
-    let body = read_body(limits.max_body, limits.deadline, &parts.headers, body).await?;
+    let body = read_body(limits.max_body, limits.deadline, body).await?;
     let identity = match early {
         Some(identity) => identity,
         None => credentials::check(mediator, credentials::in_body(&body))
@@ -171,31 +192,40 @@ fn sender_name(identity: &Identity) -> String {
     }
 }
 
+/// The size a request announces for its body: its `Content-Length`, or
+/// what the body itself knows it holds at least (a body built in process
+/// may carry no header).
+fn announced_size<B: Body>(headers: &HeaderMap, body: &B) -> Option<u64> {
+    let header = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let hint = body.size_hint().lower();
+    match header {
+        Some(len) => Some(len.max(hint)),
+        None => (hint > 0).then_some(hint),
+    }
+}
+
+/// The refusal of a body past the limit.
+fn too_large(max: usize) -> HttpResponse {
+    reply::error_status(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &format!("request body larger than {max} bytes"),
+        "too_large",
+        Fault::Caller,
+    )
+}
+
 /// Collects a request body of at most `max` bytes (413 past it) that
 /// arrives within `deadline` (408 after it): the header read timeout ends
 /// with the head, so without this a caller trickling a body, token or not,
 /// would hold its connection for ever.
-async fn read_body(
-    max: usize,
-    deadline: Duration,
-    headers: &HeaderMap,
-    body: Incoming,
-) -> Result<Bytes, HttpResponse> {
-    let too_large = || {
-        reply::error_status(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &format!("request body larger than {max} bytes"),
-            "too_large",
-            Fault::Caller,
-        )
-    };
-    let announced = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if announced.is_some_and(|len| len > max as u64) {
-        return Err(too_large());
-    }
+async fn read_body<B>(max: usize, deadline: Duration, body: B) -> Result<Bytes, HttpResponse>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
     let Ok(collected) = tokio::time::timeout(deadline, Limited::new(body, max).collect()).await
     else {
         return Err(reply::error_status(
@@ -210,7 +240,7 @@ async fn read_body(
     };
     match collected {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large(max)),
         Err(e) => Err(reply::error(&Error::invalid(
             "body",
             format!("could not be read: {e}"),
