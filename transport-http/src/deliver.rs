@@ -12,8 +12,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use mediator_core::{
-    async_trait, Deadline, Deliver, Endpoint, EndpointKind, Envelope, Error, Limits, Node, Reply,
-    Result,
+    async_trait, Deadline, Deliver, DeliverError, Envelope, Limits, Node, Reply, RequestContext,
 };
 
 use crate::error::HttpError;
@@ -237,39 +236,39 @@ fn chain(error: &(dyn StdError + 'static)) -> String {
 
 #[async_trait]
 impl Deliver for HttpDelivery {
-    fn kind(&self) -> EndpointKind {
-        EndpointKind::Http
+    fn schemes(&self) -> Vec<String> {
+        vec!["http".to_owned(), "https".to_owned()]
     }
 
-    async fn deliver(&self, node: &Node, envelope: &Envelope, deadline: Deadline) -> Result<Reply> {
-        let name = node.key.to_string();
-        let unreachable = |reason: String| Error::NodeUnreachable {
-            node: name.clone(),
-            reason,
-        };
-        let failed = |reason: String| Error::NodeFailed {
-            node: name.clone(),
-            reason,
-        };
-        let Endpoint::Http(base) = &node.endpoint else {
-            return Err(unreachable(format!(
+    async fn deliver(
+        &self,
+        node: &Node,
+        envelope: &Envelope,
+        cx: &RequestContext,
+    ) -> Result<Reply, DeliverError> {
+        let Some(base) = node.endpoint.url() else {
+            return Err(DeliverError::unreachable(format!(
                 "{} is not an http endpoint",
                 node.endpoint
             )));
         };
         let request = self
-            .request(base, envelope, deadline)
-            .map_err(&unreachable)?;
+            .request(base, envelope, cx.deadline)
+            .map_err(DeliverError::unreachable)?;
         let response = self.client.request(request).await.map_err(|e| {
+            // hyper's own message ("client error (Connect)") hides what went
+            // wrong, so the message spells out its causes; the error itself
+            // stays as the source.
+            let message = e.source().map_or_else(|| e.to_string(), chain);
             if e.is_connect() {
-                unreachable(chain(&e))
+                DeliverError::unreachable(message).with_source(e)
             } else {
-                failed(chain(&e))
+                DeliverError::failed(message).with_source(e)
             }
         })?;
         let (mut parts, body) = response.into_parts();
         let too_large = || {
-            failed(format!(
+            DeliverError::failed(format!(
                 "reply too large (over {} bytes)",
                 self.max_reply_body
             ))
@@ -289,7 +288,7 @@ impl Deliver for HttpDelivery {
                 if e.downcast_ref::<LengthLimitError>().is_some() {
                     too_large()
                 } else {
-                    failed(format!("reading the reply: {}", chain(e.as_ref())))
+                    DeliverError::failed(format!("reading the reply: {}", chain(e.as_ref())))
                 }
             })?
             .to_bytes();

@@ -35,12 +35,14 @@
 //! | `ANY /token` | Basic `admin:<secret>` | `{"token", "verified": true, "exp"}` (admin, 9 h) |
 //! | `ANY /ping`, `GET /readyz` | anyone | `{"ok": true, "store": "up"}`; `503` when the store is down |
 //! | `GET /healthz` | anyone | `{"ok": true}` while the process runs |
-//! | `GET /metrics` | anyone | Prometheus text (`text/plain; version=0.0.4`): `mediator_requests_total{route,status}`, `mediator_request_duration_seconds{route}` (histogram, 1 ms … 10 s), `mediator_deliveries_total{group,outcome}`, `mediator_nodes` |
+//! | `GET /metrics` | anyone | Prometheus text (`text/plain; version=0.0.4`): `mediator_requests_total{route,status}`, `mediator_request_duration_seconds{route}` (histogram, 1 ms … 10 s), `mediator_deliveries_total{group,outcome}`, `mediator_delivery_duration_seconds{group}` (histogram), `mediator_nodes` |
 //! | `GET /` | admin (Basic `admin:<secret>` in a browser) | the dashboard: an HTML page of the registered nodes, reloading every 5 s; `401` with `WWW-Authenticate: Basic realm="mediator"` without a login, `403` for a node |
 //!
 //! Credentials are read from `Authorization: Bearer`, the `x-jwt` header,
 //! the `x-jwt` query parameter, then the `x-jwt` field of a JSON body; an
-//! `Authorization: Basic admin:<secret>` login acts as the operator.
+//! `Authorization: Basic` login is checked by the mediator's
+//! [`Authenticate`](mediator_core::policy::Authenticate) policy (by default
+//! `admin:<secret>` acts as the operator, as in the original).
 //! A missing or bad one is `401` with `WWW-Authenticate: Bearer
 //! realm="mediator"`. A body above [`Limits::max_body`](mediator_core::Limits)
 //! is refused with `413` and the JSON error (kind `too_large`): on every
@@ -53,17 +55,21 @@
 //!
 //! # Metrics
 //!
-//! Each [`MediatorService`] keeps its own counters, shared by its clones
-//! (a listener makes one). Requests are counted by route
-//! (`one`, `any`, `many`, `register`, `renew`, `remove`, `admin` — which
-//! includes the dashboard —, `token`, and `other` for probes, `/metrics`
-//! and unknown paths) and status, with their latency from arrival to
-//! answer. Forwarded requests count one delivery outcome (`ok`, `failed`,
-//! `unreachable`, `timed_out`) per node asked, under the target group; a
-//! known group without a live node counts as `unreachable`, and an unknown
-//! target only under its route's status. At most 1,000 groups get their
-//! own series; deliveries to groups seen after that count under
-//! `group="other"`. `mediator_nodes` is the size of the routing table.
+//! Requests are counted by each [`MediatorService`], shared by its clones
+//! (a listener makes one): by route (`one`, `any`, `many`, `register`,
+//! `renew`, `remove`, `admin` — which includes the dashboard —, `token`,
+//! and `other` for probes, `/metrics` and unknown paths) and status, with
+//! their latency from arrival to answer.
+//!
+//! Deliveries are not counted here: the core's router records each one
+//! (one per node asked, an any-of-group retry included) in the mediator's
+//! [`DeliveryStats`](mediator_core::record::DeliveryStats), whatever
+//! transport carried the request, and `/metrics` renders them: outcome
+//! (`ok`, `failed`, `unreachable`, `timed_out`) and latency per target
+//! group. A target that is unknown, or a group with no live node, reached
+//! no node and counts only under its route's status. At most 1,000 groups
+//! get their own series; later ones count under `group="other"`.
+//! `mediator_nodes` is the size of the routing table.
 //!
 //! # Background work
 //!

@@ -11,7 +11,7 @@ use http::{Response, StatusCode};
 use http_body_util::Full;
 use mediator_core::auth::{Claims, Identity};
 use mediator_core::model::validate_name;
-use mediator_core::{Error, Fault, Mediator, NodeId, Timestamp};
+use mediator_core::{Error, Fault, Mediator, NodeId};
 use serde_json::{json, Value};
 use tracing::Span;
 
@@ -80,7 +80,7 @@ pub(super) async fn admin_cluster(
             "unknown_target",
             Fault::Caller,
         ),
-        Err(e) => reply::error(&e),
+        Err(e) => reply::error(&Error::from(e)),
     }
 }
 
@@ -97,35 +97,43 @@ pub(super) fn token(mediator: &Mediator, headers: &HeaderMap) -> HttpResponse {
                 .then(|| credentials::basic(rest))
                 .flatten()
         });
-    let Some(Credential::Basic(user, password)) = basic else {
-        return reply::unauthorized_with_basic(&Error::Unauthorized(
-            "log in with Basic auth as admin".into(),
+    let Some(login @ Credential::Basic(..)) = basic else {
+        return reply::unauthorized_with_basic(&Error::unauthorized(
+            "log in with Basic auth as admin",
         ));
     };
-    if !mediator.authenticator().check_basic(&user, &password) {
-        return reply::unauthorized_with_basic(&Error::Unauthorized(
-            "wrong user or password".into(),
+    // The `Authenticate` policy decides whether this login is good and
+    // what it is worth; only an admin gets an admin token.
+    let identity = match mediator.authenticate(&login.as_core()) {
+        Ok(identity) => identity,
+        Err(e @ Error::Unauthorized(_)) => return reply::unauthorized_with_basic(&e),
+        Err(e) => return reply::error(&e),
+    };
+    Span::current().record("sender", sender_name(&identity).as_str());
+    if !identity.admin {
+        return reply::error(&Error::Forbidden(
+            "only an admin login may mint tokens".into(),
         ));
     }
-    Span::current().record("sender", "admin");
-    let Some(minter) = mediator.authenticator().minter() else {
+    let Some(minter) = mediator.minter() else {
         return reply::error(&Error::Forbidden(
             "this mediator holds a verify-only key and cannot mint tokens".into(),
         ));
     };
-    let claims = Claims::admin(Timestamp::now(), TOKEN_LIFETIME);
+    let claims = Claims::admin(mediator.clock().now(), TOKEN_LIFETIME);
     match minter.mint(&claims) {
         Ok(token) => reply::json(
             StatusCode::OK,
             &json!({ "token": token, "verified": true, "exp": claims.exp }),
         ),
-        Err(e) => reply::error(&e),
+        Err(e) => reply::error(&Error::from(e)),
     }
 }
 
-/// `/metrics`: the listener's counters in the Prometheus text format.
+/// `/metrics`: the service's request counters and the mediator's delivery
+/// counters in the Prometheus text format.
 pub(super) fn metrics_reply(mediator: &Mediator, metrics: &Metrics) -> HttpResponse {
-    let text = metrics.render(mediator.table().len());
+    let text = metrics.render(mediator.delivery_stats(), mediator.routes().len());
     let mut response = Response::new(Full::new(Bytes::from(text)));
     let headers = response.headers_mut();
     headers.insert(
@@ -152,7 +160,7 @@ pub(super) async fn dashboard(mediator: &Mediator, parts: &Parts) -> HttpRespons
         ));
     }
     match mediator.nodes(None).await {
-        Ok(nodes) => dashboard::page(&nodes, mediator.instance_id(), Timestamp::now()),
+        Ok(nodes) => dashboard::page(&nodes, mediator.instance_id(), mediator.clock().now()),
         Err(e) => reply::error(&e),
     }
 }

@@ -13,7 +13,7 @@ use http::{Response, StatusCode};
 use http_body_util::Full;
 use mediator_core::auth::Identity;
 use mediator_core::{
-    Broadcast, Envelope, Error, Mediator, NodeKey, Reply, Routed, Target, Timestamp,
+    Broadcast, Envelope, Error, Mediator, NodeKey, Reply, Routed, Target, Timestamp, TraceContext,
 };
 use serde_json::{json, Value};
 use tracing::Span;
@@ -23,12 +23,12 @@ use crate::headers::{
     forwardable, forwardable_body, forwardable_query, strip_hop_by_hop, X_MEDIATOR_DEADLINE,
     X_MEDIATOR_NODE, X_MEDIATOR_SUMMARY, X_MEDIATOR_TIMEOUT_MS,
 };
-use crate::server::metrics::{Metrics, Outcome};
 use crate::server::reply::{self, add_common_headers, HttpResponse};
 
 /// The budget the caller asks for with `x-mediator-deadline` (ms since the
-/// epoch) and/or `x-mediator-timeout-ms`; the smaller wins.
-fn caller_budget(headers: &HeaderMap) -> Result<Option<Duration>, Error> {
+/// epoch) and/or `x-mediator-timeout-ms`; the smaller wins. `now` is the
+/// mediator's clock, the one the deadline sent on to nodes is read from.
+fn caller_budget(headers: &HeaderMap, now: Timestamp) -> Result<Option<Duration>, Error> {
     let number = |name: &'static str, value: &HeaderValue| {
         value
             .to_str()
@@ -40,7 +40,7 @@ fn caller_budget(headers: &HeaderMap) -> Result<Option<Duration>, Error> {
     if let Some(value) = headers.get(X_MEDIATOR_DEADLINE) {
         let at = number("x-mediator-deadline", value)?;
         let at = Timestamp::from_millis(i64::try_from(at).unwrap_or(i64::MAX));
-        budget = Some(Timestamp::now().until(at));
+        budget = Some(now.until(at));
     }
     if let Some(value) = headers.get(X_MEDIATOR_TIMEOUT_MS) {
         let asked = Duration::from_millis(number("x-mediator-timeout-ms", value)?);
@@ -49,10 +49,28 @@ fn caller_budget(headers: &HeaderMap) -> Result<Option<Duration>, Error> {
     Ok(budget)
 }
 
+/// The caller's correlation ids, handed to the router and deliverers.
+fn trace_of(headers: &HeaderMap) -> TraceContext {
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    let mut trace = TraceContext::default();
+    if let Some(id) = text("x-request-id") {
+        trace = trace.with_request_id(id);
+    }
+    if let Some(parent) = text("traceparent") {
+        trace = trace.with_traceparent(parent);
+    }
+    trace
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn forward(
     mediator: &Mediator,
-    metrics: &Metrics,
     identity: &Identity,
     parts: Parts,
     body: Bytes,
@@ -71,7 +89,7 @@ pub(super) async fn forward(
         Err(e) => return reply::error(&e),
     };
     Span::current().record("target", target.to_string().as_str());
-    let budget = match caller_budget(&parts.headers) {
+    let budget = match caller_budget(&parts.headers, mediator.clock().now()) {
         Ok(budget) => budget,
         Err(e) => return reply::error(&e),
     };
@@ -96,11 +114,15 @@ pub(super) async fn forward(
         headers: forwardable(&parts.headers),
         body: forwardable_body(body),
     };
-    let routed = mediator.route(identity, envelope, budget).await;
-    count_deliveries(metrics, group, &routed);
-    match routed {
+    let trace = trace_of(&parts.headers);
+    // Delivery outcomes and latencies are recorded by the core's router,
+    // once per node asked, whatever the transport.
+    match mediator.route_with(identity, envelope, budget, trace).await {
         Ok(Routed::One { node, reply }) => one_reply(&node, reply),
         Ok(Routed::Many(broadcast)) => many_reply(&broadcast),
+        Ok(_) => reply::error(&Error::Config(
+            "the router answered in a shape this transport does not know".into(),
+        )),
         Err(e @ Error::UnknownTarget(_)) => {
             // The original's words, which its children may match on.
             let message = if fan == Fan::One {
@@ -111,44 +133,6 @@ pub(super) async fn forward(
             reply::error_message(&e, message)
         }
         Err(e) => reply::error(&e),
-    }
-}
-
-/// Counts how a forwarded request went for its group: one outcome for
-/// `/one` and `/any`, one per node for `/many`. A target that is unknown,
-/// or refused before any node was chosen, counts under the route's status
-/// only, so callers cannot fill the metrics with made-up group names.
-fn count_deliveries(metrics: &Metrics, group: &str, routed: &Result<Routed, Error>) {
-    match routed {
-        Ok(Routed::One { .. }) => metrics.delivery(group, Outcome::Ok),
-        Ok(Routed::Many(broadcast)) => {
-            for result in &broadcast.results {
-                let outcome = match &result.outcome {
-                    Ok(_) => Some(Outcome::Ok),
-                    Err(e) => outcome_of(e),
-                };
-                if let Some(outcome) = outcome {
-                    metrics.delivery(group, outcome);
-                }
-            }
-        }
-        Err(e) => {
-            if let Some(outcome) = outcome_of(e) {
-                metrics.delivery(group, outcome);
-            }
-        }
-    }
-}
-
-/// The delivery outcome an error stands for; `None` when no delivery was
-/// attempted. A known group with no live node (or none reachable, for
-/// `/any`) counts as unreachable.
-fn outcome_of(e: &Error) -> Option<Outcome> {
-    match e {
-        Error::NodeFailed { .. } => Some(Outcome::Failed),
-        Error::NodeUnreachable { .. } | Error::NoNodeAvailable(_) => Some(Outcome::Unreachable),
-        Error::DeadlinePassed { .. } => Some(Outcome::TimedOut),
-        _ => None,
     }
 }
 
@@ -223,12 +207,18 @@ mod tests {
     #[test]
     fn budgets_take_the_smaller() {
         let mut h = HeaderMap::new();
-        assert_eq!(caller_budget(&h).unwrap(), None);
+        assert_eq!(caller_budget(&h, Timestamp::now()).unwrap(), None);
         h.insert(X_MEDIATOR_TIMEOUT_MS, HeaderValue::from_static("250"));
-        assert_eq!(caller_budget(&h).unwrap(), Some(Duration::from_millis(250)));
+        assert_eq!(
+            caller_budget(&h, Timestamp::now()).unwrap(),
+            Some(Duration::from_millis(250))
+        );
         h.insert(X_MEDIATOR_DEADLINE, HeaderValue::from_static("1"));
-        assert_eq!(caller_budget(&h).unwrap(), Some(Duration::ZERO));
+        assert_eq!(
+            caller_budget(&h, Timestamp::now()).unwrap(),
+            Some(Duration::ZERO)
+        );
         h.insert(X_MEDIATOR_DEADLINE, HeaderValue::from_static("soon"));
-        assert!(caller_budget(&h).is_err());
+        assert!(caller_budget(&h, Timestamp::now()).is_err());
     }
 }

@@ -129,12 +129,7 @@ where
             group,
             name,
             rest,
-        } => {
-            forward::forward(
-                mediator, metrics, &identity, parts, body, fan, group, name, rest,
-            )
-            .await
-        }
+        } => forward::forward(mediator, &identity, parts, body, fan, group, name, rest).await,
         Route::AdminClusters(group) => admin::admin_clusters(mediator, &identity, group).await,
         Route::AdminCluster(id) => admin::admin_cluster(mediator, &identity, id).await,
         // Answered above, before any credential was asked for.
@@ -209,12 +204,7 @@ fn announced_size<B: Body>(headers: &HeaderMap, body: &B) -> Option<u64> {
 
 /// The refusal of a body past the limit.
 fn too_large(max: usize) -> HttpResponse {
-    reply::error_status(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        &format!("request body larger than {max} bytes"),
-        "too_large",
-        Fault::Caller,
-    )
+    reply::error(&Error::TooLarge { limit: max })
 }
 
 /// Collects a request body of at most `max` bytes (413 past it) that
