@@ -50,7 +50,7 @@ const SESSION_SETUP: &str =
 /// use mediator_core::{Endpoint, NodeKey, Registration, Registry, Timestamp};
 /// use mediator_store_mysql::MysqlRegistry;
 /// use std::time::Duration;
-/// # async fn demo() -> Result<(), Box<dyn std::error::Error>, StoreError> {
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 /// let registry = MysqlRegistry::connect("mysql://mediator:secret@127.0.0.1:3306/mediator").await?;
 /// let key = NodeKey::named("users", "api")?;
 /// let registration = Registration::new(key.clone(), Endpoint::http("http://10.0.0.5:9000")?, Duration::from_secs(30));
