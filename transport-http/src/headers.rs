@@ -27,6 +27,11 @@ pub const X_MEDIATOR_TIMEOUT_MS: HeaderName = HeaderName::from_static("x-mediato
 pub const X_MEDIATOR_NODE: HeaderName = HeaderName::from_static("x-mediator-node");
 /// On a `/many` reply: `asked=4; answered=2; failed=1; timed_out=1`.
 pub const X_MEDIATOR_SUMMARY: HeaderName = HeaderName::from_static("x-mediator-summary");
+/// The request id, accepted from the caller or started by the mediator,
+/// returned to the caller and passed to nodes.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// The W3C trace context, passed to nodes unchanged.
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 /// The original's token header (also read from the query and the JSON body).
 pub const X_JWT: HeaderName = HeaderName::from_static("x-jwt");
 
