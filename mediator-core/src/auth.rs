@@ -447,7 +447,10 @@ impl Authenticator {
                 ErrorKind::Json(e) if e.to_string().contains("unknown variant") => {
                     format!("algorithm not allowed: {e} (this mediator accepts {expected} only)")
                 }
-                ErrorKind::Json(e) => format!("malformed token: header is not a JWT header ({e})"),
+                ErrorKind::Json(e) if e.to_string().contains("missing field `alg`") => {
+                    "malformed token: header names no alg".to_owned()
+                }
+                ErrorKind::Json(e) => format!("malformed token: header is not JSON ({e})"),
                 other => format!("malformed token header ({other:?})"),
             })
         })?;

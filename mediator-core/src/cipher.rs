@@ -270,7 +270,7 @@ impl From<SealKey> for RingKey {
 /// // A payload sealed before the rotation still opens.
 /// let before = KeyRing::new(old).seal(b"hi", &ad)?;
 /// assert_eq!(ring.open(&before, &ad)?, b"hi");
-/// # Ok::<(), mediator_core::CipherError>(())
+/// # Ok::<(), mediator_core::Error>(())
 /// ```
 #[derive(Clone)]
 pub struct KeyRing {
@@ -670,7 +670,9 @@ mod tests {
             other => panic!("{other:?}"),
         }
         match KeyRing::from_base64_list(&format!("{},", a.to_base64())) {
-            Err(CipherError::Key(why)) => assert_eq!(why, "key 2 of 2 in the list: the key is empty"),
+            Err(CipherError::Key(why)) => {
+                assert_eq!(why, "key 2 of 2 in the list: the key is empty")
+            }
             other => panic!("{other:?}"),
         }
         match KeyRing::from_base64_list("") {

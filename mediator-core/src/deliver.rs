@@ -108,7 +108,9 @@ impl Deliverers {
     pub(crate) fn add(&mut self, deliver: Arc<dyn Deliver>) -> Result<()> {
         let schemes = deliver.schemes();
         if schemes.is_empty() {
-            return Err(Error::Config("a deliverer must serve at least one scheme".into()));
+            return Err(Error::Config(
+                "a deliverer must serve at least one scheme".into(),
+            ));
         }
         for scheme in &schemes {
             if self.by_scheme.contains_key(scheme) {

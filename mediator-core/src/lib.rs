@@ -74,9 +74,7 @@ pub use memory::MemoryRegistry;
 pub use model::{Endpoint, Envelope, Meta, Node, NodeId, NodeKey, Registration, Reply, Target};
 pub use policy::Credentials;
 pub use registry::Registry;
-pub use router::{
-    Broadcast, Deadline, DefaultRouter, NodeResult, Routed, Router, Routes, Summary,
-};
+pub use router::{Broadcast, Deadline, DefaultRouter, NodeResult, Routed, Router, Routes, Summary};
 pub use time::Timestamp;
 
 /// Re-exported so implementors of the traits need not depend on it themselves.

@@ -286,7 +286,9 @@ impl FromStr for Endpoint {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
         match s.split_once(':') {
-            Some((scheme, _)) if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") => {
+            Some((scheme, _))
+                if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") =>
+            {
                 Endpoint::http(s)
             }
             Some((scheme, rest)) => Endpoint::custom(scheme, rest),
@@ -537,7 +539,10 @@ mod tests {
         ] {
             assert!(bad.parse::<Endpoint>().is_err(), "{bad} was accepted");
         }
-        assert_eq!("https://h:443/x/".parse::<Endpoint>().unwrap().scheme(), "https");
+        assert_eq!(
+            "https://h:443/x/".parse::<Endpoint>().unwrap().scheme(),
+            "https"
+        );
         for bad in ["http://u:p@h:1", "http://h/?a=1", "http://h/#x"] {
             assert!(
                 matches!(

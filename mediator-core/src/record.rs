@@ -291,7 +291,11 @@ impl DeliveryStats {
 
 impl Recorder for DeliveryStats {
     fn record(&self, delivery: &Delivery<'_>) {
-        self.add(delivery.node.key.group(), delivery.outcome, delivery.latency);
+        self.add(
+            delivery.node.key.group(),
+            delivery.outcome,
+            delivery.latency,
+        );
     }
 }
 
@@ -302,7 +306,11 @@ mod tests {
     #[test]
     fn counts_by_group_outcome_and_latency() {
         let stats = DeliveryStats::with_max_groups(2);
-        stats.add("a", Outcome::Replied(http::StatusCode::OK), Duration::from_micros(900));
+        stats.add(
+            "a",
+            Outcome::Replied(http::StatusCode::OK),
+            Duration::from_micros(900),
+        );
         stats.add("a", Outcome::TimedOut, Duration::from_secs(20));
         stats.add("b", Outcome::Unreachable, Duration::from_millis(3));
         stats.add("c", Outcome::Failed, Duration::from_millis(3));
@@ -313,7 +321,12 @@ mod tests {
         let counts: Vec<_> = a.outcomes().collect();
         assert_eq!(
             counts,
-            [("ok", 1), ("failed", 0), ("unreachable", 0), ("timed_out", 1)]
+            [
+                ("ok", 1),
+                ("failed", 0),
+                ("unreachable", 0),
+                ("timed_out", 1)
+            ]
         );
         let buckets = a.cumulative_buckets();
         assert_eq!(buckets[0], (Some(Duration::from_millis(1)), 1));

@@ -98,7 +98,10 @@ mod tests {
             Timestamp::from_millis(-1).to_rfc3339(),
             "1969-12-31T23:59:59.999Z"
         );
-        assert_eq!(Timestamp::from_millis(i64::MAX).to_rfc3339(), i64::MAX.to_string());
+        assert_eq!(
+            Timestamp::from_millis(i64::MAX).to_rfc3339(),
+            i64::MAX.to_string()
+        );
     }
 
     #[test]

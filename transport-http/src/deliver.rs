@@ -17,8 +17,8 @@ use mediator_core::{
 
 use crate::error::HttpError;
 use crate::headers::{
-    forwardable, strip_hop_by_hop, X_MEDIATOR, X_MEDIATOR_DEADLINE, X_MEDIATOR_FROM,
-    X_MEDIATOR_TARGET,
+    forwardable, strip_hop_by_hop, TRACEPARENT, X_MEDIATOR, X_MEDIATOR_DEADLINE, X_MEDIATOR_FROM,
+    X_MEDIATOR_TARGET, X_REQUEST_ID,
 };
 
 /// How [`HttpDelivery`] connects to nodes.
@@ -93,7 +93,7 @@ impl HttpDeliveryConfig {
     }
 }
 
-/// Delivers requests to [`Endpoint::Http`] nodes over a pooled HTTP/1.1 and
+/// Delivers requests to nodes with `http://` and `https://` endpoints over a pooled HTTP/1.1 and
 /// HTTP/2 client (HTTP/2 to `https://` nodes that offer it via ALPN).
 ///
 /// What the node receives: the caller's method, path, query (without
@@ -182,8 +182,9 @@ impl HttpDelivery {
         &self,
         base: &str,
         envelope: &Envelope,
-        deadline: Deadline,
+        cx: &RequestContext,
     ) -> Result<Request<Full<Bytes>>, String> {
+        let deadline: Deadline = cx.deadline;
         let path = &envelope.path_and_query;
         let uri = if path.starts_with('/') {
             format!("{base}{path}")
@@ -204,6 +205,18 @@ impl HttpDelivery {
             X_MEDIATOR_DEADLINE,
             HeaderValue::from(deadline.wall().as_millis()),
         );
+        // The trace ids travel with the request whichever transport it came
+        // in on; ids the caller sent as headers are already in `headers`.
+        for (name, value) in [
+            (X_REQUEST_ID, &cx.trace.request_id),
+            (TRACEPARENT, &cx.trace.traceparent),
+        ] {
+            if let Some(value) = value {
+                if !headers.contains_key(&name) {
+                    headers.insert(name, header_value(value)?);
+                }
+            }
+        }
         let mut request = Request::builder()
             .method(envelope.method.clone())
             .uri(uri)
@@ -236,6 +249,7 @@ fn chain(error: &(dyn StdError + 'static)) -> String {
 
 #[async_trait]
 impl Deliver for HttpDelivery {
+    /// `http` and `https`.
     fn schemes(&self) -> Vec<String> {
         vec!["http".to_owned(), "https".to_owned()]
     }
@@ -246,29 +260,25 @@ impl Deliver for HttpDelivery {
         envelope: &Envelope,
         cx: &RequestContext,
     ) -> Result<Reply, DeliverError> {
+        let unreachable = DeliverError::unreachable;
+        let failed = DeliverError::failed;
         let Some(base) = node.endpoint.url() else {
-            return Err(DeliverError::unreachable(format!(
+            return Err(unreachable(format!(
                 "{} is not an http endpoint",
                 node.endpoint
             )));
         };
-        let request = self
-            .request(base, envelope, cx.deadline)
-            .map_err(DeliverError::unreachable)?;
+        let request = self.request(base, envelope, cx).map_err(unreachable)?;
         let response = self.client.request(request).await.map_err(|e| {
-            // hyper's own message ("client error (Connect)") hides what went
-            // wrong, so the message spells out its causes; the error itself
-            // stays as the source.
-            let message = e.source().map_or_else(|| e.to_string(), chain);
             if e.is_connect() {
-                DeliverError::unreachable(message).with_source(e)
+                unreachable(chain(&e))
             } else {
-                DeliverError::failed(message).with_source(e)
+                failed(chain(&e))
             }
         })?;
         let (mut parts, body) = response.into_parts();
         let too_large = || {
-            DeliverError::failed(format!(
+            failed(format!(
                 "reply too large (over {} bytes)",
                 self.max_reply_body
             ))
@@ -288,7 +298,7 @@ impl Deliver for HttpDelivery {
                 if e.downcast_ref::<LengthLimitError>().is_some() {
                     too_large()
                 } else {
-                    DeliverError::failed(format!("reading the reply: {}", chain(e.as_ref())))
+                    failed(format!("reading the reply: {}", chain(e.as_ref())))
                 }
             })?
             .to_bytes();

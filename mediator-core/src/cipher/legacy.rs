@@ -91,7 +91,9 @@ impl LegacyCipher {
     /// cannot tell, which is one more reason it is for compatibility only.
     pub fn decrypt(&self, text: &str) -> Result<Vec<u8>, CipherError> {
         let (iv, ciphertext) = text.split_once(':').ok_or_else(|| {
-            CipherError::Refused("legacy payload has no ':' between the IV and the ciphertext".into())
+            CipherError::Refused(
+                "legacy payload has no ':' between the IV and the ciphertext".into(),
+            )
         })?;
         let iv = hex::decode(iv)
             .map_err(|e| CipherError::Refused(format!("legacy payload's IV is not hex ({e})")))?;
@@ -101,8 +103,9 @@ impl LegacyCipher {
                 iv.len()
             ))
         })?;
-        let ciphertext = hex::decode(ciphertext)
-            .map_err(|e| CipherError::Refused(format!("legacy payload's ciphertext is not hex ({e})")))?;
+        let ciphertext = hex::decode(ciphertext).map_err(|e| {
+            CipherError::Refused(format!("legacy payload's ciphertext is not hex ({e})"))
+        })?;
         if ciphertext.is_empty() || ciphertext.len() % BLOCK != 0 {
             return Err(CipherError::Refused(format!(
                 "legacy payload's ciphertext is {} bytes, not a positive multiple of {BLOCK}",

@@ -108,13 +108,9 @@ impl DefaultRouter {
         let mut last_unreachable = None;
         let mut turn = None;
         loop {
-            let picked = self.table.pick_any(
-                &*self.pick,
-                group,
-                self.clock.now(),
-                &tried,
-                &mut turn,
-            );
+            let picked =
+                self.table
+                    .pick_any(&*self.pick, group, self.clock.now(), &tried, &mut turn);
             let slot = match picked {
                 Picked::Node(slot) => slot,
                 Picked::UnknownGroup => return Err(Error::UnknownTarget(format!("{group}/?"))),
@@ -140,12 +136,7 @@ impl DefaultRouter {
         }
     }
 
-    async fn all(
-        &self,
-        group: &str,
-        envelope: &Envelope,
-        cx: &RequestContext,
-    ) -> Result<Routed> {
+    async fn all(&self, group: &str, envelope: &Envelope, cx: &RequestContext) -> Result<Routed> {
         let now = self.clock.now();
         let slots: Vec<Arc<Slot>> = {
             let groups = self.table.groups.load();
@@ -236,10 +227,12 @@ impl DefaultRouter {
         cx: &RequestContext,
     ) -> Result<Reply> {
         let node = || slot.node.key.to_string();
-        let deliver = self.deliverer(slot).map_err(|source| Error::NodeUnreachable {
-            node: node(),
-            source,
-        })?;
+        let deliver = self
+            .deliverer(slot)
+            .map_err(|source| Error::NodeUnreachable {
+                node: node(),
+                source,
+            })?;
         let deadline = cx.deadline;
         let passed = || Error::DeadlinePassed {
             node: node(),
@@ -251,14 +244,21 @@ impl DefaultRouter {
             return Err(passed());
         }
         let _in_flight = InFlight::new(Arc::clone(slot));
-        match tokio::time::timeout_at(deadline.instant(), deliver.deliver(&slot.node, envelope, cx))
-            .await
+        match tokio::time::timeout_at(
+            deadline.instant(),
+            deliver.deliver(&slot.node, envelope, cx),
+        )
+        .await
         {
             Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(source)) if source.is_unreachable() => {
-                Err(Error::NodeUnreachable { node: node(), source })
-            }
-            Ok(Err(source)) => Err(Error::NodeFailed { node: node(), source }),
+            Ok(Err(source)) if source.is_unreachable() => Err(Error::NodeUnreachable {
+                node: node(),
+                source,
+            }),
+            Ok(Err(source)) => Err(Error::NodeFailed {
+                node: node(),
+                source,
+            }),
             Err(_) => Err(passed()),
         }
     }

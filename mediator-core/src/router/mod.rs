@@ -18,8 +18,8 @@ use crate::model::{Envelope, NodeId, NodeKey, Reply};
 
 pub use deadline::Deadline;
 pub use default::DefaultRouter;
-pub(crate) use table::RoutingTable;
 pub use table::Routes;
+pub(crate) use table::RoutingTable;
 
 /// What a routed request produced.
 #[derive(Debug, Clone)]

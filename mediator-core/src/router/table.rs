@@ -378,7 +378,9 @@ pub struct Routes {
 
 impl std::fmt::Debug for Routes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Routes").field("nodes", &self.len()).finish()
+        f.debug_struct("Routes")
+            .field("nodes", &self.len())
+            .finish()
     }
 }
 
