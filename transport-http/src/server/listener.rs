@@ -24,8 +24,13 @@ use super::service::{MediatorService, RemoteAddr, ResponseBody, ResponseFuture};
 use super::tls::TlsConfig;
 use crate::error::HttpError;
 
-/// Serves a [`Mediator`](mediator_core::Mediator)'s HTTP API on one TCP port: HTTP/1.1 and HTTP/2
-/// (prior knowledge in clear text, ALPN over TLS).
+/// Serves a [`Mediator`](mediator_core::Mediator)'s HTTP API on one TCP
+/// port: HTTP/1.1 and HTTP/2 (prior knowledge in clear text, ALPN over TLS).
+///
+/// Each connection is answered by one [`MediatorService`] (the listener's,
+/// or the one handed to [`serve`](Self::serve)), with the peer's address
+/// in a [`RemoteAddr`] extension of every request; the listener adds what
+/// the service leaves to its server: TLS, client timeouts, graceful drain.
 ///
 /// ```no_run
 /// use mediator_core::{Authenticator, Mediator, MemoryRegistry};
