@@ -103,8 +103,9 @@ pub trait Recorder: Send + Sync + 'static {
 /// How many distinct groups get their own counters in [`DeliveryStats`].
 pub const MAX_GROUPS: usize = 1_000;
 
-/// The group name the groups past [`MAX_GROUPS`] are counted under.
-pub const OVERFLOW_GROUP: &str = "other";
+/// The name the groups past [`MAX_GROUPS`] are counted under; no group can
+/// be called that, since `~` is not allowed in group names.
+pub const OVERFLOW_GROUP: &str = "~other";
 
 /// Upper bounds of the latency buckets.
 pub const LATENCY_BUCKETS: [Duration; 13] = [

@@ -68,7 +68,7 @@
 //! (`ok`, `failed`, `unreachable`, `timed_out`) and latency per target
 //! group. A target that is unknown, or a group with no live node, reached
 //! no node and counts only under its route's status. At most 1,000 groups
-//! get their own series; later ones count under `group="other"`.
+//! get their own series; later ones count under `group="~other"`.
 //! `mediator_nodes` is the size of the routing table.
 //!
 //! # Background work
