@@ -49,14 +49,12 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Deserializer, Serialize};
 use subtle::ConstantTimeEq;
 
-use crate::error::{Error, Result};
+use crate::error::{AuthError, Result};
 use crate::model::NodeKey;
 use crate::time::Timestamp;
 
@@ -228,9 +226,9 @@ impl TokenMinter {
 
     /// Mints EdDSA (Ed25519) tokens with a PKCS#8 private key in PEM, as
     /// `openssl genpkey -algorithm ed25519` writes it.
-    pub fn eddsa_private_pem(pem: &[u8]) -> Result<TokenMinter> {
+    pub fn eddsa_private_pem(pem: &[u8]) -> Result<TokenMinter, AuthError> {
         let key = EncodingKey::from_ed_pem(pem)
-            .map_err(|e| Error::Key(format!("not an Ed25519 private key in PEM ({e})")))?;
+            .map_err(|e| AuthError::Key(format!("not an Ed25519 private key in PEM ({e})")))?;
         Ok(TokenMinter {
             algorithm: Algorithm::EdDSA,
             key,
@@ -240,9 +238,9 @@ impl TokenMinter {
 
     /// Mints RS256 tokens with an RSA private key in PKCS#1 PEM
     /// (`-----BEGIN RSA PRIVATE KEY-----`).
-    pub fn rs256_private_pem(pem: &[u8]) -> Result<TokenMinter> {
+    pub fn rs256_private_pem(pem: &[u8]) -> Result<TokenMinter, AuthError> {
         let key = EncodingKey::from_rsa_pem(pem)
-            .map_err(|e| Error::Key(format!("not an RSA private key in PEM ({e})")))?;
+            .map_err(|e| AuthError::Key(format!("not an RSA private key in PEM ({e})")))?;
         Ok(TokenMinter {
             algorithm: Algorithm::RS256,
             key,
@@ -251,14 +249,14 @@ impl TokenMinter {
     }
 
     /// Signs `claims` into a compact JWT.
-    pub fn mint(&self, claims: &Claims) -> Result<String> {
+    pub fn mint(&self, claims: &Claims) -> Result<String, AuthError> {
         if self.empty_secret {
-            return Err(Error::Key(
+            return Err(AuthError::Key(
                 "the HS256 secret is empty; anyone could mint tokens with it".into(),
             ));
         }
         jsonwebtoken::encode(&Header::new(self.algorithm), claims, &self.key)
-            .map_err(|e| Error::Key(format!("could not sign the token ({e})")))
+            .map_err(|e| AuthError::Key(format!("could not sign the token ({e})")))
     }
 }
 
@@ -326,7 +324,7 @@ impl Verifier {
 /// assert!(auth.authenticate(&token, now + Duration::from_secs(7200)).is_err());
 /// // The browser login of the original: user "admin", password = the secret.
 /// assert!(auth.check_basic("admin", "a long random secret"));
-/// # Ok::<(), mediator_core::Error>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone)]
 pub struct Authenticator {
@@ -334,6 +332,7 @@ pub struct Authenticator {
     allow_without_sub: bool,
     leeway: Duration,
     audience: Option<String>,
+    basic_login: bool,
 }
 
 impl Authenticator {
@@ -343,6 +342,7 @@ impl Authenticator {
             allow_without_sub: false,
             leeway: DEFAULT_LEEWAY,
             audience: None,
+            basic_login: true,
         }
     }
 
@@ -361,17 +361,17 @@ impl Authenticator {
 
     /// Checks EdDSA (Ed25519) tokens with a public key in PEM
     /// (`-----BEGIN PUBLIC KEY-----`). Verify-only: cannot mint.
-    pub fn eddsa_public_pem(pem: &[u8]) -> Result<Authenticator> {
+    pub fn eddsa_public_pem(pem: &[u8]) -> Result<Authenticator, AuthError> {
         let key = DecodingKey::from_ed_pem(pem)
-            .map_err(|e| Error::Key(format!("not an Ed25519 public key in PEM ({e})")))?;
+            .map_err(|e| AuthError::Key(format!("not an Ed25519 public key in PEM ({e})")))?;
         Ok(Authenticator::with_verifier(Verifier::EdDsa(key)))
     }
 
     /// Checks RS256 tokens with an RSA public key in PEM (`PUBLIC KEY` or
     /// `RSA PUBLIC KEY`). Verify-only: cannot mint.
-    pub fn rs256_public_pem(pem: &[u8]) -> Result<Authenticator> {
+    pub fn rs256_public_pem(pem: &[u8]) -> Result<Authenticator, AuthError> {
         let key = DecodingKey::from_rsa_pem(pem)
-            .map_err(|e| Error::Key(format!("not an RSA public key in PEM ({e})")))?;
+            .map_err(|e| AuthError::Key(format!("not an RSA public key in PEM ({e})")))?;
         Ok(Authenticator::with_verifier(Verifier::Rs256(key)))
     }
 
@@ -399,17 +399,26 @@ impl Authenticator {
         self
     }
 
+    /// Whether the original's browser login (HTTP Basic, user `admin`,
+    /// password = the HS256 secret) is accepted, as an operator with every
+    /// power and no node identity. On by default, as in the original; it
+    /// never works with verify-only keys or an empty secret.
+    pub fn with_basic_login(mut self, allow: bool) -> Authenticator {
+        self.basic_login = allow;
+        self
+    }
+
     /// The algorithm this authenticator accepts: `HS256`, `EdDSA` or `RS256`.
     pub fn algorithm(&self) -> &'static str {
         self.verifier.algorithm_name()
     }
 
     /// Checks `token` at time `now`; every refusal is
-    /// [`Error::Unauthorized`] with the reason.
-    pub fn authenticate(&self, token: &str, now: Timestamp) -> Result<Identity> {
+    /// [`AuthError::Refused`] with the reason.
+    pub fn authenticate(&self, token: &str, now: Timestamp) -> Result<Identity, AuthError> {
         if let Verifier::Hs256 { secret, .. } = &self.verifier {
             if secret.is_empty() {
-                return Err(Error::Config(
+                return Err(AuthError::Key(
                     "the HS256 secret is empty; no token can be trusted".into(),
                 ));
             }
@@ -422,33 +431,39 @@ impl Authenticator {
 
     /// Refuses, before any cryptography, a token whose header names another
     /// algorithm than the key's (`none` included).
-    fn check_header(&self, token: &str) -> Result<()> {
+    fn check_header(&self, token: &str) -> Result<(), AuthError> {
         let parts = token.split('.').count();
         if parts != 3 {
             return Err(unauthorized(format!(
                 "malformed token: a JWT has 3 dot-separated parts, this one has {parts}"
             )));
         }
-        let header = token.split('.').next().unwrap_or_default();
-        let header = URL_SAFE_NO_PAD
-            .decode(header)
-            .map_err(|e| unauthorized(format!("malformed token: header is not base64url ({e})")))?;
-        let header: serde_json::Value = serde_json::from_slice(&header)
-            .map_err(|e| unauthorized(format!("malformed token: header is not JSON ({e})")))?;
-        let alg = header
-            .get("alg")
-            .and_then(serde_json::Value::as_str)
-            .ok_or_else(|| unauthorized("malformed token: header names no alg".into()))?;
         let expected = self.verifier.algorithm_name();
-        if alg != expected {
+        let header = jsonwebtoken::decode_header(token).map_err(|e| {
+            unauthorized(match e.into_kind() {
+                ErrorKind::Base64(e) => format!("malformed token: header is not base64url ({e})"),
+                // An `alg` outside the algorithms JWT libraries implement
+                // (`none` among them) fails to parse here.
+                ErrorKind::Json(e) if e.to_string().contains("unknown variant") => {
+                    format!("algorithm not allowed: {e} (this mediator accepts {expected} only)")
+                }
+                ErrorKind::Json(e) if e.to_string().contains("missing field `alg`") => {
+                    "malformed token: header names no alg".to_owned()
+                }
+                ErrorKind::Json(e) => format!("malformed token: header is not JSON ({e})"),
+                other => format!("malformed token header ({other:?})"),
+            })
+        })?;
+        if header.alg != self.verifier.algorithm() {
             return Err(unauthorized(format!(
-                "algorithm not allowed: {alg} (this mediator accepts {expected} only)"
+                "algorithm not allowed: {:?} (this mediator accepts {expected} only)",
+                header.alg
             )));
         }
         Ok(())
     }
 
-    fn verify_signature(&self, token: &str) -> Result<Claims> {
+    fn verify_signature(&self, token: &str) -> Result<Claims, AuthError> {
         let mut validation = Validation::new(self.verifier.algorithm());
         // Times are checked by `check_times` against the caller's `now`, so
         // tests and simulations can drive the clock.
@@ -480,7 +495,7 @@ impl Authenticator {
         Ok(data.claims)
     }
 
-    fn check_times(&self, claims: &Claims, now: Timestamp) -> Result<()> {
+    fn check_times(&self, claims: &Claims, now: Timestamp) -> Result<(), AuthError> {
         let leeway = i64::try_from(self.leeway.as_millis()).unwrap_or(i64::MAX);
         let now = now.as_millis();
         let at = |secs: i64| Timestamp::from_millis(secs.saturating_mul(1000));
@@ -509,7 +524,7 @@ impl Authenticator {
         Ok(())
     }
 
-    fn identity(&self, claims: Claims) -> Result<Identity> {
+    fn identity(&self, claims: Claims) -> Result<Identity, AuthError> {
         let expires = Timestamp::from_millis(claims.exp.saturating_mul(1000));
         let admin = claims
             .scope
@@ -563,6 +578,34 @@ impl Authenticator {
         }
     }
 
+    /// The original's browser login, if [allowed](Self::with_basic_login):
+    /// an operator with every power and no node identity.
+    pub(crate) fn basic_login(
+        &self,
+        user: &str,
+        password: &str,
+        now: Timestamp,
+    ) -> Result<Identity, AuthError> {
+        if !self.basic_login {
+            return Err(unauthorized(
+                "password login is turned off; send a token".to_owned(),
+            ));
+        }
+        if !self.check_basic(user, password) {
+            return Err(unauthorized("wrong user or password".to_owned()));
+        }
+        // A password does not expire; the session it opens is checked anew
+        // on every request.
+        let _ = now;
+        Ok(Identity {
+            key: None,
+            verified: true,
+            admin: true,
+            scope: None,
+            expires: Timestamp::from_millis(i64::MAX),
+        })
+    }
+
     /// A minter for the same secret; `None` for verify-only keys.
     pub fn minter(&self) -> Option<TokenMinter> {
         match &self.verifier {
@@ -579,17 +622,18 @@ impl fmt::Debug for Authenticator {
             .field("allow_tokens_without_sub", &self.allow_without_sub)
             .field("leeway", &self.leeway)
             .field("audience", &self.audience)
+            .field("basic_login", &self.basic_login)
             .finish()
     }
 }
 
-fn unauthorized(reason: String) -> Error {
-    Error::Unauthorized(reason)
+fn unauthorized(reason: String) -> AuthError {
+    AuthError::Refused(reason)
 }
 
 /// A `sub` must be `group/name` or `group/`; a bare word is refused so that
 /// a user name from another issuer is never taken for a node.
-fn parse_sub(sub: &str) -> Result<NodeKey> {
+fn parse_sub(sub: &str) -> Result<NodeKey, AuthError> {
     if !sub.contains('/') {
         return Err(unauthorized(format!(
             "bad sub {sub:?}: must be group/name, or group/ for a group's unnamed node"
@@ -607,6 +651,8 @@ mod tests {
     //! (public halves with `openssl pkey -pubout`).
 
     use super::*;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
 
     const SECRET: &str = "test secret, long enough to be realistic";
     const ED_PRIVATE: &[u8] = include_bytes!("auth/test-ed25519.pem");
@@ -636,9 +682,9 @@ mod tests {
         URL_SAFE_NO_PAD.encode(json)
     }
 
-    fn refusal(r: Result<Identity>) -> String {
+    fn refusal(r: Result<Identity, AuthError>) -> String {
         match r {
-            Err(Error::Unauthorized(why)) => why,
+            Err(AuthError::Refused(why)) => why,
             other => panic!("expected Error::Unauthorized, got {other:?}"),
         }
     }
@@ -1063,12 +1109,12 @@ mod tests {
         let minter = auth.minter().expect("hs256");
         assert!(matches!(
             minter.mint(&Claims::admin(now(), HOUR)),
-            Err(Error::Key(_))
+            Err(AuthError::Key(_))
         ));
         let token = hand_signed(r#"{"iat":0,"exp":99999999999,"scope":["admin"]}"#);
         assert!(matches!(
             auth.authenticate(&token, now()),
-            Err(Error::Config(_))
+            Err(AuthError::Key(_))
         ));
     }
 
@@ -1102,15 +1148,15 @@ mod tests {
     fn bad_pem_is_a_key_error() {
         assert!(matches!(
             Authenticator::eddsa_public_pem(RSA_PUBLIC),
-            Err(Error::Key(_))
+            Err(AuthError::Key(_))
         ));
         assert!(matches!(
             Authenticator::rs256_public_pem(b"not a pem"),
-            Err(Error::Key(_))
+            Err(AuthError::Key(_))
         ));
         assert!(matches!(
             TokenMinter::eddsa_private_pem(ED_PUBLIC),
-            Err(Error::Key(_))
+            Err(AuthError::Key(_))
         ));
     }
 

@@ -45,7 +45,7 @@ use rand::rngs::OsRng;
 use rand::RngCore;
 use subtle::ConstantTimeEq;
 
-use crate::error::{Error, Result};
+use crate::error::CipherError;
 use crate::model::NodeKey;
 
 #[cfg(feature = "legacy")]
@@ -77,18 +77,18 @@ const AAD_LABEL: &[u8] = b"mediator/1";
 /// same key and the same `aad`.
 pub trait Cipher: Send + Sync + 'static {
     /// Encrypts and authenticates `plaintext`, binding `aad` to it.
-    fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>>;
-    /// Checks and decrypts a sealed payload; fails with [`Error::Sealed`] if
+    fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, CipherError>;
+    /// Checks and decrypts a sealed payload; fails with [`CipherError::Refused`] if
     /// it was altered, sealed under another key or with another `aad`.
-    fn open(&self, sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>>;
+    fn open(&self, sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>, CipherError>;
 }
 
 impl<C: Cipher + ?Sized> Cipher for Arc<C> {
-    fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
+    fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, CipherError> {
         (**self).seal(plaintext, aad)
     }
 
-    fn open(&self, sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
+    fn open(&self, sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>, CipherError> {
         (**self).open(sealed, aad)
     }
 }
@@ -166,7 +166,7 @@ impl SealKey {
 
     /// Parses a key written in standard base64 (padding optional,
     /// surrounding whitespace ignored).
-    pub fn from_base64(text: &str) -> Result<SealKey> {
+    pub fn from_base64(text: &str) -> Result<SealKey, CipherError> {
         // Keys are pasted from files and environment variables, where a
         // trailing newline or a dropped `=` is common and harmless.
         const LENIENT: GeneralPurpose = GeneralPurpose::new(
@@ -175,13 +175,13 @@ impl SealKey {
         );
         let text = text.trim();
         if text.is_empty() {
-            return Err(Error::Key("the key is empty".into()));
+            return Err(CipherError::Key("the key is empty".into()));
         }
         let decoded = LENIENT
             .decode(text)
-            .map_err(|e| Error::Key(format!("not base64 ({e})")))?;
+            .map_err(|e| CipherError::Key(format!("not base64 ({e})")))?;
         let bytes: [u8; KEY_LEN] = decoded.as_slice().try_into().map_err(|_| {
-            Error::Key(format!(
+            CipherError::Key(format!(
                 "a key is {KEY_LEN} bytes, this one decodes to {}",
                 decoded.len()
             ))
@@ -220,8 +220,8 @@ impl PartialEq for SealKey {
 impl Eq for SealKey {}
 
 impl FromStr for SealKey {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
+    type Err = CipherError;
+    fn from_str(s: &str) -> Result<Self, CipherError> {
         SealKey::from_base64(s)
     }
 }
@@ -294,13 +294,13 @@ impl KeyRing {
     }
 
     /// Parses a comma-separated list of base64 keys, newest first.
-    pub fn from_base64_list(text: &str) -> Result<KeyRing> {
+    pub fn from_base64_list(text: &str) -> Result<KeyRing, CipherError> {
         let parts: Vec<&str> = text.split(',').collect();
         let count = parts.len();
         let mut keys = parts.into_iter().enumerate().map(|(i, part)| {
             SealKey::from_base64(part).map_err(|e| match e {
-                Error::Key(why) if count > 1 => {
-                    Error::Key(format!("key {} of {count} in the list: {why}", i + 1))
+                CipherError::Key(why) if count > 1 => {
+                    CipherError::Key(format!("key {} of {count} in the list: {why}", i + 1))
                 }
                 other => other,
             })
@@ -308,7 +308,7 @@ impl KeyRing {
         let newest = match keys.next() {
             Some(first) => first?,
             // `split` always yields at least one part; stay total anyway.
-            None => return Err(Error::Key("the key list is empty".into())),
+            None => return Err(CipherError::Key("the key list is empty".into())),
         };
         keys.try_fold(KeyRing::new(newest), |ring, key| Ok(ring.with_older(key?)))
     }
@@ -337,14 +337,14 @@ impl fmt::Debug for KeyRing {
 }
 
 impl FromStr for KeyRing {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
+    type Err = CipherError;
+    fn from_str(s: &str) -> Result<Self, CipherError> {
         KeyRing::from_base64_list(s)
     }
 }
 
 impl Cipher for KeyRing {
-    fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
+    fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, CipherError> {
         let mut nonce = [0u8; NONCE_LEN];
         // A random 96-bit nonce per message: safe for far more messages per
         // key (2^32) than a node seals between rotations.
@@ -359,14 +359,14 @@ impl Cipher for KeyRing {
             .newest
             .aead
             .encrypt_in_place_detached(Nonce::from_slice(&nonce), aad, body)
-            .map_err(|_| Error::Sealed("the plaintext is too large to seal".into()))?;
+            .map_err(|_| CipherError::Refused("the plaintext is too large to seal".into()))?;
         out.extend_from_slice(&tag);
         Ok(out)
     }
 
-    fn open(&self, sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
+    fn open(&self, sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>, CipherError> {
         if sealed.len() < SEALED_OVERHEAD {
-            return Err(Error::Sealed(format!(
+            return Err(CipherError::Refused(format!(
                 "{} bytes is shorter than the {SEALED_OVERHEAD}-byte header and tag",
                 sealed.len()
             )));
@@ -375,7 +375,7 @@ impl Cipher for KeyRing {
         let (ciphertext, tag) = rest.split_at(rest.len() - TAG_LEN);
         let (version, header) = header.split_at(1);
         if version != [VERSION] {
-            return Err(Error::Sealed(format!(
+            return Err(CipherError::Refused(format!(
                 "unknown format version {:#04x} (this build reads {VERSION:#04x})",
                 version.first().copied().unwrap_or_default()
             )));
@@ -389,7 +389,7 @@ impl Cipher for KeyRing {
                 .iter()
                 .map(|i| format!("{i:#010x}"))
                 .collect();
-            return Err(Error::Sealed(format!(
+            return Err(CipherError::Refused(format!(
                 "unknown key id {id:#010x} (this ring holds {})",
                 held.join(", ")
             )));
@@ -406,7 +406,7 @@ impl Cipher for KeyRing {
                 return Ok(plain);
             }
         }
-        Err(Error::Sealed(
+        Err(CipherError::Refused(
             "authentication failed: altered, or sealed for another sender, target or path".into(),
         ))
     }
@@ -424,10 +424,10 @@ mod tests {
         s.parse().expect("valid key")
     }
 
-    fn sealed_err(r: Result<Vec<u8>>) -> String {
+    fn sealed_err(r: Result<Vec<u8>, CipherError>) -> String {
         match r {
-            Err(Error::Sealed(why)) => why,
-            other => panic!("expected Error::Sealed, got {other:?}"),
+            Err(CipherError::Refused(why)) => why,
+            other => panic!("expected CipherError::Refused, got {other:?}"),
         }
     }
 
@@ -496,7 +496,7 @@ mod tests {
                 let mut bad = sealed.clone();
                 bad[i] ^= bit;
                 assert!(
-                    matches!(ring.open(&bad, &ad), Err(Error::Sealed(_))),
+                    matches!(ring.open(&bad, &ad), Err(CipherError::Refused(_))),
                     "byte {i} bit {bit:#x} flipped was accepted"
                 );
             }
@@ -638,17 +638,17 @@ mod tests {
         let short = STANDARD.encode([0u8; 16]);
         assert_eq!(
             SealKey::from_base64(&short),
-            Err(Error::Key(
+            Err(CipherError::Key(
                 "a key is 32 bytes, this one decodes to 16".into()
             ))
         );
         match SealKey::from_base64("not*base64!") {
-            Err(Error::Key(why)) => assert!(why.starts_with("not base64"), "{why}"),
+            Err(CipherError::Key(why)) => assert!(why.starts_with("not base64"), "{why}"),
             other => panic!("{other:?}"),
         }
         assert_eq!(
             SealKey::from_base64("  "),
-            Err(Error::Key("the key is empty".into()))
+            Err(CipherError::Key("the key is empty".into()))
         );
     }
 
@@ -663,18 +663,20 @@ mod tests {
         assert_eq!(single.key_ids(), vec![a.id()]);
 
         match KeyRing::from_base64_list(&format!("{},AAAA", a.to_base64())) {
-            Err(Error::Key(why)) => assert_eq!(
+            Err(CipherError::Key(why)) => assert_eq!(
                 why,
                 "key 2 of 2 in the list: a key is 32 bytes, this one decodes to 3"
             ),
             other => panic!("{other:?}"),
         }
         match KeyRing::from_base64_list(&format!("{},", a.to_base64())) {
-            Err(Error::Key(why)) => assert_eq!(why, "key 2 of 2 in the list: the key is empty"),
+            Err(CipherError::Key(why)) => {
+                assert_eq!(why, "key 2 of 2 in the list: the key is empty")
+            }
             other => panic!("{other:?}"),
         }
         match KeyRing::from_base64_list("") {
-            Err(Error::Key(why)) => assert_eq!(why, "the key is empty"),
+            Err(CipherError::Key(why)) => assert_eq!(why, "the key is empty"),
             other => panic!("{other:?}"),
         }
     }

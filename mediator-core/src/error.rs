@@ -1,6 +1,21 @@
-//! The core's one error type, and whose fault each error is.
+//! The core's errors: one type per operation, each keeping its cause, and
+//! the top-level [`Error`] they all convert into, which knows whose fault
+//! it was and which status conveys it.
+//!
+//! | operation | its error | becomes |
+//! |---|---|---|
+//! | a [`Registry`](crate::Registry) call | [`StoreError`] (cause, temporary or not) | [`Error::Store`] |
+//! | sealing or opening ([`Cipher`](crate::Cipher)) | [`CipherError`] | [`Error::Sealed`] |
+//! | checking credentials ([`Authenticate`](crate::policy::Authenticate)) | [`AuthError`] | [`Error::Unauthorized`] |
+//! | one delivery ([`Deliver`](crate::Deliver)) | [`DeliverError`] | [`Error::NodeUnreachable`] or [`Error::NodeFailed`] |
 
+use std::error::Error as StdError;
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
+
+/// A cause kept behind an error, shareable so errors stay `Clone`.
+pub(crate) type Cause = Arc<dyn StdError + Send + Sync + 'static>;
 
 /// Who caused an error, so operators and retry logic can act on it.
 ///
@@ -8,6 +23,7 @@ use std::time::Duration;
 /// when the mediator or its store recovers; a node fault belongs to the
 /// node that was called.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Fault {
     /// The request itself is wrong: bad input, missing or wrong credentials.
     Caller,
@@ -17,8 +33,8 @@ pub enum Fault {
     Node,
 }
 
-impl std::fmt::Display for Fault {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Fault::Caller => "caller",
             Fault::Hub => "hub",
@@ -27,11 +43,198 @@ impl std::fmt::Display for Fault {
     }
 }
 
-/// Everything that can go wrong in the core, from validation to delivery.
+/// A store failed: what it was doing, why, and whether trying again may help.
 ///
-/// Stores and transports keep their own error enums and convert into this
-/// one at the trait boundary (see [`Error::store`]).
-#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+/// A temporary error (connection lost, lock timeout, pool exhausted) is
+/// worth retrying; a permanent one (corrupt row, schema mismatch) is not.
+///
+/// ```
+/// use mediator_core::{Error, StoreError};
+/// let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+/// let e = StoreError::temporary("connecting to MySQL", io);
+/// assert!(e.is_temporary());
+/// assert_eq!(e.to_string(), "connecting to MySQL: refused");
+/// assert!(std::error::Error::source(&e).is_some());
+/// let top: Error = e.into();
+/// assert_eq!(top.status(), 503);
+/// ```
+#[derive(Debug, Clone)]
+pub struct StoreError {
+    context: String,
+    temporary: bool,
+    source: Option<Cause>,
+}
+
+impl StoreError {
+    /// A failure that may clear up if the call is made again.
+    pub fn temporary(
+        context: impl Into<String>,
+        source: impl StdError + Send + Sync + 'static,
+    ) -> Self {
+        StoreError {
+            context: context.into(),
+            temporary: true,
+            source: Some(Arc::new(source)),
+        }
+    }
+
+    /// A failure that the same call will meet again.
+    pub fn permanent(
+        context: impl Into<String>,
+        source: impl StdError + Send + Sync + 'static,
+    ) -> Self {
+        StoreError {
+            context: context.into(),
+            temporary: false,
+            source: Some(Arc::new(source)),
+        }
+    }
+
+    /// A failure with no underlying error to keep.
+    pub fn new(message: impl Into<String>, temporary: bool) -> Self {
+        StoreError {
+            context: message.into(),
+            temporary,
+            source: None,
+        }
+    }
+
+    /// Whether retrying may help.
+    pub fn is_temporary(&self) -> bool {
+        self.temporary
+    }
+
+    /// What the store was doing, without the cause.
+    pub fn context(&self) -> &str {
+        &self.context
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.source {
+            Some(source) => write!(f, "{}: {source}", self.context),
+            None => f.write_str(&self.context),
+        }
+    }
+}
+
+impl StdError for StoreError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source
+            .as_deref()
+            .map(|s| s as &(dyn StdError + 'static))
+    }
+}
+
+/// Sealing or opening a payload failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CipherError {
+    /// The payload does not open: altered, sealed under another key, or
+    /// with other additional data (sender, target, path).
+    #[error("sealed payload refused: {0}")]
+    Refused(String),
+    /// A key could not be parsed or used.
+    #[error("bad key: {0}")]
+    Key(String),
+}
+
+/// Credentials were missing or could not be trusted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// No credentials were given.
+    #[error("no credentials")]
+    Missing,
+    /// Credentials were given and refused: malformed, expired, wrongly
+    /// signed, of a refused algorithm, or a wrong password.
+    #[error("{0}")]
+    Refused(String),
+    /// The mediator's own key cannot check anything (empty secret, bad PEM).
+    #[error("bad key: {0}")]
+    Key(String),
+}
+
+/// One delivery to one node failed.
+///
+/// [`unreachable`](DeliverError::unreachable) means nothing of the request
+/// reached the node, so the router may try another node of the group;
+/// [`failed`](DeliverError::failed) means it may have, so it never retries.
+///
+/// ```
+/// use mediator_core::DeliverError;
+/// let e = DeliverError::unreachable("connection refused");
+/// assert!(e.is_unreachable());
+/// assert!(!DeliverError::failed("reset mid-reply").is_unreachable());
+/// ```
+#[derive(Debug, Clone)]
+pub struct DeliverError {
+    message: String,
+    unreachable: bool,
+    source: Option<Cause>,
+}
+
+impl DeliverError {
+    /// Nothing of the request reached the node.
+    pub fn unreachable(message: impl Into<String>) -> Self {
+        DeliverError {
+            message: message.into(),
+            unreachable: true,
+            source: None,
+        }
+    }
+
+    /// The node failed after the request, or part of it, reached it.
+    pub fn failed(message: impl Into<String>) -> Self {
+        DeliverError {
+            message: message.into(),
+            unreachable: false,
+            source: None,
+        }
+    }
+
+    /// Keeps the underlying error.
+    pub fn with_source(mut self, source: impl StdError + Send + Sync + 'static) -> Self {
+        self.source = Some(Arc::new(source));
+        self
+    }
+
+    /// Whether nothing of the request reached the node.
+    pub fn is_unreachable(&self) -> bool {
+        self.unreachable
+    }
+
+    /// What went wrong, in words, without the cause.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for DeliverError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.source {
+            Some(source) => write!(f, "{} ({source})", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl StdError for DeliverError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source
+            .as_deref()
+            .map(|s| s as &(dyn StdError + 'static))
+    }
+}
+
+/// Everything that can go wrong in the mediator, from validation to
+/// delivery, with a [kind](Error::kind), a [fault](Error::fault) and a
+/// [status](Error::status).
+///
+/// Each operation's own error converts into it with `?`, keeping its cause
+/// reachable through [`std::error::Error::source`].
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A field broke a validation rule.
@@ -42,9 +245,15 @@ pub enum Error {
         /// The rule it broke, in words.
         rule: String,
     },
+    /// A body was larger than the mediator accepts.
+    #[error("body too large: the limit is {limit} bytes")]
+    TooLarge {
+        /// The largest body accepted, in bytes.
+        limit: usize,
+    },
     /// The store failed or could not be reached.
     #[error("store error: {0}")]
-    Store(String),
+    Store(#[source] StoreError),
     /// No registration matches the target.
     #[error("unknown target {0}")]
     UnknownTarget(String),
@@ -61,40 +270,36 @@ pub enum Error {
     },
     /// The node could not be reached: nothing of the request was sent, so
     /// another node may be tried.
-    #[error("node {node} unreachable: {reason}")]
+    #[error("node {node} unreachable: {source}")]
     NodeUnreachable {
         /// The node that was asked (`group/name`).
         node: String,
-        /// What went wrong, in words.
-        reason: String,
+        /// What the deliverer saw.
+        source: DeliverError,
     },
     /// The node failed after the request (or part of it) reached it.
-    #[error("node {node} failed: {reason}")]
+    #[error("node {node} failed: {source}")]
     NodeFailed {
         /// The node that was asked (`group/name`).
         node: String,
-        /// What went wrong, in words.
-        reason: String,
+        /// What the deliverer saw.
+        source: DeliverError,
     },
     /// No valid credentials: missing, malformed, expired or wrongly signed.
     #[error("unauthorized: {0}")]
-    Unauthorized(String),
+    Unauthorized(#[source] AuthError),
     /// Valid credentials that do not allow this request.
     #[error("forbidden: {0}")]
     Forbidden(String),
-    /// A sealed payload could not be opened (tampered, wrong key or AAD).
-    #[error("sealed payload refused: {0}")]
-    Sealed(String),
-    /// A key could not be parsed or used.
-    #[error("bad key: {0}")]
-    Key(String),
+    /// A payload could not be sealed or opened, or a key was unusable.
+    #[error("{0}")]
+    Sealed(#[source] CipherError),
     /// A node's handler (or a policy) refused the request with this status.
-    #[error("refused with {status} ({kind}): {message}")]
+    #[error("{message}")]
     Refused {
-        /// The status to answer with: a 4xx when the caller is at fault, a
-        /// 5xx when the node is.
+        /// The HTTP status to answer with.
         status: u16,
-        /// A short stable name for the refusal, such as `misdirected`.
+        /// A short stable name for the refusal.
         kind: String,
         /// Why, in words.
         message: String,
@@ -102,6 +307,28 @@ pub enum Error {
     /// The mediator was composed wrongly.
     #[error("configuration error: {0}")]
     Config(String),
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        Error::Store(e)
+    }
+}
+
+impl From<CipherError> for Error {
+    fn from(e: CipherError) -> Self {
+        Error::Sealed(e)
+    }
+}
+
+impl From<AuthError> for Error {
+    fn from(e: AuthError) -> Self {
+        match e {
+            // The mediator's own key is broken: not the caller's doing.
+            AuthError::Key(why) => Error::Config(format!("authentication key: {why}")),
+            other => Error::Unauthorized(other),
+        }
+    }
 }
 
 impl Error {
@@ -113,14 +340,13 @@ impl Error {
         }
     }
 
-    /// Builds an [`Error::Refused`]: how a node's handler answers with a
-    /// status of its choosing.
+    /// Builds an [`Error::Refused`], the answer of a handler that turns a
+    /// request down with a status of its own choosing.
     ///
     /// ```
     /// use mediator_core::{Error, Fault};
-    /// let e = Error::refused(404, "no_such_user", "user 42 does not exist");
-    /// assert_eq!((e.status(), e.kind(), e.fault()), (404, "no_such_user", Fault::Caller));
-    /// assert_eq!(Error::refused(503, "busy", "try later").fault(), Fault::Node);
+    /// let e = Error::refused(409, "conflict", "already booked");
+    /// assert_eq!((e.status(), e.kind(), e.fault()), (409, "conflict", Fault::Caller));
     /// ```
     pub fn refused(status: u16, kind: impl Into<String>, message: impl Into<String>) -> Self {
         Error::Refused {
@@ -130,9 +356,9 @@ impl Error {
         }
     }
 
-    /// Wraps any store failure, keeping its message.
-    pub fn store(source: impl std::fmt::Display) -> Self {
-        Error::Store(source.to_string())
+    /// Builds an [`Error::Unauthorized`] with a reason.
+    pub fn unauthorized(reason: impl Into<String>) -> Self {
+        Error::Unauthorized(AuthError::Refused(reason.into()))
     }
 
     /// Whose fault this error is.
@@ -145,35 +371,36 @@ impl Error {
     pub fn fault(&self) -> Fault {
         match self {
             Error::Invalid { .. }
+            | Error::TooLarge { .. }
             | Error::UnknownTarget(_)
             | Error::Unauthorized(_)
             | Error::Forbidden(_)
-            | Error::Sealed(_)
-            | Error::Key(_) => Fault::Caller,
+            | Error::Sealed(_) => Fault::Caller,
             Error::Store(_) | Error::NoNodeAvailable(_) | Error::Config(_) => Fault::Hub,
-            Error::DeadlinePassed { .. }
+            Error::Refused { status, .. } if *status < 500 => Fault::Caller,
+            Error::Refused { .. }
+            | Error::DeadlinePassed { .. }
             | Error::NodeFailed { .. }
             | Error::NodeUnreachable { .. } => Fault::Node,
-            Error::Refused { status, .. } if (400..500).contains(status) => Fault::Caller,
-            Error::Refused { .. } => Fault::Node,
         }
     }
 
     /// The HTTP status that conveys this error.
     ///
-    /// 400 malformed, 401/403 auth, 404 unknown target, 502 node failed,
-    /// 503 no node available or store down, 504 deadline.
+    /// 400 malformed, 401/403 auth, 404 unknown target, 413 too large,
+    /// 502 node failed, 503 no node available or store down, 504 deadline.
     pub fn status(&self) -> u16 {
         match self {
-            Error::Invalid { .. } | Error::Sealed(_) | Error::Key(_) => 400,
+            Error::Invalid { .. } | Error::Sealed(_) => 400,
+            Error::TooLarge { .. } => 413,
             Error::Unauthorized(_) => 401,
             Error::Forbidden(_) => 403,
             Error::UnknownTarget(_) => 404,
             Error::NodeFailed { .. } | Error::NodeUnreachable { .. } => 502,
             Error::Store(_) | Error::NoNodeAvailable(_) => 503,
             Error::DeadlinePassed { .. } => 504,
-            Error::Config(_) => 500,
             Error::Refused { status, .. } => *status,
+            Error::Config(_) => 500,
         }
     }
 
@@ -181,6 +408,7 @@ impl Error {
     pub fn kind(&self) -> &str {
         match self {
             Error::Invalid { .. } => "invalid",
+            Error::TooLarge { .. } => "too_large",
             Error::Store(_) => "store",
             Error::UnknownTarget(_) => "unknown_target",
             Error::NoNodeAvailable(_) => "no_node_available",
@@ -189,13 +417,49 @@ impl Error {
             Error::NodeUnreachable { .. } => "node_unreachable",
             Error::Unauthorized(_) => "unauthorized",
             Error::Forbidden(_) => "forbidden",
+            Error::Sealed(CipherError::Key(_)) => "key",
             Error::Sealed(_) => "sealed",
-            Error::Key(_) => "key",
-            Error::Config(_) => "config",
             Error::Refused { kind, .. } => kind,
+            Error::Config(_) => "config",
+        }
+    }
+
+    /// Whether the same request may succeed if made again unchanged: a
+    /// temporary store failure, no node available, a node unreachable.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Store(e) => e.is_temporary(),
+            Error::NoNodeAvailable(_) | Error::NodeUnreachable { .. } => true,
+            _ => false,
         }
     }
 }
 
 /// The core's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn causes_survive_conversion() {
+        let io = std::io::Error::new(std::io::ErrorKind::TimedOut, "lock wait timeout");
+        let e: Error = StoreError::temporary("renewing a lease", io).into();
+        assert!(e.is_retryable());
+        let store = StdError::source(&e).expect("the store error");
+        let io = store.source().expect("the I/O error");
+        assert_eq!(io.to_string(), "lock wait timeout");
+    }
+
+    #[test]
+    fn refusals_take_their_fault_from_the_status() {
+        assert_eq!(Error::refused(418, "teapot", "no").fault(), Fault::Caller);
+        assert_eq!(Error::refused(500, "boom", "no").fault(), Fault::Node);
+        assert_eq!(Error::TooLarge { limit: 1 }.status(), 413);
+        let key: Error = CipherError::Key("short".into()).into();
+        assert_eq!((key.kind(), key.status()), ("key", 400));
+        let broken: Error = AuthError::Key("empty secret".into()).into();
+        assert_eq!(broken.fault(), Fault::Hub);
+    }
+}

@@ -1,18 +1,35 @@
-//! The [`Mediator`]: a registry, an authenticator, a router and limits,
+//! The [`Mediator`]: a registry, policies, deliverers, limits and a clock,
 //! composed once and shared by every transport.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::auth::{Authenticator, Identity};
+use crate::auth::{Authenticator, Identity, TokenMinter};
+use crate::clock::{Clock, SystemClock};
+use crate::context::{RequestContext, TraceContext};
+use crate::deliver::{Deliver, Deliverers};
 use crate::error::{Error, Result};
 use crate::model::{Envelope, Node, NodeId, NodeKey, Registration};
+use crate::policy::{Authenticate, Authorize, Credentials, DefaultAuthorize, LeastInFlight, Pick};
+use crate::record::{DeliveryStats, Recorder};
 use crate::registry::Registry;
-use crate::router::{Deadline, DefaultRouter, Deliver, Routed, Router, RoutingTable};
+use crate::router::{Deadline, DefaultRouter, Routed, Router, Routes, RoutingTable};
 use crate::time::Timestamp;
 
 /// Bounds the mediator enforces on every request and registration.
+///
+/// Start from [`Limits::default`] and change what you need:
+///
+/// ```
+/// use mediator_core::Limits;
+/// use std::time::Duration;
+/// let mut limits = Limits::default();
+/// limits.max_body = 1 << 20;
+/// limits.deadline = Duration::from_secs(2);
+/// assert_eq!(limits.default_ttl, Duration::from_secs(65 * 60));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Limits {
     /// The largest request body accepted (413 past it). Default 8 MiB.
     pub max_body: usize,
@@ -45,27 +62,35 @@ impl Default for Limits {
     }
 }
 
-/// Composes a [`Mediator`].
+type RouterWrap = Box<dyn FnOnce(DefaultRouter) -> Arc<dyn Router> + Send>;
+
+/// Composes a [`Mediator`]: a registry and an authenticator are required;
+/// every policy has today's behaviour as its default.
 pub struct MediatorBuilder {
     registry: Option<Arc<dyn Registry>>,
-    authenticator: Option<Authenticator>,
+    authenticate: Option<Arc<dyn Authenticate>>,
+    minter: Option<TokenMinter>,
+    authorize: Arc<dyn Authorize>,
+    pick: Arc<dyn Pick>,
+    clock: Arc<dyn Clock>,
     delivers: Vec<Arc<dyn Deliver>>,
+    recorders: Vec<Arc<dyn Recorder>>,
     limits: Limits,
     instance: String,
     wrap: Option<RouterWrap>,
 }
 
-type RouterWrap = Box<dyn FnOnce(Arc<DefaultRouter>) -> Arc<dyn Router> + Send>;
-
 impl std::fmt::Debug for MediatorBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MediatorBuilder")
             .field("registry", &self.registry.is_some())
-            .field("authenticator", &self.authenticator.is_some())
+            .field("authenticate", &self.authenticate.is_some())
             .field("delivers", &self.delivers.len())
+            .field("recorders", &self.recorders.len())
+            .field("clock", &self.clock)
             .field("limits", &self.limits)
             .field("instance", &self.instance)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -83,15 +108,119 @@ impl MediatorBuilder {
         self
     }
 
-    /// How callers prove who they are (required).
+    /// Checks JWTs with `authenticator`, and mints `/token` tokens with its
+    /// key when it has a signing one (HS256). This or
+    /// [`authenticate`](Self::authenticate) is required.
     pub fn authenticator(mut self, authenticator: Authenticator) -> Self {
-        self.authenticator = Some(authenticator);
+        self.minter = authenticator.minter();
+        self.authenticate = Some(Arc::new(authenticator));
         self
     }
 
-    /// Adds a deliverer for one endpoint kind (a later one of the same kind replaces it).
+    /// Replaces how credentials become identities.
+    ///
+    /// ```
+    /// use mediator_core::policy::{Authenticate, Credentials};
+    /// use mediator_core::*;
+    ///
+    /// /// Everyone is a trusted operator: only for a closed test network.
+    /// struct TrustAll;
+    /// impl Authenticate for TrustAll {
+    ///     fn authenticate(&self, _: &Credentials<'_>, _: Timestamp) -> Result<Identity, AuthError> {
+    ///         Ok(Identity::internal())
+    ///     }
+    /// }
+    ///
+    /// let mediator = Mediator::builder()
+    ///     .registry(MemoryRegistry::new())
+    ///     .authenticate(TrustAll)
+    ///     .build()?;
+    /// let who = mediator.authenticate(&Credentials::Bearer("anything"))?;
+    /// assert!(who.admin);
+    /// assert!(mediator.minter().is_none(), "no signing key, so no /token");
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn authenticate(mut self, policy: impl Authenticate) -> Self {
+        self.authenticate = Some(Arc::new(policy));
+        self
+    }
+
+    /// The key `/token` mints with (set by [`authenticator`](Self::authenticator)
+    /// for HS256).
+    pub fn token_minter(mut self, minter: TokenMinter) -> Self {
+        self.minter = Some(minter);
+        self
+    }
+
+    /// Replaces who may register as whom, act for whom and call whom
+    /// (default [`DefaultAuthorize`]).
+    ///
+    /// ```
+    /// use mediator_core::policy::{Authorize, DefaultAuthorize};
+    /// use mediator_core::*;
+    /// use std::time::Duration;
+    ///
+    /// /// Only admins register; everything else as by default.
+    /// struct AdminsRegister;
+    /// impl Authorize for AdminsRegister {
+    ///     fn register_as(&self, caller: &Identity, key: &NodeKey) -> Result<()> {
+    ///         if !caller.admin {
+    ///             return Err(Error::Forbidden(format!("only admins register {key}")));
+    ///         }
+    ///         Ok(())
+    ///     }
+    ///     fn act_for(&self, caller: &Identity, key: &NodeKey) -> Result<()> {
+    ///         DefaultAuthorize.act_for(caller, key)
+    ///     }
+    ///     fn call(&self, caller: &Identity, target: &Target) -> Result<()> {
+    ///         DefaultAuthorize.call(caller, target)
+    ///     }
+    /// }
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let mediator = Mediator::builder()
+    ///     .registry(MemoryRegistry::new())
+    ///     .authenticator(Authenticator::hs256("a secret of at least 32 bytes!!!"))
+    ///     .authorize(AdminsRegister)
+    ///     .build()?;
+    /// let key = NodeKey::named("users", "api")?;
+    /// let node = Identity { key: Some(key.clone()), ..Identity::internal() };
+    /// let node = Identity { admin: false, ..node };
+    /// let registration = Registration::new(key, Endpoint::http("http://127.0.0.1:9000")?, Duration::from_secs(30));
+    /// let refused = mediator.register(&node, registration).await.unwrap_err();
+    /// assert_eq!(refused.status(), 403);
+    /// # Ok::<(), Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn authorize(mut self, policy: impl Authorize) -> Self {
+        self.authorize = Arc::new(policy);
+        self
+    }
+
+    /// Replaces the choice of node for any-of-group requests (default
+    /// [`LeastInFlight`]).
+    pub fn pick(mut self, policy: impl Pick) -> Self {
+        self.pick = Arc::new(policy);
+        self
+    }
+
+    /// The clock leases, expiry and sweeps read (default [`SystemClock`]).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Adds a deliverer for the endpoint schemes it serves; [`build`](Self::build)
+    /// refuses two that claim the same scheme.
     pub fn deliver(mut self, deliver: impl Deliver) -> Self {
         self.delivers.push(Arc::new(deliver));
+        self
+    }
+
+    /// Adds a recorder of every delivery, beside the mediator's own
+    /// [`DeliveryStats`].
+    pub fn recorder(mut self, recorder: impl Recorder) -> Self {
+        self.recorders.push(Arc::new(recorder));
         self
     }
 
@@ -119,23 +248,25 @@ impl MediatorBuilder {
         self
     }
 
-    /// Wraps the default router (for policies, ACLs, metrics) or replaces it.
+    /// Wraps the default router (for ACLs, sharding, metrics) or replaces
+    /// it; the wrapper sees each request's [`RequestContext`], with the
+    /// authenticated caller.
     pub fn wrap_router(
         mut self,
-        wrap: impl FnOnce(Arc<DefaultRouter>) -> Arc<dyn Router> + Send + 'static,
+        wrap: impl FnOnce(DefaultRouter) -> Arc<dyn Router> + Send + 'static,
     ) -> Self {
         self.wrap = Some(Box::new(wrap));
         self
     }
 
-    /// Builds the mediator; fails when the registry or authenticator is missing
-    /// or a limit makes no sense.
+    /// Builds the mediator; fails when the registry or authenticator is
+    /// missing, two deliverers claim one scheme, or a limit makes no sense.
     pub fn build(self) -> Result<Mediator> {
         let registry = self
             .registry
             .ok_or_else(|| Error::Config("a mediator needs a registry".into()))?;
-        let authenticator = self
-            .authenticator
+        let authenticate = self
+            .authenticate
             .ok_or_else(|| Error::Config("a mediator needs an authenticator".into()))?;
         let limits = self.limits;
         if limits.deadline.is_zero() || limits.sweep_every.is_zero() {
@@ -151,22 +282,36 @@ impl MediatorBuilder {
                 "leases must satisfy min_ttl <= default_ttl <= max_ttl".into(),
             ));
         }
-        let table = Arc::new(RoutingTable::new());
-        let default_router = Arc::new(DefaultRouter::new(Arc::clone(&table)));
+        let mut delivers = Deliverers::default();
         for deliver in self.delivers {
-            default_router.add_deliver(deliver);
+            delivers.add(deliver)?;
         }
+        let stats = Arc::new(DeliveryStats::default());
+        let mut recorders: Vec<Arc<dyn Recorder>> = vec![Arc::clone(&stats) as Arc<dyn Recorder>];
+        recorders.extend(self.recorders);
+        let table = Arc::new(RoutingTable::new());
+        let default_router = DefaultRouter::new(
+            Arc::clone(&table),
+            delivers,
+            self.pick,
+            Arc::clone(&self.clock),
+            recorders,
+        );
         let router: Arc<dyn Router> = match self.wrap {
-            Some(wrap) => wrap(Arc::clone(&default_router)),
-            None => default_router.clone(),
+            Some(wrap) => wrap(default_router.clone()),
+            None => Arc::new(default_router.clone()),
         };
         Ok(Mediator {
             inner: Arc::new(Inner {
                 registry,
-                authenticator,
+                authenticate,
+                minter: self.minter,
+                authorize: self.authorize,
+                clock: self.clock,
                 table,
                 default_router,
                 router,
+                stats,
                 limits,
                 instance: self.instance,
             }),
@@ -187,8 +332,9 @@ impl MediatorBuilder {
 ///
 /// #[async_trait]
 /// impl Deliver for Echo {
-///     fn kind(&self) -> EndpointKind { EndpointKind::Http }
-///     async fn deliver(&self, _node: &Node, envelope: &Envelope, _deadline: Deadline) -> Result<Reply> {
+///     fn schemes(&self) -> Vec<String> { vec!["http".into()] }
+///     async fn deliver(&self, _node: &Node, envelope: &Envelope, _cx: &RequestContext)
+///         -> Result<Reply, DeliverError> {
 ///         Ok(Reply::new(http::StatusCode::OK, envelope.body.clone()))
 ///     }
 /// }
@@ -209,7 +355,7 @@ impl MediatorBuilder {
 ///
 /// match mediator.route(&me, Envelope::new(Target::One(api), "/lookup", "hello"), None).await? {
 ///     Routed::One { reply, .. } => assert_eq!(reply.body, "hello"),
-///     Routed::Many(_) => unreachable!("a unicast has one reply"),
+///     _ => unreachable!("a unicast has one reply"),
 /// }
 /// # Ok::<(), Error>(())
 /// # }).unwrap();
@@ -221,10 +367,14 @@ pub struct Mediator {
 
 struct Inner {
     registry: Arc<dyn Registry>,
-    authenticator: Authenticator,
+    authenticate: Arc<dyn Authenticate>,
+    minter: Option<TokenMinter>,
+    authorize: Arc<dyn Authorize>,
+    clock: Arc<dyn Clock>,
     table: Arc<RoutingTable>,
-    default_router: Arc<DefaultRouter>,
+    default_router: DefaultRouter,
     router: Arc<dyn Router>,
+    stats: Arc<DeliveryStats>,
     limits: Limits,
     instance: String,
 }
@@ -234,8 +384,9 @@ impl std::fmt::Debug for Mediator {
         f.debug_struct("Mediator")
             .field("instance", &self.inner.instance)
             .field("nodes", &self.inner.table.len())
+            .field("delivers", &self.inner.default_router.schemes())
             .field("limits", &self.inner.limits)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -244,8 +395,13 @@ impl Mediator {
     pub fn builder() -> MediatorBuilder {
         MediatorBuilder {
             registry: None,
-            authenticator: None,
+            authenticate: None,
+            minter: None,
+            authorize: Arc::new(DefaultAuthorize),
+            pick: Arc::new(LeastInFlight),
+            clock: Arc::new(SystemClock),
             delivers: Vec::new(),
+            recorders: Vec::new(),
             limits: Limits::default(),
             instance: format!("mediator-{:016x}", rand::random::<u64>()),
             wrap: None,
@@ -253,10 +409,10 @@ impl Mediator {
     }
 
     /// Adds a deliverer after building (a transport that exists only once
-    /// the mediator does, such as QUIC attachments).
-    pub fn with_deliver(self, deliver: impl Deliver) -> Self {
-        self.inner.default_router.add_deliver(Arc::new(deliver));
-        self
+    /// the mediator does, such as QUIC attachments); refuses one that
+    /// claims a scheme already served.
+    pub fn add_deliver(&self, deliver: impl Deliver) -> Result<()> {
+        self.inner.default_router.add_deliver(Arc::new(deliver))
     }
 
     /// The store of registrations.
@@ -264,9 +420,9 @@ impl Mediator {
         &self.inner.registry
     }
 
-    /// How callers are authenticated.
-    pub fn authenticator(&self) -> &Authenticator {
-        &self.inner.authenticator
+    /// The key `/token` mints with, if the mediator has one.
+    pub fn minter(&self) -> Option<&TokenMinter> {
+        self.inner.minter.as_ref()
     }
 
     /// The limits in force.
@@ -279,46 +435,42 @@ impl Mediator {
         &self.inner.instance
     }
 
-    /// The in-memory routing table.
-    pub fn table(&self) -> &Arc<RoutingTable> {
-        &self.inner.table
+    /// The clock leases and sweeps read.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
     }
 
-    /// Authenticates a bearer token at the current time.
-    pub fn authenticate(&self, token: &str) -> Result<Identity> {
-        self.inner
-            .authenticator
-            .authenticate(token, Timestamp::now())
+    /// A read-only view of the routing table.
+    pub fn routes(&self) -> Routes {
+        Routes::new(Arc::clone(&self.inner.table))
     }
 
-    /// Refuses `caller` acting for `key` unless it is that node or an admin
-    /// (which the original's identity-less tokens are, where allowed).
-    fn check_acts_for(caller: &Identity, key: &NodeKey) -> Result<()> {
-        if caller.admin || (caller.verified && caller.key.as_ref() == Some(key)) {
-            return Ok(());
-        }
-        Err(Error::Forbidden(match &caller.key {
-            Some(own) => format!("token is for {own}, not {key}"),
-            None => format!("token names no node and may not act for {key}"),
-        }))
+    /// Every delivery so far, per group.
+    pub fn delivery_stats(&self) -> &Arc<DeliveryStats> {
+        &self.inner.stats
     }
 
-    /// Registers (or re-registers) a node, at the current time.
+    /// The schemes of the endpoints this mediator can deliver to.
+    pub fn schemes(&self) -> Vec<String> {
+        self.inner.default_router.schemes()
+    }
+
+    /// Checks credentials at the clock's current time.
+    pub fn authenticate(&self, credentials: &Credentials<'_>) -> Result<Identity> {
+        Ok(self
+            .inner
+            .authenticate
+            .authenticate(credentials, self.inner.clock.now())?)
+    }
+
+    /// Registers (or re-registers) a node, at the clock's current time.
     ///
-    /// A node may register only as the identity its token names.
+    /// The [`Authorize`] policy decides who may register as whom (by
+    /// default, a node only as the identity its token names).
     pub async fn register(&self, caller: &Identity, registration: Registration) -> Result<Node> {
-        self.register_at(caller, registration, Timestamp::now())
-            .await
-    }
-
-    /// [`register`](Self::register) at a given time.
-    pub async fn register_at(
-        &self,
-        caller: &Identity,
-        registration: Registration,
-        now: Timestamp,
-    ) -> Result<Node> {
-        Self::check_acts_for(caller, &registration.key)?;
+        self.inner
+            .authorize
+            .register_as(caller, &registration.key)?;
         let limits = &self.inner.limits;
         if registration.ttl < limits.min_ttl || registration.ttl > limits.max_ttl {
             return Err(Error::invalid(
@@ -330,7 +482,11 @@ impl Mediator {
                 ),
             ));
         }
-        let node = self.inner.registry.upsert(registration, now).await?;
+        let node = self
+            .inner
+            .registry
+            .upsert(registration, self.inner.clock.now())
+            .await?;
         self.inner.table.insert(node.clone());
         tracing::info!(node = %node.key, id = %node.id, endpoint = %node.endpoint, "registered");
         Ok(node)
@@ -344,12 +500,12 @@ impl Mediator {
         key: &NodeKey,
         ttl: Duration,
     ) -> Result<Option<Timestamp>> {
-        Self::check_acts_for(caller, key)?;
+        self.inner.authorize.act_for(caller, key)?;
         let ttl = ttl.clamp(self.inner.limits.min_ttl, self.inner.limits.max_ttl);
         let lease = self
             .inner
             .registry
-            .renew(key, ttl, Timestamp::now())
+            .renew(key, ttl, self.inner.clock.now())
             .await?;
         match lease {
             Some(lease_until) => self.inner.table.renew(key, lease_until),
@@ -365,7 +521,7 @@ impl Mediator {
         let Some(node) = self.inner.registry.get_by_id(id).await? else {
             return Ok(0);
         };
-        Self::check_acts_for(caller, &node.key)?;
+        self.inner.authorize.act_for(caller, &node.key)?;
         let removed = self.inner.registry.remove(id).await?;
         // By id too: the key may have registered again, under a new id.
         self.inner.table.remove_id(&node.key, id);
@@ -375,7 +531,7 @@ impl Mediator {
 
     /// Removes a registration by key; returns how many went.
     pub async fn remove_key(&self, caller: &Identity, key: &NodeKey) -> Result<u64> {
-        Self::check_acts_for(caller, key)?;
+        self.inner.authorize.act_for(caller, key)?;
         let removed = self.inner.registry.remove_key(key).await?;
         self.inner.table.remove(key);
         if removed > 0 {
@@ -392,20 +548,27 @@ impl Mediator {
     pub async fn route(
         &self,
         caller: &Identity,
-        mut envelope: Envelope,
+        envelope: Envelope,
         deadline: Option<Duration>,
     ) -> Result<Routed> {
-        let group = envelope.target.group();
-        if !caller.may_call(group) {
-            return Err(Error::Forbidden(format!(
-                "this token may not call group {group}"
-            )));
-        }
+        self.route_with(caller, envelope, deadline, TraceContext::default())
+            .await
+    }
+
+    /// [`route`](Self::route), passing the caller's trace ids to the
+    /// router and deliverers.
+    pub async fn route_with(
+        &self,
+        caller: &Identity,
+        mut envelope: Envelope,
+        deadline: Option<Duration>,
+        trace: TraceContext,
+    ) -> Result<Routed> {
+        self.inner.authorize.call(caller, &envelope.target)?;
         if envelope.body.len() > self.inner.limits.max_body {
-            return Err(Error::invalid(
-                "body",
-                format!("must be at most {} bytes", self.inner.limits.max_body),
-            ));
+            return Err(Error::TooLarge {
+                limit: self.inner.limits.max_body,
+            });
         }
         envelope.from = if caller.verified {
             caller.key.clone()
@@ -415,20 +578,23 @@ impl Mediator {
         let budget = deadline.map_or(self.inner.limits.deadline, |d| {
             d.min(self.inner.limits.deadline)
         });
-        self.inner
-            .router
-            .route(envelope, Deadline::after(budget))
-            .await
+        let cx = RequestContext::new(
+            caller.clone(),
+            Deadline::starting(self.inner.clock.now(), budget),
+        )
+        .with_trace(trace);
+        self.inner.router.route(envelope, &cx).await
     }
 
     /// Every registration, or one group's, from the store.
     pub async fn nodes(&self, group: Option<&str>) -> Result<Vec<Node>> {
-        self.inner.registry.list(group).await
+        Ok(self.inner.registry.list(group).await?)
     }
 
-    /// Evicts every node whose lease ended by `now`, from the store and the
-    /// routing table; returns their keys.
-    pub async fn sweep(&self, now: Timestamp) -> Result<Vec<NodeKey>> {
+    /// Evicts every node whose lease ended by the clock's current time,
+    /// from the store and the routing table; returns their keys.
+    pub async fn sweep(&self) -> Result<Vec<NodeKey>> {
+        let now = self.inner.clock.now();
         let gone = self.inner.registry.evict_expired(now).await?;
         for key in &gone {
             // Only if still expired in the table: the node may have
@@ -453,25 +619,26 @@ impl Mediator {
 
     /// Checks that the store answers.
     pub async fn ready(&self) -> Result<()> {
-        self.inner.registry.ping().await
+        Ok(self.inner.registry.ping().await?)
     }
 
     /// Spawns the background loop that sweeps expired leases and refreshes
-    /// the routing table every [`Limits::sweep_every`]. It runs until the
-    /// handle is aborted; store failures are logged and retried next period.
+    /// the routing table every [`Limits::sweep_every`] on the mediator's
+    /// clock. It runs until the handle is aborted; store failures are
+    /// logged and retried next period.
     pub fn spawn_maintenance(&self) -> tokio::task::JoinHandle<()> {
         let mediator = self.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(mediator.inner.limits.sweep_every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let clock = Arc::clone(&mediator.inner.clock);
+            let every = mediator.inner.limits.sweep_every;
             loop {
-                tick.tick().await;
-                if let Err(e) = mediator.sweep(Timestamp::now()).await {
+                if let Err(e) = mediator.sweep().await {
                     tracing::warn!(error = %e, "lease sweep failed; retrying next period");
                 }
                 if let Err(e) = mediator.refresh().await {
                     tracing::warn!(error = %e, "routing table refresh failed; retrying next period");
                 }
+                clock.sleep_until(clock.now() + every).await;
             }
         })
     }

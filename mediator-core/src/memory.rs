@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::error::{Error, Result};
+use crate::error::{Result, StoreError};
 use crate::model::{Node, NodeId, NodeKey, Registration};
 use crate::registry::Registry;
 use crate::time::Timestamp;
@@ -30,25 +30,25 @@ impl MemoryRegistry {
         Self::default()
     }
 
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, State>> {
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, State>, StoreError> {
         // A poisoned lock means a panic mid-update; refuse rather than serve
         // a half-written state.
         self.state
             .lock()
-            .map_err(|_| Error::store("memory registry lock poisoned"))
+            .map_err(|_| StoreError::new("memory registry lock poisoned", false))
     }
 }
 
 #[async_trait]
 impl Registry for MemoryRegistry {
-    async fn upsert(&self, registration: Registration, now: Timestamp) -> Result<Node> {
+    async fn upsert(&self, registration: Registration, now: Timestamp) -> Result<Node, StoreError> {
         let mut state = self.lock()?;
         let lease_until = now + registration.ttl;
         if let Some(id) = state.ids.get(&registration.key).copied() {
             let node = state
                 .by_id
                 .get_mut(&id)
-                .ok_or_else(|| Error::store("memory registry index out of step"))?;
+                .ok_or_else(|| StoreError::new("memory registry index out of step", false))?;
             node.endpoint = registration.endpoint;
             node.meta = registration.meta;
             node.updated = Some(now);
@@ -76,7 +76,7 @@ impl Registry for MemoryRegistry {
         key: &NodeKey,
         ttl: Duration,
         now: Timestamp,
-    ) -> Result<Option<Timestamp>> {
+    ) -> Result<Option<Timestamp>, StoreError> {
         let mut state = self.lock()?;
         let Some(id) = state.ids.get(key).copied() else {
             return Ok(None);
@@ -87,7 +87,7 @@ impl Registry for MemoryRegistry {
         }))
     }
 
-    async fn remove(&self, id: NodeId) -> Result<u64> {
+    async fn remove(&self, id: NodeId) -> Result<u64, StoreError> {
         let mut state = self.lock()?;
         match state.by_id.remove(&id) {
             Some(node) => {
@@ -98,7 +98,7 @@ impl Registry for MemoryRegistry {
         }
     }
 
-    async fn remove_key(&self, key: &NodeKey) -> Result<u64> {
+    async fn remove_key(&self, key: &NodeKey) -> Result<u64, StoreError> {
         let mut state = self.lock()?;
         match state.ids.remove(key) {
             Some(id) => {
@@ -109,7 +109,7 @@ impl Registry for MemoryRegistry {
         }
     }
 
-    async fn get(&self, key: &NodeKey) -> Result<Option<Node>> {
+    async fn get(&self, key: &NodeKey) -> Result<Option<Node>, StoreError> {
         let state = self.lock()?;
         Ok(state
             .ids
@@ -118,11 +118,11 @@ impl Registry for MemoryRegistry {
             .cloned())
     }
 
-    async fn get_by_id(&self, id: NodeId) -> Result<Option<Node>> {
+    async fn get_by_id(&self, id: NodeId) -> Result<Option<Node>, StoreError> {
         Ok(self.lock()?.by_id.get(&id).cloned())
     }
 
-    async fn list(&self, group: Option<&str>) -> Result<Vec<Node>> {
+    async fn list(&self, group: Option<&str>) -> Result<Vec<Node>, StoreError> {
         let state = self.lock()?;
         Ok(state
             .by_id
@@ -132,7 +132,7 @@ impl Registry for MemoryRegistry {
             .collect())
     }
 
-    async fn evict_expired(&self, now: Timestamp) -> Result<Vec<NodeKey>> {
+    async fn evict_expired(&self, now: Timestamp) -> Result<Vec<NodeKey>, StoreError> {
         let mut state = self.lock()?;
         let expired: Vec<Node> = state
             .by_id

@@ -135,93 +135,167 @@ impl fmt::Display for NodeId {
     }
 }
 
-/// Where the mediator reaches a node.
+/// The longest endpoint text accepted.
+pub const MAX_ENDPOINT_LEN: usize = 2048;
+
+/// Where the mediator reaches a node: validated text whose scheme picks
+/// the [`Deliver`](crate::Deliver) that serves it.
+///
+/// - `http://host:port/base` or `https://...`: the mediator calls the node
+///   back at this URL ([`Endpoint::http`]);
+/// - `attached:INSTANCE`: the node holds a live connection to mediator
+///   instance `INSTANCE`, and only that instance can deliver to it
+///   ([`Endpoint::attached`]);
+/// - `SCHEME:REST`: a team's own transport ([`Endpoint::custom`]).
+///
+/// Every way to build one validates, so a stored endpoint is always one a
+/// deliverer can read.
 ///
 /// ```
 /// use mediator_core::Endpoint;
 /// let e: Endpoint = "http://10.0.0.5:9000".parse().unwrap();
-/// assert_eq!(e.to_string(), "http://10.0.0.5:9000");
+/// assert_eq!((e.scheme(), e.as_str()), ("http", "http://10.0.0.5:9000"));
 /// let a: Endpoint = "attached:hub-1".parse().unwrap();
-/// assert_eq!(a, Endpoint::Attached { instance: "hub-1".into() });
-/// assert!("ftp://x".parse::<Endpoint>().is_err());
+/// assert_eq!(a, Endpoint::attached("hub-1").unwrap());
+/// assert_eq!(a.attached_instance(), Some("hub-1"));
+/// let c = Endpoint::custom("chan", "inbox-7").unwrap();
+/// assert_eq!(c.to_string(), "chan:inbox-7");
+/// assert!("http://h:99999".parse::<Endpoint>().is_err());
+/// assert!("no scheme".parse::<Endpoint>().is_err());
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Endpoint {
-    /// The mediator calls the node back at this base URL (`http://` or `https://`).
-    Http(String),
-    /// The node holds a live connection to mediator instance `instance`; only
-    /// that instance can deliver to it.
-    Attached {
-        /// The id of the mediator instance holding the connection.
-        instance: String,
-    },
+pub struct Endpoint {
+    text: String,
+    /// Where the scheme ends in `text` (the index of the first `:`).
+    scheme_end: usize,
 }
 
-/// The kind of an [`Endpoint`], which picks the [`Deliver`](crate::Deliver) to use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum EndpointKind {
-    /// [`Endpoint::Http`].
-    Http,
-    /// [`Endpoint::Attached`].
-    Attached,
+/// The scheme of [`Endpoint::attached`] endpoints.
+pub const ATTACHED_SCHEME: &str = "attached";
+
+fn printable(field: &'static str, value: &str) -> Result<()> {
+    if value.is_empty() {
+        return Err(Error::invalid(field, "must not be empty"));
+    }
+    if value.len() > MAX_ENDPOINT_LEN || value.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(Error::invalid(
+            field,
+            format!("must be at most {MAX_ENDPOINT_LEN} characters without spaces"),
+        ));
+    }
+    Ok(())
 }
 
 impl Endpoint {
-    /// A validated HTTP callback endpoint.
+    /// A validated HTTP callback endpoint: an absolute `http` or `https`
+    /// URL with a host, a port in range if one is given, no credentials,
+    /// query or fragment. A trailing `/` is dropped.
     pub fn http(url: impl Into<String>) -> Result<Self> {
         let url = url.into();
-        let rest = url
-            .strip_prefix("http://")
-            .or_else(|| url.strip_prefix("https://"))
-            .ok_or_else(|| Error::invalid("url", "must start with http:// or https://"))?;
-        let host = rest.split(['/', '?', '#']).next().unwrap_or("");
-        if host.is_empty() {
+        printable("url", &url)?;
+        let parsed = url::Url::parse(&url).map_err(|e| Error::invalid("url", e.to_string()))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(Error::invalid("url", "must start with http:// or https://"));
+        }
+        if !url.contains("://") || parsed.host_str().is_none_or(str::is_empty) {
             return Err(Error::invalid("url", "must name a host"));
         }
         // Credentials in the URL would be stored, listed and logged; a query
         // or fragment would be glued to every forwarded path.
-        if host.contains('@') {
+        if !parsed.username().is_empty() || parsed.password().is_some() {
             return Err(Error::invalid("url", "must not carry user:password@"));
         }
-        if url.contains(['?', '#']) {
+        if parsed.query().is_some() || parsed.fragment().is_some() || url.contains(['?', '#']) {
             return Err(Error::invalid("url", "must not have a query or fragment"));
         }
-        if url.len() > 2048 || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(Error::invalid(
-                "url",
-                "must be at most 2048 characters without spaces",
-            ));
-        }
-        Ok(Endpoint::Http(url.trim_end_matches('/').to_owned()))
+        // Lower-case the scheme so that it picks its deliverer whatever the
+        // node wrote; the rest is kept as given.
+        let scheme_end = parsed.scheme().len();
+        let text = format!("{}{}", parsed.scheme(), &url[scheme_end..])
+            .trim_end_matches('/')
+            .to_owned();
+        Ok(Endpoint { text, scheme_end })
     }
 
-    /// Which deliverer reaches this endpoint.
-    pub fn kind(&self) -> EndpointKind {
-        match self {
-            Endpoint::Http(_) => EndpointKind::Http,
-            Endpoint::Attached { .. } => EndpointKind::Attached,
+    /// A node attached to mediator instance `instance`.
+    pub fn attached(instance: impl AsRef<str>) -> Result<Self> {
+        Endpoint::custom(ATTACHED_SCHEME, instance)
+    }
+
+    /// An endpoint of a transport of one's own, written `scheme:rest`.
+    ///
+    /// The scheme is lower-case (`[a-z][a-z0-9+.-]*`, at most 32
+    /// characters); `rest` is printable text without spaces. `http` and
+    /// `https` are checked as URLs.
+    pub fn custom(scheme: impl AsRef<str>, rest: impl AsRef<str>) -> Result<Self> {
+        let (scheme, rest) = (scheme.as_ref(), rest.as_ref());
+        if matches!(scheme, "http" | "https") {
+            return Endpoint::http(format!("{scheme}:{rest}"));
         }
+        let mut chars = scheme.chars();
+        let well_formed = chars.next().is_some_and(|c| c.is_ascii_lowercase())
+            && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+.-".contains(c))
+            && scheme.len() <= 32;
+        if !well_formed {
+            return Err(Error::invalid(
+                "endpoint",
+                format!("scheme {scheme:?} must match ^[a-z][a-z0-9+.-]{{0,31}}$"),
+            ));
+        }
+        printable("endpoint", rest)?;
+        Ok(Endpoint {
+            text: format!("{scheme}:{rest}"),
+            scheme_end: scheme.len(),
+        })
+    }
+
+    /// The scheme, which picks the deliverer: `http`, `https`, `attached`, ...
+    pub fn scheme(&self) -> &str {
+        &self.text[..self.scheme_end]
+    }
+
+    /// The whole endpoint as text, as stores keep it.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// What follows `scheme:`.
+    pub fn rest(&self) -> &str {
+        &self.text[self.scheme_end + 1..]
+    }
+
+    /// The base URL of an `http` or `https` endpoint.
+    pub fn url(&self) -> Option<&str> {
+        matches!(self.scheme(), "http" | "https").then_some(self.text.as_str())
+    }
+
+    /// The instance holding an attached node's connection.
+    pub fn attached_instance(&self) -> Option<&str> {
+        (self.scheme() == ATTACHED_SCHEME).then(|| self.rest())
     }
 }
 
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Endpoint::Http(url) => f.write_str(url),
-            Endpoint::Attached { instance } => write!(f, "attached:{instance}"),
-        }
+        f.write_str(&self.text)
     }
 }
 
 impl FromStr for Endpoint {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        match s.strip_prefix("attached:") {
-            Some(instance) if !instance.is_empty() => Ok(Endpoint::Attached {
-                instance: instance.to_owned(),
-            }),
-            Some(_) => Err(Error::invalid("endpoint", "attached: needs an instance id")),
-            None => Endpoint::http(s),
+        match s.split_once(':') {
+            Some((scheme, _))
+                if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") =>
+            {
+                Endpoint::http(s)
+            }
+            Some((scheme, rest)) => Endpoint::custom(scheme, rest),
+            None => Err(Error::invalid(
+                "endpoint",
+                "must be an http(s) URL, attached:INSTANCE or scheme:address",
+            )),
         }
     }
 }
@@ -502,6 +576,21 @@ mod tests {
             "https://h:1"
         );
         assert!("attached:".parse::<Endpoint>().is_err());
+        for bad in [
+            "http://h:99999",
+            "http://%%%",
+            "http://[::1",
+            "HTTP:/x",
+            "Chan:x",
+            "chan:",
+            "chan:a b",
+        ] {
+            assert!(bad.parse::<Endpoint>().is_err(), "{bad} was accepted");
+        }
+        assert_eq!(
+            "https://h:443/x/".parse::<Endpoint>().unwrap().scheme(),
+            "https"
+        );
         for bad in ["http://u:p@h:1", "http://h/?a=1", "http://h/#x"] {
             assert!(
                 matches!(

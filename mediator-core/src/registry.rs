@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::error::Result;
+use crate::error::{Result, StoreError};
 use crate::model::{Node, NodeId, NodeKey, Registration};
 use crate::time::Timestamp;
 
@@ -20,8 +20,9 @@ use crate::time::Timestamp;
 /// - A node is expired when `lease_until <= now`.
 /// - Time is always an argument, never read from the clock.
 ///
-/// A store that loses its backend returns [`Error::Store`](crate::Error::Store)
-/// quickly rather than hanging.
+/// A store that loses its backend returns a [`StoreError`] quickly rather
+/// than hanging, saying whether the failure is temporary (worth retrying)
+/// and keeping its cause.
 ///
 /// ```
 /// use mediator_core::{Endpoint, MemoryRegistry, NodeKey, Registration, Registry, Timestamp};
@@ -44,7 +45,7 @@ use crate::time::Timestamp;
 pub trait Registry: Send + Sync + 'static {
     /// Inserts or updates the registration of `registration.key`; the lease
     /// runs until `now + registration.ttl`. Returns the stored node.
-    async fn upsert(&self, registration: Registration, now: Timestamp) -> Result<Node>;
+    async fn upsert(&self, registration: Registration, now: Timestamp) -> Result<Node, StoreError>;
 
     /// Extends the lease of `key` to `now + ttl`. Returns the new end of the
     /// lease, or `None` when the key is not registered (the node should
@@ -54,36 +55,36 @@ pub trait Registry: Send + Sync + 'static {
         key: &NodeKey,
         ttl: Duration,
         now: Timestamp,
-    ) -> Result<Option<Timestamp>>;
+    ) -> Result<Option<Timestamp>, StoreError>;
 
     /// Removes a registration by id; returns how many went (0 or 1).
-    async fn remove(&self, id: NodeId) -> Result<u64>;
+    async fn remove(&self, id: NodeId) -> Result<u64, StoreError>;
 
     /// Removes a registration by key; returns how many went (0 or 1).
-    async fn remove_key(&self, key: &NodeKey) -> Result<u64>;
+    async fn remove_key(&self, key: &NodeKey) -> Result<u64, StoreError>;
 
     /// The registration of `key`, if any.
-    async fn get(&self, key: &NodeKey) -> Result<Option<Node>>;
+    async fn get(&self, key: &NodeKey) -> Result<Option<Node>, StoreError>;
 
     /// The registration with `id`, if any.
-    async fn get_by_id(&self, id: NodeId) -> Result<Option<Node>>;
+    async fn get_by_id(&self, id: NodeId) -> Result<Option<Node>, StoreError>;
 
     /// Every registration, or those of one group, ordered by id.
-    async fn list(&self, group: Option<&str>) -> Result<Vec<Node>>;
+    async fn list(&self, group: Option<&str>) -> Result<Vec<Node>, StoreError>;
 
     /// Removes every registration whose lease ended at or before `now`, and
     /// returns their keys.
-    async fn evict_expired(&self, now: Timestamp) -> Result<Vec<NodeKey>>;
+    async fn evict_expired(&self, now: Timestamp) -> Result<Vec<NodeKey>, StoreError>;
 
     /// Checks that the store answers (for readiness probes).
-    async fn ping(&self) -> Result<()> {
+    async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }
 }
 
 #[async_trait]
 impl<R: Registry + ?Sized> Registry for std::sync::Arc<R> {
-    async fn upsert(&self, registration: Registration, now: Timestamp) -> Result<Node> {
+    async fn upsert(&self, registration: Registration, now: Timestamp) -> Result<Node, StoreError> {
         (**self).upsert(registration, now).await
     }
     async fn renew(
@@ -91,28 +92,28 @@ impl<R: Registry + ?Sized> Registry for std::sync::Arc<R> {
         key: &NodeKey,
         ttl: Duration,
         now: Timestamp,
-    ) -> Result<Option<Timestamp>> {
+    ) -> Result<Option<Timestamp>, StoreError> {
         (**self).renew(key, ttl, now).await
     }
-    async fn remove(&self, id: NodeId) -> Result<u64> {
+    async fn remove(&self, id: NodeId) -> Result<u64, StoreError> {
         (**self).remove(id).await
     }
-    async fn remove_key(&self, key: &NodeKey) -> Result<u64> {
+    async fn remove_key(&self, key: &NodeKey) -> Result<u64, StoreError> {
         (**self).remove_key(key).await
     }
-    async fn get(&self, key: &NodeKey) -> Result<Option<Node>> {
+    async fn get(&self, key: &NodeKey) -> Result<Option<Node>, StoreError> {
         (**self).get(key).await
     }
-    async fn get_by_id(&self, id: NodeId) -> Result<Option<Node>> {
+    async fn get_by_id(&self, id: NodeId) -> Result<Option<Node>, StoreError> {
         (**self).get_by_id(id).await
     }
-    async fn list(&self, group: Option<&str>) -> Result<Vec<Node>> {
+    async fn list(&self, group: Option<&str>) -> Result<Vec<Node>, StoreError> {
         (**self).list(group).await
     }
-    async fn evict_expired(&self, now: Timestamp) -> Result<Vec<NodeKey>> {
+    async fn evict_expired(&self, now: Timestamp) -> Result<Vec<NodeKey>, StoreError> {
         (**self).evict_expired(now).await
     }
-    async fn ping(&self) -> Result<()> {
+    async fn ping(&self) -> Result<(), StoreError> {
         (**self).ping().await
     }
 }

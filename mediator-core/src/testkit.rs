@@ -46,7 +46,7 @@ macro_rules! ensure_eq {
 }
 
 /// Fails with the store's error message, named by the step that failed.
-fn step<T>(what: &str, result: crate::Result<T>) -> Result<T, String> {
+fn step<T, E: std::fmt::Display>(what: &str, result: Result<T, E>) -> Result<T, String> {
     result.map_err(|e| format!("{what}: {e}"))
 }
 
@@ -397,9 +397,7 @@ async fn meta_and_endpoints_round_trip<R: Registry>(r: Arc<R>) -> CaseResult {
     ensure_eq!(stored.meta, meta, "stored meta");
 
     let attached = key("g", Some("attached"));
-    let endpoint = Endpoint::Attached {
-        instance: "hub-7".to_owned(),
-    };
+    let endpoint = Endpoint::attached("hub-7").map_err(|e| e.to_string())?;
     let reg_attached = Registration::new(attached.clone(), endpoint.clone(), TTL);
     step("upsert attached", r.upsert(reg_attached, T0).await)?;
     let stored = step("get attached", r.get(&attached).await)?.ok_or("attached vanished")?;
@@ -417,6 +415,15 @@ async fn meta_and_endpoints_round_trip<R: Registry>(r: Arc<R>) -> CaseResult {
         "https://node.example:8443/base".to_owned(),
         "https endpoint"
     );
+    // A transport of a team's own: the store keeps any scheme unchanged,
+    // so the right deliverer is found after a restart.
+    let custom = key("g", Some("custom"));
+    let endpoint = Endpoint::custom("team-bus+v2", "inbox/7:a.b").map_err(|e| e.to_string())?;
+    let reg_custom = Registration::new(custom.clone(), endpoint.clone(), TTL);
+    step("upsert custom", r.upsert(reg_custom, T0).await)?;
+    let stored = step("get custom", r.get(&custom).await)?.ok_or("custom vanished")?;
+    ensure_eq!(stored.endpoint, endpoint, "custom endpoint");
+    ensure_eq!(stored.endpoint.scheme(), "team-bus+v2", "custom scheme");
     Ok(())
 }
 

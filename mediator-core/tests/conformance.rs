@@ -3,9 +3,11 @@
 use std::time::Duration;
 
 use mediator_core::{
-    async_trait, testkit, MemoryRegistry, Node, NodeId, NodeKey, Registration, Registry, Result,
-    Timestamp,
+    async_trait, testkit, MemoryRegistry, Node, NodeId, NodeKey, Registration, Registry,
+    StoreError, Timestamp,
 };
+
+type Result<T> = std::result::Result<T, StoreError>;
 
 /// Which rule the faulty registry breaks.
 #[derive(Clone, Copy)]
@@ -13,6 +15,8 @@ enum Flaw {
     ListsNewestFirst,
     EvictsOneTooFew,
     ForgetsCreatedOnUpdate,
+    /// Stores only the endpoint schemes it knew when it was written.
+    KnowsOnlyHttpAndAttached,
 }
 
 struct Faulty(MemoryRegistry, Flaw);
@@ -20,6 +24,15 @@ struct Faulty(MemoryRegistry, Flaw);
 #[async_trait]
 impl Registry for Faulty {
     async fn upsert(&self, registration: Registration, now: Timestamp) -> Result<Node> {
+        let scheme = registration.endpoint.scheme();
+        if matches!(self.1, Flaw::KnowsOnlyHttpAndAttached)
+            && !matches!(scheme, "http" | "https" | "attached")
+        {
+            return Err(StoreError::new(
+                format!("unknown endpoint scheme {scheme}"),
+                false,
+            ));
+        }
         let mut node = self.0.upsert(registration, now).await?;
         if matches!(self.1, Flaw::ForgetsCreatedOnUpdate) && node.updated.is_some() {
             node.created = now;
@@ -96,4 +109,13 @@ async fn a_registry_missing_exactly_expired_leases_fails() {
 async fn a_registry_losing_created_on_update_fails() {
     let message = failure_of(Flaw::ForgetsCreatedOnUpdate).await;
     assert!(message.contains("upsert_updates_in_place"), "{message}");
+}
+
+#[tokio::test]
+async fn a_registry_refusing_a_teams_own_scheme_fails() {
+    let message = failure_of(Flaw::KnowsOnlyHttpAndAttached).await;
+    assert!(
+        message.contains("meta_and_endpoints_round_trip"),
+        "{message}"
+    );
 }

@@ -5,10 +5,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::StatusCode;
+use mediator_core::policy::Credentials;
 use mediator_core::{
-    async_trait, Authenticator, Claims, Deadline, Deliver, Endpoint, EndpointKind, Envelope, Error,
-    Identity, Limits, Mediator, MemoryRegistry, Node, NodeKey, Registration, Registry, Reply,
-    Routed, Target, Timestamp, TokenMinter,
+    async_trait, Authenticator, Claims, Clock, Deliver, DeliverError, Endpoint, Envelope, Error,
+    Identity, Limits, ManualClock, Mediator, MemoryRegistry, Node, NodeKey, Registration, Registry,
+    Reply, RequestContext, Routed, Target, TokenMinter,
 };
 
 const SECRET: &[u8] = b"test secret, long enough for HS256";
@@ -22,15 +23,15 @@ struct Recorder(Arc<Mutex<Vec<Seen>>>);
 
 #[async_trait]
 impl Deliver for Recorder {
-    fn kind(&self) -> EndpointKind {
-        EndpointKind::Http
+    fn schemes(&self) -> Vec<String> {
+        vec!["http".into()]
     }
     async fn deliver(
         &self,
         node: &Node,
         envelope: &Envelope,
-        _: Deadline,
-    ) -> mediator_core::Result<Reply> {
+        _: &RequestContext,
+    ) -> Result<Reply, DeliverError> {
         self.0
             .lock()
             .unwrap()
@@ -44,23 +45,32 @@ fn key(s: &str) -> NodeKey {
 }
 
 fn mediator_over(registry: Arc<MemoryRegistry>, recorder: Recorder) -> Mediator {
+    mediator_on(registry, recorder, ManualClock::starting_now())
+}
+
+fn mediator_on(registry: Arc<MemoryRegistry>, recorder: Recorder, clock: ManualClock) -> Mediator {
     Mediator::builder()
         .shared_registry(registry)
         .authenticator(Authenticator::hs256(SECRET).allow_tokens_without_sub(true))
         .deliver(recorder)
+        .clock(clock)
         .build()
         .unwrap()
+}
+
+fn bearer(m: &Mediator, token: &str) -> Identity {
+    m.authenticate(&Credentials::Bearer(token)).unwrap()
 }
 
 fn identity_of(m: &Mediator, k: &str) -> Identity {
     let token = TokenMinter::hs256(SECRET)
         .mint(&Claims::node(
             &key(k),
-            Timestamp::now(),
+            m.clock().now(),
             Duration::from_secs(60),
         ))
         .unwrap();
-    m.authenticate(&token).unwrap()
+    bearer(m, &token)
 }
 
 fn reg(k: &str) -> Registration {
@@ -107,7 +117,7 @@ async fn a_token_without_sub_is_unverified_and_sends_anonymously() {
     m.register(&Identity::internal(), reg("g/target"))
         .await
         .unwrap();
-    let now = Timestamp::now().as_secs();
+    let now = m.clock().now().as_secs();
     let legacy = TokenMinter::hs256(SECRET)
         .mint(&Claims {
             sub: None,
@@ -117,7 +127,7 @@ async fn a_token_without_sub_is_unverified_and_sends_anonymously() {
             scope: None,
         })
         .unwrap();
-    let who = m.authenticate(&legacy).unwrap();
+    let who = bearer(&m, &legacy);
     assert!(!who.verified);
     let claimed = Envelope::new(Target::One(key("g/target")), "/x", "").from(key("g/someone"));
     m.route(&who, claimed, None).await.unwrap();
@@ -135,11 +145,11 @@ async fn scope_limits_the_groups_a_node_may_call() {
         .unwrap();
     let token = TokenMinter::hs256(SECRET)
         .mint(
-            &Claims::node(&key("g/a"), Timestamp::now(), Duration::from_secs(60))
+            &Claims::node(&key("g/a"), m.clock().now(), Duration::from_secs(60))
                 .with_scope(vec!["open".into()]),
         )
         .unwrap();
-    let scoped = m.authenticate(&token).unwrap();
+    let scoped = bearer(&m, &token);
     m.route(
         &scoped,
         Envelope::new(Target::One(key("open/x")), "/", ""),
@@ -177,10 +187,8 @@ async fn limits_refuse_big_bodies_and_odd_leases() {
         )
         .await
         .unwrap_err();
-    assert!(
-        matches!(err, Error::Invalid { field: "body", .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, Error::TooLarge { limit: 10 }), "{err:?}");
+    assert_eq!(err.status(), 413);
     for ttl in [Duration::ZERO, Duration::from_secs(365 * 86_400)] {
         let mut r = reg("g/b");
         r.ttl = ttl;
@@ -195,22 +203,17 @@ async fn limits_refuse_big_bodies_and_odd_leases() {
 #[tokio::test]
 async fn sweep_evicts_from_store_and_routing_table() {
     let registry = Arc::new(MemoryRegistry::new());
-    let m = mediator_over(registry.clone(), Recorder::default());
+    let clock = ManualClock::starting_now();
+    let m = mediator_on(registry.clone(), Recorder::default(), clock.clone());
     let me = Identity::internal();
-    let t0 = Timestamp::now();
     let mut short = reg("g/short");
     short.ttl = Duration::from_secs(2);
-    m.register_at(&me, short, t0).await.unwrap();
-    m.register_at(&me, reg("g/long"), t0).await.unwrap();
-    assert!(m
-        .sweep(t0 + Duration::from_secs(1))
-        .await
-        .unwrap()
-        .is_empty());
-    assert_eq!(
-        m.sweep(t0 + Duration::from_secs(2)).await.unwrap(),
-        vec![key("g/short")]
-    );
+    m.register(&me, short).await.unwrap();
+    m.register(&me, reg("g/long")).await.unwrap();
+    clock.advance(Duration::from_secs(1));
+    assert!(m.sweep().await.unwrap().is_empty());
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(m.sweep().await.unwrap(), vec![key("g/short")]);
     assert_eq!(registry.get(&key("g/short")).await.unwrap(), None);
     let err = m
         .route(
@@ -283,8 +286,8 @@ async fn renew_reports_forgotten_nodes() {
         .await
         .unwrap()
         .unwrap();
-    assert!(lease > Timestamp::now() + Duration::from_secs(60));
-    assert_eq!(m.table().get(&key("g/a")).unwrap().lease_until, lease);
+    assert_eq!(lease, m.clock().now() + Duration::from_secs(90));
+    assert_eq!(m.routes().get(&key("g/a")).unwrap().lease_until, lease);
 }
 
 #[test]
@@ -296,38 +299,66 @@ fn the_builder_names_what_is_missing() {
         .build()
         .unwrap_err();
     assert!(err.to_string().contains("authenticator"), "{err}");
-    let bad = Limits {
-        min_ttl: Duration::from_secs(100),
-        ..Limits::default()
-    };
+    let mut bad = Limits::default();
+    bad.min_ttl = Duration::from_secs(100);
+    bad.default_ttl = Duration::from_secs(1);
     let err = Mediator::builder()
         .registry(MemoryRegistry::new())
         .authenticator(Authenticator::hs256(SECRET))
-        .limits(Limits {
-            default_ttl: Duration::from_secs(1),
-            ..bad
-        })
+        .limits(bad)
         .build()
         .unwrap_err();
     assert!(matches!(err, Error::Config(_)), "{err:?}");
+    let err = Mediator::builder()
+        .registry(MemoryRegistry::new())
+        .authenticator(Authenticator::hs256(SECRET))
+        .deliver(Recorder::default())
+        .deliver(Recorder::default())
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("\"http\""), "{err}");
 }
 
-#[tokio::test(start_paused = true)]
+#[tokio::test]
 async fn the_maintenance_loop_evicts_leases_that_ran_out() {
     let registry = Arc::new(MemoryRegistry::new());
-    let m = mediator_over(registry.clone(), Recorder::default());
+    let clock = ManualClock::starting_now();
+    let m = mediator_on(registry.clone(), Recorder::default(), clock.clone());
     let me = Identity::internal();
     let mut gone = reg("g/gone");
     gone.ttl = Duration::from_secs(1);
-    // Registered long enough ago that its lease has already run out.
-    m.register_at(&me, gone, Timestamp::now() - Duration::from_secs(60))
-        .await
-        .unwrap();
-    m.register(&me, reg("g/live")).await.unwrap();
+    m.register(&me, gone).await.unwrap();
+    let mut live = reg("g/live");
+    live.ttl = Duration::from_secs(3600);
+    m.register(&me, live).await.unwrap();
     let maintenance = m.spawn_maintenance();
-    tokio::time::sleep(m.limits().sweep_every * 2).await;
+    // One sweep period on the mediator's clock, which the loop waits on.
+    clock.advance(m.limits().sweep_every);
+    let mut waited = 0;
+    while m.routes().get(&key("g/gone")).is_some() {
+        assert!(waited < 500, "no sweep after the clock moved a period");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        waited += 1;
+    }
     maintenance.abort();
     assert_eq!(registry.get(&key("g/gone")).await.unwrap(), None);
-    assert!(m.table().get(&key("g/gone")).is_none());
-    assert!(m.table().get(&key("g/live")).is_some());
+    assert!(m.routes().get(&key("g/live")).is_some());
+}
+
+#[tokio::test]
+async fn every_delivery_is_recorded_once_per_group() {
+    let m = mediator_over(Arc::default(), Recorder::default());
+    let me = Identity::internal();
+    m.register(&me, reg("g/a")).await.unwrap();
+    m.register(&me, reg("g/b")).await.unwrap();
+    m.route(&me, Envelope::new(Target::One(key("g/a")), "/", ""), None)
+        .await
+        .unwrap();
+    m.route(&me, Envelope::new(Target::all("g").unwrap(), "/", ""), None)
+        .await
+        .unwrap();
+    let stats = m.delivery_stats().snapshot();
+    let g = &stats["g"];
+    assert_eq!(g.total(), 3, "one unicast and a broadcast to two");
+    assert_eq!(g.outcomes().next(), Some(("ok", 3)));
 }

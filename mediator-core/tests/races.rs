@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use http::StatusCode;
 use mediator_core::{
-    async_trait, Authenticator, Deadline, Deliver, Endpoint, EndpointKind, Envelope, Identity,
-    Mediator, MemoryRegistry, Node, NodeId, NodeKey, Registration, Registry, Reply, Routed, Target,
-    Timestamp,
+    async_trait, Authenticator, Deliver, DeliverError, Endpoint, Envelope, Identity, ManualClock,
+    Mediator, MemoryRegistry, Node, NodeId, NodeKey, Registration, Registry, Reply, RequestContext,
+    Routed, StoreError, Target, Timestamp,
 };
+
+type Result<T> = std::result::Result<T, StoreError>;
 use tokio::sync::oneshot;
 
 /// Pauses one call between reading the store and returning to the caller.
@@ -54,7 +56,7 @@ fn gate(slot: &Mutex<Option<Hold>>) -> Gate {
 
 #[async_trait]
 impl Registry for Gated {
-    async fn upsert(&self, r: Registration, now: Timestamp) -> mediator_core::Result<Node> {
+    async fn upsert(&self, r: Registration, now: Timestamp) -> Result<Node> {
         self.inner.upsert(r, now).await
     }
     async fn renew(
@@ -62,10 +64,10 @@ impl Registry for Gated {
         key: &NodeKey,
         ttl: Duration,
         now: Timestamp,
-    ) -> mediator_core::Result<Option<Timestamp>> {
+    ) -> Result<Option<Timestamp>> {
         self.inner.renew(key, ttl, now).await
     }
-    async fn remove(&self, id: NodeId) -> mediator_core::Result<u64> {
+    async fn remove(&self, id: NodeId) -> Result<u64> {
         let removed = self.inner.remove(id).await;
         let hold = self.hold_remove.lock().unwrap().take();
         if let Some(hold) = hold {
@@ -73,16 +75,16 @@ impl Registry for Gated {
         }
         removed
     }
-    async fn remove_key(&self, key: &NodeKey) -> mediator_core::Result<u64> {
+    async fn remove_key(&self, key: &NodeKey) -> Result<u64> {
         self.inner.remove_key(key).await
     }
-    async fn get(&self, key: &NodeKey) -> mediator_core::Result<Option<Node>> {
+    async fn get(&self, key: &NodeKey) -> Result<Option<Node>> {
         self.inner.get(key).await
     }
-    async fn get_by_id(&self, id: NodeId) -> mediator_core::Result<Option<Node>> {
+    async fn get_by_id(&self, id: NodeId) -> Result<Option<Node>> {
         self.inner.get_by_id(id).await
     }
-    async fn list(&self, group: Option<&str>) -> mediator_core::Result<Vec<Node>> {
+    async fn list(&self, group: Option<&str>) -> Result<Vec<Node>> {
         let nodes = self.inner.list(group).await;
         let hold = self.hold_list.lock().unwrap().take();
         if let Some(hold) = hold {
@@ -90,7 +92,7 @@ impl Registry for Gated {
         }
         nodes
     }
-    async fn evict_expired(&self, now: Timestamp) -> mediator_core::Result<Vec<NodeKey>> {
+    async fn evict_expired(&self, now: Timestamp) -> Result<Vec<NodeKey>> {
         let gone = self.inner.evict_expired(now).await;
         let hold = self.hold_evict.lock().unwrap().take();
         if let Some(hold) = hold {
@@ -104,10 +106,15 @@ struct Ok200;
 
 #[async_trait]
 impl Deliver for Ok200 {
-    fn kind(&self) -> EndpointKind {
-        EndpointKind::Http
+    fn schemes(&self) -> Vec<String> {
+        vec!["http".into()]
     }
-    async fn deliver(&self, _: &Node, _: &Envelope, _: Deadline) -> mediator_core::Result<Reply> {
+    async fn deliver(
+        &self,
+        _: &Node,
+        _: &Envelope,
+        _: &RequestContext,
+    ) -> std::result::Result<Reply, DeliverError> {
         Ok(Reply::new(StatusCode::OK, "ok"))
     }
 }
@@ -125,8 +132,13 @@ fn reg(k: &str) -> Registration {
 }
 
 fn over(registry: Arc<Gated>) -> Mediator {
+    over_on(registry, ManualClock::starting_now())
+}
+
+fn over_on(registry: Arc<Gated>, clock: ManualClock) -> Mediator {
     Mediator::builder()
         .shared_registry(registry)
+        .clock(clock)
         .authenticator(Authenticator::hs256(b"a secret of at least 32 bytes!!!"))
         .deliver(Ok200)
         .build()
@@ -185,21 +197,20 @@ async fn a_refresh_does_not_restore_a_node_removed_while_it_read_the_store() {
 #[tokio::test]
 async fn a_sweep_does_not_drop_a_node_that_registered_again_meanwhile() {
     let registry = Arc::new(Gated::default());
-    let m = over(registry.clone());
+    let clock = ManualClock::starting_now();
+    let m = over_on(registry.clone(), clock.clone());
     let me = Identity::internal();
-    let now = Timestamp::now();
-    // Registered a minute ago for 30 s: its lease has run out.
-    m.register_at(&me, reg("g/back"), now - Duration::from_secs(60))
-        .await
-        .unwrap();
+    // Registered for 30 s, a minute ago: its lease has run out.
+    m.register(&me, reg("g/back")).await.unwrap();
+    clock.advance(Duration::from_secs(60));
     let gate = gate(&registry.hold_evict);
     let sweep = tokio::spawn({
         let m = m.clone();
-        async move { m.sweep(now).await }
+        async move { m.sweep().await }
     });
     gate.reached.await.unwrap();
     // The node comes back, with a fresh lease, while the sweep is under way.
-    m.register_at(&me, reg("g/back"), now).await.unwrap();
+    m.register(&me, reg("g/back")).await.unwrap();
     gate.release.send(()).unwrap();
     assert_eq!(sweep.await.unwrap().unwrap(), vec![key("g/back")]);
     assert!(registry.get(&key("g/back")).await.unwrap().is_some());

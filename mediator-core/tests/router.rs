@@ -1,14 +1,15 @@
-//! The default router against a scripted fake deliverer.
+//! The default router, inside a mediator over the in-memory registry and a
+//! manual clock, against a scripted fake deliverer.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::StatusCode;
-use mediator_core::router::RoutingTable;
 use mediator_core::{
-    async_trait, Deadline, DefaultRouter, Deliver, Endpoint, EndpointKind, Envelope, Error, Fault,
-    Node, NodeId, NodeKey, Reply, Routed, Router, Summary, Target, Timestamp,
+    async_trait, Authenticator, Clock, Deliver, DeliverError, Endpoint, Envelope, Error, Fault,
+    Identity, Limits, ManualClock, Mediator, MemoryRegistry, Node, NodeKey, Registration, Registry,
+    Reply, RequestContext, Routed, Summary, Target,
 };
 
 /// What the fake node at a key does with a request.
@@ -39,32 +40,21 @@ struct FakeDeliver(Arc<Fake>);
 
 #[async_trait]
 impl Deliver for FakeDeliver {
-    fn kind(&self) -> EndpointKind {
-        EndpointKind::Http
+    fn schemes(&self) -> Vec<String> {
+        vec!["http".into()]
     }
     async fn deliver(
         &self,
         node: &Node,
         envelope: &Envelope,
-        _: Deadline,
-    ) -> mediator_core::Result<Reply> {
+        _: &RequestContext,
+    ) -> Result<Reply, DeliverError> {
         self.0.calls.lock().unwrap().push(node.key.clone());
         let script = self.0.scripts.lock().unwrap().get(&node.key).copied();
-        let name = node.key.to_string();
         match script.unwrap_or(Script::Answer) {
             Script::Answer => {}
-            Script::Unreachable => {
-                return Err(Error::NodeUnreachable {
-                    node: name,
-                    reason: "connection refused".into(),
-                })
-            }
-            Script::Fail => {
-                return Err(Error::NodeFailed {
-                    node: name,
-                    reason: "reset".into(),
-                })
-            }
+            Script::Unreachable => return Err(DeliverError::unreachable("connection refused")),
+            Script::Fail => return Err(DeliverError::failed("reset")),
             Script::Sleep(d) => tokio::time::sleep(d).await,
         }
         let body = format!(
@@ -81,49 +71,66 @@ fn key(s: &str) -> NodeKey {
 }
 
 struct Formation {
-    table: Arc<RoutingTable>,
-    router: DefaultRouter,
+    mediator: Mediator,
+    registry: Arc<MemoryRegistry>,
+    clock: ManualClock,
     fake: Arc<Fake>,
-    next_id: u64,
+    next_port: u16,
 }
 
 impl Formation {
     fn new() -> Self {
-        let table = Arc::new(RoutingTable::new());
-        let router = DefaultRouter::new(table.clone());
+        let registry = Arc::new(MemoryRegistry::new());
+        let clock = ManualClock::starting_now();
         let fake = Arc::new(Fake::default());
-        router.add_deliver(Arc::new(FakeDeliver(fake.clone())));
+        let mut limits = Limits::default();
+        limits.deadline = Duration::from_secs(60);
+        let mediator = Mediator::builder()
+            .shared_registry(registry.clone())
+            .authenticator(Authenticator::hs256("a secret only these tests know"))
+            .deliver(FakeDeliver(fake.clone()))
+            .clock(clock.clone())
+            .limits(limits)
+            .build()
+            .unwrap();
         Formation {
-            table,
-            router,
+            mediator,
+            registry,
+            clock,
             fake,
-            next_id: 0,
+            next_port: 1000,
         }
     }
 
-    fn add(&mut self, k: &str, lease: Duration) -> NodeKey {
-        self.next_id += 1;
-        let now = Timestamp::now();
-        let node = Node {
-            id: NodeId(self.next_id),
-            key: key(k),
-            endpoint: Endpoint::http(format!("http://127.0.0.1:{}", 1000 + self.next_id)).unwrap(),
-            meta: Default::default(),
-            created: now,
-            updated: None,
-            lease_until: now + lease,
-        };
-        self.table.insert(node);
+    /// Stores a node with `endpoint` and a lease of `lease` from now, as
+    /// another instance would, and loads it into the routing table.
+    async fn store(&mut self, k: &str, endpoint: Endpoint, lease: Duration) -> NodeKey {
+        let registration = Registration::new(key(k), endpoint, lease);
+        self.registry
+            .upsert(registration, self.clock.now())
+            .await
+            .unwrap();
+        self.mediator.refresh().await.unwrap();
         key(k)
     }
 
-    fn live(&mut self, k: &str) -> NodeKey {
-        self.add(k, Duration::from_secs(3600))
+    async fn add(&mut self, k: &str, lease: Duration) -> NodeKey {
+        self.next_port += 1;
+        let endpoint = Endpoint::http(format!("http://127.0.0.1:{}", self.next_port)).unwrap();
+        self.store(k, endpoint, lease).await
+    }
+
+    async fn live(&mut self, k: &str) -> NodeKey {
+        self.add(k, Duration::from_secs(3600)).await
     }
 
     async fn send(&self, target: Target, budget: Duration) -> mediator_core::Result<Routed> {
-        self.router
-            .route(Envelope::new(target, "/p", "hi"), Deadline::after(budget))
+        self.mediator
+            .route(
+                &Identity::internal(),
+                Envelope::new(target, "/p", "hi"),
+                Some(budget),
+            )
             .await
     }
 }
@@ -131,7 +138,7 @@ impl Formation {
 fn one_reply(routed: Routed) -> (NodeKey, Reply) {
     match routed {
         Routed::One { node, reply } => (node, reply),
-        Routed::Many(_) => panic!("expected one reply"),
+        other => panic!("expected one reply, got {other:?}"),
     }
 }
 
@@ -140,8 +147,8 @@ const SECOND: Duration = Duration::from_secs(1);
 #[tokio::test]
 async fn unicast_reaches_exactly_the_named_node() {
     let mut f = Formation::new();
-    let a = f.live("g/a");
-    f.live("g/b");
+    let a = f.live("g/a").await;
+    f.live("g/b").await;
     let (node, reply) = one_reply(f.send(Target::One(a.clone()), SECOND).await.unwrap());
     assert_eq!(node, a);
     assert_eq!(reply.body, "g/a got hi");
@@ -151,8 +158,8 @@ async fn unicast_reaches_exactly_the_named_node() {
 #[tokio::test]
 async fn unicast_to_the_unnamed_node() {
     let mut f = Formation::new();
-    f.live("g/a");
-    let unnamed = f.live("g/");
+    f.live("g/a").await;
+    let unnamed = f.live("g/").await;
     let (node, _) = one_reply(f.send(Target::One(unnamed.clone()), SECOND).await.unwrap());
     assert_eq!(node, unnamed);
 }
@@ -160,7 +167,7 @@ async fn unicast_to_the_unnamed_node() {
 #[tokio::test]
 async fn unknown_target_is_the_callers_fault() {
     let mut f = Formation::new();
-    f.live("g/a");
+    f.live("g/a").await;
     for target in [
         Target::One(key("g/zz")),
         Target::All("nope".into()),
@@ -176,7 +183,7 @@ async fn unknown_target_is_the_callers_fault() {
 #[tokio::test]
 async fn expired_nodes_are_not_available() {
     let mut f = Formation::new();
-    let gone = f.add("g/a", Duration::ZERO);
+    let gone = f.add("g/a", Duration::ZERO).await;
     for target in [
         Target::One(gone),
         Target::All("g".into()),
@@ -192,7 +199,7 @@ async fn expired_nodes_are_not_available() {
 #[tokio::test(start_paused = true)]
 async fn a_slow_node_passes_its_deadline() {
     let mut f = Formation::new();
-    let slow = f.live("g/slow");
+    let slow = f.live("g/slow").await;
     f.fake.script(&slow, Script::Sleep(Duration::from_secs(30)));
     let err = f.send(Target::One(slow), SECOND).await.unwrap_err();
     assert!(
@@ -205,12 +212,12 @@ async fn a_slow_node_passes_its_deadline() {
 #[tokio::test(start_paused = true)]
 async fn broadcast_gathers_every_node_with_a_summary() {
     let mut f = Formation::new();
-    let ok = f.live("cache/a");
-    let dead = f.live("cache/b");
-    let slow = f.live("cache/c");
-    let failed = f.live("cache/d");
-    f.add("cache/expired", Duration::ZERO);
-    f.live("other/x");
+    let ok = f.live("cache/a").await;
+    let dead = f.live("cache/b").await;
+    let slow = f.live("cache/c").await;
+    let failed = f.live("cache/d").await;
+    f.add("cache/expired", Duration::ZERO).await;
+    f.live("other/x").await;
     f.fake.script(&dead, Script::Unreachable);
     f.fake.script(&slow, Script::Sleep(Duration::from_secs(60)));
     f.fake.script(&failed, Script::Fail);
@@ -254,7 +261,7 @@ async fn broadcast_gathers_every_node_with_a_summary() {
 async fn broadcast_runs_in_parallel() {
     let mut f = Formation::new();
     for i in 0..20 {
-        let k = f.live(&format!("g/n{i}"));
+        let k = f.live(&format!("g/n{i}")).await;
         f.fake.script(&k, Script::Sleep(Duration::from_millis(500)));
     }
     let started = tokio::time::Instant::now();
@@ -269,7 +276,11 @@ async fn broadcast_runs_in_parallel() {
 #[tokio::test]
 async fn any_spreads_evenly_over_idle_nodes() {
     let mut f = Formation::new();
-    let keys = [f.live("w/a"), f.live("w/b"), f.live("w/c")];
+    let keys = [
+        f.live("w/a").await,
+        f.live("w/b").await,
+        f.live("w/c").await,
+    ];
     for _ in 0..9 {
         f.send(Target::Any("w".into()), SECOND).await.unwrap();
     }
@@ -286,11 +297,12 @@ async fn any_spreads_evenly_over_idle_nodes() {
 #[tokio::test(start_paused = true)]
 async fn any_prefers_the_least_busy_node() {
     let mut f = Formation::new();
-    let a = f.live("w/a");
-    let b = f.live("w/b");
+    let a = f.live("w/a").await;
+    let b = f.live("w/b").await;
     f.fake.script(&a, Script::Sleep(Duration::from_secs(5)));
     f.fake.script(&b, Script::Sleep(Duration::from_secs(5)));
     let router = Arc::new(f);
+    let _: &Mediator = &router.mediator;
     // Two long requests occupy both nodes, one each.
     let first = tokio::spawn({
         let r = router.clone();
@@ -321,8 +333,8 @@ async fn any_prefers_the_least_busy_node() {
 #[tokio::test]
 async fn any_skips_an_unreachable_node() {
     let mut f = Formation::new();
-    let dead = f.live("w/dead");
-    let ok = f.live("w/ok");
+    let dead = f.live("w/dead").await;
+    let ok = f.live("w/ok").await;
     f.fake.script(&dead, Script::Unreachable);
     for _ in 0..4 {
         let (node, _) = one_reply(f.send(Target::Any("w".into()), SECOND).await.unwrap());
@@ -337,10 +349,10 @@ async fn any_skips_an_unreachable_node() {
 #[tokio::test]
 async fn a_dead_nodes_turns_spread_evenly_over_the_others() {
     let mut f = Formation::new();
-    let live = [f.live("w/a"), f.live("w/b")];
-    let dead = f.live("w/dead");
+    let live = [f.live("w/a").await, f.live("w/b").await];
+    let dead = f.live("w/dead").await;
     f.fake.script(&dead, Script::Unreachable);
-    let c = f.live("w/c");
+    let c = f.live("w/c").await;
     for _ in 0..60 {
         f.send(Target::Any("w".into()), SECOND).await.unwrap();
     }
@@ -353,8 +365,8 @@ async fn a_dead_nodes_turns_spread_evenly_over_the_others() {
 #[tokio::test]
 async fn any_does_not_retry_after_the_request_reached_a_node() {
     let mut f = Formation::new();
-    let broken = f.live("w/a");
-    f.live("w/b");
+    let broken = f.live("w/a").await;
+    f.live("w/b").await;
     f.fake.script(&broken, Script::Fail);
     let err = f.send(Target::Any("w".into()), SECOND).await.unwrap_err();
     assert!(matches!(err, Error::NodeFailed { .. }), "{err:?}");
@@ -366,7 +378,7 @@ async fn any_does_not_retry_after_the_request_reached_a_node() {
 async fn any_with_every_node_unreachable_is_no_node_available() {
     let mut f = Formation::new();
     for k in ["w/a", "w/b"] {
-        let k = f.live(k);
+        let k = f.live(k).await;
         f.fake.script(&k, Script::Unreachable);
     }
     let err = f.send(Target::Any("w".into()), SECOND).await.unwrap_err();
@@ -376,19 +388,10 @@ async fn any_with_every_node_unreachable_is_no_node_available() {
 
 #[tokio::test]
 async fn a_node_without_a_transport_is_unreachable() {
-    let f = Formation::new();
-    let now = Timestamp::now();
-    f.table.insert(Node {
-        id: NodeId(99),
-        key: key("q/attached"),
-        endpoint: Endpoint::Attached {
-            instance: "elsewhere".into(),
-        },
-        meta: Default::default(),
-        created: now,
-        updated: None,
-        lease_until: now + Duration::from_secs(60),
-    });
+    let mut f = Formation::new();
+    let attached = Endpoint::attached("elsewhere").unwrap();
+    f.store("q/attached", attached, Duration::from_secs(60))
+        .await;
     let err = f
         .send(Target::One(key("q/attached")), SECOND)
         .await
@@ -399,26 +402,35 @@ async fn a_node_without_a_transport_is_unreachable() {
 #[tokio::test]
 async fn the_table_writes_through_and_refreshes() {
     let mut f = Formation::new();
-    let a = f.live("g/a");
-    f.live("g/b");
-    assert_eq!(f.table.len(), 2);
-    assert!(f.table.remove(&a));
-    assert!(!f.table.remove(&a));
+    let a = f.live("g/a").await;
+    let b = f.live("g/b").await;
+    let me = Identity::internal();
+    let routes = f.mediator.routes();
+    assert_eq!(routes.len(), 2);
+    assert_eq!(f.mediator.remove_key(&me, &a).await.unwrap(), 1);
+    assert_eq!(f.mediator.remove_key(&me, &a).await.unwrap(), 0);
     assert!(matches!(
         f.send(Target::One(a.clone()), SECOND).await,
         Err(Error::UnknownTarget(_))
     ));
-    let later = Timestamp::now() + Duration::from_secs(99);
-    f.table.renew(&key("g/b"), later);
-    assert_eq!(f.table.get(&key("g/b")).unwrap().lease_until, later);
-    assert!(f.table.begin_refresh().apply(vec![]));
-    assert!(f.table.is_empty());
+    let lease = f
+        .mediator
+        .renew(&me, &b, Duration::from_secs(99))
+        .await
+        .unwrap();
+    assert_eq!(lease, Some(f.clock.now() + Duration::from_secs(99)));
+    assert_eq!(routes.get(&b).unwrap().lease_until, lease.unwrap());
+    // Removed by another instance: gone from this one's table once it
+    // refreshes.
+    f.registry.remove_key(&b).await.unwrap();
+    f.mediator.refresh().await.unwrap();
+    assert!(routes.is_empty());
 }
 
 #[tokio::test]
 async fn a_deadline_already_passed_sends_nothing() {
     let mut f = Formation::new();
-    let a = f.live("g/a");
+    let a = f.live("g/a").await;
     let err = f.send(Target::One(a), Duration::ZERO).await.unwrap_err();
     assert!(matches!(err, Error::DeadlinePassed { .. }), "{err:?}");
     assert!(f.fake.calls().is_empty());

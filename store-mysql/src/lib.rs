@@ -46,8 +46,8 @@
 //! connection and reconnecting included, at most [`MysqlConfig::op_timeout`].
 //! A server that refuses connections fails a call at once, a silent one
 //! when the bound is reached, with
-//! [`Error::Store`](mediator_core::Error::Store) such as `store error: mysql
-//! at 127.0.0.1:3306 unreachable: no answer to get within 5s`. Idle
+//! a [`StoreError`](mediator_core::StoreError) marked temporary, such as
+//! `mysql at 127.0.0.1:3306 unreachable: no answer to get within 5s`. Idle
 //! connections are checked before reuse and broken ones dropped, so calls
 //! succeed again as soon as the server is back; a connection cut while it
 //! sat idle may fail one call before it is noticed. Calls whose transaction
@@ -143,8 +143,9 @@ pub use registry::MysqlRegistry;
 
 /// Everything that can go wrong in this store.
 ///
-/// Converts into [`mediator_core::Error::Store`] (or, for an import whose
-/// target store failed, into that store's own error), keeping the message.
+/// Converts into a [`mediator_core::StoreError`] that keeps it as its source
+/// and is temporary when [`is_transient`](MysqlError::is_transient) (or, for
+/// an import whose target store failed, into that store's own error).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum MysqlError {
@@ -240,7 +241,7 @@ pub enum MysqlError {
         /// The `id` of the row being imported.
         original_id: u64,
         /// The target store's error.
-        source: mediator_core::Error,
+        source: mediator_core::StoreError,
     },
 }
 
@@ -295,13 +296,22 @@ impl MysqlError {
     }
 }
 
-impl From<MysqlError> for mediator_core::Error {
+impl From<MysqlError> for mediator_core::StoreError {
     fn from(error: MysqlError) -> Self {
         match error {
             // The target store's own error is already what a caller of the
-            // core expects; wrapping it would hide its kind.
+            // core expects; wrapping it would hide whether it is temporary.
             MysqlError::Target { source, .. } => source,
-            other => mediator_core::Error::store(other),
+            other if other.is_transient() => {
+                mediator_core::StoreError::temporary("MySQL store", other)
+            }
+            other => mediator_core::StoreError::permanent("MySQL store", other),
         }
+    }
+}
+
+impl From<MysqlError> for mediator_core::Error {
+    fn from(error: MysqlError) -> Self {
+        mediator_core::Error::Store(error.into())
     }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use mediator_core::StoreError;
 use mediator_core::{Endpoint, Meta, Node, NodeId, NodeKey, Registration, Registry, Timestamp};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, Row, TxOpts};
@@ -41,7 +42,7 @@ const SESSION_SETUP: &str =
 /// Opening connects once, runs the [migrations](crate#schema) and keeps a
 /// pool of connections. Every call is bounded by
 /// [`MysqlConfig::op_timeout`]: when the server is down or silent a call
-/// fails with [`Error::Store`](mediator_core::Error::Store) (`mysql at
+/// fails with a temporary [`StoreError`] (`mysql at
 /// host:port unreachable: ...`) instead of hanging, and broken connections
 /// are dropped from the pool so calls succeed again once the server is back.
 ///
@@ -283,11 +284,7 @@ fn stored_name(key: &NodeKey) -> &str {
 
 #[async_trait]
 impl Registry for MysqlRegistry {
-    async fn upsert(
-        &self,
-        registration: Registration,
-        now: Timestamp,
-    ) -> mediator_core::Result<Node> {
+    async fn upsert(&self, registration: Registration, now: Timestamp) -> Result<Node, StoreError> {
         let key = &registration.key;
         let (group, name) = (key.group(), stored_name(key));
         let endpoint = &registration.endpoint.to_string();
@@ -332,7 +329,7 @@ impl Registry for MysqlRegistry {
         key: &NodeKey,
         ttl: Duration,
         now: Timestamp,
-    ) -> mediator_core::Result<Option<Timestamp>> {
+    ) -> Result<Option<Timestamp>, StoreError> {
         let lease_until = now + ttl;
         let found = self
             .call("renew", || async move {
@@ -348,7 +345,7 @@ impl Registry for MysqlRegistry {
         Ok((found > 0).then_some(lease_until))
     }
 
-    async fn remove(&self, id: NodeId) -> mediator_core::Result<u64> {
+    async fn remove(&self, id: NodeId) -> Result<u64, StoreError> {
         Ok(self
             .call("remove", || async move {
                 let mut conn = self.pool.get_conn().await?;
@@ -359,7 +356,7 @@ impl Registry for MysqlRegistry {
             .await?)
     }
 
-    async fn remove_key(&self, key: &NodeKey) -> mediator_core::Result<u64> {
+    async fn remove_key(&self, key: &NodeKey) -> Result<u64, StoreError> {
         Ok(self
             .call("remove_key", || async move {
                 let mut conn = self.pool.get_conn().await?;
@@ -373,7 +370,7 @@ impl Registry for MysqlRegistry {
             .await?)
     }
 
-    async fn get(&self, key: &NodeKey) -> mediator_core::Result<Option<Node>> {
+    async fn get(&self, key: &NodeKey) -> Result<Option<Node>, StoreError> {
         let row: Option<Row> = self
             .call("get", || async move {
                 let mut conn = self.pool.get_conn().await?;
@@ -387,7 +384,7 @@ impl Registry for MysqlRegistry {
         Ok(row.map(|row| self.node_from_row(row)).transpose()?)
     }
 
-    async fn get_by_id(&self, id: NodeId) -> mediator_core::Result<Option<Node>> {
+    async fn get_by_id(&self, id: NodeId) -> Result<Option<Node>, StoreError> {
         let row: Option<Row> = self
             .call("get_by_id", || async move {
                 let mut conn = self.pool.get_conn().await?;
@@ -398,7 +395,7 @@ impl Registry for MysqlRegistry {
         Ok(row.map(|row| self.node_from_row(row)).transpose()?)
     }
 
-    async fn list(&self, group: Option<&str>) -> mediator_core::Result<Vec<Node>> {
+    async fn list(&self, group: Option<&str>) -> Result<Vec<Node>, StoreError> {
         let rows: Vec<Row> = self
             .call("list", || async move {
                 let mut conn = self.pool.get_conn().await?;
@@ -418,7 +415,7 @@ impl Registry for MysqlRegistry {
         Ok(self.nodes_from_rows(rows)?)
     }
 
-    async fn evict_expired(&self, now: Timestamp) -> mediator_core::Result<Vec<NodeKey>> {
+    async fn evict_expired(&self, now: Timestamp) -> Result<Vec<NodeKey>, StoreError> {
         Ok(self
             .call("evict_expired", || async move {
                 let mut conn = self.pool.get_conn().await?;
@@ -464,7 +461,7 @@ impl Registry for MysqlRegistry {
             .await?)
     }
 
-    async fn ping(&self) -> mediator_core::Result<()> {
+    async fn ping(&self) -> Result<(), StoreError> {
         Ok(self
             .call("ping", || async move {
                 let mut conn = self.pool.get_conn().await?;

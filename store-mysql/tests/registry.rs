@@ -6,7 +6,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mediator_core::{Endpoint, Error, Meta, NodeKey, Registration, Registry, Timestamp};
+use mediator_core::{
+    Endpoint, Error, Meta, NodeKey, Registration, Registry, StoreError, Timestamp,
+};
 use mediator_store_mysql::{MysqlConfig, MysqlError, MysqlRegistry};
 use support::TestDb;
 
@@ -110,25 +112,26 @@ async fn values_too_long_are_refused_and_never_cut_short() {
         .upsert(registration(&key).with_meta(meta), T0)
         .await
         .expect_err("meta over 64 KiB");
-    let Error::Store(message) = error else {
-        panic!("expected a store error, got {error:?}");
-    };
+    assert!(!error.is_temporary(), "{error:?}");
+    let message = error.to_string();
     assert!(
         message.contains("refused upsert") && message.contains("meta"),
         "{message}"
     );
-    let attached = Registration::new(
-        key.clone(),
-        Endpoint::Attached {
-            instance: "i".repeat(3_000),
-        },
-        TTL,
-    );
-    registry
-        .upsert(attached, T0)
-        .await
-        .expect_err("endpoint over 2100 characters");
     assert_eq!(registry.list(None).await.expect("list"), vec![]);
+    // The longest endpoint the model accepts fits the column whole.
+    let scheme = format!("x{}", "y".repeat(31));
+    let longest = Endpoint::custom(&scheme, "i".repeat(mediator_core::model::MAX_ENDPOINT_LEN))
+        .expect("the longest valid endpoint");
+    let stored = registry
+        .upsert(Registration::new(key.clone(), longest.clone(), TTL), T0)
+        .await
+        .expect("stored");
+    assert_eq!(stored.endpoint, longest);
+    assert_eq!(
+        registry.get(&key).await.expect("get").map(|n| n.endpoint),
+        Some(longest)
+    );
     registry.close().await.expect("close");
 }
 
@@ -246,14 +249,24 @@ async fn eviction_racing_renewals_reports_exactly_what_it_deleted() {
 
 #[tokio::test]
 async fn store_errors_convert_into_core_store_errors() {
-    let error = MysqlError::Config("x".into());
+    let store = StoreError::from(MysqlError::Config("x".into()));
+    assert!(!store.is_temporary());
     assert_eq!(
-        Error::from(error),
-        Error::Store("invalid mysql configuration: x".into())
+        std::error::Error::source(&store).map(ToString::to_string),
+        Some("invalid mysql configuration: x".to_owned())
     );
+    assert_eq!(Error::from(MysqlError::Config("x".into())).status(), 503);
+    let timeout = MysqlError::Timeout {
+        addr: "db:3306".into(),
+        op: "get",
+        after: Duration::from_secs(5),
+    };
+    assert!(StoreError::from(timeout).is_temporary());
     let target = MysqlError::Target {
         original_id: 3,
-        source: Error::invalid("group", "bad"),
+        source: StoreError::new("the target is full", true),
     };
-    assert_eq!(Error::from(target), Error::invalid("group", "bad"));
+    let kept = StoreError::from(target);
+    assert!(kept.is_temporary());
+    assert_eq!(kept.to_string(), "the target is full");
 }

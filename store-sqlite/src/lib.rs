@@ -83,7 +83,9 @@
 //! # Errors
 //!
 //! [`SqliteError`] is the crate's one error type; the [`Registry`] methods
-//! convert it into [`mediator_core::Error::Store`] keeping its message.
+//! convert it into a [`mediator_core::StoreError`] that keeps it as its
+//! source and says whether it is temporary (the database busy or locked by
+//! another process) or not.
 //! Errors about the database file name its path.
 //!
 //! # Performance
@@ -285,9 +287,39 @@ impl SqliteError {
     }
 }
 
-impl From<SqliteError> for mediator_core::Error {
-    /// A [`mediator_core::Error::Store`] carrying the full message.
+impl SqliteError {
+    /// Whether the same call may succeed later: SQLite answered "busy" or
+    /// "locked" (another process holds the database longer than the busy
+    /// timeout).
+    pub fn is_temporary(&self) -> bool {
+        use rusqlite::ErrorCode::{DatabaseBusy, DatabaseLocked};
+        let source = match self {
+            SqliteError::Query { source, .. }
+            | SqliteError::Open { source, .. }
+            | SqliteError::Close { source, .. } => source,
+            _ => return false,
+        };
+        matches!(
+            source.sqlite_error_code(),
+            Some(DatabaseBusy | DatabaseLocked)
+        )
+    }
+}
+
+impl From<SqliteError> for mediator_core::StoreError {
+    /// Keeps the SQLite error as the source, and whether it is temporary.
     fn from(e: SqliteError) -> Self {
-        mediator_core::Error::store(e)
+        if e.is_temporary() {
+            mediator_core::StoreError::temporary("SQLite store", e)
+        } else {
+            mediator_core::StoreError::permanent("SQLite store", e)
+        }
+    }
+}
+
+impl From<SqliteError> for mediator_core::Error {
+    /// A [`mediator_core::Error::Store`] keeping the SQLite error as its cause.
+    fn from(e: SqliteError) -> Self {
+        mediator_core::Error::Store(e.into())
     }
 }

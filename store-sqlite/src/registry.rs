@@ -5,6 +5,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use mediator_core::StoreError;
 use mediator_core::{
     async_trait, Endpoint, Meta, Node, NodeId, NodeKey, Registration, Registry, Timestamp,
 };
@@ -486,11 +487,7 @@ fn row_id(id: NodeId) -> Option<i64> {
 
 #[async_trait]
 impl Registry for SqliteRegistry {
-    async fn upsert(
-        &self,
-        registration: Registration,
-        now: Timestamp,
-    ) -> mediator_core::Result<Node> {
+    async fn upsert(&self, registration: Registration, now: Timestamp) -> Result<Node, StoreError> {
         // A map with string keys and string values always serializes.
         let meta = serde_json::to_string(&registration.meta).expect("string map serializes");
         let lease_until = now + registration.ttl;
@@ -549,7 +546,7 @@ impl Registry for SqliteRegistry {
         key: &NodeKey,
         ttl: Duration,
         now: Timestamp,
-    ) -> mediator_core::Result<Option<Timestamp>> {
+    ) -> Result<Option<Timestamp>, StoreError> {
         let key = key.clone();
         let lease_until = now + ttl;
         let changed = self
@@ -566,7 +563,7 @@ impl Registry for SqliteRegistry {
         Ok((changed > 0).then_some(lease_until))
     }
 
-    async fn remove(&self, id: NodeId) -> mediator_core::Result<u64> {
+    async fn remove(&self, id: NodeId) -> Result<u64, StoreError> {
         let Some(id) = row_id(id) else {
             return Ok(0);
         };
@@ -580,7 +577,7 @@ impl Registry for SqliteRegistry {
         Ok(removed as u64)
     }
 
-    async fn remove_key(&self, key: &NodeKey) -> mediator_core::Result<u64> {
+    async fn remove_key(&self, key: &NodeKey) -> Result<u64, StoreError> {
         let key = key.clone();
         let removed = self
             .call(true, move |conn| {
@@ -593,7 +590,7 @@ impl Registry for SqliteRegistry {
         Ok(removed as u64)
     }
 
-    async fn get(&self, key: &NodeKey) -> mediator_core::Result<Option<Node>> {
+    async fn get(&self, key: &NodeKey) -> Result<Option<Node>, StoreError> {
         let key = key.clone();
         let node = self
             .call(false, move |conn| {
@@ -610,7 +607,7 @@ impl Registry for SqliteRegistry {
         Ok(node)
     }
 
-    async fn get_by_id(&self, id: NodeId) -> mediator_core::Result<Option<Node>> {
+    async fn get_by_id(&self, id: NodeId) -> Result<Option<Node>, StoreError> {
         let Some(id) = row_id(id) else {
             return Ok(None);
         };
@@ -627,7 +624,7 @@ impl Registry for SqliteRegistry {
         Ok(node)
     }
 
-    async fn list(&self, group: Option<&str>) -> mediator_core::Result<Vec<Node>> {
+    async fn list(&self, group: Option<&str>) -> Result<Vec<Node>, StoreError> {
         let group = group.map(str::to_owned);
         let nodes = self
             .call(false, move |conn| match group {
@@ -648,7 +645,7 @@ impl Registry for SqliteRegistry {
         Ok(nodes)
     }
 
-    async fn evict_expired(&self, now: Timestamp) -> mediator_core::Result<Vec<NodeKey>> {
+    async fn evict_expired(&self, now: Timestamp) -> Result<Vec<NodeKey>, StoreError> {
         let keys = self
             .call(true, move |conn| {
                 // One statement: a lease renewed concurrently is either seen
@@ -681,7 +678,7 @@ impl Registry for SqliteRegistry {
         Ok(keys)
     }
 
-    async fn ping(&self) -> mediator_core::Result<()> {
+    async fn ping(&self) -> Result<(), StoreError> {
         self.call(false, |conn| {
             conn.query_row("SELECT 1", [], |_| Ok(()))
                 .map_err(query("ping"))

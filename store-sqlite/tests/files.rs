@@ -155,9 +155,14 @@ async fn a_garbage_file_is_refused_naming_its_path() {
             message.contains("not a usable SQLite database"),
             "{message}"
         );
-        // At the trait boundary it is a store error with the same message.
-        let core: mediator_core::Error = err.into();
-        assert_eq!(core, mediator_core::Error::Store(message));
+        // At the trait boundary it is a permanent store error that keeps
+        // the SQLite error as its cause.
+        let store: mediator_core::StoreError = err.into();
+        assert!(!store.is_temporary());
+        let cause = std::error::Error::source(&store).expect("the SQLite error");
+        assert_eq!(cause.to_string(), message);
+        let core: mediator_core::Error = store.into();
+        assert_eq!((core.status(), core.kind()), (503, "store"));
         // The file was not touched.
         assert_eq!(std::fs::read(&path).unwrap(), bytes);
     }
@@ -365,7 +370,7 @@ async fn a_row_the_store_could_not_have_written_is_a_store_error() {
     let id: i64 = raw(&path)
         .query_row(
             "INSERT INTO nodes (group_name, node_name, endpoint, meta, created_ms, lease_until_ms) \
-             VALUES ('g', 'a', 'ftp://elsewhere', '{}', 0, 0) RETURNING id",
+             VALUES ('g', 'a', 'not an endpoint', '{}', 0, 0) RETURNING id",
             [],
             |row| row.get(0),
         )
@@ -374,15 +379,12 @@ async fn a_row_the_store_could_not_have_written_is_a_store_error() {
         .get(&NodeKey::named("g", "a").unwrap())
         .await
         .unwrap_err();
-    match err {
-        mediator_core::Error::Store(message) => {
-            assert!(
-                message.contains(&format!("row {id}")) && message.contains("endpoint"),
-                "{message}"
-            );
-        }
-        other => panic!("{other:?}"),
-    }
+    let message = err.to_string();
+    assert!(
+        message.contains(&format!("row {id}")) && message.contains("endpoint"),
+        "{message}"
+    );
+    assert!(!err.is_temporary(), "a bad row stays bad");
     // The store keeps answering.
     registry.ping().await.unwrap();
     assert_eq!(

@@ -12,14 +12,13 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use mediator_core::{
-    async_trait, Deadline, Deliver, Endpoint, EndpointKind, Envelope, Error, Limits, Node, Reply,
-    Result,
+    async_trait, Deadline, Deliver, DeliverError, Envelope, Limits, Node, Reply, RequestContext,
 };
 
 use crate::error::HttpError;
 use crate::headers::{
-    forwardable, strip_hop_by_hop, X_MEDIATOR, X_MEDIATOR_DEADLINE, X_MEDIATOR_FROM,
-    X_MEDIATOR_TARGET,
+    forwardable, strip_hop_by_hop, TRACEPARENT, X_MEDIATOR, X_MEDIATOR_DEADLINE, X_MEDIATOR_FROM,
+    X_MEDIATOR_TARGET, X_REQUEST_ID,
 };
 
 /// How [`HttpDelivery`] connects to nodes.
@@ -94,7 +93,7 @@ impl HttpDeliveryConfig {
     }
 }
 
-/// Delivers requests to [`Endpoint::Http`] nodes over a pooled HTTP/1.1 and
+/// Delivers requests to nodes with `http://` and `https://` endpoints over a pooled HTTP/1.1 and
 /// HTTP/2 client (HTTP/2 to `https://` nodes that offer it via ALPN).
 ///
 /// What the node receives: the caller's method, path, query (without
@@ -183,8 +182,9 @@ impl HttpDelivery {
         &self,
         base: &str,
         envelope: &Envelope,
-        deadline: Deadline,
+        cx: &RequestContext,
     ) -> Result<Request<Full<Bytes>>, String> {
+        let deadline: Deadline = cx.deadline;
         let path = &envelope.path_and_query;
         let uri = if path.starts_with('/') {
             format!("{base}{path}")
@@ -205,6 +205,18 @@ impl HttpDelivery {
             X_MEDIATOR_DEADLINE,
             HeaderValue::from(deadline.wall().as_millis()),
         );
+        // The trace ids travel with the request whichever transport it came
+        // in on; ids the caller sent as headers are already in `headers`.
+        for (name, value) in [
+            (X_REQUEST_ID, &cx.trace.request_id),
+            (TRACEPARENT, &cx.trace.traceparent),
+        ] {
+            if let Some(value) = value {
+                if !headers.contains_key(&name) {
+                    headers.insert(name, header_value(value)?);
+                }
+            }
+        }
         let mut request = Request::builder()
             .method(envelope.method.clone())
             .uri(uri)
@@ -237,29 +249,26 @@ fn chain(error: &(dyn StdError + 'static)) -> String {
 
 #[async_trait]
 impl Deliver for HttpDelivery {
-    fn kind(&self) -> EndpointKind {
-        EndpointKind::Http
+    /// `http` and `https`.
+    fn schemes(&self) -> Vec<String> {
+        vec!["http".to_owned(), "https".to_owned()]
     }
 
-    async fn deliver(&self, node: &Node, envelope: &Envelope, deadline: Deadline) -> Result<Reply> {
-        let name = node.key.to_string();
-        let unreachable = |reason: String| Error::NodeUnreachable {
-            node: name.clone(),
-            reason,
-        };
-        let failed = |reason: String| Error::NodeFailed {
-            node: name.clone(),
-            reason,
-        };
-        let Endpoint::Http(base) = &node.endpoint else {
+    async fn deliver(
+        &self,
+        node: &Node,
+        envelope: &Envelope,
+        cx: &RequestContext,
+    ) -> Result<Reply, DeliverError> {
+        let unreachable = DeliverError::unreachable;
+        let failed = DeliverError::failed;
+        let Some(base) = node.endpoint.url() else {
             return Err(unreachable(format!(
                 "{} is not an http endpoint",
                 node.endpoint
             )));
         };
-        let request = self
-            .request(base, envelope, deadline)
-            .map_err(&unreachable)?;
+        let request = self.request(base, envelope, cx).map_err(unreachable)?;
         let response = self.client.request(request).await.map_err(|e| {
             if e.is_connect() {
                 unreachable(chain(&e))

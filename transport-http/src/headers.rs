@@ -27,6 +27,11 @@ pub const X_MEDIATOR_TIMEOUT_MS: HeaderName = HeaderName::from_static("x-mediato
 pub const X_MEDIATOR_NODE: HeaderName = HeaderName::from_static("x-mediator-node");
 /// On a `/many` reply: `asked=4; answered=2; failed=1; timed_out=1`.
 pub const X_MEDIATOR_SUMMARY: HeaderName = HeaderName::from_static("x-mediator-summary");
+/// The request id, accepted from the caller or started by the mediator,
+/// returned to the caller and passed to nodes.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// The W3C trace context, passed to nodes unchanged.
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 /// The original's token header (also read from the query and the JSON body).
 pub const X_JWT: HeaderName = HeaderName::from_static("x-jwt");
 
@@ -214,27 +219,13 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-/// Percent-decodes `s` (`+` is kept as is); `None` when the result is not
-/// UTF-8 or an escape is malformed.
+/// Percent-decodes `s` as URL parsers do (`+` kept as is, a malformed
+/// escape kept literally); `None` when the result is not UTF-8.
 pub(crate) fn percent_decode(s: &str) -> Option<String> {
-    if !s.contains('%') {
-        return Some(s.to_owned());
-    }
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3)?;
-            let hex = std::str::from_utf8(hex).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .ok()
+        .map(std::borrow::Cow::into_owned)
 }
 
 #[cfg(test)]
@@ -289,8 +280,10 @@ mod tests {
 
     #[test]
     fn malformed_escapes_do_not_decode() {
-        assert_eq!(percent_decode("%zz"), None);
-        assert_eq!(percent_decode("%4"), None);
+        // As URL parsers read them: a malformed escape stays literal.
+        assert_eq!(percent_decode("%zz").as_deref(), Some("%zz"));
+        assert_eq!(percent_decode("%4"), Some("%4".into()));
+        assert_eq!(percent_decode("%FF"), None, "not UTF-8");
         assert_eq!(percent_decode("%41b"), Some("Ab".into()));
     }
 }

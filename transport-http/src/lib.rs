@@ -11,6 +11,10 @@
 //! down with [`HttpListener::serve_with_shutdown`] stops accepting, lets
 //! requests in flight finish within a drain timeout, and returns.
 //!
+//! The listener is built on [`MediatorService`], the same API as a tower
+//! `Service` that any hyper or axum server can mount (under a prefix of
+//! its own, beside its own routes); its docs say how.
+//!
 //! The listener only answers requests: the background sweep that expires
 //! leases and refreshes the routing table is started by whoever composes
 //! the mediator, with [`Mediator::spawn_maintenance`](mediator_core::Mediator::spawn_maintenance).
@@ -84,4 +88,4 @@ pub use client::{
 };
 pub use deliver::{HttpDelivery, HttpDeliveryConfig};
 pub use error::HttpError;
-pub use server::{HttpListener, TlsConfig};
+pub use server::{HttpListener, MediatorService, TlsConfig};

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use formation_kit::{describe, eventually, json, key, node, ring, Hub, HubOptions};
-use mediator_core::{Error, Fault, KeyRing, NodeKey, SealKey, Summary};
+use mediator_core::{Error, Fault, KeyRing, ManualClock, NodeKey, SealKey, Summary, Timestamp};
 use mediator_transport_http::client::{Backoff, Incoming};
 use mediator_transport_http::{HttpError, NodeClient};
 
@@ -501,25 +501,52 @@ async fn the_lease_is_renewed_before_it_runs_out() {
         .expect("starts");
     let first = hub
         .mediator
-        .table()
+        .routes()
         .get(&me)
         .expect("registered")
         .lease_until;
     eventually("the lease moves forward", || {
         hub.mediator
-            .table()
+            .routes()
             .get(&me)
             .is_some_and(|n| n.lease_until > first)
     })
     .await;
     // Swept by the mediator at a moment past the original lease: still there.
     tokio::time::sleep(Duration::from_millis(2200)).await;
-    let gone = hub
-        .mediator
-        .sweep(mediator_core::Timestamp::now())
-        .await
-        .expect("sweep");
+    let gone = hub.mediator.sweep().await.expect("sweep");
     assert!(gone.is_empty(), "evicted: {gone:?}");
+    n.shutdown().await.expect("shutdown");
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn the_lease_keeper_follows_the_nodes_clock() {
+    let hub = Hub::start().await;
+    let me = key("clocked/one");
+    let clock = ManualClock::new(Timestamp::now());
+    let n = node(&hub, "clocked/one")
+        .ttl(Duration::from_secs(60))
+        .clock(clock.clone())
+        .start(describe("c"))
+        .await
+        .expect("starts");
+    let lease = || {
+        hub.mediator
+            .routes()
+            .get(&me)
+            .expect("registered")
+            .lease_until
+    };
+    let first = lease();
+    // Nothing is due for at least 16 s of the node's time.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(lease(), first, "renewed before its time");
+    // A third of the lease passes on the node's clock: it renews at once.
+    clock.advance(Duration::from_secs(20));
+    let started = std::time::Instant::now();
+    eventually("the lease moves forward", || lease() > first).await;
+    assert!(started.elapsed() < Duration::from_secs(2));
     n.shutdown().await.expect("shutdown");
     hub.stop().await;
 }
@@ -614,7 +641,7 @@ async fn a_node_the_mediator_forgot_registers_again() {
         .start(describe("f"))
         .await
         .expect("starts");
-    let first_id = hub.mediator.table().get(&me).expect("registered").id;
+    let first_id = hub.mediator.routes().get(&me).expect("registered").id;
     // The operator (or an eviction) removes it: the next renewal gets 404.
     let removed = hub
         .mediator
@@ -627,7 +654,7 @@ async fn a_node_the_mediator_forgot_registers_again() {
         hub.knows(&me)
     })
     .await;
-    let again = hub.mediator.table().get(&me).expect("registered");
+    let again = hub.mediator.routes().get(&me).expect("registered");
     assert_ne!(again.id, first_id, "a new registration, not a renewal");
     n.shutdown().await.expect("shutdown");
     hub.stop().await;

@@ -279,7 +279,9 @@ async fn rust_legacy_nodes_talk_to_each_other() {
     }
     // The legacy node holds no node key: native calls from it say so.
     match receiver.call(key("any/one"), "/", "x").await {
-        Err(HttpError::Core(mediator_core::Error::Key(why))) => {
+        Err(HttpError::Core(mediator_core::Error::Sealed(mediator_core::CipherError::Key(
+            why,
+        )))) => {
             assert!(why.contains("keys"), "{why}");
         }
         other => panic!("expected a key error, got {other:?}"),

@@ -1,5 +1,6 @@
-//! The mediator's own routes over a real socket: registration, leases,
-//! removal, admin, tokens, probes, and every refusal.
+//! The mediator's own routes, called on its service in process (the socket
+//! adds nothing to them): registration, leases, removal, admin, tokens,
+//! probes, and every refusal; the size limit on the wire too.
 
 mod server_support;
 
@@ -9,17 +10,19 @@ use std::time::Duration;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use mediator_core::auth::Claims;
-use mediator_core::{Limits, MemoryRegistry, Timestamp, TokenMinter};
+use mediator_core::{Credentials, MemoryRegistry, Timestamp, TokenMinter};
 use serde_json::json;
 use server_support::*;
 
 #[tokio::test]
 async fn register_in_our_dialect_returns_the_row() {
-    let hub = Hub::start().await;
+    let hub = Hub::in_process();
     let token = hub.token_for("users/api");
     let body = json!({"group": "users", "name": "api", "url": "http://127.0.0.1:9000", "ttl": 30, "meta": {"zone": "a"}});
     let before = Timestamp::now();
-    let answer = call_as("POST", &hub.url("/register"), &token, body.to_string()).await;
+    let answer = hub
+        .call_as("POST", "/register", &token, body.to_string())
+        .await;
     assert_eq!(answer.status, 200, "{}", answer.text());
     assert_eq!(answer.header("content-type"), Some("application/json"));
     assert_eq!(
@@ -54,7 +57,9 @@ async fn register_in_our_dialect_returns_the_row() {
     assert_eq!(node.meta.get("zone").map(String::as_str), Some("a"));
 
     // Again: same id, `updated` set, `created` kept.
-    let again = call_as("POST", &hub.url("/register"), &token, body.to_string()).await;
+    let again = hub
+        .call_as("POST", "/register", &token, body.to_string())
+        .await;
     let entity2 = &again.json()["entity"];
     assert_eq!(entity2["id"], 1);
     assert_eq!(entity2["created"], entity["created"]);
@@ -63,7 +68,7 @@ async fn register_in_our_dialect_returns_the_row() {
 
 #[tokio::test]
 async fn our_dialect_refuses_bad_input_with_400() {
-    let hub = Hub::start().await;
+    let hub = Hub::in_process();
     let token = hub.admin_token();
     for (body, field) in [
         (json!({"group": "bad group", "url": "http://h"}), "group"),
@@ -80,7 +85,9 @@ async fn our_dialect_refuses_bad_input_with_400() {
         ),
         (json!({"group": 5, "url": "http://h"}), "group"),
     ] {
-        let answer = call_as("POST", &hub.url("/register"), &token, body.to_string()).await;
+        let answer = hub
+            .call_as("POST", "/register", &token, body.to_string())
+            .await;
         let error = assert_error(&answer, 400, "invalid", "caller");
         let message = error["error"].as_str().expect("message");
         assert!(message.contains(field), "{body} → {message}");
@@ -90,7 +97,7 @@ async fn our_dialect_refuses_bad_input_with_400() {
 
 #[tokio::test]
 async fn original_dialect_refuses_with_200_and_an_errors_map() {
-    let hub = Hub::start().await;
+    let hub = Hub::in_process();
     let token = hub.admin_token();
     let cases = [
         (
@@ -119,7 +126,9 @@ async fn original_dialect_refuses_with_200_and_an_errors_map() {
         ),
     ];
     for (body, errors) in cases {
-        let answer = call_as("POST", &hub.url("/register"), &token, body.to_string()).await;
+        let answer = hub
+            .call_as("POST", "/register", &token, body.to_string())
+            .await;
         assert_eq!(answer.status, 200, "{}", answer.text());
         assert_eq!(answer.json(), json!({"entity": body, "errors": errors}));
     }
@@ -128,35 +137,31 @@ async fn original_dialect_refuses_with_200_and_an_errors_map() {
 
 #[tokio::test]
 async fn malformed_json_is_400_everywhere() {
-    let hub = Hub::start().await;
+    let hub = Hub::in_process();
     let token = hub.admin_token();
     for path in ["/register", "/renew", "/remove"] {
-        let answer = call_as("POST", &hub.url(path), &token, "{\"cluster\": ").await;
+        let answer = hub.call_as("POST", path, &token, "{\"cluster\": ").await;
         let error = assert_error(&answer, 400, "invalid", "caller");
         assert!(
             error["error"].as_str().expect("message").contains("JSON"),
             "{error}"
         );
-        let answer = call_as("POST", &hub.url(path), &token, "[1, 2]").await;
+        let answer = hub.call_as("POST", path, &token, "[1, 2]").await;
         assert_error(&answer, 400, "invalid", "caller");
     }
     // Binary garbage too.
-    let answer = call_as(
-        "POST",
-        &hub.url("/register"),
-        &token,
-        vec![0xff, 0x00, 0xfe],
-    )
-    .await;
+    let answer = hub
+        .call_as("POST", "/register", &token, vec![0xff, 0x00, 0xfe])
+        .await;
     assert_error(&answer, 400, "invalid", "caller");
 }
 
 #[tokio::test]
 async fn auth_refusals() {
-    let hub = Hub::start().await;
+    let hub = Hub::in_process();
     let body = json!({"group": "users", "name": "api", "url": "http://127.0.0.1:9000"}).to_string();
 
-    let missing = call("POST", &hub.url("/register"), &[], body.clone()).await;
+    let missing = hub.call("POST", "/register", &[], body.clone()).await;
     assert_error(&missing, 401, "unauthorized", "caller");
     assert_eq!(
         missing.header("www-authenticate"),
@@ -169,7 +174,9 @@ async fn auth_refusals() {
         Timestamp::now() - Duration::from_secs(7200),
         Duration::from_secs(3600),
     ));
-    let answer = call_as("POST", &hub.url("/register"), &expired, body.clone()).await;
+    let answer = hub
+        .call_as("POST", "/register", &expired, body.clone())
+        .await;
     assert_error(&answer, 401, "unauthorized", "caller");
 
     let wrong = TokenMinter::hs256("another secret that is long enough!!")
@@ -179,10 +186,12 @@ async fn auth_refusals() {
             Duration::from_secs(60),
         ))
         .expect("mint");
-    let answer = call_as("POST", &hub.url("/register"), &wrong, body.clone()).await;
+    let answer = hub.call_as("POST", "/register", &wrong, body.clone()).await;
     assert_error(&answer, 401, "unauthorized", "caller");
 
-    let garbage = call_as("POST", &hub.url("/register"), "not.a.token", body.clone()).await;
+    let garbage = hub
+        .call_as("POST", "/register", "not.a.token", body.clone())
+        .await;
     assert_error(&garbage, 401, "unauthorized", "caller");
 
     // A token without sub is refused unless the operator allows it.
@@ -193,56 +202,46 @@ async fn auth_refusals() {
         nbf: None,
         scope: None,
     });
-    let answer = call(
-        "POST",
-        &hub.url("/register"),
-        &[("x-jwt", &original)],
-        body.clone(),
-    )
-    .await;
+    let answer = hub
+        .call("POST", "/register", &[("x-jwt", &original)], body.clone())
+        .await;
     assert_error(&answer, 401, "unauthorized", "caller");
 
     // Another node's identity may not register as users/api.
     let other = hub.token_for("users/other");
-    let answer = call_as("POST", &hub.url("/register"), &other, body.clone()).await;
+    let answer = hub.call_as("POST", "/register", &other, body.clone()).await;
     assert_error(&answer, 403, "forbidden", "caller");
     assert!(hub.mediator.nodes(None).await.expect("list").is_empty());
 
     // The same token in each place a token may be is accepted.
     let own = hub.token_for("users/api");
-    let by_header = call(
-        "POST",
-        &hub.url("/register"),
-        &[("x-jwt", &own)],
-        body.clone(),
-    )
-    .await;
+    let by_header = hub
+        .call("POST", "/register", &[("x-jwt", &own)], body.clone())
+        .await;
     assert_eq!(by_header.status, 200);
-    let by_query = call(
-        "POST",
-        &hub.url(&format!("/register?x-jwt={own}")),
-        &[],
-        body.clone(),
-    )
-    .await;
+    let by_query = hub
+        .call("POST", &format!("/register?x-jwt={own}"), &[], body.clone())
+        .await;
     assert_eq!(by_query.status, 200);
     let in_body =
         json!({"group": "users", "name": "api", "url": "http://127.0.0.1:9000", "x-jwt": own});
-    let by_body = call("POST", &hub.url("/register"), &[], in_body.to_string()).await;
+    let by_body = hub
+        .call("POST", "/register", &[], in_body.to_string())
+        .await;
     assert_eq!(by_body.status, 200, "{}", by_body.text());
 }
 
 #[tokio::test]
 async fn renew_extends_or_says_not_registered() {
-    let hub = Hub::start().await;
+    let hub = Hub::in_process();
     let token = hub.token_for("users/api");
     let renew = json!({"group": "users", "name": "api", "ttl": 120}).to_string();
-    let answer = call_as("POST", &hub.url("/renew"), &token, renew.clone()).await;
+    let answer = hub.call_as("POST", "/renew", &token, renew.clone()).await;
     let error = assert_error(&answer, 404, "unknown_target", "caller");
     assert_eq!(error["error"], "not registered");
 
     hub.register("users/api", "http://127.0.0.1:9000").await;
-    let answer = call_as("POST", &hub.url("/renew"), &token, renew).await;
+    let answer = hub.call_as("POST", "/renew", &token, renew).await;
     assert_eq!(answer.status, 200, "{}", answer.text());
     let reply = answer.json();
     assert_eq!(reply["ttl"], 120);
@@ -256,24 +255,25 @@ async fn renew_extends_or_says_not_registered() {
     assert_eq!(reply["lease_until"], node.lease_until.to_rfc3339());
 
     let other = hub.token_for("users/other");
-    let answer = call_as(
-        "POST",
-        &hub.url("/renew"),
-        &other,
-        json!({"group": "users", "name": "api"}).to_string(),
-    )
-    .await;
+    let answer = hub
+        .call_as(
+            "POST",
+            "/renew",
+            &other,
+            json!({"group": "users", "name": "api"}).to_string(),
+        )
+        .await;
     assert_error(&answer, 403, "forbidden", "caller");
 }
 
 #[tokio::test]
 async fn remove_by_id_and_by_key() {
-    let hub = Hub::start().await;
+    let hub = Hub::in_process();
     let id = hub.register("users/api", "http://127.0.0.1:9000").await;
     hub.register("users/b", "http://127.0.0.1:9001").await;
     let token = hub.token_for("users/api");
 
-    let answer = call_as("POST", &hub.url("/remove"), &token, "").await;
+    let answer = hub.call_as("POST", "/remove", &token, "").await;
     assert_eq!(answer.status, 409);
     assert_eq!(
         answer.json()["error"],
@@ -284,48 +284,55 @@ async fn remove_by_id_and_by_key() {
     let b_id = hub.mediator.nodes(Some("users")).await.expect("list")[1]
         .id
         .0;
-    let answer = call_as("DELETE", &hub.url(&format!("/remove/{b_id}")), &token, "").await;
+    let answer = hub
+        .call_as("DELETE", &format!("/remove/{b_id}"), &token, "")
+        .await;
     assert_error(&answer, 403, "forbidden", "caller");
 
-    let answer = call_as("GET", &hub.url(&format!("/remove/{id}")), &token, "").await;
+    let answer = hub
+        .call_as("GET", &format!("/remove/{id}"), &token, "")
+        .await;
     assert_eq!(answer.status, 200, "{}", answer.text());
     assert_eq!(answer.json(), json!({"affected": 1}));
-    let answer = call_as("GET", &hub.url(&format!("/remove/{id}")), &token, "").await;
+    let answer = hub
+        .call_as("GET", &format!("/remove/{id}"), &token, "")
+        .await;
     assert_eq!(answer.json(), json!({"affected": 0}));
 
     let b = hub.token_for("users/b");
-    let answer = call_as(
-        "POST",
-        &hub.url("/remove"),
-        &b,
-        json!({"cluster": "users", "node": "b"}).to_string(),
-    )
-    .await;
+    let answer = hub
+        .call_as(
+            "POST",
+            "/remove",
+            &b,
+            json!({"cluster": "users", "node": "b"}).to_string(),
+        )
+        .await;
     assert_eq!(answer.json(), json!({"affected": 1}));
     assert!(hub.mediator.nodes(None).await.expect("list").is_empty());
     // Gone from routing too.
-    let answer = call_as("POST", &hub.url("/one/users/b/x"), &b, "").await;
+    let answer = hub.call_as("POST", "/one/users/b/x", &b, "").await;
     assert_eq!(answer.status, 404);
 
-    let answer = call_as("POST", &hub.url("/remove/abc"), &b, "").await;
+    let answer = hub.call_as("POST", "/remove/abc", &b, "").await;
     assert_error(&answer, 400, "invalid", "caller");
 }
 
 #[tokio::test]
 async fn admin_routes_need_admin() {
-    let hub = Hub::start().await;
+    let hub = Hub::in_process();
     let id = hub.register("users/api", "http://127.0.0.1:9000").await;
     hub.register("billing/", "https://billing.example").await;
     let node = hub.token_for("users/api");
     let by_id = format!("/admin/cluster/{id}");
     for path in ["/admin/clusters", "/admin/clusters/users", by_id.as_str()] {
-        let answer = call_as("GET", &hub.url(path), &node, "").await;
+        let answer = hub.call_as("GET", path, &node, "").await;
         assert_error(&answer, 403, "forbidden", "caller");
-        let answer = call("GET", &hub.url(path), &[], "").await;
+        let answer = hub.call("GET", path, &[], "").await;
         assert_error(&answer, 401, "unauthorized", "caller");
     }
     let admin = hub.admin_token();
-    let all = call_as("GET", &hub.url("/admin/clusters"), &admin, "").await;
+    let all = hub.call_as("GET", "/admin/clusters", &admin, "").await;
     assert_eq!(all.status, 200);
     let list = all.json()["list"].as_array().expect("list").clone();
     assert_eq!(list.len(), 2);
@@ -335,33 +342,33 @@ async fn admin_routes_need_admin() {
     assert_eq!(list[1]["port"], 443);
     assert_eq!(list[1]["ttl"], 60);
 
-    let users = call_as("POST", &hub.url("/admin/clusters/users"), &admin, "").await;
+    let users = hub
+        .call_as("POST", "/admin/clusters/users", &admin, "")
+        .await;
     assert_eq!(users.json()["list"].as_array().expect("list").len(), 1);
 
-    let one = call_as("GET", &hub.url(&format!("/admin/cluster/{id}")), &admin, "").await;
+    let one = hub
+        .call_as("GET", &format!("/admin/cluster/{id}"), &admin, "")
+        .await;
     assert_eq!(one.json()["entity"]["name"], "api");
     assert_eq!(one.json()["entity"]["id"], id);
 
-    let none = call_as("GET", &hub.url("/admin/cluster/999"), &admin, "").await;
+    let none = hub.call_as("GET", "/admin/cluster/999", &admin, "").await;
     assert_eq!(none.status, 400);
     assert_eq!(none.json()["error"], "Cluster not found by id: '999'");
 
     // Basic login as admin works on admin routes too.
     let basic = format!("Basic {}", STANDARD.encode(format!("admin:{SECRET}")));
-    let answer = call(
-        "GET",
-        &hub.url("/admin/clusters"),
-        &[("authorization", &basic)],
-        "",
-    )
-    .await;
+    let answer = hub
+        .call("GET", "/admin/clusters", &[("authorization", &basic)], "")
+        .await;
     assert_eq!(answer.status, 200);
 }
 
 #[tokio::test]
 async fn token_route_mints_an_admin_token_for_a_basic_login() {
-    let hub = Hub::start().await;
-    let answer = call("GET", &hub.url("/token"), &[], "").await;
+    let hub = Hub::in_process();
+    let answer = hub.call("GET", "/token", &[], "").await;
     assert_error(&answer, 401, "unauthorized", "caller");
     let challenges: Vec<&str> = answer
         .headers
@@ -379,12 +386,16 @@ async fn token_route_mints_an_admin_token_for_a_basic_login() {
     );
 
     let wrong = format!("Basic {}", STANDARD.encode("admin:wrong"));
-    let answer = call("GET", &hub.url("/token"), &[("authorization", &wrong)], "").await;
+    let answer = hub
+        .call("GET", "/token", &[("authorization", &wrong)], "")
+        .await;
     assert_eq!(answer.status, 401);
 
     let right = format!("Basic {}", STANDARD.encode(format!("admin:{SECRET}")));
     let before = Timestamp::now().as_secs();
-    let answer = call("POST", &hub.url("/token"), &[("authorization", &right)], "").await;
+    let answer = hub
+        .call("POST", "/token", &[("authorization", &right)], "")
+        .await;
     assert_eq!(answer.status, 200, "{}", answer.text());
     let reply = answer.json();
     assert_eq!(reply["verified"], true);
@@ -394,37 +405,39 @@ async fn token_route_mints_an_admin_token_for_a_basic_login() {
         "{exp}"
     );
     let token = reply["token"].as_str().expect("token");
-    let identity = hub.mediator.authenticate(token).expect("valid token");
+    let identity = hub
+        .mediator
+        .authenticate(&Credentials::Bearer(token))
+        .expect("valid token");
     assert!(identity.admin);
-    let list = call_as("GET", &hub.url("/admin/clusters"), token, "").await;
+    let list = hub.call_as("GET", "/admin/clusters", token, "").await;
     assert_eq!(list.status, 200);
 }
 
 #[tokio::test]
 async fn probes() {
-    let hub = Hub::start().await;
-    let health = call("GET", &hub.url("/healthz"), &[], "").await;
+    let hub = Hub::in_process();
+    let health = hub.call("GET", "/healthz", &[], "").await;
     assert_eq!((health.status, health.json()), (200, json!({"ok": true})));
-    let ready = call("GET", &hub.url("/readyz"), &[], "").await;
+    let ready = hub.call("GET", "/readyz", &[], "").await;
     assert_eq!(
         (ready.status, ready.json()),
         (200, json!({"ok": true, "store": "up"}))
     );
-    let ping = call("POST", &hub.url("/ping"), &[], "").await;
+    let ping = hub.call("POST", "/ping", &[], "").await;
     assert_eq!(
         (ping.status, ping.json()),
         (200, json!({"ok": true, "store": "up"}))
     );
 
-    let down = Hub::start_with(HubConfig {
+    let down = Hub::in_process_with(HubConfig {
         registry: Some(Arc::new(DownRegistry(MemoryRegistry::new()))),
         ..HubConfig::default()
-    })
-    .await;
-    let health = call("GET", &down.url("/healthz"), &[], "").await;
+    });
+    let health = down.call("GET", "/healthz", &[], "").await;
     assert_eq!(health.status, 200);
     for path in ["/readyz", "/ping"] {
-        let answer = call("GET", &down.url(path), &[], "").await;
+        let answer = down.call("GET", path, &[], "").await;
         let body = assert_error(&answer, 503, "store", "hub");
         assert_eq!(body["ok"], false);
         assert_eq!(body["store"], "down");
@@ -433,7 +446,7 @@ async fn probes() {
 
 #[tokio::test]
 async fn unknown_routes_are_404() {
-    let hub = Hub::start().await;
+    let hub = Hub::in_process();
     for path in [
         "//",
         "/nope",
@@ -442,7 +455,7 @@ async fn unknown_routes_are_404() {
         "/admin/cluster",
         "/one",
     ] {
-        let answer = call("GET", &hub.url(path), &[], "").await;
+        let answer = hub.call("GET", path, &[], "").await;
         let body = assert_error(&answer, 404, "not_found", "caller");
         assert!(
             body["error"]
@@ -454,24 +467,86 @@ async fn unknown_routes_are_404() {
     }
 }
 
+/// Every route, whether it reads a body or not.
+const EVERY_ROUTE: [&str; 16] = [
+    "/register",
+    "/renew",
+    "/remove",
+    "/remove/1",
+    "/one/g/n/x",
+    "/any/g/x",
+    "/many/g/x",
+    "/admin/clusters",
+    "/admin/cluster/1",
+    "/token",
+    "/ping",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/",
+    "/nope",
+];
+
 #[tokio::test]
-async fn oversize_bodies_are_413() {
-    let hub = Hub::start_with(HubConfig {
-        limits: Limits {
-            max_body: 1024,
-            ..Limits::default()
-        },
+async fn oversize_bodies_are_413_on_every_route_in_process_and_on_the_wire() {
+    let config = || HubConfig {
+        max_body: Some(1024),
         ..HubConfig::default()
-    })
-    .await;
+    };
+    // The client announces the size with content-length; in process, the
+    // body itself reports it.
+    for hub in [
+        Hub::in_process_with(config()),
+        Hub::start_with(config()).await,
+    ] {
+        let token = hub.admin_token();
+        for path in EVERY_ROUTE {
+            let answer = hub.call_as("POST", path, &token, vec![b'a'; 1025]).await;
+            assert_error(&answer, 413, "too_large", "caller");
+        }
+        // Exactly the limit passes the size check: blank, so an empty
+        // object, which the original's rules then refuse field by field.
+        let answer = hub
+            .call_as("POST", "/register", &token, vec![b' '; 1024])
+            .await;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        assert_eq!(answer.json()["errors"]["cluster"], "This field is missing.");
+    }
+}
+
+#[tokio::test]
+async fn a_streamed_body_past_the_limit_is_413_once_it_gets_there() {
+    let hub = Hub::in_process_with(HubConfig {
+        max_body: Some(1024),
+        ..HubConfig::default()
+    });
     let token = hub.admin_token();
-    for path in ["/register", "/one/g/n/x", "/many/g/x"] {
-        let answer = call_as("POST", &hub.url(path), &token, vec![b'a'; 1025]).await;
+    for path in [
+        "/register",
+        "/renew",
+        "/remove",
+        "/one/g/n/x",
+        "/many/g/x",
+        "/admin/clusters",
+    ] {
+        // Two chunks of 600 bytes, neither size announced.
+        let request = http::Request::post(path)
+            .header("authorization", format!("Bearer {token}"))
+            .body(Chunks::new(vec![vec![b'a'; 600]; 2]))
+            .expect("request");
+        let answer = call_service(&hub.service, request).await;
         assert_error(&answer, 413, "too_large", "caller");
     }
-    // Exactly the limit passes the size check: blank, so an empty object,
-    // which the original's rules then refuse field by field.
-    let answer = call_as("POST", &hub.url("/register"), &token, vec![b' '; 1024]).await;
+    // Under the limit in chunks, the body is whole again.
+    let body = json!({"group": "users", "name": "api", "url": "http://127.0.0.1:9000"}).to_string();
+    let (first, second) = body.as_bytes().split_at(10);
+    let request = http::Request::post("/register")
+        .header(
+            "authorization",
+            format!("Bearer {}", hub.token_for("users/api")),
+        )
+        .body(Chunks::new(vec![first.to_vec(), second.to_vec()]))
+        .expect("request");
+    let answer = call_service(&hub.service, request).await;
     assert_eq!(answer.status, 200, "{}", answer.text());
-    assert_eq!(answer.json()["errors"]["cluster"], "This field is missing.");
 }

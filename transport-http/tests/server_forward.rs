@@ -8,7 +8,7 @@ use std::time::Duration;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use mediator_core::auth::Claims;
-use mediator_core::Timestamp;
+use mediator_core::{ManualClock, Timestamp};
 use mediator_transport_http::HttpDeliveryConfig;
 use serde_json::{json, Value};
 use server_support::*;
@@ -383,7 +383,11 @@ async fn unknown_targets_are_404_with_the_originals_words() {
 
 #[tokio::test]
 async fn expired_leases_make_no_node_available() {
-    let hub = Hub::start().await;
+    let hub = Hub::start_with(HubConfig {
+        clock: Some(ManualClock::new(Timestamp::now())),
+        ..HubConfig::default()
+    })
+    .await;
     let node = EchoNode::start("api").await;
     hub.register_expired("users/api", &node.url).await;
     let caller = hub.token_for("billing/x");

@@ -1,4 +1,5 @@
-//! `/metrics` and the dashboard at `/`, over a real socket.
+//! `/metrics` and the dashboard at `/`, on the service in process; the
+//! listener's counting checked once over a socket.
 
 mod server_support;
 
@@ -84,7 +85,7 @@ fn valid_name(name: &str) -> bool {
 }
 
 async fn scrape(hub: &Hub) -> (Answer, HashMap<String, f64>) {
-    let answer = call("GET", &hub.url("/metrics"), &[], "").await;
+    let answer = hub.call("GET", "/metrics", &[], "").await;
     assert_eq!(answer.status, 200, "{}", answer.text());
     let samples = parse_exposition(&answer.text());
     (answer, samples)
@@ -98,7 +99,7 @@ fn value(samples: &HashMap<String, f64>, series: &str) -> f64 {
 
 #[tokio::test]
 async fn metrics_count_routes_latencies_and_deliveries() {
-    let hub = Hub::start().await;
+    let hub = Hub::in_process();
     let api = EchoNode::start("api").await;
     let live = EchoNode::start("live").await;
     let dead = dead_url().await;
@@ -107,15 +108,17 @@ async fn metrics_count_routes_latencies_and_deliveries() {
     hub.register("cache/dead", &dead).await;
     let admin = hub.admin_token();
 
-    let unicast = call_as("POST", &hub.url("/one/users/api/x"), &admin, "{}").await;
+    let unicast = hub.call_as("POST", "/one/users/api/x", &admin, "{}").await;
     assert_eq!(unicast.status, 200, "{}", unicast.text());
-    let broadcast = call_as("POST", &hub.url("/many/cache/x"), &admin, "{}").await;
+    let broadcast = hub.call_as("POST", "/many/cache/x", &admin, "{}").await;
     assert_eq!(broadcast.status, 200, "{}", broadcast.text());
     assert_eq!(
         broadcast.header("x-mediator-summary"),
         Some("asked=2; answered=1; failed=1; timed_out=0")
     );
-    let unknown = call_as("POST", &hub.url("/one/nobody/here/x"), &admin, "{}").await;
+    let unknown = hub
+        .call_as("POST", "/one/nobody/here/x", &admin, "{}")
+        .await;
     assert_eq!(unknown.status, 404, "{}", unknown.text());
 
     let (answer, samples) = scrape(&hub).await;
@@ -184,6 +187,19 @@ async fn metrics_count_routes_latencies_and_deliveries() {
         !samples.keys().any(|k| k.contains("group=\"nobody\"")),
         "an unknown target has no delivery series"
     );
+    let latency = |group: &str, what: &str| {
+        format!("mediator_delivery_duration_seconds_{what}{{group=\"{group}\"}}")
+    };
+    assert_eq!(value(&samples, &latency("users", "count")), 1.0);
+    assert_eq!(value(&samples, &latency("cache", "count")), 2.0);
+    assert_eq!(
+        value(
+            &samples,
+            "mediator_delivery_duration_seconds_bucket{group=\"cache\",le=\"+Inf\"}"
+        ),
+        2.0
+    );
+    assert!(value(&samples, &latency("users", "sum")) > 0.0);
     assert_eq!(value(&samples, "mediator_nodes"), 3.0);
 
     // The first scrape is counted once it has been answered.
@@ -194,28 +210,38 @@ async fn metrics_count_routes_latencies_and_deliveries() {
 }
 
 #[tokio::test]
-async fn metrics_need_no_token_and_start_empty() {
-    let hub = Hub::start().await;
-    let (answer, samples) = scrape(&hub).await;
-    assert_eq!(
-        answer.header("cache-control"),
-        Some("no-cache, no-store, must-revalidate")
-    );
-    assert_eq!(value(&samples, "mediator_nodes"), 0.0);
-    assert!(!samples
-        .keys()
-        .any(|k| k.starts_with("mediator_requests_total")));
-    assert!(!samples
-        .keys()
-        .any(|k| k.starts_with("mediator_deliveries_total")));
-    let text = answer.text();
-    for family in [
-        "mediator_requests_total counter",
-        "mediator_request_duration_seconds histogram",
-        "mediator_deliveries_total counter",
-        "mediator_nodes gauge",
-    ] {
-        assert!(text.contains(&format!("# TYPE {family}\n")), "{family}");
+async fn metrics_need_no_token_and_start_empty_in_process_and_on_the_wire() {
+    for hub in [Hub::in_process(), Hub::start().await] {
+        let (answer, samples) = scrape(&hub).await;
+        assert_eq!(
+            answer.header("cache-control"),
+            Some("no-cache, no-store, must-revalidate")
+        );
+        assert_eq!(value(&samples, "mediator_nodes"), 0.0);
+        assert!(!samples
+            .keys()
+            .any(|k| k.starts_with("mediator_requests_total")));
+        assert!(!samples.keys().any(|k| k.starts_with("mediator_deliver")));
+        let text = answer.text();
+        for family in [
+            "mediator_requests_total counter",
+            "mediator_request_duration_seconds histogram",
+            "mediator_deliveries_total counter",
+            "mediator_delivery_duration_seconds histogram",
+            "mediator_nodes gauge",
+        ] {
+            assert!(text.contains(&format!("# TYPE {family}\n")), "{family}");
+        }
+        // Whoever answers (the service, or the listener built on it)
+        // counts into the service's counters.
+        let (_, samples) = scrape(&hub).await;
+        assert_eq!(
+            value(
+                &samples,
+                "mediator_requests_total{route=\"other\",status=\"200\"}"
+            ),
+            1.0
+        );
     }
 }
 
@@ -225,14 +251,14 @@ fn basic(user: &str, password: &str) -> String {
 
 #[tokio::test]
 async fn the_dashboard_asks_a_browser_to_log_in() {
-    let hub = Hub::start().await;
+    let hub = Hub::in_process();
     for headers in [
         vec![],
         vec![("authorization", basic("admin", "wrong"))],
         vec![("authorization", basic("root", SECRET))],
     ] {
         let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let answer = call("GET", &hub.url("/"), &headers, "").await;
+        let answer = hub.call("GET", "/", &headers, "").await;
         assert_error(&answer, 401, "unauthorized", "caller");
         let challenges: Vec<_> = answer
             .headers
@@ -249,18 +275,19 @@ async fn the_dashboard_asks_a_browser_to_log_in() {
 
 #[tokio::test]
 async fn the_dashboard_lists_the_nodes_for_an_admin() {
-    let hub = Hub::start().await;
+    let hub = Hub::in_process();
     let api = EchoNode::start("api").await;
     hub.register("users/api", &api.url).await;
     hub.register("users/", &api.url).await;
 
-    let answer = call(
-        "GET",
-        &hub.url("/"),
-        &[("authorization", &basic("admin", SECRET))],
-        "",
-    )
-    .await;
+    let answer = hub
+        .call(
+            "GET",
+            "/",
+            &[("authorization", &basic("admin", SECRET))],
+            "",
+        )
+        .await;
     assert_eq!(answer.status, 200, "{}", answer.text());
     assert_eq!(
         answer.header("content-type"),
@@ -284,9 +311,11 @@ async fn the_dashboard_lists_the_nodes_for_an_admin() {
         .is_some_and(|csp| csp.starts_with("default-src 'none'")));
 
     // An admin token works too; a node's token does not.
-    let answer = call_as("GET", &hub.url("/"), &hub.admin_token(), "").await;
+    let answer = hub.call_as("GET", "/", &hub.admin_token(), "").await;
     assert_eq!(answer.status, 200, "{}", answer.text());
-    let answer = call_as("GET", &hub.url("/"), &hub.token_for("users/api"), "").await;
+    let answer = hub
+        .call_as("GET", "/", &hub.token_for("users/api"), "")
+        .await;
     assert_error(&answer, 403, "forbidden", "caller");
 
     // Dashboard requests count under the admin route.

@@ -1,6 +1,8 @@
 //! The exact requests the original's Node child libraries send, and the
 //! exact replies they expect: so its children work against this mediator
-//! unchanged.
+//! unchanged. Registration and where the token may be are routing, checked
+//! on the service in process; sending and broadcasting go over a socket to
+//! real nodes, end to end, as the children do.
 
 mod server_support;
 
@@ -24,19 +26,18 @@ fn original_token() -> String {
     })
 }
 
-async fn original_hub() -> Hub {
-    Hub::start_with(HubConfig {
+fn original_config() -> HubConfig {
+    HubConfig {
         allow_tokens_without_sub: true,
         ..HubConfig::default()
-    })
-    .await
+    }
 }
 
 /// POST with the headers the original's libraries send.
 async fn post(hub: &Hub, path: &str, body: &Value) -> Answer {
-    call(
+    hub.call(
         "POST",
-        &hub.url(path),
+        path,
         &[
             ("x-jwt", &original_token()),
             ("content-type", "application/json"),
@@ -55,7 +56,7 @@ fn is_rfc3339_millis(v: &Value) -> bool {
 
 #[tokio::test]
 async fn registration_as_the_originals_children_send_it() {
-    let hub = original_hub().await;
+    let hub = Hub::in_process_with(original_config());
     let echo = EchoNode::start("echo").await;
     let port = echo.addr.port();
 
@@ -120,7 +121,7 @@ async fn registration_as_the_originals_children_send_it() {
 
 #[tokio::test]
 async fn sending_and_broadcasting_as_the_originals_children_do() {
-    let hub = original_hub().await;
+    let hub = Hub::start_with(original_config()).await;
     let echo = EchoNode::start("echo").await;
     let other = EchoNode::start("other").await;
     let unnamed = EchoNode::start("unnamed").await;
@@ -211,38 +212,41 @@ async fn sending_and_broadcasting_as_the_originals_children_do() {
 
 #[tokio::test]
 async fn the_token_may_come_in_the_query_or_the_body() {
-    let hub = original_hub().await;
+    let hub = Hub::in_process_with(original_config());
     let echo = EchoNode::start("echo").await;
     let token = original_token();
     let register = json!({"cluster": "bench", "node": "echo", "domain": "http://127.0.0.1", "port": echo.addr.port(), "x-jwt": token});
-    let answer = call(
-        "POST",
-        &hub.url("/register"),
-        &[("content-type", "application/json")],
-        register.to_string(),
-    )
-    .await;
+    let answer = hub
+        .call(
+            "POST",
+            "/register",
+            &[("content-type", "application/json")],
+            register.to_string(),
+        )
+        .await;
     assert_eq!(answer.status, 200, "{}", answer.text());
     assert_eq!(answer.json()["errors"], json!({}));
 
-    let answer = call(
-        "POST",
-        &hub.url(&format!("/one/bench/echo/p?x-jwt={token}")),
-        &[("content-type", "application/json")],
-        json!({"payload": "x"}).to_string(),
-    )
-    .await;
+    let answer = hub
+        .call(
+            "POST",
+            &format!("/one/bench/echo/p?x-jwt={token}"),
+            &[("content-type", "application/json")],
+            json!({"payload": "x"}).to_string(),
+        )
+        .await;
     assert_eq!(answer.status, 200);
     assert_eq!(echo.last().uri, "/p");
 
     // Without any token: a JSON 401, not the original's HTML login page.
-    let answer = call(
-        "POST",
-        &hub.url("/one/bench/echo/p"),
-        &[("content-type", "application/json")],
-        "{}",
-    )
-    .await;
+    let answer = hub
+        .call(
+            "POST",
+            "/one/bench/echo/p",
+            &[("content-type", "application/json")],
+            "{}",
+        )
+        .await;
     assert_eq!(answer.status, 401);
     assert_eq!(answer.header("content-type"), Some("application/json"));
 }

@@ -10,7 +10,6 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use mediator_core::Limits;
 use mediator_transport_http::{HttpDeliveryConfig, TlsConfig};
 use rustls::pki_types::ServerName;
 use server_support::*;
@@ -76,7 +75,7 @@ async fn https_with_alpn_h2_and_http11() {
     .await;
     assert!(hub.base.starts_with("https://"));
     for (alpn, h2) in [(&b"h2"[..], true), (&b"http/1.1"[..], false)] {
-        let tcp = TcpStream::connect(hub.addr).await.expect("connect");
+        let tcp = TcpStream::connect(hub.socket()).await.expect("connect");
         let tls = client_tls(&cert, &[alpn])
             .connect(ServerName::try_from("localhost").expect("name"), tcp)
             .await
@@ -96,13 +95,13 @@ async fn https_with_alpn_h2_and_http11() {
     }
     // A client that does not trust the certificate is refused in the handshake.
     let (other, _) = self_signed();
-    let tcp = TcpStream::connect(hub.addr).await.expect("connect");
+    let tcp = TcpStream::connect(hub.socket()).await.expect("connect");
     let refused = client_tls(&other, &[b"h2"])
         .connect(ServerName::try_from("localhost").expect("name"), tcp)
         .await;
     assert!(refused.is_err());
     // Plain HTTP to the TLS port gets no HTTP answer.
-    let mut tcp = TcpStream::connect(hub.addr).await.expect("connect");
+    let mut tcp = TcpStream::connect(hub.socket()).await.expect("connect");
     tcp.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
         .await
         .expect("write");
@@ -129,7 +128,7 @@ async fn tls_from_pem_files() {
 #[tokio::test]
 async fn h2_prior_knowledge_in_clear_text() {
     let hub = Hub::start().await;
-    let tcp = TcpStream::connect(hub.addr).await.expect("connect");
+    let tcp = TcpStream::connect(hub.socket()).await.expect("connect");
     let (status, version, body) = get_over(tcp, true, &hub.url("/healthz")).await;
     assert_eq!((status, version), (200, http::Version::HTTP_2));
     assert_eq!(body, r#"{"ok":true}"#);
@@ -184,7 +183,7 @@ async fn delivery_to_an_https_node_trusting_a_private_root() {
 
 /// Sends raw bytes and reads the whole answer (the server closes after it).
 async fn raw(hub: &Hub, request: &[u8]) -> String {
-    let mut tcp = TcpStream::connect(hub.addr).await.expect("connect");
+    let mut tcp = TcpStream::connect(hub.socket()).await.expect("connect");
     tcp.write_all(request).await.expect("write");
     let mut buf = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut buf))
@@ -197,10 +196,7 @@ async fn raw(hub: &Hub, request: &[u8]) -> String {
 #[tokio::test]
 async fn raw_http11_edge_cases() {
     let hub = Hub::start_with(HubConfig {
-        limits: Limits {
-            max_body: 64,
-            ..Limits::default()
-        },
+        max_body: Some(64),
         ..HubConfig::default()
     })
     .await;
@@ -260,7 +256,7 @@ async fn graceful_shutdown_finishes_requests_in_flight() {
     assert_eq!(answer.status, 200, "{}", answer.text());
     assert!(started.elapsed() < Duration::from_secs(3));
     // No longer accepting.
-    assert!(TcpStream::connect(hub.addr).await.is_err());
+    assert!(TcpStream::connect(hub.socket()).await.is_err());
 }
 
 #[tokio::test]
@@ -304,7 +300,7 @@ async fn the_drain_deadline_closes_what_is_left() {
 async fn idle_keep_alive_connections_do_not_hold_up_shutdown() {
     let mut hub = Hub::start().await;
     // An idle HTTP/1.1 keep-alive connection and an idle HTTP/2 connection.
-    let tcp = TcpStream::connect(hub.addr).await.expect("connect");
+    let tcp = TcpStream::connect(hub.socket()).await.expect("connect");
     let (mut h1, conn1) =
         hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(tcp))
             .await
@@ -318,7 +314,7 @@ async fn idle_keep_alive_connections_do_not_hold_up_shutdown() {
         h1.send_request(request).await.expect("answer").status(),
         200
     );
-    let tcp = TcpStream::connect(hub.addr).await.expect("connect");
+    let tcp = TcpStream::connect(hub.socket()).await.expect("connect");
     let (_h2, conn2) = hyper::client::conn::http2::handshake::<_, _, Full<Bytes>>(
         TokioExecutor::new(),
         TokioIo::new(tcp),
@@ -345,10 +341,7 @@ async fn idle_keep_alive_connections_do_not_hold_up_shutdown() {
 #[tokio::test]
 async fn a_body_that_never_finishes_is_cut_off_at_the_deadline() {
     let hub = Hub::start_with(HubConfig {
-        limits: Limits {
-            deadline: Duration::from_millis(300),
-            ..Limits::default()
-        },
+        deadline: Duration::from_millis(300),
         ..HubConfig::default()
     })
     .await;

@@ -28,7 +28,7 @@ use md5::{Digest, Md5};
 use rand::rngs::OsRng;
 use rand::RngCore;
 
-use crate::error::{Error, Result};
+use crate::error::CipherError;
 
 type Encryptor = cbc::Encryptor<Aes256>;
 type Decryptor = cbc::Decryptor<Aes256>;
@@ -84,27 +84,30 @@ impl LegacyCipher {
 
     /// Decrypts `hex(iv):hex(ciphertext)`.
     ///
-    /// Fails with [`Error::Sealed`] on a missing colon, bad hex, an IV that
+    /// Fails with [`CipherError::Refused`] on a missing colon, bad hex, an IV that
     /// is not 16 bytes, a ciphertext that is not whole blocks, or bad
     /// padding. A wrong passphrase is usually caught by the padding check,
     /// but about one time in 256 it yields garbage instead: this format
     /// cannot tell, which is one more reason it is for compatibility only.
-    pub fn decrypt(&self, text: &str) -> Result<Vec<u8>> {
+    pub fn decrypt(&self, text: &str) -> Result<Vec<u8>, CipherError> {
         let (iv, ciphertext) = text.split_once(':').ok_or_else(|| {
-            Error::Sealed("legacy payload has no ':' between the IV and the ciphertext".into())
+            CipherError::Refused(
+                "legacy payload has no ':' between the IV and the ciphertext".into(),
+            )
         })?;
         let iv = hex::decode(iv)
-            .map_err(|e| Error::Sealed(format!("legacy payload's IV is not hex ({e})")))?;
+            .map_err(|e| CipherError::Refused(format!("legacy payload's IV is not hex ({e})")))?;
         let iv: [u8; BLOCK] = iv.as_slice().try_into().map_err(|_| {
-            Error::Sealed(format!(
+            CipherError::Refused(format!(
                 "legacy payload's IV is {} bytes, it must be {BLOCK}",
                 iv.len()
             ))
         })?;
-        let ciphertext = hex::decode(ciphertext)
-            .map_err(|e| Error::Sealed(format!("legacy payload's ciphertext is not hex ({e})")))?;
+        let ciphertext = hex::decode(ciphertext).map_err(|e| {
+            CipherError::Refused(format!("legacy payload's ciphertext is not hex ({e})"))
+        })?;
         if ciphertext.is_empty() || ciphertext.len() % BLOCK != 0 {
-            return Err(Error::Sealed(format!(
+            return Err(CipherError::Refused(format!(
                 "legacy payload's ciphertext is {} bytes, not a positive multiple of {BLOCK}",
                 ciphertext.len()
             )));
@@ -112,7 +115,7 @@ impl LegacyCipher {
         Decryptor::new(&self.key.into(), &iv.into())
             .decrypt_padded_vec_mut::<Pkcs7>(&ciphertext)
             .map_err(|_| {
-                Error::Sealed(
+                CipherError::Refused(
                     "legacy payload has bad padding (wrong passphrase or damaged text)".into(),
                 )
             })
@@ -161,10 +164,10 @@ mod tests {
             .expect("16 bytes")
     }
 
-    fn refusal(r: Result<Vec<u8>>) -> String {
+    fn refusal(r: Result<Vec<u8>, CipherError>) -> String {
         match r {
-            Err(Error::Sealed(why)) => why,
-            other => panic!("expected Error::Sealed, got {other:?}"),
+            Err(CipherError::Refused(why)) => why,
+            other => panic!("expected CipherError::Refused, got {other:?}"),
         }
     }
 
@@ -254,7 +257,7 @@ mod tests {
         for v in vectors() {
             let other = LegacyCipher::new(&format!("{}!", v.passphrase));
             match other.decrypt(&v.expected) {
-                Err(Error::Sealed(why)) => assert!(why.contains("bad padding"), "{why}"),
+                Err(CipherError::Refused(why)) => assert!(why.contains("bad padding"), "{why}"),
                 Ok(garbage) => assert_ne!(garbage, v.plaintext.as_bytes()),
                 Err(other) => panic!("{other:?}"),
             }

@@ -173,7 +173,7 @@ pub fn seal_reply(
         .as_ref()
         .map(ToString::to_string)
         .unwrap_or_default();
-    cipher.seal(reply, &aad(Some(own), &caller, &request.path))
+    Ok(cipher.seal(reply, &aad(Some(own), &caller, &request.path))?)
 }
 
 /// Seals a request payload from `from` for `target` at `path` (the query,
@@ -188,7 +188,7 @@ pub fn seal_request(
     path: &str,
     body: &[u8],
 ) -> Result<Vec<u8>, Error> {
-    cipher.seal(body, &aad(from, &target.to_string(), path))
+    Ok(cipher.seal(body, &aad(from, &target.to_string(), path))?)
 }
 
 /// Opens a reply from node `replier` to `caller` for a request at `path`.
@@ -221,7 +221,7 @@ pub fn open_reply(
     sealed: &[u8],
 ) -> Result<Vec<u8>, Error> {
     let caller = caller.map(ToString::to_string).unwrap_or_default();
-    cipher.open(sealed, &aad(Some(replier), &caller, path))
+    Ok(cipher.open(sealed, &aad(Some(replier), &caller, path))?)
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use mediator_core::node::{Action, Lease};
-use mediator_core::{Meta, NodeKey, Timestamp};
+use mediator_core::{Clock, Meta, NodeKey};
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -55,6 +55,8 @@ pub(crate) struct Keeper {
     pub(crate) url: String,
     pub(crate) ttl: Duration,
     pub(crate) meta: Meta,
+    /// What the lease keeper reads the time from and waits on.
+    pub(crate) clock: Arc<dyn Clock>,
 }
 
 /// The lease in whole seconds, as the wire carries it (rounded up so a
@@ -150,23 +152,23 @@ impl Keeper {
     /// or its sender goes.
     pub(crate) async fn run(self, mut lease: Lease, mut stop: watch::Receiver<bool>) {
         loop {
-            let step = lease.next(Timestamp::now());
+            let step = lease.next(self.clock.now());
             tokio::select! {
-                () = tokio::time::sleep(Timestamp::now().until(step.at)) => {}
+                () = self.clock.sleep_until(step.at) => {}
                 _ = stop.changed() => return,
             }
             // The lease ran from no earlier than the request was sent.
-            let sent = Timestamp::now();
+            let sent = self.clock.now();
             match step.action {
                 Action::Renew => match self.renew().await {
                     Ok(Some(granted)) => lease.renewed(sent, sent + granted),
                     Ok(None) => {
                         tracing::info!(node = %self.key, "the mediator does not know this node; registering again");
-                        lease.forgotten(Timestamp::now());
+                        lease.forgotten(self.clock.now());
                     }
                     Err(error) => {
                         tracing::warn!(node = %self.key, %error, "lease renewal failed");
-                        lease.failed(Timestamp::now());
+                        lease.failed(self.clock.now());
                     }
                 },
                 Action::Register => match self.register().await {
@@ -177,7 +179,7 @@ impl Keeper {
                         lease.registered(sent, sent + granted);
                     }
                     Err(error) => {
-                        lease.failed(Timestamp::now());
+                        lease.failed(self.clock.now());
                         tracing::warn!(node = %self.key, %error, attempt = lease.failures(), "registration failed; backing off");
                     }
                 },

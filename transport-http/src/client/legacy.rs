@@ -38,7 +38,7 @@ use http_body_util::Full;
 use mediator_core::cipher::legacy::LegacyCipher;
 use mediator_core::node::legacy::{open_payload, original_claims, seal_payload};
 use mediator_core::node::BoxFuture;
-use mediator_core::{Error, NodeKey, Timestamp, TokenMinter};
+use mediator_core::{CipherError, Error, NodeKey, Timestamp, TokenMinter};
 use serde_json::{json, Value};
 
 use super::node::{read_body, DEFAULT_MAX_BODY};
@@ -132,7 +132,10 @@ impl LegacyClient {
 
     /// The original's token: `{}` plus `iat` and `exp`, signed with the secret.
     fn token(&self) -> Result<String, HttpError> {
-        Ok(self.minter.mint(&original_claims(Timestamp::now()))?)
+        Ok(self
+            .minter
+            .mint(&original_claims(Timestamp::now()))
+            .map_err(Error::from)?)
     }
 
     /// Sends `data` to node `node` of `cluster` (`None`: the cluster's
@@ -375,14 +378,14 @@ impl NodeClientBuilder {
 struct NoSealing;
 
 impl mediator_core::Cipher for NoSealing {
-    fn seal(&self, _plaintext: &[u8], _aad: &[u8]) -> mediator_core::Result<Vec<u8>> {
-        Err(Error::Key(
+    fn seal(&self, _plaintext: &[u8], _aad: &[u8]) -> Result<Vec<u8>, CipherError> {
+        Err(CipherError::Key(
             "this legacy node was started without .keys(..): it cannot seal native requests".into(),
         ))
     }
 
-    fn open(&self, _sealed: &[u8], _aad: &[u8]) -> mediator_core::Result<Vec<u8>> {
-        Err(Error::Key(
+    fn open(&self, _sealed: &[u8], _aad: &[u8]) -> Result<Vec<u8>, CipherError> {
+        Err(CipherError::Key(
             "this legacy node was started without .keys(..): it cannot open native replies".into(),
         ))
     }

@@ -143,7 +143,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Method};
 use mediator_core::node::{self as core_node, Lease as CoreLease};
 use mediator_core::{
-    Cipher, Error, KeyRing, Meta, NodeId, NodeKey, Summary, Target, Timestamp, TokenMinter,
+    Cipher, Clock, Error, KeyRing, Meta, NodeId, NodeKey, Summary, SystemClock, Target, TokenMinter,
 };
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -189,6 +189,7 @@ pub struct NodeClientBuilder {
     timeout: Duration,
     connect_timeout: Duration,
     backoff: Backoff,
+    clock: Arc<dyn Clock>,
     require_sender: bool,
     max_body: usize,
 }
@@ -303,6 +304,14 @@ impl NodeClientBuilder {
     /// be reached (default 200 ms doubling up to 10 s, full jitter).
     pub fn backoff(mut self, backoff: Backoff) -> Self {
         self.backoff = backoff;
+        self
+    }
+
+    /// The clock the lease keeper reads and waits on (default: the system
+    /// clock). With a [`ManualClock`](mediator_core::ManualClock) a test
+    /// moves the node's renewals and retries forward without waiting.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
         self
     }
 
@@ -433,9 +442,10 @@ impl NodeClientBuilder {
             url: callback.clone(),
             ttl: self.ttl,
             meta: std::mem::take(&mut self.meta),
+            clock: Arc::clone(&self.clock),
         };
         let mut state = CoreLease::new(self.ttl, self.backoff);
-        let sent = Timestamp::now();
+        let sent = self.clock.now();
         match lease.register().await {
             Ok(granted) => state.registered(sent, sent + granted),
             Err(error) => {
@@ -627,6 +637,7 @@ impl NodeClient {
             timeout: DEFAULT_TIMEOUT,
             connect_timeout: Duration::from_secs(2),
             backoff: Backoff::default(),
+            clock: Arc::new(SystemClock),
             require_sender: false,
             max_body: DEFAULT_MAX_BODY,
         }

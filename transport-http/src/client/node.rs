@@ -129,7 +129,7 @@ pub(crate) fn answer_error(error: &Error) -> Response<Full<Bytes>> {
     let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let fault = match error.fault() {
         Fault::Caller => "caller",
-        Fault::Hub | Fault::Node => "node",
+        _ => "node",
     };
     // A refusal's message is the refuser's own words; the status and kind
     // already travel beside it.

@@ -73,7 +73,7 @@ impl TokenSource {
                         scope: None,
                     },
                 };
-                let token = minter.mint(&claims)?;
+                let token = minter.mint(&claims).map_err(Error::from)?;
                 *cache = Some((token.clone(), now + MINTED_LIFETIME));
                 Ok(token)
             }

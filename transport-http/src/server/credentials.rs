@@ -5,7 +5,7 @@ use base64::Engine;
 use http::header::{self, HeaderMap};
 use http::Uri;
 use mediator_core::auth::Identity;
-use mediator_core::{Error, Mediator, Timestamp};
+use mediator_core::{Credentials, Error, Mediator};
 
 use crate::headers::{token_in_body, token_in_query, X_JWT};
 
@@ -62,31 +62,28 @@ pub(crate) fn basic(encoded: &str) -> Option<Credential> {
     Some(Credential::Basic(user.to_owned(), password.to_owned()))
 }
 
-/// Checks a credential; a good Basic login is the operator, with every
-/// power and no node identity, as in the original's browser session.
+impl Credential {
+    /// The core's view of these credentials, for its `Authenticate` policy.
+    pub(crate) fn as_core(&self) -> Credentials<'_> {
+        match self {
+            Credential::Token(token) => Credentials::Bearer(token),
+            Credential::Basic(user, password) => Credentials::Basic { user, password },
+        }
+    }
+}
+
+/// Checks a credential with the mediator's `Authenticate` policy, which
+/// decides what a Basic login is worth (by default, the original's
+/// `admin:<secret>` browser login is the operator).
 pub(crate) fn check(
     mediator: &Mediator,
     credential: Option<Credential>,
 ) -> Result<Identity, Error> {
     match credential {
-        Some(Credential::Token(token)) => mediator.authenticate(&token),
-        Some(Credential::Basic(user, password)) => {
-            if mediator.authenticator().check_basic(&user, &password) {
-                Ok(Identity {
-                    key: None,
-                    verified: true,
-                    admin: true,
-                    scope: None,
-                    expires: Timestamp::from_millis(i64::MAX),
-                })
-            } else {
-                Err(Error::Unauthorized("wrong user or password".into()))
-            }
-        }
-        None => Err(Error::Unauthorized(
+        Some(credential) => mediator.authenticate(&credential.as_core()),
+        None => Err(Error::unauthorized(
             "no token: send it as Authorization: Bearer, the x-jwt header, the x-jwt query \
-             parameter or the x-jwt field of a JSON body"
-                .into(),
+             parameter or the x-jwt field of a JSON body",
         )),
     }
 }

@@ -219,12 +219,11 @@ pub(crate) fn ttl_of(body: &Map<String, Value>) -> Result<Option<Duration>, Erro
 /// `ttl` is the lease length granted at the last registration when known,
 /// else the lease as it stands from the last change.
 pub(crate) fn row(node: &Node, ttl: Option<Duration>) -> Value {
-    let (domain, port) = match &node.endpoint {
-        Endpoint::Http(url) => match split_url(url) {
-            Some((domain, port)) => (Value::String(domain), Value::from(port)),
-            None => (Value::Null, Value::Null),
-        },
-        Endpoint::Attached { .. } => (Value::Null, Value::Null),
+    // Only a URL has the original's domain and port; other endpoints
+    // (attached, a team's own) show them as null.
+    let (domain, port) = match node.endpoint.url().and_then(split_url) {
+        Some((domain, port)) => (Value::String(domain), Value::from(port)),
+        None => (Value::Null, Value::Null),
     };
     let ttl = ttl.map_or_else(
         || {

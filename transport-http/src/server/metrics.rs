@@ -1,29 +1,16 @@
-//! The listener's Prometheus counters, served at `GET /metrics`.
+//! The Prometheus exposition served at `GET /metrics`: the service's own
+//! request counters, and the delivery counters the core keeps for every
+//! transport ([`DeliveryStats`]).
 //!
 //! Recording happens on every request, so it costs a few relaxed atomic
-//! additions: per-route counters live in fixed arrays indexed by route and
-//! status, and per-group delivery counters in a sharded map that takes a
-//! write lock only the first time a group is seen. The number of distinct
-//! groups is capped, so names cannot grow the map without bound; past the
-//! cap, deliveries are counted under `group="other"`.
+//! additions into fixed arrays indexed by route and status.
 
-use std::collections::hash_map::RandomState;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{PoisonError, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// How many distinct groups get their own delivery counters.
-pub(crate) const MAX_GROUPS: usize = 1_000;
-
-/// The label the groups past [`MAX_GROUPS`] are counted under.
-const OVERFLOW_GROUP: &str = "other";
-
-/// Shards of the per-group map: enough that concurrent first sightings of
-/// different groups rarely wait on one another.
-const SHARDS: usize = 16;
+use mediator_core::record::{DeliveryStats, GroupDeliveries};
 
 /// Upper bounds of the latency buckets, in seconds as written in `le`, and
 /// in nanoseconds for comparing.
@@ -91,21 +78,6 @@ impl RouteLabel {
     }
 }
 
-/// How one delivery to one node ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Outcome {
-    /// The node replied, whatever its status.
-    Ok = 0,
-    /// The node was reached but failed.
-    Failed = 1,
-    /// Nothing reached a node.
-    Unreachable = 2,
-    /// The deadline passed first.
-    TimedOut = 3,
-}
-
-const OUTCOMES: [&str; 4] = ["ok", "failed", "unreachable", "timed_out"];
-
 struct RouteStats {
     statuses: Box<[AtomicU64]>,
     /// Per bucket, not cumulative; the last slot is `+Inf`.
@@ -123,55 +95,27 @@ impl RouteStats {
     }
 }
 
-#[derive(Default)]
-struct GroupStats([AtomicU64; 4]);
-
-impl GroupStats {
-    fn add(&self, outcome: Outcome) {
-        self.0[outcome as usize].fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn load(&self) -> [u64; 4] {
-        std::array::from_fn(|i| self.0[i].load(Ordering::Relaxed))
-    }
-}
-
-/// Counters of one listener.
+/// The request counters of one [`MediatorService`](super::MediatorService)
+/// and its clones.
 pub(crate) struct Metrics {
     routes: [RouteStats; RouteLabel::ALL.len()],
-    shards: [RwLock<HashMap<Box<str>, GroupStats>>; SHARDS],
-    hasher: RandomState,
-    groups: AtomicUsize,
-    max_groups: usize,
-    overflow: GroupStats,
 }
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Metrics")
-            .field("groups", &self.groups.load(Ordering::Relaxed))
-            .finish_non_exhaustive()
+        f.debug_struct("Metrics").finish_non_exhaustive()
     }
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        Metrics::with_max_groups(MAX_GROUPS)
+        Metrics {
+            routes: std::array::from_fn(|_| RouteStats::new()),
+        }
     }
 }
 
 impl Metrics {
-    fn with_max_groups(max_groups: usize) -> Self {
-        Metrics {
-            routes: std::array::from_fn(|_| RouteStats::new()),
-            shards: std::array::from_fn(|_| RwLock::new(HashMap::new())),
-            hasher: RandomState::new(),
-            groups: AtomicUsize::new(0),
-            max_groups,
-            overflow: GroupStats::default(),
-        }
-    }
-
     /// Counts one answered request.
     pub(crate) fn request(&self, route: RouteLabel, status: u16, elapsed: Duration) {
         let stats = &self.routes[route as usize];
@@ -187,50 +131,22 @@ impl Metrics {
         stats.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
 
-    /// Counts one delivery to a node of `group`.
-    pub(crate) fn delivery(&self, group: &str, outcome: Outcome) {
-        // The hash picks a shard; truncating it is the point.
-        #[allow(clippy::cast_possible_truncation)]
-        let shard = &self.shards[self.hasher.hash_one(group) as usize % SHARDS];
-        // Counters stay meaningful even if a holder of the lock panicked.
-        if let Some(stats) = shard
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(group)
-        {
-            stats.add(outcome);
-            return;
-        }
-        let mut map = shard.write().unwrap_or_else(PoisonError::into_inner);
-        if let Some(stats) = map.get(group) {
-            stats.add(outcome);
-            return;
-        }
-        let admitted = self
-            .groups
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                (n < self.max_groups).then_some(n + 1)
-            })
-            .is_ok();
-        if admitted {
-            let stats = GroupStats::default();
-            stats.add(outcome);
-            map.insert(group.into(), stats);
-        } else {
-            self.overflow.add(outcome);
-        }
-    }
-
-    /// The Prometheus text exposition (format 0.0.4) of every counter, with
-    /// `nodes` as the routing table's size.
-    pub(crate) fn render(&self, nodes: usize) -> String {
+    /// The Prometheus text exposition (format 0.0.4) of the request
+    /// counters, the mediator's delivery counters, and `nodes` as the
+    /// routing table's size.
+    pub(crate) fn render(&self, deliveries: &DeliveryStats, nodes: usize) -> String {
         let mut out = String::with_capacity(8 * 1024);
         // Writing to a `String` cannot fail.
-        let _ = self.write_to(&mut out, nodes);
+        let _ = self.write_to(&mut out, &deliveries.snapshot(), nodes);
         out
     }
 
-    fn write_to(&self, out: &mut String, nodes: usize) -> std::fmt::Result {
+    fn write_to(
+        &self,
+        out: &mut String,
+        deliveries: &BTreeMap<String, GroupDeliveries>,
+        nodes: usize,
+    ) -> std::fmt::Result {
         writeln!(
             out,
             "# HELP mediator_requests_total Requests answered, by route and status."
@@ -283,36 +199,7 @@ impl Metrics {
             )?;
         }
 
-        writeln!(
-            out,
-            "# HELP mediator_deliveries_total Forwarded deliveries, by target group and outcome \
-             (one per node for /many)."
-        )?;
-        writeln!(out, "# TYPE mediator_deliveries_total counter")?;
-        let mut groups: BTreeMap<String, [u64; 4]> = BTreeMap::new();
-        for shard in &self.shards {
-            let map = shard.read().unwrap_or_else(PoisonError::into_inner);
-            for (group, stats) in map.iter() {
-                groups.insert(group.to_string(), stats.load());
-            }
-        }
-        let overflow = self.overflow.load();
-        if overflow.iter().any(|&n| n > 0) {
-            // A group really named "other" shares the overflow's series.
-            let entry = groups.entry(OVERFLOW_GROUP.to_owned()).or_default();
-            for (total, n) in entry.iter_mut().zip(overflow) {
-                *total += n;
-            }
-        }
-        for (group, counts) in &groups {
-            let group = escape_label(group);
-            for (outcome, count) in OUTCOMES.iter().zip(counts) {
-                writeln!(
-                    out,
-                    "mediator_deliveries_total{{group=\"{group}\",outcome=\"{outcome}\"}} {count}"
-                )?;
-            }
-        }
+        write_deliveries(out, deliveries)?;
 
         writeln!(
             out,
@@ -321,6 +208,58 @@ impl Metrics {
         writeln!(out, "# TYPE mediator_nodes gauge")?;
         writeln!(out, "mediator_nodes {nodes}")
     }
+}
+
+/// The delivery families: outcomes and latency per target group, as the
+/// core recorded them (one delivery per node asked, retries included).
+fn write_deliveries(
+    out: &mut String,
+    deliveries: &BTreeMap<String, GroupDeliveries>,
+) -> std::fmt::Result {
+    writeln!(
+        out,
+        "# HELP mediator_deliveries_total Deliveries to nodes, by target group and outcome \
+         (one per node asked)."
+    )?;
+    writeln!(out, "# TYPE mediator_deliveries_total counter")?;
+    for (group, counts) in deliveries {
+        let group = escape_label(group);
+        for (outcome, count) in counts.outcomes() {
+            writeln!(
+                out,
+                "mediator_deliveries_total{{group=\"{group}\",outcome=\"{outcome}\"}} {count}"
+            )?;
+        }
+    }
+
+    writeln!(
+        out,
+        "# HELP mediator_delivery_duration_seconds Time from handing a request to a node's \
+         transport to its end, by target group."
+    )?;
+    writeln!(out, "# TYPE mediator_delivery_duration_seconds histogram")?;
+    for (group, counts) in deliveries {
+        let group = escape_label(group);
+        let mut total = 0;
+        for (bound, cumulative) in counts.cumulative_buckets() {
+            let le = bound.map_or_else(|| "+Inf".to_owned(), |b| b.as_secs_f64().to_string());
+            writeln!(
+                out,
+                "mediator_delivery_duration_seconds_bucket{{group=\"{group}\",le=\"{le}\"}} {cumulative}"
+            )?;
+            total = cumulative;
+        }
+        writeln!(
+            out,
+            "mediator_delivery_duration_seconds_sum{{group=\"{group}\"}} {}",
+            counts.latency_sum.as_secs_f64()
+        )?;
+        writeln!(
+            out,
+            "mediator_delivery_duration_seconds_count{{group=\"{group}\"}} {total}"
+        )?;
+    }
+    Ok(())
 }
 
 /// A label value as the exposition format quotes it. Group names are
@@ -349,7 +288,7 @@ mod tests {
         metrics.request(RouteLabel::One, 200, Duration::from_millis(1));
         metrics.request(RouteLabel::One, 502, Duration::from_millis(3));
         metrics.request(RouteLabel::One, 504, Duration::from_secs(11));
-        let text = metrics.render(0);
+        let text = metrics.render(&DeliveryStats::default(), 0);
         for line in [
             "mediator_requests_total{route=\"one\",status=\"200\"} 2",
             "mediator_requests_total{route=\"one\",status=\"502\"} 1",
@@ -367,25 +306,33 @@ mod tests {
     }
 
     #[test]
-    fn groups_past_the_cap_fold_into_other() {
-        let metrics = Metrics::with_max_groups(2);
-        metrics.delivery("a", Outcome::Ok);
-        metrics.delivery("b", Outcome::Failed);
-        metrics.delivery("c", Outcome::Unreachable);
-        metrics.delivery("d", Outcome::TimedOut);
-        metrics.delivery("a", Outcome::Ok);
-        let text = metrics.render(7);
+    fn deliveries_come_from_the_cores_stats() {
+        use mediator_core::record::Outcome;
+        let stats = DeliveryStats::with_max_groups(2);
+        let ok = Outcome::Replied(http::StatusCode::OK);
+        stats.add("a", ok, Duration::from_millis(3));
+        stats.add("a", ok, Duration::from_millis(30));
+        stats.add("b", Outcome::Failed, Duration::from_millis(1));
+        stats.add("c", Outcome::Unreachable, Duration::from_secs(20));
+        let text = Metrics::default().render(&stats, 7);
         for line in [
             "mediator_deliveries_total{group=\"a\",outcome=\"ok\"} 2",
+            "mediator_deliveries_total{group=\"a\",outcome=\"timed_out\"} 0",
             "mediator_deliveries_total{group=\"b\",outcome=\"failed\"} 1",
             "mediator_deliveries_total{group=\"other\",outcome=\"unreachable\"} 1",
-            "mediator_deliveries_total{group=\"other\",outcome=\"timed_out\"} 1",
+            "mediator_delivery_duration_seconds_bucket{group=\"a\",le=\"0.001\"} 0",
+            "mediator_delivery_duration_seconds_bucket{group=\"a\",le=\"0.005\"} 1",
+            "mediator_delivery_duration_seconds_bucket{group=\"a\",le=\"0.05\"} 2",
+            "mediator_delivery_duration_seconds_bucket{group=\"a\",le=\"+Inf\"} 2",
+            "mediator_delivery_duration_seconds_sum{group=\"a\"} 0.033",
+            "mediator_delivery_duration_seconds_count{group=\"a\"} 2",
+            "mediator_delivery_duration_seconds_bucket{group=\"other\",le=\"10\"} 0",
+            "mediator_delivery_duration_seconds_count{group=\"other\"} 1",
             "mediator_nodes 7",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }
         assert!(!text.contains("group=\"c\""), "{text}");
-        assert!(!text.contains("group=\"d\""), "{text}");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use mediator_core::{
-    Authenticator, Claims, KeyRing, Limits, Mediator, MemoryRegistry, NodeKey, SealKey, Timestamp,
+    Authenticator, Claims, KeyRing, Mediator, MemoryRegistry, NodeKey, SealKey, Timestamp,
     TokenMinter,
 };
 use mediator_transport_http::client::{Incoming, NodeClientBuilder};
@@ -58,10 +58,7 @@ impl Hub {
                 connect_timeout: Duration::from_millis(500),
                 ..HttpDeliveryConfig::default()
             }))
-            .limits(Limits {
-                deadline: options.deadline.unwrap_or(Duration::from_secs(5)),
-                ..Limits::default()
-            })
+            .deadline(options.deadline.unwrap_or(Duration::from_secs(5)))
             .build()
             .expect("mediator");
         let addr = options
@@ -122,7 +119,7 @@ impl Hub {
 
     /// Whether the routing table holds `key`.
     pub fn knows(&self, key: &NodeKey) -> bool {
-        self.mediator.table().get(key).is_some()
+        self.mediator.routes().get(key).is_some()
     }
 }
 

@@ -1,5 +1,6 @@
-//! Shared parts of the server tests: a mediator served on loopback, echo
-//! nodes that record what reached them, and a plain HTTP client.
+//! Shared parts of the server tests: a mediator answered in process by its
+//! service or served on loopback by a listener, echo nodes that record
+//! what reached them, and a plain HTTP client.
 
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
@@ -20,22 +21,28 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use mediator_core::auth::{Claims, Identity};
 use mediator_core::{
-    async_trait, Authenticator, Endpoint, Error, Limits, Mediator, MemoryRegistry, Node, NodeId,
-    NodeKey, Registration, Registry, Timestamp, TokenMinter,
+    async_trait, Authenticator, Endpoint, Limits, ManualClock, Mediator, MemoryRegistry, Node,
+    NodeId, NodeKey, Registration, Registry, StoreError, Timestamp, TokenMinter,
 };
 use mediator_transport_http::{
-    HttpDelivery, HttpDeliveryConfig, HttpError, HttpListener, TlsConfig,
+    HttpDelivery, HttpDeliveryConfig, HttpError, HttpListener, MediatorService, TlsConfig,
 };
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tower_service::Service;
 
 pub const SECRET: &str = "a test secret that is long enough!!";
 
 /// How to compose the mediator under test.
 pub struct HubConfig {
-    pub limits: Limits,
+    /// The largest request body (the mediator's default when `None`).
+    pub max_body: Option<usize>,
+    /// The delivery deadline, also the time a request body may take.
+    pub deadline: Duration,
+    /// A clock to drive by hand; the system clock when `None`.
+    pub clock: Option<ManualClock>,
     pub allow_tokens_without_sub: bool,
     pub tls: Option<TlsConfig>,
     pub delivery: HttpDeliveryConfig,
@@ -46,10 +53,9 @@ pub struct HubConfig {
 impl Default for HubConfig {
     fn default() -> Self {
         HubConfig {
-            limits: Limits {
-                deadline: Duration::from_secs(5),
-                ..Limits::default()
-            },
+            max_body: None,
+            deadline: Duration::from_secs(5),
+            clock: None,
             allow_tokens_without_sub: false,
             tls: None,
             delivery: HttpDeliveryConfig {
@@ -62,58 +68,107 @@ impl Default for HubConfig {
     }
 }
 
-/// A mediator served on 127.0.0.1 on a free port.
+/// A mediator under test: answered in process by its [`MediatorService`]
+/// ([`Hub::in_process`]), or served by an [`HttpListener`] on 127.0.0.1 on
+/// a free port ([`Hub::start`]) built on the same service, so both count
+/// into the same metrics.
 pub struct Hub {
-    pub addr: SocketAddr,
+    /// The listener's address; `None` in process.
+    pub addr: Option<SocketAddr>,
+    /// `http(s)://addr`, or empty in process.
     pub base: String,
     pub mediator: Mediator,
+    pub service: MediatorService,
+    pub clock: Option<ManualClock>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), HttpError>>>,
 }
 
 impl Hub {
+    /// A hub served on a socket.
     pub async fn start() -> Hub {
         Hub::start_with(HubConfig::default()).await
     }
 
+    /// A hub answered in process, without a socket.
+    pub fn in_process() -> Hub {
+        Hub::in_process_with(HubConfig::default())
+    }
+
+    pub fn in_process_with(config: HubConfig) -> Hub {
+        let (mediator, clock, _) = compose(config);
+        Hub {
+            addr: None,
+            base: String::new(),
+            service: MediatorService::new(mediator.clone()),
+            mediator,
+            clock,
+            stop: None,
+            task: None,
+        }
+    }
+
     pub async fn start_with(config: HubConfig) -> Hub {
-        let registry: Arc<dyn Registry> = config
-            .registry
-            .unwrap_or_else(|| Arc::new(MemoryRegistry::new()));
-        let mediator = Mediator::builder()
-            .shared_registry(registry)
-            .authenticator(
-                Authenticator::hs256(SECRET)
-                    .allow_tokens_without_sub(config.allow_tokens_without_sub),
-            )
-            .deliver(HttpDelivery::with_config(config.delivery))
-            .limits(config.limits)
-            .build()
-            .expect("mediator builds");
-        let scheme = if config.tls.is_some() {
-            "https"
-        } else {
-            "http"
-        };
+        let drain = config.drain;
+        let (mediator, clock, tls) = compose(config);
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let mut listener = HttpListener::bind("127.0.0.1:0")
             .await
             .expect("bind")
-            .drain_timeout(config.drain);
-        if let Some(tls) = config.tls {
+            .drain_timeout(drain);
+        if let Some(tls) = tls {
             listener = listener.tls(tls);
         }
         let addr = listener.local_addr();
+        let service = MediatorService::new(mediator.clone());
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(listener.serve_with_shutdown(mediator.clone(), async move {
+        let task = tokio::spawn(listener.serve_with_shutdown(service.clone(), async move {
             let _ = stopped.await;
         }));
         Hub {
-            addr,
+            addr: Some(addr),
             base: format!("{scheme}://{addr}"),
             mediator,
+            service,
+            clock,
             stop: Some(stop),
             task: Some(task),
         }
+    }
+
+    /// The listener's address, for tests that speak to the socket itself.
+    pub fn socket(&self) -> SocketAddr {
+        self.addr.expect("a hub served on a socket")
+    }
+
+    /// Sends one request the hub's way (socket or service) and collects
+    /// the answer; `path` may carry a query.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Answer {
+        let request = request(method, &self.url(path), headers, body);
+        if self.addr.is_some() {
+            send(request).await
+        } else {
+            call_service(&self.service, request).await
+        }
+    }
+
+    /// [`call`](Self::call) with a bearer token.
+    pub async fn call_as(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: impl Into<Bytes>,
+    ) -> Answer {
+        let bearer = format!("Bearer {token}");
+        self.call(method, path, &[("authorization", &bearer)], body)
+            .await
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -137,39 +192,38 @@ impl Hub {
     /// Registers `key` at `url` over HTTP with its own token; returns the id.
     pub async fn register(&self, key: &str, url: &str) -> u64 {
         let key_parsed: NodeKey = key.parse().expect("valid key");
-        let answer = call(
-            "POST",
-            &self.url("/register"),
-            &[("authorization", &format!("Bearer {}", self.token_for(key)))],
-            json!({
+        let answer = self
+            .call_as(
+                "POST",
+                "/register",
+                &self.token_for(key),
+                json!({
                 "group": key_parsed.group(),
                 "name": key_parsed.name(),
                 "url": url,
-                "ttl": 60,
-            })
-            .to_string(),
-        )
-        .await;
+                    "ttl": 60,
+                })
+                .to_string(),
+            )
+            .await;
         assert_eq!(answer.status, 200, "register {key}: {}", answer.text());
         answer.json()["entity"]["id"].as_u64().expect("id")
     }
 
-    /// Registers `key` in process, at a time long enough ago that its lease
-    /// has already run out.
+    /// Registers `key` in process with a one-second lease, then moves the
+    /// hub's manual clock a minute on, so the lease has run out.
     pub async fn register_expired(&self, key: &str, url: &str) {
+        let clock = self.clock.as_ref().expect("a hub with a manual clock");
         let registration = Registration::new(
             key.parse().expect("valid key"),
             Endpoint::http(url).expect("valid url"),
             Duration::from_secs(1),
         );
         self.mediator
-            .register_at(
-                &Identity::internal(),
-                registration,
-                Timestamp::now() - Duration::from_secs(60),
-            )
+            .register(&Identity::internal(), registration)
             .await
-            .expect("register in the past");
+            .expect("register");
+        clock.advance(Duration::from_secs(60));
     }
 
     /// Stops the listener gracefully and waits for it.
@@ -200,6 +254,51 @@ impl Drop for Hub {
         if let Some(task) = &self.task {
             task.abort();
         }
+    }
+}
+
+/// Builds the mediator a config describes; returns it, its manual clock if
+/// any, and the TLS settings for a listener.
+fn compose(config: HubConfig) -> (Mediator, Option<ManualClock>, Option<TlsConfig>) {
+    let registry: Arc<dyn Registry> = config
+        .registry
+        .unwrap_or_else(|| Arc::new(MemoryRegistry::new()));
+    let mut limits = Limits::default();
+    limits.deadline = config.deadline;
+    if let Some(max_body) = config.max_body {
+        limits.max_body = max_body;
+    }
+    let mut builder = Mediator::builder()
+        .shared_registry(registry)
+        .authenticator(
+            Authenticator::hs256(SECRET).allow_tokens_without_sub(config.allow_tokens_without_sub),
+        )
+        .deliver(HttpDelivery::with_config(config.delivery))
+        .limits(limits);
+    if let Some(clock) = &config.clock {
+        builder = builder.clock(clock.clone());
+    }
+    let mediator = builder.build().expect("mediator builds");
+    (mediator, config.clock, config.tls)
+}
+
+/// Calls a service in process, as a server would, and collects the answer.
+pub async fn call_service<B>(service: &MediatorService, request: Request<B>) -> Answer
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let response = service
+        .clone()
+        .call(request)
+        .await
+        .unwrap_or_else(|never| match never {});
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.expect("reply body").to_bytes();
+    Answer {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body,
     }
 }
 
@@ -392,6 +491,32 @@ async fn answer(
         .expect("response")
 }
 
+/// A request body that arrives in chunks and never says how long it is,
+/// as a streamed upload does.
+pub struct Chunks(std::collections::VecDeque<Bytes>);
+
+impl Chunks {
+    pub fn new(chunks: Vec<Vec<u8>>) -> Chunks {
+        Chunks(chunks.into_iter().map(Bytes::from).collect())
+    }
+}
+
+impl http_body::Body for Chunks {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        std::task::Poll::Ready(
+            self.0
+                .pop_front()
+                .map(|chunk| Ok(http_body::Frame::data(chunk))),
+        )
+    }
+}
+
 /// A URL where nothing listens (bound, then closed).
 pub async fn dead_url() -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -427,21 +552,30 @@ fn client() -> Client<HttpConnector, Full<Bytes>> {
     Client::builder(TokioExecutor::new()).build_http()
 }
 
-/// Sends one request and collects the answer.
-pub async fn call(
+/// A request with these headers and body; `url` may be a bare path.
+pub fn request(
     method: &str,
     url: &str,
     headers: &[(&str, &str)],
     body: impl Into<Bytes>,
-) -> Answer {
+) -> Request<Full<Bytes>> {
     let mut request = Request::builder()
         .method(Method::from_bytes(method.as_bytes()).expect("method"))
         .uri(url);
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
-    let request = request.body(Full::new(body.into())).expect("request");
-    send(request).await
+    request.body(Full::new(body.into())).expect("request")
+}
+
+/// Sends one request over the network and collects the answer.
+pub async fn call(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Answer {
+    send(request(method, url, headers, body)).await
 }
 
 pub async fn send(request: Request<Full<Bytes>>) -> Answer {
@@ -485,7 +619,7 @@ pub struct DownRegistry(pub MemoryRegistry);
 
 #[async_trait]
 impl Registry for DownRegistry {
-    async fn upsert(&self, r: Registration, now: Timestamp) -> mediator_core::Result<Node> {
+    async fn upsert(&self, r: Registration, now: Timestamp) -> Result<Node, StoreError> {
         self.0.upsert(r, now).await
     }
     async fn renew(
@@ -493,29 +627,29 @@ impl Registry for DownRegistry {
         key: &NodeKey,
         ttl: Duration,
         now: Timestamp,
-    ) -> mediator_core::Result<Option<Timestamp>> {
+    ) -> Result<Option<Timestamp>, StoreError> {
         self.0.renew(key, ttl, now).await
     }
-    async fn remove(&self, id: NodeId) -> mediator_core::Result<u64> {
+    async fn remove(&self, id: NodeId) -> Result<u64, StoreError> {
         self.0.remove(id).await
     }
-    async fn remove_key(&self, key: &NodeKey) -> mediator_core::Result<u64> {
+    async fn remove_key(&self, key: &NodeKey) -> Result<u64, StoreError> {
         self.0.remove_key(key).await
     }
-    async fn get(&self, key: &NodeKey) -> mediator_core::Result<Option<Node>> {
+    async fn get(&self, key: &NodeKey) -> Result<Option<Node>, StoreError> {
         self.0.get(key).await
     }
-    async fn get_by_id(&self, id: NodeId) -> mediator_core::Result<Option<Node>> {
+    async fn get_by_id(&self, id: NodeId) -> Result<Option<Node>, StoreError> {
         self.0.get_by_id(id).await
     }
-    async fn list(&self, group: Option<&str>) -> mediator_core::Result<Vec<Node>> {
+    async fn list(&self, group: Option<&str>) -> Result<Vec<Node>, StoreError> {
         self.0.list(group).await
     }
-    async fn evict_expired(&self, now: Timestamp) -> mediator_core::Result<Vec<NodeKey>> {
+    async fn evict_expired(&self, now: Timestamp) -> Result<Vec<NodeKey>, StoreError> {
         self.0.evict_expired(now).await
     }
-    async fn ping(&self) -> mediator_core::Result<()> {
-        Err(Error::store("connection refused"))
+    async fn ping(&self) -> Result<(), StoreError> {
+        Err(StoreError::new("connection refused", true))
     }
 }
 

@@ -1,0 +1,178 @@
+//! The operator's routes and the probes: `/admin/clusters`,
+//! `/admin/cluster`, `/token`, the dashboard, `/metrics`, `/ping`,
+//! `/readyz`.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderValue};
+use http::request::Parts;
+use http::{Response, StatusCode};
+use http_body_util::Full;
+use mediator_core::auth::{Claims, Identity};
+use mediator_core::model::validate_name;
+use mediator_core::{Error, Fault, Mediator, NodeId};
+use serde_json::{json, Value};
+use tracing::Span;
+
+use super::sender_name;
+use crate::server::credentials::{self, Credential};
+use crate::server::dashboard;
+use crate::server::entity;
+use crate::server::metrics::Metrics;
+use crate::server::reply::{self, add_common_headers, HttpResponse};
+
+/// How long a token minted by `/token` lasts, as in the original.
+const TOKEN_LIFETIME: Duration = Duration::from_secs(9 * 60 * 60);
+
+fn require_admin(identity: &Identity) -> Result<(), HttpResponse> {
+    if identity.admin {
+        Ok(())
+    } else {
+        Err(reply::error(&Error::Forbidden(
+            "the admin routes need an admin token".into(),
+        )))
+    }
+}
+
+pub(super) async fn admin_clusters(
+    mediator: &Mediator,
+    identity: &Identity,
+    group: Option<&str>,
+) -> HttpResponse {
+    if let Err(response) = require_admin(identity) {
+        return response;
+    }
+    if let Some(group) = group {
+        if let Err(e) = validate_name("group", group) {
+            return reply::error(&e);
+        }
+    }
+    match mediator.nodes(group).await {
+        Ok(nodes) => {
+            let list: Vec<Value> = nodes.iter().map(|n| entity::row(n, None)).collect();
+            reply::json(StatusCode::OK, &json!({ "list": list }))
+        }
+        Err(e) => reply::error(&e),
+    }
+}
+
+pub(super) async fn admin_cluster(
+    mediator: &Mediator,
+    identity: &Identity,
+    id: &str,
+) -> HttpResponse {
+    if let Err(response) = require_admin(identity) {
+        return response;
+    }
+    let found = match id.parse::<u64>() {
+        Ok(n) => mediator.registry().get_by_id(NodeId(n)).await,
+        Err(_) => Ok(None),
+    };
+    match found {
+        Ok(Some(node)) => reply::json(
+            StatusCode::OK,
+            &json!({ "entity": entity::row(&node, None) }),
+        ),
+        Ok(None) => reply::error_status(
+            StatusCode::BAD_REQUEST,
+            &format!("Cluster not found by id: '{id}'"),
+            "unknown_target",
+            Fault::Caller,
+        ),
+        Err(e) => reply::error(&Error::from(e)),
+    }
+}
+
+/// `/token`: a Basic login as `admin` with the secret mints an admin token.
+pub(super) fn token(mediator: &Mediator, headers: &HeaderMap) -> HttpResponse {
+    let basic = headers
+        .get_all(http::header::AUTHORIZATION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| {
+            let (scheme, rest) = v.trim().split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("basic")
+                .then(|| credentials::basic(rest))
+                .flatten()
+        });
+    let Some(login @ Credential::Basic(..)) = basic else {
+        return reply::unauthorized_with_basic(&Error::unauthorized(
+            "log in with Basic auth as admin",
+        ));
+    };
+    // The `Authenticate` policy decides whether this login is good and
+    // what it is worth; only an admin gets an admin token.
+    let identity = match mediator.authenticate(&login.as_core()) {
+        Ok(identity) => identity,
+        Err(e @ Error::Unauthorized(_)) => return reply::unauthorized_with_basic(&e),
+        Err(e) => return reply::error(&e),
+    };
+    Span::current().record("sender", sender_name(&identity).as_str());
+    if !identity.admin {
+        return reply::error(&Error::Forbidden(
+            "only an admin login may mint tokens".into(),
+        ));
+    }
+    let Some(minter) = mediator.minter() else {
+        return reply::error(&Error::Forbidden(
+            "this mediator holds a verify-only key and cannot mint tokens".into(),
+        ));
+    };
+    let claims = Claims::admin(mediator.clock().now(), TOKEN_LIFETIME);
+    match minter.mint(&claims) {
+        Ok(token) => reply::json(
+            StatusCode::OK,
+            &json!({ "token": token, "verified": true, "exp": claims.exp }),
+        ),
+        Err(e) => reply::error(&Error::from(e)),
+    }
+}
+
+/// `/metrics`: the service's request counters and the mediator's delivery
+/// counters in the Prometheus text format.
+pub(super) fn metrics_reply(mediator: &Mediator, metrics: &Metrics) -> HttpResponse {
+    let text = metrics.render(mediator.delivery_stats(), mediator.routes().len());
+    let mut response = Response::new(Full::new(Bytes::from(text)));
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    add_common_headers(headers);
+    response
+}
+
+/// `/`: the dashboard, for an admin; a browser without a login is invited
+/// to log in with Basic auth.
+pub(super) async fn dashboard(mediator: &Mediator, parts: &Parts) -> HttpResponse {
+    let credential = credentials::in_head(&parts.headers, &parts.uri);
+    let identity = match credentials::check(mediator, credential) {
+        Ok(identity) => identity,
+        Err(e @ Error::Unauthorized(_)) => return reply::unauthorized_with_basic(&e),
+        Err(e) => return reply::error(&e),
+    };
+    Span::current().record("sender", sender_name(&identity).as_str());
+    if !identity.admin {
+        return reply::error(&Error::Forbidden(
+            "the dashboard needs an admin login".into(),
+        ));
+    }
+    match mediator.nodes(None).await {
+        Ok(nodes) => dashboard::page(&nodes, mediator.instance_id(), mediator.clock().now()),
+        Err(e) => reply::error(&e),
+    }
+}
+
+pub(super) async fn ready(mediator: &Mediator) -> HttpResponse {
+    match mediator.ready().await {
+        Ok(()) => reply::json(StatusCode::OK, &json!({ "ok": true, "store": "up" })),
+        Err(e) => {
+            let mut body = reply::error_body(&e.to_string(), e.kind(), e.fault());
+            body["ok"] = Value::Bool(false);
+            body["store"] = Value::from("down");
+            reply::json(StatusCode::SERVICE_UNAVAILABLE, &body)
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! Forwarding to nodes: `/one`, `/any` and `/many` build an envelope from
+//! the request, route it, and answer with the node's reply or the
+//! broadcast's entries and summary.
+
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderValue};
+use http::request::Parts;
+use http::{Response, StatusCode};
+use http_body_util::Full;
+use mediator_core::auth::Identity;
+use mediator_core::{
+    Broadcast, Envelope, Error, Mediator, NodeKey, Reply, Routed, Target, Timestamp, TraceContext,
+};
+use serde_json::{json, Value};
+use tracing::Span;
+
+use super::path::Fan;
+use crate::headers::{
+    forwardable, forwardable_body, forwardable_query, strip_hop_by_hop, X_MEDIATOR_DEADLINE,
+    X_MEDIATOR_NODE, X_MEDIATOR_SUMMARY, X_MEDIATOR_TIMEOUT_MS,
+};
+use crate::server::reply::{self, add_common_headers, HttpResponse};
+
+/// The budget the caller asks for with `x-mediator-deadline` (ms since the
+/// epoch) and/or `x-mediator-timeout-ms`; the smaller wins. `now` is the
+/// mediator's clock, the one the deadline sent on to nodes is read from.
+fn caller_budget(headers: &HeaderMap, now: Timestamp) -> Result<Option<Duration>, Error> {
+    let number = |name: &'static str, value: &HeaderValue| {
+        value
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .ok_or_else(|| Error::invalid(name, "must be a whole number of milliseconds"))
+    };
+    let mut budget = None;
+    if let Some(value) = headers.get(X_MEDIATOR_DEADLINE) {
+        let at = number("x-mediator-deadline", value)?;
+        let at = Timestamp::from_millis(i64::try_from(at).unwrap_or(i64::MAX));
+        budget = Some(now.until(at));
+    }
+    if let Some(value) = headers.get(X_MEDIATOR_TIMEOUT_MS) {
+        let asked = Duration::from_millis(number("x-mediator-timeout-ms", value)?);
+        budget = Some(budget.map_or(asked, |b: Duration| b.min(asked)));
+    }
+    Ok(budget)
+}
+
+/// The caller's correlation ids, handed to the router and deliverers.
+fn trace_of(headers: &HeaderMap) -> TraceContext {
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    let mut trace = TraceContext::default();
+    if let Some(id) = text("x-request-id") {
+        trace = trace.with_request_id(id);
+    }
+    if let Some(parent) = text("traceparent") {
+        trace = trace.with_traceparent(parent);
+    }
+    trace
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn forward(
+    mediator: &Mediator,
+    identity: &Identity,
+    parts: Parts,
+    body: Bytes,
+    fan: Fan,
+    group: &str,
+    name: Option<&str>,
+    rest: &str,
+) -> HttpResponse {
+    let target = match fan {
+        Fan::One => NodeKey::new(group, name).map(Target::One),
+        Fan::Any => Target::any(group),
+        Fan::Many => Target::all(group),
+    };
+    let target = match target {
+        Ok(target) => target,
+        Err(e) => return reply::error(&e),
+    };
+    Span::current().record("target", target.to_string().as_str());
+    let budget = match caller_budget(&parts.headers, mediator.clock().now()) {
+        Ok(budget) => budget,
+        Err(e) => return reply::error(&e),
+    };
+    if budget == Some(Duration::ZERO) {
+        // The caller's deadline has already passed: nothing can answer in
+        // time, so no node is bothered.
+        return reply::error(&Error::DeadlinePassed {
+            node: target.to_string(),
+            after: Duration::ZERO,
+        });
+    }
+    let mut path_and_query = format!("/{rest}");
+    if let Some(query) = parts.uri.query().and_then(forwardable_query) {
+        path_and_query.push('?');
+        path_and_query.push_str(&query);
+    }
+    let envelope = Envelope {
+        from: None,
+        target,
+        method: parts.method,
+        path_and_query,
+        headers: forwardable(&parts.headers),
+        body: forwardable_body(body),
+    };
+    let trace = trace_of(&parts.headers);
+    // Delivery outcomes and latencies are recorded by the core's router,
+    // once per node asked, whatever the transport.
+    match mediator.route_with(identity, envelope, budget, trace).await {
+        Ok(Routed::One { node, reply }) => one_reply(&node, reply),
+        Ok(Routed::Many(broadcast)) => many_reply(&broadcast),
+        Ok(_) => reply::error(&Error::Config(
+            "the router answered in a shape this transport does not know".into(),
+        )),
+        Err(e @ Error::UnknownTarget(_)) => {
+            // The original's words, which its children may match on.
+            let message = if fan == Fan::One {
+                "clusters not found"
+            } else {
+                "cluster not found"
+            };
+            reply::error_message(&e, message)
+        }
+        Err(e) => reply::error(&e),
+    }
+}
+
+/// A node's reply as it is, plus which node gave it.
+fn one_reply(node: &NodeKey, reply: Reply) -> HttpResponse {
+    let node_name = node.to_string();
+    Span::current().record("node", node_name.as_str());
+    let mut headers = reply.headers;
+    strip_hop_by_hop(&mut headers);
+    // The `x-mediator-*` headers are the mediator's word, in this direction
+    // as in the other: a node may not speak them to the caller.
+    let reserved: Vec<_> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with("x-mediator"))
+        .cloned()
+        .collect();
+    for name in reserved {
+        headers.remove(name);
+    }
+    if let Ok(value) = HeaderValue::from_str(&node_name) {
+        headers.insert(X_MEDIATOR_NODE, value);
+    }
+    add_common_headers(&mut headers);
+    let mut response = Response::new(Full::new(reply.body));
+    *response.status_mut() = reply.status;
+    *response.headers_mut() = headers;
+    response
+}
+
+/// The original's `/many` array (one entry per node, in id order) and our
+/// summary header.
+fn many_reply(broadcast: &Broadcast) -> HttpResponse {
+    let entries: Vec<Value> = broadcast
+        .results
+        .iter()
+        .map(|result| {
+            let node = result.node.to_string();
+            match &result.outcome {
+                Ok(reply) => {
+                    let mut entry =
+                        json!({ "node": node, "id": result.id.0, "status": reply.status.as_u16() });
+                    match serde_json::from_slice::<Value>(&reply.body) {
+                        Ok(parsed) => entry["then"] = parsed,
+                        Err(_) => entry["then_base64"] = Value::from(STANDARD.encode(&reply.body)),
+                    }
+                    entry
+                }
+                Err(e) => json!({
+                    "catch": reply::error_body(&e.to_string(), e.kind(), e.fault()),
+                    "node": node,
+                    "id": result.id.0,
+                }),
+            }
+        })
+        .collect();
+    let summary = broadcast.summary;
+    let mut response = reply::json(StatusCode::OK, &Value::Array(entries));
+    let text = format!(
+        "asked={}; answered={}; failed={}; timed_out={}",
+        summary.asked, summary.answered, summary.failed, summary.timed_out
+    );
+    if let Ok(value) = HeaderValue::from_str(&text) {
+        response.headers_mut().insert(X_MEDIATOR_SUMMARY, value);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budgets_take_the_smaller() {
+        let mut h = HeaderMap::new();
+        assert_eq!(caller_budget(&h, Timestamp::now()).unwrap(), None);
+        h.insert(X_MEDIATOR_TIMEOUT_MS, HeaderValue::from_static("250"));
+        assert_eq!(
+            caller_budget(&h, Timestamp::now()).unwrap(),
+            Some(Duration::from_millis(250))
+        );
+        h.insert(X_MEDIATOR_DEADLINE, HeaderValue::from_static("1"));
+        assert_eq!(
+            caller_budget(&h, Timestamp::now()).unwrap(),
+            Some(Duration::ZERO)
+        );
+        h.insert(X_MEDIATOR_DEADLINE, HeaderValue::from_static("soon"));
+        assert!(caller_budget(&h, Timestamp::now()).is_err());
+    }
+}

@@ -1,0 +1,257 @@
+//! The mediator's routes: parsing the path, checking the caller, and
+//! answering with the original's shapes (plus ours). Each concern has its
+//! own file: [`path`] names the route, [`register`] the node's own
+//! registration, [`forward`] the calls to other nodes, [`admin`] the
+//! operator's routes and the probes.
+
+// Refusals travel as `Err(ready reply)`; one is built at most once per
+// request, so the size of the error variant costs nothing worth boxing.
+#![allow(clippy::result_large_err)]
+
+mod admin;
+mod forward;
+mod path;
+mod register;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{HeaderMap, CONTENT_LENGTH};
+use http::request::Parts;
+use http::{Request, StatusCode};
+use http_body::Body;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use mediator_core::auth::Identity;
+use mediator_core::{Error, Fault, Mediator};
+use serde_json::{json, Map, Value};
+use tracing::field::Empty;
+use tracing::{Instrument, Span};
+
+use super::credentials;
+use super::metrics::Metrics;
+use super::reply::{self, HttpResponse};
+use super::service::{BoxError, RemoteAddr};
+use path::{parse_route, Route};
+
+/// Answers one request, in a span that records who asked for what and how
+/// it went. Tokens are never recorded: the span holds the path without its
+/// query, and the sender as its verified name.
+pub(crate) async fn handle<B>(
+    mediator: &Mediator,
+    metrics: &Metrics,
+    request: Request<B>,
+) -> HttpResponse
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let started = Instant::now();
+    let path = request.uri().path().to_owned();
+    let route = parse_route(&path);
+    let label = route.label();
+    let span = tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        remote = Empty,
+        sender = Empty,
+        target = Empty,
+        node = Empty,
+        status = Empty,
+        duration_ms = Empty,
+    );
+    if let Some(RemoteAddr(remote)) = request.extensions().get::<RemoteAddr>() {
+        span.record("remote", tracing::field::display(remote));
+    }
+    let response = dispatch(mediator, metrics, route, &path, request)
+        .instrument(span.clone())
+        .await;
+    let status = response.status().as_u16();
+    let took = started.elapsed();
+    metrics.request(label, status, took);
+    let elapsed = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
+    span.record("status", status);
+    span.record("duration_ms", elapsed);
+    span.in_scope(|| {
+        if status >= 500 {
+            tracing::warn!(status, duration_ms = elapsed, "request failed");
+        } else {
+            tracing::info!(status, duration_ms = elapsed, "request");
+        }
+    });
+    response
+}
+
+async fn dispatch<B>(
+    mediator: &Mediator,
+    metrics: &Metrics,
+    route: Route<'_>,
+    path: &str,
+    request: Request<B>,
+) -> HttpResponse
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let (parts, body) = request.into_parts();
+    // Every route refuses a body announced too large, even one that would
+    // never read it, so the limit reads the same whatever the path.
+    let max = mediator.limits().max_body;
+    if announced_size(&parts.headers, &body).is_some_and(|len| len > max as u64) {
+        return too_large(max);
+    }
+    match route {
+        Route::Healthz => return reply::json(StatusCode::OK, &json!({ "ok": true })),
+        Route::Metrics => return admin::metrics_reply(mediator, metrics),
+        Route::Dashboard => return admin::dashboard(mediator, &parts).await,
+        Route::Ping | Route::Readyz => return admin::ready(mediator).await,
+        Route::Token => return admin::token(mediator, &parts.headers),
+        Route::NotFound => {
+            return reply::error_status(
+                StatusCode::NOT_FOUND,
+                &format!("no route for {path}"),
+                "not_found",
+                Fault::Caller,
+            )
+        }
+        _ => {}
+    }
+    let (identity, body) = match authorise(mediator, &parts, body).await {
+        Ok(found) => found,
+        Err(response) => return response,
+    };
+    match route {
+        Route::Register => register::register(mediator, &identity, &body).await,
+        Route::Renew => register::renew(mediator, &identity, &body).await,
+        Route::Remove(id) => register::remove(mediator, &identity, id, &body).await,
+        Route::Forward {
+            fan,
+            group,
+            name,
+            rest,
+        } => forward::forward(mediator, &identity, parts, body, fan, group, name, rest).await,
+        Route::AdminClusters(group) => admin::admin_clusters(mediator, &identity, group).await,
+        Route::AdminCluster(id) => admin::admin_cluster(mediator, &identity, id).await,
+        // Answered above, before any credential was asked for.
+        Route::Healthz
+        | Route::Ping
+        | Route::Readyz
+        | Route::Token
+        | Route::Metrics
+        | Route::Dashboard
+        | Route::NotFound => reply::error_status(
+            StatusCode::NOT_FOUND,
+            &format!("no route for {path}"),
+            "not_found",
+            Fault::Caller,
+        ),
+    }
+}
+
+/// Reads the body and checks the caller's credentials, looking in the head
+/// first and, only when none is there, in the body.
+async fn authorise<B>(
+    mediator: &Mediator,
+    parts: &Parts,
+    body: B,
+) -> Result<(Identity, Bytes), HttpResponse>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let in_head = credentials::in_head(&parts.headers, &parts.uri);
+    // A bad token in the head is refused before the body is read.
+    let early = match in_head {
+        Some(credential) => {
+            Some(credentials::check(mediator, Some(credential)).map_err(|e| reply::error(&e))?)
+        }
+        None => None,
+    };
+    let limits = mediator.limits();
+    let body = read_body(limits.max_body, limits.deadline, body).await?;
+    let identity = match early {
+        Some(identity) => identity,
+        None => credentials::check(mediator, credentials::in_body(&body))
+            .map_err(|e| reply::error(&e))?,
+    };
+    Span::current().record("sender", sender_name(&identity).as_str());
+    Ok((identity, body))
+}
+
+fn sender_name(identity: &Identity) -> String {
+    match (&identity.key, identity.verified, identity.admin) {
+        (Some(key), true, _) => key.to_string(),
+        (None, true, true) => "admin".to_owned(),
+        (None, true, false) => "operator".to_owned(),
+        (_, false, _) => "unverified".to_owned(),
+    }
+}
+
+/// The size a request announces for its body: its `Content-Length`, or
+/// what the body itself knows it holds at least (a body built in process
+/// may carry no header).
+fn announced_size<B: Body>(headers: &HeaderMap, body: &B) -> Option<u64> {
+    let header = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let hint = body.size_hint().lower();
+    match header {
+        Some(len) => Some(len.max(hint)),
+        None => (hint > 0).then_some(hint),
+    }
+}
+
+/// The refusal of a body past the limit.
+fn too_large(max: usize) -> HttpResponse {
+    reply::error(&Error::TooLarge { limit: max })
+}
+
+/// Collects a request body of at most `max` bytes (413 past it) that
+/// arrives within `deadline` (408 after it): the header read timeout ends
+/// with the head, so without this a caller trickling a body, token or not,
+/// would hold its connection for ever.
+async fn read_body<B>(max: usize, deadline: Duration, body: B) -> Result<Bytes, HttpResponse>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let Ok(collected) = tokio::time::timeout(deadline, Limited::new(body, max).collect()).await
+    else {
+        return Err(reply::error_status(
+            StatusCode::REQUEST_TIMEOUT,
+            &format!(
+                "request body not received within {} ms",
+                deadline.as_millis()
+            ),
+            "timeout",
+            Fault::Caller,
+        ));
+    };
+    match collected {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large(max)),
+        Err(e) => Err(reply::error(&Error::invalid(
+            "body",
+            format!("could not be read: {e}"),
+        ))),
+    }
+}
+
+/// The body as a JSON object; an empty body is an empty object.
+fn json_object(body: &[u8]) -> Result<Map<String, Value>, HttpResponse> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(reply::error(&Error::invalid(
+            "body",
+            "must be a JSON object",
+        ))),
+        Err(e) => Err(reply::error(&Error::invalid(
+            "body",
+            format!("must be JSON: {e}"),
+        ))),
+    }
+}

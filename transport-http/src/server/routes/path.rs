@@ -1,0 +1,168 @@
+//! Request paths: which route a path names, and with which parameters.
+
+use crate::server::metrics::RouteLabel;
+
+/// How a forwarding route addresses its group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Fan {
+    /// `/one/:group/:name?/*path`
+    One,
+    /// `/any/:group/*path`
+    Any,
+    /// `/many/:group/*path`
+    Many,
+}
+
+/// A request path, parsed.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Route<'a> {
+    Register,
+    Renew,
+    Remove(Option<&'a str>),
+    Forward {
+        fan: Fan,
+        group: &'a str,
+        name: Option<&'a str>,
+        rest: &'a str,
+    },
+    AdminClusters(Option<&'a str>),
+    AdminCluster(&'a str),
+    Token,
+    Ping,
+    Healthz,
+    Readyz,
+    Metrics,
+    Dashboard,
+    NotFound,
+}
+
+impl Route<'_> {
+    /// The route a request is counted under in the metrics.
+    pub(super) fn label(&self) -> RouteLabel {
+        match self {
+            Route::Register => RouteLabel::Register,
+            Route::Renew => RouteLabel::Renew,
+            Route::Remove(_) => RouteLabel::Remove,
+            Route::Forward { fan: Fan::One, .. } => RouteLabel::One,
+            Route::Forward { fan: Fan::Any, .. } => RouteLabel::Any,
+            Route::Forward { fan: Fan::Many, .. } => RouteLabel::Many,
+            Route::AdminClusters(_) | Route::AdminCluster(_) | Route::Dashboard => {
+                RouteLabel::Admin
+            }
+            Route::Token => RouteLabel::Token,
+            Route::Ping | Route::Healthz | Route::Readyz | Route::Metrics | Route::NotFound => {
+                RouteLabel::Other
+            }
+        }
+    }
+}
+
+/// Splits off the first segment: `a/b/c` → (`a`, Some(`b/c`)).
+fn first_segment(path: &str) -> (&str, Option<&str>) {
+    match path.split_once('/') {
+        Some((head, tail)) => (head, Some(tail)),
+        None => (path, None),
+    }
+}
+
+/// Whether a route without parameters matches, with or without a trailing slash.
+fn bare(tail: Option<&str>) -> bool {
+    matches!(tail, None | Some(""))
+}
+
+pub(super) fn parse_route(path: &str) -> Route<'_> {
+    let path = path.strip_prefix('/').unwrap_or(path);
+    let (head, tail) = first_segment(path);
+    match head {
+        "" if tail.is_none() => Route::Dashboard,
+        "register" if bare(tail) => Route::Register,
+        "renew" if bare(tail) => Route::Renew,
+        "remove" => match tail.map(|t| t.trim_end_matches('/')) {
+            None | Some("") => Route::Remove(None),
+            Some(id) => Route::Remove(Some(id)),
+        },
+        "one" | "any" | "many" => {
+            let Some(tail) = tail else {
+                return Route::NotFound;
+            };
+            let (group, after) = first_segment(tail);
+            let (fan, name, rest) = match head {
+                "one" => {
+                    // `/one/g//p`: an empty name segment is the unnamed node.
+                    let (name, rest) = after.map_or(("", None), first_segment);
+                    (Fan::One, Some(name).filter(|n| !n.is_empty()), rest)
+                }
+                "any" => (Fan::Any, None, after),
+                _ => (Fan::Many, None, after),
+            };
+            Route::Forward {
+                fan,
+                group,
+                name,
+                rest: rest.unwrap_or(""),
+            }
+        }
+        "admin" => {
+            let (what, param) = tail.map_or(("", None), first_segment);
+            let param = param
+                .map(|p| p.trim_end_matches('/'))
+                .filter(|p| !p.is_empty());
+            match (what, param) {
+                ("clusters", group) => Route::AdminClusters(group),
+                ("cluster", Some(id)) => Route::AdminCluster(id),
+                _ => Route::NotFound,
+            }
+        }
+        "token" if bare(tail) => Route::Token,
+        "ping" if bare(tail) => Route::Ping,
+        "healthz" if bare(tail) => Route::Healthz,
+        "readyz" if bare(tail) => Route::Readyz,
+        "metrics" if bare(tail) => Route::Metrics,
+        _ => Route::NotFound,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_parse() {
+        let one = |group, name, rest| Route::Forward {
+            fan: Fan::One,
+            group,
+            name,
+            rest,
+        };
+        assert_eq!(parse_route("/one/g/n/a/b"), one("g", Some("n"), "a/b"));
+        assert_eq!(parse_route("/one/g//p"), one("g", None, "p"));
+        assert_eq!(parse_route("/one/g"), one("g", None, ""));
+        assert_eq!(parse_route("/one/g/n"), one("g", Some("n"), ""));
+        assert_eq!(parse_route("/one/g/n/"), one("g", Some("n"), ""));
+        assert_eq!(parse_route("/one"), Route::NotFound);
+        assert_eq!(
+            parse_route("/many/g/x/"),
+            Route::Forward {
+                fan: Fan::Many,
+                group: "g",
+                name: None,
+                rest: "x/"
+            }
+        );
+        assert_eq!(parse_route("/remove/12"), Route::Remove(Some("12")));
+        assert_eq!(parse_route("/remove/"), Route::Remove(None));
+        assert_eq!(parse_route("/admin/clusters"), Route::AdminClusters(None));
+        assert_eq!(
+            parse_route("/admin/clusters/g"),
+            Route::AdminClusters(Some("g"))
+        );
+        assert_eq!(parse_route("/admin/cluster/7"), Route::AdminCluster("7"));
+        assert_eq!(parse_route("/admin/cluster"), Route::NotFound);
+        assert_eq!(parse_route("/register/"), Route::Register);
+        assert_eq!(parse_route("/register/x"), Route::NotFound);
+        assert_eq!(parse_route("/"), Route::Dashboard);
+        assert_eq!(parse_route("/metrics"), Route::Metrics);
+        assert_eq!(parse_route("/metrics/"), Route::Metrics);
+        assert_eq!(parse_route("//"), Route::NotFound);
+    }
+}

@@ -1,0 +1,210 @@
+//! The HTTP API as a tower [`Service`], for the listener and for servers of
+//! the user's own.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::Full;
+use mediator_core::Mediator;
+use tower_service::Service;
+
+use super::metrics::Metrics;
+use super::routes;
+
+/// The error type of bodies the service accepts and returns.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The mediator's whole HTTP API (every route in the [module
+/// docs](crate::server)) as a [`tower_service::Service`], so it can be
+/// served by [`HttpListener`](super::HttpListener) or mounted in a hyper or
+/// axum server of your own.
+///
+/// It accepts any request body that yields [`Bytes`] (hyper's `Incoming`,
+/// axum's `Body`, `Full`, ...), never fails as a service (every refusal is
+/// an HTTP answer with a JSON error body), and is always ready. Clones share
+/// one set of request counters, the ones `GET /metrics` shows; two services
+/// made with [`new`](Self::new) count apart.
+///
+/// # Paths
+///
+/// The service routes on the request's path as it receives it: `/healthz`,
+/// `/one/users/api/lookup`, `/` for the dashboard. Mounted under a prefix,
+/// the server in front must strip it, as axum's
+/// `Router::nest_service("/mediator", service)` does (a request for
+/// `/mediator/healthz` reaches the service as `/healthz`, and one for
+/// `/mediator` as `/`); with `Router::fallback_service(service)` nothing is
+/// stripped and the routes sit at the root. The path forwarded to a node is
+/// the part after the target (`/lookup` above), whatever the prefix.
+///
+/// # The caller's address
+///
+/// When a request carries a [`RemoteAddr`] extension, the service records
+/// it in the request's log line and span as `remote`; the listener inserts
+/// one for every request. Nothing else depends on it: a request without one
+/// is answered the same, only logged without an address.
+///
+/// # Example
+///
+/// Calling the service in process, as a test would:
+///
+/// ```
+/// use bytes::Bytes;
+/// use http_body_util::{BodyExt, Empty};
+/// use mediator_core::{Authenticator, Mediator, MemoryRegistry};
+/// use mediator_transport_http::MediatorService;
+/// use tower_service::Service;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// let mediator = Mediator::builder()
+///     .registry(MemoryRegistry::new())
+///     .authenticator(Authenticator::hs256("a secret of at least 32 bytes!!!"))
+///     .build()?;
+/// let mut service = MediatorService::new(mediator);
+///
+/// let request = http::Request::get("/healthz").body(Empty::<Bytes>::new())?;
+/// let response = service.call(request).await?;
+/// assert_eq!(response.status(), 200);
+/// let body = response.into_body().collect().await?.to_bytes();
+/// assert_eq!(body, r#"{"ok":true}"#);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct MediatorService {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    mediator: Mediator,
+    metrics: Metrics,
+}
+
+impl MediatorService {
+    /// The HTTP API of `mediator`, with counters of its own.
+    pub fn new(mediator: Mediator) -> Self {
+        MediatorService {
+            shared: Arc::new(Shared {
+                mediator,
+                metrics: Metrics::default(),
+            }),
+        }
+    }
+
+    /// The mediator this service answers for.
+    pub fn mediator(&self) -> &Mediator {
+        &self.shared.mediator
+    }
+}
+
+impl From<Mediator> for MediatorService {
+    fn from(mediator: Mediator) -> Self {
+        MediatorService::new(mediator)
+    }
+}
+
+impl fmt::Debug for MediatorService {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MediatorService")
+            .field("mediator", &self.shared.mediator)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B> Service<Request<B>> for MediatorService
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // No back-pressure of its own: limits apply per request (body size,
+        // deadline), and the server in front bounds connections.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let shared = Arc::clone(&self.shared);
+        ResponseFuture(Box::pin(async move {
+            let response = routes::handle(&shared.mediator, &shared.metrics, request).await;
+            Ok(response.map(ResponseBody))
+        }))
+    }
+}
+
+/// The future of a [`MediatorService`] call.
+pub struct ResponseFuture(
+    Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, Infallible>> + Send>>,
+);
+
+impl Future for ResponseFuture {
+    type Output = Result<Response<ResponseBody>, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.0.as_mut().poll(cx)
+    }
+}
+
+impl fmt::Debug for ResponseFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+/// The body of a [`MediatorService`] answer.
+///
+/// Its error type is boxed so that answers streamed from nodes can fail
+/// mid-way in a later version without changing this type; today every
+/// answer is in memory and never fails.
+#[derive(Debug)]
+pub struct ResponseBody(Full<Bytes>);
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.0)
+            .poll_frame(cx)
+            .map_err(|never| match never {})
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.0.size_hint()
+    }
+}
+
+/// The address of the peer that sent a request, as a request extension.
+///
+/// [`HttpListener`](super::HttpListener) inserts it into every request it
+/// hands to [`MediatorService`], which logs it as `remote`. A server of
+/// your own may insert it too (for instance from axum's `ConnectInfo`);
+/// without it requests are answered the same.
+///
+/// ```
+/// use mediator_transport_http::server::RemoteAddr;
+///
+/// let peer: std::net::SocketAddr = "127.0.0.1:40000".parse()?;
+/// let mut request = http::Request::new(());
+/// request.extensions_mut().insert(RemoteAddr(peer));
+/// # Ok::<(), std::net::AddrParseError>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RemoteAddr(pub SocketAddr);
