@@ -273,26 +273,19 @@ impl ServeSettings {
                 ))
             }
         };
-        let defaults = Limits::default();
-        let limits = Limits {
-            deadline: flags
-                .deadline_ms
-                .or(file.deadline_ms)
-                .map_or(defaults.deadline, Duration::from_millis),
-            max_body: flags
-                .max_body
-                .or(file.max_body)
-                .unwrap_or(defaults.max_body),
-            default_ttl: flags
-                .default_ttl_s
-                .or(file.default_ttl_s)
-                .map_or(defaults.default_ttl, Duration::from_secs),
-            sweep_every: flags
-                .sweep_every_s
-                .or(file.sweep_every_s)
-                .map_or(defaults.sweep_every, Duration::from_secs),
-            ..defaults
-        };
+        let mut limits = Limits::default();
+        if let Some(ms) = flags.deadline_ms.or(file.deadline_ms) {
+            limits.deadline = Duration::from_millis(ms);
+        }
+        if let Some(bytes) = flags.max_body.or(file.max_body) {
+            limits.max_body = bytes;
+        }
+        if let Some(s) = flags.default_ttl_s.or(file.default_ttl_s) {
+            limits.default_ttl = Duration::from_secs(s);
+        }
+        if let Some(s) = flags.sweep_every_s.or(file.sweep_every_s) {
+            limits.sweep_every = Duration::from_secs(s);
+        }
         Ok(ServeSettings {
             listen,
             store,

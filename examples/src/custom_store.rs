@@ -22,7 +22,7 @@
 use std::time::Duration;
 
 use mediator_core::{
-    async_trait, Node, NodeId, NodeKey, Registration, Registry, Result, Timestamp,
+    async_trait, Node, NodeId, NodeKey, Registration, Registry, StoreError, Timestamp,
 };
 use tokio::sync::RwLock;
 
@@ -40,7 +40,7 @@ struct Rows {
 
 #[async_trait]
 impl Registry for VecRegistry {
-    async fn upsert(&self, registration: Registration, now: Timestamp) -> Result<Node> {
+    async fn upsert(&self, registration: Registration, now: Timestamp) -> Result<Node, StoreError> {
         // One write lock over the look-up and the insert, so two upserts of
         // one key can never both insert.
         let mut rows = self.rows.write().await;
@@ -71,7 +71,7 @@ impl Registry for VecRegistry {
         key: &NodeKey,
         ttl: Duration,
         now: Timestamp,
-    ) -> Result<Option<Timestamp>> {
+    ) -> Result<Option<Timestamp>, StoreError> {
         let mut rows = self.rows.write().await;
         Ok(rows.nodes.iter_mut().find(|n| &n.key == key).map(|node| {
             node.lease_until = now + ttl;
@@ -79,21 +79,21 @@ impl Registry for VecRegistry {
         }))
     }
 
-    async fn remove(&self, id: NodeId) -> Result<u64> {
+    async fn remove(&self, id: NodeId) -> Result<u64, StoreError> {
         let mut rows = self.rows.write().await;
         let before = rows.nodes.len();
         rows.nodes.retain(|n| n.id != id);
         Ok((before - rows.nodes.len()) as u64)
     }
 
-    async fn remove_key(&self, key: &NodeKey) -> Result<u64> {
+    async fn remove_key(&self, key: &NodeKey) -> Result<u64, StoreError> {
         let mut rows = self.rows.write().await;
         let before = rows.nodes.len();
         rows.nodes.retain(|n| &n.key != key);
         Ok((before - rows.nodes.len()) as u64)
     }
 
-    async fn get(&self, key: &NodeKey) -> Result<Option<Node>> {
+    async fn get(&self, key: &NodeKey) -> Result<Option<Node>, StoreError> {
         Ok(self
             .rows
             .read()
@@ -104,7 +104,7 @@ impl Registry for VecRegistry {
             .cloned())
     }
 
-    async fn get_by_id(&self, id: NodeId) -> Result<Option<Node>> {
+    async fn get_by_id(&self, id: NodeId) -> Result<Option<Node>, StoreError> {
         Ok(self
             .rows
             .read()
@@ -115,7 +115,7 @@ impl Registry for VecRegistry {
             .cloned())
     }
 
-    async fn list(&self, group: Option<&str>) -> Result<Vec<Node>> {
+    async fn list(&self, group: Option<&str>) -> Result<Vec<Node>, StoreError> {
         let rows = self.rows.read().await;
         Ok(rows
             .nodes
@@ -125,7 +125,7 @@ impl Registry for VecRegistry {
             .collect())
     }
 
-    async fn evict_expired(&self, now: Timestamp) -> Result<Vec<NodeKey>> {
+    async fn evict_expired(&self, now: Timestamp) -> Result<Vec<NodeKey>, StoreError> {
         let mut rows = self.rows.write().await;
         let (gone, kept): (Vec<Node>, Vec<Node>) =
             rows.nodes.drain(..).partition(|n| n.is_expired(now));

@@ -43,6 +43,18 @@ pub enum CliError {
     Http(#[from] mediator_transport_http::HttpError),
 }
 
+impl From<mediator_core::CipherError> for CliError {
+    fn from(e: mediator_core::CipherError) -> Self {
+        CliError::Core(e.into())
+    }
+}
+
+impl From<mediator_core::AuthError> for CliError {
+    fn from(e: mediator_core::AuthError) -> Self {
+        CliError::Core(e.into())
+    }
+}
+
 /// GETs `url` + `path` with a bearer token and parses the JSON answer; a
 /// non-2xx answer is an error carrying the mediator's message.
 pub async fn http_get_json(

@@ -671,7 +671,7 @@ mod tests {
         }
         match KeyRing::from_base64_list(&format!("{},", a.to_base64())) {
             Err(CipherError::Key(why)) => {
-                assert_eq!(why, "key 2 of 2 in the list: the key is empty")
+                assert_eq!(why, "key 2 of 2 in the list: the key is empty");
             }
             other => panic!("{other:?}"),
         }

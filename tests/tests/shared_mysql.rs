@@ -8,7 +8,7 @@ mod support;
 use std::time::Duration;
 
 use bytes::Bytes;
-use mediator_core::{Authenticator, KeyRing, Mediator, NodeKey, SealKey, Timestamp};
+use mediator_core::{Authenticator, KeyRing, ManualClock, Mediator, NodeKey, SealKey};
 use mediator_store_mysql::MysqlRegistry;
 use mediator_transport_http::client::Incoming;
 use mediator_transport_http::{HttpDelivery, HttpError, HttpListener, NodeClient};
@@ -16,9 +16,10 @@ use mediator_transport_http::{HttpDelivery, HttpError, HttpListener, NodeClient}
 const SECRET: &str = "a shared secret of at least 32 bytes";
 
 /// One mediator instance over the shared database, served on loopback.
-async fn instance(url: &str) -> (Mediator, String) {
+async fn instance(url: &str, clock: &ManualClock) -> (Mediator, String) {
     let mediator = Mediator::builder()
         .registry(MysqlRegistry::connect(url).await.unwrap())
+        .clock(clock.clone())
         .authenticator(Authenticator::hs256(SECRET))
         .deliver(HttpDelivery::default())
         .build()
@@ -34,8 +35,11 @@ async fn instances_sharing_a_store_route_to_each_others_nodes() {
     let Some(db) = support::TestDb::create().await else {
         return;
     };
-    let (east, east_url) = instance(&db.url()).await;
-    let (west, west_url) = instance(&db.url()).await;
+    // Both instances read one clock, which the test moves: the lease runs
+    // out without waiting for it.
+    let clock = ManualClock::starting_now();
+    let (east, east_url) = instance(&db.url(), &clock).await;
+    let (west, west_url) = instance(&db.url(), &clock).await;
     let minter = Authenticator::hs256(SECRET).minter().unwrap();
     let keys = KeyRing::new(SealKey::generate());
 
@@ -77,18 +81,16 @@ async fn instances_sharing_a_store_route_to_each_others_nodes() {
     // The node dies without deregistering; west's sweep evicts it from the
     // shared store once its lease has run out, and east drops it on refresh.
     drop(api);
-    let gone = west
-        .sweep(Timestamp::now() + Duration::from_secs(3))
-        .await
-        .unwrap();
+    clock.advance(Duration::from_secs(3));
+    let gone = west.sweep().await.unwrap();
     assert_eq!(gone, vec![target.clone()]);
     assert!(
-        east.table().get(&target).is_some(),
+        east.routes().get(&target).is_some(),
         "east still routes from its table"
     );
     east.refresh().await.unwrap();
     assert!(
-        east.table().get(&target).is_none(),
+        east.routes().get(&target).is_none(),
         "east dropped the evicted node"
     );
     match caller.call(target, "/x", "late").await {

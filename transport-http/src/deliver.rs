@@ -103,9 +103,9 @@ impl HttpDeliveryConfig {
 /// The caller's credentials (`authorization`, `cookie`, `x-jwt`) and
 /// hop-by-hop headers never reach it.
 ///
-/// A node that cannot be connected to is [`Error::NodeUnreachable`]
+/// A node that cannot be connected to is [`DeliverError::unreachable`]
 /// (nothing was sent, so the router may try another node of the group);
-/// any failure after that is [`Error::NodeFailed`]. The router enforces the
+/// any failure after that is [`DeliverError::failed`]. The router enforces the
 /// deadline around the whole exchange.
 ///
 /// ```

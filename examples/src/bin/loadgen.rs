@@ -32,8 +32,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use mediator_core::{
-    Authenticator, Claims, KeyRing, Limits, Mediator, MemoryRegistry, NodeKey, SealKey, Target,
-    Timestamp, TokenMinter,
+    Authenticator, Claims, KeyRing, Mediator, MemoryRegistry, NodeKey, SealKey, Target, Timestamp,
+    TokenMinter,
 };
 use mediator_transport_http::client::{open_reply, seal_request, Incoming};
 use mediator_transport_http::{HttpDelivery, HttpDeliveryConfig, HttpListener, NodeClient};
@@ -339,10 +339,7 @@ async fn self_contained(args: &Args) -> Result<Setup, String> {
             max_idle_per_host: args.concurrency.max(32),
             ..HttpDeliveryConfig::default()
         }))
-        .limits(Limits {
-            max_body: args.body_size.max(1024) * 2 + 1024,
-            ..Limits::default()
-        })
+        .max_body(args.body_size.max(1024) * 2 + 1024)
         .build()
         .map_err(|e| e.to_string())?;
     let listener = HttpListener::bind("127.0.0.1:0")

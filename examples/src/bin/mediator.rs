@@ -379,7 +379,7 @@ where
     };
     let addr = listener.local_addr();
     let url = format!("{scheme}://{}", loopback_if_unspecified(addr));
-    tracing::info!(%url, store = %settings.store, nodes = mediator.table().len(), "mediator listening");
+    tracing::info!(%url, store = %settings.store, nodes = mediator.routes().len(), "mediator listening");
     println!("mediator listening on {url}");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let mut server = tokio::spawn(listener.serve_with_shutdown(mediator.clone(), async {

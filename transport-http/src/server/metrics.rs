@@ -319,15 +319,15 @@ mod tests {
             "mediator_deliveries_total{group=\"a\",outcome=\"ok\"} 2",
             "mediator_deliveries_total{group=\"a\",outcome=\"timed_out\"} 0",
             "mediator_deliveries_total{group=\"b\",outcome=\"failed\"} 1",
-            "mediator_deliveries_total{group=\"other\",outcome=\"unreachable\"} 1",
+            "mediator_deliveries_total{group=\"~other\",outcome=\"unreachable\"} 1",
             "mediator_delivery_duration_seconds_bucket{group=\"a\",le=\"0.001\"} 0",
             "mediator_delivery_duration_seconds_bucket{group=\"a\",le=\"0.005\"} 1",
             "mediator_delivery_duration_seconds_bucket{group=\"a\",le=\"0.05\"} 2",
             "mediator_delivery_duration_seconds_bucket{group=\"a\",le=\"+Inf\"} 2",
             "mediator_delivery_duration_seconds_sum{group=\"a\"} 0.033",
             "mediator_delivery_duration_seconds_count{group=\"a\"} 2",
-            "mediator_delivery_duration_seconds_bucket{group=\"other\",le=\"10\"} 0",
-            "mediator_delivery_duration_seconds_count{group=\"other\"} 1",
+            "mediator_delivery_duration_seconds_bucket{group=\"~other\",le=\"10\"} 0",
+            "mediator_delivery_duration_seconds_count{group=\"~other\"} 1",
             "mediator_nodes 7",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
