@@ -22,6 +22,7 @@ pub const MAX_POOL_SIZE: usize = 128;
 /// assert_eq!(config.connect_timeout, MysqlConfig::DEFAULT_CONNECT_TIMEOUT);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct MysqlConfig {
     /// `mysql://user:password@host:port/database`, with any query parameters
     /// `mysql_async` understands. The database must exist; the store creates

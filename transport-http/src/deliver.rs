@@ -26,13 +26,15 @@ use crate::headers::{
 /// ```
 /// use mediator_transport_http::{HttpDelivery, HttpDeliveryConfig};
 /// use std::time::Duration;
-/// let delivery = HttpDelivery::with_config(HttpDeliveryConfig {
-///     connect_timeout: Duration::from_millis(500),
-///     ..HttpDeliveryConfig::default()
-/// });
+/// let delivery = HttpDelivery::with_config(
+///     HttpDeliveryConfig::default()
+///         .with_connect_timeout(Duration::from_millis(500))
+///         .with_max_idle_per_host(128),
+/// );
 /// # drop(delivery);
 /// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct HttpDeliveryConfig {
     /// How long to wait for a TCP connection to a node (default 2 s). A node
     /// that does not accept in time is unreachable, so an any-of-group
@@ -66,6 +68,30 @@ impl Default for HttpDeliveryConfig {
 }
 
 impl HttpDeliveryConfig {
+    /// Sets [`connect_timeout`](Self::connect_timeout).
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Sets [`pool_idle_timeout`](Self::pool_idle_timeout).
+    pub fn with_pool_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.pool_idle_timeout = timeout;
+        self
+    }
+
+    /// Sets [`max_idle_per_host`](Self::max_idle_per_host).
+    pub fn with_max_idle_per_host(mut self, connections: usize) -> Self {
+        self.max_idle_per_host = connections;
+        self
+    }
+
+    /// Sets [`max_reply_body`](Self::max_reply_body).
+    pub fn with_max_reply_body(mut self, bytes: usize) -> Self {
+        self.max_reply_body = bytes;
+        self
+    }
+
     /// Trusts only the certificate authorities in `pem` (one or more
     /// `CERTIFICATE` blocks) for `https://` nodes, replacing the Mozilla
     /// roots.

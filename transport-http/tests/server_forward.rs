@@ -9,7 +9,6 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use mediator_core::auth::Claims;
 use mediator_core::{ManualClock, Timestamp};
-use mediator_transport_http::HttpDeliveryConfig;
 use serde_json::{json, Value};
 use server_support::*;
 use tokio::io::AsyncReadExt;
@@ -466,10 +465,7 @@ async fn a_slow_node_past_its_deadline_is_504() {
 #[tokio::test]
 async fn unreachable_and_failing_nodes_are_502() {
     let hub = Hub::start_with(HubConfig {
-        delivery: HttpDeliveryConfig {
-            max_reply_body: 1000,
-            ..HubConfig::default().delivery
-        },
+        delivery: HubConfig::default().delivery.with_max_reply_body(1000),
         ..HubConfig::default()
     })
     .await;

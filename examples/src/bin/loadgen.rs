@@ -333,12 +333,11 @@ async fn self_contained(args: &Args) -> Result<Setup, String> {
     let mediator = Mediator::builder()
         .registry(MemoryRegistry::new())
         .authenticator(Authenticator::hs256(&secret))
-        .deliver(HttpDelivery::with_config(HttpDeliveryConfig {
+        .deliver(HttpDelivery::with_config(
             // Keep as many idle connections to the node as there are
             // requests in flight, or the pool churns at high concurrency.
-            max_idle_per_host: args.concurrency.max(32),
-            ..HttpDeliveryConfig::default()
-        }))
+            HttpDeliveryConfig::default().with_max_idle_per_host(args.concurrency.max(32)),
+        ))
         .max_body(args.body_size.max(1024) * 2 + 1024)
         .build()
         .map_err(|e| e.to_string())?;

@@ -54,10 +54,9 @@ impl Hub {
                 Authenticator::hs256(SECRET)
                     .allow_tokens_without_sub(options.allow_tokens_without_sub),
             )
-            .deliver(HttpDelivery::with_config(HttpDeliveryConfig {
-                connect_timeout: Duration::from_millis(500),
-                ..HttpDeliveryConfig::default()
-            }))
+            .deliver(HttpDelivery::with_config(
+                HttpDeliveryConfig::default().with_connect_timeout(Duration::from_millis(500)),
+            ))
             .deadline(options.deadline.unwrap_or(Duration::from_secs(5)))
             .build()
             .expect("mediator");

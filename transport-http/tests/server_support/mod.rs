@@ -58,10 +58,8 @@ impl Default for HubConfig {
             clock: None,
             allow_tokens_without_sub: false,
             tls: None,
-            delivery: HttpDeliveryConfig {
-                connect_timeout: Duration::from_millis(500),
-                ..HttpDeliveryConfig::default()
-            },
+            delivery: HttpDeliveryConfig::default()
+                .with_connect_timeout(Duration::from_millis(500)),
             drain: Duration::from_secs(5),
             registry: None,
         }
