@@ -198,6 +198,14 @@ impl QuicListener {
             .close(VarInt::from_u32(close::SHUTDOWN), b"mediator shutting down");
     }
 
+    /// [`close`](Self::close)s, then waits until every connection's close
+    /// was sent (at most a few round trips), so that the UDP port is free
+    /// to bind again once the last clone of the listener is dropped.
+    pub async fn shutdown(&self) {
+        self.close();
+        self.endpoint.wait_idle().await;
+    }
+
     /// Accepts connections for `mediator` until [`close`](Self::close).
     ///
     /// The listener serves one mediator: serving a second one (another

@@ -65,6 +65,15 @@ impl Hub {
         keys: KeyRing,
     ) -> Hub {
         let listener = QuicListener::bind_with(addr, &tls, limits).expect("bind");
+        Hub::serve_on(mediator, listener, tls, keys)
+    }
+
+    pub fn serve_on(
+        mediator: Mediator,
+        listener: QuicListener,
+        tls: ServerTls,
+        keys: KeyRing,
+    ) -> Hub {
         mediator.add_deliver(listener.delivery()).expect("deliver");
         let addr = listener.local_addr().expect("addr");
         let serving = listener.clone();
