@@ -46,7 +46,7 @@ const MINTED_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 pub struct QuicNodeClientBuilder {
     addr: SocketAddr,
     server_name: String,
-    key: Option<NodeKey>,
+    key: Option<Result<NodeKey, Error>>,
     token: Option<String>,
     minter: Option<TokenMinter>,
     cipher: Option<Arc<dyn Cipher>>,
@@ -77,13 +77,13 @@ impl std::fmt::Debug for QuicNodeClientBuilder {
 impl QuicNodeClientBuilder {
     /// The node's identity (its token must name it).
     pub fn identity(mut self, group: impl Into<String>, name: Option<&str>) -> Self {
-        self.key = NodeKey::new(group.into(), name).ok();
+        self.key = Some(NodeKey::new(group.into(), name));
         self
     }
 
     /// The node's identity, as a key.
     pub fn node_key(mut self, key: NodeKey) -> Self {
-        self.key = Some(key);
+        self.key = Some(Ok(key));
         self
     }
 
@@ -207,13 +207,17 @@ impl QuicNodeClientBuilder {
     /// `handler`; reattaches by itself after the connection is lost.
     /// Returns once the first attachment succeeded, or with its refusal.
     pub async fn start(self, handler: impl Handler) -> Result<QuicNodeClient, QuicError> {
-        let key = self.key.clone().ok_or_else(|| {
+        let key = self.node()?.ok_or_else(|| {
             QuicError::Core(Error::invalid("identity", "an attached node needs one"))
         })?;
         let cipher = self.sealing()?;
         let responder =
             Responder::shared(key, cipher, Arc::new(handler)).require_sender(self.require_sender);
         self.run(Some(responder)).await
+    }
+
+    fn node(&self) -> Result<Option<NodeKey>, QuicError> {
+        Ok(self.key.clone().transpose()?)
     }
 
     fn sealing(&self) -> Result<Arc<dyn Cipher>, QuicError> {
@@ -239,7 +243,8 @@ impl QuicNodeClientBuilder {
                 "must be shorter than the idle timeout",
             )));
         }
-        let token = match (&self.token, &self.minter, &self.key) {
+        let key = self.node()?;
+        let token = match (&self.token, &self.minter, &key) {
             (Some(token), _, _) => TokenSource::Fixed(token.clone()),
             (None, Some(minter), Some(key)) => TokenSource::Minted {
                 minter: minter.clone(),
@@ -296,7 +301,7 @@ impl QuicNodeClientBuilder {
         Ok(QuicNodeClient {
             inner: Arc::new(Inner {
                 addr: self.addr,
-                key: self.key,
+                key,
                 cipher,
                 timeout: self.timeout,
                 watch,

@@ -626,7 +626,7 @@ async fn keep_registered(mediator: Mediator, identity: Identity, registration: R
                 }
             }
             Err(e) => {
-                tracing::warn!(node = %registration.key, error = %e, "renewing an attached node's lease failed")
+                tracing::warn!(node = %registration.key, error = %e, "renewing an attached node's lease failed");
             }
         }
     }
