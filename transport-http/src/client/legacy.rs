@@ -41,9 +41,10 @@ use mediator_core::node::BoxFuture;
 use mediator_core::{CipherError, Error, NodeKey, Timestamp, TokenMinter};
 use serde_json::{json, Value};
 
+use super::builder::config;
 use super::node::{read_body, DEFAULT_MAX_BODY};
 use super::transport::{self, mediator_error, Transport};
-use super::{config, NodeClient, NodeClientBuilder};
+use super::{NodeClient, NodeClientBuilder};
 use crate::error::HttpError;
 use crate::headers::{X_JWT, X_MEDIATOR, X_MEDIATOR_NODE};
 
