@@ -216,12 +216,25 @@ impl NodeClientBuilder {
     }
 
     /// The identity, checked.
-    pub(super) fn checked_key(&mut self) -> Result<Option<NodeKey>, HttpError> {
+    fn checked_key(&mut self) -> Result<Option<NodeKey>, HttpError> {
         match self.key.take() {
             None => Ok(None),
             Some(Ok(key)) => Ok(Some(key)),
             Some(Err(e)) => Err(e.into()),
         }
+    }
+
+    /// The identity a started node registers under; it cannot go without.
+    pub(super) fn started_key(&mut self) -> Result<NodeKey, HttpError> {
+        self.checked_key()?
+            .ok_or_else(|| config("a started node needs .identity(..)"))
+    }
+
+    /// The node key, which every native node needs to seal payloads.
+    fn sealing(&mut self) -> Result<Arc<dyn Cipher>, HttpError> {
+        self.cipher
+            .take()
+            .ok_or_else(|| config("a node needs .keys(..) to seal payloads"))
     }
 
     fn link(&mut self, key: Option<&NodeKey>) -> Result<Link, HttpError> {
@@ -260,10 +273,7 @@ impl NodeClientBuilder {
     /// names none.
     pub async fn connect(mut self) -> Result<NodeClient, HttpError> {
         let key = self.checked_key()?;
-        let cipher = self
-            .cipher
-            .take()
-            .ok_or_else(|| config("a node needs .keys(..) to seal payloads"))?;
+        let cipher = self.sealing()?;
         let link = self.link(key.as_ref())?;
         Ok(NodeClient {
             inner: Arc::new(Inner {
@@ -283,13 +293,8 @@ impl NodeClientBuilder {
     /// Fails if the first registration fails (bad token, wrong identity,
     /// mediator down), after stopping the callback server again.
     pub async fn start(mut self, handler: impl Handler) -> Result<NodeClient, HttpError> {
-        let key = self
-            .checked_key()?
-            .ok_or_else(|| config("a started node needs .identity(..)"))?;
-        let cipher = self
-            .cipher
-            .take()
-            .ok_or_else(|| config("a node needs .keys(..) to seal payloads"))?;
+        let key = self.started_key()?;
+        let cipher = self.sealing()?;
         let service = NodeService::from_parts(key.clone(), Arc::clone(&cipher), Arc::new(handler))
             .require_sender(self.require_sender)
             .max_body(self.max_body);
@@ -360,7 +365,8 @@ impl NodeClientBuilder {
     }
 }
 
-pub(super) fn config(message: &str) -> HttpError {
+/// A builder setting that cannot work, reported before anything starts.
+fn config(message: &str) -> HttpError {
     HttpError::Core(Error::Config(message.to_owned()))
 }
 

@@ -41,7 +41,6 @@ use mediator_core::node::BoxFuture;
 use mediator_core::{CipherError, Error, NodeKey, Timestamp, TokenMinter};
 use serde_json::{json, Value};
 
-use super::builder::config;
 use super::node::{read_body, DEFAULT_MAX_BODY};
 use super::transport::{self, mediator_error, Transport};
 use super::{NodeClient, NodeClientBuilder};
@@ -365,9 +364,7 @@ impl NodeClientBuilder {
         cipher: LegacyCipher,
         handler: impl LegacyHandler,
     ) -> Result<NodeClient, HttpError> {
-        let key = self
-            .checked_key()?
-            .ok_or_else(|| config("a started node needs .identity(..)"))?;
+        let key = self.started_key()?;
         let sealing = self.cipher.take().unwrap_or_else(|| Arc::new(NoSealing));
         let service = LegacyService::with_max_body(cipher, Arc::new(handler), self.max_body);
         self.launch(key, sealing, service).await
