@@ -41,7 +41,7 @@ use mediator_core::node::BoxFuture;
 use mediator_core::{CipherError, Error, NodeKey, Timestamp, TokenMinter};
 use serde_json::{json, Value};
 
-use super::node::{read_body, DEFAULT_MAX_BODY};
+use super::node::{json_response, read_body, DEFAULT_MAX_BODY};
 use super::transport::{self, mediator_error, Transport};
 use super::{NodeClient, NodeClientBuilder};
 use crate::error::HttpError;
@@ -259,15 +259,6 @@ impl std::fmt::Debug for LegacyService {
 /// The original's generic error answer.
 fn conflict(message: &str) -> Response<Full<Bytes>> {
     json_response(StatusCode::CONFLICT, &json!({ "error": message }))
-}
-
-fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
 }
 
 impl LegacyService {

@@ -106,6 +106,16 @@ pub fn open_request(
     node::open_request(cipher, own, delivered(head, &body)?, require_sender)
 }
 
+/// A JSON answer with `status`.
+pub(crate) fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
 /// The JSON error body every refusal carries.
 pub(crate) fn error_response(
     status: StatusCode,
@@ -113,13 +123,10 @@ pub(crate) fn error_response(
     fault: &str,
     message: &str,
 ) -> Response<Full<Bytes>> {
-    let body = serde_json::json!({ "error": message, "kind": kind, "fault": fault });
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
+    json_response(
+        status,
+        &serde_json::json!({ "error": message, "kind": kind, "fault": fault }),
+    )
 }
 
 /// The answer for a refusal or a handler's error: its status, kind and
