@@ -319,14 +319,18 @@ mod tests {
         builder.body(Full::new(Bytes::from(body))).expect("request")
     }
 
-    async fn json_of(response: Response<Full<Bytes>>) -> (u16, serde_json::Value) {
-        let status = response.status().as_u16();
-        let body = response
+    async fn bytes_of(response: Response<Full<Bytes>>) -> Bytes {
+        response
             .into_body()
             .collect()
             .await
             .expect("body")
-            .to_bytes();
+            .to_bytes()
+    }
+
+    async fn json_of(response: Response<Full<Bytes>>) -> (u16, serde_json::Value) {
+        let status = response.status().as_u16();
+        let body = bytes_of(response).await;
         (status, serde_json::from_slice(&body).expect("json"))
     }
 
@@ -398,12 +402,7 @@ mod tests {
             .await;
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(response.headers()[CONTENT_TYPE], SEALED_CONTENT_TYPE);
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
+        let body = bytes_of(response).await;
         assert_eq!(
             open_reply(&ring, &me, Some(&caller), "/echo", &body).expect("opens"),
             b"hi"
