@@ -32,8 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::CONTENT_TYPE;
-use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use mediator_core::cipher::legacy::LegacyCipher;
 use mediator_core::node::legacy::{open_payload, original_claims, seal_payload};
@@ -160,15 +159,13 @@ impl LegacyClient {
             "fromNode": self.from_node,
             "payload": seal_payload(&self.cipher, data),
         });
-        let token = HeaderValue::try_from(self.token()?)
-            .map_err(|_| Error::invalid("token", "must be printable ASCII"))?;
-        let request = Request::builder()
-            .method(Method::POST)
-            .uri(&url)
-            .header(X_JWT, token)
-            .header(CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(body.to_string())))
-            .map_err(|e| HttpError::Core(Error::invalid("url", format!("{url:?} ({e})"))))?;
+        let request = transport::request_with(
+            Method::POST,
+            &url,
+            (X_JWT, self.token()?),
+            "application/json",
+            Bytes::from(body.to_string()),
+        )?;
         let answer = self.transport.send(request, self.timeout).await?;
         if answer.status != StatusCode::OK {
             return Err(match answer.headers.get(X_MEDIATOR_NODE) {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_TYPE};
-use http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -205,12 +205,30 @@ pub(crate) fn request(
     content_type: &'static str,
     body: Bytes,
 ) -> Result<Request<Full<Bytes>>, HttpError> {
-    let bearer = HeaderValue::try_from(format!("Bearer {token}"))
+    request_with(
+        method,
+        url,
+        (AUTHORIZATION, format!("Bearer {token}")),
+        content_type,
+        body,
+    )
+}
+
+/// Builds a request whose credentials travel in `header` (the original's
+/// dialect has its own header for them).
+pub(crate) fn request_with(
+    method: Method,
+    url: &str,
+    (header, credentials): (HeaderName, String),
+    content_type: &'static str,
+    body: Bytes,
+) -> Result<Request<Full<Bytes>>, HttpError> {
+    let credentials = HeaderValue::try_from(credentials)
         .map_err(|_| Error::invalid("token", "must be printable ASCII"))?;
     Request::builder()
         .method(method)
         .uri(url)
-        .header(AUTHORIZATION, bearer)
+        .header(header, credentials)
         .header(CONTENT_TYPE, content_type)
         .body(Full::new(body))
         .map_err(|e| HttpError::Core(Error::invalid("url", format!("{url:?} ({e})"))))
