@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 
 use super::lease::{Keeper, Link};
 use super::node::SEALED_CONTENT_TYPE;
-use super::transport::{self, catch_error, mediator_error, request, Answer};
+use super::transport::{catch_error, mediator_error, node_error, request, Answer};
 use crate::error::HttpError;
 use crate::headers::{X_MEDIATOR_NODE, X_MEDIATOR_SUMMARY, X_MEDIATOR_TIMEOUT_MS};
 
@@ -249,11 +249,7 @@ impl NodeClient {
             .map(Bytes::from)
             .map_err(HttpError::from)
         } else {
-            Err(HttpError::Node {
-                node: node.to_string(),
-                status,
-                message: transport::error_message(&body),
-            })
+            Err(node_error(node.to_string(), status, &body))
         };
         Ok(NodeReply { node, id, result })
     }
@@ -291,11 +287,11 @@ impl NodeClient {
             )));
         }
         if !answer.status.is_success() {
-            return Err(HttpError::Node {
-                node: replier.to_string(),
-                status: answer.status.as_u16(),
-                message: transport::error_message(&answer.body),
-            });
+            return Err(node_error(
+                replier.to_string(),
+                answer.status.as_u16(),
+                &answer.body,
+            ));
         }
         let reply = core_node::open_reply(
             self.inner.cipher.as_ref(),

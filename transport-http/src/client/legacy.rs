@@ -41,7 +41,7 @@ use mediator_core::{CipherError, Error, NodeKey, Timestamp, TokenMinter};
 use serde_json::{json, Value};
 
 use super::node::{json_response, read_body, DEFAULT_MAX_BODY};
-use super::transport::{self, mediator_error, Transport};
+use super::transport::{self, mediator_error, node_error, Transport};
 use super::{NodeClient, NodeClientBuilder};
 use crate::error::HttpError;
 use crate::headers::{X_JWT, X_MEDIATOR, X_MEDIATOR_NODE};
@@ -169,11 +169,11 @@ impl LegacyClient {
         let answer = self.transport.send(request, self.timeout).await?;
         if answer.status != StatusCode::OK {
             return Err(match answer.headers.get(X_MEDIATOR_NODE) {
-                Some(node) => HttpError::Node {
-                    node: String::from_utf8_lossy(node.as_bytes()).into_owned(),
-                    status: answer.status.as_u16(),
-                    message: transport::error_message(&answer.body),
-                },
+                Some(node) => node_error(
+                    String::from_utf8_lossy(node.as_bytes()).into_owned(),
+                    answer.status.as_u16(),
+                    &answer.body,
+                ),
                 None => mediator_error(answer.status, &answer.body),
             });
         }

@@ -247,7 +247,7 @@ struct ErrorBody {
 }
 
 /// The message of an error body, or the body itself when it is not one.
-pub(crate) fn error_message(body: &[u8]) -> String {
+fn error_message(body: &[u8]) -> String {
     match serde_json::from_slice::<ErrorBody>(body) {
         Ok(ErrorBody {
             error: serde_json::Value::String(message),
@@ -288,6 +288,15 @@ pub(crate) fn mediator_error(status: StatusCode, body: &[u8]) -> HttpError {
         status: status.as_u16(),
         kind: kind.unwrap_or_else(|| "unknown".to_owned()),
         fault,
+        message: error_message(body),
+    }
+}
+
+/// A node's own error answer, relayed by the mediator.
+pub(crate) fn node_error(node: String, status: u16, body: &[u8]) -> HttpError {
+    HttpError::Node {
+        node,
+        status,
         message: error_message(body),
     }
 }
@@ -371,6 +380,17 @@ mod tests {
         assert_eq!(error_message(b""), "(no body)");
         let long = "x".repeat(1000);
         assert!(error_message(long.as_bytes()).chars().count() <= 301);
+        match node_error("g/n".into(), 418, br#"{"error":"short and stout"}"#) {
+            HttpError::Node {
+                node,
+                status,
+                message,
+            } => assert_eq!(
+                (node.as_str(), status, message.as_str()),
+                ("g/n", 418, "short and stout")
+            ),
+            other => panic!("{other:?}"),
+        }
         match mediator_error(StatusCode::BAD_GATEWAY, b"gateway") {
             HttpError::Mediator { kind, fault, .. } => {
                 assert_eq!(kind, "unknown");
