@@ -14,6 +14,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use mediator_core::{Claims, Error, Fault, NodeKey, Timestamp, TokenMinter};
 use serde::Deserialize;
+use url::Url;
 
 use crate::error::HttpError;
 
@@ -329,25 +330,38 @@ pub(crate) fn parse_fault(text: &str) -> Option<Fault> {
     }
 }
 
-/// Checks and normalises a mediator base URL (`http(s)://host[:port][/prefix]`).
-pub(crate) fn base_url(url: &str) -> Result<String, HttpError> {
-    let trimmed = url.trim().trim_end_matches('/');
-    let uri: http::Uri = trimmed
-        .parse()
-        .map_err(|e| Error::invalid("url", format!("{url:?} is not a URL ({e})")))?;
-    match uri.scheme_str() {
-        Some("http" | "https") => {}
-        _ => {
-            return Err(Error::invalid("url", "must start with http:// or https://").into());
-        }
+/// Parses `text` as an `http://` or `https://` URL that names a host;
+/// `field` names the setting in the errors.
+pub(crate) fn http_url(field: &'static str, text: &str) -> Result<Url, HttpError> {
+    let url = Url::parse(text.trim()).map_err(|e| match e {
+        // For http and https the parser itself insists on a host.
+        url::ParseError::EmptyHost => Error::invalid(field, "must name a host"),
+        e => Error::invalid(field, format!("{text:?} is not a URL ({e})")),
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(Error::invalid(field, "must start with http:// or https://").into());
     }
-    if uri.host().is_none_or(str::is_empty) {
-        return Err(Error::invalid("url", "must name a host").into());
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(Error::invalid(field, "must name a host").into());
     }
-    if uri.query().is_some() {
+    Ok(url)
+}
+
+/// Checks and normalises a mediator base URL (`http(s)://host[:port][/prefix]`)
+/// into the text that routes are appended to.
+pub(crate) fn base_url(text: &str) -> Result<String, HttpError> {
+    let url = http_url("url", text)?;
+    // Either would end up in the middle of every request URL, before the
+    // route.
+    if url.query().is_some() {
         return Err(Error::invalid("url", "must not carry a query").into());
     }
-    Ok(trimmed.to_owned())
+    if url.fragment().is_some() {
+        return Err(Error::invalid("url", "must not carry a fragment").into());
+    }
+    // With neither, the serialization ends with the path, so this drops
+    // only the path's trailing slashes: every route starts with its own.
+    Ok(url.as_str().trim_end_matches('/').to_owned())
 }
 
 #[cfg(test)]
@@ -402,17 +416,41 @@ mod tests {
 
     #[test]
     fn base_urls_are_checked() {
-        assert_eq!(
-            base_url("http://127.0.0.1:8080/").expect("ok"),
-            "http://127.0.0.1:8080"
-        );
-        assert_eq!(
-            base_url("https://h.example/prefix").expect("ok"),
-            "https://h.example/prefix"
-        );
-        assert!(base_url("ftp://h").is_err());
-        assert!(base_url("127.0.0.1:80").is_err());
-        assert!(base_url("http://h/?a=1").is_err());
+        for (given, base) in [
+            ("http://127.0.0.1:8080/", "http://127.0.0.1:8080"),
+            ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
+            ("  http://h.example:9000  ", "http://h.example:9000"),
+            // Default ports and the scheme's and host's case are normalised.
+            ("HTTP://H.Example:80/", "http://h.example"),
+            ("https://h.example:443", "https://h.example"),
+            ("https://h.example:8443", "https://h.example:8443"),
+            // IPv6 literals keep their brackets.
+            ("http://[::1]:8080/", "http://[::1]:8080"),
+            ("https://[2001:db8::1]/api/", "https://[2001:db8::1]/api"),
+            // A base path is kept, without trailing slashes.
+            ("https://h.example/prefix", "https://h.example/prefix"),
+            ("https://h.example/prefix/", "https://h.example/prefix"),
+            ("https://h.example/a/b//", "https://h.example/a/b"),
+            ("http://h.example//", "http://h.example"),
+        ] {
+            assert_eq!(base_url(given).expect(given), base, "{given}");
+        }
+        for (given, says) in [
+            ("ftp://h", "must start with http:// or https://"),
+            ("localhost:8080", "must start with http:// or https://"),
+            ("127.0.0.1:80", "is not a URL"),
+            ("", "is not a URL"),
+            ("http://", "must name a host"),
+            ("http://:80/", "must name a host"),
+            ("http://h:65536", "is not a URL"),
+            ("http://[::1/", "is not a URL"),
+            ("http://h/?a=1", "must not carry a query"),
+            ("http://h/p?", "must not carry a query"),
+            ("http://h/p#top", "must not carry a fragment"),
+        ] {
+            let error = base_url(given).expect_err(given).to_string();
+            assert!(error.contains(says), "{given}: {error}");
+        }
     }
 
     #[test]
