@@ -11,6 +11,7 @@ use mediator_core::node::{Backoff, Handler, Lease as CoreLease};
 use mediator_core::{Cipher, Clock, Error, KeyRing, Meta, NodeKey, SystemClock, TokenMinter};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use url::Host;
 
 use super::calls::{Inner, NodeClient, Running};
 use super::lease::{Keeper, Link};
@@ -375,42 +376,12 @@ async fn bind(
     callback: Option<&str>,
     listen: Option<SocketAddr>,
 ) -> Result<(TcpListener, String), HttpError> {
-    let parsed = match callback {
-        Some(url) => {
-            let uri: http::Uri = url.trim_end_matches('/').parse().map_err(|e| {
-                HttpError::Core(Error::invalid("callback", format!("{url:?} ({e})")))
-            })?;
-            let host = uri
-                .host()
-                .filter(|h| !h.is_empty())
-                .ok_or_else(|| Error::invalid("callback", "must name a host"))?
-                .to_owned();
-            let scheme = uri.scheme_str().unwrap_or("");
-            let default_port = match scheme {
-                "http" => 80,
-                "https" => 443,
-                _ => {
-                    return Err(
-                        Error::invalid("callback", "must start with http:// or https://").into(),
-                    )
-                }
-            };
-            if scheme == "https" && listen.is_none() {
-                return Err(config(
-                    "the callback server speaks plain HTTP: an https:// callback (TLS ended by a proxy) needs .listen(addr)",
-                ));
-            }
-            Some((uri.clone(), host, uri.port_u16().unwrap_or(default_port)))
-        }
-        None => None,
-    };
-    let listener = match (listen, &parsed) {
+    let callback = callback
+        .map(|text| Callback::parse(text, listen.is_some()))
+        .transpose()?;
+    let listener = match (listen, &callback) {
         (Some(addr), _) => TcpListener::bind(addr).await?,
-        (None, Some((_, host, port))) => {
-            // IPv6 literals come bracketed out of a URI.
-            let host = host.trim_start_matches('[').trim_end_matches(']');
-            TcpListener::bind((host, *port)).await?
-        }
+        (None, Some(callback)) => callback.bind().await?,
         (None, None) => {
             return Err(config(
                 "a started node needs .callback(url) or .listen(addr)",
@@ -418,13 +389,8 @@ async fn bind(
         }
     };
     let bound = listener.local_addr()?;
-    let url = match parsed {
-        Some((uri, host, port)) => {
-            let scheme = uri.scheme_str().unwrap_or("http");
-            let port = if port == 0 { bound.port() } else { port };
-            let path = uri.path().trim_end_matches('/');
-            format!("{scheme}://{host}:{port}{path}")
-        }
+    let url = match callback {
+        Some(callback) => callback.registered(bound.port()),
         None => {
             if bound.ip().is_unspecified() {
                 return Err(config(
@@ -435,4 +401,148 @@ async fn bind(
         }
     };
     Ok((listener, url))
+}
+
+/// A checked `.callback(..)` URL: what the callback server binds (unless
+/// `.listen(..)` says otherwise) and what it registers.
+#[derive(Debug)]
+struct Callback {
+    scheme: String,
+    host: Host,
+    /// `0` binds a free port, and the registered URL carries the real one.
+    port: u16,
+    /// Without trailing slashes, so the mediator's `path` appends cleanly.
+    path: String,
+}
+
+impl Callback {
+    /// `listening`: whether `.listen(..)` was given, without which an
+    /// `https://` callback cannot work.
+    fn parse(text: &str, listening: bool) -> Result<Callback, HttpError> {
+        let url = transport::http_url("callback", text)?;
+        let host = url
+            .host()
+            .ok_or_else(|| Error::invalid("callback", "must name a host"))?
+            .to_owned();
+        if url.scheme() == "https" && !listening {
+            return Err(config(
+                "the callback server speaks plain HTTP: an https:// callback (TLS ended by a proxy) needs .listen(addr)",
+            ));
+        }
+        Ok(Callback {
+            scheme: url.scheme().to_owned(),
+            host,
+            // Both http and https have a default port, so this is never
+            // the fallback.
+            port: url.port_or_known_default().unwrap_or(80),
+            path: url.path().trim_end_matches('/').to_owned(),
+        })
+    }
+
+    /// Binds the host and port the URL names.
+    async fn bind(&self) -> std::io::Result<TcpListener> {
+        match &self.host {
+            Host::Domain(name) => TcpListener::bind((name.as_str(), self.port)).await,
+            Host::Ipv4(ip) => TcpListener::bind((*ip, self.port)).await,
+            Host::Ipv6(ip) => TcpListener::bind((*ip, self.port)).await,
+        }
+    }
+
+    /// The URL to register once the server is bound to `bound_port`. The
+    /// port is always written out, and a query or fragment of the callback
+    /// is not carried over: the mediator appends each request's own.
+    fn registered(&self, bound_port: u16) -> String {
+        let port = if self.port == 0 {
+            bound_port
+        } else {
+            self.port
+        };
+        format!("{}://{}:{port}{}", self.scheme, self.host, self.path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn callbacks_are_parsed() {
+        for (given, bound, registered) in [
+            ("http://127.0.0.1:0", 4242, "http://127.0.0.1:4242"),
+            ("http://10.0.0.5:9000/", 4242, "http://10.0.0.5:9000"),
+            // The default port is written out.
+            ("http://node.example", 4242, "http://node.example:80"),
+            ("HTTP://Node.Example:80/", 4242, "http://node.example:80"),
+            // A base path is kept, without trailing slashes.
+            (
+                "http://node.example:8080/hooks",
+                1,
+                "http://node.example:8080/hooks",
+            ),
+            (
+                "http://node.example:8080/a/b//",
+                1,
+                "http://node.example:8080/a/b",
+            ),
+            // IPv6 literals stay bracketed in the URL.
+            ("http://[::1]:0/hooks/", 4242, "http://[::1]:4242/hooks"),
+            ("http://[fe80::1]:9000", 1, "http://[fe80::1]:9000"),
+            // Neither a query nor a fragment is registered.
+            ("http://h:8080/x/?q=1#top", 1, "http://h:8080/x"),
+        ] {
+            let callback = Callback::parse(given, false).expect(given);
+            assert_eq!(callback.registered(bound), registered, "{given}");
+        }
+        let ipv6 = Callback::parse("http://[::1]:0", false).expect("parses");
+        assert_eq!(
+            ipv6.host,
+            Host::<String>::Ipv6(std::net::Ipv6Addr::LOCALHOST)
+        );
+        assert_eq!(ipv6.port, 0);
+
+        // Behind a proxy that ends TLS, with .listen(..).
+        let https = Callback::parse("https://node.example/base/", true).expect("parses");
+        assert_eq!(https.port, 443);
+        assert_eq!(https.registered(1), "https://node.example:443/base");
+        assert!(matches!(
+            Callback::parse("https://node.example", false),
+            Err(HttpError::Core(Error::Config(_)))
+        ));
+
+        for (given, says) in [
+            ("ftp://node.example", "must start with http:// or https://"),
+            ("node.example:80", "must start with http:// or https://"),
+            ("http://", "must name a host"),
+            ("http://node.example:65536", "is not a URL"),
+            ("http://[::1", "is not a URL"),
+            ("/hooks", "is not a URL"),
+        ] {
+            let error = Callback::parse(given, false).expect_err(given).to_string();
+            assert!(error.contains(says), "{given}: {error}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_registered_url_carries_the_bound_port() {
+        let (listener, url) = bind(Some("http://127.0.0.1:0/base/"), None)
+            .await
+            .expect("binds");
+        let port = listener.local_addr().expect("bound").port();
+        assert_eq!(url, format!("http://127.0.0.1:{port}/base"));
+
+        let listen = "127.0.0.1:0".parse().expect("addr");
+        let (listener, url) = bind(None, Some(listen)).await.expect("binds");
+        assert_eq!(
+            url,
+            format!("http://{}", listener.local_addr().expect("bound"))
+        );
+
+        for (callback, listen) in [(None, None), (None, Some("0.0.0.0:0"))] {
+            let listen = listen.map(|addr| addr.parse().expect("addr"));
+            assert!(matches!(
+                bind(callback, listen).await,
+                Err(HttpError::Core(Error::Config(_)))
+            ));
+        }
+    }
 }
