@@ -37,6 +37,8 @@ pub struct NodeClientBuilder {
     key: Option<Result<NodeKey, Error>>,
     token: Option<TokenSource>,
     minter: Option<TokenMinter>,
+    /// Required of a native node; a legacy one (`start_legacy`) may go
+    /// without, hence visible to that module.
     pub(super) cipher: Option<Arc<dyn Cipher>>,
     callback: Option<String>,
     listen: Option<SocketAddr>,
@@ -48,6 +50,7 @@ pub struct NodeClientBuilder {
     backoff: Backoff,
     clock: Arc<dyn Clock>,
     require_sender: bool,
+    /// Bounds the legacy service's bodies too.
     pub(super) max_body: usize,
 }
 
@@ -238,6 +241,7 @@ impl NodeClientBuilder {
             .ok_or_else(|| config("a node needs .keys(..) to seal payloads"))
     }
 
+    /// How to reach the mediator, once the settings for it are checked.
     fn link(&mut self, key: Option<&NodeKey>) -> Result<Link, HttpError> {
         let base = transport::base_url(&self.url)?;
         let tokens = match (self.token.take(), self.minter.take()) {
