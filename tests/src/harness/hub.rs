@@ -212,6 +212,12 @@ impl IntoKey for &str {
     }
 }
 
+impl IntoKey for &String {
+    fn into_key(self) -> NodeKey {
+        key(self)
+    }
+}
+
 impl IntoKey for &NodeKey {
     fn into_key(self) -> NodeKey {
         self.clone()
