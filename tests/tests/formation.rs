@@ -20,7 +20,7 @@ async fn unicast_between_passive_sender_and_standalone_nodes() {
         .start(describe("passive"))
         .await
         .expect("passive node starts");
-    assert!(hub.knows(&key("users/api")));
+    assert!(hub.knows("users/api"));
     let callback = passive.callback_url().expect("callback");
     assert_eq!(
         callback,
@@ -54,7 +54,7 @@ async fn unicast_between_passive_sender_and_standalone_nodes() {
     // A sender-only node calls both.
     let sender = hub.sender("cron/daily").await;
     assert!(sender.callback_url().is_none());
-    assert!(!hub.knows(&key("cron/daily")), "a sender does not register");
+    assert!(!hub.knows("cron/daily"), "a sender does not register");
     let reply = sender
         .call(key("billing/worker-1"), "/", Bytes::from_static(b"ping"))
         .await
@@ -250,7 +250,7 @@ async fn broadcast_with_one_dead_node() {
     let c = hub.node("cache/c").start(describe("c")).await.expect("c");
     // Dropped without shutdown: its server stops, its registration stays.
     drop(dead);
-    assert!(hub.knows(&key("cache/b")));
+    assert!(hub.knows("cache/b"));
 
     let sender = hub.sender("ops/console").await;
     let replies = sender
@@ -368,7 +368,7 @@ async fn the_unnamed_node() {
         .start(describe("unnamed"))
         .await
         .expect("unnamed node starts");
-    assert!(hub.knows(&NodeKey::unnamed("solo").expect("key")));
+    assert!(hub.knows(NodeKey::unnamed("solo").expect("key")));
     assert_eq!(solo.key().and_then(NodeKey::name), None);
 
     // Built with identity(group, None) too.
@@ -405,10 +405,10 @@ async fn shutdown_deregisters() {
         .await
         .expect("starts");
     let addr = n.local_addr().expect("bound");
-    assert!(hub.knows(&key("temp/one")));
+    assert!(hub.knows("temp/one"));
     let clone = n.clone();
     n.shutdown().await.expect("deregisters");
-    assert!(!hub.knows(&key("temp/one")));
+    assert!(!hub.knows("temp/one"));
     assert!(hub
         .mediator
         .nodes(Some("temp"))
