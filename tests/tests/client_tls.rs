@@ -16,20 +16,15 @@ async fn nodes_talk_through_an_https_mediator() {
         .await;
     assert!(hub.base.starts_with("https://localhost:"));
     let me = key("secure/api");
-    let api = NodeClient::builder(&hub.base)
-        .node_key(me.clone())
-        .token(hub.token_for(&me))
-        .keys(ring())
+    let api = hub
+        .node(&me)
         .tls_root(cert.clone())
-        .callback("http://127.0.0.1:0")
         .start(describe("api"))
         .await
         .expect("registers over https");
     let caller_key = key("secure/caller");
-    let caller = NodeClient::builder(&hub.base)
-        .node_key(caller_key.clone())
-        .token(hub.token_for(&caller_key))
-        .keys(ring())
+    let caller = hub
+        .client(&caller_key)
         .tls_root(cert.as_bytes())
         .connect()
         .await
@@ -43,13 +38,7 @@ async fn nodes_talk_through_an_https_mediator() {
     assert_eq!(seen["body"], "over tls");
 
     // Without the mediator's authority the handshake fails.
-    let untrusting = NodeClient::builder(&hub.base)
-        .node_key(caller_key.clone())
-        .token(hub.token_for(&caller_key))
-        .keys(ring())
-        .connect()
-        .await
-        .expect("client");
+    let untrusting = hub.client(&caller_key).connect().await.expect("client");
     match untrusting.call(me.clone(), "/hi", "x").await {
         Err(HttpError::Unreachable { reason, .. }) => {
             assert!(reason.to_lowercase().contains("certificate"), "{reason}");

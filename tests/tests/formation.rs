@@ -116,10 +116,8 @@ async fn unknown_targets_slow_nodes_and_handler_errors_are_told_apart() {
         .await
         .expect("picky node");
     let me = key("callers/c");
-    let caller = NodeClient::builder(&hub.base)
-        .node_key(me.clone())
-        .token(hub.token_for(&me))
-        .keys(ring())
+    let caller = hub
+        .client(&me)
         .timeout(Duration::from_millis(400))
         .connect()
         .await

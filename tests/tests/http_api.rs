@@ -192,13 +192,7 @@ async fn auth_refusals() {
     assert_error(&garbage, 401, "unauthorized", "caller");
 
     // A token without sub is refused unless the operator allows it.
-    let original = mint(&Claims {
-        sub: None,
-        exp: (Timestamp::now() + Duration::from_secs(60)).as_secs(),
-        iat: Timestamp::now().as_secs(),
-        nbf: None,
-        scope: None,
-    });
+    let original = original_token();
     let answer = hub
         .call("POST", "/register", &[("x-jwt", &original)], body.clone())
         .await;

@@ -150,13 +150,7 @@ async fn an_unverified_caller_is_not_named_to_the_node() {
     let hub = Hub::config().tokens_without_sub().start().await;
     let node = EchoNode::start("api").await;
     hub.register("users/api", &node.url).await;
-    let original = mint(&Claims {
-        sub: None,
-        exp: (Timestamp::now() + Duration::from_secs(60)).as_secs(),
-        iat: Timestamp::now().as_secs(),
-        nbf: None,
-        scope: None,
-    });
+    let original = original_token();
     let answer = call(
         "POST",
         &hub.url("/one/users/api/x"),

@@ -4,25 +4,8 @@
 //! on the service in process; sending and broadcasting go over a socket to
 //! real nodes, end to end, as the children do.
 
-use std::time::Duration;
-
-use mediator_core::auth::Claims;
-use mediator_core::Timestamp;
 use mediator_tests::harness::*;
 use serde_json::{json, Value};
-
-/// The original's token: payload `{}` plus `iat` and `exp` (9 h), HS256 with
-/// the shared secret.
-fn original_token() -> String {
-    let now = Timestamp::now();
-    mint(&Claims {
-        sub: None,
-        exp: (now + Duration::from_secs(9 * 3600)).as_secs(),
-        iat: now.as_secs(),
-        nbf: None,
-        scope: None,
-    })
-}
 
 fn original_config() -> HubConfig {
     Hub::config().tokens_without_sub()

@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request};
+use http::{HeaderMap, Method, Request, Response};
 use http_body::Frame;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -99,17 +99,7 @@ pub async fn send(request: Request<Full<Bytes>>) -> Answer {
     let client: Client<HttpConnector, Full<Bytes>> =
         Client::builder(TokioExecutor::new()).build_http();
     let response = client.request(request).await.expect("the server answers");
-    let (parts, body) = response.into_parts();
-    let body = body
-        .collect()
-        .await
-        .expect("the whole reply body")
-        .to_bytes();
-    Answer {
-        status: parts.status.as_u16(),
-        headers: parts.headers,
-        body,
-    }
+    collect(response).await
 }
 
 /// Calls a service in process, as a server would, and collects the answer.
@@ -123,6 +113,15 @@ where
         .call(request)
         .await
         .unwrap_or_else(|never| match never {});
+    collect(response).await
+}
+
+/// Reads a reply whole, as the caller sees it.
+async fn collect<B>(response: Response<B>) -> Answer
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::fmt::Debug,
+{
     let (parts, body) = response.into_parts();
     let body = body
         .collect()

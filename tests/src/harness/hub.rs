@@ -373,31 +373,28 @@ impl Hub {
     }
 
     /// A node client builder for node `key` of this hub: a token naming
-    /// it, the shared [`ring`], a callback server on a free loopback port,
-    /// and the hub's manual clock when it has one.
-    pub fn node(&self, key: impl IntoKey) -> NodeClientBuilder {
+    /// it, the shared [`ring`], and the hub's manual clock when it has one.
+    pub fn client(&self, key: impl IntoKey) -> NodeClientBuilder {
         let key = key.into_key();
         let builder = NodeClient::builder(&self.base)
             .token(self.token_for(&key))
             .node_key(key)
-            .keys(ring())
-            .callback("http://127.0.0.1:0");
+            .keys(ring());
         match &self.clock {
             Some(clock) => builder.clock(clock.clone()),
             None => builder,
         }
     }
 
+    /// [`client`](Self::client) with a callback server on a free loopback
+    /// port, ready to [`start`](NodeClientBuilder::start).
+    pub fn node(&self, key: impl IntoKey) -> NodeClientBuilder {
+        self.client(key).callback("http://127.0.0.1:0")
+    }
+
     /// A sender-only node `key` of this hub (it does not register).
     pub async fn sender(&self, key: impl IntoKey) -> NodeClient {
-        let key = key.into_key();
-        NodeClient::builder(&self.base)
-            .token(self.token_for(&key))
-            .node_key(key)
-            .keys(ring())
-            .connect()
-            .await
-            .expect("a sender connects")
+        self.client(key).connect().await.expect("a sender connects")
     }
 
     /// Stops the listener gracefully, waits until its port is free, and

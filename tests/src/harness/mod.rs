@@ -44,7 +44,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::Bytes;
-use mediator_core::{Claims, KeyRing, NodeKey, SealKey, TokenMinter};
+use mediator_core::{Claims, KeyRing, NodeKey, SealKey, Timestamp, TokenMinter};
 use mediator_transport_http::client::Incoming;
 use serde_json::{json, Value};
 
@@ -75,6 +75,19 @@ pub fn minter() -> TokenMinter {
 /// Signs `claims` with [`SECRET`].
 pub fn mint(claims: &Claims) -> String {
     minter().mint(claims).expect("mint a token")
+}
+
+/// A token as the original's children mint it: no `sub` (so it names no
+/// node), issued now and valid for 9 hours, signed with [`SECRET`].
+pub fn original_token() -> String {
+    let now = Timestamp::now();
+    mint(&Claims {
+        sub: None,
+        exp: (now + Duration::from_secs(9 * 3600)).as_secs(),
+        iat: now.as_secs(),
+        nbf: None,
+        scope: None,
+    })
 }
 
 /// Parses a node key (`group/name`, or `group/` for the unnamed node).
