@@ -6,6 +6,8 @@
 
 #![warn(clippy::unwrap_used)]
 
+pub mod acl;
+pub mod channel;
 pub mod config;
 pub mod custom_store;
 pub mod demo;

@@ -39,7 +39,65 @@
 //! Its node client opens and seals payloads and keeps its lease with the
 //! [node] module, so every transport's nodes behave alike. The workspace's
 //! `examples/src/channel.rs` builds a whole in-process transport this way
-//! in one page.
+//! in one page (inboxes, leases, calls and broadcasts). Its heart, with a
+//! node answering straight from the deliverer:
+//!
+//! ```
+//! use bytes::Bytes;
+//! use http::{Method, StatusCode};
+//! use mediator_core::node::{open_reply, seal_request, Delivered, Incoming, Responder};
+//! use mediator_core::*;
+//! use std::time::Duration;
+//!
+//! /// Towards nodes: endpoints `loop:NAME` are answered in process.
+//! struct Loopback(Responder);
+//!
+//! #[async_trait]
+//! impl Deliver for Loopback {
+//!     fn schemes(&self) -> Vec<String> { vec!["loop".into()] }
+//!     async fn deliver(&self, _node: &Node, envelope: &Envelope, cx: &RequestContext)
+//!         -> Result<Reply, DeliverError> {
+//!         // What a wire would carry: the routing facts as text, the sealed body.
+//!         let (target, from) = (envelope.target.to_string(), envelope.from.as_ref().map(ToString::to_string));
+//!         let deadline = cx.deadline.wall().as_millis().to_string();
+//!         let delivered = Delivered::new(Method::POST, envelope.path(), &envelope.body)
+//!             .with_target(target.as_str())
+//!             .with_from(from.as_deref())
+//!             .with_deadline(deadline.as_str());
+//!         match self.0.answer(delivered, Timestamp::now()).await {
+//!             Ok(sealed) => Ok(Reply::new(StatusCode::OK, sealed)),
+//!             Err(e) => Err(DeliverError::failed(e.to_string())),
+//!         }
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Error> {
+//! let keys = KeyRing::new(SealKey::generate());
+//! let api = NodeKey::named("users", "api")?;
+//! let handler = |request: Incoming| async move {
+//!     Ok::<_, Error>(Bytes::from([b"hi ".as_slice(), &request.body].concat()))
+//! };
+//! let mediator = Mediator::builder()
+//!     .registry(MemoryRegistry::new())
+//!     .authenticator(Authenticator::hs256("a secret of at least 32 bytes!!!"))
+//!     .deliver(Loopback(Responder::new(api.clone(), keys.clone(), handler)))
+//!     .build()?;
+//!
+//! // Towards callers: register, then route a sealed request and open the reply.
+//! let admin = Identity::internal();
+//! let endpoint = Endpoint::custom("loop", "api")?;
+//! mediator.register(&admin, Registration::new(api.clone(), endpoint, Duration::from_secs(30))).await?;
+//! let me = NodeKey::named("billing", "worker")?;
+//! let caller = Identity { key: Some(me.clone()), ..Identity::internal() };
+//! let target = Target::One(api.clone());
+//! let sealed = seal_request(&keys, Some(&me), &target, "/greet", b"ada")?;
+//! let Routed::One { node, reply } = mediator.route(&caller, Envelope::new(target, "/greet", sealed), None).await? else {
+//!     unreachable!("a unicast has one reply")
+//! };
+//! assert_eq!(open_reply(&keys, &node, Some(&me), "/greet", &reply.body)?, b"hi ada");
+//! # Ok(()) }
+//! ```
 //!
 //! The original project's AES-256-CBC cipher is available under the
 //! `legacy` feature.

@@ -199,6 +199,35 @@ impl MediatorBuilder {
 
     /// Replaces the choice of node for any-of-group requests (default
     /// [`LeastInFlight`]).
+    ///
+    /// ```
+    /// use mediator_core::policy::{Candidate, LeastInFlight, Pick, Turn};
+    /// use mediator_core::*;
+    ///
+    /// /// Nodes that registered with `canary=true` get no any-of-group
+    /// /// traffic while another node is live; the rest as by default.
+    /// struct SpareCanaries;
+    /// impl Pick for SpareCanaries {
+    ///     fn pick(&self, group: &str, candidates: &[Candidate<'_>], turn: &mut Turn<'_>) -> Option<usize> {
+    ///         let regular: Vec<usize> = (0..candidates.len())
+    ///             .filter(|&i| candidates[i].node().meta.get("canary").is_none_or(|v| v != "true"))
+    ///             .collect();
+    ///         if regular.is_empty() {
+    ///             return LeastInFlight.pick(group, candidates, turn);
+    ///         }
+    ///         let chosen: Vec<Candidate<'_>> = regular.iter().map(|&i| candidates[i]).collect();
+    ///         LeastInFlight.pick(group, &chosen, turn).map(|i| regular[i])
+    ///     }
+    /// }
+    ///
+    /// let mediator = Mediator::builder()
+    ///     .registry(MemoryRegistry::new())
+    ///     .authenticator(Authenticator::hs256("a secret of at least 32 bytes!!!"))
+    ///     .pick(SpareCanaries)
+    ///     .build()?;
+    /// # let _ = mediator;
+    /// # Ok::<(), Error>(())
+    /// ```
     pub fn pick(mut self, policy: impl Pick) -> Self {
         self.pick = Arc::new(policy);
         self

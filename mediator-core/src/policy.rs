@@ -242,3 +242,72 @@ impl Pick for LeastInFlight {
         Some(ties[turn.number() % ties.len()])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn basic<'a>(user: &'a str, password: &'a str) -> Credentials<'a> {
+        Credentials::Basic { user, password }
+    }
+
+    #[test]
+    fn the_basic_login_is_an_option_of_the_default_authenticator() {
+        const SECRET: &str = "the operator's secret, long enough";
+        let now = Timestamp::from_millis(1_700_000_000_000);
+        let auth = Authenticator::hs256(SECRET);
+        let who = Authenticate::authenticate(&auth, &basic("admin", SECRET), now).expect("login");
+        assert!(who.admin && who.verified && who.key.is_none());
+        for (user, password) in [("admin", "wrong"), ("root", SECRET), ("", "")] {
+            let refused = Authenticate::authenticate(&auth, &basic(user, password), now);
+            assert_eq!(
+                refused,
+                Err(AuthError::Refused("wrong user or password".into())),
+                "{user}:{password}"
+            );
+        }
+        let off = Authenticator::hs256(SECRET).with_basic_login(false);
+        let refused = Authenticate::authenticate(&off, &basic("admin", SECRET), now);
+        assert!(
+            matches!(&refused, Err(AuthError::Refused(why)) if why.contains("turned off")),
+            "{refused:?}"
+        );
+    }
+
+    #[test]
+    fn the_default_pick_takes_the_least_busy_then_turns() {
+        let node = |id: u64| Node {
+            id: crate::NodeId(id),
+            key: NodeKey::named("g", format!("n{id}")).expect("valid"),
+            endpoint: crate::Endpoint::custom("t", "x").expect("valid"),
+            meta: Default::default(),
+            created: Timestamp::from_millis(0),
+            updated: None,
+            lease_until: Timestamp::from_millis(1),
+        };
+        let nodes = [node(1), node(2), node(3)];
+        let loads = [
+            AtomicUsize::new(2),
+            AtomicUsize::new(0),
+            AtomicUsize::new(0),
+        ];
+        let candidates: Vec<Candidate<'_>> = nodes
+            .iter()
+            .zip(&loads)
+            .map(|(n, l)| Candidate::new(n, l))
+            .collect();
+        let counter = AtomicUsize::new(0);
+        let mut picks = Vec::new();
+        for _ in 0..4 {
+            let mut taken = None;
+            let mut turn = Turn::new(&mut taken, &counter);
+            picks.push(LeastInFlight.pick("g", &candidates, &mut turn));
+        }
+        assert_eq!(picks, [Some(1), Some(2), Some(1), Some(2)]);
+        // One request keeps its number however often it asks.
+        let mut taken = None;
+        let mut turn = Turn::new(&mut taken, &counter);
+        let first = turn.number();
+        assert_eq!(turn.number(), first);
+    }
+}

@@ -435,3 +435,54 @@ async fn a_deadline_already_passed_sends_nothing() {
     assert!(matches!(err, Error::DeadlinePassed { .. }), "{err:?}");
     assert!(f.fake.calls().is_empty());
 }
+
+/// Picks the most recently registered live node, whatever the load: a
+/// policy of the caller's own, given to the builder.
+struct Newest;
+
+impl mediator_core::policy::Pick for Newest {
+    fn pick(
+        &self,
+        _group: &str,
+        candidates: &[mediator_core::policy::Candidate<'_>],
+        _turn: &mut mediator_core::policy::Turn<'_>,
+    ) -> Option<usize> {
+        (0..candidates.len()).max_by_key(|&i| candidates[i].node().id)
+    }
+}
+
+#[tokio::test]
+async fn a_pick_policy_from_the_builder_chooses_for_any_of_group() {
+    let registry = Arc::new(MemoryRegistry::new());
+    let fake = Arc::new(Fake::default());
+    let mediator = Mediator::builder()
+        .shared_registry(registry)
+        .authenticator(Authenticator::hs256("a secret only these tests know"))
+        .deliver(FakeDeliver(fake.clone()))
+        .pick(Newest)
+        .build()
+        .unwrap();
+    let me = Identity::internal();
+    for k in ["w/old", "w/mid", "w/new"] {
+        let endpoint = Endpoint::http("http://127.0.0.1:9").unwrap();
+        mediator
+            .register(
+                &me,
+                Registration::new(key(k), endpoint, Duration::from_secs(60)),
+            )
+            .await
+            .unwrap();
+    }
+    fake.script(&key("w/new"), Script::Unreachable);
+    for _ in 0..3 {
+        let routed = mediator
+            .route(&me, Envelope::new(Target::any("w").unwrap(), "/", ""), None)
+            .await
+            .unwrap();
+        // The newest is unreachable, so each request falls to the next newest.
+        assert_eq!(one_reply(routed).0, key("w/mid"));
+    }
+    let calls = fake.calls();
+    assert_eq!(calls.iter().filter(|k| **k == key("w/old")).count(), 0);
+    assert_eq!(calls.iter().filter(|k| **k == key("w/new")).count(), 3);
+}

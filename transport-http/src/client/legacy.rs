@@ -32,8 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::CONTENT_TYPE;
-use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use mediator_core::cipher::legacy::LegacyCipher;
 use mediator_core::node::legacy::{open_payload, original_claims, seal_payload};
@@ -41,9 +40,9 @@ use mediator_core::node::BoxFuture;
 use mediator_core::{CipherError, Error, NodeKey, Timestamp, TokenMinter};
 use serde_json::{json, Value};
 
-use super::node::{read_body, DEFAULT_MAX_BODY};
-use super::transport::{self, mediator_error, Transport};
-use super::{config, NodeClient, NodeClientBuilder};
+use super::node::{json_response, read_body, DEFAULT_MAX_BODY};
+use super::transport::{self, mediator_error, node_error, Transport};
+use super::{NodeClient, NodeClientBuilder};
 use crate::error::HttpError;
 use crate::headers::{X_JWT, X_MEDIATOR, X_MEDIATOR_NODE};
 
@@ -160,23 +159,21 @@ impl LegacyClient {
             "fromNode": self.from_node,
             "payload": seal_payload(&self.cipher, data),
         });
-        let token = HeaderValue::try_from(self.token()?)
-            .map_err(|_| Error::invalid("token", "must be printable ASCII"))?;
-        let request = Request::builder()
-            .method(Method::POST)
-            .uri(&url)
-            .header(X_JWT, token)
-            .header(CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(body.to_string())))
-            .map_err(|e| HttpError::Core(Error::invalid("url", format!("{url:?} ({e})"))))?;
+        let request = transport::request_with(
+            Method::POST,
+            &url,
+            (X_JWT, self.token()?),
+            "application/json",
+            Bytes::from(body.to_string()),
+        )?;
         let answer = self.transport.send(request, self.timeout).await?;
         if answer.status != StatusCode::OK {
             return Err(match answer.headers.get(X_MEDIATOR_NODE) {
-                Some(node) => HttpError::Node {
-                    node: String::from_utf8_lossy(node.as_bytes()).into_owned(),
-                    status: answer.status.as_u16(),
-                    message: transport::error_message(&answer.body),
-                },
+                Some(node) => node_error(
+                    String::from_utf8_lossy(node.as_bytes()).into_owned(),
+                    answer.status.as_u16(),
+                    &answer.body,
+                ),
                 None => mediator_error(answer.status, &answer.body),
             });
         }
@@ -259,15 +256,6 @@ impl std::fmt::Debug for LegacyService {
 /// The original's generic error answer.
 fn conflict(message: &str) -> Response<Full<Bytes>> {
     json_response(StatusCode::CONFLICT, &json!({ "error": message }))
-}
-
-fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
 }
 
 impl LegacyService {
@@ -364,9 +352,7 @@ impl NodeClientBuilder {
         cipher: LegacyCipher,
         handler: impl LegacyHandler,
     ) -> Result<NodeClient, HttpError> {
-        let key = self
-            .checked_key()?
-            .ok_or_else(|| config("a started node needs .identity(..)"))?;
+        let key = self.started_key()?;
         let sealing = self.cipher.take().unwrap_or_else(|| Arc::new(NoSealing));
         let service = LegacyService::with_max_body(cipher, Arc::new(handler), self.max_body);
         self.launch(key, sealing, service).await

@@ -106,6 +106,16 @@ pub fn open_request(
     node::open_request(cipher, own, delivered(head, &body)?, require_sender)
 }
 
+/// A JSON answer with `status`.
+pub(crate) fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
 /// The JSON error body every refusal carries.
 pub(crate) fn error_response(
     status: StatusCode,
@@ -113,13 +123,10 @@ pub(crate) fn error_response(
     fault: &str,
     message: &str,
 ) -> Response<Full<Bytes>> {
-    let body = serde_json::json!({ "error": message, "kind": kind, "fault": fault });
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
+    json_response(
+        status,
+        &serde_json::json!({ "error": message, "kind": kind, "fault": fault }),
+    )
 }
 
 /// The answer for a refusal or a handler's error: its status, kind and
@@ -312,14 +319,18 @@ mod tests {
         builder.body(Full::new(Bytes::from(body))).expect("request")
     }
 
-    async fn json_of(response: Response<Full<Bytes>>) -> (u16, serde_json::Value) {
-        let status = response.status().as_u16();
-        let body = response
+    async fn bytes_of(response: Response<Full<Bytes>>) -> Bytes {
+        response
             .into_body()
             .collect()
             .await
             .expect("body")
-            .to_bytes();
+            .to_bytes()
+    }
+
+    async fn json_of(response: Response<Full<Bytes>>) -> (u16, serde_json::Value) {
+        let status = response.status().as_u16();
+        let body = bytes_of(response).await;
         (status, serde_json::from_slice(&body).expect("json"))
     }
 
@@ -391,12 +402,7 @@ mod tests {
             .await;
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(response.headers()[CONTENT_TYPE], SEALED_CONTENT_TYPE);
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
+        let body = bytes_of(response).await;
         assert_eq!(
             open_reply(&ring, &me, Some(&caller), "/echo", &body).expect("opens"),
             b"hi"

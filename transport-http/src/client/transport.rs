@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_TYPE};
-use http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -14,6 +14,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use mediator_core::{Claims, Error, Fault, NodeKey, Timestamp, TokenMinter};
 use serde::Deserialize;
+use url::Url;
 
 use crate::error::HttpError;
 
@@ -205,12 +206,30 @@ pub(crate) fn request(
     content_type: &'static str,
     body: Bytes,
 ) -> Result<Request<Full<Bytes>>, HttpError> {
-    let bearer = HeaderValue::try_from(format!("Bearer {token}"))
+    request_with(
+        method,
+        url,
+        (AUTHORIZATION, format!("Bearer {token}")),
+        content_type,
+        body,
+    )
+}
+
+/// Builds a request whose credentials travel in `header` (the original's
+/// dialect has its own header for them).
+pub(crate) fn request_with(
+    method: Method,
+    url: &str,
+    (header, credentials): (HeaderName, String),
+    content_type: &'static str,
+    body: Bytes,
+) -> Result<Request<Full<Bytes>>, HttpError> {
+    let credentials = HeaderValue::try_from(credentials)
         .map_err(|_| Error::invalid("token", "must be printable ASCII"))?;
     Request::builder()
         .method(method)
         .uri(url)
-        .header(AUTHORIZATION, bearer)
+        .header(header, credentials)
         .header(CONTENT_TYPE, content_type)
         .body(Full::new(body))
         .map_err(|e| HttpError::Core(Error::invalid("url", format!("{url:?} ({e})"))))
@@ -229,7 +248,7 @@ struct ErrorBody {
 }
 
 /// The message of an error body, or the body itself when it is not one.
-pub(crate) fn error_message(body: &[u8]) -> String {
+fn error_message(body: &[u8]) -> String {
     match serde_json::from_slice::<ErrorBody>(body) {
         Ok(ErrorBody {
             error: serde_json::Value::String(message),
@@ -274,6 +293,15 @@ pub(crate) fn mediator_error(status: StatusCode, body: &[u8]) -> HttpError {
     }
 }
 
+/// A node's own error answer, relayed by the mediator.
+pub(crate) fn node_error(node: String, status: u16, body: &[u8]) -> HttpError {
+    HttpError::Node {
+        node,
+        status,
+        message: error_message(body),
+    }
+}
+
 /// A `{"error","kind","fault"}` object found inside a `/many` entry.
 pub(crate) fn catch_error(value: &serde_json::Value) -> (String, Option<Fault>, String) {
     let kind = value
@@ -302,25 +330,38 @@ pub(crate) fn parse_fault(text: &str) -> Option<Fault> {
     }
 }
 
-/// Checks and normalises a mediator base URL (`http(s)://host[:port][/prefix]`).
-pub(crate) fn base_url(url: &str) -> Result<String, HttpError> {
-    let trimmed = url.trim().trim_end_matches('/');
-    let uri: http::Uri = trimmed
-        .parse()
-        .map_err(|e| Error::invalid("url", format!("{url:?} is not a URL ({e})")))?;
-    match uri.scheme_str() {
-        Some("http" | "https") => {}
-        _ => {
-            return Err(Error::invalid("url", "must start with http:// or https://").into());
-        }
+/// Parses `text` as an `http://` or `https://` URL that names a host;
+/// `field` names the setting in the errors.
+pub(crate) fn http_url(field: &'static str, text: &str) -> Result<Url, HttpError> {
+    let url = Url::parse(text.trim()).map_err(|e| match e {
+        // For http and https the parser itself insists on a host.
+        url::ParseError::EmptyHost => Error::invalid(field, "must name a host"),
+        e => Error::invalid(field, format!("{text:?} is not a URL ({e})")),
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(Error::invalid(field, "must start with http:// or https://").into());
     }
-    if uri.host().is_none_or(str::is_empty) {
-        return Err(Error::invalid("url", "must name a host").into());
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(Error::invalid(field, "must name a host").into());
     }
-    if uri.query().is_some() {
+    Ok(url)
+}
+
+/// Checks and normalises a mediator base URL (`http(s)://host[:port][/prefix]`)
+/// into the text that routes are appended to.
+pub(crate) fn base_url(text: &str) -> Result<String, HttpError> {
+    let url = http_url("url", text)?;
+    // Either would end up in the middle of every request URL, before the
+    // route.
+    if url.query().is_some() {
         return Err(Error::invalid("url", "must not carry a query").into());
     }
-    Ok(trimmed.to_owned())
+    if url.fragment().is_some() {
+        return Err(Error::invalid("url", "must not carry a fragment").into());
+    }
+    // With neither, the serialization ends with the path, so this drops
+    // only the path's trailing slashes: every route starts with its own.
+    Ok(url.as_str().trim_end_matches('/').to_owned())
 }
 
 #[cfg(test)]
@@ -353,6 +394,17 @@ mod tests {
         assert_eq!(error_message(b""), "(no body)");
         let long = "x".repeat(1000);
         assert!(error_message(long.as_bytes()).chars().count() <= 301);
+        match node_error("g/n".into(), 418, br#"{"error":"short and stout"}"#) {
+            HttpError::Node {
+                node,
+                status,
+                message,
+            } => assert_eq!(
+                (node.as_str(), status, message.as_str()),
+                ("g/n", 418, "short and stout")
+            ),
+            other => panic!("{other:?}"),
+        }
         match mediator_error(StatusCode::BAD_GATEWAY, b"gateway") {
             HttpError::Mediator { kind, fault, .. } => {
                 assert_eq!(kind, "unknown");
@@ -364,17 +416,41 @@ mod tests {
 
     #[test]
     fn base_urls_are_checked() {
-        assert_eq!(
-            base_url("http://127.0.0.1:8080/").expect("ok"),
-            "http://127.0.0.1:8080"
-        );
-        assert_eq!(
-            base_url("https://h.example/prefix").expect("ok"),
-            "https://h.example/prefix"
-        );
-        assert!(base_url("ftp://h").is_err());
-        assert!(base_url("127.0.0.1:80").is_err());
-        assert!(base_url("http://h/?a=1").is_err());
+        for (given, base) in [
+            ("http://127.0.0.1:8080/", "http://127.0.0.1:8080"),
+            ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
+            ("  http://h.example:9000  ", "http://h.example:9000"),
+            // Default ports and the scheme's and host's case are normalised.
+            ("HTTP://H.Example:80/", "http://h.example"),
+            ("https://h.example:443", "https://h.example"),
+            ("https://h.example:8443", "https://h.example:8443"),
+            // IPv6 literals keep their brackets.
+            ("http://[::1]:8080/", "http://[::1]:8080"),
+            ("https://[2001:db8::1]/api/", "https://[2001:db8::1]/api"),
+            // A base path is kept, without trailing slashes.
+            ("https://h.example/prefix", "https://h.example/prefix"),
+            ("https://h.example/prefix/", "https://h.example/prefix"),
+            ("https://h.example/a/b//", "https://h.example/a/b"),
+            ("http://h.example//", "http://h.example"),
+        ] {
+            assert_eq!(base_url(given).expect(given), base, "{given}");
+        }
+        for (given, says) in [
+            ("ftp://h", "must start with http:// or https://"),
+            ("localhost:8080", "must start with http:// or https://"),
+            ("127.0.0.1:80", "is not a URL"),
+            ("", "is not a URL"),
+            ("http://", "must name a host"),
+            ("http://:80/", "must name a host"),
+            ("http://h:65536", "is not a URL"),
+            ("http://[::1/", "is not a URL"),
+            ("http://h/?a=1", "must not carry a query"),
+            ("http://h/p?", "must not carry a query"),
+            ("http://h/p#top", "must not carry a fragment"),
+        ] {
+            let error = base_url(given).expect_err(given).to_string();
+            assert!(error.contains(says), "{given}: {error}");
+        }
     }
 
     #[test]

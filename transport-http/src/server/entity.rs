@@ -251,28 +251,10 @@ pub(crate) fn row(node: &Node, ttl: Option<Duration>) -> Value {
 /// `scheme://host` and the port (explicit, else the scheme's default) of an
 /// endpoint URL.
 fn split_url(url: &str) -> Option<(String, u16)> {
-    let (scheme, rest) = url.split_once("://")?;
-    let default = match scheme {
-        "http" => 80,
-        "https" => 443,
-        _ => return None,
-    };
-    let authority = rest.split(['/', '?', '#']).next()?;
-    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
-    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let (inside, after) = v6.split_once(']')?;
-        let port = match after.strip_prefix(':') {
-            Some(p) => p.parse().ok()?,
-            None => default,
-        };
-        (format!("[{inside}]"), port)
-    } else {
-        match authority.rsplit_once(':') {
-            Some((host, p)) => (host.to_owned(), p.parse().ok()?),
-            None => (authority.to_owned(), default),
-        }
-    };
-    Some((format!("{scheme}://{host}"), port))
+    let parsed = url::Url::parse(url).ok()?;
+    let host = parsed.host_str()?;
+    let port = parsed.port_or_known_default()?;
+    Some((format!("{}://{host}", parsed.scheme()), port))
 }
 
 #[cfg(test)]
