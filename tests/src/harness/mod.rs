@@ -11,7 +11,7 @@
 //! ```
 //! use std::time::Duration;
 //! use mediator_core::ManualClock;
-//! use mediator_tests::harness::{describe, eventually, json, Hub};
+//! use mediator_tests::harness::{describe, eventually, json, key, Hub};
 //!
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
 //! let clock = ManualClock::starting_now();
@@ -23,10 +23,10 @@
 //!     .await
 //!     .unwrap();
 //! let caller = hub.sender("billing/worker").await;
-//! let seen = json(&caller.call(api.key().unwrap().clone(), "/hi", "there").await.unwrap());
+//! let seen = json(&caller.call(key("users/api"), "/hi", "there").await.unwrap());
 //! assert_eq!(seen["from"], "billing/worker");
 //!
-//! // Ten seconds on the shared clock: the node renews its lease.
+//! // Past a third of the lease on the shared clock, the node renews it.
 //! let first = hub.lease_until("users/api").unwrap();
 //! clock.advance(Duration::from_secs(15));
 //! eventually("the lease moves on", || hub.lease_until("users/api") > Some(first)).await;
