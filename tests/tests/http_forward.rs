@@ -146,6 +146,48 @@ async fn the_callers_credentials_never_reach_the_node() {
 }
 
 #[tokio::test]
+async fn underscored_spellings_of_reserved_headers_never_reach_the_node() {
+    let hub = Hub::start().await;
+    let node = EchoNode::start("api").await;
+    hub.register("users/api", &node.url).await;
+    let token = hub.token_for("billing/worker-1");
+
+    // A CGI or WSGI node reads `x_mediator_from` as HTTP_X_MEDIATOR_FROM,
+    // the header the mediator vouches for.
+    let answer = call(
+        "POST",
+        &hub.url("/one/users/api/path"),
+        &[
+            ("authorization", &format!("Bearer {token}")),
+            ("x_mediator_from", "users/admin"),
+            ("X_Mediator-Target", "users/other"),
+            ("x-mediator_deadline", "1"),
+            ("x_jwt", &token),
+            ("proxy_authorization", "Basic eDp5"),
+            ("x_custom", "kept"),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let seen = node.last();
+    for (name, _) in &seen.headers {
+        let folded = name.as_str().replace('_', "-");
+        assert!(
+            !folded.starts_with("x-mediator") || !name.as_str().contains('_'),
+            "{name} reached the node"
+        );
+        assert!(
+            folded != "x-jwt" && folded != "proxy-authorization",
+            "{name} reached the node"
+        );
+    }
+    assert_eq!(seen.header("x-mediator-from"), Some("billing/worker-1"));
+    assert_eq!(seen.header("x_custom"), Some("kept"));
+    assert!(!format!("{:?}", seen.headers).contains(&token));
+}
+
+#[tokio::test]
 async fn an_unverified_caller_is_not_named_to_the_node() {
     let hub = Hub::config().tokens_without_sub().start().await;
     let node = EchoNode::start("api").await;

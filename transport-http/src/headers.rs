@@ -38,11 +38,35 @@ pub const X_JWT: HeaderName = HeaderName::from_static("x-jwt");
 /// The name of the query parameter and JSON body field that may carry a token.
 pub const X_JWT_PARAM: &str = "x-jwt";
 
+/// `name` with every `_` read as `-`.
+///
+/// CGI, WSGI, PHP and many proxies turn a header into `HTTP_X_MEDIATOR_FROM`
+/// whichever of the two it was sent with, so `x_mediator_from` reaches such
+/// a node as the very header the mediator vouches for. Every filter compares
+/// this form, never the name as sent.
+fn folded(name: &HeaderName) -> std::borrow::Cow<'_, str> {
+    let text = name.as_str();
+    if text.contains('_') {
+        std::borrow::Cow::Owned(text.replace('_', "-"))
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
+/// Whether `name` is one of the mediator's own `x-mediator-*` headers,
+/// however its dashes are spelled (`X_Mediator-From` included): only the
+/// mediator sets them, in either direction.
+pub fn is_reserved(name: &HeaderName) -> bool {
+    folded(name).starts_with("x-mediator")
+}
+
 /// Whether `name` is a hop-by-hop header, which describes one connection and
 /// must not be relayed (RFC 9110 section 7.6.1), plus `host`, which the
 /// outgoing connection sets itself, and `expect`, which the mediator has
-/// already answered by reading the whole body.
+/// already answered by reading the whole body. `proxy_*` spellings count
+/// too, since a gateway may read them as `proxy-*`.
 pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    let folded = folded(name);
     name == header::CONNECTION
         || name == header::EXPECT
         || name == header::TE
@@ -52,13 +76,18 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
         || name == header::HOST
         || name == header::PROXY_AUTHORIZATION
         || name == header::PROXY_AUTHENTICATE
-        || name.as_str() == "keep-alive"
-        || name.as_str().starts_with("proxy-")
+        || folded == "keep-alive"
+        || folded.starts_with("proxy-")
 }
 
-/// Whether `name` carries the caller's credentials.
+/// Whether `name` carries the caller's credentials: `authorization`,
+/// `cookie` or `x-jwt`, also when spelled with underscores (`x_jwt`), which
+/// a CGI-style node reads as the same header.
 pub fn is_credential(name: &HeaderName) -> bool {
-    name == header::AUTHORIZATION || name == header::COOKIE || name == X_JWT
+    let folded = folded(name);
+    folded == header::AUTHORIZATION.as_str()
+        || folded == header::COOKIE.as_str()
+        || folded == X_JWT.as_str()
 }
 
 /// Removes hop-by-hop headers, the headers the `Connection` header lists,
@@ -82,7 +111,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// The headers of a caller's request that may reach a node: everything but
 /// hop-by-hop headers, `content-length`, credentials (`authorization`,
 /// `cookie`, `x-jwt`) and `x-mediator-*` headers, which only the mediator
-/// sets (so a caller cannot claim to be another node).
+/// sets (so a caller cannot claim to be another node). Names are compared
+/// with `_` read as `-`, so `x_mediator_from` and `x_jwt` are dropped too.
 ///
 /// ```
 /// use http::HeaderMap;
@@ -92,6 +122,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// h.insert("x-mediator-from", "billing/admin".parse().unwrap());
 /// h.insert("connection", "x-private".parse().unwrap());
 /// h.insert("x-private", "1".parse().unwrap());
+/// h.insert("x_mediator_from", "billing/admin".parse().unwrap());
 /// h.insert("content-type", "application/json".parse().unwrap());
 /// let kept = forwardable(&h);
 /// assert_eq!(kept.len(), 1);
@@ -104,7 +135,7 @@ pub fn forwardable(headers: &HeaderMap) -> HeaderMap {
         if is_hop_by_hop(name)
             || is_credential(name)
             || name == header::CONTENT_LENGTH
-            || name.as_str().starts_with("x-mediator")
+            || is_reserved(name)
             || listed.contains(name)
         {
             continue;
@@ -276,6 +307,31 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-b"));
+    }
+
+    #[test]
+    fn underscores_spell_the_same_reserved_and_secret_headers() {
+        let mut h = HeaderMap::new();
+        for name in [
+            "x_mediator_from",
+            "x_mediator-target",
+            "X_Mediator-Deadline",
+            "x-mediator_node",
+            "x_jwt",
+            "proxy_authorization",
+            "x_mediator",
+        ] {
+            h.insert(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                "forged".parse().unwrap(),
+            );
+        }
+        h.insert("x_custom", "kept".parse().unwrap());
+        let kept = forwardable(&h);
+        assert_eq!(kept.len(), 1, "{kept:?}");
+        assert_eq!(kept["x_custom"], "kept");
+        assert!(is_credential(&HeaderName::from_static("x_jwt")));
+        assert!(is_reserved(&HeaderName::from_static("x_mediator_from")));
     }
 
     #[test]

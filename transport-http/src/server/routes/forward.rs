@@ -20,8 +20,8 @@ use tracing::Span;
 
 use super::path::Fan;
 use crate::headers::{
-    forwardable, forwardable_body, forwardable_query, strip_hop_by_hop, X_MEDIATOR_DEADLINE,
-    X_MEDIATOR_NODE, X_MEDIATOR_SUMMARY, X_MEDIATOR_TIMEOUT_MS,
+    forwardable, forwardable_body, forwardable_query, is_reserved, strip_hop_by_hop,
+    X_MEDIATOR_DEADLINE, X_MEDIATOR_NODE, X_MEDIATOR_SUMMARY, X_MEDIATOR_TIMEOUT_MS,
 };
 use crate::server::reply::{self, add_common_headers, HttpResponse};
 
@@ -146,7 +146,7 @@ fn one_reply(node: &NodeKey, reply: Reply) -> HttpResponse {
     // as in the other: a node may not speak them to the caller.
     let reserved: Vec<_> = headers
         .keys()
-        .filter(|name| name.as_str().starts_with("x-mediator"))
+        .filter(|name| is_reserved(name))
         .cloned()
         .collect();
     for name in reserved {
