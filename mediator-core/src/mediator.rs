@@ -546,11 +546,23 @@ impl Mediator {
     }
 
     /// Removes a registration by id; returns how many went.
+    ///
+    /// A caller that may not act for the node under `id` (the [`Authorize`]
+    /// policy refuses it as forbidden or unauthorised) gets `Ok(0)`, the
+    /// very answer an unknown id gets: were the two told apart, any caller
+    /// could learn which ids exist by trying them.
     pub async fn remove(&self, caller: &Identity, id: NodeId) -> Result<u64> {
         let Some(node) = self.inner.registry.get_by_id(id).await? else {
             return Ok(0);
         };
-        self.inner.authorize.act_for(caller, &node.key)?;
+        match self.inner.authorize.act_for(caller, &node.key) {
+            Ok(()) => {}
+            Err(Error::Forbidden(_) | Error::Unauthorized(_)) => {
+                tracing::debug!(%id, "remove refused: the caller may not act for this node");
+                return Ok(0);
+            }
+            Err(e) => return Err(e),
+        }
         let removed = self.inner.registry.remove(id).await?;
         // By id too: the key may have registered again, under a new id.
         self.inner.table.remove_id(&node.key, id);

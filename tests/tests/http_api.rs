@@ -271,14 +271,27 @@ async fn remove_by_id_and_by_key() {
         "it's necessary to give id in url or cluster and node in json body"
     );
 
-    // Not yours.
+    // Not yours: the same answer as an id that is not there, so no caller
+    // learns which ids exist; and the node stays.
     let b_id = hub.mediator.nodes(Some("users")).await.expect("list")[1]
         .id
         .0;
-    let answer = hub
+    let not_yours = hub
         .call_as("DELETE", &format!("/remove/{b_id}"), &token, "")
         .await;
-    assert_error(&answer, 403, "forbidden", "caller");
+    let not_there = hub.call_as("DELETE", "/remove/987654", &token, "").await;
+    for answer in [&not_yours, &not_there] {
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        assert_eq!(answer.json(), json!({"affected": 0}));
+        assert_eq!(
+            answer.header("content-type"),
+            not_there.header("content-type")
+        );
+    }
+    assert_eq!(
+        hub.mediator.nodes(Some("users")).await.expect("list").len(),
+        2
+    );
 
     let answer = hub
         .call_as("GET", &format!("/remove/{id}"), &token, "")

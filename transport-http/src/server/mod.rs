@@ -26,7 +26,7 @@
 //! |---|---|---|
 //! | `POST /register` | the node itself | `{"entity": row, "errors": {}}`; original dialect `{"cluster","node","domain","port"}` refused with `200 {"entity": <body>, "errors": {field: message}}`, ours `{"group","name","url","ttl","meta"}` with `400` |
 //! | `POST /renew` | the node itself | `{"lease_until", "ttl"}`; `404` when not registered |
-//! | `ANY /remove/:id?` | the node itself | `{"affected": n}`; `409` without id or key |
+//! | `ANY /remove/:id?` | the node itself | `{"affected": n}`; `409` without id or key; another node's id answers `{"affected": 0}` like an unknown one |
 //! | `ANY /one/:group/:name?/*path` | any caller | the node's reply + `x-mediator-node` (`/one/g//p`: the unnamed node) |
 //! | `ANY /any/:group/*path` | any caller | the reply of one live node, the least busy |
 //! | `ANY /many/:group/*path` | any caller | `[{"then"…}|{"then_base64"…}|{"catch"…}]` + `x-mediator-summary` |
