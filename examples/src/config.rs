@@ -18,12 +18,19 @@
 //! default_ttl_s = 3900
 //! sweep_every_s = 5
 //! drain_s = 10
+//! endpoint_deny = ["127.0.0.0/8", "::1"]
+//! endpoint_allow = ["10.0.0.0/8"]
 //! ```
+//!
+//! Node callbacks in link-local networks (169.254.0.0/16, fe80::/10) or at
+//! the mediator's own address are always refused; `endpoint_deny` refuses
+//! more networks, and a non-empty `endpoint_allow` accepts only its own.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use mediator_core::policy::{EndpointPolicy, IpNetwork};
 use mediator_core::Limits;
 
 use crate::store::{StoreUrl, DEFAULT_STORE};
@@ -82,6 +89,13 @@ pub struct ServeFlags {
     /// How long in-flight requests may finish after SIGTERM/SIGINT, in seconds [default: 10].
     #[arg(long, env = "MEDIATOR_DRAIN_S")]
     pub drain_s: Option<u64>,
+    /// Networks (CIDR, comma-separated) node callbacks may not point into,
+    /// beside link-local ones and the mediator itself.
+    #[arg(long, env = "MEDIATOR_ENDPOINT_DENY", value_delimiter = ',')]
+    pub endpoint_deny: Vec<String>,
+    /// Networks (CIDR, comma-separated) node callbacks must point into [default: any].
+    #[arg(long, env = "MEDIATOR_ENDPOINT_ALLOW", value_delimiter = ',')]
+    pub endpoint_allow: Vec<String>,
 }
 
 impl std::fmt::Debug for ServeFlags {
@@ -101,6 +115,8 @@ impl std::fmt::Debug for ServeFlags {
             .field("default_ttl_s", &self.default_ttl_s)
             .field("sweep_every_s", &self.sweep_every_s)
             .field("drain_s", &self.drain_s)
+            .field("endpoint_deny", &self.endpoint_deny)
+            .field("endpoint_allow", &self.endpoint_allow)
             .finish()
     }
 }
@@ -167,6 +183,10 @@ pub struct FileConfig {
     pub sweep_every_s: Option<u64>,
     /// See [`ServeFlags::drain_s`].
     pub drain_s: Option<u64>,
+    /// See [`ServeFlags::endpoint_deny`].
+    pub endpoint_deny: Option<Vec<String>>,
+    /// See [`ServeFlags::endpoint_allow`].
+    pub endpoint_allow: Option<Vec<String>>,
 }
 
 impl std::fmt::Debug for FileConfig {
@@ -224,6 +244,17 @@ pub struct ServeSettings {
     pub limits: Limits,
     /// How long to let in-flight requests finish on shutdown.
     pub drain: Duration,
+    /// Where node callbacks may point.
+    pub endpoints: EndpointPolicy,
+}
+
+fn non_empty(list: Vec<String>) -> Option<Vec<String>> {
+    (!list.is_empty()).then_some(list)
+}
+
+fn network(text: &str) -> Result<IpNetwork, CliError> {
+    text.parse()
+        .map_err(|e| CliError::Config(format!("endpoint network {text:?}: {e}")))
 }
 
 /// Shows whether a secret is set without showing it.
@@ -286,7 +317,19 @@ impl ServeSettings {
         if let Some(s) = flags.sweep_every_s.or(file.sweep_every_s) {
             limits.sweep_every = Duration::from_secs(s);
         }
+        let mut endpoints = EndpointPolicy::default();
+        // Flags, when given, replace the file's list rather than add to it,
+        // as every other setting does.
+        let deny = non_empty(flags.endpoint_deny).or(file.endpoint_deny);
+        for text in deny.unwrap_or_default() {
+            endpoints = endpoints.deny(network(&text)?);
+        }
+        let allow = non_empty(flags.endpoint_allow).or(file.endpoint_allow);
+        for text in allow.unwrap_or_default() {
+            endpoints = endpoints.allow(network(&text)?);
+        }
         Ok(ServeSettings {
+            endpoints,
             listen,
             store,
             secret,
@@ -366,6 +409,37 @@ mod tests {
         Serve::try_parse_from(std::iter::once("serve").chain(args.iter().copied()))
             .unwrap_or_else(|e| panic!("{args:?}: {e}"))
             .flags
+    }
+
+    #[test]
+    fn endpoint_networks_come_from_flags_or_the_file() {
+        let file = FileConfig::parse(
+            "endpoint_deny = [\"127.0.0.0/8\"]\nendpoint_allow = [\"10.0.0.0/8\", \"127.0.0.0/8\"]",
+        )
+        .unwrap();
+        let s = ServeSettings::merge(ServeFlags::default(), file, None).unwrap();
+        let at = |url: &str| {
+            s.endpoints
+                .check(&mediator_core::Endpoint::http(url).unwrap())
+        };
+        assert!(at("http://127.0.0.1:9000").is_err());
+        assert!(at("http://10.0.0.1:9000").is_ok());
+        assert!(at("http://192.168.0.1:9000").is_err());
+        assert!(at("http://169.254.169.254").is_err());
+        let flags = parse(&["--endpoint-deny", "10.0.0.0/8,192.168.0.0/16"]);
+        assert_eq!(flags.endpoint_deny.len(), 2);
+        let s = ServeSettings::merge(flags, FileConfig::default(), None).unwrap();
+        let at = |url: &str| {
+            s.endpoints
+                .check(&mediator_core::Endpoint::http(url).unwrap())
+        };
+        assert!(at("http://10.0.0.1:9000").is_err());
+        assert!(at("http://127.0.0.1:9000").is_ok());
+        let bad = ServeFlags {
+            endpoint_allow: vec!["10.0.0.0/99".into()],
+            ..ServeFlags::default()
+        };
+        assert!(ServeSettings::merge(bad, FileConfig::default(), None).is_err());
     }
 
     #[test]

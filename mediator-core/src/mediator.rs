@@ -10,7 +10,9 @@ use crate::context::{RequestContext, TraceContext};
 use crate::deliver::{Deliver, Deliverers};
 use crate::error::{Error, Result};
 use crate::model::{Envelope, Node, NodeId, NodeKey, Registration};
-use crate::policy::{Authenticate, Authorize, Credentials, DefaultAuthorize, LeastInFlight, Pick};
+use crate::policy::{
+    Authenticate, Authorize, Credentials, DefaultAuthorize, EndpointPolicy, LeastInFlight, Pick,
+};
 use crate::record::{DeliveryStats, Recorder};
 use crate::registry::Registry;
 use crate::router::{Deadline, DefaultRouter, Routed, Router, Routes, RoutingTable};
@@ -72,6 +74,7 @@ pub struct MediatorBuilder {
     minter: Option<TokenMinter>,
     authorize: Arc<dyn Authorize>,
     pick: Arc<dyn Pick>,
+    endpoints: EndpointPolicy,
     clock: Arc<dyn Clock>,
     delivers: Vec<Arc<dyn Deliver>>,
     recorders: Vec<Arc<dyn Recorder>>,
@@ -233,6 +236,14 @@ impl MediatorBuilder {
         self
     }
 
+    /// Which networks a node's callback endpoint may point into (default
+    /// [`EndpointPolicy::default`]: anything but link-local networks and the
+    /// mediator's own listening addresses).
+    pub fn endpoint_policy(mut self, policy: EndpointPolicy) -> Self {
+        self.endpoints = policy;
+        self
+    }
+
     /// The clock leases, expiry and sweeps read (default [`SystemClock`]).
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);
@@ -336,6 +347,7 @@ impl MediatorBuilder {
                 authenticate,
                 minter: self.minter,
                 authorize: self.authorize,
+                endpoints: self.endpoints,
                 clock: self.clock,
                 table,
                 default_router,
@@ -399,6 +411,7 @@ struct Inner {
     authenticate: Arc<dyn Authenticate>,
     minter: Option<TokenMinter>,
     authorize: Arc<dyn Authorize>,
+    endpoints: EndpointPolicy,
     clock: Arc<dyn Clock>,
     table: Arc<RoutingTable>,
     default_router: DefaultRouter,
@@ -428,6 +441,7 @@ impl Mediator {
             minter: None,
             authorize: Arc::new(DefaultAuthorize),
             pick: Arc::new(LeastInFlight),
+            endpoints: EndpointPolicy::default(),
             clock: Arc::new(SystemClock),
             delivers: Vec::new(),
             recorders: Vec::new(),
@@ -474,6 +488,12 @@ impl Mediator {
         Routes::new(Arc::clone(&self.inner.table))
     }
 
+    /// Which endpoints nodes may register; a listener records its own
+    /// address here once bound ([`EndpointPolicy::add_own_address`]).
+    pub fn endpoint_policy(&self) -> &EndpointPolicy {
+        &self.inner.endpoints
+    }
+
     /// Every delivery so far, per group.
     pub fn delivery_stats(&self) -> &Arc<DeliveryStats> {
         &self.inner.stats
@@ -495,11 +515,13 @@ impl Mediator {
     /// Registers (or re-registers) a node, at the clock's current time.
     ///
     /// The [`Authorize`] policy decides who may register as whom (by
-    /// default, a node only as the identity its token names).
+    /// default, a node only as the identity its token names), and the
+    /// [`EndpointPolicy`] where a node may ask to be called.
     pub async fn register(&self, caller: &Identity, registration: Registration) -> Result<Node> {
         self.inner
             .authorize
             .register_as(caller, &registration.key)?;
+        self.inner.endpoints.check(&registration.endpoint)?;
         let limits = &self.inner.limits;
         if registration.ttl < limits.min_ttl || registration.ttl > limits.max_ttl {
             return Err(Error::invalid(

@@ -8,7 +8,13 @@
 //! - [`Authorize`]: who may register as whom, act for whom, call whom
 //!   (default: [`DefaultAuthorize`]);
 //! - [`Pick`]: which node of a group takes an any-of-group request
-//!   (default: [`LeastInFlight`]).
+//!   (default: [`LeastInFlight`]);
+//! - [`EndpointPolicy`]: which networks a node's callback may point into
+//!   (default: anything but link-local networks and the mediator itself).
+
+mod endpoint;
+
+pub use endpoint::{EndpointPolicy, IpNetwork};
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 

@@ -363,6 +363,7 @@ where
         )
         .deliver(HttpDelivery::default())
         .limits(settings.limits.clone())
+        .endpoint_policy(settings.endpoints.clone())
         .build()?;
     // Route to every node registered before a restart at once, not after the first sweep.
     mediator.refresh().await?;

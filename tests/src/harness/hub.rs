@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use mediator_core::policy::EndpointPolicy;
 use mediator_core::{
     Authenticator, Claims, Clock, Endpoint, Identity, Limits, ManualClock, Mediator,
     MemoryRegistry, NodeKey, Registration, Registry, Timestamp,
@@ -39,6 +40,7 @@ pub struct HubConfig {
     drain: Duration,
     registry: Option<Arc<dyn Registry>>,
     addr: Option<SocketAddr>,
+    endpoints: EndpointPolicy,
 }
 
 impl Default for HubConfig {
@@ -58,6 +60,7 @@ impl Default for HubConfig {
             drain: Duration::from_secs(5),
             registry: None,
             addr: None,
+            endpoints: EndpointPolicy::default(),
         }
     }
 }
@@ -129,6 +132,12 @@ impl HubConfig {
         self
     }
 
+    /// Which networks nodes may register callbacks in.
+    pub fn endpoint_policy(mut self, policy: EndpointPolicy) -> Self {
+        self.endpoints = policy;
+        self
+    }
+
     /// Builds the mediator and serves it on loopback.
     pub async fn start(self) -> Hub {
         let addr = self
@@ -190,7 +199,8 @@ impl HubConfig {
                 Authenticator::hs256(SECRET).allow_tokens_without_sub(self.tokens_without_sub),
             )
             .deliver(HttpDelivery::with_config(self.delivery))
-            .limits(self.limits);
+            .limits(self.limits)
+            .endpoint_policy(self.endpoints);
         if let Some(clock) = &self.clock {
             builder = builder.clock(clock.clone());
         }

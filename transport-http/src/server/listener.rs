@@ -134,6 +134,12 @@ impl HttpListener {
             handshake_timeout,
             header_read_timeout,
         } = self;
+        // A node registered at the mediator's own address would make every
+        // call to it a call to the mediator, in a loop.
+        service
+            .mediator()
+            .endpoint_policy()
+            .add_own_address(local_addr);
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
