@@ -20,6 +20,7 @@
 //! drain_s = 10
 //! endpoint_deny = ["127.0.0.0/8", "::1"]
 //! endpoint_allow = ["10.0.0.0/8"]
+//! metrics_access = "open"   # or "open-without-groups", "admin"
 //! ```
 //!
 //! Node callbacks in link-local networks (169.254.0.0/16, fe80::/10) or at
@@ -32,6 +33,7 @@ use std::time::Duration;
 
 use mediator_core::policy::{EndpointPolicy, IpNetwork};
 use mediator_core::Limits;
+use mediator_transport_http::MetricsAccess;
 
 use crate::store::{StoreUrl, DEFAULT_STORE};
 use crate::CliError;
@@ -96,6 +98,9 @@ pub struct ServeFlags {
     /// Networks (CIDR, comma-separated) node callbacks must point into [default: any].
     #[arg(long, env = "MEDIATOR_ENDPOINT_ALLOW", value_delimiter = ',')]
     pub endpoint_allow: Vec<String>,
+    /// Who reads /metrics: open, open-without-groups (group names for admins only) or admin [default: open].
+    #[arg(long, env = "MEDIATOR_METRICS_ACCESS")]
+    pub metrics_access: Option<MetricsAccess>,
 }
 
 impl std::fmt::Debug for ServeFlags {
@@ -117,6 +122,7 @@ impl std::fmt::Debug for ServeFlags {
             .field("drain_s", &self.drain_s)
             .field("endpoint_deny", &self.endpoint_deny)
             .field("endpoint_allow", &self.endpoint_allow)
+            .field("metrics_access", &self.metrics_access)
             .finish()
     }
 }
@@ -187,6 +193,8 @@ pub struct FileConfig {
     pub endpoint_deny: Option<Vec<String>>,
     /// See [`ServeFlags::endpoint_allow`].
     pub endpoint_allow: Option<Vec<String>>,
+    /// See [`ServeFlags::metrics_access`].
+    pub metrics_access: Option<String>,
 }
 
 impl std::fmt::Debug for FileConfig {
@@ -246,6 +254,8 @@ pub struct ServeSettings {
     pub drain: Duration,
     /// Where node callbacks may point.
     pub endpoints: EndpointPolicy,
+    /// Who reads `/metrics`.
+    pub metrics_access: MetricsAccess,
 }
 
 fn non_empty(list: Vec<String>) -> Option<Vec<String>> {
@@ -328,8 +338,16 @@ impl ServeSettings {
         for text in allow.unwrap_or_default() {
             endpoints = endpoints.allow(network(&text)?);
         }
+        let metrics_access = match (flags.metrics_access, file.metrics_access) {
+            (Some(access), _) => access,
+            (None, Some(text)) => text
+                .parse()
+                .map_err(|e| CliError::Config(format!("metrics_access: {e}")))?,
+            (None, None) => MetricsAccess::default(),
+        };
         Ok(ServeSettings {
             endpoints,
+            metrics_access,
             listen,
             store,
             secret,
@@ -435,6 +453,11 @@ mod tests {
         };
         assert!(at("http://10.0.0.1:9000").is_err());
         assert!(at("http://127.0.0.1:9000").is_ok());
+        let file = FileConfig::parse("metrics_access = \"admin\"").unwrap();
+        let s = ServeSettings::merge(ServeFlags::default(), file, None).unwrap();
+        assert_eq!(s.metrics_access, MetricsAccess::Admin);
+        let flags = parse(&["--metrics-access", "open-without-groups"]);
+        assert_eq!(flags.metrics_access, Some(MetricsAccess::OpenWithoutGroups));
         let bad = ServeFlags {
             endpoint_allow: vec!["10.0.0.0/99".into()],
             ..ServeFlags::default()

@@ -439,11 +439,27 @@ async fn probes() {
         .in_process();
     let health = down.call("GET", "/healthz", &[], "").await;
     assert_eq!(health.status, 200);
+    let admin = down.admin_token();
     for path in ["/readyz", "/ping"] {
+        // Down, and nothing more, to whoever asks...
         let answer = down.call("GET", path, &[], "").await;
+        assert_eq!(answer.status, 503);
+        assert_eq!(answer.json(), json!({"ok": false}));
+        assert!(!answer.text().contains("3306"), "{}", answer.text());
+        let node = down
+            .call_as("GET", path, &down.token_for("users/api"), "")
+            .await;
+        assert_eq!(node.json(), json!({"ok": false}));
+        // ...and why, to an admin.
+        let answer = down.call_as("GET", path, &admin, "").await;
         let body = assert_error(&answer, 503, "store", "hub");
         assert_eq!(body["ok"], false);
         assert_eq!(body["store"], "down");
+        assert!(
+            answer.text().contains("db.internal:3306"),
+            "{}",
+            answer.text()
+        );
     }
 }
 

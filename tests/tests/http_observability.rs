@@ -333,3 +333,48 @@ async fn the_dashboard_lists_the_nodes_for_an_admin() {
         1.0
     );
 }
+
+#[tokio::test]
+async fn metrics_access_is_configurable_and_group_names_shown_only_when_allowed() {
+    use mediator_transport_http::MetricsAccess;
+
+    async fn with_a_delivery(access: MetricsAccess) -> (Hub, EchoNode) {
+        let hub = Hub::config().metrics_access(access).start().await;
+        let node = EchoNode::start("secret").await;
+        hub.register("payroll/api", &node.url).await;
+        let caller = hub.token_for("users/api");
+        let answer = hub.call_as("POST", "/one/payroll/api/x", &caller, "").await;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        (hub, node)
+    }
+
+    let (open, _node) = with_a_delivery(MetricsAccess::Open).await;
+    let answer = open.call("GET", "/metrics", &[], "").await;
+    assert!(answer.text().contains("group=\"payroll\""));
+
+    let (hidden, _node) = with_a_delivery(MetricsAccess::OpenWithoutGroups).await;
+    let answer = hidden.call("GET", "/metrics", &[], "").await;
+    assert_eq!(answer.status, 200);
+    parse_exposition(&answer.text());
+    assert!(!answer.text().contains("payroll"), "{}", answer.text());
+    assert!(answer.text().contains("mediator_nodes 1"));
+    let answer = hidden
+        .call_as("GET", "/metrics", &hidden.admin_token(), "")
+        .await;
+    assert!(answer.text().contains("group=\"payroll\""));
+
+    let (closed, _node) = with_a_delivery(MetricsAccess::Admin).await;
+    let answer = closed.call("GET", "/metrics", &[], "").await;
+    assert_error(&answer, 401, "unauthorized", "caller");
+    let node_token = closed.token_for("users/api");
+    let answer = closed.call_as("GET", "/metrics", &node_token, "").await;
+    assert_error(&answer, 403, "forbidden", "caller");
+    let answer = closed
+        .call_as("GET", "/metrics", &closed.admin_token(), "")
+        .await;
+    assert_eq!(answer.status, 200);
+    assert!(answer.text().contains("group=\"payroll\""));
+    // The probes stay open to everyone.
+    let health = closed.call("GET", "/healthz", &[], "").await;
+    assert_eq!(health.status, 200);
+}

@@ -88,4 +88,4 @@ pub use client::{
 };
 pub use deliver::{HttpDelivery, HttpDeliveryConfig};
 pub use error::HttpError;
-pub use server::{HttpListener, MediatorService, TlsConfig};
+pub use server::{HttpListener, MediatorService, MetricsAccess, TlsConfig};

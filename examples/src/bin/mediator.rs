@@ -16,7 +16,7 @@ use mediator_examples::scaffold::{default_crates_path, Scaffold};
 use mediator_examples::secret::{Secret, SecretSource};
 use mediator_examples::store::{OpenStore, StoreUrl};
 use mediator_examples::CliError;
-use mediator_transport_http::{HttpDelivery, HttpListener, NodeClient, TlsConfig};
+use mediator_transport_http::{HttpDelivery, HttpListener, MediatorService, NodeClient, TlsConfig};
 
 #[derive(Parser)]
 #[command(
@@ -383,7 +383,8 @@ where
     tracing::info!(%url, store = %settings.store, nodes = mediator.routes().len(), "mediator listening");
     println!("mediator listening on {url}");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let mut server = tokio::spawn(listener.serve_with_shutdown(mediator.clone(), async {
+    let service = MediatorService::new(mediator.clone()).metrics_access(settings.metrics_access);
+    let mut server = tokio::spawn(listener.serve_with_shutdown(service, async {
         let _ = stopped.await;
     }));
     let extras = match extras(url, secret).await {

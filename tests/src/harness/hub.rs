@@ -15,8 +15,8 @@ use mediator_core::{
 };
 use mediator_transport_http::client::NodeClientBuilder;
 use mediator_transport_http::{
-    HttpDelivery, HttpDeliveryConfig, HttpError, HttpListener, MediatorService, NodeClient,
-    TlsConfig,
+    HttpDelivery, HttpDeliveryConfig, HttpError, HttpListener, MediatorService, MetricsAccess,
+    NodeClient, TlsConfig,
 };
 use serde_json::json;
 use tokio::sync::oneshot;
@@ -41,6 +41,7 @@ pub struct HubConfig {
     registry: Option<Arc<dyn Registry>>,
     addr: Option<SocketAddr>,
     endpoints: EndpointPolicy,
+    metrics_access: MetricsAccess,
 }
 
 impl Default for HubConfig {
@@ -61,6 +62,7 @@ impl Default for HubConfig {
             registry: None,
             addr: None,
             endpoints: EndpointPolicy::default(),
+            metrics_access: MetricsAccess::default(),
         }
     }
 }
@@ -138,12 +140,19 @@ impl HubConfig {
         self
     }
 
+    /// Who may read `/metrics`.
+    pub fn metrics_access(mut self, access: MetricsAccess) -> Self {
+        self.metrics_access = access;
+        self
+    }
+
     /// Builds the mediator and serves it on loopback.
     pub async fn start(self) -> Hub {
         let addr = self
             .addr
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
         let drain = self.drain;
+        let access = self.metrics_access;
         let (mediator, clock, tls) = self.compose();
         let mut listener = HttpListener::bind(addr)
             .await
@@ -159,7 +168,7 @@ impl HubConfig {
         };
         // The listener serves the hub's own service, so what a test reads
         // from it (metrics) counts requests from both ways in.
-        let service = MediatorService::new(mediator.clone());
+        let service = MediatorService::new(mediator.clone()).metrics_access(access);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(listener.serve_with_shutdown(service.clone(), async move {
             let _ = stopped.await;
@@ -177,9 +186,10 @@ impl HubConfig {
 
     /// Builds the mediator and answers it in process, without a socket.
     pub fn in_process(self) -> Hub {
+        let access = self.metrics_access;
         let (mediator, clock, _) = self.compose();
         Hub {
-            service: MediatorService::new(mediator.clone()),
+            service: MediatorService::new(mediator.clone()).metrics_access(access),
             mediator,
             base: String::new(),
             addr: None,

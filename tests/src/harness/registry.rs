@@ -43,6 +43,10 @@ impl Registry for DownRegistry {
         self.0.evict_expired(now).await
     }
     async fn ping(&self) -> Result<(), StoreError> {
-        Err(StoreError::new("connection refused", true))
+        // As a real store's error reads: it names where the store is.
+        Err(StoreError::new(
+            "db.internal:3306: connection refused",
+            true,
+        ))
     }
 }

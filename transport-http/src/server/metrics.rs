@@ -34,6 +34,35 @@ const BUCKETS: [(&str, u64); 13] = [
 const FIRST_STATUS: u16 = 100;
 const STATUSES: usize = 900;
 
+/// Who may read `GET /metrics`, and whether its delivery series, which are
+/// labelled by group name, are shown.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MetricsAccess {
+    /// Anyone, every series (the default, as scrapers rarely hold a token).
+    #[default]
+    Open,
+    /// Anyone, but the per-group delivery series only with an admin's
+    /// credentials, so group names do not leak to the world.
+    OpenWithoutGroups,
+    /// Only with an admin's credentials (401 without, 403 for a node).
+    Admin,
+}
+
+impl std::str::FromStr for MetricsAccess {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "open" => Ok(MetricsAccess::Open),
+            "open-without-groups" => Ok(MetricsAccess::OpenWithoutGroups),
+            "admin" => Ok(MetricsAccess::Admin),
+            other => Err(format!(
+                "{other:?}: expected open, open-without-groups or admin"
+            )),
+        }
+    }
+}
+
 /// The route a request is counted under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum RouteLabel {
@@ -132,12 +161,17 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition (format 0.0.4) of the request
-    /// counters, the mediator's delivery counters, and `nodes` as the
-    /// routing table's size.
-    pub(crate) fn render(&self, deliveries: &DeliveryStats, nodes: usize) -> String {
+    /// counters (only with `groups`, as they are labelled by group name),
+    /// and `nodes` as the routing table's size.
+    pub(crate) fn render(&self, deliveries: &DeliveryStats, nodes: usize, groups: bool) -> String {
         let mut out = String::with_capacity(8 * 1024);
+        let deliveries = if groups {
+            deliveries.snapshot()
+        } else {
+            BTreeMap::new()
+        };
         // Writing to a `String` cannot fail.
-        let _ = self.write_to(&mut out, &deliveries.snapshot(), nodes);
+        let _ = self.write_to(&mut out, &deliveries, nodes);
         out
     }
 
@@ -288,7 +322,7 @@ mod tests {
         metrics.request(RouteLabel::One, 200, Duration::from_millis(1));
         metrics.request(RouteLabel::One, 502, Duration::from_millis(3));
         metrics.request(RouteLabel::One, 504, Duration::from_secs(11));
-        let text = metrics.render(&DeliveryStats::default(), 0);
+        let text = metrics.render(&DeliveryStats::default(), 0, true);
         for line in [
             "mediator_requests_total{route=\"one\",status=\"200\"} 2",
             "mediator_requests_total{route=\"one\",status=\"502\"} 1",
@@ -314,7 +348,7 @@ mod tests {
         stats.add("a", ok, Duration::from_millis(30));
         stats.add("b", Outcome::Failed, Duration::from_millis(1));
         stats.add("c", Outcome::Unreachable, Duration::from_secs(20));
-        let text = Metrics::default().render(&stats, 7);
+        let text = Metrics::default().render(&stats, 7, true);
         for line in [
             "mediator_deliveries_total{group=\"a\",outcome=\"ok\"} 2",
             "mediator_deliveries_total{group=\"a\",outcome=\"timed_out\"} 0",

@@ -92,5 +92,6 @@ mod service;
 mod tls;
 
 pub use listener::HttpListener;
+pub use metrics::MetricsAccess;
 pub use service::{MediatorService, RemoteAddr, ResponseBody, ResponseFuture};
 pub use tls::TlsConfig;

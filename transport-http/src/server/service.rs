@@ -16,7 +16,7 @@ use http_body_util::Full;
 use mediator_core::Mediator;
 use tower_service::Service;
 
-use super::metrics::Metrics;
+use super::metrics::{Metrics, MetricsAccess};
 use super::routes;
 
 /// The error type of bodies the service accepts and returns.
@@ -80,6 +80,7 @@ pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[derive(Clone)]
 pub struct MediatorService {
     shared: Arc<Shared>,
+    metrics_access: MetricsAccess,
 }
 
 struct Shared {
@@ -95,7 +96,14 @@ impl MediatorService {
                 mediator,
                 metrics: Metrics::default(),
             }),
+            metrics_access: MetricsAccess::default(),
         }
+    }
+
+    /// Who may read `GET /metrics` (default [`MetricsAccess::Open`]).
+    pub fn metrics_access(mut self, access: MetricsAccess) -> Self {
+        self.metrics_access = access;
+        self
     }
 
     /// The mediator this service answers for.
@@ -112,9 +120,14 @@ impl MediatorService {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        routes::handle(&self.shared.mediator, &self.shared.metrics, request)
-            .await
-            .map(ResponseBody)
+        routes::handle(
+            &self.shared.mediator,
+            &self.shared.metrics,
+            self.metrics_access,
+            request,
+        )
+        .await
+        .map(ResponseBody)
     }
 }
 
@@ -149,8 +162,9 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let shared = Arc::clone(&self.shared);
+        let access = self.metrics_access;
         ResponseFuture(Box::pin(async move {
-            let response = routes::handle(&shared.mediator, &shared.metrics, request).await;
+            let response = routes::handle(&shared.mediator, &shared.metrics, access, request).await;
             Ok(response.map(ResponseBody))
         }))
     }

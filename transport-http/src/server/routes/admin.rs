@@ -19,7 +19,7 @@ use super::sender_name;
 use crate::server::credentials::{self, Credential};
 use crate::server::dashboard;
 use crate::server::entity;
-use crate::server::metrics::Metrics;
+use crate::server::metrics::{Metrics, MetricsAccess};
 use crate::server::reply::{self, add_common_headers, HttpResponse};
 
 /// How long a token minted by `/token` lasts, as in the original.
@@ -130,10 +130,37 @@ pub(super) fn token(mediator: &Mediator, headers: &HeaderMap) -> HttpResponse {
     }
 }
 
+/// Whether the request's head carries an admin's credentials.
+fn is_admin(mediator: &Mediator, parts: &Parts) -> bool {
+    let credential = credentials::in_head(&parts.headers, &parts.uri);
+    credentials::check(mediator, credential).is_ok_and(|identity| identity.admin)
+}
+
 /// `/metrics`: the service's request counters and the mediator's delivery
-/// counters in the Prometheus text format.
-pub(super) fn metrics_reply(mediator: &Mediator, metrics: &Metrics) -> HttpResponse {
-    let text = metrics.render(mediator.delivery_stats(), mediator.routes().len());
+/// counters in the Prometheus text format, to whom `access` lets see them.
+pub(super) fn metrics_reply(
+    mediator: &Mediator,
+    metrics: &Metrics,
+    access: MetricsAccess,
+    parts: &Parts,
+) -> HttpResponse {
+    let groups = match access {
+        MetricsAccess::Open => true,
+        MetricsAccess::OpenWithoutGroups => is_admin(mediator, parts),
+        MetricsAccess::Admin => {
+            let credential = credentials::in_head(&parts.headers, &parts.uri);
+            match credentials::check(mediator, credential) {
+                Ok(identity) if identity.admin => true,
+                Ok(_) => {
+                    return reply::error(&Error::Forbidden(
+                        "the metrics need an admin token".into(),
+                    ))
+                }
+                Err(e) => return reply::error(&e),
+            }
+        }
+    };
+    let text = metrics.render(mediator.delivery_stats(), mediator.routes().len(), groups);
     let mut response = Response::new(Full::new(Bytes::from(text)));
     let headers = response.headers_mut();
     headers.insert(
@@ -165,9 +192,16 @@ pub(super) async fn dashboard(mediator: &Mediator, parts: &Parts) -> HttpRespons
     }
 }
 
-pub(super) async fn ready(mediator: &Mediator) -> HttpResponse {
+/// `/readyz` and `/ping`: up or down for anyone; why it is down (the
+/// store's error, which may name its host and port) only for an admin, so a
+/// probe open to the world does not map the network behind the mediator.
+pub(super) async fn ready(mediator: &Mediator, parts: &Parts) -> HttpResponse {
     match mediator.ready().await {
         Ok(()) => reply::json(StatusCode::OK, &json!({ "ok": true, "store": "up" })),
+        Err(e) if !is_admin(mediator, parts) => {
+            tracing::warn!(error = %e, "not ready: the store does not answer");
+            reply::json(StatusCode::SERVICE_UNAVAILABLE, &json!({ "ok": false }))
+        }
         Err(e) => {
             let mut body = reply::error_body(&e.to_string(), e.kind(), e.fault());
             body["ok"] = Value::Bool(false);

@@ -28,7 +28,7 @@ use tracing::field::Empty;
 use tracing::{Instrument, Span};
 
 use super::credentials;
-use super::metrics::Metrics;
+use super::metrics::{Metrics, MetricsAccess};
 use super::reply::{self, HttpResponse};
 use super::service::{BoxError, RemoteAddr};
 use path::{parse_route, Route};
@@ -39,6 +39,7 @@ use path::{parse_route, Route};
 pub(crate) async fn handle<B>(
     mediator: &Mediator,
     metrics: &Metrics,
+    access: MetricsAccess,
     request: Request<B>,
 ) -> HttpResponse
 where
@@ -63,7 +64,7 @@ where
     if let Some(RemoteAddr(remote)) = request.extensions().get::<RemoteAddr>() {
         span.record("remote", tracing::field::display(remote));
     }
-    let response = dispatch(mediator, metrics, route, &path, request)
+    let response = dispatch(mediator, metrics, access, route, &path, request)
         .instrument(span.clone())
         .await;
     let status = response.status().as_u16();
@@ -85,6 +86,7 @@ where
 async fn dispatch<B>(
     mediator: &Mediator,
     metrics: &Metrics,
+    access: MetricsAccess,
     route: Route<'_>,
     path: &str,
     request: Request<B>,
@@ -102,9 +104,9 @@ where
     }
     match route {
         Route::Healthz => return reply::json(StatusCode::OK, &json!({ "ok": true })),
-        Route::Metrics => return admin::metrics_reply(mediator, metrics),
+        Route::Metrics => return admin::metrics_reply(mediator, metrics, access, &parts),
         Route::Dashboard => return admin::dashboard(mediator, &parts).await,
-        Route::Ping | Route::Readyz => return admin::ready(mediator).await,
+        Route::Ping | Route::Readyz => return admin::ready(mediator, &parts).await,
         Route::Token => return admin::token(mediator, &parts.headers),
         Route::NotFound => {
             return reply::error_status(
