@@ -99,7 +99,18 @@ where
     // Every route refuses a body announced too large, even one that would
     // never read it, so the limit reads the same whatever the path.
     let max = mediator.limits().max_body;
-    if announced_size(&parts.headers, &body).is_some_and(|len| len > max as u64) {
+    if let Some(len) = announced_size(&parts.headers, &body).filter(|len| *len > max as u64) {
+        // Read what the caller is sending anyway, when there is not too
+        // much of it, so that the 413 is not lost to a reset. A caller that
+        // waits for `100 Continue` sends nothing more until asked: polling
+        // the body would ask it.
+        let waits_to_continue = parts
+            .headers
+            .get(http::header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        if !waits_to_continue && len <= drain_bound(max) {
+            discard(body, drain_bound(max), mediator.limits().deadline).await;
+        }
         return too_large(max);
     }
     match route {
@@ -209,16 +220,57 @@ fn too_large(max: usize) -> HttpResponse {
     reply::error(&Error::TooLarge { limit: max })
 }
 
+/// How much of a body past the limit `max` is read and thrown away before
+/// the 413 goes out: twice the limit, and at least 4 MiB.
+///
+/// HTTP/1.1 clients such as Python's `http.client` and Node's `fetch` send
+/// the whole body before reading the answer; if the server closes its end
+/// with their bytes unread, the kernel resets the connection and the client
+/// sees `EPIPE`/`ECONNRESET` instead of the 413. Reading the rest first lets
+/// the answer arrive; the bound keeps a huge upload from being read in full
+/// for nothing (past it the connection is closed as before).
+fn drain_bound(max: usize) -> u64 {
+    (max as u64).saturating_mul(2).max(4 << 20)
+}
+
+/// Reads and drops `body` until its end, `bound` bytes, an error, or
+/// `deadline`, whichever comes first.
+async fn discard<B>(body: B, bound: u64, deadline: Duration)
+where
+    B: Body<Data = Bytes>,
+{
+    let mut body = std::pin::pin!(body);
+    let mut read = 0u64;
+    let drained = tokio::time::timeout(deadline, async {
+        while let Some(Ok(frame)) = body.as_mut().frame().await {
+            if let Ok(data) = frame.into_data() {
+                read = read.saturating_add(data.len() as u64);
+                if read > bound {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::debug!(read, "gave up reading an oversized body");
+    }
+}
+
 /// Collects a request body of at most `max` bytes (413 past it) that
 /// arrives within `deadline` (408 after it): the header read timeout ends
 /// with the head, so without this a caller trickling a body, token or not,
-/// would hold its connection for ever.
+/// would hold its connection for ever. Past the limit the rest is read and
+/// dropped (see [`drain_bound`]) before the 413.
 async fn read_body<B>(max: usize, deadline: Duration, body: B) -> Result<Bytes, HttpResponse>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    let Ok(collected) = tokio::time::timeout(deadline, Limited::new(body, max).collect()).await
+    let started = tokio::time::Instant::now();
+    let mut body = std::pin::pin!(body);
+    let Ok(collected) =
+        tokio::time::timeout(deadline, Limited::new(body.as_mut(), max).collect()).await
     else {
         return Err(reply::error_status(
             StatusCode::REQUEST_TIMEOUT,
@@ -232,7 +284,11 @@ where
     };
     match collected {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large(max)),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            let left = deadline.saturating_sub(started.elapsed());
+            discard(body, drain_bound(max), left).await;
+            Err(too_large(max))
+        }
         Err(e) => Err(reply::error(&Error::invalid(
             "body",
             format!("could not be read: {e}"),
