@@ -42,7 +42,10 @@ pub struct HubConfig {
     addr: Option<SocketAddr>,
     endpoints: EndpointPolicy,
     metrics_access: MetricsAccess,
+    listener: Option<ListenerChange>,
 }
+
+type ListenerChange = Box<dyn FnOnce(HttpListener) -> HttpListener + Send>;
 
 impl Default for HubConfig {
     /// The memory registry, the system clock, a 5 s delivery deadline,
@@ -63,6 +66,7 @@ impl Default for HubConfig {
             addr: None,
             endpoints: EndpointPolicy::default(),
             metrics_access: MetricsAccess::default(),
+            listener: None,
         }
     }
 }
@@ -140,6 +144,16 @@ impl HubConfig {
         self
     }
 
+    /// Changes the listener's settings (timeouts, connection cap) before
+    /// it serves.
+    pub fn listener(
+        mut self,
+        change: impl FnOnce(HttpListener) -> HttpListener + Send + 'static,
+    ) -> Self {
+        self.listener = Some(Box::new(change));
+        self
+    }
+
     /// Who may read `/metrics`.
     pub fn metrics_access(mut self, access: MetricsAccess) -> Self {
         self.metrics_access = access;
@@ -147,17 +161,21 @@ impl HubConfig {
     }
 
     /// Builds the mediator and serves it on loopback.
-    pub async fn start(self) -> Hub {
+    pub async fn start(mut self) -> Hub {
         let addr = self
             .addr
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
         let drain = self.drain;
         let access = self.metrics_access;
+        let change = self.listener.take();
         let (mediator, clock, tls) = self.compose();
         let mut listener = HttpListener::bind(addr)
             .await
             .expect("bind the mediator")
             .drain_timeout(drain);
+        if let Some(change) = change {
+            listener = change(listener);
+        }
         let addr = listener.local_addr();
         let base = match tls {
             Some(tls) => {

@@ -5,14 +5,18 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use http::Request;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -57,6 +61,8 @@ pub struct HttpListener {
     drain: Duration,
     handshake_timeout: Duration,
     header_read_timeout: Duration,
+    idle_timeout: Duration,
+    max_connections: usize,
 }
 
 impl HttpListener {
@@ -76,6 +82,8 @@ impl HttpListener {
             drain: Duration::from_secs(30),
             handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
         })
     }
 
@@ -92,12 +100,33 @@ impl HttpListener {
         self
     }
 
-    /// How long a client may take over its TLS handshake (default 10 s) and,
-    /// on HTTP/1.1, over sending a request's headers (default 30 s), so
-    /// idle or slow clients cannot hold connections for ever.
+    /// How long a client may take over its TLS handshake (default 10 s) and
+    /// over sending a request's head (default 30 s), so idle or slow clients
+    /// cannot hold connections for ever. The head's time runs from its first
+    /// byte, and for a connection's first request from the moment it was
+    /// accepted, so a client that sends nothing at all is closed too; bytes
+    /// that never make a request (an HTTP/2 preface alone) count the same.
     pub fn client_timeouts(mut self, handshake: Duration, header_read: Duration) -> Self {
         self.handshake_timeout = handshake;
         self.header_read_timeout = header_read;
+        self
+    }
+
+    /// How long a connection may stay silent, with no request in flight,
+    /// before it is closed (default 60 s): a keep-alive HTTP/1.1 connection
+    /// between requests, an HTTP/2 connection with no open stream (one that
+    /// only sent the preface included), or one that never sent a byte.
+    pub fn idle_timeout(mut self, idle: Duration) -> Self {
+        self.idle_timeout = idle;
+        self
+    }
+
+    /// How many connections may be open at once (default 10 000). Past it a
+    /// new connection is answered `503` (in clear text; closed at once over
+    /// TLS) and closed, and the refusals are logged once per burst, so that
+    /// a flood can neither exhaust file descriptors nor fill the log.
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.max_connections = max.max(1);
         self
     }
 
@@ -133,6 +162,8 @@ impl HttpListener {
             drain,
             handshake_timeout,
             header_read_timeout,
+            idle_timeout,
+            max_connections,
         } = self;
         // A node registered at the mediator's own address would make every
         // call to it a call to the mediator, in a loop.
@@ -156,17 +187,42 @@ impl HttpListener {
             "mediator http listener serving"
         );
         let mut signal = std::pin::pin!(signal);
+        let mut refusing = false;
+        let mut refusals = JoinSet::new();
         loop {
             tokio::select! {
                 biased;
                 () = &mut signal => break,
                 accepted = listener.accept() => match accepted {
+                    Ok((stream, remote)) if connections.len() >= max_connections => {
+                        if !refusing {
+                            tracing::warn!(
+                                max = max_connections,
+                                %remote,
+                                "connection limit reached: refusing new connections"
+                            );
+                            refusing = true;
+                        }
+                        // Bounded too: a flood of refusals must not pile up.
+                        if refusals.len() < max_connections {
+                            refusals.spawn(refuse(stream, acceptor.is_none()));
+                        }
+                    }
                     Ok((stream, remote)) => {
+                        if refusing {
+                            tracing::info!(open = connections.len(), "accepting connections again");
+                            refusing = false;
+                        }
+                        let limits = ConnectionLimits {
+                            handshake: handshake_timeout,
+                            idle: idle_timeout,
+                            header_read: header_read_timeout,
+                        };
                         connections.spawn(connection(
                             stream,
                             remote,
                             acceptor.clone(),
-                            handshake_timeout,
+                            limits,
                             builder.clone(),
                             service.clone(),
                             stop_rx.clone(),
@@ -185,6 +241,7 @@ impl HttpListener {
                 Some(joined) = connections.join_next(), if !connections.is_empty() => {
                     log_join(joined);
                 }
+                Some(_) = refusals.join_next(), if !refusals.is_empty() => {}
             }
         }
         drop(listener);
@@ -232,12 +289,39 @@ async fn stopping(mut stop: watch::Receiver<bool>) {
     }
 }
 
+/// The refusal of a connection past the limit: a `503` when the client
+/// speaks clear HTTP (whichever version, it reads as an answer to an
+/// HTTP/1.1 client and as a protocol error to an HTTP/2 one, either way the
+/// end), nothing over TLS, where a clear answer would be garbage.
+async fn refuse(mut stream: TcpStream, clear: bool) {
+    use tokio::io::AsyncWriteExt;
+    if clear {
+        const BODY: &str = r#"{"error":"too many connections","kind":"overloaded","fault":"hub"}"#;
+        let answer = format!(
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+             retry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{BODY}",
+            BODY.len()
+        );
+        let _ =
+            tokio::time::timeout(Duration::from_secs(1), stream.write_all(answer.as_bytes())).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
+    }
+}
+
+/// The time limits of one connection.
+#[derive(Debug, Clone, Copy)]
+struct ConnectionLimits {
+    handshake: Duration,
+    idle: Duration,
+    header_read: Duration,
+}
+
 /// Serves one accepted connection, through TLS when configured.
 async fn connection(
     stream: TcpStream,
     remote: SocketAddr,
     acceptor: Option<TlsAcceptor>,
-    handshake_timeout: Duration,
+    limits: ConnectionLimits,
     builder: auto::Builder<TokioExecutor>,
     service: MediatorService,
     stop: watch::Receiver<bool>,
@@ -246,9 +330,11 @@ async fn connection(
         tracing::debug!(%remote, error = %e, "could not set TCP_NODELAY");
     }
     match acceptor {
-        None => serve_io(stream, remote, &builder, service, stop).await,
+        None => {
+            serve_io(stream, remote, &builder, service, stop, limits).await;
+        }
         Some(acceptor) => {
-            let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(stream));
+            let handshake = tokio::time::timeout(limits.handshake, acceptor.accept(stream));
             let stream = tokio::select! {
                 done = handshake => match done {
                     Ok(Ok(stream)) => stream,
@@ -263,7 +349,7 @@ async fn connection(
                 },
                 () = stopping(stop.clone()) => return,
             };
-            serve_io(stream, remote, &builder, service, stop).await;
+            serve_io(stream, remote, &builder, service, stop, limits).await;
         }
     }
 }
@@ -274,16 +360,28 @@ async fn serve_io<I>(
     builder: &auto::Builder<TokioExecutor>,
     service: MediatorService,
     stop: watch::Receiver<bool>,
+    limits: ConnectionLimits,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let activity = Activity::new();
     // The same handling as `MediatorService::call`, with the peer's address
     // added, and the request's future polled in place rather than boxed.
+    let in_service = activity.clone();
     let service = service_fn(move |mut request: Request<Incoming>| {
         request.extensions_mut().insert(RemoteAddr(remote));
         let service = service.clone();
-        async move { Ok::<_, Infallible>(service.answer(request).await) }
+        let busy = in_service.busy();
+        async move {
+            let answer = service.answer(request).await;
+            drop(busy);
+            Ok::<_, Infallible>(answer)
+        }
     });
+    let io = Watched {
+        io,
+        activity: activity.clone(),
+    };
     let connection = builder.serve_connection(TokioIo::new(io), service);
     let mut connection = std::pin::pin!(connection);
     let result = tokio::select! {
@@ -292,8 +390,176 @@ async fn serve_io<I>(
             connection.as_mut().graceful_shutdown();
             connection.await
         }
+        why = activity.expired(limits.idle, limits.header_read) => {
+            tracing::debug!(%remote, why, "closing the connection");
+            return;
+        }
     };
     if let Err(e) = result {
         tracing::debug!(%remote, error = %e, "connection ended with an error");
+    }
+}
+
+/// When a connection last moved a byte, whether a request's head is being
+/// read and since when, and how many of its requests are being answered:
+/// what the idle and header-read timeouts read.
+#[derive(Clone)]
+struct Activity {
+    shared: Arc<ActivityState>,
+}
+
+struct ActivityState {
+    started: Instant,
+    /// Milliseconds from `started` to the last byte read or written.
+    last: AtomicU64,
+    /// One more than the milliseconds from `started` to the first byte of a
+    /// head not yet answered; 0 when none is being read.
+    head_since: AtomicU64,
+    busy: AtomicUsize,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            shared: Arc::new(ActivityState {
+                started: Instant::now(),
+                last: AtomicU64::new(0),
+                // A new connection owes its first head from the start, so a
+                // client that never sends a byte is timed like a slow one.
+                head_since: AtomicU64::new(1),
+                busy: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.shared.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn touch(&self) {
+        self.shared.last.store(self.elapsed_ms(), Ordering::Relaxed);
+    }
+
+    /// Bytes arrived: with no request being answered, they begin the next
+    /// head, whose clock starts now unless it already runs.
+    fn read(&self) {
+        let now = self.elapsed_ms();
+        self.shared.last.store(now, Ordering::Relaxed);
+        if self.shared.busy.load(Ordering::Relaxed) == 0 {
+            let _ = self.shared.head_since.compare_exchange(
+                0,
+                now.saturating_add(1),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// Marks a request in flight until the guard is dropped: its head is
+    /// whole, and a request the mediator is still answering (a slow node)
+    /// is not idleness.
+    fn busy(&self) -> BusyGuard {
+        self.shared.busy.fetch_add(1, Ordering::Relaxed);
+        self.shared.head_since.store(0, Ordering::Relaxed);
+        BusyGuard(self.clone())
+    }
+
+    /// Resolves, saying why, once nothing moved for `idle` with no request
+    /// in flight, or a head took longer than `header_read` from its first
+    /// byte (from the connection's start for the first head).
+    async fn expired(&self, idle: Duration, header_read: Duration) -> &'static str {
+        loop {
+            let head = self.shared.head_since.load(Ordering::Relaxed);
+            let head_until = (head > 0)
+                .then(|| self.shared.started + Duration::from_millis(head - 1) + header_read);
+            let last = Duration::from_millis(self.shared.last.load(Ordering::Relaxed));
+            let idle_until = self.shared.started + last + idle;
+            let now = Instant::now();
+            if head_until.is_some_and(|until| now >= until) {
+                return "header read timeout";
+            }
+            if now >= idle_until && self.shared.busy.load(Ordering::Relaxed) == 0 {
+                return "idle timeout";
+            }
+            let next = match head_until {
+                Some(until) => until.min(idle_until),
+                None => idle_until,
+            };
+            // Busy past the idle deadline: look again later.
+            let next = if next <= now {
+                now + idle.min(Duration::from_secs(1))
+            } else {
+                next
+            };
+            tokio::time::sleep_until(next.into()).await;
+        }
+    }
+}
+
+struct BusyGuard(Activity);
+
+impl Drop for BusyGuard {
+    fn drop(&mut self) {
+        self.0.shared.busy.fetch_sub(1, Ordering::Relaxed);
+        self.0.touch();
+    }
+}
+
+/// A connection's stream, noting every byte that moves on it.
+struct Watched<I> {
+    io: I,
+    activity: Activity,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.read();
+        }
+        polled
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.io).poll_write(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
