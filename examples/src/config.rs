@@ -18,6 +18,8 @@
 //! default_ttl_s = 3900
 //! sweep_every_s = 5
 //! drain_s = 10
+//! max_in_flight = 10000
+//! max_in_flight_per_caller = 1000
 //! endpoint_deny = ["127.0.0.0/8", "::1"]
 //! endpoint_allow = ["10.0.0.0/8"]
 //! metrics_access = "open"   # or "open-without-groups", "admin"
@@ -91,6 +93,12 @@ pub struct ServeFlags {
     /// How long in-flight requests may finish after SIGTERM/SIGINT, in seconds [default: 10].
     #[arg(long, env = "MEDIATOR_DRAIN_S")]
     pub drain_s: Option<u64>,
+    /// Most deliveries in flight, all callers together; 503 past it [default: 10000].
+    #[arg(long, env = "MEDIATOR_MAX_IN_FLIGHT")]
+    pub max_in_flight: Option<usize>,
+    /// Most deliveries in flight for one caller; 503 past it [default: 1000].
+    #[arg(long, env = "MEDIATOR_MAX_IN_FLIGHT_PER_CALLER")]
+    pub max_in_flight_per_caller: Option<usize>,
     /// Networks (CIDR, comma-separated) node callbacks may not point into,
     /// beside link-local ones and the mediator itself.
     #[arg(long, env = "MEDIATOR_ENDPOINT_DENY", value_delimiter = ',')]
@@ -120,6 +128,8 @@ impl std::fmt::Debug for ServeFlags {
             .field("default_ttl_s", &self.default_ttl_s)
             .field("sweep_every_s", &self.sweep_every_s)
             .field("drain_s", &self.drain_s)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("max_in_flight_per_caller", &self.max_in_flight_per_caller)
             .field("endpoint_deny", &self.endpoint_deny)
             .field("endpoint_allow", &self.endpoint_allow)
             .field("metrics_access", &self.metrics_access)
@@ -189,6 +199,10 @@ pub struct FileConfig {
     pub sweep_every_s: Option<u64>,
     /// See [`ServeFlags::drain_s`].
     pub drain_s: Option<u64>,
+    /// See [`ServeFlags::max_in_flight`].
+    pub max_in_flight: Option<usize>,
+    /// See [`ServeFlags::max_in_flight_per_caller`].
+    pub max_in_flight_per_caller: Option<usize>,
     /// See [`ServeFlags::endpoint_deny`].
     pub endpoint_deny: Option<Vec<String>>,
     /// See [`ServeFlags::endpoint_allow`].
@@ -327,6 +341,15 @@ impl ServeSettings {
         if let Some(s) = flags.sweep_every_s.or(file.sweep_every_s) {
             limits.sweep_every = Duration::from_secs(s);
         }
+        if let Some(n) = flags.max_in_flight.or(file.max_in_flight) {
+            limits.max_in_flight = n;
+        }
+        if let Some(n) = flags
+            .max_in_flight_per_caller
+            .or(file.max_in_flight_per_caller)
+        {
+            limits.max_in_flight_per_caller = n;
+        }
         let mut endpoints = EndpointPolicy::default();
         // Flags, when given, replace the file's list rather than add to it,
         // as every other setting does.
@@ -453,6 +476,9 @@ mod tests {
         };
         assert!(at("http://10.0.0.1:9000").is_err());
         assert!(at("http://127.0.0.1:9000").is_ok());
+        let file = FileConfig::parse("max_in_flight_per_caller = 7").unwrap();
+        let s = ServeSettings::merge(ServeFlags::default(), file, None).unwrap();
+        assert_eq!(s.limits.max_in_flight_per_caller, 7);
         let file = FileConfig::parse("metrics_access = \"admin\"").unwrap();
         let s = ServeSettings::merge(ServeFlags::default(), file, None).unwrap();
         assert_eq!(s.metrics_access, MetricsAccess::Admin);

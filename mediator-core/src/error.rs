@@ -254,6 +254,17 @@ pub enum Error {
     /// The store failed or could not be reached.
     #[error("store error: {0}")]
     Store(#[source] StoreError),
+    /// Too many deliveries are in flight, for the mediator or for this
+    /// caller; the request was not started.
+    #[error(
+        "overloaded: too many deliveries in flight for the {scope}; retry after {retry_after:?}"
+    )]
+    Overloaded {
+        /// Whose bound was reached: `mediator`, or `caller group/name`.
+        scope: String,
+        /// How long the caller should wait before trying again.
+        retry_after: Duration,
+    },
     /// No registration matches the target.
     #[error("unknown target {0}")]
     UnknownTarget(String),
@@ -376,7 +387,10 @@ impl Error {
             | Error::Unauthorized(_)
             | Error::Forbidden(_)
             | Error::Sealed(_) => Fault::Caller,
-            Error::Store(_) | Error::NoNodeAvailable(_) | Error::Config(_) => Fault::Hub,
+            Error::Store(_)
+            | Error::NoNodeAvailable(_)
+            | Error::Overloaded { .. }
+            | Error::Config(_) => Fault::Hub,
             Error::Refused { status, .. } if *status < 500 => Fault::Caller,
             Error::Refused { .. }
             | Error::DeadlinePassed { .. }
@@ -397,7 +411,7 @@ impl Error {
             Error::Forbidden(_) => 403,
             Error::UnknownTarget(_) => 404,
             Error::NodeFailed { .. } | Error::NodeUnreachable { .. } => 502,
-            Error::Store(_) | Error::NoNodeAvailable(_) => 503,
+            Error::Store(_) | Error::NoNodeAvailable(_) | Error::Overloaded { .. } => 503,
             Error::DeadlinePassed { .. } => 504,
             Error::Refused { status, .. } => *status,
             Error::Config(_) => 500,
@@ -412,6 +426,7 @@ impl Error {
             Error::Store(_) => "store",
             Error::UnknownTarget(_) => "unknown_target",
             Error::NoNodeAvailable(_) => "no_node_available",
+            Error::Overloaded { .. } => "overloaded",
             Error::DeadlinePassed { .. } => "deadline_passed",
             Error::NodeFailed { .. } => "node_failed",
             Error::NodeUnreachable { .. } => "node_unreachable",
@@ -429,7 +444,9 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Store(e) => e.is_temporary(),
-            Error::NoNodeAvailable(_) | Error::NodeUnreachable { .. } => true,
+            Error::NoNodeAvailable(_)
+            | Error::NodeUnreachable { .. }
+            | Error::Overloaded { .. } => true,
             _ => false,
         }
     }

@@ -110,6 +110,7 @@ mod clock;
 mod context;
 mod deliver;
 mod error;
+mod inflight;
 pub mod mediator;
 mod memory;
 pub mod model;

@@ -9,7 +9,8 @@ use crate::clock::{Clock, SystemClock};
 use crate::context::{RequestContext, TraceContext};
 use crate::deliver::{Deliver, Deliverers};
 use crate::error::{Error, Result};
-use crate::model::{Envelope, Node, NodeId, NodeKey, Registration};
+use crate::inflight::InFlight;
+use crate::model::{Envelope, Node, NodeId, NodeKey, Registration, Target};
 use crate::policy::{
     Authenticate, Authorize, Credentials, DefaultAuthorize, EndpointPolicy, LeastInFlight, Pick,
 };
@@ -49,6 +50,13 @@ pub struct Limits {
     /// from the store (the staleness bound for changes made by other
     /// instances). Default 5 s.
     pub sweep_every: Duration,
+    /// The most deliveries in flight at once, all callers together (a
+    /// broadcast counts one per node of its group); past it requests are
+    /// refused with [`Error::Overloaded`] (503). Default 10 000.
+    pub max_in_flight: usize,
+    /// The most deliveries in flight at once for one caller (one node; the
+    /// callers that name no node share one count). Default 1 000.
+    pub max_in_flight_per_caller: usize,
 }
 
 impl Default for Limits {
@@ -60,6 +68,8 @@ impl Default for Limits {
             min_ttl: Duration::from_secs(1),
             max_ttl: Duration::from_secs(24 * 60 * 60),
             sweep_every: Duration::from_secs(5),
+            max_in_flight: 10_000,
+            max_in_flight_per_caller: 1_000,
         }
     }
 }
@@ -326,6 +336,12 @@ impl MediatorBuilder {
         for deliver in self.delivers {
             delivers.add(deliver)?;
         }
+        if limits.max_in_flight == 0 || limits.max_in_flight_per_caller == 0 {
+            return Err(Error::Config(
+                "the bounds on deliveries in flight must be above zero".into(),
+            ));
+        }
+        let in_flight = InFlight::new(limits.max_in_flight, limits.max_in_flight_per_caller);
         let stats = Arc::new(DeliveryStats::default());
         let mut recorders: Vec<Arc<dyn Recorder>> = vec![Arc::clone(&stats) as Arc<dyn Recorder>];
         recorders.extend(self.recorders);
@@ -353,6 +369,7 @@ impl MediatorBuilder {
                 default_router,
                 router,
                 stats,
+                in_flight,
                 limits,
                 instance: self.instance,
             }),
@@ -417,6 +434,7 @@ struct Inner {
     default_router: DefaultRouter,
     router: Arc<dyn Router>,
     stats: Arc<DeliveryStats>,
+    in_flight: InFlight,
     limits: Limits,
     instance: String,
 }
@@ -604,7 +622,9 @@ impl Mediator {
     }
 
     /// Routes a request from `caller`, within `deadline` (at most the
-    /// configured one).
+    /// configured one), unless the bounds on deliveries in flight
+    /// ([`Limits::max_in_flight`], [`Limits::max_in_flight_per_caller`])
+    /// are reached: then it fails at once with [`Error::Overloaded`].
     ///
     /// The envelope's `from` is set from the caller's verified identity,
     /// whatever the caller put there, so a node cannot speak as another.
@@ -646,6 +666,11 @@ impl Mediator {
             Deadline::starting(self.inner.clock.now(), budget),
         )
         .with_trace(trace);
+        let deliveries = match &envelope.target {
+            Target::All(group) => self.inner.table.group(group).len().max(1),
+            Target::One(_) | Target::Any(_) => 1,
+        };
+        let _permit = self.inner.in_flight.acquire(caller, deliveries)?;
         self.inner.router.route(envelope, &cx).await
     }
 

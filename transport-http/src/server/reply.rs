@@ -60,6 +60,13 @@ pub(crate) fn error(err: &Error) -> HttpResponse {
 pub(crate) fn error_message(err: &Error, message: &str) -> HttpResponse {
     let status = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = json(status, &error_body(message, err.kind(), err.fault()));
+    if let Error::Overloaded { retry_after, .. } = err {
+        // Whole seconds, rounded up: `Retry-After: 0` would invite a storm.
+        let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+        if let Ok(value) = HeaderValue::from_str(&secs.max(1).to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+    }
     if status == StatusCode::UNAUTHORIZED {
         response.headers_mut().insert(
             header::WWW_AUTHENTICATE,
