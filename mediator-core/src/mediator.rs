@@ -679,6 +679,17 @@ impl Mediator {
         Ok(self.inner.registry.list(group).await?)
     }
 
+    /// One page of registrations (of one group, or all), ordered by id:
+    /// at most `limit`, with ids above `after`.
+    pub async fn nodes_page(
+        &self,
+        group: Option<&str>,
+        after: Option<NodeId>,
+        limit: usize,
+    ) -> Result<Vec<Node>> {
+        Ok(self.inner.registry.list_page(group, after, limit).await?)
+    }
+
     /// Evicts every node whose lease ended by the clock's current time,
     /// from the store and the routing table; returns their keys.
     pub async fn sweep(&self) -> Result<Vec<NodeKey>> {

@@ -72,6 +72,25 @@ pub trait Registry: Send + Sync + 'static {
     /// Every registration, or those of one group, ordered by id.
     async fn list(&self, group: Option<&str>) -> Result<Vec<Node>, StoreError>;
 
+    /// At most `limit` registrations (of one group, or all) whose id is
+    /// above `after`, ordered by id: one page of [`list`](Self::list).
+    ///
+    /// The default reads the whole list and cuts the page from it; a store
+    /// that can seek by id should override it so a page costs a page.
+    async fn list_page(
+        &self,
+        group: Option<&str>,
+        after: Option<NodeId>,
+        limit: usize,
+    ) -> Result<Vec<Node>, StoreError> {
+        let nodes = self.list(group).await?;
+        Ok(nodes
+            .into_iter()
+            .filter(|n| after.is_none_or(|after| n.id > after))
+            .take(limit)
+            .collect())
+    }
+
     /// Removes every registration whose lease ended at or before `now`, and
     /// returns their keys.
     async fn evict_expired(&self, now: Timestamp) -> Result<Vec<NodeKey>, StoreError>;
@@ -109,6 +128,14 @@ impl<R: Registry + ?Sized> Registry for std::sync::Arc<R> {
     }
     async fn list(&self, group: Option<&str>) -> Result<Vec<Node>, StoreError> {
         (**self).list(group).await
+    }
+    async fn list_page(
+        &self,
+        group: Option<&str>,
+        after: Option<NodeId>,
+        limit: usize,
+    ) -> Result<Vec<Node>, StoreError> {
+        (**self).list_page(group, after, limit).await
     }
     async fn evict_expired(&self, now: Timestamp) -> Result<Vec<NodeKey>, StoreError> {
         (**self).evict_expired(now).await

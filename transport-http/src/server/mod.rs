@@ -30,7 +30,7 @@
 //! | `ANY /one/:group/:name?/*path` | any caller | the node's reply + `x-mediator-node` (`/one/g//p`: the unnamed node) |
 //! | `ANY /any/:group/*path` | any caller | the reply of one live node, the least busy |
 //! | `ANY /many/:group/*path` | any caller | `[{"then"…}|{"then_base64"…}|{"catch"…}]` + `x-mediator-summary` |
-//! | `ANY /admin/clusters/:group?` | admin | `{"list": [row…]}` |
+//! | `ANY /admin/clusters/:group?` | admin | `{"list": [row…]}` by id, at most 500 rows unless `?limit=` (≤ 1000) says otherwise; `"next": id` when more follow, passed back as `?after=id` |
 //! | `ANY /admin/cluster/:id` | admin | `{"entity": row}`; `400` when unknown |
 //! | `ANY /token` | Basic `admin:<secret>` | `{"token", "verified": true, "exp"}` (admin, 9 h) |
 //! | `ANY /ping`, `GET /readyz` | anyone | `{"ok": true, "store": "up"}`; `503` when the store is down |

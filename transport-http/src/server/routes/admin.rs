@@ -35,10 +35,21 @@ fn require_admin(identity: &Identity) -> Result<(), HttpResponse> {
     }
 }
 
+/// How many rows `/admin/clusters` answers when not asked for fewer: every
+/// registration of a registry this size or smaller comes in one answer, as
+/// the original's dialect expects.
+pub(crate) const DEFAULT_PAGE: usize = 500;
+/// The most rows `/admin/clusters` answers at once, whatever `limit` says.
+pub(crate) const MAX_PAGE: usize = 1000;
+
+/// `/admin/clusters[/:group][?limit=N&after=ID]`: registrations ordered by
+/// id, one page at a time. `{"list": [...]}` as in the original, plus
+/// `"next"` (the id to pass as `after`) when more rows follow.
 pub(super) async fn admin_clusters(
     mediator: &Mediator,
     identity: &Identity,
     group: Option<&str>,
+    query: Option<&str>,
 ) -> HttpResponse {
     if let Err(response) = require_admin(identity) {
         return response;
@@ -48,13 +59,57 @@ pub(super) async fn admin_clusters(
             return reply::error(&e);
         }
     }
-    match mediator.nodes(group).await {
-        Ok(nodes) => {
+    let (limit, after) = match page_params(query.unwrap_or("")) {
+        Ok(params) => params,
+        Err(e) => return reply::error(&e),
+    };
+    // One row more than the page tells whether another page follows.
+    match mediator
+        .nodes_page(group, after, limit.saturating_add(1))
+        .await
+    {
+        Ok(mut nodes) => {
+            let more = nodes.len() > limit;
+            nodes.truncate(limit);
             let list: Vec<Value> = nodes.iter().map(|n| entity::row(n, None)).collect();
-            reply::json(StatusCode::OK, &json!({ "list": list }))
+            let mut body = json!({ "list": list });
+            if more {
+                if let Some(last) = nodes.last() {
+                    body["next"] = Value::from(last.id.0);
+                }
+            }
+            reply::json(StatusCode::OK, &body)
         }
         Err(e) => reply::error(&e),
     }
+}
+
+/// `limit` (default [`DEFAULT_PAGE`], at most [`MAX_PAGE`]) and `after`
+/// from a query string; other parameters are ignored, as before paging.
+fn page_params(query: &str) -> Result<(usize, Option<NodeId>), Error> {
+    let mut limit = DEFAULT_PAGE;
+    let mut after = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match name {
+            "limit" => {
+                limit = value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| Error::invalid("limit", "must be a whole number above 0"))?
+                    .min(MAX_PAGE);
+            }
+            "after" => {
+                after =
+                    Some(NodeId(value.parse::<u64>().map_err(|_| {
+                        Error::invalid("after", "must be a registration id")
+                    })?));
+            }
+            _ => {}
+        }
+    }
+    Ok((limit, after))
 }
 
 pub(super) async fn admin_cluster(

@@ -143,7 +143,9 @@ where
             name,
             rest,
         } => forward::forward(mediator, &identity, parts, body, fan, group, name, rest).await,
-        Route::AdminClusters(group) => admin::admin_clusters(mediator, &identity, group).await,
+        Route::AdminClusters(group) => {
+            admin::admin_clusters(mediator, &identity, group, parts.uri.query()).await
+        }
         Route::AdminCluster(id) => admin::admin_cluster(mediator, &identity, id).await,
         // Answered above, before any credential was asked for.
         Route::Healthz
