@@ -17,6 +17,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use mediator_core::{Claims, KeyRing, SealKey, Timestamp, TokenMinter};
 use mediator_transport_http::client::Incoming;
 use mediator_transport_http::NodeClient;
+use mediator_transport_quic::QuicNodeClient;
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mediator");
@@ -316,6 +317,116 @@ async fn keygen_keys_and_minted_tokens_carry_a_sealed_call_from_the_shell() {
     node.shutdown().await.unwrap();
 }
 
+/// The QUIC listener's address and fingerprint, from what `serve` printed.
+fn quic_line(process: &Process) -> (String, String) {
+    let output = process.output();
+    let line = output
+        .iter()
+        .find(|l| l.contains("QUIC listening on"))
+        .unwrap_or_else(|| panic!("no QUIC line in {output:?}"));
+    let addr = line
+        .split("QUIC listening on ")
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .to_owned();
+    let pin = line.split_whitespace().last().unwrap().to_owned();
+    assert_eq!(pin.len(), 64, "{line}");
+    (addr, pin)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_with_quic_listen_carries_a_send_via_quic_and_refuses_a_bad_pin() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut args = serve_args(port, "memory");
+    args.extend(["--quic-listen".into(), "127.0.0.1:0".into()]);
+    let hub = Process::start(dir.path(), &as_strs(&args), "QUIC listening");
+    let (addr, pin) = quic_line(&hub);
+    let key_text = run(dir.path(), &["keygen"]).trim().to_owned();
+    let keys = KeyRing::new(SealKey::from_base64(&key_text).unwrap());
+    let token = run(dir.path(), &["token", "--node", "app/upper"])
+        .trim()
+        .to_owned();
+    // A node attached over QUIC, pinning the printed fingerprint.
+    let node = QuicNodeClient::builder(addr.parse().unwrap())
+        .pin(&pin)
+        .identity("app", Some("upper"))
+        .token(token)
+        .keys(keys)
+        .start(|request: Incoming| async move {
+            let from = request.from.map(|k| k.to_string()).unwrap_or_default();
+            let text = String::from_utf8_lossy(&request.body).to_uppercase();
+            Ok(Bytes::from(format!("{text} (from {from})")))
+        })
+        .await
+        .unwrap();
+    let send = |extra: &[&str]| {
+        let mut all = vec!["send", "--via", "quic", "--quic", &addr, "--key", &key_text];
+        all.extend_from_slice(extra);
+        Command::new(BIN)
+            .args(all)
+            .current_dir(dir.path())
+            .env_remove("MEDIATOR_SECRET")
+            .output()
+            .unwrap()
+    };
+    let out = send(&["--pin", &pin, "--to", "app/upper", "--data", "hi"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "HI (from cli/send)"
+    );
+    let out = send(&["--pin", &pin, "--to", "app/*", "--data", "all"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success()
+            && stdout.contains("app/upper: ALL")
+            && stdout.contains("asked=1 answered=1"),
+        "{out:?}"
+    );
+    // The same node through the HTTP API: both listeners serve one mediator.
+    let url = format!("http://127.0.0.1:{port}");
+    let over_http = run(
+        dir.path(),
+        &[
+            "send",
+            "--url",
+            &url,
+            "--to",
+            "app/upper",
+            "--key",
+            &key_text,
+            "--data",
+            "web",
+        ],
+    );
+    assert_eq!(over_http.trim(), "WEB (from cli/send)");
+
+    // Another certificate's fingerprint: refused, said so, non-zero exit.
+    let wrong = "ab".repeat(32);
+    let out = send(&["--pin", &wrong, "--to", "app/upper", "--data", "x"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        stderr.contains("fingerprint") && stderr.contains(&addr),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty(), "{out:?}");
+    // Neither a pin nor a root: refused before dialling.
+    let out = send(&["--to", "app/upper"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--pin"),
+        "{out:?}"
+    );
+
+    assert!(hub.terminate().success());
+    node.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_during_load_loses_no_accepted_request() {
     let dir = tempfile::tempdir().unwrap();
@@ -418,7 +529,15 @@ async fn the_demo_starts_and_its_pages_answer() {
     assert_eq!(response.status(), StatusCode::OK);
     let sent: Value =
         serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
-    assert_eq!(sent["summary"]["answered"], 2, "{sent}");
+    // passive, standalone and the node attached over QUIC.
+    assert_eq!(sent["summary"]["answered"], 3, "{sent}");
+    let replies = sent["replies"].as_array().unwrap();
+    assert!(
+        replies
+            .iter()
+            .any(|r| r["node"] == "demo/quic" && r["then"]["by"] == "demo/quic"),
+        "{sent}"
+    );
     let inbox = client
         .get(format!("{}/messages", page("passive")).parse().unwrap())
         .await
