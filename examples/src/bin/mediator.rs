@@ -401,15 +401,9 @@ async fn send_quic(
         )),
     };
     let target = to.parse::<Target>()?;
-    let client = builder.connect().await.map_err(|e| match e {
-        mediator_transport_quic::QuicError::Unreachable { addr, reason } if quic.pin.is_some() => {
-            CliError::Config(format!(
-                "cannot reach the mediator's QUIC listener at {addr}: {reason} \
-                 (is it up, and is --pin the SHA-256 fingerprint it printed at start?)"
-            ))
-        }
-        other => other.into(),
-    })?;
+    // A wrong pin fails the handshake with a message naming both
+    // fingerprints, which is what the person needs to see.
+    let client = builder.connect().await?;
     match target {
         Target::One(key) => println!(
             "{}",
