@@ -586,7 +586,7 @@ fn new_node_output_builds_against_the_workspace() {
     let check = Command::new(env!("CARGO"))
         .args(["check", "--offline", "--quiet"])
         .current_dir(&project)
-        .env("CARGO_TARGET_DIR", target)
+        .env("CARGO_TARGET_DIR", &target)
         .output()
         .unwrap();
     assert!(
@@ -599,4 +599,36 @@ fn new_node_output_builds_against_the_workspace() {
         .output()
         .unwrap();
     assert!(!refused.status.success(), "new-node overwrote a project");
+
+    // The QUIC variant: the node dials out and stays attached.
+    let project = dir.path().join("edge-sensor");
+    let out = run(
+        dir.path(),
+        &[
+            "new-node",
+            project.to_str().unwrap(),
+            "--group",
+            "edge",
+            "--name",
+            "sensor",
+            "--quic",
+        ],
+    );
+    assert!(out.contains("src/main.rs"), "{out}");
+    let main = std::fs::read_to_string(project.join("src/main.rs")).unwrap();
+    assert!(main.contains("QuicNodeClient::builder(addr)"), "{main}");
+    assert!(main.contains(r#".identity("edge", Some("sensor"))"#));
+    let env = std::fs::read_to_string(project.join(".env.example")).unwrap();
+    assert!(env.contains("MEDIATOR_QUIC_PIN="), "{env}");
+    let check = Command::new(env!("CARGO"))
+        .args(["check", "--offline", "--quiet"])
+        .current_dir(&project)
+        .env("CARGO_TARGET_DIR", &target)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "the generated QUIC node does not build:\n{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
 }

@@ -122,6 +122,9 @@ enum Command {
         /// The Mediator checkout whose crates the project uses.
         #[arg(long)]
         crates: Option<PathBuf>,
+        /// Attach over QUIC (the node dials out; no callback address needed).
+        #[arg(long)]
+        quic: bool,
     },
     /// Import the original project's `clusters` table into a store.
     ImportClusters {
@@ -329,12 +332,14 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             group,
             name,
             crates,
+            quic,
         } => {
             let scaffold = Scaffold {
                 dir,
                 group,
                 name,
                 crates: crates.unwrap_or_else(default_crates_path),
+                quic,
             };
             for file in scaffold.write()? {
                 println!("wrote {}", file.display());
