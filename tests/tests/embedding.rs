@@ -7,23 +7,10 @@ use std::net::SocketAddr;
 use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-use mediator_core::{Authenticator, KeyRing, Mediator, MemoryRegistry, NodeKey, SealKey};
+use mediator_core::NodeKey;
+use mediator_tests::harness::{call, minter, ring, Answer, Hub};
 use mediator_transport_http::client::Incoming;
-use mediator_transport_http::{HttpDelivery, MediatorService, NodeClient};
-
-const SECRET: &str = "a secret of at least 32 bytes, for tests";
-
-fn mediator() -> Mediator {
-    Mediator::builder()
-        .registry(MemoryRegistry::new())
-        .authenticator(Authenticator::hs256(SECRET))
-        .deliver(HttpDelivery::default())
-        .build()
-        .unwrap()
-}
+use mediator_transport_http::NodeClient;
 
 async fn serve(app: Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -32,60 +19,51 @@ async fn serve(app: Router) -> SocketAddr {
     addr
 }
 
-/// GETs `path`: (status, `www-authenticate` values, body).
-async fn get_path(addr: SocketAddr, path: &str) -> (u16, Vec<String>, String) {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let uri = format!("http://{addr}{path}").parse().unwrap();
-    let response = client.get(uri).await.unwrap();
-    let status = response.status().as_u16();
-    let challenges = response
-        .headers()
-        .get_all("www-authenticate")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_owned())
-        .collect();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        challenges,
-        String::from_utf8_lossy(&body).into_owned(),
-    )
+async fn get_path(addr: SocketAddr, path: &str) -> Answer {
+    call("GET", &format!("http://{addr}{path}"), &[], "").await
 }
 
 #[tokio::test]
 async fn nested_under_a_prefix_the_api_sees_paths_without_it() {
+    let hub = Hub::in_process();
     let app = Router::new()
         .route("/", get(|| async { "my app" }))
-        .nest_service("/mediator", MediatorService::new(mediator()));
+        .nest_service("/mediator", hub.service.clone());
     let addr = serve(app).await;
 
-    assert_eq!(get_path(addr, "/").await.2, "my app");
-    let (status, _, body) = get_path(addr, "/mediator/healthz").await;
-    assert_eq!((status, body.as_str()), (200, r#"{"ok":true}"#));
+    assert_eq!(get_path(addr, "/").await.text(), "my app");
+    let answer = get_path(addr, "/mediator/healthz").await;
+    assert_eq!(
+        (answer.status, answer.text().as_str()),
+        (200, r#"{"ok":true}"#)
+    );
     // The prefix alone is the service's root: the dashboard, which asks a
     // browser to log in.
-    let (status, challenges, _) = get_path(addr, "/mediator").await;
-    assert_eq!(status, 401);
+    let answer = get_path(addr, "/mediator").await;
+    assert_eq!(answer.status, 401);
+    let challenges = answer.header_all("www-authenticate");
     assert!(
         challenges.iter().any(|c| c.starts_with("Basic")),
         "{challenges:?}"
     );
     // Refusals name the path the service saw.
-    let (status, _, body) = get_path(addr, "/mediator/nope").await;
-    assert_eq!(status, 404);
-    assert!(body.contains("no route for /nope"), "{body}");
+    let answer = get_path(addr, "/mediator/nope").await;
+    assert_eq!(answer.status, 404);
+    assert!(
+        answer.text().contains("no route for /nope"),
+        "{}",
+        answer.text()
+    );
     // Outside the prefix the app answers, not the mediator.
-    assert_eq!(get_path(addr, "/healthz").await.0, 404);
+    assert_eq!(get_path(addr, "/healthz").await.status, 404);
 
     // Nodes take the prefixed URL as the mediator's; the path forwarded to
     // a node is the one after its target, whatever the prefix.
     let url = format!("http://{addr}/mediator");
-    let minter = Authenticator::hs256(SECRET).minter().unwrap();
-    let keys = KeyRing::new(SealKey::generate());
     let _api = NodeClient::builder(&url)
         .identity("users", Some("api"))
-        .token_minter(minter.clone())
-        .keys(keys.clone())
+        .token_minter(minter())
+        .keys(ring())
         .callback("http://127.0.0.1:0")
         .start(|request: Incoming| async move {
             Ok(Bytes::from(format!(
@@ -98,8 +76,8 @@ async fn nested_under_a_prefix_the_api_sees_paths_without_it() {
         .unwrap();
     let worker = NodeClient::builder(&url)
         .identity("billing", Some("worker-1"))
-        .token_minter(minter)
-        .keys(keys)
+        .token_minter(minter())
+        .keys(ring())
         .connect()
         .await
         .unwrap();
@@ -112,19 +90,26 @@ async fn nested_under_a_prefix_the_api_sees_paths_without_it() {
 
 #[tokio::test]
 async fn as_the_fallback_the_api_sits_at_the_root_beside_the_apps_routes() {
+    let hub = Hub::in_process();
     let app = Router::new()
         .route("/app", get(|| async { "my app" }))
-        .fallback_service(MediatorService::new(mediator()));
+        .fallback_service(hub.service.clone());
     let addr = serve(app).await;
 
-    assert_eq!(get_path(addr, "/app").await.2, "my app");
-    let (status, _, body) = get_path(addr, "/healthz").await;
-    assert_eq!((status, body.as_str()), (200, r#"{"ok":true}"#));
-    assert_eq!(get_path(addr, "/").await.0, 401);
-    let (status, _, body) = get_path(addr, "/metrics").await;
-    assert_eq!(status, 200);
+    assert_eq!(get_path(addr, "/app").await.text(), "my app");
+    let answer = get_path(addr, "/healthz").await;
+    assert_eq!(
+        (answer.status, answer.text().as_str()),
+        (200, r#"{"ok":true}"#)
+    );
+    assert_eq!(get_path(addr, "/").await.status, 401);
+    let answer = get_path(addr, "/metrics").await;
+    assert_eq!(answer.status, 200);
     assert!(
-        body.contains("mediator_requests_total{route=\"other\",status=\"200\"} 1"),
-        "{body}"
+        answer
+            .text()
+            .contains("mediator_requests_total{route=\"other\",status=\"200\"} 1"),
+        "{}",
+        answer.text()
     );
 }

@@ -8,26 +8,19 @@ mod support;
 use std::time::Duration;
 
 use bytes::Bytes;
-use mediator_core::{Authenticator, KeyRing, ManualClock, Mediator, NodeKey, SealKey};
+use mediator_core::{ManualClock, NodeKey, SystemClock};
 use mediator_store_mysql::MysqlRegistry;
+use mediator_tests::harness::Hub;
 use mediator_transport_http::client::Incoming;
-use mediator_transport_http::{HttpDelivery, HttpError, HttpListener, NodeClient};
-
-const SECRET: &str = "a shared secret of at least 32 bytes";
+use mediator_transport_http::HttpError;
 
 /// One mediator instance over the shared database, served on loopback.
-async fn instance(url: &str, clock: &ManualClock) -> (Mediator, String) {
-    let mediator = Mediator::builder()
+async fn instance(url: &str, clock: &ManualClock) -> Hub {
+    Hub::config()
         .registry(MysqlRegistry::connect(url).await.unwrap())
         .clock(clock.clone())
-        .authenticator(Authenticator::hs256(SECRET))
-        .deliver(HttpDelivery::default())
-        .build()
-        .unwrap();
-    let listener = HttpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr());
-    tokio::spawn(listener.serve(mediator.clone()));
-    (mediator, base)
+        .start()
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -38,16 +31,14 @@ async fn instances_sharing_a_store_route_to_each_others_nodes() {
     // Both instances read one clock, which the test moves: the lease runs
     // out without waiting for it.
     let clock = ManualClock::starting_now();
-    let (east, east_url) = instance(&db.url(), &clock).await;
-    let (west, west_url) = instance(&db.url(), &clock).await;
-    let minter = Authenticator::hs256(SECRET).minter().unwrap();
-    let keys = KeyRing::new(SealKey::generate());
+    let east = instance(&db.url(), &clock).await;
+    let west = instance(&db.url(), &clock).await;
 
-    let api = NodeClient::builder(&east_url)
-        .identity("users", Some("api"))
-        .token_minter(minter.clone())
-        .keys(keys.clone())
-        .callback("http://127.0.0.1:0")
+    // The node keeps its lease on the system clock, as a deployed one
+    // does: only the mediators' time is moved.
+    let api = east
+        .node("users/api")
+        .clock(SystemClock)
         .ttl(Duration::from_secs(2))
         .start(|request: Incoming| async move {
             Ok(Bytes::from(format!(
@@ -57,13 +48,7 @@ async fn instances_sharing_a_store_route_to_each_others_nodes() {
         })
         .await
         .unwrap();
-    let caller = NodeClient::builder(&west_url)
-        .identity("billing", Some("worker"))
-        .token_minter(minter)
-        .keys(keys)
-        .connect()
-        .await
-        .unwrap();
+    let caller = west.sender("billing/worker").await;
     let target = NodeKey::named("users", "api").unwrap();
 
     // West has not seen the registration yet: its table is refreshed from
@@ -72,7 +57,7 @@ async fn instances_sharing_a_store_route_to_each_others_nodes() {
         Err(HttpError::Mediator { status: 404, .. }) => {}
         other => panic!("expected 404 before the refresh, got {other:?}"),
     }
-    west.refresh().await.unwrap();
+    west.mediator.refresh().await.unwrap();
     assert_eq!(
         caller.call(target.clone(), "/x", "hello").await.unwrap(),
         "api got hello"
@@ -82,15 +67,15 @@ async fn instances_sharing_a_store_route_to_each_others_nodes() {
     // shared store once its lease has run out, and east drops it on refresh.
     drop(api);
     clock.advance(Duration::from_secs(3));
-    let gone = west.sweep().await.unwrap();
+    let gone = west.mediator.sweep().await.unwrap();
     assert_eq!(gone, vec![target.clone()]);
     assert!(
-        east.routes().get(&target).is_some(),
+        east.mediator.routes().get(&target).is_some(),
         "east still routes from its table"
     );
-    east.refresh().await.unwrap();
+    east.mediator.refresh().await.unwrap();
     assert!(
-        east.routes().get(&target).is_none(),
+        east.mediator.routes().get(&target).is_none(),
         "east dropped the evicted node"
     );
     match caller.call(target, "/x", "late").await {

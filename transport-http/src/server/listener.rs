@@ -5,22 +5,20 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::Request;
 use hyper::body::Incoming;
+use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
-use tower_service::Service;
 
-use super::service::{MediatorService, RemoteAddr, ResponseBody, ResponseFuture};
+use super::service::{MediatorService, RemoteAddr};
 use super::tls::TlsConfig;
 use crate::error::HttpError;
 
@@ -273,7 +271,13 @@ async fn serve_io<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = TowerToHyperService::new(WithRemote { service, remote });
+    // The same handling as `MediatorService::call`, with the peer's address
+    // added, and the request's future polled in place rather than boxed.
+    let service = service_fn(move |mut request: Request<Incoming>| {
+        request.extensions_mut().insert(RemoteAddr(remote));
+        let service = service.clone();
+        async move { Ok::<_, Infallible>(service.answer(request).await) }
+    });
     let connection = builder.serve_connection(TokioIo::new(io), service);
     let mut connection = std::pin::pin!(connection);
     let result = tokio::select! {
@@ -285,28 +289,5 @@ async fn serve_io<I>(
     };
     if let Err(e) = result {
         tracing::debug!(%remote, error = %e, "connection ended with an error");
-    }
-}
-
-/// The service of one connection: tells [`MediatorService`] who the peer
-/// is through a [`RemoteAddr`] extension, the one way it learns it.
-#[derive(Clone)]
-struct WithRemote {
-    service: MediatorService,
-    remote: SocketAddr,
-}
-
-impl Service<Request<Incoming>> for WithRemote {
-    type Response = Response<ResponseBody>;
-    type Error = Infallible;
-    type Future = ResponseFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        <MediatorService as Service<Request<Incoming>>>::poll_ready(&mut self.service, cx)
-    }
-
-    fn call(&mut self, mut request: Request<Incoming>) -> ResponseFuture {
-        request.extensions_mut().insert(RemoteAddr(self.remote));
-        self.service.call(request)
     }
 }

@@ -102,6 +102,20 @@ impl MediatorService {
     pub fn mediator(&self) -> &Mediator {
         &self.shared.mediator
     }
+
+    /// Answers one request: what [`Service::call`] does, as a future the
+    /// caller owns. The listener polls it in place, where `call` has to box
+    /// it (tower names its future type), which costs an allocation of the
+    /// whole request's state on every request.
+    pub(crate) async fn answer<B>(&self, request: Request<B>) -> Response<ResponseBody>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        routes::handle(&self.shared.mediator, &self.shared.metrics, request)
+            .await
+            .map(ResponseBody)
+    }
 }
 
 impl From<Mediator> for MediatorService {

@@ -4,33 +4,11 @@
 //! on the service in process; sending and broadcasting go over a socket to
 //! real nodes, end to end, as the children do.
 
-mod server_support;
-
-use std::time::Duration;
-
-use mediator_core::auth::Claims;
-use mediator_core::Timestamp;
+use mediator_tests::harness::*;
 use serde_json::{json, Value};
-use server_support::*;
-
-/// The original's token: payload `{}` plus `iat` and `exp` (9 h), HS256 with
-/// the shared secret.
-fn original_token() -> String {
-    let now = Timestamp::now();
-    mint(&Claims {
-        sub: None,
-        exp: (now + Duration::from_secs(9 * 3600)).as_secs(),
-        iat: now.as_secs(),
-        nbf: None,
-        scope: None,
-    })
-}
 
 fn original_config() -> HubConfig {
-    HubConfig {
-        allow_tokens_without_sub: true,
-        ..HubConfig::default()
-    }
+    Hub::config().tokens_without_sub()
 }
 
 /// POST with the headers the original's libraries send.
@@ -56,7 +34,7 @@ fn is_rfc3339_millis(v: &Value) -> bool {
 
 #[tokio::test]
 async fn registration_as_the_originals_children_send_it() {
-    let hub = Hub::in_process_with(original_config());
+    let hub = original_config().in_process();
     let echo = EchoNode::start("echo").await;
     let port = echo.addr.port();
 
@@ -121,7 +99,7 @@ async fn registration_as_the_originals_children_send_it() {
 
 #[tokio::test]
 async fn sending_and_broadcasting_as_the_originals_children_do() {
-    let hub = Hub::start_with(original_config()).await;
+    let hub = original_config().start().await;
     let echo = EchoNode::start("echo").await;
     let other = EchoNode::start("other").await;
     let unnamed = EchoNode::start("unnamed").await;
@@ -212,7 +190,7 @@ async fn sending_and_broadcasting_as_the_originals_children_do() {
 
 #[tokio::test]
 async fn the_token_may_come_in_the_query_or_the_body() {
-    let hub = Hub::in_process_with(original_config());
+    let hub = original_config().in_process();
     let echo = EchoNode::start("echo").await;
     let token = original_token();
     let register = json!({"cluster": "bench", "node": "echo", "domain": "http://127.0.0.1", "port": echo.addr.port(), "x-jwt": token});

@@ -1,13 +1,11 @@
 //! `/metrics` and the dashboard at `/`, on the service in process; the
 //! listener's counting checked once over a socket.
 
-mod server_support;
-
 use std::collections::HashMap;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use server_support::*;
+use mediator_tests::harness::*;
 
 /// Every line of a Prometheus text exposition, checked: comments are HELP or
 /// TYPE lines, samples are `name{labels} value` with a number for value,

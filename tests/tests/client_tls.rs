@@ -1,44 +1,30 @@
 //! The client against an `https://` mediator, and against mediators that
 //! misbehave.
 
-mod formation_kit;
-
 use std::time::Duration;
 
-use formation_kit::{describe, json, key, ring, Hub, HubOptions};
+use mediator_tests::harness::{describe, json, key, ring, self_signed, Hub};
 use mediator_transport_http::{HttpError, NodeClient, TlsConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn self_signed() -> (String, String) {
-    let certified =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("certificate");
-    (certified.cert.pem(), certified.key_pair.serialize_pem())
-}
 
 #[tokio::test]
 async fn nodes_talk_through_an_https_mediator() {
     let (cert, private) = self_signed();
-    let hub = Hub::start_with(HubOptions {
-        tls: Some(TlsConfig::from_pem(cert.as_bytes(), private.as_bytes()).expect("tls")),
-        ..HubOptions::default()
-    })
-    .await;
-    assert!(hub.url.starts_with("https://localhost:"));
+    let hub = Hub::config()
+        .tls(TlsConfig::from_pem(cert.as_bytes(), private.as_bytes()).expect("tls"))
+        .start()
+        .await;
+    assert!(hub.base.starts_with("https://localhost:"));
     let me = key("secure/api");
-    let api = NodeClient::builder(&hub.url)
-        .node_key(me.clone())
-        .token(hub.token(&me))
-        .keys(ring())
+    let api = hub
+        .node(&me)
         .tls_root(cert.clone())
-        .callback("http://127.0.0.1:0")
         .start(describe("api"))
         .await
         .expect("registers over https");
     let caller_key = key("secure/caller");
-    let caller = NodeClient::builder(&hub.url)
-        .node_key(caller_key.clone())
-        .token(hub.token(&caller_key))
-        .keys(ring())
+    let caller = hub
+        .client(&caller_key)
         .tls_root(cert.as_bytes())
         .connect()
         .await
@@ -52,13 +38,7 @@ async fn nodes_talk_through_an_https_mediator() {
     assert_eq!(seen["body"], "over tls");
 
     // Without the mediator's authority the handshake fails.
-    let untrusting = NodeClient::builder(&hub.url)
-        .node_key(caller_key.clone())
-        .token(hub.token(&caller_key))
-        .keys(ring())
-        .connect()
-        .await
-        .expect("client");
+    let untrusting = hub.client(&caller_key).connect().await.expect("client");
     match untrusting.call(me.clone(), "/hi", "x").await {
         Err(HttpError::Unreachable { reason, .. }) => {
             assert!(reason.to_lowercase().contains("certificate"), "{reason}");
@@ -66,7 +46,7 @@ async fn nodes_talk_through_an_https_mediator() {
         other => panic!("expected a refused handshake, got {other:?}"),
     }
     // A root that is not PEM is a configuration error.
-    let bad = NodeClient::builder(&hub.url)
+    let bad = NodeClient::builder(&hub.base)
         .token("t")
         .keys(ring())
         .tls_root("not a certificate")

@@ -1,32 +1,23 @@
 //! A started node refuses what was not meant for it: hand-crafted requests
 //! sent straight at its callback server, past the mediator.
 
-mod formation_kit;
-
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use formation_kit::{describe, json, key, node, ring, Hub};
-use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use http::StatusCode;
 use mediator_core::{NodeKey, Target};
+use mediator_tests::harness::{call, describe, json, key, ring, Hub};
 use mediator_transport_http::client::{open_reply, seal_request};
 use serde_json::Value;
 
+/// A node's callback server, called straight, past the mediator.
 struct Direct {
-    client: Client<HttpConnector, Full<Bytes>>,
     addr: SocketAddr,
 }
 
 impl Direct {
     fn new(addr: SocketAddr) -> Direct {
-        Direct {
-            client: Client::builder(TokioExecutor::new()).build_http(),
-            addr,
-        }
+        Direct { addr }
     }
 
     async fn post(
@@ -35,23 +26,10 @@ impl Direct {
         headers: &[(&str, &str)],
         body: Vec<u8>,
     ) -> (StatusCode, Bytes) {
-        let mut request = Request::post(format!("http://{}{path}", self.addr));
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let response = self
-            .client
-            .request(request.body(Full::new(Bytes::from(body))).expect("request"))
-            .await
-            .expect("the node answers");
-        let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
-        (status, body)
+        let url = format!("http://{}{path}", self.addr);
+        let answer = call("POST", &url, headers, body).await;
+        let status = StatusCode::from_u16(answer.status).expect("a valid status");
+        (status, answer.body)
     }
 }
 
@@ -69,7 +47,8 @@ fn refusal(status: StatusCode, body: &[u8]) -> (u16, String, String) {
 async fn the_node_refuses_wrong_targets_senders_and_paths() {
     let hub = Hub::start().await;
     let me = key("vault/keeper");
-    let keeper = node(&hub, "vault/keeper")
+    let keeper = hub
+        .node("vault/keeper")
         .require_sender(true)
         .start(describe("keeper"))
         .await
@@ -202,7 +181,8 @@ async fn the_node_refuses_wrong_targets_senders_and_paths() {
 async fn a_node_that_accepts_anonymous_callers_says_so() {
     let hub = Hub::start().await;
     let me = NodeKey::named("open", "door").expect("key");
-    let door = node(&hub, "open/door")
+    let door = hub
+        .node("open/door")
         .start(describe("door"))
         .await
         .expect("starts");
@@ -227,7 +207,8 @@ async fn a_node_that_accepts_anonymous_callers_says_so() {
 
     // Larger than the node reads: 413.
     drop(door);
-    let small = node(&hub, "open/small")
+    let small = hub
+        .node("open/small")
         .max_body(1024)
         .start(describe("small"))
         .await

@@ -1,37 +1,26 @@
 //! A formation over real sockets on loopback: a mediator and passive,
 //! sender and standalone nodes built with `NodeClient`.
 
-mod formation_kit;
-
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use formation_kit::{describe, eventually, json, key, node, ring, Hub, HubOptions};
 use mediator_core::{Error, Fault, KeyRing, ManualClock, NodeKey, SealKey, Summary, Timestamp};
+use mediator_tests::harness::{describe, eventually, json, key, minter, ring, Hub};
 use mediator_transport_http::client::{Backoff, Incoming};
 use mediator_transport_http::{HttpError, NodeClient};
-
-/// A sender-only node of `hub`.
-async fn sender(hub: &Hub, text: &str) -> NodeClient {
-    let me = key(text);
-    NodeClient::builder(&hub.url)
-        .node_key(me.clone())
-        .token(hub.token(&me))
-        .keys(ring())
-        .connect()
-        .await
-        .expect("sender connects")
-}
 
 #[tokio::test]
 async fn unicast_between_passive_sender_and_standalone_nodes() {
     let hub = Hub::start().await;
-    let passive = node(&hub, "users/api")
+    let passive = hub
+        .node("users/api")
         .start(describe("passive"))
         .await
         .expect("passive node starts");
-    assert!(hub.knows(&key("users/api")));
+    assert!(hub.knows("users/api"));
     let callback = passive.callback_url().expect("callback");
     assert_eq!(
         callback,
@@ -39,7 +28,8 @@ async fn unicast_between_passive_sender_and_standalone_nodes() {
     );
 
     // A standalone node both answers and calls.
-    let standalone = node(&hub, "billing/worker-1")
+    let standalone = hub
+        .node("billing/worker-1")
         .start(|request: Incoming| async move {
             let mut reply = b"standalone got ".to_vec();
             reply.extend_from_slice(&request.body);
@@ -62,9 +52,9 @@ async fn unicast_between_passive_sender_and_standalone_nodes() {
     assert!(seen["deadline"].as_i64().expect("deadline sent") > 0);
 
     // A sender-only node calls both.
-    let sender = sender(&hub, "cron/daily").await;
+    let sender = hub.sender("cron/daily").await;
     assert!(sender.callback_url().is_none());
-    assert!(!hub.knows(&key("cron/daily")), "a sender does not register");
+    assert!(!hub.knows("cron/daily"), "a sender does not register");
     let reply = sender
         .call(key("billing/worker-1"), "/", Bytes::from_static(b"ping"))
         .await
@@ -106,14 +96,16 @@ async fn unicast_between_passive_sender_and_standalone_nodes() {
 #[tokio::test]
 async fn unknown_targets_slow_nodes_and_handler_errors_are_told_apart() {
     let hub = Hub::start().await;
-    let slow = node(&hub, "slow/one")
+    let slow = hub
+        .node("slow/one")
         .start(|request: Incoming| async move {
             tokio::time::sleep(Duration::from_secs(3)).await;
             Ok::<_, Error>(request.body)
         })
         .await
         .expect("slow node");
-    let picky = node(&hub, "picky/one")
+    let picky = hub
+        .node("picky/one")
         .start(|request: Incoming| async move {
             if request.body.is_empty() {
                 Err(Error::refused(422, "empty", "say something"))
@@ -124,10 +116,8 @@ async fn unknown_targets_slow_nodes_and_handler_errors_are_told_apart() {
         .await
         .expect("picky node");
     let me = key("callers/c");
-    let caller = NodeClient::builder(&hub.url)
-        .node_key(me.clone())
-        .token(hub.token(&me))
-        .keys(ring())
+    let caller = hub
+        .client(&me)
         .timeout(Duration::from_millis(400))
         .connect()
         .await
@@ -186,7 +176,8 @@ async fn unknown_targets_slow_nodes_and_handler_errors_are_told_apart() {
         other => panic!("expected the node's 400, got {other:?}"),
     }
     // 503: the group is known, but its only node is dead.
-    let dead = node(&hub, "ghosts/one")
+    let dead = hub
+        .node("ghosts/one")
         .start(describe("ghost"))
         .await
         .expect("ghost");
@@ -198,7 +189,7 @@ async fn unknown_targets_slow_nodes_and_handler_errors_are_told_apart() {
         other => panic!("expected 503, got {other:?}"),
     }
     // 401: a token the mediator did not sign.
-    let forged = NodeClient::builder(&hub.url)
+    let forged = NodeClient::builder(&hub.base)
         .node_key(me.clone())
         .token_minter(mediator_core::TokenMinter::hs256(
             "another secret entirely, long",
@@ -215,9 +206,9 @@ async fn unknown_targets_slow_nodes_and_handler_errors_are_told_apart() {
     }
     // A node key other than the formation's: the reply cannot be opened,
     // and the node refused the request before.
-    let stranger = NodeClient::builder(&hub.url)
+    let stranger = NodeClient::builder(&hub.base)
         .node_key(me.clone())
-        .token(hub.token(&me))
+        .token(hub.token_for(&me))
         .keys(KeyRing::new(SealKey::generate()))
         .connect()
         .await
@@ -252,14 +243,14 @@ async fn unknown_targets_slow_nodes_and_handler_errors_are_told_apart() {
 #[tokio::test]
 async fn broadcast_with_one_dead_node() {
     let hub = Hub::start().await;
-    let a = node(&hub, "cache/a").start(describe("a")).await.expect("a");
-    let dead = node(&hub, "cache/b").start(describe("b")).await.expect("b");
-    let c = node(&hub, "cache/c").start(describe("c")).await.expect("c");
+    let a = hub.node("cache/a").start(describe("a")).await.expect("a");
+    let dead = hub.node("cache/b").start(describe("b")).await.expect("b");
+    let c = hub.node("cache/c").start(describe("c")).await.expect("c");
     // Dropped without shutdown: its server stops, its registration stays.
     drop(dead);
-    assert!(hub.knows(&key("cache/b")));
+    assert!(hub.knows("cache/b"));
 
-    let sender = sender(&hub, "ops/console").await;
+    let sender = hub.sender("ops/console").await;
     let replies = sender
         .broadcast("cache", "/flush", "all of it")
         .await
@@ -331,21 +322,12 @@ async fn any_spreads_load_and_skips_a_dead_node() {
             Ok::<_, Error>(Bytes::from(name))
         }
     };
-    let w1 = node(&hub, "workers/w1")
-        .start(slow("w1"))
-        .await
-        .expect("w1");
-    let w2 = node(&hub, "workers/w2")
-        .start(slow("w2"))
-        .await
-        .expect("w2");
-    let dead = node(&hub, "workers/w3")
-        .start(slow("w3"))
-        .await
-        .expect("w3");
+    let w1 = hub.node("workers/w1").start(slow("w1")).await.expect("w1");
+    let w2 = hub.node("workers/w2").start(slow("w2")).await.expect("w2");
+    let dead = hub.node("workers/w3").start(slow("w3")).await.expect("w3");
     drop(dead);
 
-    let sender = sender(&hub, "ops/balancer").await;
+    let sender = hub.sender("ops/balancer").await;
     let mut calls = tokio::task::JoinSet::new();
     for i in 0..40 {
         let sender = sender.clone();
@@ -379,18 +361,19 @@ async fn any_spreads_load_and_skips_a_dead_node() {
 #[tokio::test]
 async fn the_unnamed_node() {
     let hub = Hub::start().await;
-    let solo = node(&hub, "solo/")
+    let solo = hub
+        .node("solo/")
         .start(describe("unnamed"))
         .await
         .expect("unnamed node starts");
-    assert!(hub.knows(&NodeKey::unnamed("solo").expect("key")));
+    assert!(hub.knows(NodeKey::unnamed("solo").expect("key")));
     assert_eq!(solo.key().and_then(NodeKey::name), None);
 
     // Built with identity(group, None) too.
     let caller_key = key("callers/");
-    let caller = NodeClient::builder(&hub.url)
+    let caller = NodeClient::builder(&hub.base)
         .identity("callers", None)
-        .token(hub.token(&caller_key))
+        .token(hub.token_for(&caller_key))
         .keys(ring())
         .connect()
         .await
@@ -414,15 +397,16 @@ async fn the_unnamed_node() {
 #[tokio::test]
 async fn shutdown_deregisters() {
     let hub = Hub::start().await;
-    let n = node(&hub, "temp/one")
+    let n = hub
+        .node("temp/one")
         .start(describe("t"))
         .await
         .expect("starts");
     let addr = n.local_addr().expect("bound");
-    assert!(hub.knows(&key("temp/one")));
+    assert!(hub.knows("temp/one"));
     let clone = n.clone();
     n.shutdown().await.expect("deregisters");
-    assert!(!hub.knows(&key("temp/one")));
+    assert!(!hub.knows("temp/one"));
     assert!(hub
         .mediator
         .nodes(Some("temp"))
@@ -433,7 +417,7 @@ async fn shutdown_deregisters() {
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
     // A second shutdown (from a clone) has nothing left to do.
     clone.shutdown().await.expect("nothing to do");
-    let sender = sender(&hub, "ops/x").await;
+    let sender = hub.sender("ops/x").await;
     match sender.call(key("temp/one"), "/", "x").await {
         Err(HttpError::Mediator { status: 404, .. }) => {}
         other => panic!("expected 404, got {other:?}"),
@@ -441,18 +425,30 @@ async fn shutdown_deregisters() {
     hub.stop().await;
 }
 
+/// The lease the time-driven tests ask for: a renewal is due after at
+/// most a third of it, which is how far they move the clock to see one.
+const TTL: Duration = Duration::from_secs(30);
+
+/// A quick backoff, so a step of [`Backoff::max`] on the clock always
+/// brings the next registration attempt due.
+const QUICK_BACKOFF: Backoff = Backoff {
+    initial: Duration::from_millis(50),
+    max: Duration::from_millis(400),
+};
+
 #[tokio::test]
 async fn registers_again_after_the_mediator_restarts_empty() {
-    let hub = Hub::start().await;
-    let addr = hub.addr;
+    // One clock for every mediator of the test and for the node: its
+    // renewals and retries come due when the test moves it.
+    let clock = ManualClock::starting_now();
+    let hub = Hub::config().clock(clock.clone()).start().await;
+    let addr = hub.socket();
     let me = key("durable/one");
-    let n = node(&hub, "durable/one")
-        .token_minter(formation_kit::minter())
-        .ttl(Duration::from_secs(3))
-        .backoff(Backoff {
-            initial: Duration::from_millis(50),
-            max: Duration::from_millis(400),
-        })
+    let n = hub
+        .node(&me)
+        .token_minter(minter())
+        .ttl(TTL)
+        .backoff(QUICK_BACKOFF)
         .start(describe("durable"))
         .await
         .expect("starts");
@@ -461,29 +457,53 @@ async fn registers_again_after_the_mediator_restarts_empty() {
     // The mediator goes away and comes back on the same port with an
     // empty registry.
     hub.stop().await;
-    let hub = Hub::start_with(HubOptions {
-        addr: Some(addr),
-        ..HubOptions::default()
-    })
-    .await;
+    let hub = Hub::config().clock(clock.clone()).addr(addr).start().await;
     assert!(!hub.knows(&me));
+    // The renewal comes due, is answered "not registered", and the node
+    // registers again at once.
+    clock.advance(TTL / 3);
     eventually("the node registers with the new mediator", || {
         hub.knows(&me)
     })
     .await;
-    let sender = sender(&hub, "ops/y").await;
+    let sender = hub.sender("ops/y").await;
     let seen = json(&sender.call(me.clone(), "/", "back").await.expect("call"));
     assert_eq!(seen["body"], "back");
 
-    // Down for a while (several failed attempts), then back again.
+    // Down for a while: whatever answers at the mediator's address hangs
+    // up at once, and counts the node's attempts.
     hub.stop().await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let hub = Hub::start_with(HubOptions {
-        addr: Some(addr),
-        ..HubOptions::default()
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let down = tokio::net::TcpListener::bind(addr)
+        .await
+        .expect("bind the mediator's address");
+    let hanging_up = tokio::spawn({
+        let attempts = Arc::clone(&attempts);
+        async move {
+            while let Ok((stream, _)) = down.accept().await {
+                attempts.fetch_add(1, Ordering::SeqCst);
+                drop(stream);
+            }
+        }
+    });
+    clock.advance(TTL / 3);
+    // Each look moves the clock a backoff step on, so every failure is
+    // followed by another attempt however its jitter fell.
+    eventually("several failed attempts", || {
+        clock.advance(QUICK_BACKOFF.max);
+        attempts.load(Ordering::SeqCst) >= 3
     })
     .await;
-    eventually("the node registers after an outage", || hub.knows(&me)).await;
+    hanging_up.abort();
+    let _ = hanging_up.await;
+
+    // Back again: the next attempt registers.
+    let hub = Hub::config().clock(clock.clone()).addr(addr).start().await;
+    eventually("the node registers after an outage", || {
+        clock.advance(QUICK_BACKOFF.max);
+        hub.knows(&me)
+    })
+    .await;
 
     n.shutdown().await.expect("shutdown");
     assert!(!hub.knows(&me));
@@ -492,31 +512,74 @@ async fn registers_again_after_the_mediator_restarts_empty() {
 
 #[tokio::test]
 async fn the_lease_is_renewed_before_it_runs_out() {
-    let hub = Hub::start().await;
+    let clock = ManualClock::starting_now();
+    let hub = Hub::config().clock(clock.clone()).start().await;
     let me = key("renewing/one");
-    let n = node(&hub, "renewing/one")
-        .ttl(Duration::from_secs(2))
+    let n = hub
+        .node(&me)
+        .ttl(TTL)
         .start(describe("r"))
         .await
         .expect("starts");
-    let first = hub
-        .mediator
-        .routes()
-        .get(&me)
-        .expect("registered")
-        .lease_until;
-    eventually("the lease moves forward", || {
-        hub.mediator
-            .routes()
-            .get(&me)
-            .is_some_and(|n| n.lease_until > first)
-    })
-    .await;
-    // Swept by the mediator at a moment past the original lease: still there.
-    tokio::time::sleep(Duration::from_millis(2200)).await;
-    let gone = hub.mediator.sweep().await.expect("sweep");
-    assert!(gone.is_empty(), "evicted: {gone:?}");
+    let first = hub.lease_until(&me).expect("registered");
+    // A third of the lease at a time, until well past the first lease:
+    // each time the node renews, and a sweep then finds nothing to evict.
+    while hub.now() <= first + TTL / 3 {
+        let before = hub.lease_until(&me).expect("registered");
+        clock.advance(TTL / 3);
+        eventually("the lease moves forward", || {
+            hub.lease_until(&me).is_some_and(|until| until > before)
+        })
+        .await;
+        let gone = hub.mediator.sweep().await.expect("sweep");
+        assert!(gone.is_empty(), "evicted: {gone:?}");
+    }
+    assert!(hub.knows(&me));
     n.shutdown().await.expect("shutdown");
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_node_whose_lease_runs_out_is_evicted() {
+    let clock = ManualClock::starting_now();
+    let hub = Hub::config().clock(clock.clone()).start().await;
+    // The mediator's own sweeps, on its clock.
+    let maintenance = hub.mediator.spawn_maintenance();
+    let me = key("mortal/one");
+    // Its lease keeper reads a clock of its own that never moves, as a
+    // node that hung would: it never renews.
+    let n = hub
+        .node(&me)
+        .ttl(TTL)
+        .clock(ManualClock::starting_now())
+        .start(describe("m"))
+        .await
+        .expect("starts");
+    let until = hub.lease_until(&me).expect("registered");
+    // Then it dies without deregistering.
+    drop(n);
+
+    // Just before the lease ends, a sweep keeps it.
+    clock.set(until - Duration::from_secs(1));
+    let gone = hub.mediator.sweep().await.expect("sweep");
+    assert!(gone.is_empty(), "evicted early: {gone:?}");
+    assert!(hub.knows(&me));
+
+    // A sweep period past its end, the maintenance loop evicts it.
+    clock.set(until + hub.mediator.limits().sweep_every);
+    eventually("the maintenance sweep evicts the node", || !hub.knows(&me)).await;
+    assert!(hub
+        .mediator
+        .nodes(Some("mortal"))
+        .await
+        .expect("list")
+        .is_empty());
+    let sender = hub.sender("ops/z").await;
+    match sender.call(me, "/", "x").await {
+        Err(HttpError::Mediator { status: 404, .. }) => {}
+        other => panic!("expected 404, got {other:?}"),
+    }
+    maintenance.abort();
     hub.stop().await;
 }
 
@@ -525,7 +588,8 @@ async fn the_lease_keeper_follows_the_nodes_clock() {
     let hub = Hub::start().await;
     let me = key("clocked/one");
     let clock = ManualClock::new(Timestamp::now());
-    let n = node(&hub, "clocked/one")
+    let n = hub
+        .node("clocked/one")
         .ttl(Duration::from_secs(60))
         .clock(clock.clone())
         .start(describe("c"))
@@ -539,11 +603,14 @@ async fn the_lease_keeper_follows_the_nodes_clock() {
             .lease_until
     };
     let first = lease();
-    // Nothing is due for at least 16 s of the node's time.
+    // Nothing is due for at least 16 s of the node's time (a third of the
+    // lease, less a fifth of that at most for jitter): at 15 s, a keeper
+    // that woke too early would show itself well within this pause.
+    clock.advance(Duration::from_secs(15));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(lease(), first, "renewed before its time");
     // A third of the lease passes on the node's clock: it renews at once.
-    clock.advance(Duration::from_secs(20));
+    clock.advance(Duration::from_secs(5));
     let started = std::time::Instant::now();
     eventually("the lease moves forward", || lease() > first).await;
     assert!(started.elapsed() < Duration::from_secs(2));
@@ -556,9 +623,9 @@ async fn start_refuses_what_the_mediator_refuses() {
     let hub = Hub::start().await;
     // A token for another node: 403 at registration, and nothing left bound.
     let other = key("someone/else");
-    let result = NodeClient::builder(&hub.url)
+    let result = NodeClient::builder(&hub.base)
         .identity("me", Some("mine"))
-        .token(hub.token(&other))
+        .token(hub.token_for(&other))
         .keys(ring())
         .listen("127.0.0.1:0".parse().expect("addr"))
         .start(describe("x"))
@@ -571,28 +638,28 @@ async fn start_refuses_what_the_mediator_refuses() {
     }
     // Missing pieces are configuration errors.
     for builder in [
-        NodeClient::builder(&hub.url)
+        NodeClient::builder(&hub.base)
             .keys(ring())
             .token("t")
             .callback("http://127.0.0.1:0"),
-        NodeClient::builder(&hub.url)
+        NodeClient::builder(&hub.base)
             .identity("a", Some("b"))
             .token("t")
             .callback("http://127.0.0.1:0"),
-        NodeClient::builder(&hub.url)
+        NodeClient::builder(&hub.base)
             .identity("a", Some("b"))
             .keys(ring())
             .callback("http://127.0.0.1:0"),
-        NodeClient::builder(&hub.url)
+        NodeClient::builder(&hub.base)
             .identity("a", Some("b"))
             .keys(ring())
             .token("t"),
-        NodeClient::builder(&hub.url)
+        NodeClient::builder(&hub.base)
             .identity("a", Some("b"))
             .keys(ring())
             .token("t")
             .listen("0.0.0.0:0".parse().expect("addr")),
-        NodeClient::builder(&hub.url)
+        NodeClient::builder(&hub.base)
             .identity("a b", Some("b"))
             .keys(ring())
             .token("t")
@@ -602,18 +669,18 @@ async fn start_refuses_what_the_mediator_refuses() {
             .keys(ring())
             .token("t")
             .callback("http://127.0.0.1:0"),
-        NodeClient::builder(&hub.url)
+        NodeClient::builder(&hub.base)
             .identity("a", Some("b"))
             .keys(ring())
             .token("t")
             .callback("https://127.0.0.1:0"),
-        NodeClient::builder(&hub.url)
+        NodeClient::builder(&hub.base)
             .identity("a", Some("b"))
             .keys(ring())
             .token("t")
             .callback("http://127.0.0.1:0")
             .ttl(Duration::from_millis(10)),
-        NodeClient::builder(&hub.url)
+        NodeClient::builder(&hub.base)
             .identity("a", Some("b"))
             .keys(ring())
             .token("t")
@@ -634,10 +701,12 @@ async fn start_refuses_what_the_mediator_refuses() {
 
 #[tokio::test]
 async fn a_node_the_mediator_forgot_registers_again() {
-    let hub = Hub::start().await;
+    let clock = ManualClock::starting_now();
+    let hub = Hub::config().clock(clock.clone()).start().await;
     let me = key("forgotten/one");
-    let n = node(&hub, "forgotten/one")
-        .ttl(Duration::from_secs(3))
+    let n = hub
+        .node(&me)
+        .ttl(TTL)
         .start(describe("f"))
         .await
         .expect("starts");
@@ -650,6 +719,7 @@ async fn a_node_the_mediator_forgot_registers_again() {
         .expect("remove");
     assert_eq!(removed, 1);
     assert!(!hub.knows(&me));
+    clock.advance(TTL / 3);
     eventually("the node registers again after a 404 renewal", || {
         hub.knows(&me)
     })
@@ -665,7 +735,8 @@ async fn shutdown_leaves_no_connection_of_the_callback_server_open() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let hub = Hub::start().await;
-    let n = node(&hub, "temp/quiet")
+    let n = hub
+        .node("temp/quiet")
         .start(describe("q"))
         .await
         .expect("starts");

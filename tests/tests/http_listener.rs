@@ -1,8 +1,6 @@
 //! The listener itself: TLS with ALPN, HTTP/2 in clear text, raw HTTP/1.1
 //! edge cases, HTTPS delivery to nodes, and graceful shutdown.
 
-mod server_support;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,9 +8,9 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use mediator_transport_http::{HttpDeliveryConfig, TlsConfig};
+use mediator_tests::harness::*;
+use mediator_transport_http::TlsConfig;
 use rustls::pki_types::ServerName;
-use server_support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -68,11 +66,10 @@ where
 #[tokio::test]
 async fn https_with_alpn_h2_and_http11() {
     let (cert, key) = self_signed();
-    let hub = Hub::start_with(HubConfig {
-        tls: Some(TlsConfig::from_pem(cert.as_bytes(), key.as_bytes()).expect("tls")),
-        ..HubConfig::default()
-    })
-    .await;
+    let hub = Hub::config()
+        .tls(TlsConfig::from_pem(cert.as_bytes(), key.as_bytes()).expect("tls"))
+        .start()
+        .await;
     assert!(hub.base.starts_with("https://"));
     for (alpn, h2) in [(&b"h2"[..], true), (&b"http/1.1"[..], false)] {
         let tcp = TcpStream::connect(hub.socket()).await.expect("connect");
@@ -156,13 +153,10 @@ async fn delivery_to_an_https_node_trusting_a_private_root() {
     node_tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let node = EchoNode::start_tls("secure", node_tls).await;
 
-    let trusting = Hub::start_with(HubConfig {
-        delivery: HttpDeliveryConfig::default()
-            .trust_pem(cert.as_bytes())
-            .expect("root"),
-        ..HubConfig::default()
-    })
-    .await;
+    let trusting = Hub::config()
+        .delivery(|delivery| delivery.trust_pem(cert.as_bytes()).expect("root"))
+        .start()
+        .await;
     trusting.register("vault/secure", &node.url).await;
     let caller = trusting.token_for("users/api");
     let answer = call_as("POST", &trusting.url("/one/vault/secure/x"), &caller, "{}").await;
@@ -195,11 +189,7 @@ async fn raw(hub: &Hub, request: &[u8]) -> String {
 
 #[tokio::test]
 async fn raw_http11_edge_cases() {
-    let hub = Hub::start_with(HubConfig {
-        max_body: Some(64),
-        ..HubConfig::default()
-    })
-    .await;
+    let hub = Hub::config().max_body(64).start().await;
     let token = hub.admin_token();
 
     // A chunked body past the limit, with no content-length to refuse early.
@@ -261,11 +251,10 @@ async fn graceful_shutdown_finishes_requests_in_flight() {
 
 #[tokio::test]
 async fn the_drain_deadline_closes_what_is_left() {
-    let mut hub = Hub::start_with(HubConfig {
-        drain: Duration::from_millis(200),
-        ..HubConfig::default()
-    })
-    .await;
+    let mut hub = Hub::config()
+        .drain(Duration::from_millis(200))
+        .start()
+        .await;
     let node = EchoNode::start("stuck").await;
     hub.register("users/stuck", &node.url).await;
     let caller = hub.token_for("billing/x");
@@ -340,11 +329,10 @@ async fn idle_keep_alive_connections_do_not_hold_up_shutdown() {
 
 #[tokio::test]
 async fn a_body_that_never_finishes_is_cut_off_at_the_deadline() {
-    let hub = Hub::start_with(HubConfig {
-        deadline: Duration::from_millis(300),
-        ..HubConfig::default()
-    })
-    .await;
+    let hub = Hub::config()
+        .deadline(Duration::from_millis(300))
+        .start()
+        .await;
     let token = hub.admin_token();
     // With a token in the head, and without one (the body might carry it):
     // either way the caller announces 100 bytes and sends 10.

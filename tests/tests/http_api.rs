@@ -2,17 +2,14 @@
 //! adds nothing to them): registration, leases, removal, admin, tokens,
 //! probes, and every refusal; the size limit on the wire too.
 
-mod server_support;
-
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use mediator_core::auth::Claims;
 use mediator_core::{Credentials, MemoryRegistry, Timestamp, TokenMinter};
+use mediator_tests::harness::*;
 use serde_json::json;
-use server_support::*;
 
 #[tokio::test]
 async fn register_in_our_dialect_returns_the_row() {
@@ -195,13 +192,7 @@ async fn auth_refusals() {
     assert_error(&garbage, 401, "unauthorized", "caller");
 
     // A token without sub is refused unless the operator allows it.
-    let original = mint(&Claims {
-        sub: None,
-        exp: (Timestamp::now() + Duration::from_secs(60)).as_secs(),
-        iat: Timestamp::now().as_secs(),
-        nbf: None,
-        scope: None,
-    });
+    let original = original_token();
     let answer = hub
         .call("POST", "/register", &[("x-jwt", &original)], body.clone())
         .await;
@@ -430,10 +421,9 @@ async fn probes() {
         (200, json!({"ok": true, "store": "up"}))
     );
 
-    let down = Hub::in_process_with(HubConfig {
-        registry: Some(Arc::new(DownRegistry(MemoryRegistry::new()))),
-        ..HubConfig::default()
-    });
+    let down = Hub::config()
+        .registry(DownRegistry(MemoryRegistry::new()))
+        .in_process();
     let health = down.call("GET", "/healthz", &[], "").await;
     assert_eq!(health.status, 200);
     for path in ["/readyz", "/ping"] {
@@ -489,16 +479,10 @@ const EVERY_ROUTE: [&str; 16] = [
 
 #[tokio::test]
 async fn oversize_bodies_are_413_on_every_route_in_process_and_on_the_wire() {
-    let config = || HubConfig {
-        max_body: Some(1024),
-        ..HubConfig::default()
-    };
+    let config = || Hub::config().max_body(1024);
     // The client announces the size with content-length; in process, the
     // body itself reports it.
-    for hub in [
-        Hub::in_process_with(config()),
-        Hub::start_with(config()).await,
-    ] {
+    for hub in [config().in_process(), config().start().await] {
         let token = hub.admin_token();
         for path in EVERY_ROUTE {
             let answer = hub.call_as("POST", path, &token, vec![b'a'; 1025]).await;
@@ -516,10 +500,7 @@ async fn oversize_bodies_are_413_on_every_route_in_process_and_on_the_wire() {
 
 #[tokio::test]
 async fn a_streamed_body_past_the_limit_is_413_once_it_gets_there() {
-    let hub = Hub::in_process_with(HubConfig {
-        max_body: Some(1024),
-        ..HubConfig::default()
-    });
+    let hub = Hub::config().max_body(1024).in_process();
     let token = hub.admin_token();
     for path in [
         "/register",

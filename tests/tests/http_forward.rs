@@ -1,16 +1,14 @@
 //! Forwarding through the mediator to real HTTP nodes on loopback:
 //! unicast, any-of-group, broadcast, and every way delivery can fail.
 
-mod server_support;
-
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use mediator_core::auth::Claims;
 use mediator_core::{ManualClock, Timestamp};
+use mediator_tests::harness::*;
 use serde_json::{json, Value};
-use server_support::*;
 use tokio::io::AsyncReadExt;
 
 #[tokio::test]
@@ -149,20 +147,10 @@ async fn the_callers_credentials_never_reach_the_node() {
 
 #[tokio::test]
 async fn an_unverified_caller_is_not_named_to_the_node() {
-    let hub = Hub::start_with(HubConfig {
-        allow_tokens_without_sub: true,
-        ..HubConfig::default()
-    })
-    .await;
+    let hub = Hub::config().tokens_without_sub().start().await;
     let node = EchoNode::start("api").await;
     hub.register("users/api", &node.url).await;
-    let original = mint(&Claims {
-        sub: None,
-        exp: (Timestamp::now() + Duration::from_secs(60)).as_secs(),
-        iat: Timestamp::now().as_secs(),
-        nbf: None,
-        scope: None,
-    });
+    let original = original_token();
     let answer = call(
         "POST",
         &hub.url("/one/users/api/x"),
@@ -382,11 +370,10 @@ async fn unknown_targets_are_404_with_the_originals_words() {
 
 #[tokio::test]
 async fn expired_leases_make_no_node_available() {
-    let hub = Hub::start_with(HubConfig {
-        clock: Some(ManualClock::new(Timestamp::now())),
-        ..HubConfig::default()
-    })
-    .await;
+    let hub = Hub::config()
+        .clock(ManualClock::starting_now())
+        .start()
+        .await;
     let node = EchoNode::start("api").await;
     hub.register_expired("users/api", &node.url).await;
     let caller = hub.token_for("billing/x");
@@ -464,11 +451,10 @@ async fn a_slow_node_past_its_deadline_is_504() {
 
 #[tokio::test]
 async fn unreachable_and_failing_nodes_are_502() {
-    let hub = Hub::start_with(HubConfig {
-        delivery: HubConfig::default().delivery.with_max_reply_body(1000),
-        ..HubConfig::default()
-    })
-    .await;
+    let hub = Hub::config()
+        .delivery(|delivery| delivery.with_max_reply_body(1000))
+        .start()
+        .await;
     let caller = hub.token_for("billing/x");
     hub.register("users/dead", &dead_url().await).await;
     let answer = call_as("POST", &hub.url("/one/users/dead/x"), &caller, "{}").await;

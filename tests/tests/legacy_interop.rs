@@ -3,16 +3,12 @@
 //! wire rules with node's own `crypto` module, independently of the Rust
 //! code, and is checked against the committed OpenSSL vectors first.
 
-#![cfg(feature = "legacy")]
-
-mod formation_kit;
-
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use formation_kit::{key, Hub, HubOptions, SECRET};
 use mediator_core::cipher::legacy::LegacyCipher;
+use mediator_tests::harness::{key, minter, self_signed, Hub, SECRET};
 use mediator_transport_http::client::legacy::{LegacyClient, LegacyIncoming};
 use mediator_transport_http::{HttpError, NodeClient, TlsConfig};
 use serde_json::{json, Value};
@@ -80,13 +76,9 @@ async fn the_node_implementation_matches_the_committed_vectors() {
 
 #[tokio::test]
 async fn a_rust_sender_reaches_an_original_child() {
-    let hub = Hub::start_with(HubOptions {
-        allow_tokens_without_sub: true,
-        ..HubOptions::default()
-    })
-    .await;
+    let hub = Hub::config().tokens_without_sub().start().await;
     let mut child = node_command("child.js")
-        .args([&hub.url, SECRET, PASSPHRASE, "jsland", "child"])
+        .args([&hub.base, SECRET, PASSPHRASE, "jsland", "child"])
         .spawn()
         .expect("node 20 must be installed to run the compatibility tests");
     let ready = first_line(&mut child).await;
@@ -95,9 +87,9 @@ async fn a_rust_sender_reaches_an_original_child() {
     assert_eq!(ready["answer"]["errors"], json!({}), "{ready}");
     assert_eq!(ready["answer"]["entity"]["cluster"], "jsland");
     assert_eq!(ready["answer"]["entity"]["node"], "child");
-    assert!(hub.knows(&key("jsland/child")));
+    assert!(hub.knows("jsland/child"));
 
-    let client = LegacyClient::new(&hub.url, SECRET, LegacyCipher::new(PASSPHRASE))
+    let client = LegacyClient::new(&hub.base, SECRET, LegacyCipher::new(PASSPHRASE))
         .expect("client")
         .from_node("rustland", Some("sender"));
     let data = json!({"n": 1, "text": "héllo wörld — 你好 🌍", "list": [1, 2, 3]});
@@ -112,7 +104,7 @@ async fn a_rust_sender_reaches_an_original_child() {
     assert_eq!(reply["by"], "node.js child");
 
     // The child refuses a payload it cannot decrypt with the original's 409.
-    let stranger = LegacyClient::new(&hub.url, SECRET, LegacyCipher::new("another passphrase"))
+    let stranger = LegacyClient::new(&hub.base, SECRET, LegacyCipher::new("another passphrase"))
         .expect("client");
     match stranger.send("jsland", Some("child"), "/echo", &data).await {
         Err(HttpError::Node {
@@ -127,7 +119,7 @@ async fn a_rust_sender_reaches_an_original_child() {
         other => panic!("expected the child's 409, got {other:?}"),
     }
     // A wrong secret never gets past the mediator.
-    let forger = LegacyClient::new(&hub.url, "not the secret", LegacyCipher::new(PASSPHRASE))
+    let forger = LegacyClient::new(&hub.base, "not the secret", LegacyCipher::new(PASSPHRASE))
         .expect("client");
     match forger.send("jsland", Some("child"), "/echo", &data).await {
         Err(HttpError::Mediator { status: 401, .. }) => {}
@@ -141,29 +133,20 @@ async fn a_rust_sender_reaches_an_original_child() {
 #[tokio::test]
 async fn an_original_sender_reaches_a_rust_node_over_https() {
     // The original's sending library only speaks https.
-    let certified =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("certificate");
-    let cert = certified.cert.pem();
+    let (cert, private) = self_signed();
     let dir = tempfile::tempdir().expect("tempdir");
     let ca_file = dir.path().join("ca.pem");
     std::fs::write(&ca_file, &cert).expect("write the CA");
-    let hub = Hub::start_with(HubOptions {
-        allow_tokens_without_sub: true,
-        tls: Some(
-            TlsConfig::from_pem(
-                cert.as_bytes(),
-                certified.key_pair.serialize_pem().as_bytes(),
-            )
-            .expect("tls"),
-        ),
-        ..HubOptions::default()
-    })
-    .await;
+    let hub = Hub::config()
+        .tokens_without_sub()
+        .tls(TlsConfig::from_pem(cert.as_bytes(), private.as_bytes()).expect("tls"))
+        .start()
+        .await;
 
     let me = key("rustland/receiver");
-    let receiver = NodeClient::builder(&hub.url)
+    let receiver = NodeClient::builder(&hub.base)
         .node_key(me.clone())
-        .token_minter(formation_kit::minter())
+        .token_minter(minter())
         .tls_root(cert.clone())
         .callback("http://127.0.0.1:0")
         .start_legacy(
@@ -189,7 +172,7 @@ async fn an_original_sender_reaches_a_rust_node_over_https() {
     let out = run(
         "sender.js",
         &[
-            &hub.url,
+            &hub.base,
             SECRET,
             PASSPHRASE,
             "rustland",
@@ -217,7 +200,7 @@ async fn an_original_sender_reaches_a_rust_node_over_https() {
     let out = run(
         "sender.js",
         &[
-            &hub.url,
+            &hub.base,
             SECRET,
             PASSPHRASE,
             "rustland",
@@ -239,15 +222,11 @@ async fn an_original_sender_reaches_a_rust_node_over_https() {
 
 #[tokio::test]
 async fn rust_legacy_nodes_talk_to_each_other() {
-    let hub = Hub::start_with(HubOptions {
-        allow_tokens_without_sub: true,
-        ..HubOptions::default()
-    })
-    .await;
+    let hub = Hub::config().tokens_without_sub().start().await;
     let me = key("rustland/");
-    let receiver = NodeClient::builder(&hub.url)
+    let receiver = NodeClient::builder(&hub.base)
         .node_key(me.clone())
-        .token(hub.token(&me))
+        .token(hub.token_for(&me))
         .callback("http://127.0.0.1:0")
         .start_legacy(LegacyCipher::new(PASSPHRASE), |request: LegacyIncoming| async move {
             if request.body.get("fail").is_some() {
@@ -258,7 +237,7 @@ async fn rust_legacy_nodes_talk_to_each_other() {
         .await
         .expect("starts");
     let client =
-        LegacyClient::new(&hub.url, SECRET, LegacyCipher::new(PASSPHRASE)).expect("client");
+        LegacyClient::new(&hub.base, SECRET, LegacyCipher::new(PASSPHRASE)).expect("client");
     let reply = client
         .send("rustland", None, "add", &json!({"a": 2, "b": 40}))
         .await
