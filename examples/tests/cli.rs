@@ -428,6 +428,60 @@ async fn serve_with_quic_listen_carries_a_send_via_quic_and_refuses_a_bad_pin() 
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_quic_listener_serves_the_https_certificate_and_send_trusts_its_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = mediator_transport_quic::ServerTls::self_signed(&["localhost"]).unwrap();
+    std::fs::write(dir.path().join("cert.pem"), tls.certificate_pem()).unwrap();
+    std::fs::write(dir.path().join("key.pem"), tls.key_pem()).unwrap();
+    let port = free_port();
+    let mut args = serve_args(port, "memory");
+    args.extend(
+        [
+            "--tls-cert",
+            "cert.pem",
+            "--tls-key",
+            "key.pem",
+            "--quic-listen",
+            "127.0.0.1:0",
+        ]
+        .map(String::from),
+    );
+    let hub = Process::start(dir.path(), &as_strs(&args), "QUIC listening");
+    let (addr, pin) = quic_line(&hub);
+    assert_eq!(pin, tls.fingerprint(), "not the configured certificate");
+    let key_text = run(dir.path(), &["keygen"]).trim().to_owned();
+    let node = QuicNodeClient::builder(addr.parse().unwrap())
+        .root_pem(tls.certificate_pem())
+        .identity("app", Some("echo"))
+        .token(token_for(dir.path(), "app/echo"))
+        .keys(KeyRing::new(SealKey::from_base64(&key_text).unwrap()))
+        .start(|request: Incoming| async move { Ok(request.body) })
+        .await
+        .unwrap();
+    let out = run(
+        dir.path(),
+        &[
+            "send",
+            "--via",
+            "quic",
+            "--quic",
+            &addr,
+            "--root-pem",
+            "cert.pem",
+            "--to",
+            "app/echo",
+            "--key",
+            &key_text,
+            "--data",
+            "rooted",
+        ],
+    );
+    assert_eq!(out.trim(), "rooted");
+    assert!(hub.terminate().success());
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn sigterm_during_load_loses_no_accepted_request() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
