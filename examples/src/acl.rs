@@ -4,7 +4,7 @@
 //! policy lets a caller call the groups its token's scope lists. Teams that
 //! keep their rules in one place instead (which group may call which) wrap
 //! the router: [`GroupAcl`] sees each request's
-//! [`RequestContext`](mediator_core::RequestContext), with the caller the
+//! [`RequestContext`], with the caller the
 //! mediator authenticated, before the default router delivers anything.
 //!
 //! ```

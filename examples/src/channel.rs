@@ -9,7 +9,7 @@
 //!   the node that registered it, and waits for the reply;
 //! - towards callers, [`ChannelNode`] is the node's binding: it registers
 //!   with `chan:INBOX` and keeps its lease with the core's
-//!   [`Lease`](mediator_core::node::Lease) on the mediator's clock, answers
+//!   [`Lease`] on the mediator's clock, answers
 //!   requests with a [`Responder`] (open, handler, seal), and calls other
 //!   nodes through [`Mediator::route`], sealing and opening with the core's
 //!   node functions.

@@ -8,6 +8,7 @@
 //!
 //! ```toml
 //! listen = "0.0.0.0:8443"
+//! quic_listen = "0.0.0.0:4433"
 //! store = "mysql://mediator:pw@db:3306/mediator"
 //! secret_file = "/etc/mediator/secret"
 //! tls_cert = "/etc/mediator/cert.pem"
@@ -54,6 +55,11 @@ pub struct ServeFlags {
     /// Address to listen on [default: 127.0.0.1:8080].
     #[arg(long, env = "MEDIATOR_LISTEN")]
     pub listen: Option<SocketAddr>,
+    /// UDP address of a QUIC listener for attached nodes (off when absent); it
+    /// serves the TLS certificate of --tls-cert, or one generated at start
+    /// whose SHA-256 fingerprint is printed for clients to pin.
+    #[arg(long, env = "MEDIATOR_QUIC_LISTEN")]
+    pub quic_listen: Option<SocketAddr>,
     /// Store URL: sqlite:PATH, mysql://user:pw@host:port/db or memory [default: sqlite:./mediator.db].
     #[arg(long, env = "MEDIATOR_STORE")]
     pub store: Option<String>,
@@ -115,6 +121,7 @@ impl std::fmt::Debug for ServeFlags {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServeFlags")
             .field("listen", &self.listen)
+            .field("quic_listen", &self.quic_listen)
             .field(
                 "store",
                 &self.store.as_deref().map(crate::store::redact_password),
@@ -177,6 +184,8 @@ pub fn secret_location(
 pub struct FileConfig {
     /// See [`ServeFlags::listen`].
     pub listen: Option<SocketAddr>,
+    /// See [`ServeFlags::quic_listen`].
+    pub quic_listen: Option<SocketAddr>,
     /// See [`ServeFlags::store`].
     pub store: Option<String>,
     /// The HS256 secret itself (prefer `secret_file`).
@@ -252,6 +261,8 @@ impl FileConfig {
 pub struct ServeSettings {
     /// Where to listen.
     pub listen: SocketAddr,
+    /// Where the QUIC listener binds, when there is one.
+    pub quic_listen: Option<SocketAddr>,
     /// Which store.
     pub store: StoreUrl,
     /// The secret from the environment or the TOML file, if any.
@@ -372,6 +383,7 @@ impl ServeSettings {
             endpoints,
             metrics_access,
             listen,
+            quic_listen: flags.quic_listen.or(file.quic_listen),
             store,
             secret,
             secret_file,
@@ -388,8 +400,10 @@ impl ServeSettings {
     /// A one-line description for the start-up log, without secrets.
     pub fn describe(&self) -> String {
         format!(
-            "listen={} tls={} store={} secret={:?} allow_tokens_without_sub={} deadline={:?} max_body={} default_ttl={:?}",
+            "listen={} quic_listen={} tls={} store={} secret={:?} allow_tokens_without_sub={} deadline={:?} max_body={} default_ttl={:?}",
             self.listen,
+            self.quic_listen
+                .map_or_else(|| "off".to_owned(), |addr| addr.to_string()),
             self.tls.is_some(),
             self.store,
             Hidden(&self.secret),
@@ -417,6 +431,17 @@ mod tests {
         };
         let s = ServeSettings::merge(flags, file, None).unwrap();
         assert_eq!(s.listen.port(), 7000);
+        assert_eq!(s.quic_listen, None);
+        let file = FileConfig::parse("quic_listen = \"127.0.0.1:4433\"").unwrap();
+        let from_file = ServeSettings::merge(ServeFlags::default(), file.clone(), None).unwrap();
+        assert_eq!(from_file.quic_listen.map(|a| a.port()), Some(4433));
+        let flags = ServeFlags {
+            quic_listen: Some("127.0.0.1:5544".parse().unwrap()),
+            ..ServeFlags::default()
+        };
+        let s2 = ServeSettings::merge(flags, file, None).unwrap();
+        assert_eq!(s2.quic_listen.map(|a| a.port()), Some(5544));
+        assert!(s2.describe().contains("quic_listen=127.0.0.1:5544"));
         assert_eq!(s.store, StoreUrl::Memory);
         assert_eq!(s.limits.deadline, Duration::from_millis(500));
         assert_eq!(s.limits.max_body, Limits::default().max_body);

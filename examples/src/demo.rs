@@ -5,13 +5,17 @@
 //! - **passive** only answers: its page lists what it received.
 //! - **sender** only calls: its page has a form to send a message.
 //! - **standalone** does both.
+//! - **quic** is attached over QUIC (it dials out, as a node behind NAT
+//!   would): it answers, and a message sent to its path `/relay` makes it
+//!   call `demo/passive` in turn, so an HTTP node and an attached node call
+//!   each other both ways.
 //!
 //! A message is the JSON `{"text": "..."}`, sealed end to end with the demo's
 //! node key; a node answers `{"received": "...", "by": "group/name"}`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
@@ -21,6 +25,7 @@ use mediator_core::Target;
 use mediator_core::{KeyRing, NodeKey, Timestamp, TokenMinter};
 use mediator_transport_http::client::Incoming;
 use mediator_transport_http::{HttpError, NodeClient};
+use mediator_transport_quic::QuicNodeClient;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
@@ -150,6 +155,74 @@ pub async fn start_node(
         client,
         page_task,
     })
+}
+
+/// The name of the demo node attached over QUIC.
+pub const QUIC_NODE: &str = "quic";
+
+/// The demo node attached over QUIC; it has no page (send to it from the
+/// other nodes' pages).
+pub struct QuicDemoNode {
+    /// The node client, attached.
+    pub client: QuicNodeClient,
+    /// What it received.
+    pub inbox: Arc<Mutex<Vec<Received>>>,
+}
+
+impl QuicDemoNode {
+    /// Closes its connection, which detaches it at once.
+    pub async fn shutdown(self) {
+        self.client.shutdown().await;
+    }
+}
+
+/// Attaches `demo/quic` to the QUIC listener at `addr`, whose certificate
+/// has the SHA-256 fingerprint `pin`.
+pub async fn start_quic_node(
+    addr: SocketAddr,
+    pin: &str,
+    minter: TokenMinter,
+    keys: KeyRing,
+) -> Result<QuicDemoNode, CliError> {
+    let me = NodeKey::named(DEMO_GROUP, QUIC_NODE)?;
+    let inbox: Arc<Mutex<Vec<Received>>> = Arc::default();
+    // The handler relays through the node's own client, which exists only
+    // once the attachment succeeded.
+    let own: Arc<OnceLock<QuicNodeClient>> = Arc::default();
+    let handler = {
+        let (inbox, own, me) = (Arc::clone(&inbox), Arc::clone(&own), me.clone());
+        move |request: Incoming| {
+            let (inbox, own, me) = (Arc::clone(&inbox), Arc::clone(&own), me.clone());
+            async move {
+                let relay = request.path == "/relay";
+                let body = request.body.clone();
+                let answered = answer(&inbox, &me, request)?;
+                if !relay {
+                    return Ok(answered);
+                }
+                let client = own.get().cloned().ok_or_else(|| {
+                    mediator_core::Error::refused(503, "starting", "still attaching")
+                })?;
+                let passive = NodeKey::named(DEMO_GROUP, Role::Passive.name())?;
+                let then = client.call(passive, "/message", body).await?;
+                let then: serde_json::Value = serde_json::from_slice(&then)
+                    .unwrap_or_else(|_| String::from_utf8_lossy(&then).into());
+                let reply: serde_json::Value = serde_json::from_slice(&answered)
+                    .unwrap_or_else(|_| String::from_utf8_lossy(&answered).into());
+                let relayed = serde_json::json!({ "reply": reply, "relayed_to": "demo/passive", "then": then });
+                Ok(Bytes::from(relayed.to_string()))
+            }
+        }
+    };
+    let client = QuicNodeClient::builder(addr)
+        .pin(pin)
+        .node_key(me)
+        .token_minter(minter)
+        .keys(keys)
+        .start(handler)
+        .await?;
+    let _ = own.set(client.clone());
+    Ok(QuicDemoNode { client, inbox })
 }
 
 /// Records a message and answers it.

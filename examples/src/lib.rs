@@ -43,6 +43,9 @@ pub enum CliError {
     /// The HTTP transport failed.
     #[error(transparent)]
     Http(#[from] mediator_transport_http::HttpError),
+    /// The QUIC transport failed.
+    #[error(transparent)]
+    Quic(#[from] mediator_transport_quic::QuicError),
 }
 
 impl From<mediator_core::CipherError> for CliError {

@@ -26,8 +26,12 @@ pub struct Scaffold {
     pub group: String,
     /// The node's name.
     pub name: String,
-    /// The folder holding `mediator-core/` and `transport-http/`.
+    /// The folder holding `mediator-core/`, `transport-http/` and
+    /// `transport-quic/`.
     pub crates: PathBuf,
+    /// Whether the node attaches over QUIC (dialling out, for a node
+    /// without a reachable address) instead of registering an HTTP callback.
+    pub quic: bool,
 }
 
 impl Scaffold {
@@ -49,7 +53,12 @@ impl Scaffold {
             }
         }
         let crates = std::fs::canonicalize(&self.crates).map_err(io(&self.crates))?;
-        for needed in ["mediator-core", "transport-http"] {
+        let transport = if self.quic {
+            "transport-quic"
+        } else {
+            "transport-http"
+        };
+        for needed in ["mediator-core", transport] {
             if !crates.join(needed).join("Cargo.toml").exists() {
                 return Err(CliError::Config(format!(
                     "{} holds no {needed}/; pass --crates with the Mediator checkout",
@@ -59,11 +68,21 @@ impl Scaffold {
         }
         let package = package_name(&self.dir);
         let files = [
-            ("Cargo.toml", cargo_toml(&package, &crates)),
+            ("Cargo.toml", cargo_toml(&package, &crates, self.quic)),
             ("Cargo.lock", WORKSPACE_LOCK.to_owned()),
-            ("src/main.rs", main_rs(&self.group, &self.name)),
-            (".env.example", env_example()),
-            ("README.md", readme(&package, &self.group, &self.name)),
+            (
+                "src/main.rs",
+                if self.quic {
+                    main_rs_quic(&self.group, &self.name)
+                } else {
+                    main_rs(&self.group, &self.name)
+                },
+            ),
+            (".env.example", env_example(self.quic)),
+            (
+                "README.md",
+                readme(&package, &self.group, &self.name, self.quic),
+            ),
             (".gitignore", "/target\n.env\n".to_owned()),
         ];
         let mut written = Vec::new();
@@ -107,7 +126,12 @@ fn toml_string(path: &Path) -> String {
         .replace('"', "\\\"")
 }
 
-fn cargo_toml(package: &str, crates: &Path) -> String {
+fn cargo_toml(package: &str, crates: &Path, quic: bool) -> String {
+    let (transport, folder) = if quic {
+        ("mediator-transport-quic", "transport-quic")
+    } else {
+        ("mediator-transport-http", "transport-http")
+    };
     format!(
         r#"[package]
 name = "{package}"
@@ -120,12 +144,12 @@ publish = false
 
 [dependencies]
 mediator-core = {{ path = "{core}" }}
-mediator-transport-http = {{ path = "{http}" }}
+{transport} = {{ path = "{path}" }}
 bytes = "1"
 tokio = {{ version = "1", features = ["full"] }}
 "#,
         core = toml_string(&crates.join("mediator-core")),
-        http = toml_string(&crates.join("transport-http")),
+        path = toml_string(&crates.join(folder)),
     )
 }
 
@@ -179,7 +203,69 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {{
     )
 }
 
-fn env_example() -> String {
+/// The node program for `--quic`: it dials the mediator's QUIC listener
+/// and stays attached, so it needs no address of its own.
+fn main_rs_quic(group: &str, name: &str) -> String {
+    format!(
+        r#"//! A Mediator node attached over QUIC as `{group}/{name}`: it dials out
+//! to the mediator (no port of its own to open), answers every request with
+//! what it received, and detaches on Ctrl-C.
+//!
+//! Settings come from the environment (see `.env.example`).
+
+use bytes::Bytes;
+use mediator_core::node::Incoming;
+use mediator_core::{{KeyRing, TokenMinter}};
+use mediator_transport_quic::QuicNodeClient;
+
+fn setting(name: &str) -> Result<String, Box<dyn std::error::Error>> {{
+    std::env::var(name).map_err(|_| format!("set {{name}} (see .env.example)").into())
+}}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {{
+    let addr = setting("MEDIATOR_QUIC")?.parse()?;
+    // The fingerprint `mediator serve --quic-listen` prints at start.
+    let pin = setting("MEDIATOR_QUIC_PIN")?;
+    // The mediator secret signs a fresh token at every (re)connection, so
+    // an attachment outlives any one token.
+    let minter = TokenMinter::hs256(setting("MEDIATOR_SECRET")?);
+    // The node key seals payloads end to end; the mediator never holds it.
+    let keys: KeyRing = setting("MEDIATOR_NODE_KEY")?.parse()?;
+
+    let node = QuicNodeClient::builder(addr)
+        .pin(&pin)
+        .identity("{group}", Some("{name}"))
+        .token_minter(minter)
+        .keys(keys)
+        .start(|request: Incoming| async move {{
+            let from = request.from.map(|k| k.to_string()).unwrap_or_else(|| "(unverified)".into());
+            println!("{{from}} -> {{}}: {{}} bytes", request.path, request.body.len());
+            Ok(Bytes::from(request.body))
+        }})
+        .await?;
+    println!("{group}/{name} attached over QUIC to {{addr}}");
+
+    tokio::signal::ctrl_c().await?;
+    node.shutdown().await;
+    Ok(())
+}}
+"#
+    )
+}
+
+fn env_example(quic: bool) -> String {
+    if quic {
+        return "# The mediator's QUIC listener and its certificate fingerprint,\n\
+                # both printed by `mediator serve --quic-listen ADDR`.\n\
+                MEDIATOR_QUIC=127.0.0.1:4433\n\
+                MEDIATOR_QUIC_PIN=\n\
+                # The mediator's secret (the content of its mediator.secret file).\n\
+                MEDIATOR_SECRET=\n\
+                # The node key shared by all nodes: `mediator keygen`.\n\
+                MEDIATOR_NODE_KEY=\n"
+            .to_owned();
+    }
     "MEDIATOR_URL=http://127.0.0.1:8080\n\
      # The mediator's secret (the content of its mediator.secret file).\n\
      MEDIATOR_SECRET=\n\
@@ -190,9 +276,14 @@ fn env_example() -> String {
         .to_owned()
 }
 
-fn readme(package: &str, group: &str, name: &str) -> String {
+fn readme(package: &str, group: &str, name: &str, quic: bool) -> String {
+    let how = if quic {
+        "attached over QUIC (it dials out, so it needs no reachable address)"
+    } else {
+        "registered with an HTTP callback"
+    };
     format!(
-        "# {package}\n\nA Mediator node registered as `{group}/{name}`. It answers every request with \
+        "# {package}\n\nA Mediator node {how} as `{group}/{name}`. It answers every request with \
          the payload it received.\n\n```sh\nset -a; . ./.env; set +a   # after filling .env from .env.example\n\
          cargo run\n```\n\nCall it from the shell through a running mediator:\n\n```sh\n\
          mediator send --to {group}/{name} --key \"$MEDIATOR_NODE_KEY\" --data hello\n```\n"
@@ -211,6 +302,7 @@ mod tests {
             group: "a b".into(),
             name: "n".into(),
             crates: default_crates_path(),
+            quic: false,
         };
         assert!(bad.write().unwrap_err().to_string().contains("group"));
         std::fs::write(dir.path().join("file"), "x").unwrap();
@@ -219,6 +311,7 @@ mod tests {
             group: "g".into(),
             name: "n".into(),
             crates: default_crates_path(),
+            quic: true,
         };
         assert!(full.write().unwrap_err().to_string().contains("not empty"));
     }

@@ -17,6 +17,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use mediator_core::{Claims, KeyRing, SealKey, Timestamp, TokenMinter};
 use mediator_transport_http::client::Incoming;
 use mediator_transport_http::NodeClient;
+use mediator_transport_quic::QuicNodeClient;
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mediator");
@@ -316,6 +317,170 @@ async fn keygen_keys_and_minted_tokens_carry_a_sealed_call_from_the_shell() {
     node.shutdown().await.unwrap();
 }
 
+/// The QUIC listener's address and fingerprint, from what `serve` printed.
+fn quic_line(process: &Process) -> (String, String) {
+    let output = process.output();
+    let line = output
+        .iter()
+        .find(|l| l.contains("QUIC listening on"))
+        .unwrap_or_else(|| panic!("no QUIC line in {output:?}"));
+    let addr = line
+        .split("QUIC listening on ")
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .to_owned();
+    let pin = line.split_whitespace().last().unwrap().to_owned();
+    assert_eq!(pin.len(), 64, "{line}");
+    (addr, pin)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_with_quic_listen_carries_a_send_via_quic_and_refuses_a_bad_pin() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut args = serve_args(port, "memory");
+    args.extend(["--quic-listen".into(), "127.0.0.1:0".into()]);
+    let hub = Process::start(dir.path(), &as_strs(&args), "QUIC listening");
+    let (addr, pin) = quic_line(&hub);
+    let key_text = run(dir.path(), &["keygen"]).trim().to_owned();
+    let keys = KeyRing::new(SealKey::from_base64(&key_text).unwrap());
+    let token = run(dir.path(), &["token", "--node", "app/upper"])
+        .trim()
+        .to_owned();
+    // A node attached over QUIC, pinning the printed fingerprint.
+    let node = QuicNodeClient::builder(addr.parse().unwrap())
+        .pin(&pin)
+        .identity("app", Some("upper"))
+        .token(token)
+        .keys(keys)
+        .start(|request: Incoming| async move {
+            let from = request.from.map(|k| k.to_string()).unwrap_or_default();
+            let text = String::from_utf8_lossy(&request.body).to_uppercase();
+            Ok(Bytes::from(format!("{text} (from {from})")))
+        })
+        .await
+        .unwrap();
+    let send = |extra: &[&str]| {
+        let mut all = vec!["send", "--via", "quic", "--quic", &addr, "--key", &key_text];
+        all.extend_from_slice(extra);
+        Command::new(BIN)
+            .args(all)
+            .current_dir(dir.path())
+            .env_remove("MEDIATOR_SECRET")
+            .output()
+            .unwrap()
+    };
+    let out = send(&["--pin", &pin, "--to", "app/upper", "--data", "hi"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "HI (from cli/send)"
+    );
+    let out = send(&["--pin", &pin, "--to", "app/*", "--data", "all"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success()
+            && stdout.contains("app/upper: ALL")
+            && stdout.contains("asked=1 answered=1"),
+        "{out:?}"
+    );
+    // The same node through the HTTP API: both listeners serve one mediator.
+    let url = format!("http://127.0.0.1:{port}");
+    let over_http = run(
+        dir.path(),
+        &[
+            "send",
+            "--url",
+            &url,
+            "--to",
+            "app/upper",
+            "--key",
+            &key_text,
+            "--data",
+            "web",
+        ],
+    );
+    assert_eq!(over_http.trim(), "WEB (from cli/send)");
+
+    // Another certificate's fingerprint: refused, said so, non-zero exit.
+    let wrong = "ab".repeat(32);
+    let out = send(&["--pin", &wrong, "--to", "app/upper", "--data", "x"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        stderr.contains("fingerprint") && stderr.contains(&addr),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty(), "{out:?}");
+    // Neither a pin nor a root: refused before dialling.
+    let out = send(&["--to", "app/upper"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--pin"),
+        "{out:?}"
+    );
+
+    assert!(hub.terminate().success());
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_quic_listener_serves_the_https_certificate_and_send_trusts_its_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = mediator_transport_quic::ServerTls::self_signed(&["localhost"]).unwrap();
+    std::fs::write(dir.path().join("cert.pem"), tls.certificate_pem()).unwrap();
+    std::fs::write(dir.path().join("key.pem"), tls.key_pem()).unwrap();
+    let port = free_port();
+    let mut args = serve_args(port, "memory");
+    args.extend(
+        [
+            "--tls-cert",
+            "cert.pem",
+            "--tls-key",
+            "key.pem",
+            "--quic-listen",
+            "127.0.0.1:0",
+        ]
+        .map(String::from),
+    );
+    let hub = Process::start(dir.path(), &as_strs(&args), "QUIC listening");
+    let (addr, pin) = quic_line(&hub);
+    assert_eq!(pin, tls.fingerprint(), "not the configured certificate");
+    let key_text = run(dir.path(), &["keygen"]).trim().to_owned();
+    let node = QuicNodeClient::builder(addr.parse().unwrap())
+        .root_pem(tls.certificate_pem())
+        .identity("app", Some("echo"))
+        .token(token_for(dir.path(), "app/echo"))
+        .keys(KeyRing::new(SealKey::from_base64(&key_text).unwrap()))
+        .start(|request: Incoming| async move { Ok(request.body) })
+        .await
+        .unwrap();
+    let out = run(
+        dir.path(),
+        &[
+            "send",
+            "--via",
+            "quic",
+            "--quic",
+            &addr,
+            "--root-pem",
+            "cert.pem",
+            "--to",
+            "app/echo",
+            "--key",
+            &key_text,
+            "--data",
+            "rooted",
+        ],
+    );
+    assert_eq!(out.trim(), "rooted");
+    assert!(hub.terminate().success());
+    node.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_during_load_loses_no_accepted_request() {
     let dir = tempfile::tempdir().unwrap();
@@ -418,7 +583,15 @@ async fn the_demo_starts_and_its_pages_answer() {
     assert_eq!(response.status(), StatusCode::OK);
     let sent: Value =
         serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
-    assert_eq!(sent["summary"]["answered"], 2, "{sent}");
+    // passive, standalone and the node attached over QUIC.
+    assert_eq!(sent["summary"]["answered"], 3, "{sent}");
+    let replies = sent["replies"].as_array().unwrap();
+    assert!(
+        replies
+            .iter()
+            .any(|r| r["node"] == "demo/quic" && r["then"]["by"] == "demo/quic"),
+        "{sent}"
+    );
     let inbox = client
         .get(format!("{}/messages", page("passive")).parse().unwrap())
         .await
@@ -467,7 +640,7 @@ fn new_node_output_builds_against_the_workspace() {
     let check = Command::new(env!("CARGO"))
         .args(["check", "--offline", "--quiet"])
         .current_dir(&project)
-        .env("CARGO_TARGET_DIR", target)
+        .env("CARGO_TARGET_DIR", &target)
         .output()
         .unwrap();
     assert!(
@@ -480,4 +653,36 @@ fn new_node_output_builds_against_the_workspace() {
         .output()
         .unwrap();
     assert!(!refused.status.success(), "new-node overwrote a project");
+
+    // The QUIC variant: the node dials out and stays attached.
+    let project = dir.path().join("edge-sensor");
+    let out = run(
+        dir.path(),
+        &[
+            "new-node",
+            project.to_str().unwrap(),
+            "--group",
+            "edge",
+            "--name",
+            "sensor",
+            "--quic",
+        ],
+    );
+    assert!(out.contains("src/main.rs"), "{out}");
+    let main = std::fs::read_to_string(project.join("src/main.rs")).unwrap();
+    assert!(main.contains("QuicNodeClient::builder(addr)"), "{main}");
+    assert!(main.contains(r#".identity("edge", Some("sensor"))"#));
+    let env = std::fs::read_to_string(project.join(".env.example")).unwrap();
+    assert!(env.contains("MEDIATOR_QUIC_PIN="), "{env}");
+    let check = Command::new(env!("CARGO"))
+        .args(["check", "--offline", "--quiet"])
+        .current_dir(&project)
+        .env("CARGO_TARGET_DIR", &target)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "the generated QUIC node does not build:\n{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
 }

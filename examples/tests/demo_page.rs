@@ -1,5 +1,6 @@
 //! A demo node's page over a real mediator: what a person types in the send
-//! form is answered with whose fault a failure was.
+//! form is answered with whose fault a failure was, and the node attached
+//! over QUIC answers it and calls an HTTP node in turn.
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
@@ -9,6 +10,7 @@ use hyper_util::rt::TokioExecutor;
 use mediator_core::{Authenticator, KeyRing, Mediator, MemoryRegistry, SealKey, TokenMinter};
 use mediator_examples::demo::{self, Role};
 use mediator_transport_http::{HttpDelivery, HttpListener};
+use mediator_transport_quic::{QuicListener, ServerTls};
 use serde_json::{json, Value};
 
 const SECRET: &str = "a secret of at least 32 bytes, for the demo page";
@@ -36,7 +38,7 @@ async fn the_send_form_blames_the_person_for_what_they_mistyped() {
     let listener = HttpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(listener.serve_with_shutdown(mediator, async {
+    let server = tokio::spawn(listener.serve_with_shutdown(mediator.clone(), async {
         let _ = stopped.await;
     }));
     let keys = KeyRing::new(SealKey::generate());
@@ -45,10 +47,46 @@ async fn the_send_form_blames_the_person_for_what_they_mistyped() {
     let passive = demo::start_node(Role::Passive, &url, minter.clone(), keys.clone(), any_port)
         .await
         .unwrap();
+    let keys_for_quic = keys.clone();
     let sender = demo::start_node(Role::Sender, &url, minter, keys, any_port)
         .await
         .unwrap();
     let send = format!("http://{}/send", sender.page);
+
+    // The node attached over QUIC answers the HTTP sender, and in turn
+    // calls the HTTP passive node.
+    let tls = ServerTls::self_signed(&["localhost"]).unwrap();
+    let quic = QuicListener::bind("127.0.0.1:0".parse().unwrap(), &tls).unwrap();
+    mediator.add_deliver(quic.delivery()).unwrap();
+    let serving = quic.clone();
+    let served = mediator.clone();
+    let quic_task = tokio::spawn(async move { serving.serve(served).await });
+    let attached = demo::start_quic_node(
+        quic.local_addr().unwrap(),
+        quic.fingerprint(),
+        TokenMinter::hs256(SECRET),
+        keys_for_quic,
+    )
+    .await
+    .unwrap();
+    let (status, body) = post(&send, &json!({ "to": "demo/quic", "text": "over quic" })).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["replies"][0]["then"]["by"], "demo/quic", "{body}");
+    assert_eq!(
+        body["replies"][0]["then"]["received"], "over quic",
+        "{body}"
+    );
+    let (status, body) = post(
+        &send,
+        &json!({ "to": "demo/quic", "path": "/relay", "text": "pass it on" }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let then = &body["replies"][0]["then"];
+    assert_eq!(then["reply"]["by"], "demo/quic", "{body}");
+    assert_eq!(then["then"]["by"], "demo/passive", "{body}");
+    assert_eq!(then["then"]["received"], "pass it on", "{body}");
+    assert_eq!(attached.inbox.lock().unwrap().len(), 2);
 
     let (status, body) = post(&send, &json!({ "to": "demo/passive", "text": "hi" })).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -73,6 +111,9 @@ async fn the_send_form_blames_the_person_for_what_they_mistyped() {
     let (status, body) = post(&send, &json!({ "to": "nobody/?", "text": "x" })).await;
     assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
 
+    attached.shutdown().await;
+    quic.shutdown().await;
+    quic_task.await.unwrap().unwrap();
     sender.shutdown().await.unwrap();
     passive.shutdown().await.unwrap();
     stop.send(()).unwrap();

@@ -572,36 +572,13 @@ impl std::fmt::Debug for QuicNodeClient {
     }
 }
 
-/// One node's part of a [`QuicNodeClient::broadcast`].
-#[derive(Debug)]
-pub struct NodeReply {
-    /// The node.
-    pub node: NodeKey,
-    /// Its registration id, when the mediator said.
-    pub id: Option<NodeId>,
-    /// Its opened reply, or why there is none: [`QuicError::Node`] when
-    /// the node refused, [`QuicError::Mediator`] when the mediator got no
-    /// answer from it (failed, unreachable, timed out).
-    pub result: Result<Bytes, QuicError>,
-}
+/// One node's part of a [`QuicNodeClient::broadcast`]: its opened reply,
+/// or [`QuicError::Node`] when the node refused, [`QuicError::Mediator`]
+/// when the mediator got no answer from it (failed, unreachable, timed out).
+pub type NodeReply = mediator_core::node::NodeReply<QuicError>;
 
 /// Every node's result of a [`QuicNodeClient::broadcast`], and the summary.
-#[derive(Debug)]
-pub struct BroadcastReplies {
-    /// One entry per node asked, in the mediator's (registration id) order.
-    pub replies: Vec<NodeReply>,
-    /// How many nodes were asked, answered, failed and timed out.
-    pub summary: Summary,
-}
-
-impl BroadcastReplies {
-    /// The replies that succeeded, by node.
-    pub fn successes(&self) -> impl Iterator<Item = (&NodeKey, &Bytes)> {
-        self.replies
-            .iter()
-            .filter_map(|r| r.result.as_ref().ok().map(|body| (&r.node, body)))
-    }
-}
+pub type BroadcastReplies = mediator_core::node::BroadcastReplies<QuicError>;
 
 impl QuicNodeClient {
     /// Starts configuring a node that talks to the mediator's QUIC

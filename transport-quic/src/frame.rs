@@ -30,6 +30,8 @@ pub(crate) mod close {
     pub(crate) const PROTOCOL: u32 = 3;
     /// The hello was refused (authentication, registration).
     pub(crate) const REFUSED: u32 = 4;
+    /// The token presented in the hello expired while the connection lived.
+    pub(crate) const TOKEN_EXPIRED: u32 = 5;
 }
 
 /// Why a frame could not be read.

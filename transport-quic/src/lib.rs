@@ -122,8 +122,20 @@
 //!   this connection's. Idle timeout 30 s, keep-alive 10 s on both ends
 //!   ([`QuicLimits::idle_timeout`], [`QuicLimits::keep_alive`]), so an idle
 //!   attachment stays up and a vanished node is detached within 30 s.
-//! - While a connection lives the listener renews its node's lease every
-//!   third of the ttl; the lease only matters if the listener itself dies.
+//! - An attachment's lease lives as long as its connection: while the
+//!   connection lives the listener renews the lease every third of the
+//!   ttl, on the mediator's [clock](mediator_core::Mediator::clock) (so a
+//!   `ManualClock` drives it), and registers the node again if the
+//!   registration was lost; the lease only matters if the listener itself
+//!   dies without closing the connection.
+//! - The token presented in the hello is the connection's credential for
+//!   its whole life. When its `exp` passes on the mediator's clock the
+//!   listener closes the connection (code 5, "token expired") and detaches
+//!   its node; the client reconnects as after any loss, and one built with
+//!   a [`token_minter`](QuicNodeClientBuilder::token_minter) says hello
+//!   with a fresh token (its own tokens live an hour). A client given one
+//!   fixed [`token`](QuicNodeClientBuilder::token) keeps being refused
+//!   until it is rebuilt with a new one.
 //! - A second attachment under the same name wins: the older connection
 //!   is closed with application code 1 and the reason "superseded by a
 //!   newer attachment of g/n", and its client does not reconnect
@@ -132,7 +144,8 @@
 //!   network) reconnects and attaches again with exponential backoff and
 //!   full jitter ([`Backoff`](mediator_core::node::Backoff)).
 //! - Connection close codes: 0 done, 1 superseded, 2 mediator shutting
-//!   down, 3 protocol error (bad hello), 4 hello refused.
+//!   down, 3 protocol error (bad hello), 4 hello refused, 5 the hello's
+//!   token expired.
 //!
 //! # Limits
 //!

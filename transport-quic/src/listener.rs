@@ -311,14 +311,30 @@ impl ConnCx {
                 registration.clone(),
             ))
         });
+        let clock = Arc::clone(self.mediator.clock());
+        let expires = session.identity.expires;
         let lost = loop {
-            match connection.accept_bi().await {
-                Ok((send, recv)) => {
-                    let cx = self.clone();
-                    let identity = session.identity.clone();
-                    tokio::spawn(async move { cx.call(identity, send, recv).await });
+            tokio::select! {
+                accepted = connection.accept_bi() => match accepted {
+                    Ok((send, recv)) => {
+                        let cx = self.clone();
+                        let identity = session.identity.clone();
+                        tokio::spawn(async move { cx.call(identity, send, recv).await });
+                    }
+                    Err(e) => break e,
+                },
+                // The hello's token is the connection's only credential:
+                // once it has expired, nothing on the connection may act
+                // in its name any more, so the connection ends and the
+                // client says hello again with a fresh one.
+                () = clock.sleep_until(expires) => {
+                    tracing::info!(%remote, "the token of the hello expired; closing the connection");
+                    connection.close(
+                        VarInt::from_u32(close::TOKEN_EXPIRED),
+                        b"token expired; reconnect with a fresh token",
+                    );
+                    break connection.closed().await;
                 }
-                Err(e) => break e,
             }
         };
         if let Some(renewer) = renewer {
@@ -611,10 +627,14 @@ fn new_request_id() -> String {
 /// Keeps an attached node's lease while its connection lives: the
 /// connection is the proof of life, so the listener renews every third of
 /// the ttl and registers again if the registration was lost.
+///
+/// It waits on the mediator's clock, as every other lease does, so a
+/// manual clock drives it in tests and leases never disagree about time.
 async fn keep_registered(mediator: Mediator, identity: Identity, registration: Registration) {
     let every = (registration.ttl / 3).max(Duration::from_millis(100));
+    let clock = Arc::clone(mediator.clock());
     loop {
-        tokio::time::sleep(every).await;
+        clock.sleep_until(clock.now() + every).await;
         match mediator
             .renew(&identity, &registration.key, registration.ttl)
             .await

@@ -17,6 +17,16 @@
 //! Both phases seal every request and open every reply, so the difference
 //! between them is the mediator's hop (parsing, auth, routing, a second
 //! HTTP exchange), not the cryptography.
+//!
+//! With `--via quic` (self-contained only) the same run also starts a QUIC
+//! listener and an echo node attached over QUIC, and measures two more
+//! paths with the same load: a caller over QUIC to the attached echo node,
+//! and a caller over HTTP to the attached echo node, each beside the HTTP
+//! path's figures of the same run.
+//!
+//! ```text
+//! loadgen --self-contained --via quic --duration 10s
+//! ```
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -37,6 +47,7 @@ use mediator_core::{
 };
 use mediator_transport_http::client::{open_reply, seal_request, Incoming};
 use mediator_transport_http::{HttpDelivery, HttpDeliveryConfig, HttpListener, NodeClient};
+use mediator_transport_quic::{QuicLimits, QuicListener, QuicNodeClient, ServerTls};
 
 /// Measures the mediator's overhead against calling an echo node directly.
 #[derive(Parser, Debug)]
@@ -87,6 +98,20 @@ struct Args {
     /// Start a mediator and an echo node in this process, on loopback.
     #[arg(long)]
     self_contained: bool,
+
+    /// Also measure the paths to an echo node attached over QUIC (needs
+    /// --self-contained): `http` (the default) measures only the HTTP paths.
+    #[arg(long, value_enum, default_value_t = Via::Http)]
+    via: Via,
+}
+
+/// Which transports a run measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Via {
+    /// The HTTP paths only.
+    Http,
+    /// The HTTP paths, then the paths to an echo node attached over QUIC.
+    Quic,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -240,6 +265,27 @@ fn mediated(client: NodeClient, target: NodeKey, body: Bytes) -> Shot {
     })
 }
 
+/// Through the mediator from a QUIC client: the same echo, over its
+/// connection's streams.
+fn mediated_quic(client: QuicNodeClient, target: NodeKey, body: Bytes) -> Shot {
+    Arc::new(move || {
+        let client = client.clone();
+        let target = target.clone();
+        let body = body.clone();
+        Box::pin(async move {
+            let reply = client
+                .call(target, "/echo", body.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+            if reply == body {
+                Ok(())
+            } else {
+                Err(format!("the echo differs ({} bytes back)", reply.len()))
+            }
+        })
+    })
+}
+
 /// Straight at the echo node: the same sealed request the mediator would
 /// have handed over, with the headers it would have added.
 fn direct(
@@ -322,6 +368,71 @@ struct Setup {
     /// Kept alive for the run (self-contained only).
     _hub: Option<(Mediator, SocketAddr)>,
     _echo: Option<NodeClient>,
+    /// The QUIC side, with `--via quic`.
+    quic: Option<QuicSetup>,
+}
+
+/// An echo node attached over QUIC and a caller over QUIC.
+struct QuicSetup {
+    /// Kept alive for the run.
+    _listener: QuicListener,
+    /// The attached echo node's key.
+    target: NodeKey,
+    /// A caller-only client over QUIC, as `from`.
+    caller: QuicNodeClient,
+    /// Kept alive for the run: dropping it would detach the node.
+    _echo: QuicNodeClient,
+}
+
+/// Starts a QUIC listener for `mediator`, an echo node attached to it as
+/// `target`, and a caller over QUIC as `from`.
+async fn quic_side(
+    mediator: &Mediator,
+    minter: &TokenMinter,
+    keys: &KeyRing,
+    target: NodeKey,
+    from: &NodeKey,
+    concurrency: usize,
+) -> Result<QuicSetup, String> {
+    let tls = ServerTls::self_signed(&["localhost"]).map_err(|e| e.to_string())?;
+    let mut limits = QuicLimits::default();
+    // One caller connection carries every request in flight.
+    let streams = u32::try_from(concurrency.max(64)).unwrap_or(u32::MAX);
+    limits.max_streams = streams;
+    let listener = QuicListener::bind_with(SocketAddr::from(([127, 0, 0, 1], 0)), &tls, limits)
+        .map_err(|e| e.to_string())?;
+    mediator
+        .add_deliver(listener.delivery())
+        .map_err(|e| e.to_string())?;
+    let serving = listener.clone();
+    let served = mediator.clone();
+    tokio::spawn(async move { serving.serve(served).await });
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let pin = listener.fingerprint().to_owned();
+    let echo_node = QuicNodeClient::builder(addr)
+        .pin(&pin)
+        .node_key(target.clone())
+        .token_minter(minter.clone())
+        .keys(keys.clone())
+        .max_streams(streams)
+        .start(echo)
+        .await
+        .map_err(|e| format!("attaching the QUIC echo node: {e}"))?;
+    let caller = QuicNodeClient::builder(addr)
+        .pin(&pin)
+        .node_key(from.clone())
+        .token_minter(minter.clone())
+        .keys(keys.clone())
+        .connect()
+        .await
+        .map_err(|e| format!("connecting the QUIC caller: {e}"))?;
+    println!("self-contained: QUIC listener at {addr}, echo node {target} attached");
+    Ok(QuicSetup {
+        _listener: listener,
+        target,
+        caller,
+        _echo: echo_node,
+    })
 }
 
 async fn echo(request: Incoming) -> Result<Bytes, mediator_core::Error> {
@@ -378,6 +489,14 @@ async fn self_contained(args: &Args) -> Result<Setup, String> {
         "self-contained: mediator at {url}, echo node {target} at {}",
         direct_url.as_deref().unwrap_or("?")
     );
+    let quic = match args.via {
+        Via::Quic => {
+            let name = format!("{}-quic", target.name().unwrap_or("echo"));
+            let attached = NodeKey::named(target.group(), &name).map_err(|e| e.to_string())?;
+            Some(quic_side(&mediator, &minter, &keys, attached, &from, args.concurrency).await?)
+        }
+        Via::Http => None,
+    };
     Ok(Setup {
         client,
         target,
@@ -386,6 +505,7 @@ async fn self_contained(args: &Args) -> Result<Setup, String> {
         direct_url,
         _hub: Some((mediator, addr)),
         _echo: Some(echo_node),
+        quic,
     })
 }
 
@@ -421,6 +541,7 @@ async fn external(args: &Args) -> Result<Setup, String> {
         direct_url: args.direct.clone(),
         _hub: None,
         _echo: None,
+        quic: None,
     })
 }
 
@@ -430,6 +551,8 @@ async fn run(args: Args) -> Result<(), String> {
     }
     let setup = if args.self_contained {
         self_contained(&args).await?
+    } else if args.via == Via::Quic {
+        return Err("--via quic measures a QUIC listener of its own: add --self-contained".into());
     } else {
         external(&args).await?
     };
@@ -458,6 +581,9 @@ async fn run(args: Args) -> Result<(), String> {
     )
     .await;
     println!("{}", through.line("through the mediator"));
+    if let Some(quic) = &setup.quic {
+        measure_quic(quic, &setup.client, &through, &body, &args).await?;
+    }
 
     let Some(direct_url) = setup.direct_url.as_deref() else {
         println!("(no --direct URL: the direct phase is skipped)");
@@ -485,6 +611,53 @@ async fn run(args: Args) -> Result<(), String> {
             through.percentile(0.99).as_secs_f64() / straight.percentile(0.99).as_secs_f64(),
         );
     }
+    Ok(())
+}
+
+/// `a / b` for throughput, p50 and p99, as one line.
+fn ratio(label: &str, a: &Measured, b: &Measured) -> String {
+    if a.ok == 0 || b.ok == 0 {
+        return format!("{label:<22} (no successful requests to compare)");
+    }
+    format!(
+        "{label:<22} {:.2}x the throughput, {:.2}x the p50, {:.2}x the p99",
+        a.rate() / b.rate(),
+        a.percentile(0.50).as_secs_f64() / b.percentile(0.50).as_secs_f64(),
+        a.percentile(0.99).as_secs_f64() / b.percentile(0.99).as_secs_f64(),
+    )
+}
+
+/// The two paths to the attached echo node, each compared with the HTTP
+/// path (`http`) measured in the same run.
+async fn measure_quic(
+    quic: &QuicSetup,
+    http_client: &NodeClient,
+    http: &Measured,
+    body: &Bytes,
+    args: &Args,
+) -> Result<(), String> {
+    quic.caller
+        .call(quic.target.clone(), "/echo", body.clone())
+        .await
+        .map_err(|e| format!("the first call over QUIC failed: {e}"))?;
+    let quic_to_quic = phase(
+        mediated_quic(quic.caller.clone(), quic.target.clone(), body.clone()),
+        args.concurrency,
+        args.warmup,
+        args.duration,
+    )
+    .await;
+    println!("{}", quic_to_quic.line("QUIC -> attached node"));
+    let http_to_quic = phase(
+        mediated(http_client.clone(), quic.target.clone(), body.clone()),
+        args.concurrency,
+        args.warmup,
+        args.duration,
+    )
+    .await;
+    println!("{}", http_to_quic.line("HTTP -> attached node"));
+    println!("{}", ratio("QUIC->att / HTTP:", &quic_to_quic, http));
+    println!("{}", ratio("HTTP->att / HTTP:", &http_to_quic, http));
     Ok(())
 }
 
@@ -526,6 +699,25 @@ mod tests {
         let args = Args::parse_from([
             "loadgen",
             "--self-contained",
+            "--duration",
+            "300ms",
+            "--warmup",
+            "100ms",
+            "--concurrency",
+            "4",
+            "--body-size",
+            "64",
+        ]);
+        run(args).await.expect("runs");
+    }
+
+    #[tokio::test]
+    async fn a_short_self_contained_run_via_quic_succeeds() {
+        let args = Args::parse_from([
+            "loadgen",
+            "--self-contained",
+            "--via",
+            "quic",
             "--duration",
             "300ms",
             "--warmup",

@@ -17,6 +17,7 @@ use mediator_examples::secret::{Secret, SecretSource};
 use mediator_examples::store::{OpenStore, StoreUrl};
 use mediator_examples::CliError;
 use mediator_transport_http::{HttpDelivery, HttpListener, MediatorService, NodeClient, TlsConfig};
+use mediator_transport_quic::{QuicListener, QuicNodeClient, ServerTls};
 
 #[derive(Parser)]
 #[command(
@@ -100,6 +101,11 @@ enum Command {
         /// The node key (base64; several comma-separated, newest first).
         #[arg(long, env = "MEDIATOR_NODE_KEY")]
         key: String,
+        /// Which transport to send through.
+        #[arg(long, value_enum, default_value_t = Via::Http)]
+        via: Via,
+        #[command(flatten)]
+        quic: QuicArgs,
         #[command(flatten)]
         secret: SecretArgs,
     },
@@ -116,6 +122,9 @@ enum Command {
         /// The Mediator checkout whose crates the project uses.
         #[arg(long)]
         crates: Option<PathBuf>,
+        /// Attach over QUIC (the node dials out; no callback address needed).
+        #[arg(long)]
+        quic: bool,
     },
     /// Import the original project's `clusters` table into a store.
     ImportClusters {
@@ -132,6 +141,32 @@ enum Command {
         #[arg(long, default_value_t = 3900)]
         ttl_s: u64,
     },
+}
+
+/// The transports `send` can go through.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Via {
+    /// The HTTP API at --url.
+    Http,
+    /// The QUIC listener at --quic.
+    Quic,
+}
+
+/// How `send --via quic` reaches the QUIC listener and checks its certificate.
+#[derive(clap::Args)]
+struct QuicArgs {
+    /// The mediator's QUIC listener (UDP address), for --via quic.
+    #[arg(long = "quic", env = "MEDIATOR_QUIC", value_name = "ADDR")]
+    addr: Option<SocketAddr>,
+    /// The SHA-256 fingerprint of its certificate, as `serve` prints it.
+    #[arg(long, env = "MEDIATOR_QUIC_PIN", value_name = "FINGERPRINT")]
+    pin: Option<String>,
+    /// A PEM file of certificates trusted as roots, instead of a pin.
+    #[arg(long, env = "MEDIATOR_QUIC_ROOT", conflicts_with = "pin")]
+    root_pem: Option<PathBuf>,
+    /// The name the certificate is checked against with --root-pem.
+    #[arg(long, default_value = "localhost")]
+    server_name: String,
 }
 
 /// Where commands other than `serve` find the mediator secret.
@@ -195,9 +230,14 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             pages_from,
         } => {
             page_port(pages_from, 2)?;
-            let settings = settings(config, flags)?;
-            serve(settings, move |url, secret| {
-                start_demo(url, secret, pages_from)
+            let mut settings = settings(config, flags)?;
+            // The demo always shows a QUIC-attached node, on any free port
+            // unless one was configured.
+            if settings.quic_listen.is_none() {
+                settings.quic_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+            }
+            serve(settings, move |served, secret| {
+                start_demo(served, secret, pages_from)
             })
             .await
         }
@@ -242,12 +282,17 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             path,
             data,
             key,
+            via,
+            quic,
             secret,
         } => {
             let keys: KeyRing = key.parse()?;
             let token = TokenMinter::hs256(secret.resolve(config)?.expose()).mint(
                 &Claims::node(&sender, Timestamp::now(), Duration::from_secs(300)),
             )?;
+            if via == Via::Quic {
+                return send_quic(quic, sender, token, keys, &to, &path, data).await;
+            }
             let client = NodeClient::builder(url)
                 .node_key(sender)
                 .token(token)
@@ -287,12 +332,14 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             group,
             name,
             crates,
+            quic,
         } => {
             let scaffold = Scaffold {
                 dir,
                 group,
                 name,
                 crates: crates.unwrap_or_else(default_crates_path),
+                quic,
             };
             for file in scaffold.write()? {
                 println!("wrote {}", file.display());
@@ -327,17 +374,117 @@ async fn run(cli: Cli) -> Result<(), CliError> {
     }
 }
 
+/// `send --via quic`: a caller-only QUIC client, then the same output as over HTTP.
+async fn send_quic(
+    quic: QuicArgs,
+    sender: NodeKey,
+    token: String,
+    keys: KeyRing,
+    to: &str,
+    path: &str,
+    data: String,
+) -> Result<(), CliError> {
+    let addr = quic.addr.ok_or_else(|| {
+        CliError::Config("--via quic needs --quic ADDR (the mediator's QUIC listener)".into())
+    })?;
+    let mut builder = QuicNodeClient::builder(addr)
+        .node_key(sender)
+        .token(token)
+        .keys(keys);
+    builder = match (&quic.pin, &quic.root_pem) {
+        (Some(pin), _) => builder.pin(pin),
+        (None, Some(root)) => {
+            let pem = std::fs::read(root).map_err(|source| CliError::Io {
+                path: root.clone(),
+                source,
+            })?;
+            builder.root_pem(pem).server_name(quic.server_name)
+        }
+        (None, None) => return Err(CliError::Config(
+            "--via quic needs --pin FINGERPRINT (printed by `mediator serve`) or --root-pem FILE"
+                .into(),
+        )),
+    };
+    let target = to.parse::<Target>()?;
+    // A wrong pin fails the handshake with a message naming both
+    // fingerprints, which is what the person needs to see.
+    let client = builder.connect().await?;
+    match target {
+        Target::One(key) => println!(
+            "{}",
+            String::from_utf8_lossy(&client.call(key, path, data).await?)
+        ),
+        Target::Any(group) => {
+            let (node, reply) = client.any(&group, path, data).await?;
+            println!("{node}: {}", String::from_utf8_lossy(&reply));
+        }
+        Target::All(group) => {
+            let all = client.broadcast(&group, path, data).await?;
+            for reply in &all.replies {
+                match &reply.result {
+                    Ok(body) => println!("{}: {}", reply.node, String::from_utf8_lossy(body)),
+                    Err(e) => println!("{}: error: {e}", reply.node),
+                }
+            }
+            let s = all.summary;
+            println!(
+                "asked={} answered={} failed={} timed_out={}",
+                s.asked, s.answered, s.failed, s.timed_out
+            );
+        }
+    }
+    client.shutdown().await;
+    Ok(())
+}
+
 fn settings(config: Option<&Path>, flags: ServeFlags) -> Result<ServeSettings, CliError> {
     let file = FileConfig::load(config)?;
     ServeSettings::merge(flags, file, std::env::var("MEDIATOR_SECRET").ok())
+}
+
+/// Where a running mediator is reached, for what starts beside it.
+struct Served {
+    /// The HTTP API's URL.
+    url: String,
+    /// The QUIC listener's address and certificate fingerprint, if any.
+    quic: Option<(SocketAddr, String)>,
+}
+
+/// Something started beside the mediator, stopped before it.
+enum Extra {
+    Http(demo::DemoNode),
+    Quic(demo::QuicDemoNode),
+}
+
+impl Extra {
+    async fn shutdown(self) -> Result<(), CliError> {
+        match self {
+            Extra::Http(node) => node.shutdown().await,
+            Extra::Quic(node) => {
+                node.shutdown().await;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The QUIC listener's certificate: the HTTPS one when configured (a QUIC
+/// listener speaks the same TLS 1.3), otherwise one generated now for the
+/// listener's names, which clients pin by its printed fingerprint.
+fn quic_tls(settings: &ServeSettings, addr: SocketAddr) -> Result<ServerTls, CliError> {
+    if let Some((cert, key)) = &settings.tls {
+        return Ok(ServerTls::from_pem_files(cert, key)?);
+    }
+    let ip = loopback_if_unspecified(addr).ip().to_string();
+    Ok(ServerTls::self_signed(&["localhost", &ip])?)
 }
 
 /// Runs the mediator until SIGTERM or SIGINT, with whatever `extras` starts
 /// beside it (the demo nodes), then drains, closes the store and returns.
 async fn serve<F, Fut>(settings: ServeSettings, extras: F) -> Result<(), CliError>
 where
-    F: FnOnce(String, Secret) -> Fut,
-    Fut: std::future::Future<Output = Result<Vec<demo::DemoNode>, CliError>>,
+    F: FnOnce(Served, Secret) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<Extra>, CliError>>,
 {
     let secret = Secret::resolve(settings.secret.clone(), &settings.secret_file, true)?;
     match &secret.source {
@@ -382,27 +529,74 @@ where
     let url = format!("{scheme}://{}", loopback_if_unspecified(addr));
     tracing::info!(%url, store = %settings.store, nodes = mediator.routes().len(), "mediator listening");
     println!("mediator listening on {url}");
+    let mut quic = match settings.quic_listen {
+        Some(addr) => {
+            let tls = quic_tls(&settings, addr)?;
+            let listener = QuicListener::bind(addr, &tls)?;
+            mediator.add_deliver(listener.delivery())?;
+            let bound = listener.local_addr()?;
+            let shown = loopback_if_unspecified(bound);
+            println!(
+                "mediator QUIC listening on {shown}, certificate SHA-256 {}",
+                listener.fingerprint()
+            );
+            let serving = listener.clone();
+            let served = mediator.clone();
+            let task = tokio::spawn(async move { serving.serve(served).await });
+            Some((listener, task, shown))
+        }
+        None => None,
+    };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let service = MediatorService::new(mediator.clone()).metrics_access(settings.metrics_access);
     let mut server = tokio::spawn(listener.serve_with_shutdown(service, async {
         let _ = stopped.await;
     }));
-    let extras = match extras(url, secret).await {
+    let served = Served {
+        url,
+        quic: quic
+            .as_ref()
+            .map(|(listener, _, addr)| (*addr, listener.fingerprint().to_owned())),
+    };
+    let extras = match extras(served, secret).await {
         Ok(extras) => extras,
         Err(e) => {
             server.abort();
+            if let Some((listener, _, _)) = &quic {
+                listener.close();
+            }
             return Err(e);
         }
     };
-    // The server ending by itself (a fatal listener error) also stops us.
+    let quic_ended = async {
+        match quic.as_mut().map(|(_, task, _)| task) {
+            Some(task) => task.await,
+            None => std::future::pending().await,
+        }
+    };
+    // Either server ending by itself (a fatal listener error) also stops us.
     let early = tokio::select! {
         _ = shutdown_signal() => None,
         served = &mut server => Some(served),
+        ended = quic_ended => {
+            tracing::error!(outcome = ?ended, "the QUIC listener stopped; shutting down");
+            None
+        }
     };
     // Demo nodes deregister while the mediator still answers.
     for node in extras {
         if let Err(e) = node.shutdown().await {
             tracing::warn!(error = %e, "a demo node did not shut down cleanly");
+        }
+    }
+    // Attached nodes are detached (their connections closed) before the
+    // HTTP side drains, so nobody is routed to a connection about to go.
+    if let Some((listener, task, _)) = quic {
+        listener.shutdown().await;
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "the QUIC listener failed"),
+            Err(e) => tracing::warn!(error = %e, "the QUIC listener task failed"),
         }
     }
     let _ = stop.send(());
@@ -457,10 +651,11 @@ async fn shutdown_signal() {
 }
 
 async fn start_demo(
-    url: String,
+    served: Served,
     secret: Secret,
     pages_from: u16,
-) -> Result<Vec<demo::DemoNode>, CliError> {
+) -> Result<Vec<Extra>, CliError> {
+    let url = served.url;
     let minter = TokenMinter::hs256(secret.expose());
     let key = SealKey::generate();
     let key_text = key.to_base64();
@@ -477,6 +672,16 @@ async fn start_demo(
     for node in &nodes {
         println!("  demo/{:<11} http://{}/", node.role.name(), node.page);
     }
+    let mut extras: Vec<Extra> = nodes.into_iter().map(Extra::Http).collect();
+    if let Some((addr, pin)) = served.quic {
+        let node = demo::start_quic_node(addr, &pin, minter, keys).await?;
+        println!(
+            "  demo/{:<11} attached over QUIC to {addr}: send it a message from a page; \
+             path /relay makes it call demo/passive over HTTP in turn",
+            demo::QUIC_NODE
+        );
+        extras.push(Extra::Quic(node));
+    }
     let password = match &secret.source {
         SecretSource::File(path) | SecretSource::Generated(path) => {
             format!("the content of {}", path.display())
@@ -488,7 +693,7 @@ async fn start_demo(
     println!("  cargo run --release --bin mediator -- nodes");
     println!("  cargo run --release --bin mediator -- send --to 'demo/*' --key {} --data '{{\"text\":\"hi\"}}'", key_text);
     println!("Stop with Ctrl-C.");
-    Ok(nodes)
+    Ok(extras)
 }
 
 /// The port of demo page number `offset` (from 0): 0 (any free port) when

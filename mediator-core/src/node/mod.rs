@@ -53,10 +53,12 @@ mod incoming;
 mod lease;
 #[cfg(feature = "legacy")]
 pub mod legacy;
+mod replies;
 mod respond;
 mod seal;
 
 pub use incoming::{BoxFuture, Handler, Incoming};
 pub use lease::{Action, Backoff, Jitter, Lease, RandomJitter, Step};
+pub use replies::{BroadcastReplies, NodeReply};
 pub use respond::{within_deadline, Responder, DEADLINE_SLACK};
 pub use seal::{open_reply, open_request, seal_reply, seal_request, Delivered};

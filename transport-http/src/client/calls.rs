@@ -67,35 +67,12 @@ impl std::fmt::Debug for NodeClient {
 }
 
 /// One node's part of a [`NodeClient::broadcast`].
-#[derive(Debug)]
-pub struct NodeReply {
-    /// The node.
-    pub node: NodeKey,
-    /// Its registration id, when the mediator said.
-    pub id: Option<NodeId>,
-    /// Its opened reply, or why there is none.
-    pub result: Result<Bytes, HttpError>,
-}
+pub type NodeReply = mediator_core::node::NodeReply<HttpError>;
 
-/// Every node's result of a [`NodeClient::broadcast`], and the summary.
-#[derive(Debug)]
-pub struct BroadcastReplies {
-    /// One entry per node asked, in the mediator's (registration id) order.
-    pub replies: Vec<NodeReply>,
-    /// How many nodes were asked, answered, failed and timed out, from the
-    /// mediator's `x-mediator-summary` header (counted from the entries when
-    /// the header is missing).
-    pub summary: Summary,
-}
-
-impl BroadcastReplies {
-    /// The replies that succeeded, by node.
-    pub fn successes(&self) -> impl Iterator<Item = (&NodeKey, &Bytes)> {
-        self.replies
-            .iter()
-            .filter_map(|r| r.result.as_ref().ok().map(|body| (&r.node, body)))
-    }
-}
+/// Every node's result of a [`NodeClient::broadcast`], and the summary
+/// (from the mediator's `x-mediator-summary` header, or counted from the
+/// entries when the header is missing).
+pub type BroadcastReplies = mediator_core::node::BroadcastReplies<HttpError>;
 
 impl NodeClient {
     /// This node's key, if it has an identity.
