@@ -624,3 +624,48 @@ async fn admin_lists_come_in_pages() {
         assert_error(&answer, 400, "invalid", "caller");
     }
 }
+
+#[tokio::test]
+async fn failed_admin_logins_from_one_address_must_wait_longer_and_longer() {
+    let hub = Hub::start().await;
+    let wrong = format!("Basic {}", STANDARD.encode("admin:guess"));
+    let right = format!("Basic {}", STANDARD.encode(format!("admin:{SECRET}")));
+    for _ in 0..5 {
+        let answer = hub
+            .call("GET", "/token", &[("authorization", &wrong)], "")
+            .await;
+        assert_eq!(answer.status, 401, "{}", answer.text());
+    }
+    // Now even the right password waits, on every route...
+    for path in ["/token", "/admin/clusters", "/readyz"] {
+        let answer = hub
+            .call("GET", path, &[("authorization", &right)], "")
+            .await;
+        assert_error(&answer, 429, "throttled", "caller");
+        assert_eq!(answer.header("retry-after"), Some("1"));
+    }
+    // ...while callers with tokens are served.
+    let admin = hub.admin_token();
+    let answer = hub.call_as("GET", "/admin/clusters", &admin, "").await;
+    assert_eq!(answer.status, 200);
+    // After the wait, one more failure doubles it; a good login clears it.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let answer = hub
+        .call("GET", "/token", &[("authorization", &wrong)], "")
+        .await;
+    assert_eq!(answer.status, 401);
+    let answer = hub
+        .call("GET", "/token", &[("authorization", &right)], "")
+        .await;
+    assert_eq!(answer.status, 429);
+    assert_eq!(answer.header("retry-after"), Some("2"));
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let answer = hub
+        .call("GET", "/token", &[("authorization", &right)], "")
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let answer = hub
+        .call("GET", "/token", &[("authorization", &wrong)], "")
+        .await;
+    assert_eq!(answer.status, 401, "the count starts again");
+}

@@ -89,6 +89,7 @@ mod metrics;
 mod reply;
 mod routes;
 mod service;
+mod throttle;
 mod tls;
 
 pub use listener::HttpListener;

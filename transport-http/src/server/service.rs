@@ -18,6 +18,7 @@ use tower_service::Service;
 
 use super::metrics::{Metrics, MetricsAccess};
 use super::routes;
+use super::throttle::LoginThrottle;
 
 /// The error type of bodies the service accepts and returns.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -86,6 +87,7 @@ pub struct MediatorService {
 struct Shared {
     mediator: Mediator,
     metrics: Metrics,
+    logins: LoginThrottle,
 }
 
 impl MediatorService {
@@ -95,6 +97,7 @@ impl MediatorService {
             shared: Arc::new(Shared {
                 mediator,
                 metrics: Metrics::default(),
+                logins: LoginThrottle::default(),
             }),
             metrics_access: MetricsAccess::default(),
         }
@@ -123,6 +126,7 @@ impl MediatorService {
         routes::handle(
             &self.shared.mediator,
             &self.shared.metrics,
+            &self.shared.logins,
             self.metrics_access,
             request,
         )
@@ -164,7 +168,14 @@ where
         let shared = Arc::clone(&self.shared);
         let access = self.metrics_access;
         ResponseFuture(Box::pin(async move {
-            let response = routes::handle(&shared.mediator, &shared.metrics, access, request).await;
+            let response = routes::handle(
+                &shared.mediator,
+                &shared.metrics,
+                &shared.logins,
+                access,
+                request,
+            )
+            .await;
             Ok(response.map(ResponseBody))
         }))
     }

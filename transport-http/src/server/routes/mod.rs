@@ -31,6 +31,7 @@ use super::credentials;
 use super::metrics::{Metrics, MetricsAccess};
 use super::reply::{self, HttpResponse};
 use super::service::{BoxError, RemoteAddr};
+use super::throttle::LoginThrottle;
 use path::{parse_route, Route};
 
 /// Answers one request, in a span that records who asked for what and how
@@ -39,6 +40,7 @@ use path::{parse_route, Route};
 pub(crate) async fn handle<B>(
     mediator: &Mediator,
     metrics: &Metrics,
+    logins: &LoginThrottle,
     access: MetricsAccess,
     request: Request<B>,
 ) -> HttpResponse
@@ -64,7 +66,7 @@ where
     if let Some(RemoteAddr(remote)) = request.extensions().get::<RemoteAddr>() {
         span.record("remote", tracing::field::display(remote));
     }
-    let response = dispatch(mediator, metrics, access, route, &path, request)
+    let response = dispatch(mediator, metrics, logins, access, route, &path, request)
         .instrument(span.clone())
         .await;
     let status = response.status().as_u16();
@@ -86,6 +88,7 @@ where
 async fn dispatch<B>(
     mediator: &Mediator,
     metrics: &Metrics,
+    logins: &LoginThrottle,
     access: MetricsAccess,
     route: Route<'_>,
     path: &str,
@@ -112,6 +115,9 @@ where
             discard(body, drain_bound(max), mediator.limits().deadline).await;
         }
         return too_large(max);
+    }
+    if let Some(response) = throttle_login(mediator, logins, &parts) {
+        return response;
     }
     match route {
         Route::Healthz => return reply::json(StatusCode::OK, &json!({ "ok": true })),
@@ -161,6 +167,46 @@ where
             Fault::Caller,
         ),
     }
+}
+
+/// Applies the login backoff to a request carrying a Basic login in its
+/// head, on any route (some answer more to an admin, so each is a place to
+/// guess the password): a client that must still wait gets `429` with
+/// `retry-after`; otherwise the login is checked once here and its outcome
+/// counted. Without the peer's address (a service mounted where the server
+/// adds no [`RemoteAddr`]) nothing is counted: one shared count would let
+/// anyone lock the operator out.
+fn throttle_login(
+    mediator: &Mediator,
+    logins: &LoginThrottle,
+    parts: &Parts,
+) -> Option<HttpResponse> {
+    let RemoteAddr(peer) = parts.extensions.get::<RemoteAddr>()?;
+    let Some(login @ credentials::Credential::Basic(..)) =
+        credentials::in_head(&parts.headers, &parts.uri)
+    else {
+        return None;
+    };
+    if let Some(wait) = logins.wait(peer.ip()) {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let mut response = reply::error_status(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many failed logins from this address; wait before trying again",
+            "throttled",
+            Fault::Caller,
+        );
+        if let Ok(value) = http::HeaderValue::from_str(&secs.max(1).to_string()) {
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, value);
+        }
+        return Some(response);
+    }
+    match mediator.authenticate(&login.as_core()) {
+        Ok(_) => logins.succeeded(peer.ip()),
+        Err(_) => logins.failed(peer.ip()),
+    }
+    None
 }
 
 /// Reads the body and checks the caller's credentials, looking in the head
