@@ -20,6 +20,8 @@
 //! sweep_every_s = 5
 //! drain_s = 10
 //! max_in_flight = 10000
+//! operator_password_hash = "$argon2id$v=19$..."   # from `mediator hash-password`
+//! secret_as_password = false
 //! max_in_flight_per_caller = 1000
 //! endpoint_deny = ["127.0.0.0/8", "::1"]
 //! endpoint_allow = ["10.0.0.0/8"]
@@ -99,6 +101,18 @@ pub struct ServeFlags {
     /// How long in-flight requests may finish after SIGTERM/SIGINT, in seconds [default: 10].
     #[arg(long, env = "MEDIATOR_DRAIN_S")]
     pub drain_s: Option<u64>,
+    /// Argon2 hash of the operator's password for the Basic admin login (from `mediator hash-password`).
+    #[arg(long, env = "MEDIATOR_OPERATOR_PASSWORD_HASH")]
+    pub operator_password_hash: Option<String>,
+    /// Also accept the secret as the admin password, as the original does [default: true without an operator password hash, false with one].
+    #[arg(
+        long,
+        env = "MEDIATOR_SECRET_AS_PASSWORD",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub secret_as_password: Option<bool>,
     /// Most deliveries in flight, all callers together; 503 past it [default: 10000].
     #[arg(long, env = "MEDIATOR_MAX_IN_FLIGHT")]
     pub max_in_flight: Option<usize>,
@@ -136,6 +150,11 @@ impl std::fmt::Debug for ServeFlags {
             .field("sweep_every_s", &self.sweep_every_s)
             .field("drain_s", &self.drain_s)
             .field("max_in_flight", &self.max_in_flight)
+            .field(
+                "operator_password_hash",
+                &self.operator_password_hash.is_some(),
+            )
+            .field("secret_as_password", &self.secret_as_password)
             .field("max_in_flight_per_caller", &self.max_in_flight_per_caller)
             .field("endpoint_deny", &self.endpoint_deny)
             .field("endpoint_allow", &self.endpoint_allow)
@@ -210,6 +229,10 @@ pub struct FileConfig {
     pub drain_s: Option<u64>,
     /// See [`ServeFlags::max_in_flight`].
     pub max_in_flight: Option<usize>,
+    /// See [`ServeFlags::operator_password_hash`].
+    pub operator_password_hash: Option<String>,
+    /// See [`ServeFlags::secret_as_password`].
+    pub secret_as_password: Option<bool>,
     /// See [`ServeFlags::max_in_flight_per_caller`].
     pub max_in_flight_per_caller: Option<usize>,
     /// See [`ServeFlags::endpoint_deny`].
@@ -281,6 +304,10 @@ pub struct ServeSettings {
     pub endpoints: EndpointPolicy,
     /// Who reads `/metrics`.
     pub metrics_access: MetricsAccess,
+    /// The operator password's hash, if configured.
+    pub operator_password_hash: Option<String>,
+    /// Whether the secret is also the admin password; `None`: the default.
+    pub secret_as_password: Option<bool>,
 }
 
 fn non_empty(list: Vec<String>) -> Option<Vec<String>> {
@@ -380,6 +407,8 @@ impl ServeSettings {
             (None, None) => MetricsAccess::default(),
         };
         Ok(ServeSettings {
+            operator_password_hash: flags.operator_password_hash.or(file.operator_password_hash),
+            secret_as_password: flags.secret_as_password.or(file.secret_as_password),
             endpoints,
             metrics_access,
             listen,

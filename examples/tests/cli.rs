@@ -686,3 +686,27 @@ fn new_node_output_builds_against_the_workspace() {
         String::from_utf8_lossy(&check.stderr)
     );
 }
+
+#[test]
+fn hash_password_prints_an_argon2_hash_of_the_password_read() {
+    use std::io::Write;
+    let mut child = Command::new(BIN)
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"operator pw\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("$argon2id$"), "{text}");
+    let hash: mediator_core::PasswordHash = text.parse().unwrap();
+    assert!(hash.verify("operator pw"));
+    assert!(!hash.verify("operator pw\n"));
+}

@@ -333,6 +333,76 @@ pub struct Authenticator {
     leeway: Duration,
     audience: Option<String>,
     basic_login: bool,
+    operator_password: Option<PasswordHash>,
+    secret_as_password: bool,
+}
+
+/// The operator's password for the Basic admin login, as an Argon2 hash in
+/// the PHC string format (`$argon2id$v=19$m=...`): the mediator can check
+/// a password without holding it.
+///
+/// ```
+/// use mediator_core::auth::PasswordHash;
+/// let hash = PasswordHash::generate("correct horse battery staple")?;
+/// assert!(hash.verify("correct horse battery staple"));
+/// assert!(!hash.verify("wrong"));
+/// let again: PasswordHash = hash.to_string().parse()?;
+/// assert!(again.verify("correct horse battery staple"));
+/// # Ok::<(), mediator_core::AuthError>(())
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct PasswordHash(String);
+
+impl PasswordHash {
+    /// Hashes `password` with Argon2id, its default parameters and a fresh
+    /// random salt.
+    pub fn generate(password: &str) -> Result<PasswordHash, AuthError> {
+        use argon2::password_hash::{PasswordHasher, SaltString};
+        let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>())
+            .map_err(|e| AuthError::Key(format!("salt: {e}")))?;
+        let hash = argon2::Argon2::default()
+            .hash_password(password.as_bytes(), &salt)
+            .map_err(|e| AuthError::Key(format!("hashing the password: {e}")))?;
+        Ok(PasswordHash(hash.to_string()))
+    }
+
+    /// Whether `password` is the one hashed; constant-time in the hash.
+    pub fn verify(&self, password: &str) -> bool {
+        use argon2::password_hash::PasswordVerifier;
+        // Parsed when built, so this only fails on a wrong password.
+        argon2::password_hash::PasswordHash::new(&self.0).is_ok_and(|parsed| {
+            argon2::Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        })
+    }
+}
+
+impl std::str::FromStr for PasswordHash {
+    type Err = AuthError;
+    /// Reads a PHC string, as `mediator hash-password` prints it.
+    fn from_str(s: &str) -> Result<Self, AuthError> {
+        let s = s.trim();
+        let parsed = argon2::password_hash::PasswordHash::new(s)
+            .map_err(|e| AuthError::Key(format!("not a password hash in PHC format: {e}")))?;
+        if !parsed.algorithm.as_str().starts_with("argon2") || parsed.hash.is_none() {
+            return Err(AuthError::Key("not an Argon2 password hash".into()));
+        }
+        Ok(PasswordHash(s.to_owned()))
+    }
+}
+
+impl fmt::Display for PasswordHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for PasswordHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The hash is not the password, but still a target for guessing.
+        f.write_str("PasswordHash(..)")
+    }
 }
 
 impl Authenticator {
@@ -343,6 +413,8 @@ impl Authenticator {
             leeway: DEFAULT_LEEWAY,
             audience: None,
             basic_login: true,
+            operator_password: None,
+            secret_as_password: true,
         }
     }
 
@@ -405,6 +477,26 @@ impl Authenticator {
     /// never works with verify-only keys or an empty secret.
     pub fn with_basic_login(mut self, allow: bool) -> Authenticator {
         self.basic_login = allow;
+        self
+    }
+
+    /// Checks the Basic admin login (user `admin`) against this password
+    /// hash instead of the HS256 secret, so that the operator's password
+    /// is not the key every token is signed with. Also works with
+    /// verify-only keys. Turns off the secret as a password unless
+    /// [`with_secret_as_password`](Self::with_secret_as_password) is given
+    /// after it.
+    pub fn with_operator_password(mut self, hash: PasswordHash) -> Authenticator {
+        self.operator_password = Some(hash);
+        self.secret_as_password = false;
+        self
+    }
+
+    /// Whether the HS256 secret is also accepted as the admin password, as
+    /// the original does (default: yes, until an operator password is set).
+    /// Keep it only for the original's children and operators' habits.
+    pub fn with_secret_as_password(mut self, allow: bool) -> Authenticator {
+        self.secret_as_password = allow;
         self
     }
 
@@ -567,15 +659,19 @@ impl Authenticator {
     /// secret. Compared in constant time; always `false` for verify-only
     /// keys and for an empty secret.
     pub fn check_basic(&self, user: &str, password: &str) -> bool {
-        match &self.verifier {
-            Verifier::Hs256 { secret, .. } if !secret.is_empty() => {
-                // `&` rather than `&&`: both comparisons always run.
-                let user_ok = user.as_bytes().ct_eq(BASIC_USER.as_bytes());
-                let password_ok = password.as_bytes().ct_eq(secret.as_ref());
-                (user_ok & password_ok).into()
+        let user_ok: bool = user.as_bytes().ct_eq(BASIC_USER.as_bytes()).into();
+        // Both checks always run, so timing tells nothing of which failed.
+        let by_hash = self
+            .operator_password
+            .as_ref()
+            .is_some_and(|hash| hash.verify(password));
+        let by_secret = match &self.verifier {
+            Verifier::Hs256 { secret, .. } if self.secret_as_password && !secret.is_empty() => {
+                password.as_bytes().ct_eq(secret.as_ref()).into()
             }
             _ => false,
-        }
+        };
+        user_ok & (by_hash | by_secret)
     }
 
     /// The original's browser login, if [allowed](Self::with_basic_login):
@@ -623,6 +719,8 @@ impl fmt::Debug for Authenticator {
             .field("leeway", &self.leeway)
             .field("audience", &self.audience)
             .field("basic_login", &self.basic_login)
+            .field("operator_password", &self.operator_password.is_some())
+            .field("secret_as_password", &self.secret_as_password)
             .finish()
     }
 }
@@ -1085,6 +1183,30 @@ mod tests {
             .with_audience("other")
             .authenticate(&token, now())
             .is_err());
+    }
+
+    #[test]
+    fn an_operator_password_replaces_the_secret() {
+        let hash = PasswordHash::generate("operator pw").unwrap();
+        let auth = hs().with_operator_password(hash.clone());
+        assert!(auth.check_basic("admin", "operator pw"));
+        assert!(!auth.check_basic("admin", "wrong"));
+        assert!(!auth.check_basic("root", "operator pw"));
+        let secret = match &auth.verifier {
+            Verifier::Hs256 { secret, .. } => String::from_utf8(secret.to_vec()).unwrap(),
+            _ => unreachable!("an HS256 authenticator"),
+        };
+        assert!(
+            !auth.check_basic("admin", &secret),
+            "the secret is no password now"
+        );
+        let both = hs()
+            .with_operator_password(hash)
+            .with_secret_as_password(true);
+        assert!(both.check_basic("admin", &secret));
+        assert!(both.check_basic("admin", "operator pw"));
+        assert!("$argon2id$nonsense".parse::<PasswordHash>().is_err());
+        assert!("plain".parse::<PasswordHash>().is_err());
     }
 
     #[test]

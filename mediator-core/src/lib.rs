@@ -123,7 +123,7 @@ pub mod router;
 pub mod testkit;
 mod time;
 
-pub use auth::{Authenticator, Claims, Identity, TokenMinter};
+pub use auth::{Authenticator, Claims, Identity, PasswordHash, TokenMinter};
 pub use cipher::{Cipher, KeyRing, SealKey};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use context::{RequestContext, TraceContext};

@@ -669,3 +669,19 @@ async fn failed_admin_logins_from_one_address_must_wait_longer_and_longer() {
         .await;
     assert_eq!(answer.status, 401, "the count starts again");
 }
+
+#[tokio::test]
+async fn an_operator_password_replaces_the_secret_at_the_basic_login() {
+    let hash = mediator_core::PasswordHash::generate("operator pw").expect("a hash");
+    let hub = Hub::config().operator_password(hash).in_process();
+    let secret = format!("Basic {}", STANDARD.encode(format!("admin:{SECRET}")));
+    let answer = hub
+        .call("GET", "/token", &[("authorization", &secret)], "")
+        .await;
+    assert_eq!(answer.status, 401, "{}", answer.text());
+    let password = format!("Basic {}", STANDARD.encode("admin:operator pw"));
+    let answer = hub
+        .call("GET", "/token", &[("authorization", &password)], "")
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+}

@@ -47,6 +47,9 @@ enum Command {
     },
     /// Print a new node key (base64), for sealing payloads end to end.
     Keygen,
+    /// Read an operator password from standard input and print its Argon2
+    /// hash, for `operator_password_hash` (MEDIATOR_OPERATOR_PASSWORD_HASH).
+    HashPassword,
     /// Mint a token signed with the mediator secret.
     Token {
         /// The node the token is for, as group/name (group/ for the unnamed node).
@@ -243,6 +246,22 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Keygen => {
             println!("{}", SealKey::generate().to_base64());
+            Ok(())
+        }
+        Command::HashPassword => {
+            let mut password = String::new();
+            std::io::stdin()
+                .read_line(&mut password)
+                .map_err(|e| CliError::Config(format!("reading the password: {e}")))?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            if password.is_empty() {
+                return Err(CliError::Config(
+                    "an empty password protects nothing".into(),
+                ));
+            }
+            let hash = mediator_core::PasswordHash::generate(password)
+                .map_err(|e| CliError::Config(e.to_string()))?;
+            println!("{hash}");
             Ok(())
         }
         Command::Token {
@@ -504,10 +523,11 @@ where
     let store = OpenStore::open(&settings.store).await?;
     let mediator = Mediator::builder()
         .shared_registry(store.registry())
-        .authenticator(
+        .authenticator(operator_login(
             Authenticator::hs256(secret.expose())
                 .allow_tokens_without_sub(settings.allow_tokens_without_sub),
-        )
+            &settings,
+        )?)
         .deliver(HttpDelivery::default())
         .limits(settings.limits.clone())
         .endpoint_policy(settings.endpoints.clone())
@@ -614,6 +634,24 @@ where
         Ok(result) => Ok(result?),
         Err(e) => Err(CliError::Config(format!("the server task failed: {e}"))),
     }
+}
+
+/// The Basic admin login: the operator password's hash when configured
+/// (the secret then only with `secret_as_password`), otherwise the
+/// original's `admin:<secret>`.
+fn operator_login(
+    auth: Authenticator,
+    settings: &ServeSettings,
+) -> Result<Authenticator, CliError> {
+    let Some(text) = &settings.operator_password_hash else {
+        return Ok(auth.with_secret_as_password(settings.secret_as_password.unwrap_or(true)));
+    };
+    let hash: mediator_core::PasswordHash = text
+        .parse()
+        .map_err(|e| CliError::Config(format!("operator_password_hash: {e}")))?;
+    Ok(auth
+        .with_operator_password(hash)
+        .with_secret_as_password(settings.secret_as_password.unwrap_or(false)))
 }
 
 fn loopback_if_unspecified(addr: SocketAddr) -> SocketAddr {

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use mediator_core::policy::EndpointPolicy;
 use mediator_core::{
     Authenticator, Claims, Clock, Endpoint, Identity, Limits, ManualClock, Mediator,
-    MemoryRegistry, NodeKey, Registration, Registry, Timestamp,
+    MemoryRegistry, NodeKey, PasswordHash, Registration, Registry, Timestamp,
 };
 use mediator_transport_http::client::NodeClientBuilder;
 use mediator_transport_http::{
@@ -43,6 +43,7 @@ pub struct HubConfig {
     endpoints: EndpointPolicy,
     metrics_access: MetricsAccess,
     listener: Option<ListenerChange>,
+    operator_password: Option<PasswordHash>,
 }
 
 type ListenerChange = Box<dyn FnOnce(HttpListener) -> HttpListener + Send>;
@@ -67,6 +68,7 @@ impl Default for HubConfig {
             endpoints: EndpointPolicy::default(),
             metrics_access: MetricsAccess::default(),
             listener: None,
+            operator_password: None,
         }
     }
 }
@@ -154,6 +156,12 @@ impl HubConfig {
         self
     }
 
+    /// Checks the Basic admin login against this hash instead of the secret.
+    pub fn operator_password(mut self, hash: PasswordHash) -> Self {
+        self.operator_password = Some(hash);
+        self
+    }
+
     /// Who may read `/metrics`.
     pub fn metrics_access(mut self, access: MetricsAccess) -> Self {
         self.metrics_access = access;
@@ -221,11 +229,14 @@ impl HubConfig {
         let registry = self
             .registry
             .unwrap_or_else(|| Arc::new(MemoryRegistry::new()));
+        let mut authenticator =
+            Authenticator::hs256(SECRET).allow_tokens_without_sub(self.tokens_without_sub);
+        if let Some(hash) = self.operator_password {
+            authenticator = authenticator.with_operator_password(hash);
+        }
         let mut builder = Mediator::builder()
             .shared_registry(registry)
-            .authenticator(
-                Authenticator::hs256(SECRET).allow_tokens_without_sub(self.tokens_without_sub),
-            )
+            .authenticator(authenticator)
             .deliver(HttpDelivery::with_config(self.delivery))
             .limits(self.limits)
             .endpoint_policy(self.endpoints);
