@@ -88,6 +88,9 @@ where
         ("list_is_stable_and_filters_by_group", |r| {
             Box::pin(list_is_stable_and_filters_by_group(r))
         }),
+        ("pages_walk_the_list_in_id_order", |r| {
+            Box::pin(pages_walk_the_list_in_id_order(r))
+        }),
         ("remove_by_id_and_key", |r| {
             Box::pin(remove_by_id_and_key(r))
         }),
@@ -274,6 +277,57 @@ async fn list_is_stable_and_filters_by_group<R: Registry>(r: Arc<R>) -> CaseResu
         step("list none", r.list(Some("nope")).await)?.len(),
         0,
         "unknown group"
+    );
+    Ok(())
+}
+
+async fn pages_walk_the_list_in_id_order<R: Registry>(r: Arc<R>) -> CaseResult {
+    for (i, (group, name)) in [("p", "1"), ("q", "1"), ("p", "2"), ("p", "3"), ("q", "2")]
+        .into_iter()
+        .enumerate()
+    {
+        let port = u16::try_from(i).unwrap_or(0) + 1;
+        step(
+            "upsert",
+            r.upsert(reg(&key(group, Some(name)), port), T0).await,
+        )?;
+    }
+    for group in [None, Some("p")] {
+        let whole = step("list", r.list(group).await)?;
+        // Every page size, walked with the last id of each page.
+        for size in 1..=whole.len() + 1 {
+            let mut walked = Vec::new();
+            let mut after = None;
+            // A store whose pages overlap would walk for ever: no walk needs
+            // more pages than there are nodes, plus the empty last one.
+            for _ in 0..=whole.len() + 1 {
+                let page = step("list_page", r.list_page(group, after, size).await)?;
+                ensure!(
+                    page.len() <= size,
+                    "page of {} over limit {size}",
+                    page.len()
+                );
+                let Some(last) = page.last() else { break };
+                after = Some(last.id);
+                let full = page.len() == size;
+                walked.extend(page);
+                if !full {
+                    break;
+                }
+            }
+            ensure_eq!(walked, whole, format!("pages of {size} of {group:?}"));
+        }
+        let last = whole.last().map(|n| n.id);
+        ensure_eq!(
+            step("page past the end", r.list_page(group, last, 10).await)?.len(),
+            0,
+            "page after the last id"
+        );
+    }
+    ensure_eq!(
+        step("empty page", r.list_page(None, None, 0).await)?.len(),
+        0,
+        "a page of zero"
     );
     Ok(())
 }

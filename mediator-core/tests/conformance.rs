@@ -17,6 +17,8 @@ enum Flaw {
     ForgetsCreatedOnUpdate,
     /// Stores only the endpoint schemes it knew when it was written.
     KnowsOnlyHttpAndAttached,
+    /// Seeks its pages from the id given, not past it.
+    PagesRepeatTheirLastNode,
 }
 
 struct Faulty(MemoryRegistry, Flaw);
@@ -65,6 +67,18 @@ impl Registry for Faulty {
             nodes.reverse();
         }
         Ok(nodes)
+    }
+    async fn list_page(
+        &self,
+        group: Option<&str>,
+        after: Option<NodeId>,
+        limit: usize,
+    ) -> Result<Vec<Node>> {
+        let after = match (self.1, after) {
+            (Flaw::PagesRepeatTheirLastNode, Some(NodeId(id))) => Some(NodeId(id - 1)),
+            (_, after) => after,
+        };
+        self.0.list_page(group, after, limit).await
     }
     async fn evict_expired(&self, now: Timestamp) -> Result<Vec<NodeKey>> {
         // Evicting as of one millisecond earlier misses leases ending exactly now.
@@ -116,6 +130,15 @@ async fn a_registry_refusing_a_teams_own_scheme_fails() {
     let message = failure_of(Flaw::KnowsOnlyHttpAndAttached).await;
     assert!(
         message.contains("meta_and_endpoints_round_trip"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_registry_whose_pages_overlap_fails() {
+    let message = failure_of(Flaw::PagesRepeatTheirLastNode).await;
+    assert!(
+        message.contains("pages_walk_the_list_in_id_order"),
         "{message}"
     );
 }

@@ -415,6 +415,39 @@ impl Registry for MysqlRegistry {
         Ok(self.nodes_from_rows(rows)?)
     }
 
+    /// Seeks by id, so a page costs a page whatever the registry's size.
+    async fn list_page(
+        &self,
+        group: Option<&str>,
+        after: Option<NodeId>,
+        limit: usize,
+    ) -> Result<Vec<Node>, StoreError> {
+        let after = after.map_or(0, |id| id.0);
+        // MySQL's LIMIT takes an unsigned 64-bit count; a larger one lists
+        // everything anyway.
+        let limit = u64::try_from(limit).unwrap_or(u64::MAX);
+        let rows: Vec<Row> = self
+            .call("list_page", || async move {
+                let mut conn = self.pool.get_conn().await?;
+                Ok(match group {
+                    Some(group) => {
+                        let select = format!(
+                            "SELECT {COLUMNS} FROM nodes WHERE group_name = ? AND id > ? \
+                             ORDER BY id LIMIT ?"
+                        );
+                        conn.exec(select, (group, after, limit)).await?
+                    }
+                    None => {
+                        let select =
+                            format!("SELECT {COLUMNS} FROM nodes WHERE id > ? ORDER BY id LIMIT ?");
+                        conn.exec(select, (after, limit)).await?
+                    }
+                })
+            })
+            .await?;
+        Ok(self.nodes_from_rows(rows)?)
+    }
+
     async fn evict_expired(&self, now: Timestamp) -> Result<Vec<NodeKey>, StoreError> {
         Ok(self
             .call("evict_expired", || async move {

@@ -645,6 +645,40 @@ impl Registry for SqliteRegistry {
         Ok(nodes)
     }
 
+    /// Seeks by id, so a page costs a page whatever the registry's size.
+    async fn list_page(
+        &self,
+        group: Option<&str>,
+        after: Option<NodeId>,
+        limit: usize,
+    ) -> Result<Vec<Node>, StoreError> {
+        let group = group.map(str::to_owned);
+        // Ids are stored as SQLite integers, which every id fits; past
+        // either bound nothing more can be listed anyway.
+        let after = after.map_or(0, |id| i64::try_from(id.0).unwrap_or(i64::MAX));
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let nodes = self
+            .call(false, move |conn| match group {
+                Some(group) => select_nodes(
+                    conn,
+                    "list_page",
+                    &format!(
+                        "SELECT {COLUMNS} FROM nodes WHERE group_name = ?1 AND id > ?2 \
+                         ORDER BY id LIMIT ?3"
+                    ),
+                    params![group, after, limit],
+                ),
+                None => select_nodes(
+                    conn,
+                    "list_page",
+                    &format!("SELECT {COLUMNS} FROM nodes WHERE id > ?1 ORDER BY id LIMIT ?2"),
+                    params![after, limit],
+                ),
+            })
+            .await?;
+        Ok(nodes)
+    }
+
     async fn evict_expired(&self, now: Timestamp) -> Result<Vec<NodeKey>, StoreError> {
         let keys = self
             .call(true, move |conn| {
