@@ -3,6 +3,7 @@
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use http::header::{self, HeaderMap};
+use http::request::Parts;
 use http::Uri;
 use mediator_core::auth::Identity;
 use mediator_core::{Credentials, Error, Mediator};
@@ -72,13 +73,27 @@ impl Credential {
     }
 }
 
+/// The outcome of the Basic login a request carries, as the login backoff
+/// checked it on arrival: later checks of the same request reuse it rather
+/// than hashing the password again (an Argon2 hash is meant to be slow).
+#[derive(Clone)]
+pub(crate) struct CheckedLogin(pub(crate) Result<Identity, Error>);
+
 /// Checks a credential with the mediator's `Authenticate` policy, which
 /// decides what a Basic login is worth (by default, the original's
-/// `admin:<secret>` browser login is the operator).
+/// `admin:<secret>` browser login is the operator). A Basic login already
+/// checked for this request (`parts` holds its [`CheckedLogin`]) is not
+/// checked again.
 pub(crate) fn check(
     mediator: &Mediator,
+    parts: &Parts,
     credential: Option<Credential>,
 ) -> Result<Identity, Error> {
+    if let (Some(Credential::Basic(..)), Some(checked)) =
+        (&credential, parts.extensions.get::<CheckedLogin>())
+    {
+        return checked.0.clone();
+    }
     match credential {
         Some(credential) => mediator.authenticate(&credential.as_core()),
         None => Err(Error::unauthorized(

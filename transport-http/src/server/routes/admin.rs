@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderValue};
+use http::header::HeaderValue;
 use http::request::Parts;
 use http::{Response, StatusCode};
 use http_body_util::Full;
@@ -140,8 +140,9 @@ pub(super) async fn admin_cluster(
 }
 
 /// `/token`: a Basic login as `admin` with the secret mints an admin token.
-pub(super) fn token(mediator: &Mediator, headers: &HeaderMap) -> HttpResponse {
-    let basic = headers
+pub(super) fn token(mediator: &Mediator, parts: &Parts) -> HttpResponse {
+    let basic = parts
+        .headers
         .get_all(http::header::AUTHORIZATION)
         .iter()
         .filter_map(|v| v.to_str().ok())
@@ -159,7 +160,7 @@ pub(super) fn token(mediator: &Mediator, headers: &HeaderMap) -> HttpResponse {
     };
     // The `Authenticate` policy decides whether this login is good and
     // what it is worth; only an admin gets an admin token.
-    let identity = match mediator.authenticate(&login.as_core()) {
+    let identity = match credentials::check(mediator, parts, Some(login)) {
         Ok(identity) => identity,
         Err(e @ Error::Unauthorized(_)) => return reply::unauthorized_with_basic(&e),
         Err(e) => return reply::error(&e),
@@ -188,7 +189,7 @@ pub(super) fn token(mediator: &Mediator, headers: &HeaderMap) -> HttpResponse {
 /// Whether the request's head carries an admin's credentials.
 fn is_admin(mediator: &Mediator, parts: &Parts) -> bool {
     let credential = credentials::in_head(&parts.headers, &parts.uri);
-    credentials::check(mediator, credential).is_ok_and(|identity| identity.admin)
+    credentials::check(mediator, parts, credential).is_ok_and(|identity| identity.admin)
 }
 
 /// `/metrics`: the service's request counters and the mediator's delivery
@@ -204,7 +205,7 @@ pub(super) fn metrics_reply(
         MetricsAccess::OpenWithoutGroups => is_admin(mediator, parts),
         MetricsAccess::Admin => {
             let credential = credentials::in_head(&parts.headers, &parts.uri);
-            match credentials::check(mediator, credential) {
+            match credentials::check(mediator, parts, credential) {
                 Ok(identity) if identity.admin => true,
                 Ok(_) => {
                     return reply::error(&Error::Forbidden(
@@ -230,7 +231,7 @@ pub(super) fn metrics_reply(
 /// to log in with Basic auth.
 pub(super) async fn dashboard(mediator: &Mediator, parts: &Parts) -> HttpResponse {
     let credential = credentials::in_head(&parts.headers, &parts.uri);
-    let identity = match credentials::check(mediator, credential) {
+    let identity = match credentials::check(mediator, parts, credential) {
         Ok(identity) => identity,
         Err(e @ Error::Unauthorized(_)) => return reply::unauthorized_with_basic(&e),
         Err(e) => return reply::error(&e),

@@ -98,7 +98,7 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     // Every route refuses a body announced too large, even one that would
     // never read it, so the limit reads the same whatever the path.
     let max = mediator.limits().max_body;
@@ -116,7 +116,7 @@ where
         }
         return too_large(max);
     }
-    if let Some(response) = throttle_login(mediator, logins, &parts) {
+    if let Some(response) = throttle_login(mediator, logins, &mut parts) {
         return response;
     }
     match route {
@@ -124,7 +124,7 @@ where
         Route::Metrics => return admin::metrics_reply(mediator, metrics, access, &parts),
         Route::Dashboard => return admin::dashboard(mediator, &parts).await,
         Route::Ping | Route::Readyz => return admin::ready(mediator, &parts).await,
-        Route::Token => return admin::token(mediator, &parts.headers),
+        Route::Token => return admin::token(mediator, &parts),
         Route::NotFound => {
             return reply::error_status(
                 StatusCode::NOT_FOUND,
@@ -172,16 +172,31 @@ where
 /// Applies the login backoff to a request carrying a Basic login in its
 /// head, on any route (some answer more to an admin, so each is a place to
 /// guess the password): a client that must still wait gets `429` with
-/// `retry-after`; otherwise the login is checked once here and its outcome
-/// counted. Without the peer's address (a service mounted where the server
+/// `retry-after`; otherwise the login is checked once here, its outcome
+/// counted and kept in the request ([`CheckedLogin`](credentials::CheckedLogin))
+/// for the route to reuse. Without the peer's address (a service mounted where the server
 /// adds no [`RemoteAddr`]) nothing is counted: one shared count would let
 /// anyone lock the operator out.
 fn throttle_login(
     mediator: &Mediator,
     logins: &LoginThrottle,
-    parts: &Parts,
+    parts: &mut Parts,
 ) -> Option<HttpResponse> {
-    let RemoteAddr(peer) = parts.extensions.get::<RemoteAddr>()?;
+    let RemoteAddr(peer) = *parts.extensions.get::<RemoteAddr>()?;
+    // Most requests carry a bearer token: they skip parsing the head's
+    // credentials a second time.
+    let basic = parts
+        .headers
+        .get_all(http::header::AUTHORIZATION)
+        .iter()
+        .any(|v| {
+            let v = v.as_bytes().trim_ascii_start();
+            v.get(..6)
+                .is_some_and(|s| s.eq_ignore_ascii_case(b"basic "))
+        });
+    if !basic {
+        return None;
+    }
     let Some(login @ credentials::Credential::Basic(..)) =
         credentials::in_head(&parts.headers, &parts.uri)
     else {
@@ -202,10 +217,12 @@ fn throttle_login(
         }
         return Some(response);
     }
-    match mediator.authenticate(&login.as_core()) {
+    let checked = mediator.authenticate(&login.as_core());
+    match &checked {
         Ok(_) => logins.succeeded(peer.ip()),
         Err(_) => logins.failed(peer.ip()),
     }
+    parts.extensions.insert(credentials::CheckedLogin(checked));
     None
 }
 
@@ -223,16 +240,16 @@ where
     let in_head = credentials::in_head(&parts.headers, &parts.uri);
     // A bad token in the head is refused before the body is read.
     let early = match in_head {
-        Some(credential) => {
-            Some(credentials::check(mediator, Some(credential)).map_err(|e| reply::error(&e))?)
-        }
+        Some(credential) => Some(
+            credentials::check(mediator, parts, Some(credential)).map_err(|e| reply::error(&e))?,
+        ),
         None => None,
     };
     let limits = mediator.limits();
     let body = read_body(limits.max_body, limits.deadline, body).await?;
     let identity = match early {
         Some(identity) => identity,
-        None => credentials::check(mediator, credentials::in_body(&body))
+        None => credentials::check(mediator, parts, credentials::in_body(&body))
             .map_err(|e| reply::error(&e))?,
     };
     Span::current().record("sender", sender_name(&identity).as_str());
