@@ -667,7 +667,7 @@ impl Mediator {
         )
         .with_trace(trace);
         let deliveries = match &envelope.target {
-            Target::All(group) => self.inner.table.group(group).len().max(1),
+            Target::All(group) => self.inner.table.group_len(group).max(1),
             Target::One(_) | Target::Any(_) => 1,
         };
         let _permit = self.inner.in_flight.acquire(caller, deliveries)?;

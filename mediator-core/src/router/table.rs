@@ -307,6 +307,11 @@ impl RoutingTable {
             .unwrap_or_default()
     }
 
+    /// How many nodes of `group` the table holds, live or not.
+    pub(crate) fn group_len(&self, group: &str) -> usize {
+        self.groups.load().get(group).map_or(0, |g| g.slots.len())
+    }
+
     /// How many nodes the table holds.
     pub(crate) fn len(&self) -> usize {
         self.groups.load().values().map(|g| g.slots.len()).sum()
