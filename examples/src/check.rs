@@ -206,18 +206,20 @@ async fn check_store(store: &StoreUrl, report: &mut Report) {
             Status::Note,
             "memory: registrations are lost when the mediator stops",
         ),
-        StoreUrl::Sqlite(path) if !Path::new(path).exists() => match writable_folder(Path::new(path)) {
-            Ok(()) => report.add(
-                "store",
-                Status::Note,
-                format!("sqlite:{path} does not exist: serve would create it"),
-            ),
-            Err(why) => report.add(
-                "store",
-                Status::Problem,
-                format!("sqlite:{path} does not exist and cannot be created ({why})"),
-            ),
-        },
+        StoreUrl::Sqlite(path) if !Path::new(path).exists() => {
+            match writable_folder(Path::new(path)) {
+                Ok(()) => report.add(
+                    "store",
+                    Status::Note,
+                    format!("sqlite:{path} does not exist: serve would create it"),
+                ),
+                Err(why) => report.add(
+                    "store",
+                    Status::Problem,
+                    format!("sqlite:{path} does not exist and cannot be created ({why})"),
+                ),
+            }
+        }
         StoreUrl::Sqlite(_) | StoreUrl::Mysql(_) => match OpenStore::open(store).await {
             Ok(opened) => {
                 let nodes = opened.registry().list(None).await;
@@ -248,30 +250,32 @@ fn check_tls(settings: &ServeSettings, report: &mut Report) {
             Status::Ok,
             "off: clear-text HTTP (the original's Node senders need https)",
         ),
-        Some((cert, key)) => {
-            match mediator_transport_http::TlsConfig::from_pem_files(cert, key) {
-                Ok(_) => report.add(
-                    "tls",
-                    Status::Ok,
-                    format!(
-                        "HTTPS with {} and {}",
-                        cert.display(),
-                        key.display()
-                    ),
-                ),
-                Err(e) => report.add("tls", Status::Problem, e.to_string()),
-            }
-        }
+        Some((cert, key)) => match mediator_transport_http::TlsConfig::from_pem_files(cert, key) {
+            Ok(_) => report.add(
+                "tls",
+                Status::Ok,
+                format!("HTTPS with {} and {}", cert.display(), key.display()),
+            ),
+            Err(e) => report.add("tls", Status::Problem, e.to_string()),
+        },
     }
 }
 
 fn check_listen(settings: &ServeSettings, report: &mut Report) {
-    let scheme = if settings.tls.is_some() { "https" } else { "http" };
+    let scheme = if settings.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     match std::net::TcpListener::bind(settings.listen) {
         Ok(_) => report.add(
             "listen",
             Status::Ok,
-            format!("{} is free: serve would answer at {scheme}://{}", settings.listen, shown(settings.listen)),
+            format!(
+                "{} is free: serve would answer at {scheme}://{}",
+                settings.listen,
+                shown(settings.listen)
+            ),
         ),
         Err(e) => report.add(
             "listen",

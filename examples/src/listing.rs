@@ -71,7 +71,10 @@ impl Listed {
             lease_left_s: now.until(until).as_secs(),
             lease_until,
             created: text("created")?,
-            updated: row.get("updated").and_then(Value::as_str).map(str::to_owned),
+            updated: row
+                .get("updated")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
         })
     }
 }
@@ -154,7 +157,12 @@ mod tests {
     fn every_day_of_a_few_years_round_trips() {
         let mut t = Timestamp::from_millis(946_684_800_000); // 2000-01-01
         for _ in 0..(366 * 4) {
-            assert_eq!(parse_rfc3339(&t.to_rfc3339()), Some(t), "{}", t.to_rfc3339());
+            assert_eq!(
+                parse_rfc3339(&t.to_rfc3339()),
+                Some(t),
+                "{}",
+                t.to_rfc3339()
+            );
             t = t + std::time::Duration::from_millis(86_400_000 + 1_234);
         }
     }

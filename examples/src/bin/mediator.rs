@@ -459,7 +459,10 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 return send_legacy(&url, &secret, sender, &passphrase, request).await;
             }
             let key = key.ok_or_else(|| {
-                CliError::Config("send needs --key (MEDIATOR_NODE_KEY): the node key, from `mediator keygen`".into())
+                CliError::Config(
+                    "send needs --key (MEDIATOR_NODE_KEY): the node key, from `mediator keygen`"
+                        .into(),
+                )
             })?;
             let keys: KeyRing = key.parse()?;
             let token = TokenMinter::hs256(secret.expose()).mint(&Claims::node(
@@ -807,7 +810,12 @@ struct Served {
 
 /// A listener that could not open its address, said with the address and
 /// what to do.
-fn bind_error(what: &str, addr: SocketAddr, io: Option<&std::io::Error>, other: String) -> CliError {
+fn bind_error(
+    what: &str,
+    addr: SocketAddr,
+    io: Option<&std::io::Error>,
+    other: String,
+) -> CliError {
     CliError::Bind {
         what: what.to_owned(),
         addr,
