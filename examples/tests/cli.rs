@@ -646,8 +646,17 @@ fn new_node_readme_steps_build_a_node_that_registers_and_answers() {
     assert!(sent.success());
     let status = node.wait().unwrap();
     assert!(status.success(), "{status:?}");
-    let last = rx.recv_timeout(Duration::from_secs(10)).unwrap_or_default();
-    assert!(last.contains("deregistered"), "{last}");
+    // The rest of its output, up to its end: the request it answered, then
+    // its goodbye.
+    let rest: Vec<String> = rx.iter().collect();
+    assert!(
+        rest.iter().any(|l| l.contains("cli/send -> /: 5 bytes")),
+        "{rest:?}"
+    );
+    assert!(
+        rest.last().is_some_and(|l| l.contains("billing/worker-1 deregistered")),
+        "{rest:?}"
+    );
     let listed: Value = serde_json::from_str(&run(
         dir.path(),
         &[
@@ -658,7 +667,7 @@ fn new_node_readme_steps_build_a_node_that_registers_and_answers() {
         ],
     ))
     .unwrap();
-    assert_eq!(listed, json!([]));
+    assert_eq!(listed, json!([]), "the node is still listed");
     assert!(hub.terminate().success());
 
     let refused = Command::new(BIN)
