@@ -106,7 +106,7 @@ pub struct ServeFlags {
     /// Argon2 hash of the operator's password for the Basic admin login (from `mediator hash-password`).
     #[arg(long, env = "MEDIATOR_OPERATOR_PASSWORD_HASH")]
     pub operator_password_hash: Option<String>,
-    /// Also accept the secret as the admin password, as the original does [default: true without an operator password hash, false with one].
+    /// Also accept the signing secret as the admin password, as the original does [default: false].
     #[arg(
         long,
         env = "MEDIATOR_SECRET_AS_PASSWORD",
@@ -361,7 +361,7 @@ pub struct ServeSettings {
     pub metrics_access: MetricsAccess,
     /// The operator password's hash, if configured.
     pub operator_password_hash: Option<String>,
-    /// Whether the secret is also the admin password; `None`: the default.
+    /// Whether the secret is also the admin password; `None`: not set (no).
     pub secret_as_password: Option<bool>,
 }
 
