@@ -654,7 +654,8 @@ fn new_node_readme_steps_build_a_node_that_registers_and_answers() {
         "{rest:?}"
     );
     assert!(
-        rest.last().is_some_and(|l| l.contains("billing/worker-1 deregistered")),
+        rest.last()
+            .is_some_and(|l| l.contains("billing/worker-1 deregistered")),
         "{rest:?}"
     );
     let listed: Value = serde_json::from_str(&run(
