@@ -17,20 +17,16 @@ pub const MEDIATOR: u8 = 2;
 /// A delivery failed, wholly or in part.
 pub const DELIVERY: u8 = 3;
 
-/// An error and its sources in one line, `outer: inner: innermost`.
+/// An error and its sources in one line, `outer: inner: innermost`, each
+/// message once (some errors repeat their source's in their own).
 pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        // Some errors repeat their source in their own message.
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
+    let mut said: Vec<String> = Vec::new();
+    for message in std::iter::successors(Some(error), |e| e.source()).map(ToString::to_string) {
+        if !said.iter().any(|earlier| earlier.contains(&message)) {
+            said.push(message);
         }
-        source = cause.source();
     }
-    text
+    said.join(": ")
 }
 
 /// What to tell a person whose call to the mediator at `url` failed with

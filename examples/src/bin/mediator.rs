@@ -491,14 +491,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 Target::All(group) => client
                     .broadcast(group, request.path, request.data.clone())
                     .await
-                    .map(|all| Sent::All {
-                        replies: all
-                            .replies
-                            .into_iter()
-                            .map(|r| (r.node.to_string(), r.result.map_err(|e| e.to_string())))
-                            .collect(),
-                        summary: all.summary,
-                    }),
+                    .map(Sent::all),
             }
             .map_err(|e| http_send_error(&url, &request, e))?;
             request.report(sent)
@@ -574,6 +567,20 @@ enum Sent {
         replies: Vec<(String, Result<Bytes, String>)>,
         summary: Summary,
     },
+}
+
+impl Sent {
+    /// A broadcast's results, whatever transport's error they carry.
+    fn all<E: std::fmt::Display>(all: mediator_core::node::BroadcastReplies<E>) -> Sent {
+        Sent::All {
+            replies: all
+                .replies
+                .into_iter()
+                .map(|r| (r.node.to_string(), r.result.map_err(|e| e.to_string())))
+                .collect(),
+            summary: all.summary,
+        }
+    }
 }
 
 impl SendRequest<'_> {
@@ -775,14 +782,7 @@ async fn send_quic(
         Target::All(group) => client
             .broadcast(group, request.path, data)
             .await
-            .map(|all| Sent::All {
-                replies: all
-                    .replies
-                    .into_iter()
-                    .map(|r| (r.node.to_string(), r.result.map_err(|e| e.to_string())))
-                    .collect(),
-                summary: all.summary,
-            }),
+            .map(Sent::all),
     };
     client.shutdown().await;
     request.report(sent.map_err(|e| quic_send_error(addr, &request, e))?)
