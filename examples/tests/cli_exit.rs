@@ -233,6 +233,27 @@ async fn errors_name_the_address_and_what_to_do() {
             && stderr.contains("--listen"),
         "{stderr}"
     );
+    // A demo page on a port in use.
+    let out = mediator(
+        dir.path(),
+        &[
+            "demo",
+            "--store",
+            "memory",
+            "--listen",
+            "127.0.0.1:0",
+            "--pages-from",
+            &port.to_string(),
+        ],
+        &[],
+    );
+    let (code, stderr) = outcome(&out);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on 127.0.0.1:{port}"))
+            && stderr.contains("--pages-from"),
+        "{stderr}"
+    );
     assert!(hub.terminate().success());
 }
 
