@@ -88,10 +88,11 @@ pub(crate) struct Group {
 /// The table as of one write: what a request reads.
 #[derive(Debug, Clone, Default)]
 struct Snapshot {
-    /// Every slot by key, for unicast lookups.
-    nodes: SharedMap<NodeKey, Arc<Slot>>,
+    /// Every slot by key, for unicast lookups. Keys are shared, not
+    /// copied, when a write copies the path to an entry.
+    nodes: SharedMap<Arc<NodeKey>, Arc<Slot>>,
     /// The same slots by group, in id order. Only groups with nodes.
-    groups: SharedMap<String, Group>,
+    groups: SharedMap<Arc<str>, Group>,
 }
 
 impl Snapshot {
@@ -102,16 +103,19 @@ impl Snapshot {
             None => Arc::default(),
         };
         let slot = Slot::new(node, outstanding);
-        let group = self
-            .groups
-            .entry(slot.node.key.group().to_owned())
-            .or_default();
+        let group = match self.groups.get_mut(slot.node.key.group()) {
+            Some(group) => group,
+            None => self
+                .groups
+                .entry(Arc::from(slot.node.key.group()))
+                .or_default(),
+        };
         // Ids are unique in a store; should two keys ever arrive under one
         // id, the later write wins for both maps, so they stay in step.
         if let Some(other) = group.slots.insert(slot.node.id, Arc::clone(&slot)) {
             self.nodes.remove(&other.node.key);
         }
-        self.nodes.insert(slot.node.key.clone(), slot);
+        self.nodes.insert(Arc::new(slot.node.key.clone()), slot);
     }
 
     /// Takes the node of `key` out; a group left without nodes goes too.
@@ -193,6 +197,7 @@ impl RefreshMark<'_> {
         let gone: Vec<&NodeKey> = current
             .nodes
             .keys()
+            .map(|k| &**k)
             .filter(|k| !read.contains(*k) && !written_since(k))
             .collect();
         for key in gone {
