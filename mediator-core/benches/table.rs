@@ -146,6 +146,9 @@ fn at_size(c: &mut Criterion) {
         });
         assert_eq!(mediator.routes().len(), nodes);
         let mut group = c.benchmark_group(format!("at_size/{}/{nodes}", shape.name()));
+        // Few samples: before this table, some of these calls took tens of
+        // milliseconds at this size.
+        group.sample_size(10);
         group.measurement_time(Duration::from_secs(3));
         group.warm_up_time(Duration::from_secs(1));
         let next = AtomicUsize::new(0);

@@ -79,6 +79,12 @@ async fn call_api(hub: &Hub) -> Answer {
     .await
 }
 
+/// The message of a delivery refused before anything was sent.
+fn refused(answer: &Answer) -> String {
+    let error = assert_error(answer, 502, "node_unreachable", "node");
+    error["error"].as_str().expect("a message").to_owned()
+}
+
 /// Whether the first connection `listener` accepts is one made now, by this
 /// test: a connection the mediator had opened earlier would be ahead of it
 /// in the accept queue.
@@ -104,9 +110,7 @@ async fn a_name_resolving_only_to_denied_addresses_is_never_called() {
     hub.register("users/api", &format!("http://localhost:{port}"))
         .await;
 
-    let answer = call_api(&hub).await;
-    let error = assert_error(&answer, 502, "node_unreachable", "node");
-    let message = error["error"].as_str().expect("a message");
+    let message = refused(&call_api(&hub).await);
     assert!(message.contains("localhost"), "{message}");
     assert!(message.contains("127.0.0.0/8"), "{message}");
     assert!(
@@ -133,8 +137,6 @@ async fn an_allowed_name_is_called_and_the_mediator_itself_is_not() {
     let own = hub.socket().port();
     hub.register("users/api", &format!("http://localhost:{own}"))
         .await;
-    let answer = call_api(&hub).await;
-    let error = assert_error(&answer, 502, "node_unreachable", "node");
-    let message = error["error"].as_str().expect("a message");
+    let message = refused(&call_api(&hub).await);
     assert!(message.contains("the mediator itself"), "{message}");
 }

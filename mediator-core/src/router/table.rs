@@ -583,4 +583,179 @@ mod tests {
         assert!(table.begin_refresh().apply(Vec::new()));
         assert!(table.is_empty());
     }
+
+    fn ids(table: &RoutingTable, group: &str) -> Vec<u64> {
+        table.group(group).iter().map(|n| n.id.0).collect()
+    }
+
+    /// A write copies the path to what it changes and shares the rest:
+    /// another group's nodes are the very same map before and after.
+    #[test]
+    fn a_write_leaves_other_groups_shared() {
+        let table = RoutingTable::new();
+        let lease = Timestamp::from_millis(1_000_000);
+        for i in 0..100 {
+            table.insert(node(&format!("big/n{i}"), i, lease));
+        }
+        table.insert(node("other/a", 1_000, lease));
+        let before = table.snapshot.load_full();
+        table.insert(node("other/b", 1_001, lease));
+        table.renew(&"other/a".parse().unwrap(), lease + Duration::from_secs(1));
+        table.remove(&"other/b".parse().unwrap());
+        let after = table.snapshot.load_full();
+        let (old, new) = (&before.groups["big"], &after.groups["big"]);
+        assert!(old.slots.ptr_eq(&new.slots), "the untouched group was copied");
+        assert!(Arc::ptr_eq(&old.cursor, &new.cursor));
+        assert_eq!(table.len(), 101);
+    }
+
+    /// A renewal changes the lease of one node and nothing else: same id,
+    /// same place, same in-flight count; an unknown key stays unknown.
+    #[test]
+    fn a_renewal_moves_only_the_lease() {
+        let table = RoutingTable::new();
+        let lease = Timestamp::from_millis(1_000_000);
+        table.insert(node("g/a", 1, lease));
+        table.insert(node("g/b", 2, lease));
+        let a: NodeKey = "g/a".parse().unwrap();
+        let request = InFlight::new(table.slot(&a).unwrap());
+        let later = lease + Duration::from_secs(30);
+        table.renew(&a, later);
+        assert_eq!(table.get(&a).unwrap().lease_until, later);
+        assert_eq!(table.get(&"g/b".parse().unwrap()).unwrap().lease_until, lease);
+        assert_eq!(ids(&table, "g"), vec![1, 2]);
+        assert_eq!(outstanding(&table, &a), 1);
+        drop(request);
+        table.renew(&"g/c".parse().unwrap(), later);
+        assert_eq!(table.len(), 2);
+    }
+
+    /// The last node of a group to go takes the group with it, whichever
+    /// way it goes, so an emptied group is unknown, not empty.
+    #[test]
+    fn the_last_node_of_a_group_frees_the_group() {
+        let table = RoutingTable::new();
+        let lease = Timestamp::from_millis(1_000);
+        table.insert(node("g/a", 1, lease));
+        table.insert(node("g/b", 2, lease));
+        table.insert(node("g/c", 3, lease));
+        assert!(table.remove(&"g/a".parse().unwrap()));
+        assert!(!table.remove_id(&"g/b".parse().unwrap(), NodeId(9)));
+        assert!(table.remove_id(&"g/b".parse().unwrap(), NodeId(2)));
+        let c: NodeKey = "g/c".parse().unwrap();
+        assert!(!table.remove_expired(&c, Timestamp::from_millis(999)));
+        assert_eq!(table.group_len("g"), 1);
+        assert!(table.remove_expired(&c, Timestamp::from_millis(1_000)));
+        assert!(table.is_empty());
+        assert!(table.snapshot.load().groups.get("g").is_none());
+        assert!(table.live_slots("g", Timestamp::from_millis(0)).is_none());
+        let picked = table.pick_any(
+            &crate::policy::LeastInFlight,
+            "g",
+            Timestamp::from_millis(0),
+            &[],
+            &mut None,
+        );
+        assert!(matches!(picked, Picked::UnknownGroup));
+    }
+
+    /// A refresh that reads what the table holds changes no slot; one
+    /// that reads a change replaces that node only, and drops the nodes
+    /// it did not read.
+    #[test]
+    fn a_refresh_writes_only_what_changed() {
+        let table = RoutingTable::new();
+        let lease = Timestamp::from_millis(1_000_000);
+        let (a, b, c) = (node("g/a", 1, lease), node("g/b", 2, lease), node("h/c", 3, lease));
+        for n in [&a, &b, &c] {
+            table.insert(n.clone());
+        }
+        let slot_a = table.slot(&a.key).unwrap();
+        let slot_b = table.slot(&b.key).unwrap();
+        assert!(table.begin_refresh().apply(vec![a.clone(), b.clone(), c.clone()]));
+        assert!(Arc::ptr_eq(&slot_a, &table.slot(&a.key).unwrap()));
+        assert!(Arc::ptr_eq(&slot_b, &table.slot(&b.key).unwrap()));
+
+        let renewed = Node {
+            lease_until: lease + Duration::from_secs(5),
+            ..b.clone()
+        };
+        assert!(table.begin_refresh().apply(vec![a.clone(), renewed.clone()]));
+        assert!(Arc::ptr_eq(&slot_a, &table.slot(&a.key).unwrap()));
+        assert_eq!(table.get(&b.key), Some(renewed));
+        assert_eq!(table.get(&c.key), None);
+        assert_eq!(table.group_len("h"), 0);
+        assert_eq!(table.len(), 2);
+    }
+
+    /// Writers in several threads and readers in others: every read sees a
+    /// whole table (groups in id order, each node under its own key and
+    /// group), and the end state is exactly what the writers left.
+    #[test]
+    fn concurrent_writers_and_readers() {
+        use std::sync::atomic::AtomicBool;
+        const WRITERS: u64 = 3;
+        const KEYS: u64 = 200;
+        let table = Arc::new(RoutingTable::new());
+        let lease = Timestamp::from_millis(1_000_000);
+        let done = Arc::new(AtomicBool::new(false));
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let (table, done) = (Arc::clone(&table), Arc::clone(&done));
+                std::thread::spawn(move || {
+                    let mut reads = 0u64;
+                    while !done.load(Ordering::Relaxed) || reads == 0 {
+                        for g in 0..WRITERS {
+                            let group = format!("g{g}");
+                            let nodes = table.group(&group);
+                            assert!(nodes.windows(2).all(|w| w[0].id < w[1].id));
+                            assert!(nodes.iter().all(|n| n.key.group() == group));
+                            for n in nodes.iter().take(5) {
+                                if let Some(found) = table.get(&n.key) {
+                                    assert_eq!(found.key, n.key);
+                                }
+                            }
+                        }
+                        reads += 1;
+                    }
+                    reads
+                })
+            })
+            .collect();
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|w| {
+                let table = Arc::clone(&table);
+                std::thread::spawn(move || {
+                    for round in 0..5u64 {
+                        for i in 0..KEYS {
+                            let id = round * 1_000_000 + w * 10_000 + i;
+                            table.insert(node(&format!("g{w}/n{i}"), id, lease));
+                        }
+                        for i in (0..KEYS).step_by(2) {
+                            let key: NodeKey = format!("g{w}/n{i}").parse().unwrap();
+                            table.renew(&key, lease + Duration::from_secs(round));
+                            assert!(table.remove(&key));
+                        }
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.join().unwrap();
+        }
+        done.store(true, Ordering::Relaxed);
+        for reader in readers {
+            assert!(reader.join().unwrap() > 0);
+        }
+        assert_eq!(table.len(), (WRITERS * KEYS / 2) as usize);
+        for w in 0..WRITERS {
+            let group = format!("g{w}");
+            assert_eq!(table.group_len(&group), (KEYS / 2) as usize);
+            let expected: Vec<u64> = (1..KEYS)
+                .step_by(2)
+                .map(|i| 4 * 1_000_000 + w * 10_000 + i)
+                .collect();
+            assert_eq!(ids(&table, &group), expected);
+        }
+    }
 }
