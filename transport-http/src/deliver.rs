@@ -294,14 +294,22 @@ impl Service<Uri> for PolicyConnector {
     fn call(&mut self, uri: Uri) -> Self::Future {
         // A poisoned lock only means a writer panicked while swapping in a
         // whole policy; the one there is still whole.
-        let policy = self.policy.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let policy = self
+            .policy
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
         let host = uri.host().unwrap_or_default();
         // IP literals never reach the resolver, so they are judged here: a
         // registration from another instance, or one made before a rule
         // changed, is held to today's rules too.
-        if let Ok(ip) = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+        if let Ok(ip) = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+        {
             if let Some(rule) = policy.refusal(SocketAddr::new(ip, port)) {
                 tracing::warn!(%ip, port, %rule, "delivery refused by the endpoint policy");
                 return Box::pin(std::future::ready(Err(format!("{ip}: {rule}").into())));
@@ -357,7 +365,9 @@ impl Service<Name> for PolicyResolver {
                 tracing::warn!(%host, port, %refused, "delivery refused by the endpoint policy");
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::PermissionDenied,
-                    format!("{host} resolves only to addresses the mediator may not call: {refused}"),
+                    format!(
+                        "{host} resolves only to addresses the mediator may not call: {refused}"
+                    ),
                 ));
             }
             if !refused.is_empty() {

@@ -604,7 +604,10 @@ mod tests {
         table.remove(&"other/b".parse().unwrap());
         let after = table.snapshot.load_full();
         let (old, new) = (&before.groups["big"], &after.groups["big"]);
-        assert!(old.slots.ptr_eq(&new.slots), "the untouched group was copied");
+        assert!(
+            old.slots.ptr_eq(&new.slots),
+            "the untouched group was copied"
+        );
         assert!(Arc::ptr_eq(&old.cursor, &new.cursor));
         assert_eq!(table.len(), 101);
     }
@@ -622,7 +625,10 @@ mod tests {
         let later = lease + Duration::from_secs(30);
         table.renew(&a, later);
         assert_eq!(table.get(&a).unwrap().lease_until, later);
-        assert_eq!(table.get(&"g/b".parse().unwrap()).unwrap().lease_until, lease);
+        assert_eq!(
+            table.get(&"g/b".parse().unwrap()).unwrap().lease_until,
+            lease
+        );
         assert_eq!(ids(&table, "g"), vec![1, 2]);
         assert_eq!(outstanding(&table, &a), 1);
         drop(request);
@@ -666,13 +672,19 @@ mod tests {
     fn a_refresh_writes_only_what_changed() {
         let table = RoutingTable::new();
         let lease = Timestamp::from_millis(1_000_000);
-        let (a, b, c) = (node("g/a", 1, lease), node("g/b", 2, lease), node("h/c", 3, lease));
+        let (a, b, c) = (
+            node("g/a", 1, lease),
+            node("g/b", 2, lease),
+            node("h/c", 3, lease),
+        );
         for n in [&a, &b, &c] {
             table.insert(n.clone());
         }
         let slot_a = table.slot(&a.key).unwrap();
         let slot_b = table.slot(&b.key).unwrap();
-        assert!(table.begin_refresh().apply(vec![a.clone(), b.clone(), c.clone()]));
+        assert!(table
+            .begin_refresh()
+            .apply(vec![a.clone(), b.clone(), c.clone()]));
         assert!(Arc::ptr_eq(&slot_a, &table.slot(&a.key).unwrap()));
         assert!(Arc::ptr_eq(&slot_b, &table.slot(&b.key).unwrap()));
 
@@ -680,7 +692,9 @@ mod tests {
             lease_until: lease + Duration::from_secs(5),
             ..b.clone()
         };
-        assert!(table.begin_refresh().apply(vec![a.clone(), renewed.clone()]));
+        assert!(table
+            .begin_refresh()
+            .apply(vec![a.clone(), renewed.clone()]));
         assert!(Arc::ptr_eq(&slot_a, &table.slot(&a.key).unwrap()));
         assert_eq!(table.get(&b.key), Some(renewed));
         assert_eq!(table.get(&c.key), None);
