@@ -216,12 +216,12 @@ pub(super) fn metrics_reply(
             }
         }
     };
-    let text = metrics.render(mediator.delivery_stats(), mediator.routes().len(), groups);
+    let text = metrics.render(mediator, groups);
     let mut response = Response::new(Full::new(Bytes::from(text)));
     let headers = response.headers_mut();
     headers.insert(
         http::header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4"),
+        HeaderValue::from_static(crate::server::metrics::CONTENT_TYPE),
     );
     add_common_headers(headers);
     response
