@@ -43,9 +43,7 @@ pub fn init(format: LogFormat) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     match format {
-        LogFormat::Text => builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
         // The event's module path is left out: the request line has a
         // `target` field of its own (the node or group addressed), and a
         // JSON object cannot hold two keys of one name.

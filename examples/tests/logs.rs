@@ -73,7 +73,6 @@ impl Served {
         let _ = self.child.wait();
         std::fs::read_to_string(self.dir.path().join("log")).unwrap()
     }
-
 }
 
 impl Drop for Served {
@@ -93,12 +92,7 @@ fn token(key: &str) -> String {
         .unwrap()
 }
 
-async fn post(
-    url: &str,
-    token: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> Response<Bytes> {
+async fn post(url: &str, token: &str, headers: &[(&str, &str)], body: &str) -> Response<Bytes> {
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let mut request = Request::post(url)
         .header("authorization", format!("Bearer {token}"))
@@ -107,7 +101,11 @@ async fn post(
         request = request.header(*k, *v);
     }
     let response = client
-        .request(request.body(Full::new(Bytes::from(body.to_owned()))).unwrap())
+        .request(
+            request
+                .body(Full::new(Bytes::from(body.to_owned())))
+                .unwrap(),
+        )
         .await
         .unwrap();
     let (parts, body) = response.into_parts();
@@ -127,7 +125,11 @@ async fn recording_node() -> (SocketAddr, Arc<Mutex<Vec<HeaderMap>>>) {
                 let service =
                     hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
                         heads.lock().unwrap().push(request.headers().clone());
-                        async { Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from_static(b"ok")))) }
+                        async {
+                            Ok::<_, std::convert::Infallible>(Response::new(Full::new(
+                                Bytes::from_static(b"ok"),
+                            )))
+                        }
                     });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
@@ -223,15 +225,24 @@ async fn request_ids_and_traces_reach_the_node_and_the_caller_and_json_lines_say
     let line = request("order-17");
     assert_eq!(line["level"], "INFO");
     assert_eq!(line["trace_id"], &CALLER_TRACE[3..35]);
-    assert_eq!(line["span_id"], &passed[36..52], "the parent id the node got");
+    assert_eq!(
+        line["span_id"],
+        &passed[36..52],
+        "the parent id the node got"
+    );
     assert_eq!(line["method"], "POST");
     assert_eq!(line["path"], "/one/app/echo/x");
     assert_eq!(line["sender"], "app/caller");
     assert_eq!(line["target"], "app/echo");
     assert_eq!(line["node"], "app/echo");
     assert_eq!(line["status"], 200);
-    assert!(line["duration_ms"].as_f64().is_some_and(|ms| ms > 0.0), "{line}");
-    assert!(line["remote"].as_str().is_some_and(|r| r.starts_with("127.0.0.1:")));
+    assert!(
+        line["duration_ms"].as_f64().is_some_and(|ms| ms > 0.0),
+        "{line}"
+    );
+    assert!(line["remote"]
+        .as_str()
+        .is_some_and(|r| r.starts_with("127.0.0.1:")));
     let line = request(&fresh_id);
     assert_eq!(
         line["trace_id"].as_str(),

@@ -209,7 +209,12 @@ mod tests {
 
     #[test]
     fn request_ids_are_kept_when_well_formed() {
-        for good in ["a", "order-17", "123e4567-e89b-12d3-a456-426614174000", "x/y+z=@:."] {
+        for good in [
+            "a",
+            "order-17",
+            "123e4567-e89b-12d3-a456-426614174000",
+            "x/y+z=@:.",
+        ] {
             assert!(is_valid_request_id(good), "{good}");
         }
         let long = "a".repeat(MAX_REQUEST_ID_LEN + 1);
@@ -224,7 +229,11 @@ mod tests {
         let (a, b) = (new_request_id(), new_request_id());
         assert_ne!(a, b);
         assert!(is_valid_request_id(&a) && is_valid_request_id(&b));
-        assert_eq!(a.split('-').next(), b.split('-').next(), "one prefix per process");
+        assert_eq!(
+            a.split('-').next(),
+            b.split('-').next(),
+            "one prefix per process"
+        );
     }
 
     #[test]
@@ -259,7 +268,10 @@ mod tests {
 
         let unsampled = CALLER.replace("-01", "-00");
         let trace = TraceContext::accept(None, Some(&unsampled));
-        assert!(trace.traceparent.as_deref().is_some_and(|t| t.ends_with("-00")));
+        assert!(trace
+            .traceparent
+            .as_deref()
+            .is_some_and(|t| t.ends_with("-00")));
 
         let started = TraceContext::accept(Some("r-1"), Some("not a traceparent"));
         let passed = started.traceparent.as_deref().expect("always set");

@@ -17,8 +17,8 @@ use crate::policy::{
 };
 use crate::record::{DeliveryStats, Recorder};
 use crate::registry::Registry;
-use crate::store_stats::{StoreStats, TimedRegistry};
 use crate::router::{Deadline, DefaultRouter, Routed, Router, Routes, RoutingTable};
+use crate::store_stats::{StoreStats, TimedRegistry};
 use crate::time::Timestamp;
 
 /// Bounds the mediator enforces on every request and registration.

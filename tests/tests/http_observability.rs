@@ -219,8 +219,10 @@ async fn metrics_need_no_token_and_start_empty_in_process_and_on_the_wire() {
         assert!(!samples
             .keys()
             .any(|k| k.starts_with("mediator_requests_total")));
-        assert!(!samples.keys().any(|k| k.starts_with("mediator_deliveries_total")
-            || k.starts_with("mediator_delivery_duration")));
+        assert!(!samples
+            .keys()
+            .any(|k| k.starts_with("mediator_deliveries_total")
+                || k.starts_with("mediator_delivery_duration")));
         let text = answer.text();
         // A labelled family with no series yet is left out: requests show
         // from the first one answered.
@@ -429,11 +431,20 @@ async fn store_evictions_in_flight_build_and_process_series_move_with_real_traff
     let (_, after) = scrape(&hub).await;
     assert_eq!(value(&after, "mediator_deliveries_in_flight"), 0.0);
     assert_eq!(value(&after, "mediator_evictions_total"), 1.0);
-    assert_eq!(value(&after, &calls("upsert")) - value(&before, &calls("upsert")), 2.0);
-    assert_eq!(value(&after, &took("upsert")) - value(&before, &took("upsert")), 2.0);
+    assert_eq!(
+        value(&after, &calls("upsert")) - value(&before, &calls("upsert")),
+        2.0
+    );
+    assert_eq!(
+        value(&after, &took("upsert")) - value(&before, &took("upsert")),
+        2.0
+    );
     assert!(value(&after, &calls("evict_expired")) > value(&before, &calls("evict_expired")));
     assert_eq!(value(&after, &errors("upsert")), 0.0);
-    assert_eq!(value(&after, &errors("ping")) - value(&before, &errors("ping")), 1.0);
+    assert_eq!(
+        value(&after, &errors("ping")) - value(&before, &errors("ping")),
+        1.0
+    );
     assert!(
         value(&after, "process_cpu_seconds_total") >= value(&before, "process_cpu_seconds_total")
     );
@@ -443,10 +454,8 @@ async fn store_evictions_in_flight_build_and_process_series_move_with_real_traff
 /// returns the status.
 async fn post_status(url: &str, token: &str) -> u16 {
     use http_body_util::{BodyExt, Full};
-    let client = hyper_util::client::legacy::Client::builder(
-        hyper_util::rt::TokioExecutor::new(),
-    )
-    .build_http::<Full<bytes::Bytes>>();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<bytes::Bytes>>();
     let request = http::Request::post(url)
         .header("authorization", format!("Bearer {token}"))
         .body(Full::new(bytes::Bytes::from_static(b"{}")))

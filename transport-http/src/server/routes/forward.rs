@@ -12,17 +12,16 @@ use http::request::Parts;
 use http::{Response, StatusCode};
 use http_body_util::Full;
 use mediator_core::auth::Identity;
+use mediator_core::context::is_valid_traceparent;
 use mediator_core::{
     Broadcast, Envelope, Error, Mediator, NodeKey, Reply, Routed, Target, Timestamp, TraceContext,
 };
-use mediator_core::context::is_valid_traceparent;
 use serde_json::{json, Value};
 
 use super::path::Fan;
 use crate::headers::{
-    forwardable, forwardable_body, forwardable_query, is_reserved, strip_hop_by_hop,
-    TRACEPARENT, X_MEDIATOR_DEADLINE, X_MEDIATOR_NODE, X_MEDIATOR_SUMMARY, X_MEDIATOR_TIMEOUT_MS,
-    X_REQUEST_ID,
+    forwardable, forwardable_body, forwardable_query, is_reserved, strip_hop_by_hop, TRACEPARENT,
+    X_MEDIATOR_DEADLINE, X_MEDIATOR_NODE, X_MEDIATOR_SUMMARY, X_MEDIATOR_TIMEOUT_MS, X_REQUEST_ID,
 };
 
 /// The vendor half of the W3C trace context, meaningful only with its

@@ -18,21 +18,21 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::header::{HeaderMap, CONTENT_LENGTH};
 use http::request::Parts;
+use http::HeaderValue;
 use http::{Request, StatusCode};
 use http_body::Body;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use mediator_core::auth::Identity;
-use http::HeaderValue;
 use mediator_core::{Error, Fault, Mediator, TraceContext};
 use serde_json::{json, Map, Value};
 use tracing::Instrument;
 
 use super::credentials;
 use super::metrics::{Metrics, MetricsAccess, RouteLabel};
-use crate::headers::{TRACEPARENT, X_REQUEST_ID};
 use super::reply::{self, HttpResponse};
 use super::service::{BoxError, RemoteAddr};
 use super::throttle::LoginThrottle;
+use crate::headers::{TRACEPARENT, X_REQUEST_ID};
 use path::{parse_route, Route};
 
 /// What the routes learnt about a request, for its log line.
@@ -120,6 +120,9 @@ where
     response
 }
 
+// The service's shared parts and this request's own, passed as they are
+// rather than bundled for one call.
+#[allow(clippy::too_many_arguments)]
 async fn dispatch<B>(
     mediator: &Mediator,
     metrics: &Metrics,
