@@ -407,10 +407,10 @@ async fn store_evictions_in_flight_build_and_process_series_move_with_real_traff
     let took = |op: &str| format!("mediator_store_call_duration_seconds_count{{op=\"{op}\"}}");
 
     let api = EchoNode::start("api").await;
-    hub.register("users/api", &api.url).await;
     hub.register_expired("users/gone", &api.url).await;
     // The hub's maintenance may sweep first; either way it is one eviction.
     hub.mediator.sweep().await.expect("sweep");
+    hub.register("users/api", &api.url).await;
     let ready = hub.call("GET", "/readyz", &[], "").await;
     assert_eq!(ready.status, 503, "{}", ready.text());
 
