@@ -456,6 +456,9 @@ async fn send_quic(
     Ok(())
 }
 
+/// How long a client may take over its TLS handshake (the listener's default).
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 fn settings(config: Option<&Path>, flags: ServeFlags) -> Result<ServeSettings, CliError> {
     let file = FileConfig::load(config)?;
     ServeSettings::merge(flags, file, std::env::var("MEDIATOR_SECRET").ok())
@@ -535,9 +538,13 @@ where
     // Route to every node registered before a restart at once, not after the first sweep.
     mediator.refresh().await?;
     let maintenance = mediator.spawn_maintenance();
+    let limits = settings.connections;
     let mut listener = HttpListener::bind(settings.listen)
         .await?
-        .drain_timeout(settings.drain);
+        .drain_timeout(settings.drain)
+        .client_timeouts(TLS_HANDSHAKE_TIMEOUT, limits.header_read_timeout)
+        .idle_timeout(limits.idle_timeout)
+        .max_connections(limits.max_connections);
     let scheme = match &settings.tls {
         Some((cert, key)) => {
             listener = listener.tls(TlsConfig::from_pem_files(cert, key)?);
