@@ -249,6 +249,7 @@ async fn a_frozen_then_lost_mysql_server_gets_503s_and_routing_goes_on() {
     let slow: Vec<_> = outcomes
         .iter()
         .filter(|o| o.2 > STORE_TIMEOUT + Duration::from_secs(3))
+        .take(10)
         .collect();
     assert!(
         slow.is_empty(),

@@ -22,6 +22,14 @@ use mediator_core::{Claims, Timestamp, TokenMinter};
 /// The built `mediator` binary.
 pub const BIN: &str = env!("CARGO_BIN_EXE_mediator");
 
+/// The binary the tests run: [`BIN`], unless `MEDIATOR_TEST_BIN` names
+/// another build of it (checkouts that share one target folder overwrite
+/// each other's `target/debug/mediator`; each keeps its own copy in
+/// `target/debug/deps`).
+pub fn bin() -> String {
+    std::env::var("MEDIATOR_TEST_BIN").unwrap_or_else(|_| BIN.to_owned())
+}
+
 /// A `mediator` process, killed if a test ends early.
 pub struct Process {
     child: Child,
@@ -48,10 +56,10 @@ impl Process {
                 let mut sh = Command::new("sh");
                 sh.arg("-c")
                     .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
-                    .arg(BIN);
+                    .arg(bin());
                 sh
             }
-            None => Command::new(BIN),
+            None => Command::new(bin()),
         };
         let mut child = command
             .args(args)
@@ -172,7 +180,7 @@ impl Drop for Process {
 
 /// Runs `mediator args…` in `dir` to completion and returns its stdout.
 pub fn run(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new(BIN)
+    let out = Command::new(bin())
         .args(args)
         .current_dir(dir)
         .env_remove("MEDIATOR_SECRET")
