@@ -29,6 +29,7 @@
 //! header_read_timeout_ms = 30000
 //! idle_timeout_ms = 60000
 //! max_connections = 10000
+//! log_format = "json"       # or "text"; every command reads it
 //! ```
 //!
 //! Node callbacks in link-local networks (169.254.0.0/16, fe80::/10) or at
@@ -262,6 +263,8 @@ pub struct FileConfig {
     pub idle_timeout_ms: Option<u64>,
     /// See [`ServeFlags::max_connections`].
     pub max_connections: Option<usize>,
+    /// `text` or `json`: see the `mediator` binary's `--log-format`.
+    pub log_format: Option<String>,
 }
 
 impl std::fmt::Debug for FileConfig {
