@@ -28,6 +28,9 @@
 //! endpoint_deny = ["127.0.0.0/8", "::1"]
 //! endpoint_allow = ["10.0.0.0/8"]
 //! metrics_access = "open"   # or "open-without-groups", "admin"
+//! header_read_timeout_ms = 30000
+//! idle_timeout_ms = 60000
+//! max_connections = 10000
 //! log_format = "json"       # or "text"; every command reads it
 //! ```
 //!
@@ -132,6 +135,15 @@ pub struct ServeFlags {
     /// Who reads /metrics: open, open-without-groups (group names for admins only) or admin [default: open].
     #[arg(long, env = "MEDIATOR_METRICS_ACCESS")]
     pub metrics_access: Option<MetricsAccess>,
+    /// How long a client may take to send a request's head, from its first byte (from accept for a silent client), in milliseconds [default: 30000].
+    #[arg(long, env = "MEDIATOR_HEADER_READ_TIMEOUT_MS")]
+    pub header_read_timeout_ms: Option<u64>,
+    /// How long a connection with no request in flight may stay silent, in milliseconds [default: 60000].
+    #[arg(long, env = "MEDIATOR_IDLE_TIMEOUT_MS")]
+    pub idle_timeout_ms: Option<u64>,
+    /// Most client connections open at once; new ones get 503 past it [default: 10000].
+    #[arg(long, env = "MEDIATOR_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
 }
 
 impl std::fmt::Debug for ServeFlags {
@@ -162,6 +174,9 @@ impl std::fmt::Debug for ServeFlags {
             .field("endpoint_deny", &self.endpoint_deny)
             .field("endpoint_allow", &self.endpoint_allow)
             .field("metrics_access", &self.metrics_access)
+            .field("header_read_timeout_ms", &self.header_read_timeout_ms)
+            .field("idle_timeout_ms", &self.idle_timeout_ms)
+            .field("max_connections", &self.max_connections)
             .finish()
     }
 }
@@ -293,6 +308,12 @@ pub struct FileConfig {
     pub endpoint_allow: Option<Vec<String>>,
     /// See [`ServeFlags::metrics_access`].
     pub metrics_access: Option<String>,
+    /// See [`ServeFlags::header_read_timeout_ms`].
+    pub header_read_timeout_ms: Option<u64>,
+    /// See [`ServeFlags::idle_timeout_ms`].
+    pub idle_timeout_ms: Option<u64>,
+    /// See [`ServeFlags::max_connections`].
+    pub max_connections: Option<usize>,
     /// `text` or `json`: see the `mediator` binary's `--log-format`.
     pub log_format: Option<String>,
 }
@@ -366,10 +387,44 @@ pub struct ServeSettings {
     pub operator_password_hash: Option<String>,
     /// Whether the secret is also the admin password; `None`: not set (no).
     pub secret_as_password: Option<bool>,
+    /// Client timeouts and the connection cap of the HTTP listener.
+    pub connections: ConnectionSettings,
+}
+
+/// What the HTTP listener allows its clients: how long they may take to
+/// send a request's head, how long they may stay idle, how many may be
+/// connected at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionSettings {
+    /// From a head's first byte (from accept for a silent client) to its end.
+    pub header_read_timeout: Duration,
+    /// Silence allowed with no request in flight.
+    pub idle_timeout: Duration,
+    /// Connections open at once; new ones are refused with 503 past it.
+    pub max_connections: usize,
+}
+
+impl Default for ConnectionSettings {
+    /// The listener's own defaults: 30 s, 60 s, 10 000.
+    fn default() -> Self {
+        ConnectionSettings {
+            header_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+        }
+    }
 }
 
 fn non_empty(list: Vec<String>) -> Option<Vec<String>> {
     (!list.is_empty()).then_some(list)
+}
+
+/// A timeout of `ms` milliseconds, refused when zero (it would close every connection at once).
+fn positive_ms(name: &str, ms: u64) -> Result<Duration, CliError> {
+    if ms == 0 {
+        return Err(CliError::Config(format!("{name} must be above zero")));
+    }
+    Ok(Duration::from_millis(ms))
 }
 
 fn network(text: &str) -> Result<IpNetwork, CliError> {
@@ -468,7 +523,23 @@ impl ServeSettings {
                 .map_err(|e| CliError::Config(format!("metrics_access: {e}")))?,
             (None, None) => MetricsAccess::default(),
         };
+        let mut connections = ConnectionSettings::default();
+        if let Some(ms) = flags.header_read_timeout_ms.or(file.header_read_timeout_ms) {
+            connections.header_read_timeout = positive_ms("header_read_timeout_ms", ms)?;
+        }
+        if let Some(ms) = flags.idle_timeout_ms.or(file.idle_timeout_ms) {
+            connections.idle_timeout = positive_ms("idle_timeout_ms", ms)?;
+        }
+        if let Some(n) = flags.max_connections.or(file.max_connections) {
+            if n == 0 {
+                return Err(CliError::Config(
+                    "max_connections must be at least 1".into(),
+                ));
+            }
+            connections.max_connections = n;
+        }
         Ok(ServeSettings {
+            connections,
             operator_password_hash: flags.operator_password_hash.or(file.operator_password_hash),
             secret_as_password: flags.secret_as_password.or(file.secret_as_password),
             endpoints,
@@ -607,6 +678,31 @@ mod tests {
             ..ServeFlags::default()
         };
         assert!(ServeSettings::merge(bad, FileConfig::default(), None).is_err());
+    }
+
+    #[test]
+    fn connection_limits_come_from_flags_or_the_file_and_zero_is_refused() {
+        let defaults = ServeSettings::merge(ServeFlags::default(), FileConfig::default(), None)
+            .unwrap()
+            .connections;
+        assert_eq!(defaults, ConnectionSettings::default());
+        let file = FileConfig::parse(
+            "header_read_timeout_ms = 700\nidle_timeout_ms = 900\nmax_connections = 40",
+        )
+        .unwrap();
+        let flags = parse(&["--idle-timeout-ms", "1500"]);
+        let s = ServeSettings::merge(flags, file, None).unwrap().connections;
+        assert_eq!(s.header_read_timeout, Duration::from_millis(700));
+        assert_eq!(s.idle_timeout, Duration::from_millis(1500));
+        assert_eq!(s.max_connections, 40);
+        for bad in [
+            ["--max-connections", "0"],
+            ["--idle-timeout-ms", "0"],
+            ["--header-read-timeout-ms", "0"],
+        ] {
+            let err = ServeSettings::merge(parse(&bad), FileConfig::default(), None).unwrap_err();
+            assert!(err.to_string().contains("must be"), "{bad:?}: {err}");
+        }
     }
 
     #[test]

@@ -45,6 +45,7 @@ use mediator_core::{
     Authenticator, Claims, KeyRing, Mediator, MemoryRegistry, NodeKey, SealKey, Target, Timestamp,
     TokenMinter,
 };
+use mediator_examples::parse_duration;
 use mediator_transport_http::client::{open_reply, seal_request, Incoming};
 use mediator_transport_http::{HttpDelivery, HttpDeliveryConfig, HttpListener, NodeClient};
 use mediator_transport_quic::{QuicLimits, QuicListener, QuicNodeClient, ServerTls};
@@ -112,28 +113,6 @@ enum Via {
     Http,
     /// The HTTP paths, then the paths to an echo node attached over QUIC.
     Quic,
-}
-
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit) = match text.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(at) => text.split_at(at),
-        None => (text, "s"),
-    };
-    let number: f64 = number
-        .trim()
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration such as 10s or 500ms"))?;
-    let seconds = match unit {
-        "ms" => number / 1000.0,
-        "s" => number,
-        "m" => number * 60.0,
-        _ => return Err(format!("unknown unit {unit:?}: use ms, s or m")),
-    };
-    if !(seconds.is_finite() && seconds > 0.0) {
-        return Err("a duration must be above zero".into());
-    }
-    Ok(Duration::from_secs_f64(seconds))
 }
 
 /// One request in flight: sends, checks the echo, says what went wrong.

@@ -801,6 +801,9 @@ async fn send_quic(
     request.report(sent.map_err(|e| quic_send_error(addr, &request, e))?)
 }
 
+/// How long a client may take over its TLS handshake (the listener's default).
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 fn settings(config: Option<&Path>, mut flags: ServeFlags) -> Result<ServeSettings, CliError> {
     let file = FileConfig::load(config)?;
     apply_platform_env(
@@ -923,6 +926,7 @@ where
     // Route to every node registered before a restart at once, not after the first sweep.
     mediator.refresh().await?;
     let maintenance = mediator.spawn_maintenance();
+    let limits = settings.connections;
     let mut listener = HttpListener::bind(settings.listen)
         .await
         .map_err(|e| {
@@ -932,7 +936,10 @@ where
             };
             bind_error("HTTP", settings.listen, io, e.to_string())
         })?
-        .drain_timeout(settings.drain);
+        .drain_timeout(settings.drain)
+        .client_timeouts(TLS_HANDSHAKE_TIMEOUT, limits.header_read_timeout)
+        .idle_timeout(limits.idle_timeout)
+        .max_connections(limits.max_connections);
     let scheme = match &settings.tls {
         Some((cert, key)) => {
             listener = listener.tls(TlsConfig::from_pem_files(cert, key)?);
