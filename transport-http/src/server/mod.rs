@@ -81,8 +81,8 @@
 //! [`Mediator`]: mediator_core::Mediator
 //! [`Mediator::spawn_maintenance`]: mediator_core::Mediator::spawn_maintenance
 
+mod console;
 mod credentials;
-mod dashboard;
 mod entity;
 mod listener;
 mod metrics;

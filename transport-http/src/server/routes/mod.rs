@@ -27,6 +27,7 @@ use serde_json::{json, Map, Value};
 use tracing::field::Empty;
 use tracing::{Instrument, Span};
 
+use super::console::{self, ConsoleCx};
 use super::credentials;
 use super::metrics::{Metrics, MetricsAccess};
 use super::reply::{self, HttpResponse};
@@ -40,7 +41,7 @@ use path::{parse_route, Route};
 pub(crate) async fn handle<B>(
     mediator: &Mediator,
     metrics: &Metrics,
-    logins: &LoginThrottle,
+    console: ConsoleCx<'_>,
     access: MetricsAccess,
     request: Request<B>,
 ) -> HttpResponse
@@ -66,7 +67,7 @@ where
     if let Some(RemoteAddr(remote)) = request.extensions().get::<RemoteAddr>() {
         span.record("remote", tracing::field::display(remote));
     }
-    let response = dispatch(mediator, metrics, logins, access, route, &path, request)
+    let response = dispatch(mediator, metrics, console, access, route, &path, request)
         .instrument(span.clone())
         .await;
     let status = response.status().as_u16();
@@ -88,7 +89,7 @@ where
 async fn dispatch<B>(
     mediator: &Mediator,
     metrics: &Metrics,
-    logins: &LoginThrottle,
+    console: ConsoleCx<'_>,
     access: MetricsAccess,
     route: Route<'_>,
     path: &str,
@@ -116,13 +117,20 @@ where
         }
         return too_large(max);
     }
-    if let Some(response) = throttle_login(mediator, logins, &mut parts) {
+    if let Some(response) = throttle_login(mediator, console.logins, &mut parts) {
         return response;
     }
     match route {
         Route::Healthz => return reply::json(StatusCode::OK, &json!({ "ok": true })),
         Route::Metrics => return admin::metrics_reply(mediator, metrics, access, &parts),
-        Route::Dashboard => return admin::dashboard(mediator, &parts).await,
+        Route::Dashboard => return console::root(mediator, console, &parts).await,
+        Route::Console(rest) => {
+            let limits = mediator.limits();
+            return match read_body(limits.max_body, limits.deadline, body).await {
+                Ok(body) => console::handle(mediator, console, &parts, &body, rest).await,
+                Err(response) => response,
+            };
+        }
         Route::Ping | Route::Readyz => return admin::ready(mediator, &parts).await,
         Route::Token => return admin::token(mediator, &parts),
         Route::NotFound => {
@@ -160,6 +168,7 @@ where
         | Route::Token
         | Route::Metrics
         | Route::Dashboard
+        | Route::Console(_)
         | Route::NotFound => reply::error_status(
             StatusCode::NOT_FOUND,
             &format!("no route for {path}"),
