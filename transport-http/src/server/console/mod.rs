@@ -48,6 +48,7 @@ use http_body_util::Full;
 use mediator_core::auth::{Claims, Identity};
 use mediator_core::model::validate_name;
 use mediator_core::record::{SeriesPoint, SERIES_STEP};
+use mediator_core::AuthError;
 use mediator_core::{
     Credentials, Envelope, Error, Fault, Mediator, Node, NodeId, NodeKey, Routed, Target, Timestamp,
 };
@@ -121,7 +122,12 @@ pub(crate) async fn root(mediator: &Mediator, cx: ConsoleCx<'_>, parts: &Parts) 
             console_page(mediator, caller.identity()).await
         }
         Ok(None) => sign_in_page(StatusCode::UNAUTHORIZED, None),
-        Err(e @ Error::Unauthorized(_)) => sign_in_page(StatusCode::UNAUTHORIZED, Some(&e)),
+        Err(Error::Unauthorized(AuthError::Refused(why))) => {
+            sign_in_page(StatusCode::UNAUTHORIZED, Some(&why))
+        }
+        Err(e @ Error::Unauthorized(_)) => {
+            sign_in_page(StatusCode::UNAUTHORIZED, Some(&e.to_string()))
+        }
         Err(e) => reply::error(&e),
     }
 }
@@ -347,12 +353,9 @@ fn asset(content_type: &'static str, text: &'static str) -> HttpResponse {
     response
 }
 
-fn sign_in_page(status: StatusCode, problem: Option<&Error>) -> HttpResponse {
-    let message = problem.map_or_else(String::new, |e| {
-        format!(
-            "<p class=\"problem\" role=\"alert\">{}</p>",
-            escape(&e.to_string())
-        )
+fn sign_in_page(status: StatusCode, problem: Option<&str>) -> HttpResponse {
+    let message = problem.map_or_else(String::new, |text| {
+        format!("<p class=\"problem\" role=\"alert\">{}</p>", escape(text))
     });
     html(status, SIGN_IN_HTML.replace("{{problem}}", &message))
 }
@@ -414,10 +417,10 @@ fn sign_in(mediator: &Mediator, cx: ConsoleCx<'_>, parts: &Parts, body: &Bytes) 
         let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
         let mut response = sign_in_page(
             StatusCode::TOO_MANY_REQUESTS,
-            Some(&Error::unauthorized(format!(
+            Some(&format!(
                 "too many failed sign-ins from this address; try again in {} s",
                 secs.max(1)
-            ))),
+            )),
         );
         if let Ok(value) = HeaderValue::from_str(&secs.max(1).to_string()) {
             response.headers_mut().insert(header::RETRY_AFTER, value);
@@ -445,10 +448,7 @@ fn sign_in(mediator: &Mediator, cx: ConsoleCx<'_>, parts: &Parts, body: &Bytes) 
         (None, None) => {
             return sign_in_page(
                 StatusCode::BAD_REQUEST,
-                Some(&Error::invalid(
-                    "sign-in",
-                    "give the operator password or an admin token",
-                )),
+                Some("give the operator password or an admin token"),
             )
         }
     };
@@ -459,12 +459,12 @@ fn sign_in(mediator: &Mediator, cx: ConsoleCx<'_>, parts: &Parts, body: &Bytes) 
                 cx.logins.failed(ip);
             }
             tracing::warn!(error = %e, "console sign-in refused");
-            let shown = Error::unauthorized(if by_password {
+            let shown = if by_password {
                 "wrong password"
             } else {
                 "this token is not valid here"
-            });
-            return sign_in_page(StatusCode::UNAUTHORIZED, Some(&shown));
+            };
+            return sign_in_page(StatusCode::UNAUTHORIZED, Some(shown));
         }
     };
     if let Some(ip) = peer {
@@ -473,9 +473,7 @@ fn sign_in(mediator: &Mediator, cx: ConsoleCx<'_>, parts: &Parts, body: &Bytes) 
     if !identity.admin {
         return sign_in_page(
             StatusCode::FORBIDDEN,
-            Some(&Error::Forbidden(
-                "this token has no admin role; the console needs one".into(),
-            )),
+            Some("this token has no admin role; the console needs one"),
         );
     }
     let now = mediator.clock().now();
