@@ -118,6 +118,13 @@ async fn without_a_session_the_browser_gets_the_sign_in_page_and_the_api_refuses
     let problem = browser.wait_for("p.problem").await;
     assert_eq!(browser.text(&problem).await, "wrong password");
     assert!(browser.cookies().await.is_empty(), "no session cookie");
+    // Styled, and its form still works from where the refusal was served.
+    assert_eq!(
+        browser
+            .execute("return getComputedStyle(document.body).display;", vec![])
+            .await,
+        "flex"
+    );
     browser.screenshot("02-sign-in-refused").await;
 
     // The API refuses without a session, for reads and for actions.
@@ -134,6 +141,11 @@ async fn without_a_session_the_browser_gets_the_sign_in_page_and_the_api_refuses
         assert_eq!(answer.status, 401, "{method} {path}: {}", answer.text());
         assert_eq!(answer.json()["kind"], "unauthorized");
     }
+
+    let password = browser.wait_for("#password").await;
+    browser.fill(&password, SECRET).await;
+    browser.click(&browser.wait_for("button[type=submit]").await).await;
+    browser.wait_for("#node-table").await;
     browser.quit().await;
 }
 
@@ -238,6 +250,9 @@ async fn a_signed_in_operator_sees_new_nodes_appear_without_a_reload() {
 
     // On a phone-sized window, each node is a card with labelled fields
     // and nothing overflows sideways.
+    browser
+        .execute("document.activeElement.blur(); return true;", vec![])
+        .await;
     browser.resize(PHONE.0, PHONE.1).await;
     browser.wait_for("tr[data-key=\"users/api\"]").await;
     assert_eq!(
@@ -456,6 +471,12 @@ async fn an_admin_mints_a_token_and_deregisters_a_node() {
         .click(&browser.wait_for("#mint-form button[type=submit]").await)
         .await;
     let token = browser.text(&browser.wait_for("#minted-token").await).await;
+    browser
+        .execute(
+            "document.getElementById('mint').scrollIntoView({block: 'end'}); return true;",
+            vec![],
+        )
+        .await;
     let identity = hub
         .mediator
         .authenticate(&Credentials::Bearer(&token))

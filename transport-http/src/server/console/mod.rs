@@ -121,12 +121,12 @@ pub(crate) async fn root(mediator: &Mediator, cx: ConsoleCx<'_>, parts: &Parts) 
             Span::current().record("sender", "admin");
             console_page(mediator, caller.identity()).await
         }
-        Ok(None) => sign_in_page(StatusCode::UNAUTHORIZED, None),
+        Ok(None) => sign_in_page(StatusCode::UNAUTHORIZED, At::Root, None),
         Err(Error::Unauthorized(AuthError::Refused(why))) => {
-            sign_in_page(StatusCode::UNAUTHORIZED, Some(&why))
+            sign_in_page(StatusCode::UNAUTHORIZED, At::Root, Some(&why))
         }
         Err(e @ Error::Unauthorized(_)) => {
-            sign_in_page(StatusCode::UNAUTHORIZED, Some(&e.to_string()))
+            sign_in_page(StatusCode::UNAUTHORIZED, At::Root, Some(&e.to_string()))
         }
         Err(e) => reply::error(&e),
     }
@@ -353,11 +353,29 @@ fn asset(content_type: &'static str, text: &'static str) -> HttpResponse {
     response
 }
 
-fn sign_in_page(status: StatusCode, problem: Option<&str>) -> HttpResponse {
+/// Where the page is served from: `/` or `/console/sign-in`.
+#[derive(Clone, Copy)]
+enum At {
+    Root,
+    SignIn,
+}
+
+fn sign_in_page(status: StatusCode, at: At, problem: Option<&str>) -> HttpResponse {
     let message = problem.map_or_else(String::new, |text| {
         format!("<p class=\"problem\" role=\"alert\">{}</p>", escape(text))
     });
-    html(status, SIGN_IN_HTML.replace("{{problem}}", &message))
+    // Links are relative, so the console works under any prefix it is
+    // mounted at; from /console/sign-in they climb back one level.
+    let root = match at {
+        At::Root => "",
+        At::SignIn => "../",
+    };
+    html(
+        status,
+        SIGN_IN_HTML
+            .replace("{{problem}}", &message)
+            .replace("{{root}}", root),
+    )
 }
 
 async fn console_page(mediator: &Mediator, _identity: &Identity) -> HttpResponse {
@@ -417,6 +435,7 @@ fn sign_in(mediator: &Mediator, cx: ConsoleCx<'_>, parts: &Parts, body: &Bytes) 
         let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
         let mut response = sign_in_page(
             StatusCode::TOO_MANY_REQUESTS,
+            At::SignIn,
             Some(&format!(
                 "too many failed sign-ins from this address; try again in {} s",
                 secs.max(1)
@@ -448,6 +467,7 @@ fn sign_in(mediator: &Mediator, cx: ConsoleCx<'_>, parts: &Parts, body: &Bytes) 
         (None, None) => {
             return sign_in_page(
                 StatusCode::BAD_REQUEST,
+                At::SignIn,
                 Some("give the operator password or an admin token"),
             )
         }
@@ -464,7 +484,7 @@ fn sign_in(mediator: &Mediator, cx: ConsoleCx<'_>, parts: &Parts, body: &Bytes) 
             } else {
                 "this token is not valid here"
             };
-            return sign_in_page(StatusCode::UNAUTHORIZED, Some(shown));
+            return sign_in_page(StatusCode::UNAUTHORIZED, At::SignIn, Some(shown));
         }
     };
     if let Some(ip) = peer {
@@ -473,6 +493,7 @@ fn sign_in(mediator: &Mediator, cx: ConsoleCx<'_>, parts: &Parts, body: &Bytes) 
     if !identity.admin {
         return sign_in_page(
             StatusCode::FORBIDDEN,
+            At::SignIn,
             Some("this token has no admin role; the console needs one"),
         );
     }

@@ -242,6 +242,13 @@
       path.setAttribute('d', d);
       svg.append(path);
     }
+    // The latest value as a dot, so a lone step with data still shows.
+    const lastIndex = values.map((v) => v !== null && v !== undefined).lastIndexOf(true);
+    if (lastIndex >= 0) {
+      const dot = document.createElementNS(SVG, 'circle');
+      for (const [k, v] of [['cx', x(lastIndex)], ['cy', y(values[lastIndex])], ['r', 3], ['class', 'dot']]) dot.setAttribute(k, v);
+      svg.append(dot);
+    }
     return el('div', { class: 'chart ' + kind },
       el('div', { class: 'label' }, el('span', { text: title }), el('span', { text: 'now ' + format(last) + ' · peak ' + format(peak) })),
       svg);
