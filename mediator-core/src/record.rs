@@ -411,7 +411,7 @@ impl NodeCounters {
             .map(|i| (recent_packed >> (4 * i)) & 0xf)
             .take_while(|code| *code != 0)
             .filter_map(|code| usize::try_from(code - 1).ok())
-            .filter_map(|index| HealthOutcome::from_index(index))
+            .filter_map(HealthOutcome::from_index)
             .collect();
         let at = |millis: i64| (millis != 0).then(|| Timestamp::from_millis(millis));
         NodeDeliveries {

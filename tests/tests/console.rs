@@ -144,7 +144,9 @@ async fn without_a_session_the_browser_gets_the_sign_in_page_and_the_api_refuses
 
     let password = browser.wait_for("#password").await;
     browser.fill(&password, SECRET).await;
-    browser.click(&browser.wait_for("button[type=submit]").await).await;
+    browser
+        .click(&browser.wait_for("button[type=submit]").await)
+        .await;
     browser.wait_for("#node-table").await;
     browser.quit().await;
 }
@@ -473,7 +475,7 @@ async fn an_admin_mints_a_token_and_deregisters_a_node() {
     let token = browser.text(&browser.wait_for("#minted-token").await).await;
     browser
         .execute(
-            "document.getElementById('mint').scrollIntoView({block: 'end'}); return true;",
+            "window.scrollTo(0, document.body.scrollHeight); return true;",
             vec![],
         )
         .await;

@@ -38,7 +38,7 @@ pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// # Paths
 ///
 /// The service routes on the request's path as it receives it: `/healthz`,
-/// `/one/users/api/lookup`, `/` for the dashboard. Mounted under a prefix,
+/// `/one/users/api/lookup`, `/` for the console. Mounted under a prefix,
 /// the server in front must strip it, as axum's
 /// `Router::nest_service("/mediator", service)` does (a request for
 /// `/mediator/healthz` reaches the service as `/healthz`, and one for
