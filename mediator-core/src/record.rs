@@ -553,6 +553,50 @@ impl GroupDeliveries {
     }
 }
 
+/// Applies `update` to the counters under `key` in `shard`, creating them
+/// (with `make` for the key) while fewer than `max` exist, as `count`
+/// tracks; returns whether `key` has counters. The read lock serves every
+/// delivery but a key's first; the write lock is taken only then.
+fn update_or_admit<K, Q, C>(
+    shard: &RwLock<HashMap<K, C>>,
+    key: &Q,
+    make: impl FnOnce() -> K,
+    count: &AtomicUsize,
+    max: usize,
+    update: impl Fn(&C),
+) -> bool
+where
+    K: std::borrow::Borrow<Q> + std::hash::Hash + Eq,
+    Q: std::hash::Hash + Eq + ?Sized,
+    C: Default,
+{
+    // Counters stay meaningful even if a holder of the lock panicked.
+    if let Some(counters) = shard
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(key)
+    {
+        update(counters);
+        return true;
+    }
+    let mut map = shard.write().unwrap_or_else(PoisonError::into_inner);
+    if let Some(counters) = map.get(key) {
+        update(counters);
+        return true;
+    }
+    let admitted = count
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+            (n < max).then_some(n + 1)
+        })
+        .is_ok();
+    if admitted {
+        let counters = C::default();
+        update(&counters);
+        map.insert(make(), counters);
+    }
+    admitted
+}
+
 /// Per-group delivery counters and latency histograms, per-group recent
 /// series and per-node counters, kept by every mediator
 /// ([`Mediator::delivery_stats`](crate::Mediator::delivery_stats)).
@@ -662,62 +706,29 @@ impl DeliveryStats {
     }
 
     fn add_at(&self, group: &str, outcome: Outcome, latency: Duration, now: Timestamp) {
-        let shard = self.shard(group);
-        // Counters stay meaningful even if a holder of the lock panicked.
-        if let Some(counters) = shard
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(group)
-        {
-            counters.add(outcome, latency, now);
-            return;
-        }
-        let mut map = shard.write().unwrap_or_else(PoisonError::into_inner);
-        if let Some(counters) = map.get(group) {
-            counters.add(outcome, latency, now);
-            return;
-        }
-        let admitted = self
-            .groups
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                (n < self.max_groups).then_some(n + 1)
-            })
-            .is_ok();
-        if admitted {
-            let counters = GroupCounters::default();
-            counters.add(outcome, latency, now);
-            map.insert(group.into(), counters);
-        } else {
+        let admitted = update_or_admit(
+            self.shard(group),
+            group,
+            || group.into(),
+            &self.groups,
+            self.max_groups,
+            |counters: &GroupCounters| counters.add(outcome, latency, now),
+        );
+        if !admitted {
             self.overflow.add(outcome, latency, now);
         }
     }
 
     fn add_node(&self, key: &NodeKey, outcome: Outcome, now: Timestamp) {
-        let shard = &self.nodes[self.shard_index(key)];
-        if let Some(counters) = shard
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(key)
-        {
-            counters.add(outcome, now);
-            return;
-        }
-        let mut map = shard.write().unwrap_or_else(PoisonError::into_inner);
-        if let Some(counters) = map.get(key) {
-            counters.add(outcome, now);
-            return;
-        }
-        let admitted = self
-            .node_count
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                (n < self.max_nodes).then_some(n + 1)
-            })
-            .is_ok();
-        if admitted {
-            let counters = NodeCounters::default();
-            counters.add(outcome, now);
-            map.insert(key.clone(), counters);
-        }
+        // Past the cap a node counts only in its group's totals.
+        update_or_admit(
+            &self.nodes[self.shard_index(key)],
+            key,
+            || key.clone(),
+            &self.node_count,
+            self.max_nodes,
+            |counters: &NodeCounters| counters.add(outcome, now),
+        );
     }
 
     /// Node `key`'s counters, if it had a delivery and is tracked.

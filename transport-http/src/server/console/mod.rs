@@ -321,13 +321,15 @@ fn query_param(parts: &Parts, name: &str) -> Option<String> {
 // ---------------------------------------------------------------- pages
 
 fn html(status: StatusCode, body: String) -> HttpResponse {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+    served(status, "text/html; charset=utf-8", Bytes::from(body))
+}
+
+/// A page or asset of the console, with the headers that keep it to itself.
+fn served(status: StatusCode, content_type: &'static str, body: Bytes) -> HttpResponse {
+    let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     secure_headers(headers);
     response
 }
@@ -350,11 +352,11 @@ fn secure_headers(headers: &mut HeaderMap) {
 }
 
 fn asset(content_type: &'static str, text: &'static str) -> HttpResponse {
-    let mut response = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    secure_headers(headers);
-    response
+    served(
+        StatusCode::OK,
+        content_type,
+        Bytes::from_static(text.as_bytes()),
+    )
 }
 
 /// Where the page is served from: `/` or `/console/sign-in`.
