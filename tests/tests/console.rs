@@ -778,3 +778,37 @@ async fn a_console_request_goes_out_as_the_admin_tokens_node_when_it_names_one()
     assert_eq!(saw.lock().unwrap().as_slice(), [Some(ops)]);
     api.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn signed_in_with_a_nodes_admin_token_the_page_seals_as_that_node() {
+    let hub = Hub::start().await;
+    let seal = SealKey::generate();
+    let (api, saw) = greeter(&hub, "users/api", &seal).await;
+    let ops = key("ops/console");
+    let token = mediator_tests::harness::mint(
+        &mediator_core::Claims::node(&ops, hub.now(), Duration::from_secs(600))
+            .with_scope(vec!["admin".into()]),
+    );
+    let browser = Browser::start(DESKTOP.0, DESKTOP.1).await;
+    browser.goto(&hub.url("/")).await;
+    browser
+        .fill(&browser.wait_for("#token").await, &token)
+        .await;
+    browser
+        .click(&browser.wait_for("button[type=submit]").await)
+        .await;
+    browser.wait_for("#node-table").await;
+    browser
+        .wait_until(
+            "the page knows its sender",
+            "return document.getElementById('who').textContent.includes('as ops/console');",
+        )
+        .await;
+    let shown = send_in_page(&browser, "users/api", &seal).await;
+    assert!(shown.contains("hello ada from users/api"), "{shown}");
+    assert!(shown.contains("opened"), "{shown}");
+    assert_eq!(saw.lock().unwrap().as_slice(), [Some(ops)]);
+    browser.screenshot("14-signed-in-with-a-token").await;
+    browser.quit().await;
+    api.shutdown().await.unwrap();
+}
