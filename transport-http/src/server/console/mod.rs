@@ -57,7 +57,6 @@ use mediator_core::{
     Credentials, Envelope, Error, Fault, Mediator, Node, NodeId, NodeKey, Routed, Target, Timestamp,
 };
 use serde_json::{json, Map, Value};
-use tracing::Span;
 
 use super::credentials::{self, Credential};
 use super::entity;
@@ -119,11 +118,16 @@ impl Caller {
 }
 
 /// `GET /`: the console for an admin; the sign-in page for anyone else.
-pub(crate) async fn root(mediator: &Mediator, cx: ConsoleCx<'_>, parts: &Parts) -> HttpResponse {
+pub(crate) async fn root(
+    mediator: &Mediator,
+    cx: ConsoleCx<'_>,
+    parts: &Parts,
+    seen: &mut Option<Identity>,
+) -> HttpResponse {
     match caller(mediator, cx, parts) {
         Ok(Some(caller)) => {
-            Span::current().record("sender", "admin");
-            console_page(mediator, caller.identity()).await
+            *seen = Some(caller.identity().clone());
+            console_page(mediator).await
         }
         Ok(None) => sign_in_page(StatusCode::UNAUTHORIZED, At::Root, None),
         Err(Error::Unauthorized(AuthError::Refused(why))) => {
@@ -143,15 +147,16 @@ pub(crate) async fn handle(
     parts: &Parts,
     body: &Bytes,
     rest: &str,
+    seen: &mut Option<Identity>,
 ) -> HttpResponse {
     let method = &parts.method;
     let segments: Vec<&str> = rest.split('/').collect();
     match (method, segments.as_slice()) {
         (&Method::GET, ["console.css"]) => asset("text/css; charset=utf-8", CONSOLE_CSS),
         (&Method::GET, ["console.js"]) => asset("text/javascript; charset=utf-8", CONSOLE_JS),
-        (&Method::POST, ["sign-in"]) => sign_in(mediator, cx, parts, body),
-        (&Method::POST, ["sign-out"]) => sign_out(mediator, cx, parts),
-        (&Method::GET, ["api", "session"]) => with_reader(mediator, cx, parts, |caller| {
+        (&Method::POST, ["sign-in"]) => sign_in(mediator, cx, parts, body, seen),
+        (&Method::POST, ["sign-out"]) => sign_out(mediator, cx, parts, seen),
+        (&Method::GET, ["api", "session"]) => with_reader(mediator, cx, parts, seen, |caller| {
             let (csrf, expires, by) = match caller {
                 Caller::Session(s) => (
                     Value::from(s.csrf.as_str()),
@@ -172,7 +177,7 @@ pub(crate) async fn handle(
                 }),
             )
         }),
-        (&Method::GET, ["api", "state"]) => match reader(mediator, cx, parts) {
+        (&Method::GET, ["api", "state"]) => match reader(mediator, cx, parts, seen) {
             Ok(_) => {
                 let group = query_param(parts, "group");
                 match state(mediator, group.as_deref()).await {
@@ -182,19 +187,21 @@ pub(crate) async fn handle(
             }
             Err(response) => response,
         },
-        (&Method::GET, ["api", "nodes", id]) => match reader(mediator, cx, parts) {
+        (&Method::GET, ["api", "nodes", id]) => match reader(mediator, cx, parts, seen) {
             Ok(_) => node_details(mediator, id).await,
             Err(response) => response,
         },
-        (&Method::POST, ["api", "nodes", id, "deregister"]) => match writer(mediator, cx, parts) {
-            Ok(identity) => deregister(mediator, &identity, id).await,
-            Err(response) => response,
-        },
-        (&Method::POST, ["api", "token"]) => match writer(mediator, cx, parts) {
+        (&Method::POST, ["api", "nodes", id, "deregister"]) => {
+            match writer(mediator, cx, parts, seen) {
+                Ok(identity) => deregister(mediator, &identity, id).await,
+                Err(response) => response,
+            }
+        }
+        (&Method::POST, ["api", "token"]) => match writer(mediator, cx, parts, seen) {
             Ok(_) => mint(mediator, body),
             Err(response) => response,
         },
-        (&Method::POST, ["api", "send"]) => match writer(mediator, cx, parts) {
+        (&Method::POST, ["api", "send"]) => match writer(mediator, cx, parts, seen) {
             Ok(identity) => send(mediator, &identity, body).await,
             Err(response) => response,
         },
@@ -251,9 +258,18 @@ fn caller(mediator: &Mediator, cx: ConsoleCx<'_>, parts: &Parts) -> Result<Optio
 }
 
 /// The caller of a read: anyone [`caller`] admits.
-fn reader(mediator: &Mediator, cx: ConsoleCx<'_>, parts: &Parts) -> Result<Caller, HttpResponse> {
+/// Who called is noted in `seen`, for the request's log line.
+fn reader(
+    mediator: &Mediator,
+    cx: ConsoleCx<'_>,
+    parts: &Parts,
+    seen: &mut Option<Identity>,
+) -> Result<Caller, HttpResponse> {
     match caller(mediator, cx, parts) {
-        Ok(Some(caller)) => Ok(caller),
+        Ok(Some(caller)) => {
+            *seen = Some(caller.identity().clone());
+            Ok(caller)
+        }
         Ok(None) => Err(reply::error(&Error::unauthorized(
             "sign in to the console, or send an admin token",
         ))),
@@ -265,9 +281,10 @@ fn with_reader(
     mediator: &Mediator,
     cx: ConsoleCx<'_>,
     parts: &Parts,
+    seen: &mut Option<Identity>,
     answer: impl FnOnce(&Caller) -> HttpResponse,
 ) -> HttpResponse {
-    match reader(mediator, cx, parts) {
+    match reader(mediator, cx, parts, seen) {
         Ok(caller) => answer(&caller),
         Err(response) => response,
     }
@@ -275,8 +292,13 @@ fn with_reader(
 
 /// The caller of a state-changing request: a session that proves it is
 /// the page's with its anti-forgery token, or a bearer token.
-fn writer(mediator: &Mediator, cx: ConsoleCx<'_>, parts: &Parts) -> Result<Identity, HttpResponse> {
-    match reader(mediator, cx, parts)? {
+fn writer(
+    mediator: &Mediator,
+    cx: ConsoleCx<'_>,
+    parts: &Parts,
+    seen: &mut Option<Identity>,
+) -> Result<Identity, HttpResponse> {
+    match reader(mediator, cx, parts, seen)? {
         Caller::Session(session) => {
             let offered = parts
                 .headers
@@ -384,7 +406,7 @@ fn sign_in_page(status: StatusCode, at: At, problem: Option<&str>) -> HttpRespon
     )
 }
 
-async fn console_page(mediator: &Mediator, _identity: &Identity) -> HttpResponse {
+async fn console_page(mediator: &Mediator) -> HttpResponse {
     // The first state rides in the page so it shows at once; the script
     // then polls for the next ones.
     let state = match state(mediator, None).await {
@@ -432,7 +454,13 @@ fn cookie(value: &str, max_age: Duration, secure: bool) -> HeaderValue {
 
 /// `POST /console/sign-in`: a form with the operator `password` or an
 /// admin `token`.
-fn sign_in(mediator: &Mediator, cx: ConsoleCx<'_>, parts: &Parts, body: &Bytes) -> HttpResponse {
+fn sign_in(
+    mediator: &Mediator,
+    cx: ConsoleCx<'_>,
+    parts: &Parts,
+    body: &Bytes,
+    seen: &mut Option<Identity>,
+) -> HttpResponse {
     let peer = parts
         .extensions
         .get::<RemoteAddr>()
@@ -504,6 +532,7 @@ fn sign_in(mediator: &Mediator, cx: ConsoleCx<'_>, parts: &Parts, body: &Bytes) 
         );
     }
     let now = mediator.clock().now();
+    *seen = Some(identity.clone());
     let (id, session) = cx.sessions.open(identity, by_password, now);
     tracing::info!(
         by = if by_password { "password" } else { "token" },
@@ -523,11 +552,16 @@ fn sign_in(mediator: &Mediator, cx: ConsoleCx<'_>, parts: &Parts, body: &Bytes) 
 }
 
 /// `POST /console/sign-out`: ends the session, on the server too.
-fn sign_out(mediator: &Mediator, cx: ConsoleCx<'_>, parts: &Parts) -> HttpResponse {
+fn sign_out(
+    mediator: &Mediator,
+    cx: ConsoleCx<'_>,
+    parts: &Parts,
+    seen: &mut Option<Identity>,
+) -> HttpResponse {
     let Some(id) = session_id(&parts.headers) else {
         return reply::error(&Error::unauthorized("no console session to end"));
     };
-    if let Err(response) = writer(mediator, cx, parts) {
+    if let Err(response) = writer(mediator, cx, parts, seen) {
         return response;
     }
     cx.sessions.close(id);
@@ -832,7 +866,6 @@ async fn send(mediator: &Mediator, identity: &Identity, body: &[u8]) -> HttpResp
         Err(e) => return reply::error(&e),
     };
     let (target, path, payload, budget) = request;
-    Span::current().record("target", target.to_string().as_str());
     let envelope = Envelope::new(target, path, payload);
     match mediator.route(identity, envelope, budget).await {
         Ok(Routed::One { node, reply }) => reply::json(

@@ -12,9 +12,7 @@ use mediator_core::auth::{Claims, Identity};
 use mediator_core::model::validate_name;
 use mediator_core::{Error, Fault, Mediator, NodeId};
 use serde_json::{json, Value};
-use tracing::Span;
 
-use super::sender_name;
 use crate::server::credentials::{self, Credential};
 use crate::server::entity;
 use crate::server::metrics::{Metrics, MetricsAccess};
@@ -138,7 +136,11 @@ pub(super) async fn admin_cluster(
 }
 
 /// `/token`: a Basic login as `admin` with the secret mints an admin token.
-pub(super) fn token(mediator: &Mediator, parts: &Parts) -> HttpResponse {
+pub(super) fn token(
+    mediator: &Mediator,
+    parts: &Parts,
+    sender: &mut Option<Identity>,
+) -> HttpResponse {
     let basic = parts
         .headers
         .get_all(http::header::AUTHORIZATION)
@@ -163,7 +165,7 @@ pub(super) fn token(mediator: &Mediator, parts: &Parts) -> HttpResponse {
         Err(e @ Error::Unauthorized(_)) => return reply::unauthorized_with_basic(&e),
         Err(e) => return reply::error(&e),
     };
-    Span::current().record("sender", sender_name(&identity).as_str());
+    *sender = Some(identity.clone());
     if !identity.admin {
         return reply::error(&Error::Forbidden(
             "only an admin login may mint tokens".into(),
@@ -214,12 +216,12 @@ pub(super) fn metrics_reply(
             }
         }
     };
-    let text = metrics.render(mediator.delivery_stats(), mediator.routes().len(), groups);
+    let text = metrics.render(mediator, groups);
     let mut response = Response::new(Full::new(Bytes::from(text)));
     let headers = response.headers_mut();
     headers.insert(
         http::header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4"),
+        HeaderValue::from_static(crate::server::metrics::CONTENT_TYPE),
     );
     add_common_headers(headers);
     response
