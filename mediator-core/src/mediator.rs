@@ -348,7 +348,7 @@ impl MediatorBuilder {
             ));
         }
         let in_flight = InFlight::new(limits.max_in_flight, limits.max_in_flight_per_caller);
-        let stats = Arc::new(DeliveryStats::default());
+        let stats = Arc::new(DeliveryStats::default().with_clock(Arc::clone(&self.clock)));
         let mut recorders: Vec<Arc<dyn Recorder>> = vec![Arc::clone(&stats) as Arc<dyn Recorder>];
         recorders.extend(self.recorders);
         let table = Arc::new(RoutingTable::new());
@@ -640,6 +640,7 @@ impl Mediator {
         let removed = self.inner.registry.remove(id).await?;
         // By id too: the key may have registered again, under a new id.
         self.inner.table.remove_id(&node.key, id);
+        self.inner.stats.forget_node(&node.key);
         tracing::info!(node = %node.key, %id, "removed");
         Ok(removed)
     }
@@ -650,6 +651,7 @@ impl Mediator {
         let removed = self.inner.registry.remove_key(key).await?;
         self.inner.table.remove(key);
         if removed > 0 {
+            self.inner.stats.forget_node(key);
             tracing::info!(node = %key, "removed");
         }
         Ok(removed)
@@ -736,6 +738,7 @@ impl Mediator {
             // Only if still expired in the table: the node may have
             // registered again since the store evicted it.
             self.inner.table.remove_expired(key, now);
+            self.inner.stats.forget_node(key);
             tracing::info!(node = %key, "evicted: lease ran out");
         }
         Ok(gone)

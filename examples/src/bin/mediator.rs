@@ -1148,7 +1148,7 @@ async fn start_demo(
                 .to_owned()
         }
     };
-    println!("  dashboard        {url}/  (user admin, password: {password})");
+    println!("  console          {url}/  (password: {password})");
     println!("\nThen try, in another terminal (same folder):");
     println!("  cargo run --release --bin mediator -- nodes");
     println!("  cargo run --release --bin mediator -- send --to 'demo/*' --key {} --data '{{\"text\":\"hi\"}}'", key_text);

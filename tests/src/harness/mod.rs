@@ -39,6 +39,7 @@ mod echo;
 mod http;
 mod hub;
 mod registry;
+pub mod webdriver;
 
 use std::sync::OnceLock;
 use std::time::Duration;

@@ -179,6 +179,11 @@ impl HttpListener {
             .keep_alive(true);
         builder.http2().timer(TokioTimer::new());
         let acceptor = tls.map(|t| TlsAcceptor::from(t.server));
+        let service = if acceptor.is_some() {
+            service.secure_cookies(true)
+        } else {
+            service
+        };
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut connections = JoinSet::new();
         tracing::info!(

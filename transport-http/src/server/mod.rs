@@ -36,7 +36,7 @@
 //! | `ANY /ping`, `GET /readyz` | anyone | `{"ok": true, "store": "up"}`; `503` when the store is down |
 //! | `GET /healthz` | anyone | `{"ok": true}` while the process runs |
 //! | `GET /metrics` | anyone | Prometheus text (`text/plain; version=0.0.4`): `mediator_requests_total{route,status}`, `mediator_request_duration_seconds{route}` (histogram, 1 ms … 10 s), `mediator_deliveries_total{group,outcome}`, `mediator_delivery_duration_seconds{group}` (histogram), `mediator_nodes` |
-//! | `GET /` | admin (the Basic admin login in a browser) | the dashboard: an HTML page of the registered nodes, reloading every 5 s; `401` with `WWW-Authenticate: Basic realm="mediator"` without a login, `403` for a node |
+//! | `GET /`, `/console/*` | admin (a console session, an admin token, or the Basic admin login) | the operator's console (see below); without credentials, the sign-in page with `401`; `403` for a node |
 //!
 //! Credentials are read from `Authorization: Bearer`, the `x-jwt` header,
 //! the `x-jwt` query parameter, then the `x-jwt` field of a JSON body; an
@@ -55,11 +55,22 @@
 //! shorten the delivery deadline with `x-mediator-deadline` (ms since the
 //! epoch) or `x-mediator-timeout-ms`.
 //!
+//! # The console
+//!
+//! `GET /` serves the operator's console: a sign-in page, sessions in a
+//! strict cookie with an anti-forgery token for every action, a live list
+//! of the nodes with their health and traffic, per-group charts, and
+//! actions (deregister, mint a token, send a test request sealed in the
+//! browser). Its routes under `/console/` and who may use them are listed
+//! in the `console` module's source; its pages and script are compiled
+//! into the binary. Mounted under a prefix, open it as `prefix/` (with the
+//! slash), since its links are relative.
+//!
 //! # Metrics
 //!
 //! Requests are counted by each [`MediatorService`], shared by its clones
 //! (a listener makes one): by route (`one`, `any`, `many`, `register`,
-//! `renew`, `remove`, `admin` — which includes the dashboard —, `token`,
+//! `renew`, `remove`, `admin` — which includes the console —, `token`,
 //! and `other` for probes, `/metrics` and unknown paths) and status, with
 //! their latency from arrival to answer.
 //!
@@ -83,8 +94,8 @@
 //! [`Mediator`]: mediator_core::Mediator
 //! [`Mediator::spawn_maintenance`]: mediator_core::Mediator::spawn_maintenance
 
+mod console;
 mod credentials;
-mod dashboard;
 mod entity;
 mod listener;
 mod metrics;

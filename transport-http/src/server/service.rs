@@ -16,6 +16,7 @@ use http_body_util::Full;
 use mediator_core::Mediator;
 use tower_service::Service;
 
+use super::console::{ConsoleCx, Sessions};
 use super::metrics::{Metrics, MetricsAccess};
 use super::routes;
 use super::throttle::LoginThrottle;
@@ -37,7 +38,7 @@ pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// # Paths
 ///
 /// The service routes on the request's path as it receives it: `/healthz`,
-/// `/one/users/api/lookup`, `/` for the dashboard. Mounted under a prefix,
+/// `/one/users/api/lookup`, `/` for the console. Mounted under a prefix,
 /// the server in front must strip it, as axum's
 /// `Router::nest_service("/mediator", service)` does (a request for
 /// `/mediator/healthz` reaches the service as `/healthz`, and one for
@@ -82,12 +83,24 @@ pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub struct MediatorService {
     shared: Arc<Shared>,
     metrics_access: MetricsAccess,
+    secure_cookies: bool,
 }
 
 struct Shared {
     mediator: Mediator,
     metrics: Metrics,
     logins: LoginThrottle,
+    sessions: Sessions,
+}
+
+impl Shared {
+    fn console(&self, secure: bool) -> ConsoleCx<'_> {
+        ConsoleCx {
+            sessions: &self.sessions,
+            logins: &self.logins,
+            secure,
+        }
+    }
 }
 
 impl MediatorService {
@@ -98,9 +111,20 @@ impl MediatorService {
                 mediator,
                 metrics: Metrics::default(),
                 logins: LoginThrottle::default(),
+                sessions: Sessions::default(),
             }),
             metrics_access: MetricsAccess::default(),
+            secure_cookies: false,
         }
+    }
+
+    /// Whether the console's session cookie is marked `Secure` (sent only
+    /// over HTTPS). [`HttpListener`](super::HttpListener) turns it on when
+    /// it serves TLS; turn it on yourself when your own server puts TLS in
+    /// front of this service.
+    pub fn secure_cookies(mut self, secure: bool) -> Self {
+        self.secure_cookies = secure;
+        self
     }
 
     /// Who may read `GET /metrics` (default [`MetricsAccess::Open`]).
@@ -126,7 +150,7 @@ impl MediatorService {
         routes::handle(
             &self.shared.mediator,
             &self.shared.metrics,
-            &self.shared.logins,
+            self.shared.console(self.secure_cookies),
             self.metrics_access,
             request,
         )
@@ -167,11 +191,12 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let shared = Arc::clone(&self.shared);
         let access = self.metrics_access;
+        let secure = self.secure_cookies;
         ResponseFuture(Box::pin(async move {
             let response = routes::handle(
                 &shared.mediator,
                 &shared.metrics,
-                &shared.logins,
+                shared.console(secure),
                 access,
                 request,
             )

@@ -1,6 +1,5 @@
 //! The operator's routes and the probes: `/admin/clusters`,
-//! `/admin/cluster`, `/token`, the dashboard, `/metrics`, `/ping`,
-//! `/readyz`.
+//! `/admin/cluster`, `/token`, `/metrics`, `/ping`, `/readyz`.
 
 use std::time::Duration;
 
@@ -15,7 +14,6 @@ use mediator_core::{Error, Fault, Mediator, NodeId};
 use serde_json::{json, Value};
 
 use crate::server::credentials::{self, Credential};
-use crate::server::dashboard;
 use crate::server::entity;
 use crate::server::metrics::{Metrics, MetricsAccess};
 use crate::server::reply::{self, add_common_headers, HttpResponse};
@@ -227,31 +225,6 @@ pub(super) fn metrics_reply(
     );
     add_common_headers(headers);
     response
-}
-
-/// `/`: the dashboard, for an admin; a browser without a login is invited
-/// to log in with Basic auth.
-pub(super) async fn dashboard(
-    mediator: &Mediator,
-    parts: &Parts,
-    sender: &mut Option<Identity>,
-) -> HttpResponse {
-    let credential = credentials::in_head(&parts.headers, &parts.uri);
-    let identity = match credentials::check(mediator, parts, credential) {
-        Ok(identity) => identity,
-        Err(e @ Error::Unauthorized(_)) => return reply::unauthorized_with_basic(&e),
-        Err(e) => return reply::error(&e),
-    };
-    *sender = Some(identity.clone());
-    if !identity.admin {
-        return reply::error(&Error::Forbidden(
-            "the dashboard needs an admin login".into(),
-        ));
-    }
-    match mediator.nodes(None).await {
-        Ok(nodes) => dashboard::page(&nodes, mediator.instance_id(), mediator.clock().now()),
-        Err(e) => reply::error(&e),
-    }
 }
 
 /// `/readyz` and `/ping`: up or down for anyone; why it is down (the

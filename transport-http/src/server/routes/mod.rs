@@ -27,6 +27,7 @@ use mediator_core::{Error, Fault, Mediator, TraceContext};
 use serde_json::{json, Map, Value};
 use tracing::Instrument;
 
+use super::console::{self, ConsoleCx};
 use super::credentials;
 use super::metrics::{Metrics, MetricsAccess, RouteLabel};
 use super::reply::{self, HttpResponse};
@@ -55,7 +56,7 @@ struct Seen {
 pub(crate) async fn handle<B>(
     mediator: &Mediator,
     metrics: &Metrics,
-    logins: &LoginThrottle,
+    console: ConsoleCx<'_>,
     access: MetricsAccess,
     request: Request<B>,
 ) -> HttpResponse
@@ -79,7 +80,7 @@ where
     let span = tracing::debug_span!("request", request_id);
     let mut seen = Seen::default();
     let mut response = dispatch(
-        mediator, metrics, logins, access, route, &path, &trace, &mut seen, request,
+        mediator, metrics, console, access, route, &path, &trace, &mut seen, request,
     )
     .instrument(span)
     .await;
@@ -126,7 +127,7 @@ where
 async fn dispatch<B>(
     mediator: &Mediator,
     metrics: &Metrics,
-    logins: &LoginThrottle,
+    console: ConsoleCx<'_>,
     access: MetricsAccess,
     route: Route<'_>,
     path: &str,
@@ -156,13 +157,24 @@ where
         }
         return too_large(max);
     }
-    if let Some(response) = throttle_login(mediator, logins, &mut parts) {
+    if let Some(response) = throttle_login(mediator, console.logins, &mut parts) {
         return response;
     }
     match route {
         Route::Healthz => return reply::json(StatusCode::OK, &json!({ "ok": true })),
         Route::Metrics => return admin::metrics_reply(mediator, metrics, access, &parts),
-        Route::Dashboard => return admin::dashboard(mediator, &parts, &mut seen.sender).await,
+        Route::Dashboard => {
+            return console::root(mediator, console, &parts, &mut seen.sender).await
+        }
+        Route::Console(rest) => {
+            let limits = mediator.limits();
+            return match read_body(limits.max_body, limits.deadline, body).await {
+                Ok(body) => {
+                    console::handle(mediator, console, &parts, &body, rest, &mut seen.sender).await
+                }
+                Err(response) => response,
+            };
+        }
         Route::Ping | Route::Readyz => return admin::ready(mediator, &parts).await,
         Route::Token => return admin::token(mediator, &parts, &mut seen.sender),
         Route::NotFound => {
@@ -210,6 +222,7 @@ where
         | Route::Token
         | Route::Metrics
         | Route::Dashboard
+        | Route::Console(_)
         | Route::NotFound => reply::error_status(
             StatusCode::NOT_FOUND,
             &format!("no route for {path}"),

@@ -33,6 +33,8 @@ pub(super) enum Route<'a> {
     Readyz,
     Metrics,
     Dashboard,
+    /// `/console/...`, with the rest of the path.
+    Console(&'a str),
     NotFound,
 }
 
@@ -46,9 +48,10 @@ impl Route<'_> {
             Route::Forward { fan: Fan::One, .. } => RouteLabel::One,
             Route::Forward { fan: Fan::Any, .. } => RouteLabel::Any,
             Route::Forward { fan: Fan::Many, .. } => RouteLabel::Many,
-            Route::AdminClusters(_) | Route::AdminCluster(_) | Route::Dashboard => {
-                RouteLabel::Admin
-            }
+            Route::AdminClusters(_)
+            | Route::AdminCluster(_)
+            | Route::Dashboard
+            | Route::Console(_) => RouteLabel::Admin,
             Route::Token => RouteLabel::Token,
             Route::Ping | Route::Healthz | Route::Readyz | Route::Metrics | Route::NotFound => {
                 RouteLabel::Other
@@ -145,6 +148,10 @@ pub(super) fn parse_route(path: &str) -> Route<'_> {
                 _ => Route::NotFound,
             }
         }
+        "console" => match tail {
+            Some(rest) if !rest.is_empty() => Route::Console(rest),
+            _ => Route::NotFound,
+        },
         "token" if bare(tail) => Route::Token,
         "ping" if bare(tail) => Route::Ping,
         "healthz" if bare(tail) => Route::Healthz,
@@ -194,6 +201,11 @@ mod tests {
         assert_eq!(parse_route("/register/x"), Route::NotFound);
         assert_eq!(parse_route("/"), Route::Dashboard);
         assert_eq!(parse_route("/metrics"), Route::Metrics);
+        assert_eq!(
+            parse_route("/console/api/state"),
+            Route::Console("api/state")
+        );
+        assert_eq!(parse_route("/console/"), Route::NotFound);
         assert_eq!(parse_route("/metrics/"), Route::Metrics);
         assert_eq!(parse_route("//"), Route::NotFound);
     }

@@ -1,0 +1,985 @@
+//! The operator's console at `/`: a sign-in page, then a page that lists
+//! the nodes with their health and traffic, charts each group's last 15
+//! minutes, and carries the operator's actions (deregister a node, mint a
+//! token, send a sealed test request).
+//!
+//! Everything it shows is served from the binary (`include_str!`): one
+//! HTML page per state, one stylesheet, one script; nothing is loaded from
+//! elsewhere, and the content security policy says so.
+//!
+//! # Who may use it
+//!
+//! Signing in with the operator password or an admin token (as the
+//! mediator's `Authenticate` policy judges them; failures count in the
+//! login backoff) opens a session: a random 256-bit id in an `HttpOnly`,
+//! `SameSite=Strict` cookie (`Secure` over TLS) that lasts 12 hours, or
+//! less when the token runs out first. The cookie is accepted only on `/`
+//! and under `/console/`. Reads take the session, a bearer token or a Basic
+//! login; state-changing requests (`POST`) take a session together with its
+//! anti-forgery token in `x-csrf-token`, or a bearer token (which browsers
+//! never attach by themselves) — never a Basic login, which they do.
+//!
+//! # Routes
+//!
+//! | route | answer |
+//! |---|---|
+//! | `GET /` | the console for an admin; the sign-in page (`401`) otherwise |
+//! | `GET /console/console.css`, `/console/console.js` | the page's assets |
+//! | `POST /console/sign-in` | form `password` or `token`: `303` to `/` with the cookie; the sign-in page with `401`, `403` or `429` |
+//! | `POST /console/sign-out` | ends the session server-side and clears the cookie |
+//! | `GET /console/api/session` | `{"csrf", "sender", "expires", "by"}` |
+//! | `GET /console/api/state[?group=g]` | nodes with health and traffic, per-group series |
+//! | `GET /console/api/nodes/:id` | one node's details |
+//! | `POST /console/api/nodes/:id/deregister` | `{"affected": 1}`, `404` when unknown |
+//! | `POST /console/api/token` | `{"node"?, "scope"?, "admin"?, "ttl_s"?}` → `{"token", "exp"}` |
+//! | `POST /console/api/send` | `{"target", "path", "body"}` (base64 of a sealed payload) → the reply or the broadcast's entries and summary |
+
+// Refusals travel as `Err(ready reply)`, as in the other routes: one is
+// built at most once per request, so its size costs nothing worth boxing.
+#![allow(clippy::result_large_err)]
+
+mod session;
+
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::request::Parts;
+use http::{Method, Response, StatusCode};
+use http_body_util::Full;
+use mediator_core::auth::{Claims, Identity};
+use mediator_core::model::validate_name;
+use mediator_core::record::{SeriesPoint, SERIES_STEP};
+use mediator_core::AuthError;
+use mediator_core::{
+    Credentials, Envelope, Error, Fault, Mediator, Node, NodeId, NodeKey, Routed, Target, Timestamp,
+};
+use serde_json::{json, Map, Value};
+
+use super::credentials::{self, Credential};
+use super::entity;
+use super::reply::{self, add_common_headers, HttpResponse};
+use super::service::RemoteAddr;
+use super::throttle::LoginThrottle;
+pub(crate) use session::Sessions;
+use session::{Session, COOKIE};
+
+const SIGN_IN_HTML: &str = include_str!("assets/sign-in.html");
+const CONSOLE_HTML: &str = include_str!("assets/console.html");
+const CONSOLE_CSS: &str = include_str!("assets/console.css");
+const CONSOLE_JS: &str = include_str!("assets/console.js");
+
+/// Scripts and styles only from the mediator itself, requests only back to
+/// it, no frames: nothing the page shows can pull in anything else.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+                   img-src 'self' data:; connect-src 'self'; form-action 'self'; \
+                   base-uri 'none'; frame-ancestors 'none'";
+
+/// The header that carries a session's anti-forgery token.
+const CSRF_HEADER: &str = "x-csrf-token";
+
+/// The most nodes one state answer lists.
+const MAX_LISTED: usize = 1_000;
+
+/// The most groups one state answer charts.
+const MAX_CHARTED: usize = 24;
+
+/// The longest-lived token the console mints: 30 days.
+const MAX_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+
+/// What the console needs besides the mediator.
+#[derive(Clone, Copy)]
+pub(crate) struct ConsoleCx<'a> {
+    pub(crate) sessions: &'a Sessions,
+    pub(crate) logins: &'a LoginThrottle,
+    /// Whether the service is reached over TLS, so cookies are `Secure`.
+    pub(crate) secure: bool,
+}
+
+/// Who is using the console.
+enum Caller {
+    /// A signed-in operator.
+    Session(std::sync::Arc<Session>),
+    /// A token in the request's head.
+    Token(Identity),
+    /// A Basic login in the request's head.
+    Basic(Identity),
+}
+
+impl Caller {
+    fn identity(&self) -> &Identity {
+        match self {
+            Caller::Session(session) => &session.identity,
+            Caller::Token(identity) | Caller::Basic(identity) => identity,
+        }
+    }
+}
+
+/// `GET /`: the console for an admin; the sign-in page for anyone else.
+pub(crate) async fn root(
+    mediator: &Mediator,
+    cx: ConsoleCx<'_>,
+    parts: &Parts,
+    seen: &mut Option<Identity>,
+) -> HttpResponse {
+    match caller(mediator, cx, parts) {
+        Ok(Some(caller)) => {
+            *seen = Some(caller.identity().clone());
+            console_page(mediator).await
+        }
+        Ok(None) => sign_in_page(StatusCode::UNAUTHORIZED, At::Root, None),
+        Err(Error::Unauthorized(AuthError::Refused(why))) => {
+            sign_in_page(StatusCode::UNAUTHORIZED, At::Root, Some(&why))
+        }
+        Err(e @ Error::Unauthorized(_)) => {
+            sign_in_page(StatusCode::UNAUTHORIZED, At::Root, Some(&e.to_string()))
+        }
+        Err(e) => reply::error(&e),
+    }
+}
+
+/// Everything under `/console/`; `rest` is the path after it.
+pub(crate) async fn handle(
+    mediator: &Mediator,
+    cx: ConsoleCx<'_>,
+    parts: &Parts,
+    body: &Bytes,
+    rest: &str,
+    seen: &mut Option<Identity>,
+) -> HttpResponse {
+    let method = &parts.method;
+    let segments: Vec<&str> = rest.split('/').collect();
+    match (method, segments.as_slice()) {
+        (&Method::GET, ["console.css"]) => asset("text/css; charset=utf-8", CONSOLE_CSS),
+        (&Method::GET, ["console.js"]) => asset("text/javascript; charset=utf-8", CONSOLE_JS),
+        (&Method::POST, ["sign-in"]) => sign_in(mediator, cx, parts, body, seen),
+        (&Method::POST, ["sign-out"]) => sign_out(mediator, cx, parts, seen),
+        (&Method::GET, ["api", "session"]) => with_reader(mediator, cx, parts, seen, |caller| {
+            let (csrf, expires, by) = match caller {
+                Caller::Session(s) => (
+                    Value::from(s.csrf.as_str()),
+                    Value::from(s.expires_at.as_millis()),
+                    if s.by_password { "password" } else { "token" },
+                ),
+                Caller::Token(i) => (Value::Null, Value::from(i.expires.as_millis()), "bearer"),
+                Caller::Basic(_) => (Value::Null, Value::Null, "basic"),
+            };
+            reply::json(
+                StatusCode::OK,
+                &json!({
+                    "csrf": csrf,
+                    "sender": sender_of(caller.identity()),
+                    "expires": expires,
+                    "by": by,
+                    "instance": mediator.instance_id(),
+                }),
+            )
+        }),
+        (&Method::GET, ["api", "state"]) => match reader(mediator, cx, parts, seen) {
+            Ok(_) => {
+                let group = query_param(parts, "group");
+                match state(mediator, group.as_deref()).await {
+                    Ok(state) => reply::json(StatusCode::OK, &state),
+                    Err(e) => reply::error(&e),
+                }
+            }
+            Err(response) => response,
+        },
+        (&Method::GET, ["api", "nodes", id]) => match reader(mediator, cx, parts, seen) {
+            Ok(_) => node_details(mediator, id).await,
+            Err(response) => response,
+        },
+        (&Method::POST, ["api", "nodes", id, "deregister"]) => {
+            match writer(mediator, cx, parts, seen) {
+                Ok(identity) => deregister(mediator, &identity, id).await,
+                Err(response) => response,
+            }
+        }
+        (&Method::POST, ["api", "token"]) => match writer(mediator, cx, parts, seen) {
+            Ok(_) => mint(mediator, body),
+            Err(response) => response,
+        },
+        (&Method::POST, ["api", "send"]) => match writer(mediator, cx, parts, seen) {
+            Ok(identity) => send(mediator, &identity, body).await,
+            Err(response) => response,
+        },
+        (_, ["console.css" | "console.js" | "sign-in" | "sign-out"])
+        | (_, ["api", "session" | "state" | "token" | "send"])
+        | (_, ["api", "nodes", _] | ["api", "nodes", _, "deregister"]) => reply::error_status(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &format!("{method} is not allowed on /console/{rest}"),
+            "method_not_allowed",
+            Fault::Caller,
+        ),
+        _ => reply::error_status(
+            StatusCode::NOT_FOUND,
+            &format!("no route for /console/{rest}"),
+            "not_found",
+            Fault::Caller,
+        ),
+    }
+}
+
+/// The session id in the request's cookies, if any.
+fn session_id(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            let (name, value) = pair.trim().split_once('=')?;
+            (name == COOKIE && !value.is_empty()).then_some(value)
+        })
+}
+
+/// The caller of a console request: its session if the cookie names a
+/// live one, else the credentials in its head (an admin's only); `None`
+/// when it brings neither.
+fn caller(mediator: &Mediator, cx: ConsoleCx<'_>, parts: &Parts) -> Result<Option<Caller>, Error> {
+    if let Some(session) = session_id(&parts.headers).and_then(|id| cx.sessions.get(id)) {
+        return Ok(Some(Caller::Session(session)));
+    }
+    let Some(credential) = credentials::in_head(&parts.headers, &parts.uri) else {
+        return Ok(None);
+    };
+    let basic = matches!(credential, Credential::Basic(..));
+    let identity = credentials::check(mediator, parts, Some(credential))?;
+    if !identity.admin {
+        return Err(Error::Forbidden("the console needs an admin login".into()));
+    }
+    Ok(Some(if basic {
+        Caller::Basic(identity)
+    } else {
+        Caller::Token(identity)
+    }))
+}
+
+/// The caller of a read: anyone [`caller`] admits.
+/// Who called is noted in `seen`, for the request's log line.
+fn reader(
+    mediator: &Mediator,
+    cx: ConsoleCx<'_>,
+    parts: &Parts,
+    seen: &mut Option<Identity>,
+) -> Result<Caller, HttpResponse> {
+    match caller(mediator, cx, parts) {
+        Ok(Some(caller)) => {
+            *seen = Some(caller.identity().clone());
+            Ok(caller)
+        }
+        Ok(None) => Err(reply::error(&Error::unauthorized(
+            "sign in to the console, or send an admin token",
+        ))),
+        Err(e) => Err(reply::error(&e)),
+    }
+}
+
+fn with_reader(
+    mediator: &Mediator,
+    cx: ConsoleCx<'_>,
+    parts: &Parts,
+    seen: &mut Option<Identity>,
+    answer: impl FnOnce(&Caller) -> HttpResponse,
+) -> HttpResponse {
+    match reader(mediator, cx, parts, seen) {
+        Ok(caller) => answer(&caller),
+        Err(response) => response,
+    }
+}
+
+/// The caller of a state-changing request: a session that proves it is
+/// the page's with its anti-forgery token, or a bearer token.
+fn writer(
+    mediator: &Mediator,
+    cx: ConsoleCx<'_>,
+    parts: &Parts,
+    seen: &mut Option<Identity>,
+) -> Result<Identity, HttpResponse> {
+    match reader(mediator, cx, parts, seen)? {
+        Caller::Session(session) => {
+            let offered = parts
+                .headers
+                .get(CSRF_HEADER)
+                .map(HeaderValue::as_bytes)
+                .unwrap_or_default();
+            if session.csrf_matches(offered) {
+                Ok(session.identity.clone())
+            } else {
+                tracing::warn!("console request without its session's anti-forgery token");
+                Err(reply::error(&Error::Forbidden(
+                    "missing or wrong x-csrf-token for this session".into(),
+                )))
+            }
+        }
+        Caller::Token(identity) => Ok(identity),
+        Caller::Basic(_) => Err(reply::error(&Error::Forbidden(
+            "a browser sends a Basic login by itself, so it cannot change anything here: \
+             sign in to the console or send a bearer token"
+                .into(),
+        ))),
+    }
+}
+
+/// The sender a console request goes out as, which the receiver's AAD
+/// names: the node a verified admin token was minted for, or none (the
+/// operator password and admin tokens without `sub` name no node).
+fn sender_of(identity: &Identity) -> Option<String> {
+    identity
+        .verified
+        .then(|| identity.key.as_ref().map(ToString::to_string))
+        .flatten()
+}
+
+fn query_param(parts: &Parts, name: &str) -> Option<String> {
+    url::form_urlencoded::parse(parts.uri.query()?.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+        .filter(|v| !v.is_empty())
+}
+
+// ---------------------------------------------------------------- pages
+
+fn html(status: StatusCode, body: String) -> HttpResponse {
+    served(status, "text/html; charset=utf-8", Bytes::from(body))
+}
+
+/// A page or asset of the console, with the headers that keep it to itself.
+fn served(status: StatusCode, content_type: &'static str, body: Bytes) -> HttpResponse {
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    secure_headers(headers);
+    response
+}
+
+fn secure_headers(headers: &mut HeaderMap) {
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    add_common_headers(headers);
+}
+
+fn asset(content_type: &'static str, text: &'static str) -> HttpResponse {
+    served(
+        StatusCode::OK,
+        content_type,
+        Bytes::from_static(text.as_bytes()),
+    )
+}
+
+/// Where the page is served from: `/` or `/console/sign-in`.
+#[derive(Clone, Copy)]
+enum At {
+    Root,
+    SignIn,
+}
+
+fn sign_in_page(status: StatusCode, at: At, problem: Option<&str>) -> HttpResponse {
+    let message = problem.map_or_else(String::new, |text| {
+        format!("<p class=\"problem\" role=\"alert\">{}</p>", escape(text))
+    });
+    // Links are relative, so the console works under any prefix it is
+    // mounted at; from /console/sign-in they climb back one level.
+    let root = match at {
+        At::Root => "",
+        At::SignIn => "../",
+    };
+    html(
+        status,
+        SIGN_IN_HTML
+            .replace("{{problem}}", &message)
+            .replace("{{root}}", root),
+    )
+}
+
+async fn console_page(mediator: &Mediator) -> HttpResponse {
+    // The first state rides in the page so it shows at once; the script
+    // then polls for the next ones.
+    let state = match state(mediator, None).await {
+        Ok(state) => state,
+        Err(e) => return reply::error(&e),
+    };
+    let text = serde_json::to_string(&state).unwrap_or_default();
+    // Inside a <script> data block only `<` could end it early.
+    let text = text.replace('<', "\\u003c");
+    html(
+        StatusCode::OK,
+        CONSOLE_HTML
+            .replace("{{state}}", &text)
+            .replace("{{instance}}", &escape(mediator.instance_id())),
+    )
+}
+
+/// Text as HTML element content or a quoted attribute value.
+fn escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => escaped.push_str("&amp;"),
+            '<' => escaped.push_str("&lt;"),
+            '>' => escaped.push_str("&gt;"),
+            '"' => escaped.push_str("&quot;"),
+            '\'' => escaped.push_str("&#39;"),
+            c => escaped.push(c),
+        }
+    }
+    escaped
+}
+
+// ------------------------------------------------------------- sessions
+
+fn cookie(value: &str, max_age: Duration, secure: bool) -> HeaderValue {
+    let text = format!(
+        "{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        max_age.as_secs(),
+        if secure { "; Secure" } else { "" }
+    );
+    // Session ids are base64url, so the value is always a valid header.
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// `POST /console/sign-in`: a form with the operator `password` or an
+/// admin `token`.
+fn sign_in(
+    mediator: &Mediator,
+    cx: ConsoleCx<'_>,
+    parts: &Parts,
+    body: &Bytes,
+    seen: &mut Option<Identity>,
+) -> HttpResponse {
+    let peer = parts
+        .extensions
+        .get::<RemoteAddr>()
+        .map(|RemoteAddr(a)| a.ip());
+    if let Some(wait) = peer.and_then(|ip| cx.logins.wait(ip)) {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let mut response = sign_in_page(
+            StatusCode::TOO_MANY_REQUESTS,
+            At::SignIn,
+            Some(&format!(
+                "too many failed sign-ins from this address; try again in {} s",
+                secs.max(1)
+            )),
+        );
+        if let Ok(value) = HeaderValue::from_str(&secs.max(1).to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        return response;
+    }
+    let form: Map<String, Value> = url::form_urlencoded::parse(body)
+        .map(|(k, v)| (k.into_owned(), Value::from(v.into_owned())))
+        .collect();
+    let field = |name: &str| {
+        form.get(name)
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    let (checked, by_password) = match (field("token"), field("password")) {
+        (Some(token), _) => (mediator.authenticate(&Credentials::Bearer(token)), false),
+        (None, Some(password)) => (
+            mediator.authenticate(&Credentials::Basic {
+                user: "admin",
+                password,
+            }),
+            true,
+        ),
+        (None, None) => {
+            return sign_in_page(
+                StatusCode::BAD_REQUEST,
+                At::SignIn,
+                Some("give the operator password or an admin token"),
+            )
+        }
+    };
+    let identity = match checked {
+        Ok(identity) => identity,
+        Err(e) => {
+            if let Some(ip) = peer {
+                cx.logins.failed(ip);
+            }
+            tracing::warn!(error = %e, "console sign-in refused");
+            let shown = if by_password {
+                "wrong password"
+            } else {
+                "this token is not valid here"
+            };
+            return sign_in_page(StatusCode::UNAUTHORIZED, At::SignIn, Some(shown));
+        }
+    };
+    if let Some(ip) = peer {
+        cx.logins.succeeded(ip);
+    }
+    if !identity.admin {
+        return sign_in_page(
+            StatusCode::FORBIDDEN,
+            At::SignIn,
+            Some("this token has no admin role; the console needs one"),
+        );
+    }
+    let now = mediator.clock().now();
+    *seen = Some(identity.clone());
+    let (id, session) = cx.sessions.open(identity, by_password, now);
+    tracing::info!(
+        by = if by_password { "password" } else { "token" },
+        "console sign-in"
+    );
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::SEE_OTHER;
+    let headers = response.headers_mut();
+    // From /console/sign-in back to the console, wherever it is mounted.
+    headers.insert(header::LOCATION, HeaderValue::from_static("../"));
+    headers.insert(
+        header::SET_COOKIE,
+        cookie(&id, now.until(session.expires_at), cx.secure),
+    );
+    add_common_headers(headers);
+    response
+}
+
+/// `POST /console/sign-out`: ends the session, on the server too.
+fn sign_out(
+    mediator: &Mediator,
+    cx: ConsoleCx<'_>,
+    parts: &Parts,
+    seen: &mut Option<Identity>,
+) -> HttpResponse {
+    let Some(id) = session_id(&parts.headers) else {
+        return reply::error(&Error::unauthorized("no console session to end"));
+    };
+    if let Err(response) = writer(mediator, cx, parts, seen) {
+        return response;
+    }
+    cx.sessions.close(id);
+    tracing::info!("console sign-out");
+    let mut response = reply::json(StatusCode::OK, &json!({ "signed_out": true }));
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, cookie("", Duration::ZERO, cx.secure));
+    response
+}
+
+// ----------------------------------------------------------------- state
+
+/// One node as the console lists it.
+fn node_json(mediator: &Mediator, node: &Node, now: Timestamp) -> Value {
+    let stats = mediator.delivery_stats().node(&node.key);
+    let heard = node.updated.unwrap_or(node.created);
+    let last_seen = stats
+        .as_ref()
+        .and_then(|s| s.last_answer)
+        .map_or(heard, |answer| answer.max(heard));
+    let health = stats.as_ref().map_or("unknown", |s| s.health().label());
+    let recent: Vec<&str> = stats
+        .as_ref()
+        .map(|s| s.recent.iter().map(|o| o.label()).collect())
+        .unwrap_or_default();
+    json!({
+        "id": node.id.0,
+        "key": node.key.to_string(),
+        "group": node.key.group(),
+        "name": node.key.name(),
+        "transport": node.endpoint.scheme(),
+        "endpoint": node.endpoint.to_string(),
+        "lease_until": node.lease_until.as_millis(),
+        "lease_left_s": now.until(node.lease_until).as_secs(),
+        "last_seen": last_seen.as_millis(),
+        "last_delivery": stats.as_ref().and_then(|s| s.last_delivery).map(Timestamp::as_millis),
+        "in_flight": mediator.routes().in_flight(&node.key).unwrap_or(0),
+        "requests": stats.as_ref().map_or(0, |s| s.requests),
+        "errors": stats.as_ref().map_or(0, |s| s.errors),
+        "health": health,
+        "recent": recent,
+    })
+}
+
+fn millis(d: Option<Duration>) -> Value {
+    d.map_or(Value::Null, |d| {
+        Value::from(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    })
+}
+
+/// A group's series as columns: requests per second, error rate, p99.
+fn series_json(points: &[SeriesPoint]) -> Value {
+    let step = SERIES_STEP.as_secs_f64();
+    // Counts are far below 2^52: the floats are exact.
+    #[allow(clippy::cast_precision_loss)]
+    let rps: Vec<f64> = points.iter().map(|p| p.requests as f64 / step).collect();
+    #[allow(clippy::cast_precision_loss)]
+    let error_rate: Vec<Value> = points
+        .iter()
+        .map(|p| {
+            if p.requests == 0 {
+                Value::Null
+            } else {
+                Value::from(p.errors as f64 / p.requests as f64)
+            }
+        })
+        .collect();
+    let p99: Vec<Value> = points.iter().map(|p| millis(p.p99)).collect();
+    json!({
+        "start": points.first().map(|p| p.start.as_millis()),
+        "step_s": SERIES_STEP.as_secs(),
+        "rps": rps,
+        "error_rate": error_rate,
+        "p99_ms": p99,
+        "requests": points.iter().map(|p| p.requests).sum::<u64>(),
+        "errors": points.iter().map(|p| p.errors).sum::<u64>(),
+    })
+}
+
+/// The console's view: the nodes (of `group`, or all, at most
+/// [`MAX_LISTED`]) and the series of the busiest groups.
+async fn state(mediator: &Mediator, group: Option<&str>) -> Result<Value, Error> {
+    if let Some(group) = group {
+        validate_name("group", group)?;
+    }
+    let now = mediator.clock().now();
+    let mut nodes = mediator
+        .nodes_page(group, None, MAX_LISTED.saturating_add(1))
+        .await?;
+    let truncated = nodes.len() > MAX_LISTED;
+    nodes.truncate(MAX_LISTED);
+    let listed: Vec<Value> = nodes.iter().map(|n| node_json(mediator, n, now)).collect();
+    let stats = mediator.delivery_stats();
+    let totals = stats.snapshot();
+    let mut groups: Vec<(String, u64)> = match group {
+        Some(group) => vec![(group.to_owned(), 0)],
+        None => {
+            let mut names: Vec<String> = nodes.iter().map(|n| n.key.group().to_owned()).collect();
+            names.extend(totals.keys().cloned());
+            names.sort();
+            names.dedup();
+            names
+                .into_iter()
+                .map(|g| {
+                    let total = totals.get(&g).map_or(0, |t| t.total());
+                    (g, total)
+                })
+                .collect()
+        }
+    };
+    // The busiest first, then by name, so the charts do not jump around.
+    groups.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let charted: Vec<Value> = groups
+        .iter()
+        .take(MAX_CHARTED)
+        .map(|(name, _)| {
+            let members = nodes.iter().filter(|n| n.key.group() == name).count();
+            let series = stats.series(name).map_or(Value::Null, |s| series_json(&s));
+            json!({ "group": name, "nodes": members, "series": series })
+        })
+        .collect();
+    Ok(json!({
+        "instance": mediator.instance_id(),
+        "now": now.as_millis(),
+        "nodes": listed,
+        "truncated": truncated,
+        "groups": charted,
+        "more_groups": groups.len().saturating_sub(MAX_CHARTED),
+    }))
+}
+
+fn parse_id(id: &str) -> Result<NodeId, Error> {
+    id.parse::<u64>()
+        .map(NodeId)
+        .map_err(|_| Error::invalid("id", "must be a registration id"))
+}
+
+fn unknown_node(id: &str) -> HttpResponse {
+    reply::error_status(
+        StatusCode::NOT_FOUND,
+        &format!("no node is registered under id {id}"),
+        "unknown_target",
+        Fault::Caller,
+    )
+}
+
+async fn node_details(mediator: &Mediator, id: &str) -> HttpResponse {
+    let id_num = match parse_id(id) {
+        Ok(n) => n,
+        Err(e) => return reply::error(&e),
+    };
+    let node = match mediator.registry().get_by_id(id_num).await {
+        Ok(Some(node)) => node,
+        Ok(None) => return unknown_node(id),
+        Err(e) => return reply::error(&Error::from(e)),
+    };
+    let now = mediator.clock().now();
+    let series = mediator
+        .delivery_stats()
+        .series(node.key.group())
+        .map_or(Value::Null, |s| series_json(&s));
+    reply::json(
+        StatusCode::OK,
+        &json!({
+            "node": node_json(mediator, &node, now),
+            "row": entity::row(&node, None),
+            "meta": node.meta,
+            "created": node.created.as_millis(),
+            "updated": node.updated.map(Timestamp::as_millis),
+            "group_series": series,
+        }),
+    )
+}
+
+// --------------------------------------------------------------- actions
+
+async fn deregister(mediator: &Mediator, identity: &Identity, id: &str) -> HttpResponse {
+    let id_num = match parse_id(id) {
+        Ok(n) => n,
+        Err(e) => return reply::error(&e),
+    };
+    match mediator.remove(identity, id_num).await {
+        Ok(0) => unknown_node(id),
+        Ok(affected) => {
+            tracing::info!(id = %id_num, "node deregistered from the console");
+            reply::json(StatusCode::OK, &json!({ "affected": affected }))
+        }
+        Err(e) => reply::error(&e),
+    }
+}
+
+fn json_body(body: &[u8]) -> Result<Map<String, Value>, Error> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(Error::invalid("body", "must be a JSON object")),
+        Err(e) => Err(Error::invalid("body", format!("must be JSON: {e}"))),
+    }
+}
+
+fn text_field<'a>(
+    map: &'a Map<String, Value>,
+    name: &'static str,
+) -> Result<Option<&'a str>, Error> {
+    match map.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.trim())),
+        Some(_) => Err(Error::invalid(name, "must be a string")),
+    }
+}
+
+/// `POST /console/api/token`: a token minted with the mediator's key.
+fn mint(mediator: &Mediator, body: &[u8]) -> HttpResponse {
+    match mint_claims(mediator, body) {
+        Ok(claims) => {
+            let Some(minter) = mediator.minter() else {
+                return reply::error(&Error::Forbidden(
+                    "this mediator holds a verify-only key and cannot mint tokens".into(),
+                ));
+            };
+            match minter.mint(&claims) {
+                Ok(token) => {
+                    tracing::info!(
+                        sub = claims.sub.as_deref().unwrap_or("-"),
+                        scope = ?claims.scope,
+                        exp = claims.exp,
+                        "token minted from the console"
+                    );
+                    reply::json(
+                        StatusCode::OK,
+                        &json!({ "token": token, "exp": claims.exp, "sub": claims.sub, "scope": claims.scope }),
+                    )
+                }
+                Err(e) => reply::error(&Error::from(e)),
+            }
+        }
+        Err(e) => reply::error(&e),
+    }
+}
+
+fn mint_claims(mediator: &Mediator, body: &[u8]) -> Result<Claims, Error> {
+    let map = json_body(body)?;
+    let node = text_field(&map, "node")?
+        .map(str::parse::<NodeKey>)
+        .transpose()?;
+    let admin = match map.get("admin") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(Error::invalid("admin", "must be true or false")),
+    };
+    let mut scope = Vec::new();
+    for group in text_field(&map, "scope")?
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        validate_name("scope", group)?;
+        scope.push(group.to_owned());
+    }
+    let ttl =
+        match map.get("ttl_s") {
+            None | Some(Value::Null) => Duration::from_secs(3600),
+            Some(v) => Duration::from_secs(v.as_u64().filter(|s| *s > 0).ok_or_else(|| {
+                Error::invalid("ttl_s", "must be a whole number of seconds above 0")
+            })?),
+        };
+    if ttl > MAX_TOKEN_TTL {
+        return Err(Error::invalid(
+            "ttl_s",
+            format!("must be at most {} seconds", MAX_TOKEN_TTL.as_secs()),
+        ));
+    }
+    if admin {
+        scope.push("admin".to_owned());
+    }
+    let now = mediator.clock().now();
+    match node {
+        Some(key) => {
+            let claims = Claims::node(&key, now, ttl);
+            Ok(if scope.is_empty() {
+                claims
+            } else {
+                claims.with_scope(scope)
+            })
+        }
+        None if scope.is_empty() => Err(Error::invalid(
+            "node",
+            "a token names a node, a scope of groups, or the admin role",
+        )),
+        None => Ok(Claims::admin(now, ttl).with_scope(scope)),
+    }
+}
+
+/// `POST /console/api/send`: routes a payload the page sealed, as the
+/// signed-in caller, and answers with what came back (bodies in base64,
+/// for the page to open).
+async fn send(mediator: &Mediator, identity: &Identity, body: &[u8]) -> HttpResponse {
+    let request = match send_request(body) {
+        Ok(request) => request,
+        Err(e) => return reply::error(&e),
+    };
+    let (target, path, payload, budget) = request;
+    let envelope = Envelope::new(target, path, payload);
+    match mediator.route(identity, envelope, budget).await {
+        Ok(Routed::One { node, reply }) => reply::json(
+            StatusCode::OK,
+            &json!({
+                "kind": "one",
+                "node": node.to_string(),
+                "status": reply.status.as_u16(),
+                "body": STANDARD.encode(&reply.body),
+            }),
+        ),
+        Ok(Routed::Many(broadcast)) => {
+            let entries: Vec<Value> = broadcast
+                .results
+                .iter()
+                .map(|r| match &r.outcome {
+                    Ok(reply) => json!({
+                        "node": r.node.to_string(),
+                        "status": reply.status.as_u16(),
+                        "body": STANDARD.encode(&reply.body),
+                    }),
+                    Err(e) => json!({
+                        "node": r.node.to_string(),
+                        "error": reply::error_body(&e.to_string(), e.kind(), e.fault()),
+                    }),
+                })
+                .collect();
+            reply::json(
+                StatusCode::OK,
+                &json!({ "kind": "many", "summary": broadcast.summary, "entries": entries }),
+            )
+        }
+        Ok(_) => reply::error(&Error::Config(
+            "the router answered in a shape the console does not know".into(),
+        )),
+        Err(e) => reply::error(&e),
+    }
+}
+
+type SendRequest = (Target, String, Bytes, Option<Duration>);
+
+fn send_request(body: &[u8]) -> Result<SendRequest, Error> {
+    let map = json_body(body)?;
+    let written = text_field(&map, "target")?
+        .ok_or_else(|| Error::invalid("target", "missing: g/n, g/, g/* or g/?"))?;
+    let target: Target = written.parse()?;
+    // The page sealed for the target as written; the node opens for the
+    // target as the mediator writes it. They must be the same text.
+    if target.to_string() != written {
+        return Err(Error::invalid(
+            "target",
+            format!("write it as {target}, the form the node checks the seal against"),
+        ));
+    }
+    let path = text_field(&map, "path")?.unwrap_or("/");
+    if !path.starts_with('/') || path.len() > 2048 || path.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            "path",
+            "must start with / and be at most 2048 printable characters",
+        ));
+    }
+    let payload = STANDARD
+        .decode(text_field(&map, "body")?.unwrap_or(""))
+        .map_err(|e| Error::invalid("body", format!("must be base64 ({e})")))?;
+    let budget = match map.get("timeout_ms") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(Duration::from_millis(
+            v.as_u64()
+                .filter(|ms| *ms > 0)
+                .ok_or_else(|| Error::invalid("timeout_ms", "must be a whole number above 0"))?,
+        )),
+    };
+    Ok((target, path.to_owned(), Bytes::from(payload), budget))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markup_in_values_is_escaped() {
+        assert_eq!(
+            escape("<a href='x'>&\"</a>"),
+            "&lt;a href=&#39;x&#39;&gt;&amp;&quot;&lt;/a&gt;"
+        );
+    }
+
+    #[test]
+    fn the_session_cookie_is_found_among_others() {
+        let mut headers = HeaderMap::new();
+        headers.append(header::COOKIE, HeaderValue::from_static("a=1; b=2"));
+        assert_eq!(session_id(&headers), None);
+        headers.append(
+            header::COOKIE,
+            HeaderValue::from_static("x=y; mediator_session=abc ; z=1"),
+        );
+        assert_eq!(session_id(&headers), Some("abc"));
+    }
+
+    #[test]
+    fn send_requests_are_checked_before_routing() {
+        let ok = send_request(br#"{"target":"g/n","path":"/p","body":"AAE="}"#).unwrap();
+        assert_eq!(ok.0.to_string(), "g/n");
+        assert_eq!(&ok.2[..], &[0, 1]);
+        for bad in [
+            r#"{"path":"/p"}"#,
+            r#"{"target":"g","body":""}"#,
+            r#"{"target":"g/n","path":"p"}"#,
+            r#"{"target":"g/n","body":"***"}"#,
+            r#"{"target":"g/n","timeout_ms":0}"#,
+            "[]",
+        ] {
+            let e = send_request(bad.as_bytes()).unwrap_err();
+            assert_eq!(e.status(), 400, "{bad}: {e}");
+        }
+    }
+}
