@@ -52,7 +52,8 @@ pub(crate) struct Args {
     pub(crate) workloads: Vec<String>,
     /// Paths to measure, comma-separated [default: all]: direct, nginx,
     /// nats, mediator-h1, mediator-h1-quiet (the mediator with
-    /// RUST_LOG=warn), mediator-h2, mediator-quic.
+    /// RUST_LOG=warn), baseline-h1 (the --baseline build), mediator-h2,
+    /// mediator-quic.
     #[arg(long, value_delimiter = ',')]
     pub(crate) paths: Vec<String>,
     /// Print JSON instead of the table.
@@ -61,6 +62,10 @@ pub(crate) struct Args {
     /// The `mediator` binary [default: the one beside this executable].
     #[arg(long)]
     pub(crate) mediator: Option<PathBuf>,
+    /// Another build of `mediator` (an earlier one) measured beside this
+    /// one as path baseline-h1, for before/after figures from one run.
+    #[arg(long)]
+    pub(crate) baseline: Option<PathBuf>,
     /// The nginx binary; the nginx path is skipped when it is not found.
     #[arg(long, default_value = "nginx")]
     pub(crate) nginx: String,

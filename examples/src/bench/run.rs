@@ -41,6 +41,7 @@ const PATHS: &[&str] = &[
     "nats",
     "mediator-h1",
     "mediator-h1-quiet",
+    "baseline-h1",
     "mediator-h2",
     "mediator-quic",
 ];
@@ -251,6 +252,7 @@ impl Bench<'_> {
             && paths.iter().any(|p| p.starts_with("mediator"));
         let mut shared = None;
         let mut quiet = None;
+        let mut baseline = None;
         let mut quic_echo = None;
         let mut nginx = None;
         let mut nats = None;
@@ -270,6 +272,22 @@ impl Bench<'_> {
             self.register(&mediator, &[self.echo_registration("bench", "echo", 0)])
                 .await?;
             quiet = Some(mediator);
+        }
+        if unicast && paths.contains(&"baseline-h1") {
+            match self.args.baseline.clone() {
+                Some(binary) => {
+                    let mediator = self
+                        .start_mediator_from(&binary, "memory", false, false)
+                        .await?;
+                    self.register(&mediator, &[self.echo_registration("bench", "echo", 0)])
+                        .await?;
+                    baseline = Some(mediator);
+                }
+                None if !self.args.paths.is_empty() => {
+                    self.skip("baseline-h1", "no --baseline binary was given");
+                }
+                None => {}
+            }
         }
         if unicast && paths.contains(&"nginx") {
             match self.start_nginx().await {
@@ -295,6 +313,7 @@ impl Bench<'_> {
                         paths,
                         shared.as_ref(),
                         quiet.as_ref(),
+                        baseline.as_ref(),
                         nginx.as_ref(),
                         nats.as_ref(),
                     )
@@ -320,7 +339,7 @@ impl Bench<'_> {
         if let Some(proc) = quic_echo {
             proc.stop().await;
         }
-        for mediator in [shared, quiet].into_iter().flatten() {
+        for mediator in [shared, quiet, baseline].into_iter().flatten() {
             mediator.proc.stop().await;
         }
         if let Some((proc, _)) = nginx {
@@ -341,6 +360,17 @@ impl Bench<'_> {
         quiet: bool,
     ) -> Result<Mediator, String> {
         let binary = procs::mediator_binary(self.args.mediator.as_deref())?;
+        self.start_mediator_from(&binary, store, quic, quiet).await
+    }
+
+    /// [`Self::start_mediator`] with another build of the binary.
+    async fn start_mediator_from(
+        &self,
+        binary: &Path,
+        store: &str,
+        quic: bool,
+        quiet: bool,
+    ) -> Result<Mediator, String> {
         let mut command = Command::new(binary);
         command
             .arg("serve")
@@ -593,6 +623,7 @@ impl Bench<'_> {
         paths: &[&str],
         shared: Option<&Mediator>,
         quiet: Option<&Mediator>,
+        baseline: Option<&Mediator>,
         nginx: Option<&(Proc, SocketAddr)>,
         nats: Option<&(Proc, String)>,
     ) -> Result<(), String> {
@@ -639,11 +670,11 @@ impl Bench<'_> {
                     }
                     None => continue,
                 },
-                "mediator-h1" | "mediator-h1-quiet" => {
-                    let mediator = if *path == "mediator-h1" {
-                        shared
-                    } else {
-                        quiet
+                "mediator-h1" | "mediator-h1-quiet" | "baseline-h1" => {
+                    let mediator = match *path {
+                        "mediator-h1" => shared,
+                        "mediator-h1-quiet" => quiet,
+                        _ => baseline,
                     };
                     let Some(mediator) = mediator else { continue };
                     let links = self.caller_links(mediator.addr, in_flight)?;
