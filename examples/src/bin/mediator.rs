@@ -19,6 +19,12 @@ use mediator_examples::CliError;
 use mediator_transport_http::{HttpDelivery, HttpListener, MediatorService, NodeClient, TlsConfig};
 use mediator_transport_quic::{QuicListener, QuicNodeClient, ServerTls};
 
+/// Requests allocate many small, short-lived buffers on every worker
+/// thread; mimalloc's per-thread free lists serve them without the global
+/// allocator's locking (see BENCHMARKS.md for what it bought).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "mediator",
