@@ -11,6 +11,7 @@ pub mod channel;
 pub mod config;
 pub mod custom_store;
 pub mod demo;
+pub mod log_writer;
 pub mod scaffold;
 pub mod secret;
 pub mod store;

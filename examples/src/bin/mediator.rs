@@ -204,11 +204,13 @@ impl SecretArgs {
 fn main() -> ExitCode {
     // A .env file configures like the environment, without overriding it.
     let _ = dotenvy::dotenv();
+    // Held until the end of main: dropping it writes the lines still queued.
+    let (writer, _log_writer) = mediator_examples::log_writer::stderr();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .init();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
