@@ -334,6 +334,7 @@ impl MediatorBuilder {
         }
         let mut delivers = Deliverers::default();
         for deliver in self.delivers {
+            deliver.use_endpoint_policy(&self.endpoints);
             delivers.add(deliver)?;
         }
         if limits.max_in_flight == 0 || limits.max_in_flight_per_caller == 0 {
@@ -473,6 +474,7 @@ impl Mediator {
     /// the mediator does, such as QUIC attachments); refuses one that
     /// claims a scheme already served.
     pub fn add_deliver(&self, deliver: impl Deliver) -> Result<()> {
+        deliver.use_endpoint_policy(&self.inner.endpoints);
         self.inner.default_router.add_deliver(Arc::new(deliver))
     }
 

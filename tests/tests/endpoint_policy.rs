@@ -67,3 +67,76 @@ async fn an_operator_denies_loopback_and_allows_only_some_networks() {
     let answer = register(&hub, "http://10.1.2.3:9000").await;
     assert_eq!(answer.status, 200, "{}", answer.text());
 }
+
+/// Sends one unicast request to `users/api` as another node.
+async fn call_api(hub: &Hub) -> Answer {
+    hub.call_as(
+        "POST",
+        "/one/users/api/hello",
+        &hub.token_for("users/caller"),
+        "hi",
+    )
+    .await
+}
+
+/// The message of a delivery refused before anything was sent.
+fn refused(answer: &Answer) -> String {
+    let error = assert_error(answer, 502, "node_unreachable", "node");
+    error["error"].as_str().expect("a message").to_owned()
+}
+
+/// Whether the first connection `listener` accepts is one made now, by this
+/// test: a connection the mediator had opened earlier would be ahead of it
+/// in the accept queue.
+async fn nothing_connected_before(listener: &tokio::net::TcpListener) -> bool {
+    let probe = tokio::net::TcpStream::connect(listener.local_addr().expect("an address"))
+        .await
+        .expect("connect to the listener");
+    let (_, from) = listener.accept().await.expect("accept");
+    from == probe.local_addr().expect("the probe's address")
+}
+
+#[tokio::test]
+async fn a_name_resolving_only_to_denied_addresses_is_never_called() {
+    let policy = EndpointPolicy::default()
+        .deny("127.0.0.0/8".parse().expect("a network"))
+        .deny("::1/128".parse().expect("a network"));
+    let hub = Hub::config().endpoint_policy(policy).start().await;
+    let node = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = node.local_addr().expect("an address").port();
+    // A host name passes registration: what it resolves to is judged later.
+    hub.register("users/api", &format!("http://localhost:{port}"))
+        .await;
+
+    let message = refused(&call_api(&hub).await);
+    assert!(message.contains("localhost"), "{message}");
+    assert!(message.contains("127.0.0.0/8"), "{message}");
+    assert!(
+        nothing_connected_before(&node).await,
+        "the mediator connected to a denied address"
+    );
+}
+
+#[tokio::test]
+async fn an_allowed_name_is_called_and_the_mediator_itself_is_not() {
+    // Where localhost also resolves to ::1, where the hub does not listen,
+    // that address is denied so that the refusal below is the hub's own.
+    let policy = EndpointPolicy::default().deny("::1/128".parse().expect("a network"));
+    let hub = Hub::config().endpoint_policy(policy).start().await;
+    let echo = EchoNode::start("api").await;
+    let port = echo.url.rsplit(':').next().expect("a port");
+    hub.register("users/api", &format!("http://localhost:{port}"))
+        .await;
+    let answer = call_api(&hub).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(echo.count(), 1);
+
+    // The mediator's own listener, spelled as a name, is refused too.
+    let own = hub.socket().port();
+    hub.register("users/api", &format!("http://localhost:{own}"))
+        .await;
+    let message = refused(&call_api(&hub).await);
+    assert!(message.contains("the mediator itself"), "{message}");
+}

@@ -1,19 +1,27 @@
 //! Delivery to nodes that registered an HTTP callback URL.
 
 use std::error::Error as StdError;
-use std::sync::Arc;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Uri};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::dns::{GaiResolver, Name};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use mediator_core::policy::EndpointPolicy;
 use mediator_core::{
     async_trait, Deadline, Deliver, DeliverError, Envelope, Limits, Node, Reply, RequestContext,
 };
+use tokio::net::TcpStream;
+use tower_service::Service;
 
 use crate::error::HttpError;
 use crate::headers::{
@@ -137,6 +145,13 @@ impl HttpDeliveryConfig {
 /// any failure after that is [`DeliverError::failed`]. The router enforces the
 /// deadline around the whole exchange.
 ///
+/// It connects only where the mediator's [`EndpointPolicy`] allows, which
+/// the mediator hands it ([`Deliver::use_endpoint_policy`]; until then
+/// [`EndpointPolicy::default`]): the addresses a host name resolves to are
+/// judged when a connection is made, those refused are dropped, and when
+/// none is left the delivery fails as unreachable, naming the host and the
+/// rule, without a connection being opened.
+///
 /// ```
 /// use mediator_core::{Authenticator, Mediator, MemoryRegistry};
 /// use mediator_transport_http::HttpDelivery;
@@ -150,8 +165,9 @@ impl HttpDeliveryConfig {
 /// ```
 #[derive(Clone)]
 pub struct HttpDelivery {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: Client<HttpsConnector<PolicyConnector>, Full<Bytes>>,
     max_reply_body: usize,
+    policy: Arc<RwLock<EndpointPolicy>>,
 }
 
 impl std::fmt::Debug for HttpDelivery {
@@ -171,11 +187,11 @@ impl Default for HttpDelivery {
 impl HttpDelivery {
     /// A deliverer with the given connection settings.
     pub fn with_config(config: HttpDeliveryConfig) -> Self {
-        let mut http = HttpConnector::new();
-        // The TLS layer wraps this connector, so it must accept https URLs.
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(config.connect_timeout));
-        http.set_nodelay(true);
+        let policy = Arc::new(RwLock::new(EndpointPolicy::default()));
+        let http = PolicyConnector {
+            policy: Arc::clone(&policy),
+            connect_timeout: config.connect_timeout,
+        };
         let builder = hyper_rustls::HttpsConnectorBuilder::new();
         let builder = match &config.tls {
             Some(tls) => {
@@ -204,6 +220,7 @@ impl HttpDelivery {
         HttpDelivery {
             client,
             max_reply_body: config.max_reply_body,
+            policy,
         }
     }
 
@@ -256,6 +273,114 @@ impl HttpDelivery {
     }
 }
 
+type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// Connects as hyper-util's `HttpConnector` does, to the addresses the
+/// endpoint policy allows only. Built per new connection (pooled ones are
+/// reused without it), since the policy's rule on the mediator's own
+/// address needs the port, which hyper's resolvers are not told.
+#[derive(Clone)]
+struct PolicyConnector {
+    policy: Arc<RwLock<EndpointPolicy>>,
+    connect_timeout: Duration,
+}
+
+impl Service<Uri> for PolicyConnector {
+    type Response = TokioIo<TcpStream>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        // A poisoned lock only means a writer panicked while swapping in a
+        // whole policy; the one there is still whole.
+        let policy = self
+            .policy
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let host = uri.host().unwrap_or_default();
+        // IP literals never reach the resolver, so they are judged here: a
+        // registration from another instance, or one made before a rule
+        // changed, is held to today's rules too.
+        if let Ok(ip) = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+        {
+            if let Some(rule) = policy.refusal(SocketAddr::new(ip, port)) {
+                tracing::warn!(%ip, port, %rule, "delivery refused by the endpoint policy");
+                return Box::pin(std::future::ready(Err(format!("{ip}: {rule}").into())));
+            }
+        }
+        let mut http = HttpConnector::new_with_resolver(PolicyResolver {
+            policy,
+            port,
+            gai: GaiResolver::new(),
+        });
+        // The TLS layer wraps this connector, so it must accept https URLs.
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(self.connect_timeout));
+        http.set_nodelay(true);
+        Box::pin(async move { http.call(uri).await.map_err(BoxError::from) })
+    }
+}
+
+/// Resolves host names with the system resolver and keeps only the
+/// addresses the endpoint policy allows at `port`.
+#[derive(Clone)]
+struct PolicyResolver {
+    policy: EndpointPolicy,
+    port: u16,
+    gai: GaiResolver,
+}
+
+impl Service<Name> for PolicyResolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = std::io::Result<Self::Response>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.gai.poll_ready(cx)
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        let (policy, port) = (self.policy.clone(), self.port);
+        let host = name.as_str().to_owned();
+        let resolving = self.gai.call(name);
+        Box::pin(async move {
+            let mut allowed = Vec::new();
+            let mut refused = Vec::new();
+            for mut addr in resolving.await? {
+                addr.set_port(port);
+                match policy.refusal(addr) {
+                    None => allowed.push(addr),
+                    Some(rule) => refused.push(format!("{} {rule}", addr.ip())),
+                }
+            }
+            if allowed.is_empty() && !refused.is_empty() {
+                let refused = refused.join("; ");
+                tracing::warn!(%host, port, %refused, "delivery refused by the endpoint policy");
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    format!(
+                        "{host} resolves only to addresses the mediator may not call: {refused}"
+                    ),
+                ));
+            }
+            if !refused.is_empty() {
+                tracing::debug!(%host, refused = %refused.join("; "), "resolved addresses dropped by the endpoint policy");
+            }
+            Ok(allowed.into_iter())
+        })
+    }
+}
+
 fn header_value(text: &str) -> Result<HeaderValue, String> {
     HeaderValue::from_str(text).map_err(|e| format!("bad header value {text:?}: {e}"))
 }
@@ -281,6 +406,12 @@ impl Deliver for HttpDelivery {
     /// `http` and `https`.
     fn schemes(&self) -> Vec<String> {
         vec!["http".to_owned(), "https".to_owned()]
+    }
+
+    /// Keeps `policy` for every connection made from now on, by this
+    /// deliverer and its clones.
+    fn use_endpoint_policy(&self, policy: &EndpointPolicy) {
+        *self.policy.write().unwrap_or_else(|e| e.into_inner()) = policy.clone();
     }
 
     async fn deliver(

@@ -129,10 +129,15 @@ const LINK_LOCAL_V6: IpNetwork = IpNetwork {
 /// nodes on the mediator's host and network are the common case; an
 /// operator denies them with [`deny`](Self::deny).
 ///
-/// Only IP literals are judged when a node registers. A host name is
+/// When a node registers, only IP literals are judged: a host name is
 /// accepted as written, since what it resolves to may change after the
-/// registration; an operator who must keep names out of some networks
-/// denies them at the resolver or the network, or allows IP literals only
+/// registration. Host names are judged where the mediator connects: the
+/// mediator hands its policy to each deliverer
+/// ([`Deliver::use_endpoint_policy`](crate::Deliver::use_endpoint_policy)),
+/// and the HTTP deliverer drops every resolved address the policy refuses,
+/// failing the delivery (nothing sent, 502) when none is left; so
+/// `http://metadata.internal/` resolving to 169.254.169.254 is never
+/// called. To refuse names at registration already, allow IP literals only
 /// with [`ip_literals_only`](Self::ip_literals_only).
 ///
 /// ```
@@ -229,23 +234,39 @@ impl EndpointPolicy {
 
     /// Whether the mediator may call a node at `addr`, by the rules above.
     pub fn check_addr(&self, addr: SocketAddr) -> Result<()> {
+        match self.refusal(addr) {
+            Some(rule) => Err(Error::invalid("url", rule)),
+            None => Ok(()),
+        }
+    }
+
+    /// Why the mediator may not call a node at `addr`, naming the rule
+    /// (and the network) that refuses it; `None` when it may.
+    ///
+    /// ```
+    /// use mediator_core::policy::EndpointPolicy;
+    /// let policy = EndpointPolicy::default();
+    /// let why = policy.refusal("169.254.169.254:80".parse().unwrap());
+    /// assert_eq!(
+    ///     why.as_deref(),
+    ///     Some("points into a network the mediator does not call (169.254.0.0/16)")
+    /// );
+    /// assert_eq!(policy.refusal("127.0.0.1:9000".parse().unwrap()), None);
+    /// ```
+    pub fn refusal(&self, addr: SocketAddr) -> Option<String> {
         let ip = addr.ip().to_canonical();
-        if self.deny.iter().any(|net| net.contains(ip)) {
-            return Err(Error::invalid(
-                "url",
-                "points into a network the mediator does not call",
+        if let Some(net) = self.deny.iter().find(|net| net.contains(ip)) {
+            return Some(format!(
+                "points into a network the mediator does not call ({net})"
             ));
         }
         if self.is_own(SocketAddr::new(ip, addr.port())) {
-            return Err(Error::invalid("url", "points at the mediator itself"));
+            return Some("points at the mediator itself".to_owned());
         }
         if !self.allow.is_empty() && !self.allow.iter().any(|net| net.contains(ip)) {
-            return Err(Error::invalid(
-                "url",
-                "points outside the networks the mediator calls",
-            ));
+            return Some("points outside the networks the mediator calls".to_owned());
         }
-        Ok(())
+        None
     }
 
     fn is_own(&self, addr: SocketAddr) -> bool {

@@ -138,17 +138,8 @@ impl DefaultRouter {
 
     async fn all(&self, group: &str, envelope: &Envelope, cx: &RequestContext) -> Result<Routed> {
         let now = self.clock.now();
-        let slots: Vec<Arc<Slot>> = {
-            let groups = self.table.groups.load();
-            let Some(routes) = groups.get(group) else {
-                return Err(Error::UnknownTarget(format!("{group}/*")));
-            };
-            routes
-                .slots
-                .iter()
-                .filter(|s| !s.node.is_expired(now))
-                .cloned()
-                .collect()
+        let Some(slots) = self.table.live_slots(group, now) else {
+            return Err(Error::UnknownTarget(format!("{group}/*")));
         };
         if slots.is_empty() {
             return Err(Error::NoNodeAvailable(group.to_owned()));
