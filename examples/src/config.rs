@@ -26,6 +26,7 @@
 //! endpoint_deny = ["127.0.0.0/8", "::1"]
 //! endpoint_allow = ["10.0.0.0/8"]
 //! metrics_access = "open"   # or "open-without-groups", "admin"
+//! log_format = "json"       # or "text"; every command reads it
 //! ```
 //!
 //! Node callbacks in link-local networks (169.254.0.0/16, fe80::/10) or at
@@ -241,6 +242,8 @@ pub struct FileConfig {
     pub endpoint_allow: Option<Vec<String>>,
     /// See [`ServeFlags::metrics_access`].
     pub metrics_access: Option<String>,
+    /// `text` or `json`: see the `mediator` binary's `--log-format`.
+    pub log_format: Option<String>,
 }
 
 impl std::fmt::Debug for FileConfig {

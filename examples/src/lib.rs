@@ -12,6 +12,7 @@ pub mod config;
 pub mod custom_store;
 pub mod demo;
 pub mod log_writer;
+pub mod logs;
 pub mod scaffold;
 pub mod secret;
 pub mod store;

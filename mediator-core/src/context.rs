@@ -1,8 +1,16 @@
 //! What travels with a request besides its envelope: who is calling, by
 //! when it must be done, and how to trace it.
 
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
 use crate::auth::Identity;
 use crate::router::Deadline;
+
+/// The longest `x-request-id` accepted from a caller; a longer one is
+/// replaced by a new id, so logs and headers stay bounded.
+pub const MAX_REQUEST_ID_LEN: usize = 128;
 
 /// Correlation ids a request carries through the mediator to its nodes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -11,11 +19,79 @@ pub struct TraceContext {
     /// The request's id (`x-request-id`), given by the caller or started
     /// by the transport.
     pub request_id: Option<String>,
-    /// The W3C trace context (`traceparent`), passed on unchanged.
+    /// The W3C trace context (`traceparent`) passed on to nodes.
     pub traceparent: Option<String>,
 }
 
 impl TraceContext {
+    /// The trace context of a request that arrived with these ids, as the
+    /// caller sent them (or not): the mediator is one hop of the trace.
+    ///
+    /// - A well-formed `request_id` ([`is_valid_request_id`]) is kept;
+    ///   otherwise a new one is made ([`new_request_id`]).
+    /// - A valid W3C `traceparent` keeps its trace id and flags, with a new
+    ///   parent id: the mediator's own span, so a node's spans hang under
+    ///   the mediator's hop. Without one, or with an invalid one, a new
+    ///   trace starts, sampled (`01`), since the mediator's request log
+    ///   records it.
+    ///
+    /// ```
+    /// use mediator_core::TraceContext;
+    /// let caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    /// let trace = TraceContext::accept(Some("order-17"), Some(caller));
+    /// assert_eq!(trace.request_id.as_deref(), Some("order-17"));
+    /// assert_eq!(trace.trace_id(), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+    /// assert_ne!(trace.parent_id(), Some("00f067aa0ba902b7"));
+    ///
+    /// let fresh = TraceContext::accept(Some("bad id with spaces"), Some("nonsense"));
+    /// assert_ne!(fresh.request_id.as_deref(), Some("bad id with spaces"));
+    /// assert!(fresh.traceparent.as_deref().is_some_and(mediator_core::context::is_valid_traceparent));
+    /// ```
+    pub fn accept(request_id: Option<&str>, traceparent: Option<&str>) -> TraceContext {
+        let request_id = match request_id {
+            Some(id) if is_valid_request_id(id) => id.to_owned(),
+            _ => new_request_id(),
+        };
+        let (trace_id, flags) = match traceparent.filter(|t| is_valid_traceparent(t)) {
+            // Valid, hence ASCII with these fields at these offsets.
+            Some(t) => (&t[3..35], &t[53..55]),
+            None => ("", "01"),
+        };
+        let mut out = String::with_capacity(55);
+        out.push_str("00-");
+        if trace_id.is_empty() {
+            // Zero is the one invalid trace id; the odds are nil, but cheap to rule out.
+            let id = rand::random::<u128>().max(1);
+            let _ = write!(out, "{id:032x}");
+        } else {
+            out.push_str(trace_id);
+        }
+        let parent = rand::random::<u64>().max(1);
+        // Writing into a `String` cannot fail.
+        let _ = write!(out, "-{parent:016x}-{flags}");
+        TraceContext {
+            request_id: Some(request_id),
+            traceparent: Some(out),
+        }
+    }
+
+    /// The trace id of [`traceparent`](Self::traceparent), when it is valid.
+    pub fn trace_id(&self) -> Option<&str> {
+        self.traceparent
+            .as_deref()
+            .filter(|t| is_valid_traceparent(t))
+            .map(|t| &t[3..35])
+    }
+
+    /// The parent id of [`traceparent`](Self::traceparent) (the span that
+    /// made the request), when it is valid.
+    pub fn parent_id(&self) -> Option<&str> {
+        self.traceparent
+            .as_deref()
+            .filter(|t| is_valid_traceparent(t))
+            .map(|t| &t[36..52])
+    }
+
     /// A trace context with a request id.
     pub fn with_request_id(mut self, id: impl Into<String>) -> Self {
         self.request_id = Some(id.into());
@@ -69,5 +145,138 @@ impl RequestContext {
     pub fn with_trace(mut self, trace: TraceContext) -> Self {
         self.trace = trace;
         self
+    }
+}
+
+/// Whether a caller's `x-request-id` is kept: 1 to
+/// [`MAX_REQUEST_ID_LEN`] characters among ASCII letters, digits and
+/// `-_.:/+=@`, which covers UUIDs, base64 and most id schemes while
+/// keeping log lines and headers free of anything that needs escaping.
+pub fn is_valid_request_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_REQUEST_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=@".contains(&b))
+}
+
+/// A new request id: a random prefix drawn once per process, then a
+/// counter (`3f2a9c10d4e5b6a7-1c`), unique without a random draw per
+/// request.
+pub fn new_request_id() -> String {
+    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let prefix = *PREFIX.get_or_init(rand::random::<u64>);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let mut id = String::with_capacity(33);
+    // Writing into a `String` cannot fail.
+    let _ = write!(id, "{prefix:016x}-{n:x}");
+    id
+}
+
+/// Whether `value` is a W3C `traceparent` this mediator continues:
+/// `version-traceid-parentid-flags` in lowercase hex, the version not
+/// `ff`, neither id all zeros; version `00` exactly 55 characters, a later
+/// version at least that, its extra fields after a `-`.
+pub fn is_valid_traceparent(value: &str) -> bool {
+    let b = value.as_bytes();
+    let hex = |s: &[u8]| s.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
+    let zeros = |s: &[u8]| s.iter().all(|&c| c == b'0');
+    if b.len() < 55 || b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
+        return false;
+    }
+    let (version, trace, parent, flags) = (&b[0..2], &b[3..35], &b[36..52], &b[53..55]);
+    let length_ok = if version == b"00" {
+        b.len() == 55
+    } else {
+        b.len() == 55 || b[55] == b'-'
+    };
+    length_ok
+        && hex(version)
+        && version != b"ff"
+        && hex(trace)
+        && !zeros(trace)
+        && hex(parent)
+        && !zeros(parent)
+        && hex(flags)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CALLER: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn request_ids_are_kept_when_well_formed() {
+        for good in [
+            "a",
+            "order-17",
+            "123e4567-e89b-12d3-a456-426614174000",
+            "x/y+z=@:.",
+        ] {
+            assert!(is_valid_request_id(good), "{good}");
+        }
+        let long = "a".repeat(MAX_REQUEST_ID_LEN + 1);
+        for bad in ["", "has space", "quote\"", "new\nline", "é", long.as_str()] {
+            assert!(!is_valid_request_id(bad), "{bad:?}");
+        }
+        assert!(is_valid_request_id(&"a".repeat(MAX_REQUEST_ID_LEN)));
+    }
+
+    #[test]
+    fn new_request_ids_differ_and_are_valid() {
+        let (a, b) = (new_request_id(), new_request_id());
+        assert_ne!(a, b);
+        assert!(is_valid_request_id(&a) && is_valid_request_id(&b));
+        assert_eq!(
+            a.split('-').next(),
+            b.split('-').next(),
+            "one prefix per process"
+        );
+    }
+
+    #[test]
+    fn traceparents_are_checked_as_w3c_says() {
+        assert!(is_valid_traceparent(CALLER));
+        assert!(is_valid_traceparent(
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-future"
+        ));
+        for bad in [
+            "",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-600f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0g",
+        ] {
+            assert!(!is_valid_traceparent(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_mediator_is_a_hop_of_the_callers_trace() {
+        let trace = TraceContext::accept(None, Some(CALLER));
+        let passed = trace.traceparent.as_deref().expect("always set");
+        assert!(is_valid_traceparent(passed), "{passed}");
+        assert_eq!(trace.trace_id(), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+        assert_ne!(trace.parent_id(), Some("00f067aa0ba902b7"));
+        assert!(passed.ends_with("-01"), "flags kept: {passed}");
+        assert!(trace.request_id.as_deref().is_some_and(is_valid_request_id));
+
+        let unsampled = CALLER.replace("-01", "-00");
+        let trace = TraceContext::accept(None, Some(&unsampled));
+        assert!(trace
+            .traceparent
+            .as_deref()
+            .is_some_and(|t| t.ends_with("-00")));
+
+        let started = TraceContext::accept(Some("r-1"), Some("not a traceparent"));
+        let passed = started.traceparent.as_deref().expect("always set");
+        assert!(is_valid_traceparent(passed), "{passed}");
+        assert_ne!(started.trace_id(), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+        assert_eq!(started.request_id.as_deref(), Some("r-1"));
     }
 }

@@ -58,6 +58,11 @@ impl InFlight {
         }
     }
 
+    /// Deliveries in flight now, over every caller.
+    pub(crate) fn total(&self) -> usize {
+        self.counts.lock().unwrap_or_else(|e| e.into_inner()).total
+    }
+
     /// Takes `deliveries` (a broadcast's node count, or 1) for `caller`, or
     /// refuses when that would pass either bound. A request larger than a
     /// bound on its own is let through when nothing else is in flight for

@@ -107,7 +107,7 @@
 pub mod auth;
 pub mod cipher;
 mod clock;
-mod context;
+pub mod context;
 mod deliver;
 mod error;
 mod inflight;
@@ -119,6 +119,7 @@ pub mod policy;
 pub mod record;
 pub mod registry;
 pub mod router;
+pub mod store_stats;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 mod time;

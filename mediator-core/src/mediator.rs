@@ -1,6 +1,7 @@
 //! The [`Mediator`]: a registry, policies, deliverers, limits and a clock,
 //! composed once and shared by every transport.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use crate::policy::{
 use crate::record::{DeliveryStats, Recorder};
 use crate::registry::Registry;
 use crate::router::{Deadline, DefaultRouter, Routed, Router, Routes, RoutingTable};
+use crate::store_stats::{StoreStats, TimedRegistry};
 use crate::time::Timestamp;
 
 /// Bounds the mediator enforces on every request and registration.
@@ -315,6 +317,9 @@ impl MediatorBuilder {
         let registry = self
             .registry
             .ok_or_else(|| Error::Config("a mediator needs a registry".into()))?;
+        let store_stats = Arc::new(StoreStats::default());
+        let registry: Arc<dyn Registry> =
+            Arc::new(TimedRegistry::new(registry, Arc::clone(&store_stats)));
         let authenticate = self
             .authenticate
             .ok_or_else(|| Error::Config("a mediator needs an authenticator".into()))?;
@@ -370,6 +375,8 @@ impl MediatorBuilder {
                 default_router,
                 router,
                 stats,
+                store_stats,
+                evictions: AtomicU64::new(0),
                 in_flight,
                 limits,
                 instance: self.instance,
@@ -435,6 +442,9 @@ struct Inner {
     default_router: DefaultRouter,
     router: Arc<dyn Router>,
     stats: Arc<DeliveryStats>,
+    store_stats: Arc<StoreStats>,
+    /// Nodes evicted by sweeps since start.
+    evictions: AtomicU64,
     in_flight: InFlight,
     limits: Limits,
     instance: String,
@@ -519,6 +529,22 @@ impl Mediator {
         &self.inner.stats
     }
 
+    /// Count, errors and latency of this mediator's calls to its registry.
+    pub fn store_stats(&self) -> &Arc<StoreStats> {
+        &self.inner.store_stats
+    }
+
+    /// Nodes evicted since start because their lease ran out.
+    pub fn evictions(&self) -> u64 {
+        self.inner.evictions.load(Ordering::Relaxed)
+    }
+
+    /// Deliveries in flight now, over every caller (a broadcast counts
+    /// one per node asked).
+    pub fn deliveries_in_flight(&self) -> usize {
+        self.inner.in_flight.total()
+    }
+
     /// The schemes of the endpoints this mediator can deliver to.
     pub fn schemes(&self) -> Vec<String> {
         self.inner.default_router.schemes()
@@ -578,10 +604,16 @@ impl Mediator {
             .registry
             .renew(key, ttl, self.inner.clock.now())
             .await?;
+        // Renewals come every third of a lease from every node: routine,
+        // so below the default log level.
         match lease {
-            Some(lease_until) => self.inner.table.renew(key, lease_until),
+            Some(lease_until) => {
+                self.inner.table.renew(key, lease_until);
+                tracing::debug!(node = %key, until_ms = lease_until.as_millis(), "lease renewed");
+            }
             None => {
                 self.inner.table.remove(key);
+                tracing::debug!(node = %key, "renewal of an unknown node");
             }
         }
         Ok(lease)
@@ -697,6 +729,9 @@ impl Mediator {
     pub async fn sweep(&self) -> Result<Vec<NodeKey>> {
         let now = self.inner.clock.now();
         let gone = self.inner.registry.evict_expired(now).await?;
+        self.inner
+            .evictions
+            .fetch_add(gone.len() as u64, Ordering::Relaxed);
         for key in &gone {
             // Only if still expired in the table: the node may have
             // registered again since the store evicted it.

@@ -53,10 +53,15 @@ async fn unicast_keeps_method_path_query_type_and_body() {
         Some("text/plain; charset=latin1")
     );
     assert_eq!(seen.header("x-custom"), Some("kept"));
-    assert_eq!(
-        seen.header("traceparent"),
-        Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+    // The caller's trace goes on, with the mediator's hop as the parent.
+    let traceparent = seen.header("traceparent").expect("a traceparent");
+    assert!(
+        traceparent.starts_with("00-0af7651916cd43dd8448eb211c80319c-")
+            && traceparent.ends_with("-01"),
+        "{traceparent}"
     );
+    assert_ne!(&traceparent[36..52], "b7ad6b7169203331");
+    assert_eq!(answer.header("x-request-id"), seen.header("x-request-id"));
     assert_eq!(seen.header("x-mediator"), Some("true"));
     assert_eq!(seen.header("x-mediator-from"), Some("billing/worker-1"));
     assert_eq!(seen.header("x-mediator-target"), Some("users/api"));

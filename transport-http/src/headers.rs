@@ -30,7 +30,8 @@ pub const X_MEDIATOR_SUMMARY: HeaderName = HeaderName::from_static("x-mediator-s
 /// The request id, accepted from the caller or started by the mediator,
 /// returned to the caller and passed to nodes.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-/// The W3C trace context, passed to nodes unchanged.
+/// The W3C trace context: the caller's trace, continued with the
+/// mediator's own parent id on the way to nodes.
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 /// The original's token header (also read from the query and the JSON body).
 pub const X_JWT: HeaderName = HeaderName::from_static("x-jwt");

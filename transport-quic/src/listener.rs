@@ -639,7 +639,9 @@ async fn keep_registered(mediator: Mediator, identity: Identity, registration: R
             .renew(&identity, &registration.key, registration.ttl)
             .await
         {
-            Ok(Some(_)) => {}
+            Ok(Some(_)) => {
+                tracing::debug!(node = %registration.key, "attached node's lease renewed");
+            }
             Ok(None) => {
                 if let Err(e) = mediator.register(&identity, registration.clone()).await {
                     tracing::warn!(node = %registration.key, error = %e, "registering an attached node again failed");

@@ -12,6 +12,7 @@ use mediator_core::{
 };
 use mediator_examples::config::{secret_location, FileConfig, ServeFlags, ServeSettings};
 use mediator_examples::demo::{self, Role};
+use mediator_examples::logs::{self, LogFormat};
 use mediator_examples::scaffold::{default_crates_path, Scaffold};
 use mediator_examples::secret::{Secret, SecretSource};
 use mediator_examples::store::{OpenStore, StoreUrl};
@@ -35,6 +36,9 @@ struct Cli {
     /// A TOML configuration file [default: ./mediator.toml when present].
     #[arg(long, global = true, env = "MEDIATOR_CONFIG")]
     config: Option<PathBuf>,
+    /// Log lines as text or json (one object per line) [default: text].
+    #[arg(long, global = true, env = "MEDIATOR_LOG_FORMAT")]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -204,15 +208,23 @@ impl SecretArgs {
 fn main() -> ExitCode {
     // A .env file configures like the environment, without overriding it.
     let _ = dotenvy::dotenv();
-    // Held until the end of main: dropping it writes the lines still queued.
-    let (writer, _log_writer) = mediator_examples::log_writer::stderr();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(writer)
-        .init();
     let cli = Cli::parse();
+    // The flag or its variable, else the configuration file's key. A file
+    // that does not load is reported by the command that reads it.
+    let from_file = || {
+        let file = FileConfig::load(cli.config.as_deref()).ok()?;
+        file.log_format.map(|f| f.parse::<LogFormat>())
+    };
+    let format = match cli.log_format.map(Ok).or_else(from_file) {
+        Some(Ok(format)) => format,
+        None => LogFormat::default(),
+        Some(Err(e)) => {
+            eprintln!("error: log_format in the configuration file: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Held until the end of main: dropping it writes the lines still buffered.
+    let _log_writer = logs::init(format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {

@@ -161,7 +161,10 @@ impl Keeper {
             let sent = self.clock.now();
             match step.action {
                 Action::Renew => match self.renew().await {
-                    Ok(Some(granted)) => lease.renewed(sent, sent + granted),
+                    Ok(Some(granted)) => {
+                        tracing::debug!(node = %self.key, ttl_s = granted.as_secs(), "lease renewed");
+                        lease.renewed(sent, sent + granted);
+                    }
                     Ok(None) => {
                         tracing::info!(node = %self.key, "the mediator does not know this node; registering again");
                         lease.forgotten(self.clock.now());

@@ -1,38 +1,40 @@
-//! The Prometheus exposition served at `GET /metrics`: the service's own
-//! request counters, and the delivery counters the core keeps for every
-//! transport ([`DeliveryStats`]).
+//! The Prometheus exposition served at `GET /metrics`, encoded by
+//! `prometheus-client`: the service's own request counters, the
+//! mediator's delivery, store, eviction and in-flight figures read from the
+//! core at each scrape, the process's own resources, and the build.
 //!
-//! Recording happens on every request, so it costs a few relaxed atomic
-//! additions into fixed arrays indexed by route and status.
+//! Recording happens on every request, so it takes a counter handle cached
+//! per route and status (created once, on the first such request) and one
+//! histogram observation: no label set is built per request.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use mediator_core::record::{DeliveryStats, GroupDeliveries};
+use mediator_core::record::GroupDeliveries;
+use mediator_core::store_stats::{StoreOp, STORE_LATENCY_BUCKETS};
+use mediator_core::Mediator;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet,
+};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
 
-/// Upper bounds of the latency buckets, in seconds as written in `le`, and
-/// in nanoseconds for comparing.
-const BUCKETS: [(&str, u64); 13] = [
-    ("0.001", 1_000_000),
-    ("0.0025", 2_500_000),
-    ("0.005", 5_000_000),
-    ("0.01", 10_000_000),
-    ("0.025", 25_000_000),
-    ("0.05", 50_000_000),
-    ("0.1", 100_000_000),
-    ("0.25", 250_000_000),
-    ("0.5", 500_000_000),
-    ("1", 1_000_000_000),
-    ("2.5", 2_500_000_000),
-    ("5", 5_000_000_000),
-    ("10", 10_000_000_000),
+/// Upper bounds of the request latency buckets, in seconds.
+const BUCKETS: [f64; 13] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
 /// Status codes `100..=999` (all `http::StatusCode` allows), one slot each.
 const FIRST_STATUS: u16 = 100;
 const STATUSES: usize = 900;
+
+/// The `Content-Type` of the exposition (the Prometheus text format 0.0.4).
+pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4";
 
 /// Who may read `GET /metrics`, and whether its delivery series, which are
 /// labelled by group name, are shown.
@@ -107,27 +109,30 @@ impl RouteLabel {
     }
 }
 
-struct RouteStats {
-    statuses: Box<[AtomicU64]>,
-    /// Per bucket, not cumulative; the last slot is `+Inf`.
-    buckets: [AtomicU64; BUCKETS.len() + 1],
-    sum_nanos: AtomicU64,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: &'static str,
+    status: u16,
 }
 
-impl RouteStats {
-    fn new() -> Self {
-        RouteStats {
-            statuses: (0..STATUSES).map(|_| AtomicU64::new(0)).collect(),
-            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
-            sum_nanos: AtomicU64::new(0),
-        }
-    }
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: &'static str,
 }
 
-/// The request counters of one [`MediatorService`](super::MediatorService)
-/// and its clones.
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// The request metrics of one [`MediatorService`](super::MediatorService)
+/// and its clones, and the registry they and the process figures are
+/// encoded from.
 pub(crate) struct Metrics {
-    routes: [RouteStats; RouteLabel::ALL.len()],
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    /// `requests` handles, by route then status, made on first use.
+    by_status: Box<[OnceLock<Counter>]>,
+    /// `mediator_request_duration_seconds`, by route, made at start so
+    /// that every route shows (at zero) from the first scrape.
+    durations: [Histogram; RouteLabel::ALL.len()],
 }
 
 impl std::fmt::Debug for Metrics {
@@ -138,8 +143,44 @@ impl std::fmt::Debug for Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "mediator_requests",
+            "Requests answered, by route and status",
+            requests.clone(),
+        );
+        let latency: Histograms<RouteLabels> =
+            Family::new_with_constructor(|| Histogram::new(BUCKETS));
+        registry.register(
+            "mediator_request_duration_seconds",
+            "Time from a request's arrival to its answer, by route",
+            latency.clone(),
+        );
+        let durations = RouteLabel::ALL.map(|route| {
+            latency
+                .get_or_create(&RouteLabels {
+                    route: route.as_str(),
+                })
+                .clone()
+        });
+        let build = Family::<[(&'static str, &'static str); 1], Gauge>::default();
+        build
+            .get_or_create(&[("version", env!("CARGO_PKG_VERSION"))])
+            .set(1);
+        registry.register(
+            "mediator_build_info",
+            "The running build: always 1, its version as a label",
+            build,
+        );
+        registry.register_collector(Box::new(ProcessCollector));
         Metrics {
-            routes: std::array::from_fn(|_| RouteStats::new()),
+            registry,
+            requests,
+            by_status: (0..RouteLabel::ALL.len() * STATUSES)
+                .map(|_| OnceLock::new())
+                .collect(),
+            durations,
         }
     }
 }
@@ -147,173 +188,276 @@ impl Default for Metrics {
 impl Metrics {
     /// Counts one answered request.
     pub(crate) fn request(&self, route: RouteLabel, status: u16, elapsed: Duration) {
-        let stats = &self.routes[route as usize];
         if let Some(slot) = status
             .checked_sub(FIRST_STATUS)
-            .and_then(|i| stats.statuses.get(usize::from(i)))
+            .map(usize::from)
+            .filter(|&i| i < STATUSES)
+            .and_then(|i| self.by_status.get(route as usize * STATUSES + i))
         {
-            slot.fetch_add(1, Ordering::Relaxed);
+            slot.get_or_init(|| {
+                self.requests
+                    .get_or_create(&RequestLabels {
+                        route: route.as_str(),
+                        status,
+                    })
+                    .clone()
+            })
+            .inc();
         }
-        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
-        let bucket = BUCKETS.partition_point(|&(_, bound)| bound < nanos);
-        stats.buckets[bucket].fetch_add(1, Ordering::Relaxed);
-        stats.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+        self.durations[route as usize].observe(elapsed.as_secs_f64());
     }
 
     /// The Prometheus text exposition (format 0.0.4) of the request
-    /// counters (only with `groups`, as they are labelled by group name),
-    /// and `nodes` as the routing table's size.
-    pub(crate) fn render(&self, deliveries: &DeliveryStats, nodes: usize, groups: bool) -> String {
-        let mut out = String::with_capacity(8 * 1024);
-        let deliveries = if groups {
-            deliveries.snapshot()
-        } else {
-            BTreeMap::new()
-        };
-        // Writing to a `String` cannot fail.
-        let _ = self.write_to(&mut out, &deliveries, nodes);
+    /// metrics, the process and build figures, and `mediator`'s own: the
+    /// delivery series (only with `groups`, as they are labelled by group
+    /// name), the store calls, evictions, deliveries in flight and the
+    /// routing table's size.
+    pub(crate) fn render(&self, mediator: &Mediator, groups: bool) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        let mut scrape = Registry::default();
+        scrape.register_collector(Box::new(MediatorCollector {
+            mediator: mediator.clone(),
+            groups,
+        }));
+        // Writing into a `String` cannot fail, nor can any collector here.
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &scrape);
         out
     }
+}
 
-    fn write_to(
-        &self,
-        out: &mut String,
-        deliveries: &BTreeMap<String, GroupDeliveries>,
-        nodes: usize,
-    ) -> std::fmt::Result {
-        writeln!(
-            out,
-            "# HELP mediator_requests_total Requests answered, by route and status."
-        )?;
-        writeln!(out, "# TYPE mediator_requests_total counter")?;
-        for route in RouteLabel::ALL {
-            let stats = &self.routes[route as usize];
-            for (offset, count) in stats.statuses.iter().enumerate() {
-                let count = count.load(Ordering::Relaxed);
-                if count > 0 {
-                    writeln!(
-                        out,
-                        "mediator_requests_total{{route=\"{}\",status=\"{}\"}} {count}",
-                        route.as_str(),
-                        usize::from(FIRST_STATUS) + offset
-                    )?;
-                }
-            }
-        }
+/// What the mediator knows, read at each scrape.
+struct MediatorCollector {
+    mediator: Mediator,
+    groups: bool,
+}
 
-        writeln!(
-            out,
-            "# HELP mediator_request_duration_seconds Time from a request's arrival to its answer, by route."
-        )?;
-        writeln!(out, "# TYPE mediator_request_duration_seconds histogram")?;
-        for route in RouteLabel::ALL {
-            let stats = &self.routes[route as usize];
-            let route = route.as_str();
-            let mut cumulative = 0u64;
-            for (i, count) in stats.buckets.iter().enumerate() {
-                cumulative += count.load(Ordering::Relaxed);
-                let le = BUCKETS.get(i).map_or("+Inf", |&(le, _)| le);
-                writeln!(
-                    out,
-                    "mediator_request_duration_seconds_bucket{{route=\"{route}\",le=\"{le}\"}} {cumulative}"
-                )?;
-            }
-            // Seconds from nanoseconds; f64 keeps ample precision here.
-            #[allow(clippy::cast_precision_loss)]
-            let sum = stats.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
-            writeln!(
-                out,
-                "mediator_request_duration_seconds_sum{{route=\"{route}\"}} {sum}"
-            )?;
-            // The count is the buckets' total, so it always equals `+Inf`
-            // even while requests are being recorded.
-            writeln!(
-                out,
-                "mediator_request_duration_seconds_count{{route=\"{route}\"}} {cumulative}"
-            )?;
-        }
-
-        write_deliveries(out, deliveries)?;
-
-        writeln!(
-            out,
-            "# HELP mediator_nodes Registrations in this mediator's routing table."
-        )?;
-        writeln!(out, "# TYPE mediator_nodes gauge")?;
-        writeln!(out, "mediator_nodes {nodes}")
+impl std::fmt::Debug for MediatorCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MediatorCollector")
+            .field("groups", &self.groups)
+            .finish_non_exhaustive()
     }
+}
+
+impl Collector for MediatorCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
+        let deliveries = if self.groups {
+            self.mediator.delivery_stats().snapshot()
+        } else {
+            Default::default()
+        };
+        write_deliveries(&mut encoder, &deliveries)?;
+        write_store(&mut encoder, &self.mediator)?;
+
+        let evictions = ConstCounter::new(self.mediator.evictions());
+        evictions.encode(encoder.encode_descriptor(
+            "mediator_evictions",
+            "Nodes evicted because their lease ran out.",
+            None,
+            MetricType::Counter,
+        )?)?;
+        let in_flight = ConstGauge::new(self.mediator.deliveries_in_flight() as u64);
+        in_flight.encode(encoder.encode_descriptor(
+            "mediator_deliveries_in_flight",
+            "Deliveries to nodes under way now (a broadcast counts one per node asked).",
+            None,
+            MetricType::Gauge,
+        )?)?;
+        let nodes = ConstGauge::new(self.mediator.routes().len() as u64);
+        nodes.encode(encoder.encode_descriptor(
+            "mediator_nodes",
+            "Registrations in this mediator's routing table.",
+            None,
+            MetricType::Gauge,
+        )?)
+    }
+}
+
+/// A histogram from cumulative counts per bound (the last one `+Inf`).
+fn encode_histogram(
+    mut encoder: MetricEncoder<'_>,
+    bounds: impl Iterator<Item = Option<Duration>>,
+    cumulative: impl Iterator<Item = u64>,
+    sum: Duration,
+) -> std::fmt::Result {
+    let mut buckets = Vec::with_capacity(16);
+    let mut before = 0;
+    for (bound, seen) in bounds.zip(cumulative) {
+        let le = bound.map_or(f64::INFINITY, |b| b.as_secs_f64());
+        buckets.push((le, seen - before));
+        before = seen;
+    }
+    encoder.encode_histogram::<NoLabelSet>(sum.as_secs_f64(), before, &buckets, None)
 }
 
 /// The delivery families: outcomes and latency per target group, as the
 /// core recorded them (one delivery per node asked, retries included).
 fn write_deliveries(
-    out: &mut String,
-    deliveries: &BTreeMap<String, GroupDeliveries>,
+    encoder: &mut DescriptorEncoder<'_>,
+    deliveries: &std::collections::BTreeMap<String, GroupDeliveries>,
 ) -> std::fmt::Result {
-    writeln!(
-        out,
-        "# HELP mediator_deliveries_total Deliveries to nodes, by target group and outcome \
-         (one per node asked)."
+    let mut family = encoder.encode_descriptor(
+        "mediator_deliveries",
+        "Deliveries to nodes, by target group and outcome (one per node asked).",
+        None,
+        MetricType::Counter,
     )?;
-    writeln!(out, "# TYPE mediator_deliveries_total counter")?;
     for (group, counts) in deliveries {
-        let group = escape_label(group);
         for (outcome, count) in counts.outcomes() {
-            writeln!(
-                out,
-                "mediator_deliveries_total{{group=\"{group}\",outcome=\"{outcome}\"}} {count}"
-            )?;
+            let labels = [("group", group.as_str()), ("outcome", outcome)];
+            ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
         }
     }
-
-    writeln!(
-        out,
-        "# HELP mediator_delivery_duration_seconds Time from handing a request to a node's \
-         transport to its end, by target group."
+    let mut family = encoder.encode_descriptor(
+        "mediator_delivery_duration_seconds",
+        "Time from handing a request to a node's transport to its end, by target group.",
+        None,
+        MetricType::Histogram,
     )?;
-    writeln!(out, "# TYPE mediator_delivery_duration_seconds histogram")?;
     for (group, counts) in deliveries {
-        let group = escape_label(group);
-        let mut total = 0;
-        for (bound, cumulative) in counts.cumulative_buckets() {
-            let le = bound.map_or_else(|| "+Inf".to_owned(), |b| b.as_secs_f64().to_string());
-            writeln!(
-                out,
-                "mediator_delivery_duration_seconds_bucket{{group=\"{group}\",le=\"{le}\"}} {cumulative}"
-            )?;
-            total = cumulative;
-        }
-        writeln!(
-            out,
-            "mediator_delivery_duration_seconds_sum{{group=\"{group}\"}} {}",
-            counts.latency_sum.as_secs_f64()
-        )?;
-        writeln!(
-            out,
-            "mediator_delivery_duration_seconds_count{{group=\"{group}\"}} {total}"
+        let labels = [("group", group.as_str())];
+        let buckets = counts.cumulative_buckets();
+        encode_histogram(
+            family.encode_family(&labels)?,
+            buckets.iter().map(|&(bound, _)| bound),
+            buckets.iter().map(|&(_, seen)| seen),
+            counts.latency_sum,
         )?;
     }
     Ok(())
 }
 
-/// A label value as the exposition format quotes it. Group names are
-/// validated to `[A-Za-z0-9_-]`, so this is a guard, not a habit.
-fn escape_label(value: &str) -> String {
-    let mut escaped = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '\\' => escaped.push_str("\\\\"),
-            '"' => escaped.push_str("\\\""),
-            '\n' => escaped.push_str("\\n"),
-            c => escaped.push(c),
-        }
+/// The store families: calls, errors and latency per registry operation.
+fn write_store(encoder: &mut DescriptorEncoder<'_>, mediator: &Mediator) -> std::fmt::Result {
+    let stats = mediator.store_stats();
+    let snapshots = StoreOp::ALL.map(|op| (op.label(), stats.snapshot(op)));
+    let mut family = encoder.encode_descriptor(
+        "mediator_store_calls",
+        "Calls the mediator made to its registry, by operation.",
+        None,
+        MetricType::Counter,
+    )?;
+    for (op, snap) in &snapshots {
+        ConstCounter::new(snap.calls).encode(family.encode_family(&[("op", *op)])?)?;
     }
-    escaped
+    let mut family = encoder.encode_descriptor(
+        "mediator_store_errors",
+        "Registry calls that failed, by operation.",
+        None,
+        MetricType::Counter,
+    )?;
+    for (op, snap) in &snapshots {
+        ConstCounter::new(snap.errors).encode(family.encode_family(&[("op", *op)])?)?;
+    }
+    let mut family = encoder.encode_descriptor(
+        "mediator_store_call_duration_seconds",
+        "Time a registry call took, by operation.",
+        None,
+        MetricType::Histogram,
+    )?;
+    for (op, snap) in &snapshots {
+        encode_histogram(
+            family.encode_family(&[("op", *op)])?,
+            STORE_LATENCY_BUCKETS
+                .iter()
+                .copied()
+                .map(Some)
+                .chain(std::iter::once(None)),
+            snap.cumulative_buckets.iter().copied(),
+            snap.latency_sum,
+        )?;
+    }
+    Ok(())
+}
+
+/// The process's resident memory, CPU time and open descriptors, read from
+/// `/proc/self` at each scrape; on a system without it the series are
+/// left out rather than shown as zero.
+#[derive(Debug)]
+struct ProcessCollector;
+
+/// Clock ticks per second in `/proc/self/stat`: `USER_HZ`, which Linux
+/// fixes at 100 in its user-space ABI on every architecture.
+const TICKS_PER_SECOND: f64 = 100.0;
+
+impl ProcessCollector {
+    fn resident_bytes() -> Option<u64> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+
+    fn cpu_seconds() -> Option<f64> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // The command name may hold spaces and parentheses: fields are
+        // counted from the last `)`; utime and stime are fields 14 and 15.
+        let after = stat.get(stat.rfind(')')? + 1..)?;
+        let mut fields = after.split_whitespace().skip(11);
+        let user: u64 = fields.next()?.parse().ok()?;
+        let system: u64 = fields.next()?.parse().ok()?;
+        // Tick counts stay far below 2^52, where f64 is exact.
+        #[allow(clippy::cast_precision_loss)]
+        let ticks = (user + system) as f64;
+        Some(ticks / TICKS_PER_SECOND)
+    }
+
+    fn open_fds() -> Option<u64> {
+        let dir = std::fs::read_dir("/proc/self/fd").ok()?;
+        // One of them is the directory being read, which is not the
+        // process's own doing.
+        Some((dir.count() as u64).saturating_sub(1))
+    }
+}
+
+impl Collector for ProcessCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
+        if let Some(bytes) = Self::resident_bytes() {
+            ConstGauge::new(bytes).encode(encoder.encode_descriptor(
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes.",
+                None,
+                MetricType::Gauge,
+            )?)?;
+        }
+        if let Some(seconds) = Self::cpu_seconds() {
+            ConstCounter::new(seconds).encode(encoder.encode_descriptor(
+                "process_cpu_seconds",
+                "User and system CPU time spent, in seconds.",
+                None,
+                MetricType::Counter,
+            )?)?;
+        }
+        if let Some(fds) = Self::open_fds() {
+            ConstGauge::new(fds).encode(encoder.encode_descriptor(
+                "process_open_fds",
+                "Open file descriptors.",
+                None,
+                MetricType::Gauge,
+            )?)?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mediator_core::record::Outcome;
+    use mediator_core::{Authenticator, MemoryRegistry};
+
+    fn mediator() -> Mediator {
+        Mediator::builder()
+            .registry(MemoryRegistry::new())
+            .authenticator(Authenticator::hs256("a secret of at least 32 bytes!!!"))
+            .build()
+            .expect("a valid mediator")
+    }
+
+    fn has(text: &str, line: &str) {
+        assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+    }
 
     #[test]
     fn durations_land_in_their_bucket() {
@@ -322,55 +466,90 @@ mod tests {
         metrics.request(RouteLabel::One, 200, Duration::from_millis(1));
         metrics.request(RouteLabel::One, 502, Duration::from_millis(3));
         metrics.request(RouteLabel::One, 504, Duration::from_secs(11));
-        let text = metrics.render(&DeliveryStats::default(), 0, true);
+        metrics.request(RouteLabel::One, 1000, Duration::from_secs(1));
+        let text = metrics.render(&mediator(), true);
         for line in [
             "mediator_requests_total{route=\"one\",status=\"200\"} 2",
             "mediator_requests_total{route=\"one\",status=\"502\"} 1",
             "mediator_request_duration_seconds_bucket{route=\"one\",le=\"0.001\"} 2",
             "mediator_request_duration_seconds_bucket{route=\"one\",le=\"0.0025\"} 2",
             "mediator_request_duration_seconds_bucket{route=\"one\",le=\"0.005\"} 3",
-            "mediator_request_duration_seconds_bucket{route=\"one\",le=\"10\"} 3",
-            "mediator_request_duration_seconds_bucket{route=\"one\",le=\"+Inf\"} 4",
-            "mediator_request_duration_seconds_count{route=\"one\"} 4",
-            "mediator_request_duration_seconds_sum{route=\"one\"} 11.0045",
+            "mediator_request_duration_seconds_bucket{route=\"one\",le=\"1\"} 4",
+            "mediator_request_duration_seconds_bucket{route=\"one\",le=\"10\"} 4",
+            "mediator_request_duration_seconds_bucket{route=\"one\",le=\"+Inf\"} 5",
+            "mediator_request_duration_seconds_count{route=\"one\"} 5",
+            "mediator_request_duration_seconds_sum{route=\"one\"} 12.0045",
             "mediator_request_duration_seconds_count{route=\"many\"} 0",
+            "mediator_nodes 0",
+            "mediator_evictions_total 0",
+            "mediator_deliveries_in_flight 0",
         ] {
-            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+            has(&text, line);
         }
+        assert!(!text.contains("status=\"1000\""), "{text}");
     }
 
     #[test]
-    fn deliveries_come_from_the_cores_stats() {
-        use mediator_core::record::Outcome;
-        let stats = DeliveryStats::with_max_groups(2);
+    fn deliveries_come_from_the_cores_stats_when_groups_are_shown() {
+        let mediator = mediator();
+        let stats = mediator.delivery_stats();
         let ok = Outcome::Replied(http::StatusCode::OK);
         stats.add("a", ok, Duration::from_millis(3));
         stats.add("a", ok, Duration::from_millis(30));
         stats.add("b", Outcome::Failed, Duration::from_millis(1));
-        stats.add("c", Outcome::Unreachable, Duration::from_secs(20));
-        let text = Metrics::default().render(&stats, 7, true);
+        let text = Metrics::default().render(&mediator, true);
         for line in [
             "mediator_deliveries_total{group=\"a\",outcome=\"ok\"} 2",
             "mediator_deliveries_total{group=\"a\",outcome=\"timed_out\"} 0",
             "mediator_deliveries_total{group=\"b\",outcome=\"failed\"} 1",
-            "mediator_deliveries_total{group=\"~other\",outcome=\"unreachable\"} 1",
             "mediator_delivery_duration_seconds_bucket{group=\"a\",le=\"0.001\"} 0",
             "mediator_delivery_duration_seconds_bucket{group=\"a\",le=\"0.005\"} 1",
             "mediator_delivery_duration_seconds_bucket{group=\"a\",le=\"0.05\"} 2",
             "mediator_delivery_duration_seconds_bucket{group=\"a\",le=\"+Inf\"} 2",
             "mediator_delivery_duration_seconds_sum{group=\"a\"} 0.033",
             "mediator_delivery_duration_seconds_count{group=\"a\"} 2",
-            "mediator_delivery_duration_seconds_bucket{group=\"~other\",le=\"10\"} 0",
-            "mediator_delivery_duration_seconds_count{group=\"~other\"} 1",
-            "mediator_nodes 7",
         ] {
-            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+            has(&text, line);
         }
-        assert!(!text.contains("group=\"c\""), "{text}");
+        let hidden = Metrics::default().render(&mediator, false);
+        assert!(!hidden.contains("group="), "{hidden}");
+        has(&hidden, "# TYPE mediator_deliveries_total counter");
     }
 
     #[test]
-    fn label_values_are_escaped() {
-        assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    fn store_calls_build_and_process_are_shown() {
+        let mediator = mediator();
+        mediator
+            .store_stats()
+            .add(StoreOp::Get, Duration::from_micros(300), true);
+        let text = Metrics::default().render(&mediator, true);
+        for line in [
+            "mediator_store_calls_total{op=\"get\"} 1",
+            "mediator_store_errors_total{op=\"get\"} 1",
+            "mediator_store_calls_total{op=\"upsert\"} 0",
+            "mediator_store_call_duration_seconds_bucket{op=\"get\",le=\"0.00025\"} 0",
+            "mediator_store_call_duration_seconds_bucket{op=\"get\",le=\"0.0005\"} 1",
+            "mediator_store_call_duration_seconds_count{op=\"get\"} 1",
+            "# TYPE process_cpu_seconds_total counter",
+        ] {
+            has(&text, line);
+        }
+        has(
+            &text,
+            &format!(
+                "mediator_build_info{{version=\"{}\"}} 1",
+                env!("CARGO_PKG_VERSION")
+            ),
+        );
+        let fds = text
+            .lines()
+            .find_map(|l| l.strip_prefix("process_open_fds "))
+            .and_then(|v| v.parse::<u64>().ok());
+        assert!(fds.is_some_and(|n| n >= 3), "{text}");
+        let rss = text
+            .lines()
+            .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))
+            .and_then(|v| v.parse::<u64>().ok());
+        assert!(rss.is_some_and(|n| n > 1 << 20), "{text}");
     }
 }

@@ -13,9 +13,7 @@ use mediator_core::auth::{Claims, Identity};
 use mediator_core::model::validate_name;
 use mediator_core::{Error, Fault, Mediator, NodeId};
 use serde_json::{json, Value};
-use tracing::Span;
 
-use super::sender_name;
 use crate::server::credentials::{self, Credential};
 use crate::server::dashboard;
 use crate::server::entity;
@@ -140,7 +138,11 @@ pub(super) async fn admin_cluster(
 }
 
 /// `/token`: a Basic login as `admin` with the secret mints an admin token.
-pub(super) fn token(mediator: &Mediator, parts: &Parts) -> HttpResponse {
+pub(super) fn token(
+    mediator: &Mediator,
+    parts: &Parts,
+    sender: &mut Option<Identity>,
+) -> HttpResponse {
     let basic = parts
         .headers
         .get_all(http::header::AUTHORIZATION)
@@ -165,7 +167,7 @@ pub(super) fn token(mediator: &Mediator, parts: &Parts) -> HttpResponse {
         Err(e @ Error::Unauthorized(_)) => return reply::unauthorized_with_basic(&e),
         Err(e) => return reply::error(&e),
     };
-    Span::current().record("sender", sender_name(&identity).as_str());
+    *sender = Some(identity.clone());
     if !identity.admin {
         return reply::error(&Error::Forbidden(
             "only an admin login may mint tokens".into(),
@@ -216,12 +218,12 @@ pub(super) fn metrics_reply(
             }
         }
     };
-    let text = metrics.render(mediator.delivery_stats(), mediator.routes().len(), groups);
+    let text = metrics.render(mediator, groups);
     let mut response = Response::new(Full::new(Bytes::from(text)));
     let headers = response.headers_mut();
     headers.insert(
         http::header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4"),
+        HeaderValue::from_static(crate::server::metrics::CONTENT_TYPE),
     );
     add_common_headers(headers);
     response
@@ -229,14 +231,18 @@ pub(super) fn metrics_reply(
 
 /// `/`: the dashboard, for an admin; a browser without a login is invited
 /// to log in with Basic auth.
-pub(super) async fn dashboard(mediator: &Mediator, parts: &Parts) -> HttpResponse {
+pub(super) async fn dashboard(
+    mediator: &Mediator,
+    parts: &Parts,
+    sender: &mut Option<Identity>,
+) -> HttpResponse {
     let credential = credentials::in_head(&parts.headers, &parts.uri);
     let identity = match credentials::check(mediator, parts, credential) {
         Ok(identity) => identity,
         Err(e @ Error::Unauthorized(_)) => return reply::unauthorized_with_basic(&e),
         Err(e) => return reply::error(&e),
     };
-    Span::current().record("sender", sender_name(&identity).as_str());
+    *sender = Some(identity.clone());
     if !identity.admin {
         return reply::error(&Error::Forbidden(
             "the dashboard needs an admin login".into(),

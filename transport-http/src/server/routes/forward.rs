@@ -12,17 +12,21 @@ use http::request::Parts;
 use http::{Response, StatusCode};
 use http_body_util::Full;
 use mediator_core::auth::Identity;
+use mediator_core::context::is_valid_traceparent;
 use mediator_core::{
     Broadcast, Envelope, Error, Mediator, NodeKey, Reply, Routed, Target, Timestamp, TraceContext,
 };
 use serde_json::{json, Value};
-use tracing::Span;
 
 use super::path::Fan;
 use crate::headers::{
-    forwardable, forwardable_body, forwardable_query, is_reserved, strip_hop_by_hop,
-    X_MEDIATOR_DEADLINE, X_MEDIATOR_NODE, X_MEDIATOR_SUMMARY, X_MEDIATOR_TIMEOUT_MS,
+    forwardable, forwardable_body, forwardable_query, is_reserved, strip_hop_by_hop, TRACEPARENT,
+    X_MEDIATOR_DEADLINE, X_MEDIATOR_NODE, X_MEDIATOR_SUMMARY, X_MEDIATOR_TIMEOUT_MS, X_REQUEST_ID,
 };
+
+/// The vendor half of the W3C trace context, meaningful only with its
+/// `traceparent`.
+const TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
 use crate::server::reply::{self, add_common_headers, HttpResponse};
 
 /// The budget the caller asks for with `x-mediator-deadline` (ms since the
@@ -49,36 +53,35 @@ fn caller_budget(headers: &HeaderMap, now: Timestamp) -> Result<Option<Duration>
     Ok(budget)
 }
 
-/// The caller's correlation ids, handed to the router and deliverers.
-fn trace_of(headers: &HeaderMap) -> TraceContext {
-    let text = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-    };
-    let mut trace = TraceContext::default();
-    if let Some(id) = text("x-request-id") {
-        trace = trace.with_request_id(id);
-    }
-    if let Some(parent) = text("traceparent") {
-        trace = trace.with_traceparent(parent);
-    }
-    trace
+/// A forwarding request: its head and body, and what its path names.
+pub(super) struct Call<'a> {
+    pub(super) parts: Parts,
+    pub(super) body: Bytes,
+    pub(super) fan: Fan,
+    pub(super) group: &'a str,
+    pub(super) name: Option<&'a str>,
+    pub(super) rest: &'a str,
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Routes `call` from `identity` with the request's `trace` ids, which
+/// replace the caller's own `x-request-id` and `traceparent` on the way
+/// to nodes (the caller's `tracestate` goes along only with its trace);
+/// `node` is set to the node that answered a unicast.
 pub(super) async fn forward(
     mediator: &Mediator,
     identity: &Identity,
-    parts: Parts,
-    body: Bytes,
-    fan: Fan,
-    group: &str,
-    name: Option<&str>,
-    rest: &str,
+    call: Call<'_>,
+    trace: &TraceContext,
+    node: &mut Option<String>,
 ) -> HttpResponse {
+    let Call {
+        parts,
+        body,
+        fan,
+        group,
+        name,
+        rest,
+    } = call;
     let target = match fan {
         Fan::One => NodeKey::new(group, name).map(Target::One),
         Fan::Any => Target::any(group),
@@ -88,7 +91,6 @@ pub(super) async fn forward(
         Ok(target) => target,
         Err(e) => return reply::error(&e),
     };
-    Span::current().record("target", target.to_string().as_str());
     let budget = match caller_budget(&parts.headers, mediator.clock().now()) {
         Ok(budget) => budget,
         Err(e) => return reply::error(&e),
@@ -106,19 +108,30 @@ pub(super) async fn forward(
         path_and_query.push('?');
         path_and_query.push_str(&query);
     }
+    let mut headers = forwardable(&parts.headers);
+    // Deliverers send the trace ids of the request's context.
+    headers.remove(X_REQUEST_ID);
+    let continued = headers
+        .remove(TRACEPARENT)
+        .is_some_and(|t| t.to_str().is_ok_and(is_valid_traceparent));
+    if !continued {
+        headers.remove(TRACESTATE);
+    }
     let envelope = Envelope {
         from: None,
         target,
         method: parts.method,
         path_and_query,
-        headers: forwardable(&parts.headers),
+        headers,
         body: forwardable_body(body),
     };
-    let trace = trace_of(&parts.headers);
     // Delivery outcomes and latencies are recorded by the core's router,
     // once per node asked, whatever the transport.
-    match mediator.route_with(identity, envelope, budget, trace).await {
-        Ok(Routed::One { node, reply }) => one_reply(&node, reply),
+    match mediator
+        .route_with(identity, envelope, budget, trace.clone())
+        .await
+    {
+        Ok(Routed::One { node: key, reply }) => one_reply(&key, reply, node),
         Ok(Routed::Many(broadcast)) => many_reply(&broadcast),
         Ok(_) => reply::error(&Error::Config(
             "the router answered in a shape this transport does not know".into(),
@@ -137,9 +150,8 @@ pub(super) async fn forward(
 }
 
 /// A node's reply as it is, plus which node gave it.
-fn one_reply(node: &NodeKey, reply: Reply) -> HttpResponse {
+fn one_reply(node: &NodeKey, reply: Reply, answered: &mut Option<String>) -> HttpResponse {
     let node_name = node.to_string();
-    Span::current().record("node", node_name.as_str());
     let mut headers = reply.headers;
     strip_hop_by_hop(&mut headers);
     // The `x-mediator-*` headers are the mediator's word, in this direction
@@ -155,6 +167,7 @@ fn one_reply(node: &NodeKey, reply: Reply) -> HttpResponse {
     if let Ok(value) = HeaderValue::from_str(&node_name) {
         headers.insert(X_MEDIATOR_NODE, value);
     }
+    *answered = Some(node_name);
     add_common_headers(&mut headers);
     let mut response = Response::new(Full::new(reply.body));
     *response.status_mut() = reply.status;

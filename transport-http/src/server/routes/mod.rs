@@ -18,25 +18,40 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::header::{HeaderMap, CONTENT_LENGTH};
 use http::request::Parts;
+use http::HeaderValue;
 use http::{Request, StatusCode};
 use http_body::Body;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use mediator_core::auth::Identity;
-use mediator_core::{Error, Fault, Mediator};
+use mediator_core::{Error, Fault, Mediator, TraceContext};
 use serde_json::{json, Map, Value};
-use tracing::field::Empty;
-use tracing::{Instrument, Span};
+use tracing::Instrument;
 
 use super::credentials;
-use super::metrics::{Metrics, MetricsAccess};
+use super::metrics::{Metrics, MetricsAccess, RouteLabel};
 use super::reply::{self, HttpResponse};
 use super::service::{BoxError, RemoteAddr};
 use super::throttle::LoginThrottle;
+use crate::headers::{TRACEPARENT, X_REQUEST_ID};
 use path::{parse_route, Route};
 
-/// Answers one request, in a span that records who asked for what and how
-/// it went. Tokens are never recorded: the span holds the path without its
-/// query, and the sender as its verified name.
+/// What the routes learnt about a request, for its log line.
+#[derive(Default)]
+struct Seen {
+    /// The authenticated caller, once known.
+    sender: Option<Identity>,
+    /// The node that answered a unicast or any-of-group request.
+    node: Option<String>,
+}
+
+/// Answers one request and writes its one log line: request id, trace,
+/// caller, target, node, status and duration. Tokens are never logged:
+/// the line holds the path without its query, and the sender as its
+/// verified name.
+///
+/// Every response carries the request's `x-request-id`: the caller's when
+/// well-formed, else a new one (see [`TraceContext::accept`]), the same
+/// the nodes are given.
 pub(crate) async fn handle<B>(
     mediator: &Mediator,
     metrics: &Metrics,
@@ -52,39 +67,62 @@ where
     let path = request.uri().path().to_owned();
     let route = parse_route(&path);
     let label = route.label();
-    let span = tracing::info_span!(
-        "request",
-        method = %request.method(),
-        path = %request.uri().path(),
-        remote = Empty,
-        sender = Empty,
-        target = Empty,
-        node = Empty,
-        status = Empty,
-        duration_ms = Empty,
-    );
-    if let Some(RemoteAddr(remote)) = request.extensions().get::<RemoteAddr>() {
-        span.record("remote", tracing::field::display(remote));
-    }
-    let response = dispatch(mediator, metrics, logins, access, route, &path, request)
-        .instrument(span.clone())
-        .await;
+    let target = route.target();
+    let headers = request.headers();
+    let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    let trace = TraceContext::accept(text(X_REQUEST_ID), text(TRACEPARENT));
+    let method = request.method().clone();
+    let remote = request.extensions().get::<RemoteAddr>().map(|r| r.0);
+    let request_id = trace.request_id.as_deref().unwrap_or_default();
+    // Events inside the request (retries, refusals) carry its id when
+    // debugging; at the default level the span costs nothing.
+    let span = tracing::debug_span!("request", request_id);
+    let mut seen = Seen::default();
+    let mut response = dispatch(
+        mediator, metrics, logins, access, route, &path, &trace, &mut seen, request,
+    )
+    .instrument(span)
+    .await;
     let status = response.status().as_u16();
     let took = started.elapsed();
     metrics.request(label, status, took);
-    let elapsed = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
-    span.record("status", status);
-    span.record("duration_ms", elapsed);
-    span.in_scope(|| {
-        if status >= 500 {
-            tracing::warn!(status, duration_ms = elapsed, "request failed");
-        } else {
-            tracing::info!(status, duration_ms = elapsed, "request");
-        }
-    });
+    if let Ok(value) = HeaderValue::from_str(request_id) {
+        response.headers_mut().insert(X_REQUEST_ID, value);
+    }
+    let duration_ms = took.as_secs_f64() * 1e3;
+    macro_rules! request_line {
+        ($level:expr, $message:literal) => {
+            tracing::event!(
+                $level,
+                request_id,
+                trace_id = trace.trace_id(),
+                span_id = trace.parent_id(),
+                %method,
+                path = path.as_str(),
+                remote = remote.map(tracing::field::display),
+                sender = seen.sender.as_ref().map(|i| tracing::field::display(SenderName(i))),
+                target = target.map(tracing::field::display),
+                node = seen.node.as_deref(),
+                status,
+                duration_ms,
+                $message
+            )
+        };
+    }
+    if status >= 500 {
+        request_line!(tracing::Level::WARN, "request failed");
+    } else if label == RouteLabel::Renew && status < 400 {
+        // Every node renews every third of its lease: routine.
+        request_line!(tracing::Level::DEBUG, "request");
+    } else {
+        request_line!(tracing::Level::INFO, "request");
+    }
     response
 }
 
+// The service's shared parts and this request's own, passed as they are
+// rather than bundled for one call.
+#[allow(clippy::too_many_arguments)]
 async fn dispatch<B>(
     mediator: &Mediator,
     metrics: &Metrics,
@@ -92,6 +130,8 @@ async fn dispatch<B>(
     access: MetricsAccess,
     route: Route<'_>,
     path: &str,
+    trace: &TraceContext,
+    seen: &mut Seen,
     request: Request<B>,
 ) -> HttpResponse
 where
@@ -122,9 +162,9 @@ where
     match route {
         Route::Healthz => return reply::json(StatusCode::OK, &json!({ "ok": true })),
         Route::Metrics => return admin::metrics_reply(mediator, metrics, access, &parts),
-        Route::Dashboard => return admin::dashboard(mediator, &parts).await,
+        Route::Dashboard => return admin::dashboard(mediator, &parts, &mut seen.sender).await,
         Route::Ping | Route::Readyz => return admin::ready(mediator, &parts).await,
-        Route::Token => return admin::token(mediator, &parts),
+        Route::Token => return admin::token(mediator, &parts, &mut seen.sender),
         Route::NotFound => {
             return reply::error_status(
                 StatusCode::NOT_FOUND,
@@ -139,7 +179,7 @@ where
         Ok(found) => found,
         Err(response) => return response,
     };
-    match route {
+    let response = match route {
         Route::Register => register::register(mediator, &identity, &body).await,
         Route::Renew => register::renew(mediator, &identity, &body).await,
         Route::Remove(id) => register::remove(mediator, &identity, id, &body).await,
@@ -148,7 +188,17 @@ where
             group,
             name,
             rest,
-        } => forward::forward(mediator, &identity, parts, body, fan, group, name, rest).await,
+        } => {
+            let call = forward::Call {
+                parts,
+                body,
+                fan,
+                group,
+                name,
+                rest,
+            };
+            forward::forward(mediator, &identity, call, trace, &mut seen.node).await
+        }
         Route::AdminClusters(group) => {
             admin::admin_clusters(mediator, &identity, group, parts.uri.query()).await
         }
@@ -166,7 +216,9 @@ where
             "not_found",
             Fault::Caller,
         ),
-    }
+    };
+    seen.sender = Some(identity);
+    response
 }
 
 /// Applies the login backoff to a request carrying a Basic login in its
@@ -252,16 +304,22 @@ where
         None => credentials::check(mediator, parts, credentials::in_body(&body))
             .map_err(|e| reply::error(&e))?,
     };
-    Span::current().record("sender", sender_name(&identity).as_str());
     Ok((identity, body))
 }
 
-fn sender_name(identity: &Identity) -> String {
-    match (&identity.key, identity.verified, identity.admin) {
-        (Some(key), true, _) => key.to_string(),
-        (None, true, true) => "admin".to_owned(),
-        (None, true, false) => "operator".to_owned(),
-        (_, false, _) => "unverified".to_owned(),
+/// A caller as the request log names it: its node, `admin`, `operator`
+/// or `unverified`.
+struct SenderName<'a>(&'a Identity);
+
+impl std::fmt::Display for SenderName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let identity = self.0;
+        match (&identity.key, identity.verified, identity.admin) {
+            (Some(key), true, _) => key.fmt(f),
+            (None, true, true) => f.write_str("admin"),
+            (None, true, false) => f.write_str("operator"),
+            (_, false, _) => f.write_str("unverified"),
+        }
     }
 }
 

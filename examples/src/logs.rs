@@ -1,0 +1,65 @@
+//! The `mediator` binary's log output: human-readable text or one JSON
+//! object per line, filtered by `RUST_LOG` (default `info`), coloured only
+//! on a terminal.
+//!
+//! ```
+//! use mediator_examples::logs::LogFormat;
+//! assert_eq!("json".parse::<LogFormat>(), Ok(LogFormat::Json));
+//! assert!("xml".parse::<LogFormat>().is_err());
+//! ```
+
+use std::io::IsTerminal;
+
+use tracing_subscriber::EnvFilter;
+
+use crate::log_writer::LogWriterGuard;
+
+/// How log lines are written to standard error.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One line of text per event, for people.
+    #[default]
+    Text,
+    /// One JSON object per line, fields at the top level, for collectors.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("{other:?}: expected text or json")),
+        }
+    }
+}
+
+/// Installs the global subscriber writing `format` to standard error,
+/// filtered by `RUST_LOG` (`info` when unset or unreadable). Colour codes
+/// are written only when standard error is a terminal, so files and pipes
+/// get plain text. Lines go through the bounded buffer of
+/// [`log_writer`](crate::log_writer), so no request waits for standard
+/// error; keep the returned guard until the end (dropping it writes what
+/// is buffered).
+pub fn init(format: LogFormat) -> LogWriterGuard {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let (writer, guard) = crate::log_writer::stderr();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        // The event's module path is left out: the request line has a
+        // `target` field of its own (the node or group addressed), and a
+        // JSON object cannot hold two keys of one name.
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_target(false)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
+    guard
+}
