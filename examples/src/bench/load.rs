@@ -370,20 +370,23 @@ fn same(sent: &Bytes, reply: &[u8]) -> Result<(), String> {
     }
 }
 
-/// A fresh HTTP/1.1 connection to `addr`.
-pub(crate) async fn connect_h1(
-    addr: SocketAddr,
-) -> Result<http1::SendRequest<Full<Bytes>>, String> {
+/// A TCP connection to `addr`, without Nagle's delay, as hyper wants it.
+async fn dial(addr: SocketAddr) -> Result<TokioIo<tokio::net::TcpStream>, String> {
     let stream = tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connecting to {addr}: {e}"))?;
     let _ = stream.set_nodelay(true);
-    let (send, connection) = http1::handshake(TokioIo::new(stream))
+    Ok(TokioIo::new(stream))
+}
+
+/// A fresh HTTP/1.1 connection to `addr`.
+pub(crate) async fn connect_h1(
+    addr: SocketAddr,
+) -> Result<http1::SendRequest<Full<Bytes>>, String> {
+    let (send, connection) = http1::handshake(dial(addr).await?)
         .await
         .map_err(|e| format!("HTTP/1.1 handshake with {addr}: {e}"))?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
+    tokio::spawn(connection);
     Ok(send)
 }
 
@@ -391,16 +394,10 @@ pub(crate) async fn connect_h1(
 pub(crate) async fn connect_h2(
     addr: SocketAddr,
 ) -> Result<http2::SendRequest<Full<Bytes>>, String> {
-    let stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| format!("connecting to {addr}: {e}"))?;
-    let _ = stream.set_nodelay(true);
-    let (send, connection) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+    let (send, connection) = http2::handshake(TokioExecutor::new(), dial(addr).await?)
         .await
         .map_err(|e| format!("h2c handshake with {addr}: {e}"))?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
+    tokio::spawn(connection);
     Ok(send)
 }
 

@@ -18,22 +18,6 @@ use crate::procs::{self, Proc};
 use crate::report::{median, Machine, Report, Row, Skipped};
 use crate::Args;
 
-/// Every workload, in the order a run measures them.
-const WORKLOADS: &[&str] = &[
-    "unicast-1k-1",
-    "unicast-1k-64",
-    "unicast-1k-256",
-    "unicast-64k-16",
-    "broadcast-10-1",
-    "broadcast-10-16",
-    "broadcast-100-1",
-    "broadcast-100-16",
-    "churn-sqlite",
-    "churn-mysql",
-    "nodes-1k",
-    "nodes-100k",
-];
-
 /// Every path, in the order each unicast workload measures them.
 const PATHS: &[&str] = &[
     "direct",
@@ -61,46 +45,75 @@ enum Kind {
     Nodes { count: usize },
 }
 
-fn kind(name: &str) -> Option<Kind> {
-    Some(match name {
-        "unicast-1k-1" => Kind::Unicast {
+/// Every workload's name and what it is, in the order a run measures them.
+const KINDS: &[(&str, Kind)] = &[
+    (
+        "unicast-1k-1",
+        Kind::Unicast {
             body: 1024,
             in_flight: 1,
         },
-        "unicast-1k-64" => Kind::Unicast {
+    ),
+    (
+        "unicast-1k-64",
+        Kind::Unicast {
             body: 1024,
             in_flight: 64,
         },
-        "unicast-1k-256" => Kind::Unicast {
+    ),
+    (
+        "unicast-1k-256",
+        Kind::Unicast {
             body: 1024,
             in_flight: 256,
         },
-        "unicast-64k-16" => Kind::Unicast {
+    ),
+    (
+        "unicast-64k-16",
+        Kind::Unicast {
             body: 64 * 1024,
             in_flight: 16,
         },
-        "broadcast-10-1" => Kind::Broadcast {
+    ),
+    (
+        "broadcast-10-1",
+        Kind::Broadcast {
             nodes: 10,
             in_flight: 1,
         },
-        "broadcast-10-16" => Kind::Broadcast {
+    ),
+    (
+        "broadcast-10-16",
+        Kind::Broadcast {
             nodes: 10,
             in_flight: 16,
         },
-        "broadcast-100-1" => Kind::Broadcast {
+    ),
+    (
+        "broadcast-100-1",
+        Kind::Broadcast {
             nodes: 100,
             in_flight: 1,
         },
-        "broadcast-100-16" => Kind::Broadcast {
+    ),
+    (
+        "broadcast-100-16",
+        Kind::Broadcast {
             nodes: 100,
             in_flight: 16,
         },
-        "churn-sqlite" => Kind::Churn { mysql: false },
-        "churn-mysql" => Kind::Churn { mysql: true },
-        "nodes-1k" => Kind::Nodes { count: 1_000 },
-        "nodes-100k" => Kind::Nodes { count: 100_000 },
-        _ => return None,
-    })
+    ),
+    ("churn-sqlite", Kind::Churn { mysql: false }),
+    ("churn-mysql", Kind::Churn { mysql: true }),
+    ("nodes-1k", Kind::Nodes { count: 1_000 }),
+    ("nodes-100k", Kind::Nodes { count: 100_000 }),
+];
+
+fn kind(name: &str) -> Option<Kind> {
+    KINDS
+        .iter()
+        .find(|(known, _)| *known == name)
+        .map(|(_, kind)| *kind)
 }
 
 /// Picks the named entries of `all` (all of them when `asked` is empty),
@@ -157,7 +170,8 @@ pub(crate) async fn run(args: Args) -> Result<(), String> {
     if args.runs == 0 {
         return Err("--runs must be at least 1".into());
     }
-    let workloads = pick(&args.workloads, WORKLOADS, "workload")?;
+    let names: Vec<&'static str> = KINDS.iter().map(|(name, _)| *name).collect();
+    let workloads = pick(&args.workloads, &names, "workload")?;
     let paths = pick(&args.paths, PATHS, "path")?;
     let dir = tempfile::tempdir().map_err(|e| format!("making a temporary folder: {e}"))?;
     let secret = SealKey::generate().to_base64();
@@ -194,13 +208,7 @@ pub(crate) async fn run(args: Args) -> Result<(), String> {
         .arg("echo-node")
         .arg("--ports")
         .arg(ports.to_string());
-    let (echo_proc, lines) = Proc::start(
-        "the echo node",
-        echo_command,
-        &[echo::ECHO_READY],
-        Duration::from_secs(10),
-    )
-    .await?;
+    let (echo_proc, lines) = start_node("the echo node", echo_command, echo::ECHO_READY).await?;
     bench.echo_urls = lines
         .iter()
         .filter_map(|line| line.strip_prefix(echo::ECHO_LISTENING))
@@ -510,13 +518,7 @@ impl Bench<'_> {
             .arg("bench/qecho")
             .env("MEDIATOR_SECRET", &self.secret)
             .env("RUST_LOG", "error");
-        let (proc, _) = Proc::start(
-            "the QUIC echo node",
-            command,
-            &[echo::QUIC_READY],
-            Duration::from_secs(15),
-        )
-        .await?;
+        let (proc, _) = start_node("the QUIC echo node", command, echo::QUIC_READY).await?;
         Ok(proc)
     }
 
@@ -589,10 +591,7 @@ impl Bench<'_> {
             .nats
             .trim_start_matches("nats://")
             .trim_end_matches('/');
-        let reachable =
-            tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(host))
-                .await;
-        if !matches!(reachable, Ok(Ok(_))) {
+        if !answers(host).await {
             return Err(format!("no NATS server answers at {}", self.args.nats));
         }
         let subject = format!("bench.{}.echo", std::process::id());
@@ -603,13 +602,7 @@ impl Bench<'_> {
             .arg(&self.args.nats)
             .arg("--subject")
             .arg(&subject);
-        let (proc, _) = Proc::start(
-            "the NATS replier",
-            command,
-            &[echo::NATS_READY],
-            Duration::from_secs(10),
-        )
-        .await?;
+        let (proc, _) = start_node("the NATS replier", command, echo::NATS_READY).await?;
         Ok((proc, subject))
     }
 
@@ -812,12 +805,7 @@ impl Bench<'_> {
                 .next()
                 .unwrap_or_default()
                 .to_owned();
-            let reachable = tokio::time::timeout(
-                Duration::from_secs(1),
-                tokio::net::TcpStream::connect(host.as_str()),
-            )
-            .await;
-            if !matches!(reachable, Ok(Ok(_))) {
+            if !answers(&host).await {
                 self.skip(workload, format!("no MySQL server answers at {host}"));
                 return Ok(());
             }
@@ -973,6 +961,24 @@ impl Bench<'_> {
     }
 }
 
+/// Starts one of the harness's own nodes and waits for its `ready` line.
+async fn start_node(
+    name: &str,
+    command: Command,
+    ready: &str,
+) -> Result<(Proc, Vec<String>), String> {
+    Proc::start(name, command, &[ready], Duration::from_secs(15)).await
+}
+
+/// Whether something accepts TCP connections at `host:port` within a second.
+async fn answers(host: &str) -> bool {
+    let connecting = tokio::net::TcpStream::connect(host);
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), connecting).await,
+        Ok(Ok(_))
+    )
+}
+
 fn h1_links(
     addr: SocketAddr,
     in_flight: usize,
@@ -1008,9 +1014,17 @@ mod tests {
 
     #[test]
     fn every_workload_has_a_kind_and_picks_check_names() {
-        for workload in WORKLOADS {
+        for (workload, _) in KINDS {
             assert!(kind(workload).is_some(), "{workload}");
         }
+        assert_eq!(
+            kind("unicast-1k-256"),
+            Some(Kind::Unicast {
+                body: 1024,
+                in_flight: 256
+            })
+        );
+        assert_eq!(kind("unicast-2k-3"), None);
         assert_eq!(pick(&[], PATHS, "path").expect("all").len(), PATHS.len());
         assert_eq!(
             pick(&["nats".into(), "direct".into()], PATHS, "path").expect("known"),
