@@ -1,5 +1,7 @@
 //! `mediator serve` settings: flags, then `MEDIATOR_*` environment
-//! variables, then a TOML file, then defaults, in that order of precedence.
+//! variables (and the platform's `PORT` and `DATABASE_URL`, see
+//! [`apply_platform_env`]), then a TOML file, then defaults, in that order
+//! of precedence.
 //!
 //! A `.env` file in the working directory is read at start-up (it never
 //! overrides variables already set). The TOML file is `--config PATH`
@@ -105,7 +107,7 @@ pub struct ServeFlags {
     /// Argon2 hash of the operator's password for the Basic admin login (from `mediator hash-password`).
     #[arg(long, env = "MEDIATOR_OPERATOR_PASSWORD_HASH")]
     pub operator_password_hash: Option<String>,
-    /// Also accept the secret as the admin password, as the original does [default: true without an operator password hash, false with one].
+    /// Also accept the signing secret as the admin password, as the original does [default: false].
     #[arg(
         long,
         env = "MEDIATOR_SECRET_AS_PASSWORD",
@@ -196,6 +198,55 @@ pub fn secret_location(
         .or_else(|| file.secret_file.clone())
         .unwrap_or_else(|| PathBuf::from(DEFAULT_SECRET_FILE));
     (secret, path)
+}
+
+/// The platform's variables, as a twelve-factor host (Heroku and the like)
+/// sets them: `PORT` listens on `0.0.0.0:PORT` and `DATABASE_URL`
+/// (`sqlite:PATH`, `sqlite://PATH` or `mysql://…`) names the store.
+///
+/// They rank with the environment: below a flag and the `MEDIATOR_*`
+/// variable of the same setting (already in `flags`), above the TOML file.
+///
+/// ```
+/// use mediator_examples::config::{apply_platform_env, ServeFlags};
+/// let mut flags = ServeFlags::default();
+/// apply_platform_env(&mut flags, Some("5000".into()), Some("sqlite:/data/m.db".into())).unwrap();
+/// assert_eq!(flags.listen.unwrap().to_string(), "0.0.0.0:5000");
+/// assert_eq!(flags.store.as_deref(), Some("sqlite:/data/m.db"));
+/// // A flag (or MEDIATOR_LISTEN) outranks PORT.
+/// let mut flags = ServeFlags { listen: Some("127.0.0.1:7000".parse().unwrap()), ..ServeFlags::default() };
+/// apply_platform_env(&mut flags, Some("5000".into()), None).unwrap();
+/// assert_eq!(flags.listen.unwrap().port(), 7000);
+/// assert!(apply_platform_env(&mut ServeFlags::default(), Some("http".into()), None).is_err());
+/// ```
+pub fn apply_platform_env(
+    flags: &mut ServeFlags,
+    port: Option<String>,
+    database_url: Option<String>,
+) -> Result<(), CliError> {
+    if flags.listen.is_none() {
+        if let Some(port) = port.filter(|p| !p.trim().is_empty()) {
+            let port: u16 = port.trim().parse().map_err(|_| {
+                CliError::Config(format!(
+                    "PORT={port:?} is not a port number (1-65535); unset it or use --listen"
+                ))
+            })?;
+            flags.listen = Some(SocketAddr::from(([0, 0, 0, 0], port)));
+        }
+    }
+    if flags.store.is_none() {
+        if let Some(url) = database_url.filter(|u| !u.trim().is_empty()) {
+            // Checked here so the message names the variable it came from.
+            url.parse::<StoreUrl>().map_err(|e| {
+                CliError::Config(format!(
+                    "DATABASE_URL: {e}",
+                    e = e.to_string().trim_start_matches("configuration: ")
+                ))
+            })?;
+            flags.store = Some(url);
+        }
+    }
+    Ok(())
 }
 
 /// The TOML configuration file: the same settings as [`ServeFlags`], plus the secret.
@@ -305,11 +356,15 @@ pub struct ServeSettings {
     pub drain: Duration,
     /// Where node callbacks may point.
     pub endpoints: EndpointPolicy,
+    /// The networks denied beside the built-in ones, as configured.
+    pub endpoint_deny: Vec<String>,
+    /// The only networks allowed (empty: any), as configured.
+    pub endpoint_allow: Vec<String>,
     /// Who reads `/metrics`.
     pub metrics_access: MetricsAccess,
     /// The operator password's hash, if configured.
     pub operator_password_hash: Option<String>,
-    /// Whether the secret is also the admin password; `None`: the default.
+    /// Whether the secret is also the admin password; `None`: not set (no).
     pub secret_as_password: Option<bool>,
 }
 
@@ -394,13 +449,17 @@ impl ServeSettings {
         let mut endpoints = EndpointPolicy::default();
         // Flags, when given, replace the file's list rather than add to it,
         // as every other setting does.
-        let deny = non_empty(flags.endpoint_deny).or(file.endpoint_deny);
-        for text in deny.unwrap_or_default() {
-            endpoints = endpoints.deny(network(&text)?);
+        let endpoint_deny = non_empty(flags.endpoint_deny)
+            .or(file.endpoint_deny)
+            .unwrap_or_default();
+        for text in &endpoint_deny {
+            endpoints = endpoints.deny(network(text)?);
         }
-        let allow = non_empty(flags.endpoint_allow).or(file.endpoint_allow);
-        for text in allow.unwrap_or_default() {
-            endpoints = endpoints.allow(network(&text)?);
+        let endpoint_allow = non_empty(flags.endpoint_allow)
+            .or(file.endpoint_allow)
+            .unwrap_or_default();
+        for text in &endpoint_allow {
+            endpoints = endpoints.allow(network(text)?);
         }
         let metrics_access = match (flags.metrics_access, file.metrics_access) {
             (Some(access), _) => access,
@@ -413,6 +472,8 @@ impl ServeSettings {
             operator_password_hash: flags.operator_password_hash.or(file.operator_password_hash),
             secret_as_password: flags.secret_as_password.or(file.secret_as_password),
             endpoints,
+            endpoint_deny,
+            endpoint_allow,
             metrics_access,
             listen,
             quic_listen: flags.quic_listen.or(file.quic_listen),

@@ -135,9 +135,13 @@ pub async fn start_node(
     };
     let listener = TcpListener::bind(page_addr)
         .await
-        .map_err(|source| CliError::Io {
-            path: format!("page address {page_addr}").into(),
-            source,
+        .map_err(|e| CliError::Bind {
+            what: format!(
+                "the demo/{} page; --pages-from picks other ports",
+                role.name()
+            ),
+            addr: page_addr,
+            reason: crate::exit::explain_bind(&e),
         })?;
     let page = listener.local_addr().map_err(|source| CliError::Io {
         path: "page address".into(),

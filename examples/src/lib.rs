@@ -8,9 +8,12 @@
 
 pub mod acl;
 pub mod channel;
+pub mod check;
 pub mod config;
 pub mod custom_store;
 pub mod demo;
+pub mod exit;
+pub mod listing;
 pub mod log_writer;
 pub mod logs;
 pub mod scaffold;
@@ -22,7 +25,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 
-/// Everything that can go wrong in the bundled binaries.
+/// Everything that can go wrong in the bundled binaries. Each kind maps to
+/// one of the documented [exit codes](exit).
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     /// A setting is missing or wrong.
@@ -36,9 +40,39 @@ pub enum CliError {
         /// What went wrong.
         source: std::io::Error,
     },
+    /// A listener could not be opened on its address.
+    #[error("cannot listen on {addr} ({what}): {reason}")]
+    Bind {
+        /// Which listener (`HTTP`, `QUIC`, a demo page).
+        what: String,
+        /// The address it was to listen on.
+        addr: std::net::SocketAddr,
+        /// Why, with what to do about it.
+        reason: String,
+    },
     /// The store could not be opened or used.
     #[error("store: {0}")]
     Store(String),
+    /// The mediator could not be reached at all.
+    #[error("cannot reach the mediator at {url}: {reason}")]
+    Unreachable {
+        /// The mediator's URL (or QUIC address).
+        url: String,
+        /// Why, with what to do about it.
+        reason: String,
+    },
+    /// The mediator answered, and refused the request.
+    #[error("the mediator at {url} refused: {message}")]
+    Refused {
+        /// The mediator's URL (or QUIC address).
+        url: String,
+        /// Its status and reason, with what to do about it.
+        message: String,
+    },
+    /// Some or every delivery failed: a node failed, did not answer in
+    /// time, or its reply could not be opened.
+    #[error("{0}")]
+    Delivery(String),
     /// The mediator refused or failed.
     #[error(transparent)]
     Core(#[from] mediator_core::Error),
@@ -48,6 +82,52 @@ pub enum CliError {
     /// The QUIC transport failed.
     #[error(transparent)]
     Quic(#[from] mediator_transport_quic::QuicError),
+}
+
+impl CliError {
+    /// The process exit code for this error (see [`exit`]).
+    pub fn exit_code(&self) -> u8 {
+        use mediator_transport_http::HttpError;
+        use mediator_transport_quic::QuicError;
+        let core = |e: &mediator_core::Error| match (e.kind(), e.fault()) {
+            // A reply that does not open was delivered, but is no answer.
+            ("sealed", _) | (_, mediator_core::Fault::Node) => exit::DELIVERY,
+            (_, mediator_core::Fault::Caller) => exit::USAGE,
+            _ => exit::MEDIATOR,
+        };
+        let answered = |status: u16, fault: Option<mediator_core::Fault>| {
+            if fault == Some(mediator_core::Fault::Node) || matches!(status, 502 | 504) {
+                exit::DELIVERY
+            } else {
+                exit::MEDIATOR
+            }
+        };
+        match self {
+            CliError::Config(_) | CliError::Io { .. } | CliError::Bind { .. } => exit::USAGE,
+            CliError::Store(_) => exit::USAGE,
+            CliError::Unreachable { .. } | CliError::Refused { .. } => exit::MEDIATOR,
+            CliError::Delivery(_) => exit::DELIVERY,
+            CliError::Core(e) => core(e),
+            CliError::Http(e) => match e {
+                HttpError::Mediator { status, fault, .. } => answered(*status, *fault),
+                HttpError::Node { .. } => exit::DELIVERY,
+                HttpError::Unreachable { .. }
+                | HttpError::Timeout { .. }
+                | HttpError::Protocol(_) => exit::MEDIATOR,
+                HttpError::Core(e) => core(e),
+                _ => exit::USAGE,
+            },
+            CliError::Quic(e) => match e {
+                QuicError::Mediator { status, fault, .. } => answered(*status, *fault),
+                QuicError::Node { .. } => exit::DELIVERY,
+                QuicError::Unreachable { .. }
+                | QuicError::Timeout { .. }
+                | QuicError::Protocol(_) => exit::MEDIATOR,
+                QuicError::Core(e) => core(e),
+                _ => exit::USAGE,
+            },
+        }
+    }
 }
 
 impl From<mediator_core::CipherError> for CliError {
@@ -63,17 +143,21 @@ impl From<mediator_core::AuthError> for CliError {
 }
 
 /// GETs `url` + `path` with a bearer token and parses the JSON answer; a
-/// non-2xx answer is an error carrying the mediator's message.
+/// non-2xx answer is [`CliError::Refused`] carrying the mediator's message,
+/// no connection [`CliError::Unreachable`] saying why and what to do.
 pub async fn http_get_json(
     url: &str,
     path: &str,
     token: &str,
 ) -> Result<serde_json::Value, CliError> {
     let target = format!("{}{path}", url.trim_end_matches('/'));
-    let fail = |what: String| CliError::Config(format!("GET {target}: {what}"));
+    let unreachable = |reason: String| CliError::Unreachable {
+        url: url.to_owned(),
+        reason,
+    };
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_provider_and_webpki_roots(Arc::new(rustls::crypto::ring::default_provider()))
-        .map_err(|e| fail(e.to_string()))?
+        .map_err(|e| CliError::Config(format!("TLS roots: {e}")))?
         .https_or_http()
         .enable_http1()
         .build();
@@ -82,27 +166,37 @@ pub async fn http_get_json(
     let request = http::Request::get(&target)
         .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
         .body(Empty::new())
-        .map_err(|e| fail(e.to_string()))?;
+        .map_err(|e| CliError::Config(format!("--url {url}: not a usable URL ({e})")))?;
     let response =
         tokio::time::timeout(std::time::Duration::from_secs(10), client.request(request))
             .await
-            .map_err(|_| fail("no answer within 10 s".into()))?
-            .map_err(|e| fail(format!("cannot reach the mediator: {e}")))?;
+            .map_err(|_| unreachable("no answer within 10 s".into()))?
+            .map_err(|e| unreachable(exit::explain_unreachable(url, &exit::chain(&e))))?;
     let status = response.status();
     let body = response
         .into_body()
         .collect()
         .await
-        .map_err(|e| fail(e.to_string()))?
+        .map_err(|e| unreachable(format!("the answer broke off: {e}")))?
         .to_bytes();
-    let value: serde_json::Value = serde_json::from_slice(&body)
-        .map_err(|e| fail(format!("answered {status} with a non-JSON body: {e}")))?;
+    let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+        unreachable(format!(
+            "GET {path} answered {status} with a body that is not JSON ({e}); is this a mediator?"
+        ))
+    })?;
     if !status.is_success() {
         let message = value
             .get("error")
-            .map(ToString::to_string)
-            .unwrap_or_default();
-        return Err(fail(format!("{status}: {message}")));
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("no reason given");
+        let hint = match status.as_u16() {
+            401 | 403 => "; check the token (--token) or the secret it is minted with",
+            _ => "",
+        };
+        return Err(CliError::Refused {
+            url: url.to_owned(),
+            message: format!("GET {path}: {status}: {message}{hint}"),
+        });
     }
     Ok(value)
 }

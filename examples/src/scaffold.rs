@@ -153,12 +153,55 @@ tokio = {{ version = "1", features = ["full"] }}
     )
 }
 
+/// The few lines a generated node reads its settings with: the
+/// environment first, then the project's `.env` (so `cargo run` works with
+/// nothing exported, and a variable set in the shell still wins).
+const SETTINGS_RS: &str = r#"/// Settings: the environment first, then `.env` in the working directory
+/// (`NAME=value` lines; `#` starts a comment; quotes around a value are
+/// dropped).
+struct Settings(std::collections::HashMap<String, String>);
+
+impl Settings {
+    fn load() -> Settings {
+        let text = std::fs::read_to_string(".env").unwrap_or_default();
+        let file = text
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty() && !line.starts_with('#'))
+            .filter_map(|line| line.split_once('='))
+            .map(|(name, value)| {
+                let value = value.trim();
+                let unquoted = value
+                    .strip_prefix('"')
+                    .and_then(|v| v.strip_suffix('"'))
+                    .or_else(|| value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+                    .unwrap_or(value);
+                (name.trim().to_owned(), unquoted.to_owned())
+            })
+            .collect();
+        Settings(file)
+    }
+
+    fn get(&self, name: &str) -> Option<String> {
+        std::env::var(name)
+            .ok()
+            .or_else(|| self.0.get(name).cloned())
+            .filter(|value| !value.is_empty())
+    }
+
+    fn required(&self, name: &str) -> Result<String, Box<dyn std::error::Error>> {
+        self.get(name)
+            .ok_or_else(|| format!("set {name} in .env (see .env.example) or the environment").into())
+    }
+}
+"#;
+
 fn main_rs(group: &str, name: &str) -> String {
     format!(
         r#"//! A Mediator node: registers as `{group}/{name}`, answers every request
 //! with what it received, and deregisters on Ctrl-C.
 //!
-//! Settings come from the environment (see `.env.example`).
+//! Settings come from `.env` (copied from `.env.example`) or the environment.
 
 use std::time::Duration;
 
@@ -167,19 +210,17 @@ use mediator_core::{{KeyRing, TokenMinter}};
 use mediator_transport_http::client::Incoming;
 use mediator_transport_http::NodeClient;
 
-fn setting(name: &str) -> Result<String, Box<dyn std::error::Error>> {{
-    std::env::var(name).map_err(|_| format!("set {{name}} (see .env.example)").into())
-}}
-
+{settings}
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {{
-    let mediator = setting("MEDIATOR_URL")?;
+    let settings = Settings::load();
+    let mediator = settings.required("MEDIATOR_URL")?;
     // The mediator secret signs this node's tokens; with a token minted by
     // `mediator token --node {group}/{name}` use `.token(..)` instead.
-    let minter = TokenMinter::hs256(setting("MEDIATOR_SECRET")?);
+    let minter = TokenMinter::hs256(settings.required("MEDIATOR_SECRET")?);
     // The node key seals payloads end to end; the mediator never holds it.
-    let keys: KeyRing = setting("MEDIATOR_NODE_KEY")?.parse()?;
-    let callback = std::env::var("NODE_CALLBACK").unwrap_or_else(|_| "http://127.0.0.1:0".into());
+    let keys: KeyRing = settings.required("MEDIATOR_NODE_KEY")?.parse()?;
+    let callback = settings.get("NODE_CALLBACK").unwrap_or_else(|| "http://127.0.0.1:0".into());
 
     let node = NodeClient::builder(mediator)
         .identity("{group}", Some("{name}"))
@@ -197,9 +238,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {{
 
     tokio::signal::ctrl_c().await?;
     node.shutdown().await?;
+    println!("{group}/{name} deregistered");
     Ok(())
 }}
-"#
+"#,
+        settings = SETTINGS_RS
     )
 }
 
@@ -211,27 +254,25 @@ fn main_rs_quic(group: &str, name: &str) -> String {
 //! to the mediator (no port of its own to open), answers every request with
 //! what it received, and detaches on Ctrl-C.
 //!
-//! Settings come from the environment (see `.env.example`).
+//! Settings come from `.env` (copied from `.env.example`) or the environment.
 
 use bytes::Bytes;
 use mediator_core::node::Incoming;
 use mediator_core::{{KeyRing, TokenMinter}};
 use mediator_transport_quic::QuicNodeClient;
 
-fn setting(name: &str) -> Result<String, Box<dyn std::error::Error>> {{
-    std::env::var(name).map_err(|_| format!("set {{name}} (see .env.example)").into())
-}}
-
+{settings}
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {{
-    let addr = setting("MEDIATOR_QUIC")?.parse()?;
+    let settings = Settings::load();
+    let addr = settings.required("MEDIATOR_QUIC")?.parse()?;
     // The fingerprint `mediator serve --quic-listen` prints at start.
-    let pin = setting("MEDIATOR_QUIC_PIN")?;
+    let pin = settings.required("MEDIATOR_QUIC_PIN")?;
     // The mediator secret signs a fresh token at every (re)connection, so
     // an attachment outlives any one token.
-    let minter = TokenMinter::hs256(setting("MEDIATOR_SECRET")?);
+    let minter = TokenMinter::hs256(settings.required("MEDIATOR_SECRET")?);
     // The node key seals payloads end to end; the mediator never holds it.
-    let keys: KeyRing = setting("MEDIATOR_NODE_KEY")?.parse()?;
+    let keys: KeyRing = settings.required("MEDIATOR_NODE_KEY")?.parse()?;
 
     let node = QuicNodeClient::builder(addr)
         .pin(&pin)
@@ -250,7 +291,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {{
     node.shutdown().await;
     Ok(())
 }}
-"#
+"#,
+        settings = SETTINGS_RS
     )
 }
 
@@ -284,9 +326,11 @@ fn readme(package: &str, group: &str, name: &str, quic: bool) -> String {
     };
     format!(
         "# {package}\n\nA Mediator node {how} as `{group}/{name}`. It answers every request with \
-         the payload it received.\n\n```sh\nset -a; . ./.env; set +a   # after filling .env from .env.example\n\
-         cargo run\n```\n\nCall it from the shell through a running mediator:\n\n```sh\n\
-         mediator send --to {group}/{name} --key \"$MEDIATOR_NODE_KEY\" --data hello\n```\n"
+         the payload it received.\n\n```sh\ncp .env.example .env\n\
+         # fill in .env: MEDIATOR_SECRET (the mediator's secret) and MEDIATOR_NODE_KEY (`mediator keygen`)\n\
+         cargo run\n```\n\nThe node reads `.env` itself; a variable set in the environment wins over it. \
+         Call it from the shell through a running mediator (in the mediator's folder, so it finds the secret):\n\n\
+         ```sh\nmediator send --to {group}/{name} --key \"$MEDIATOR_NODE_KEY\" --data hello\n```\n"
     )
 }
 

@@ -112,12 +112,12 @@ impl OpenStore {
             StoreUrl::Sqlite(path) => OpenStore::Sqlite(Arc::new(
                 SqliteRegistry::open(path)
                     .await
-                    .map_err(|e| CliError::Store(e.to_string()))?,
+                    .map_err(|e| CliError::Store(format!("{url}: {e}")))?,
             )),
-            StoreUrl::Mysql(url) => OpenStore::Mysql(Arc::new(
-                MysqlRegistry::connect(url)
+            StoreUrl::Mysql(address) => OpenStore::Mysql(Arc::new(
+                MysqlRegistry::connect(address)
                     .await
-                    .map_err(|e| CliError::Store(e.to_string()))?,
+                    .map_err(|e| CliError::Store(format!("{url}: {e}")))?,
             )),
             StoreUrl::Memory => OpenStore::Memory(Arc::new(MemoryRegistry::new())),
         })

@@ -2,197 +2,26 @@
 //! keygen, token, send, nodes, new-node, demo, and a graceful stop under load.
 
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
+use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use mediator_core::{Claims, KeyRing, SealKey, Timestamp, TokenMinter};
+use hyper_util::rt::TokioExecutor;
+use mediator_core::{KeyRing, SealKey};
 use mediator_transport_http::client::Incoming;
 use mediator_transport_http::NodeClient;
 use mediator_transport_quic::QuicNodeClient;
 use serde_json::{json, Value};
 
-const BIN: &str = env!("CARGO_BIN_EXE_mediator");
+mod support;
 
-/// A `mediator` process, killed if a test ends early.
-struct Process {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl Process {
-    /// Starts `mediator args…` in `dir` and waits until stdout shows `ready`.
-    fn start(dir: &Path, args: &[&str], ready: &str) -> Process {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .current_dir(dir)
-            .env("RUST_LOG", "warn")
-            .env_remove("MEDIATOR_SECRET")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the mediator binary starts");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let sink = Arc::clone(&lines);
-        let ready = ready.to_owned();
-        std::thread::spawn(move || {
-            let mut told = false;
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line.clone());
-                if !told && line.contains(&ready) {
-                    told = true;
-                    let _ = tx.send(());
-                }
-            }
-        });
-        rx.recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("mediator {args:?} never printed {:?}", "ready"));
-        Process { child, lines }
-    }
-
-    fn output(&self) -> Vec<String> {
-        self.lines.lock().unwrap().clone()
-    }
-
-    /// Sends SIGTERM and waits for the exit status.
-    fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(sent.success());
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the mediator did not stop after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Runs `mediator args…` in `dir` to completion and returns its stdout.
-fn run(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new(BIN)
-        .args(args)
-        .current_dir(dir)
-        .env_remove("MEDIATOR_SECRET")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "mediator {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn secret_of(dir: &Path) -> String {
-    std::fs::read_to_string(dir.join("mediator.secret"))
-        .unwrap()
-        .trim()
-        .to_owned()
-}
-
-fn token_for(dir: &Path, key: &str) -> String {
-    TokenMinter::hs256(secret_of(dir))
-        .mint(&Claims::node(
-            &key.parse().unwrap(),
-            Timestamp::now(),
-            Duration::from_secs(600),
-        ))
-        .unwrap()
-}
-
-async fn post(url: &str, token: &str, body: impl Into<Bytes>) -> (StatusCode, Bytes) {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let request = Request::post(url)
-        .header("authorization", format!("Bearer {token}"))
-        .header("content-type", "application/json")
-        .body(Full::new(body.into()))
-        .unwrap();
-    let response = client.request(request).await.unwrap();
-    let status = response.status();
-    (
-        status,
-        response.into_body().collect().await.unwrap().to_bytes(),
-    )
-}
-
-/// A plain HTTP node answering `echo:<body>` after `delay`; counts requests.
-async fn echo_node(delay: Duration) -> (SocketAddr, Arc<Mutex<usize>>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let seen: Arc<Mutex<usize>> = Arc::default();
-    let count = Arc::clone(&seen);
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = listener.accept().await.unwrap();
-            let count = Arc::clone(&count);
-            tokio::spawn(async move {
-                let service =
-                    hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
-                        let count = Arc::clone(&count);
-                        async move {
-                            *count.lock().unwrap() += 1;
-                            let body = request.into_body().collect().await.unwrap().to_bytes();
-                            tokio::time::sleep(delay).await;
-                            let mut reply = b"echo:".to_vec();
-                            reply.extend_from_slice(&body);
-                            Ok::<_, std::convert::Infallible>(Response::new(Full::new(
-                                Bytes::from(reply),
-                            )))
-                        }
-                    });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    (addr, seen)
-}
-
-fn serve_args(port: u16, store: &str) -> Vec<String> {
-    vec![
-        "serve".into(),
-        "--listen".into(),
-        format!("127.0.0.1:{port}"),
-        "--store".into(),
-        store.into(),
-    ]
-}
-
-fn as_strs(args: &[String]) -> Vec<&str> {
-    args.iter().map(String::as_str).collect()
-}
+use support::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn registrations_survive_a_restart_on_the_same_sqlite_file() {
@@ -235,12 +64,24 @@ async fn registrations_survive_a_restart_on_the_same_sqlite_file() {
 
     let listed: Value =
         serde_json::from_str(&run(dir.path(), &["nodes", "--url", &base, "--json"])).unwrap();
-    let list = listed["list"].as_array().unwrap();
+    let list = listed.as_array().unwrap();
     assert_eq!(list.len(), 1);
     assert_eq!(list[0]["group"], "app");
+    assert_eq!(list[0]["node"], "app/echo");
+    // One set of names: the original's duplicates are not repeated.
+    for old in ["cluster", "domain", "port", "ttl"] {
+        assert!(list[0].get(old).is_none(), "{old} in {}", list[0]);
+    }
+    // The lease left counts down from the 600 s granted, never up.
+    let left = list[0]["lease_left_s"].as_u64().unwrap();
+    assert!((1..=600).contains(&left), "{left}");
+    std::thread::sleep(Duration::from_millis(1100));
+    let again: Value =
+        serde_json::from_str(&run(dir.path(), &["nodes", "--url", &base, "--json"])).unwrap();
+    assert!(again[0]["lease_left_s"].as_u64().unwrap() < left, "{again}");
     let table = run(dir.path(), &["nodes", "--url", &base]);
     assert!(
-        table.contains("app/echo") && table.contains("1 node(s)"),
+        table.contains("app/echo") && table.contains("LEASE LEFT") && table.contains("1 node(s)"),
         "{table}"
     );
 }
@@ -405,11 +246,12 @@ async fn serve_with_quic_listen_carries_a_send_via_quic_and_refuses_a_bad_pin() 
     );
     assert_eq!(over_http.trim(), "WEB (from cli/send)");
 
-    // Another certificate's fingerprint: refused, said so, non-zero exit.
+    // Another certificate's fingerprint: refused, said so, and the exit
+    // code of a mediator that cannot be reached.
     let wrong = "ab".repeat(32);
     let out = send(&["--pin", &wrong, "--to", "app/upper", "--data", "x"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(
         stderr.contains("fingerprint") && stderr.contains(&addr),
         "{stderr}"
@@ -600,27 +442,111 @@ async fn the_demo_starts_and_its_pages_answer() {
         serde_json::from_slice(&inbox.into_body().collect().await.unwrap().to_bytes()).unwrap();
     assert_eq!(inbox["received"][0]["text"], "hello");
     assert_eq!(inbox["received"][0]["from"], "demo/sender");
-    // The mediator's dashboard, behind the admin login the demo prints.
+    // The mediator's dashboard, behind the operator password the demo made
+    // for this run and printed once with its URL.
     let dashboard = format!("http://{listen}/");
-    assert!(output.iter().any(|l| l.contains(&dashboard)), "{output:?}");
+    let line = output
+        .iter()
+        .find(|l| l.contains(&dashboard))
+        .unwrap_or_else(|| panic!("no dashboard line in {output:?}"));
+    let password = line
+        .split("password: ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no password in {line}"))
+        .to_owned();
+    assert!(password.len() >= 20, "{line}");
+    let login = |password: &str| {
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("admin:{password}"));
+        Request::get(&dashboard)
+            .header("authorization", format!("Basic {basic}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
     let anonymous = client.get(dashboard.parse().unwrap()).await.unwrap();
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
-    let login = base64::engine::general_purpose::STANDARD
-        .encode(format!("admin:{}", secret_of(dir.path())));
-    let signed_in = Request::get(&dashboard)
-        .header("authorization", format!("Basic {login}"))
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    let page = client.request(signed_in).await.unwrap();
+    let page = client.request(login(&password)).await.unwrap();
     assert_eq!(page.status(), StatusCode::OK);
     let html = page.into_body().collect().await.unwrap().to_bytes();
     assert!(String::from_utf8_lossy(&html).contains("demo/passive"));
+    // The signing secret is no password, and the password is kept nowhere.
+    let refused = client.request(login(&secret_of(dir.path()))).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let text = std::fs::read(entry.unwrap().path()).unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&text).contains(&password),
+            "the password was written to disk"
+        );
+    }
     assert!(demo.terminate().success());
 }
 
+/// The target folder generated projects build in: the shared one when the
+/// tests run with `CARGO_TARGET_DIR`, so the workspace crates' dependencies
+/// are already built there, else one of their own under this workspace's.
+fn generated_target() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/new-node-check"))
+}
+
+/// `PATH` with the directories of this cargo and of the built `mediator`
+/// first, so the README's `cargo run` and `mediator send` find them.
+fn path_with_tools() -> std::ffi::OsString {
+    let mut dirs: Vec<PathBuf> = [env!("CARGO"), BIN]
+        .iter()
+        .filter_map(|tool| Path::new(tool).parent().map(Path::to_path_buf))
+        .collect();
+    dirs.extend(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    ));
+    std::env::join_paths(dirs).unwrap()
+}
+
+/// The command lines of the first ```sh block after `after` in a README.
+fn sh_block(readme: &str, after: &str) -> Vec<String> {
+    let from = readme
+        .find(after)
+        .unwrap_or_else(|| panic!("{after:?} in {readme}"));
+    readme[from..]
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|block| block.split("```").next())
+        .unwrap_or_else(|| panic!("no sh block in {readme}"))
+        .lines()
+        .filter(|line| !line.trim().is_empty() && !line.trim_start().starts_with('#'))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Runs one README line with `sh` in `dir`, with the tools on `PATH`, offline.
+fn sh(dir: &Path, line: &str) -> Command {
+    let mut command = Command::new("sh");
+    command
+        .args(["-c", &format!("exec {line}")])
+        .current_dir(dir)
+        .env("PATH", path_with_tools())
+        .env("CARGO_TARGET_DIR", generated_target())
+        .env("CARGO_NET_OFFLINE", "true")
+        .env("RUST_LOG", "warn");
+    for name in [
+        "MEDIATOR_SECRET",
+        "MEDIATOR_URL",
+        "MEDIATOR_NODE_KEY",
+        "NODE_CALLBACK",
+    ] {
+        command.env_remove(name);
+    }
+    command
+}
+
 #[test]
-fn new_node_output_builds_against_the_workspace() {
+fn new_node_readme_steps_build_a_node_that_registers_and_answers() {
     let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let args = serve_args(port, "memory");
+    let hub = Process::start(dir.path(), &as_strs(&args), "listening");
     let project = dir.path().join("billing-worker");
     let out = run(
         dir.path(),
@@ -633,27 +559,128 @@ fn new_node_output_builds_against_the_workspace() {
             "worker-1",
         ],
     );
-    assert!(out.contains("src/main.rs"), "{out}");
+    assert!(
+        out.contains("src/main.rs") && out.contains("cp .env.example .env"),
+        "{out}"
+    );
     let main = std::fs::read_to_string(project.join("src/main.rs")).unwrap();
     assert!(main.contains(r#".identity("billing", Some("worker-1"))"#));
-    let target: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/new-node-check");
-    let check = Command::new(env!("CARGO"))
-        .args(["check", "--offline", "--quiet"])
-        .current_dir(&project)
-        .env("CARGO_TARGET_DIR", &target)
+
+    // The README's steps, verbatim: copy the example, fill it in, cargo run.
+    let readme = std::fs::read_to_string(project.join("README.md")).unwrap();
+    let steps = sh_block(&readme, "# ");
+    assert_eq!(steps, ["cp .env.example .env", "cargo run"], "{readme}");
+    assert!(sh(&project, &steps[0]).status().unwrap().success());
+    let key = run(dir.path(), &["keygen"]).trim().to_owned();
+    let callback = free_port();
+    let filled: String = std::fs::read_to_string(project.join(".env"))
+        .unwrap()
+        .lines()
+        .map(|line| match line.split_once('=') {
+            Some(("MEDIATOR_URL", _)) => format!("MEDIATOR_URL=http://127.0.0.1:{port}\n"),
+            Some(("MEDIATOR_SECRET", _)) => {
+                format!("MEDIATOR_SECRET=\"{}\"\n", secret_of(dir.path()))
+            }
+            Some(("MEDIATOR_NODE_KEY", _)) => format!("MEDIATOR_NODE_KEY={key}\n"),
+            Some(("NODE_CALLBACK", _)) => format!("NODE_CALLBACK=http://127.0.0.1:{callback}\n"),
+            _ => format!("{line}\n"),
+        })
+        .collect();
+    std::fs::write(project.join(".env"), filled).unwrap();
+    // Nothing exported: the node reads .env itself. `cargo run` execs the
+    // node, so the signal below reaches it.
+    let mut node = sh(&project, &steps[1])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = node.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // Cargo's progress goes to stderr: drained, so it never fills the pipe.
+    let stderr = node.stderr.take().unwrap();
+    let errors: Arc<Mutex<String>> = Arc::default();
+    let sink = Arc::clone(&errors);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let mut all = sink.lock().unwrap();
+            all.push_str(&line);
+            all.push('\n');
+        }
+    });
+    // Building takes a while the first time; registering, a moment.
+    let Ok(registered) = rx.recv_timeout(Duration::from_secs(540)) else {
+        let _ = node.kill();
+        let _ = node.wait();
+        panic!(
+            "the generated node never registered:\n{}",
+            errors.lock().unwrap()
+        );
+    };
+    assert!(
+        registered.contains("billing/worker-1 registered")
+            && registered.contains(&format!(":{callback}")),
+        "{registered}"
+    );
+
+    // The README's call, verbatim, from the mediator's folder.
+    let call = sh_block(&readme, "Call it from the shell");
+    assert_eq!(call.len(), 1, "{readme}");
+    let out = sh(dir.path(), &call[0])
+        .env("MEDIATOR_NODE_KEY", &key)
+        .env("MEDIATOR_URL", format!("http://127.0.0.1:{port}"))
         .output()
         .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "hello");
+
+    // Ctrl-C: the node deregisters and exits 0.
+    let sent = Command::new("kill")
+        .args(["-INT", &node.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let status = node.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    // The rest of its output, up to its end: the request it answered, then
+    // its goodbye.
+    let rest: Vec<String> = rx.iter().collect();
     assert!(
-        check.status.success(),
-        "the generated node does not build:\n{}",
-        String::from_utf8_lossy(&check.stderr)
+        rest.iter().any(|l| l.contains("cli/send -> /: 5 bytes")),
+        "{rest:?}"
     );
+    assert!(
+        rest.last()
+            .is_some_and(|l| l.contains("billing/worker-1 deregistered")),
+        "{rest:?}"
+    );
+    let listed: Value = serde_json::from_str(&run(
+        dir.path(),
+        &[
+            "nodes",
+            "--url",
+            &format!("http://127.0.0.1:{port}"),
+            "--json",
+        ],
+    ))
+    .unwrap();
+    assert_eq!(listed, json!([]), "the node is still listed");
+    assert!(hub.terminate().success());
+
     let refused = Command::new(BIN)
         .args(["new-node", project.to_str().unwrap()])
         .output()
         .unwrap();
     assert!(!refused.status.success(), "new-node overwrote a project");
+}
 
+#[test]
+fn new_node_quic_output_builds_against_the_workspace() {
+    let dir = tempfile::tempdir().unwrap();
     // The QUIC variant: the node dials out and stays attached.
     let project = dir.path().join("edge-sensor");
     let out = run(
@@ -672,14 +699,10 @@ fn new_node_output_builds_against_the_workspace() {
     let main = std::fs::read_to_string(project.join("src/main.rs")).unwrap();
     assert!(main.contains("QuicNodeClient::builder(addr)"), "{main}");
     assert!(main.contains(r#".identity("edge", Some("sensor"))"#));
+    assert!(main.contains("Settings::load()"), "{main}");
     let env = std::fs::read_to_string(project.join(".env.example")).unwrap();
     assert!(env.contains("MEDIATOR_QUIC_PIN="), "{env}");
-    let check = Command::new(env!("CARGO"))
-        .args(["check", "--offline", "--quiet"])
-        .current_dir(&project)
-        .env("CARGO_TARGET_DIR", &target)
-        .output()
-        .unwrap();
+    let check = sh(&project, "cargo check --quiet").output().unwrap();
     assert!(
         check.status.success(),
         "the generated QUIC node does not build:\n{}",

@@ -8,23 +8,16 @@ use std::time::Duration;
 
 use mediator_core::{Authenticator, NodeKey, Timestamp};
 
-const BIN: &str = env!("CARGO_BIN_EXE_mediator");
+mod support;
+
+use support::BIN;
+
 const TOML_SECRET: &str = "a secret from mediator.toml, long enough";
 const FILE_SECRET: &str = "a secret from the named file, long enough";
 
 /// Runs `mediator args…` in `dir` with no mediator settings in the environment.
 fn mediator(dir: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .current_dir(dir)
-        .env("RUST_LOG", "warn")
-        .env_remove("MEDIATOR_SECRET")
-        .env_remove("MEDIATOR_SECRET_FILE")
-        .env_remove("MEDIATOR_CONFIG")
-        .env_remove("MEDIATOR_STORE")
-        .env_remove("MEDIATOR_LISTEN")
-        .output()
-        .expect("the mediator binary runs")
+    support::mediator(dir, args, &[])
 }
 
 /// The token a successful `mediator token` printed.

@@ -44,6 +44,11 @@ async fn import_clusters_moves_the_original_table_into_sqlite() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("2 imported, 1 skipped"), "{stdout}");
+    // The skipped row's node is named as the table holds it.
+    assert!(
+        stdout.contains(r#"(cluster "bad cluster", node "x")"#) && !stdout.contains("Some("),
+        "{stdout}"
+    );
 
     let store = SqliteRegistry::open(&path).await.unwrap();
     let worker = store

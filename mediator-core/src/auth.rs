@@ -64,6 +64,11 @@ pub const ADMIN_SCOPE: &str = "admin";
 /// The user name of the original's browser login (HTTP Basic).
 pub const BASIC_USER: &str = "admin";
 
+/// Why a Basic admin login is refused when no password is configured for
+/// it (see [`Authenticator::has_operator_password`]).
+pub const NO_OPERATOR_PASSWORD: &str = "no operator password: set operator_password_hash \
+     (mediator hash-password) or secret_as_password";
+
 /// The default tolerance for clock skew between whoever minted a token and
 /// the mediator.
 ///
@@ -322,8 +327,11 @@ impl Verifier {
 ///
 /// // Two hours later the token has expired.
 /// assert!(auth.authenticate(&token, now + Duration::from_secs(7200)).is_err());
-/// // The browser login of the original: user "admin", password = the secret.
-/// assert!(auth.check_basic("admin", "a long random secret"));
+/// // The original's browser login (user "admin", password = the secret)
+/// // only where the operator asks for it.
+/// assert!(!auth.check_basic("admin", "a long random secret"));
+/// let original = auth.with_secret_as_password(true);
+/// assert!(original.check_basic("admin", "a long random secret"));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone)]
@@ -461,7 +469,7 @@ impl Authenticator {
             audience: None,
             basic_login: true,
             operator_password: None,
-            secret_as_password: true,
+            secret_as_password: false,
             verified: Arc::default(),
         }
     }
@@ -521,10 +529,13 @@ impl Authenticator {
         self
     }
 
-    /// Whether the original's browser login (HTTP Basic, user `admin`,
-    /// password = the HS256 secret) is accepted, as an operator with every
-    /// power and no node identity. On by default, as in the original; it
-    /// never works with verify-only keys or an empty secret.
+    /// Whether the Basic admin login (HTTP Basic, user `admin`) is accepted
+    /// at all, as an operator with every power and no node identity. On by
+    /// default; it checks the operator password
+    /// ([`with_operator_password`](Self::with_operator_password)) or, where
+    /// allowed, the HS256 secret
+    /// ([`with_secret_as_password`](Self::with_secret_as_password)), and
+    /// refuses every login without either.
     pub fn with_basic_login(mut self, allow: bool) -> Authenticator {
         self.basic_login = allow;
         self
@@ -543,8 +554,9 @@ impl Authenticator {
     }
 
     /// Whether the HS256 secret is also accepted as the admin password, as
-    /// the original does (default: yes, until an operator password is set).
-    /// Keep it only for the original's children and operators' habits.
+    /// the original does (default: no; the key every token is signed with
+    /// should not also be typed into browsers). Turn it on only for the
+    /// original's children and operators' habits.
     pub fn with_secret_as_password(mut self, allow: bool) -> Authenticator {
         self.secret_as_password = allow;
         self
@@ -712,9 +724,10 @@ impl Authenticator {
         }
     }
 
-    /// The original's browser login: user `admin`, password = the HS256
-    /// secret. Compared in constant time; always `false` for verify-only
-    /// keys and for an empty secret.
+    /// The Basic admin login: user `admin`, password = the operator
+    /// password, or the HS256 secret where
+    /// [allowed](Self::with_secret_as_password). Compared in constant time;
+    /// the secret never matches for verify-only keys or when empty.
     pub fn check_basic(&self, user: &str, password: &str) -> bool {
         let user_ok: bool = user.as_bytes().ct_eq(BASIC_USER.as_bytes()).into();
         // Both checks always run, so timing tells nothing of which failed.
@@ -744,6 +757,9 @@ impl Authenticator {
                 "password login is turned off; send a token".to_owned(),
             ));
         }
+        if !self.has_operator_password() {
+            return Err(unauthorized(NO_OPERATOR_PASSWORD.to_owned()));
+        }
         if !self.check_basic(user, password) {
             return Err(unauthorized("wrong user or password".to_owned()));
         }
@@ -757,6 +773,18 @@ impl Authenticator {
             scope: None,
             expires: Timestamp::from_millis(i64::MAX),
         })
+    }
+
+    /// Whether the Basic admin login has a password to check: an operator
+    /// password hash, or the HS256 secret allowed as the password. Without
+    /// one every Basic login is refused with [`NO_OPERATOR_PASSWORD`],
+    /// while admin tokens keep working.
+    pub fn has_operator_password(&self) -> bool {
+        let secret_usable = match &self.verifier {
+            Verifier::Hs256 { secret, .. } => self.secret_as_password && !secret.is_empty(),
+            Verifier::EdDsa(_) | Verifier::Rs256(_) => false,
+        };
+        self.operator_password.is_some() || secret_usable
     }
 
     /// A minter for the same secret; `None` for verify-only keys.
@@ -1306,8 +1334,26 @@ mod tests {
     }
 
     #[test]
-    fn basic_login() {
+    fn the_secret_is_no_password_unless_allowed() {
         let auth = hs();
+        assert!(!auth.has_operator_password());
+        assert!(!auth.check_basic("admin", SECRET));
+        let refused = auth
+            .basic_login("admin", SECRET, now())
+            .expect_err("no password configured");
+        assert!(
+            refused.to_string().contains("no operator password"),
+            "{refused}"
+        );
+        assert!(hs().with_secret_as_password(true).has_operator_password());
+        assert!(!Authenticator::hs256("")
+            .with_secret_as_password(true)
+            .has_operator_password());
+    }
+
+    #[test]
+    fn basic_login() {
+        let auth = hs().with_secret_as_password(true);
         assert!(auth.check_basic("admin", SECRET));
         assert!(!auth.check_basic("admin", "wrong"));
         assert!(!auth.check_basic("admin", &SECRET[..SECRET.len() - 1]));

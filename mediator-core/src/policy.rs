@@ -261,7 +261,7 @@ mod tests {
     fn the_basic_login_is_an_option_of_the_default_authenticator() {
         const SECRET: &str = "the operator's secret, long enough";
         let now = Timestamp::from_millis(1_700_000_000_000);
-        let auth = Authenticator::hs256(SECRET);
+        let auth = Authenticator::hs256(SECRET).with_secret_as_password(true);
         let who = Authenticate::authenticate(&auth, &basic("admin", SECRET), now).expect("login");
         assert!(who.admin && who.verified && who.key.is_none());
         for (user, password) in [("admin", "wrong"), ("root", SECRET), ("", "")] {

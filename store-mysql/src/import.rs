@@ -64,10 +64,15 @@ impl fmt::Display for ImportReport {
             )?;
         }
         for row in &self.skipped {
+            // A NULL node is the cluster's unnamed node, as the original had it.
+            let node = match &row.node {
+                Some(node) => format!("node {node:?}"),
+                None => "node NULL".to_owned(),
+            };
             writeln!(
                 f,
-                "skipped id {} (cluster {:?}, node {:?}): {}",
-                row.original_id, row.cluster, row.node, row.reason
+                "skipped id {} (cluster {:?}, {node}): {}",
+                row.original_id, row.cluster, row.reason
             )?;
         }
         write!(

@@ -1,24 +1,38 @@
 //! `mediator`: run a mediator, mint tokens and keys, inspect and call a
 //! running one, scaffold a node, or start the demo formation.
+//!
+//! Exit codes: 0 done, 1 usage or configuration, 2 the mediator cannot be
+//! reached or refused, 3 a delivery failed (see `mediator_examples::exit`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use bytes::Bytes;
+use clap::{CommandFactory, Parser, Subcommand};
+use mediator_core::cipher::legacy::LegacyCipher;
+use mediator_core::router::Summary;
 use mediator_core::{
     Authenticator, Claims, KeyRing, Mediator, NodeKey, SealKey, Target, Timestamp, TokenMinter,
 };
-use mediator_examples::config::{secret_location, FileConfig, ServeFlags, ServeSettings};
+use mediator_examples::config::{
+    apply_platform_env, secret_location, FileConfig, ServeFlags, ServeSettings,
+};
 use mediator_examples::demo::{self, Role};
+use mediator_examples::exit;
+use mediator_examples::listing::{human_seconds, Listed};
 use mediator_examples::logs::{self, LogFormat};
 use mediator_examples::scaffold::{default_crates_path, Scaffold};
 use mediator_examples::secret::{Secret, SecretSource};
 use mediator_examples::store::{OpenStore, StoreUrl};
 use mediator_examples::CliError;
-use mediator_transport_http::{HttpDelivery, HttpListener, MediatorService, NodeClient, TlsConfig};
-use mediator_transport_quic::{QuicListener, QuicNodeClient, ServerTls};
+use mediator_transport_http::client::legacy::LegacyClient;
+use mediator_transport_http::{
+    HttpDelivery, HttpError, HttpListener, MediatorService, NodeClient, TlsConfig,
+};
+use mediator_transport_quic::{QuicError, QuicListener, QuicNodeClient, ServerTls};
+use serde_json::{json, Value};
 
 /// Requests allocate many small, short-lived buffers on every worker
 /// thread; mimalloc's per-thread free lists serve them without the global
@@ -30,7 +44,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(
     name = "mediator",
     version,
-    about = "A hub through which services talk to each other by name."
+    about = "A hub through which services talk to each other by name.",
+    after_help = "Exit codes: 0 done; 1 usage or configuration; 2 the mediator cannot be reached \
+                  or refused; 3 a delivery failed (a node failed, timed out or its reply did not \
+                  open; for send to group/*, any node unless --allow-partial)."
 )]
 struct Cli {
     /// A TOML configuration file [default: ./mediator.toml when present].
@@ -55,11 +72,33 @@ enum Command {
         #[arg(long, default_value_t = 8081)]
         pages_from: u16,
     },
+    /// Check the configuration, secret, store, TLS files, addresses and
+    /// endpoint policy `serve` would use, and say what it would do.
+    Check {
+        #[command(flatten)]
+        serve: ServeFlags,
+        /// Print JSON instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a completion script for SHELL (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell to complete in.
+        shell: clap_complete::Shell,
+    },
     /// Print a new node key (base64), for sealing payloads end to end.
-    Keygen,
+    Keygen {
+        /// Print JSON (`{"key"}`) instead of the bare key.
+        #[arg(long)]
+        json: bool,
+    },
     /// Read an operator password from standard input and print its Argon2
     /// hash, for `operator_password_hash` (MEDIATOR_OPERATOR_PASSWORD_HASH).
-    HashPassword,
+    HashPassword {
+        /// Print JSON (`{"hash"}`) instead of the bare hash.
+        #[arg(long)]
+        json: bool,
+    },
     /// Mint a token signed with the mediator secret.
     Token {
         /// The node the token is for, as group/name (group/ for the unnamed node).
@@ -74,6 +113,9 @@ enum Command {
         /// Lifetime in seconds.
         #[arg(long, default_value_t = 9 * 3600)]
         ttl_s: u64,
+        /// Print JSON (`{"token", "node", "admin", "scope", "expires"}`) instead of the bare token.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         secret: SecretArgs,
     },
@@ -85,7 +127,8 @@ enum Command {
         /// Only this group.
         #[arg(long)]
         group: Option<String>,
-        /// Print JSON instead of a table.
+        /// Print JSON (an array of `{"id", "group", "name", "node", "url",
+        /// "lease_until", "lease_left_s", "created", "updated"}`) instead of a table.
         #[arg(long)]
         json: bool,
         /// An admin token; minted from the secret when absent.
@@ -112,8 +155,30 @@ enum Command {
         #[arg(long, default_value = "")]
         data: String,
         /// The node key (base64; several comma-separated, newest first).
-        #[arg(long, env = "MEDIATOR_NODE_KEY")]
-        key: String,
+        #[arg(
+            long,
+            env = "MEDIATOR_NODE_KEY",
+            required_unless_present = "legacy_passphrase"
+        )]
+        key: Option<String>,
+        /// Speak the original's cipher (AES-256-CBC, its PROTECTED_AES256
+        /// passphrase) to one of the original's Node children; the data is
+        /// sent as JSON (a plain string when it is not JSON). Insecure: for
+        /// compatibility only.
+        #[arg(
+            long,
+            env = "MEDIATOR_LEGACY_PASSPHRASE",
+            conflicts_with = "key",
+            hide_env_values = true
+        )]
+        legacy_passphrase: Option<String>,
+        /// Exit 0 from a broadcast (group/*) where some nodes failed, as long
+        /// as one answered.
+        #[arg(long)]
+        allow_partial: bool,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
         /// Which transport to send through.
         #[arg(long, value_enum, default_value_t = Via::Http)]
         via: Via,
@@ -208,7 +273,19 @@ impl SecretArgs {
 fn main() -> ExitCode {
     // A .env file configures like the environment, without overriding it.
     let _ = dotenvy::dotenv();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // Help and version are answers; every other parse error is a
+            // usage error, with the documented code rather than clap's own.
+            return if e.exit_code() == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(exit::USAGE)
+            };
+        }
+    };
     // The flag or its variable, else the configuration file's key. A file
     // that does not load is reported by the command that reads it.
     let from_file = || {
@@ -220,7 +297,7 @@ fn main() -> ExitCode {
         None => LogFormat::default(),
         Some(Err(e)) => {
             eprintln!("error: log_format in the configuration file: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(exit::USAGE);
         }
     };
     // Held until the end of main: dropping it writes the lines still buffered.
@@ -229,16 +306,24 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(exit::USAGE);
         }
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::FAILURE
+            ExitCode::from(e.exit_code())
         }
     }
+}
+
+/// Prints `value` as one line of JSON.
+fn print_json(value: &impl serde::Serialize) -> Result<(), CliError> {
+    let text = serde_json::to_string(value)
+        .map_err(|e| CliError::Config(format!("cannot write JSON: {e}")))?;
+    println!("{text}");
+    Ok(())
 }
 
 async fn run(cli: Cli) -> Result<(), CliError> {
@@ -246,7 +331,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Serve(flags) => {
             let settings = settings(config, flags)?;
-            serve(settings, |_, _| async { Ok(Vec::new()) }).await
+            serve(settings, false, |_, _| async { Ok(Vec::new()) }).await
         }
         Command::Demo {
             serve: flags,
@@ -259,16 +344,46 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             if settings.quic_listen.is_none() {
                 settings.quic_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
             }
-            serve(settings, move |served, secret| {
+            serve(settings, true, move |served, secret| {
                 start_demo(served, secret, pages_from)
             })
             .await
         }
-        Command::Keygen => {
-            println!("{}", SealKey::generate().to_base64());
-            Ok(())
+        Command::Check { serve: flags, json } => {
+            let settings = settings(config, flags)?;
+            let report = mediator_examples::check::check(&settings).await;
+            if json {
+                print_json(&json!({ "ok": report.problems() == 0, "items": report.items }))?;
+            } else {
+                print!("{report}");
+            }
+            match report.problems() {
+                0 => Ok(()),
+                n => Err(CliError::Config(format!(
+                    "check found {n} problem(s); serve would not start as configured"
+                ))),
+            }
         }
-        Command::HashPassword => {
+        Command::Completions { shell } => {
+            // Written whole from a buffer, so a closed pipe is an error
+            // like any other rather than a panic inside the generator.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "mediator", &mut script);
+            use std::io::Write;
+            std::io::stdout()
+                .write_all(&script)
+                .map_err(|e| CliError::Config(format!("writing the completion script: {e}")))
+        }
+        Command::Keygen { json } => {
+            let key = SealKey::generate().to_base64();
+            if json {
+                print_json(&json!({ "key": key }))
+            } else {
+                println!("{key}");
+                Ok(())
+            }
+        }
+        Command::HashPassword { json } => {
             let mut password = String::new();
             std::io::stdin()
                 .read_line(&mut password)
@@ -276,19 +391,26 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             let password = password.trim_end_matches(['\r', '\n']);
             if password.is_empty() {
                 return Err(CliError::Config(
-                    "an empty password protects nothing".into(),
+                    "an empty password protects nothing; pipe the password in, as in \
+                     `printf '%s' \"$PW\" | mediator hash-password`"
+                        .into(),
                 ));
             }
             let hash = mediator_core::PasswordHash::generate(password)
                 .map_err(|e| CliError::Config(e.to_string()))?;
-            println!("{hash}");
-            Ok(())
+            if json {
+                print_json(&json!({ "hash": hash.to_string() }))
+            } else {
+                println!("{hash}");
+                Ok(())
+            }
         }
         Command::Token {
             node,
             admin,
             scope,
             ttl_s,
+            json,
             secret,
         } => {
             let minter = TokenMinter::hs256(secret.resolve(config)?.expose());
@@ -304,8 +426,19 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 all.extend(scope);
                 claims = claims.with_scope(all);
             }
-            println!("{}", minter.mint(&claims)?);
-            Ok(())
+            let token = minter.mint(&claims)?;
+            if json {
+                print_json(&json!({
+                    "token": token,
+                    "admin": admin || node.is_none(),
+                    "node": node.map(|k| k.to_string()),
+                    "scope": claims.scope,
+                    "expires": (now + ttl).to_rfc3339(),
+                }))
+            } else {
+                println!("{token}");
+                Ok(())
+            }
         }
         Command::Nodes {
             url,
@@ -321,50 +454,67 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             path,
             data,
             key,
+            legacy_passphrase,
+            allow_partial,
+            json,
             via,
             quic,
             secret,
         } => {
-            let keys: KeyRing = key.parse()?;
-            let token = TokenMinter::hs256(secret.resolve(config)?.expose()).mint(
-                &Claims::node(&sender, Timestamp::now(), Duration::from_secs(300)),
-            )?;
-            if via == Via::Quic {
-                return send_quic(quic, sender, token, keys, &to, &path, data).await;
+            let secret = secret.resolve(config)?;
+            let target = to.parse::<Target>().map_err(|e| {
+                CliError::Config(format!(
+                    "--to {to:?}: {e}; use group/name, group/ (the unnamed node), group/* (every node) or group/? (any node)"
+                ))
+            })?;
+            let request = SendRequest {
+                to: &to,
+                target,
+                path: &path,
+                data,
+                allow_partial,
+                json,
+            };
+            if let Some(passphrase) = legacy_passphrase {
+                return send_legacy(&url, &secret, sender, &passphrase, request).await;
             }
-            let client = NodeClient::builder(url)
+            let key = key.ok_or_else(|| {
+                CliError::Config(
+                    "send needs --key (MEDIATOR_NODE_KEY): the node key, from `mediator keygen`"
+                        .into(),
+                )
+            })?;
+            let keys: KeyRing = key.parse()?;
+            let token = TokenMinter::hs256(secret.expose()).mint(&Claims::node(
+                &sender,
+                Timestamp::now(),
+                Duration::from_secs(300),
+            ))?;
+            if via == Via::Quic {
+                return send_quic(quic, sender, token, keys, request).await;
+            }
+            let client = NodeClient::builder(url.as_str())
                 .node_key(sender)
                 .token(token)
                 .keys(keys)
                 .connect()
                 .await?;
-            match to.parse::<Target>()? {
-                Target::One(key) => println!(
-                    "{}",
-                    String::from_utf8_lossy(&client.call(key, &path, data).await?)
-                ),
-                Target::Any(group) => {
-                    let (node, reply) = client.any(&group, &path, data).await?;
-                    println!("{node}: {}", String::from_utf8_lossy(&reply));
-                }
-                Target::All(group) => {
-                    let all = client.broadcast(&group, &path, data).await?;
-                    for reply in &all.replies {
-                        match &reply.result {
-                            Ok(body) => {
-                                println!("{}: {}", reply.node, String::from_utf8_lossy(body));
-                            }
-                            Err(e) => println!("{}: error: {e}", reply.node),
-                        }
-                    }
-                    let s = all.summary;
-                    println!(
-                        "asked={} answered={} failed={} timed_out={}",
-                        s.asked, s.answered, s.failed, s.timed_out
-                    );
-                }
+            let sent = match &request.target {
+                Target::One(key) => client
+                    .call(key.clone(), request.path, request.data.clone())
+                    .await
+                    .map(|body| Sent::One(key.to_string(), body)),
+                Target::Any(group) => client
+                    .any(group, request.path, request.data.clone())
+                    .await
+                    .map(|(node, body)| Sent::One(node.to_string(), body)),
+                Target::All(group) => client
+                    .broadcast(group, request.path, request.data.clone())
+                    .await
+                    .map(Sent::all),
             }
-            Ok(())
+            .map_err(|e| http_send_error(&url, &request, e))?;
+            request.report(sent)
         }
         Command::NewNode {
             dir,
@@ -405,11 +555,205 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 Timestamp::now(),
             )
             .await
-            .map_err(|e| CliError::Store(e.to_string()))?;
+            .map_err(|e| {
+                CliError::Store(format!(
+                    "importing table {table} from {}: {e}",
+                    mediator_examples::store::redact_password(&from)
+                ))
+            })?;
             println!("{report}");
             drop(registry);
             store.close().await
         }
+    }
+}
+
+/// What `send` was asked to do.
+struct SendRequest<'a> {
+    to: &'a str,
+    target: Target,
+    path: &'a str,
+    data: String,
+    allow_partial: bool,
+    json: bool,
+}
+
+/// What came back from a `send`.
+enum Sent {
+    /// One node's reply (unicast or any-of-group).
+    One(String, Bytes),
+    /// Every node's result of a broadcast, and the mediator's summary.
+    All {
+        replies: Vec<(String, Result<Bytes, String>)>,
+        summary: Summary,
+    },
+}
+
+impl Sent {
+    /// A broadcast's results, whatever transport's error they carry.
+    fn all<E: std::fmt::Display>(all: mediator_core::node::BroadcastReplies<E>) -> Sent {
+        Sent::All {
+            replies: all
+                .replies
+                .into_iter()
+                .map(|r| (r.node.to_string(), r.result.map_err(|e| e.to_string())))
+                .collect(),
+            summary: all.summary,
+        }
+    }
+}
+
+impl SendRequest<'_> {
+    /// Prints what came back, then fails with [`CliError::Delivery`] when a
+    /// broadcast had failures it may not accept.
+    fn report(&self, sent: Sent) -> Result<(), CliError> {
+        let text = |body: &Bytes| String::from_utf8_lossy(body).into_owned();
+        let (replies, summary) = match sent {
+            Sent::One(node, body) => {
+                if self.json {
+                    print_json(&json!({ "node": node, "reply": text(&body) }))?;
+                } else if matches!(self.target, Target::One(_)) {
+                    println!("{}", text(&body));
+                } else {
+                    println!("{node}: {}", text(&body));
+                }
+                return Ok(());
+            }
+            Sent::All { replies, summary } => (replies, summary),
+        };
+        let failed = replies.iter().filter(|(_, r)| r.is_err()).count();
+        let answered = replies.len() - failed;
+        if self.json {
+            let entries: Vec<Value> = replies
+                .iter()
+                .map(|(node, result)| match result {
+                    Ok(body) => json!({ "node": node, "reply": text(body) }),
+                    Err(e) => json!({ "node": node, "error": e }),
+                })
+                .collect();
+            print_json(&json!({
+                "replies": entries,
+                "summary": {
+                    "asked": summary.asked,
+                    "answered": summary.answered,
+                    "failed": summary.failed,
+                    "timed_out": summary.timed_out,
+                },
+            }))?;
+        } else {
+            for (node, result) in &replies {
+                match result {
+                    Ok(body) => println!("{node}: {}", text(body)),
+                    Err(e) => println!("{node}: error: {e}"),
+                }
+            }
+            println!(
+                "asked={} answered={} failed={} timed_out={}",
+                summary.asked, summary.answered, summary.failed, summary.timed_out
+            );
+        }
+        // The mediator's count and ours may differ (a node that answered
+        // 500 was "answered" for it); a failure either way is a failure.
+        let failed = failed.max(summary.failed + summary.timed_out);
+        if answered == 0 {
+            return Err(CliError::Delivery(format!(
+                "no node of {} answered ({} asked)",
+                self.to, summary.asked
+            )));
+        }
+        if failed > 0 && !self.allow_partial {
+            return Err(CliError::Delivery(format!(
+                "{failed} of {} node(s) of {} failed or timed out; --allow-partial accepts a partial broadcast",
+                summary.asked.max(replies.len()),
+                self.to
+            )));
+        }
+        Ok(())
+    }
+
+    /// A refusal for an unknown target, in words that name it.
+    fn unknown(&self, url: &str, status: u16, message: &str) -> CliError {
+        let what = match &self.target {
+            Target::One(key) => format!("no node {key} is registered"),
+            Target::Any(group) | Target::All(group) => {
+                format!("no node of group {group} is registered")
+            }
+        };
+        CliError::Refused {
+            url: url.to_owned(),
+            message: format!(
+                "{what} ({status}: {message}); `mediator nodes` lists the registered nodes"
+            ),
+        }
+    }
+}
+
+/// A failed HTTP `send`, in words that name the mediator and the target.
+fn http_send_error(url: &str, request: &SendRequest<'_>, e: HttpError) -> CliError {
+    match e {
+        HttpError::Unreachable { reason, .. } => CliError::Unreachable {
+            url: url.to_owned(),
+            reason: exit::explain_unreachable(url, &reason),
+        },
+        HttpError::Mediator {
+            status: 404,
+            kind,
+            message,
+            ..
+        } if kind == "unknown_target" => request.unknown(url, 404, &message),
+        other => CliError::Http(other),
+    }
+}
+
+/// A failed QUIC `send`, in words that name the target.
+fn quic_send_error(addr: SocketAddr, request: &SendRequest<'_>, e: QuicError) -> CliError {
+    match e {
+        QuicError::Mediator {
+            status: 404,
+            kind,
+            message,
+            ..
+        } if kind == "unknown_target" => request.unknown(&addr.to_string(), 404, &message),
+        other => CliError::Quic(other),
+    }
+}
+
+/// `send --legacy-passphrase`: the original's sending library, from the
+/// shell, to one of the original's children.
+async fn send_legacy(
+    url: &str,
+    secret: &Secret,
+    sender: NodeKey,
+    passphrase: &str,
+    request: SendRequest<'_>,
+) -> Result<(), CliError> {
+    let Target::One(key) = &request.target else {
+        return Err(CliError::Config(format!(
+            "--legacy-passphrase sends to one node (group/name or group/), not {}",
+            request.to
+        )));
+    };
+    // The original's children take any JSON; plain text goes as a string.
+    let data: Value =
+        serde_json::from_str(&request.data).unwrap_or_else(|_| Value::String(request.data.clone()));
+    let client = LegacyClient::new(url, secret.expose(), LegacyCipher::new(passphrase))?
+        .from_node(sender.group(), sender.name());
+    let reply = client
+        .send(key.group(), key.name(), request.path, &data)
+        .await
+        .map_err(|e| match e {
+            HttpError::Mediator { status: 401, message, .. } => CliError::Refused {
+                url: url.to_owned(),
+                message: format!(
+                    "401: {message}; the original's tokens name no node: serve with --allow-tokens-without-sub"
+                ),
+            },
+            other => http_send_error(url, &request, other),
+        })?;
+    if request.json {
+        print_json(&json!({ "node": key.to_string(), "reply": reply }))
+    } else {
+        print_json(&reply)
     }
 }
 
@@ -419,9 +763,7 @@ async fn send_quic(
     sender: NodeKey,
     token: String,
     keys: KeyRing,
-    to: &str,
-    path: &str,
-    data: String,
+    request: SendRequest<'_>,
 ) -> Result<(), CliError> {
     let addr = quic.addr.ok_or_else(|| {
         CliError::Config("--via quic needs --quic ADDR (the mediator's QUIC listener)".into())
@@ -444,40 +786,35 @@ async fn send_quic(
                 .into(),
         )),
     };
-    let target = to.parse::<Target>()?;
     // A wrong pin fails the handshake with a message naming both
     // fingerprints, which is what the person needs to see.
     let client = builder.connect().await?;
-    match target {
-        Target::One(key) => println!(
-            "{}",
-            String::from_utf8_lossy(&client.call(key, path, data).await?)
-        ),
-        Target::Any(group) => {
-            let (node, reply) = client.any(&group, path, data).await?;
-            println!("{node}: {}", String::from_utf8_lossy(&reply));
-        }
-        Target::All(group) => {
-            let all = client.broadcast(&group, path, data).await?;
-            for reply in &all.replies {
-                match &reply.result {
-                    Ok(body) => println!("{}: {}", reply.node, String::from_utf8_lossy(body)),
-                    Err(e) => println!("{}: error: {e}", reply.node),
-                }
-            }
-            let s = all.summary;
-            println!(
-                "asked={} answered={} failed={} timed_out={}",
-                s.asked, s.answered, s.failed, s.timed_out
-            );
-        }
-    }
+    let data = request.data.clone();
+    let sent = match &request.target {
+        Target::One(key) => client
+            .call(key.clone(), request.path, data)
+            .await
+            .map(|body| Sent::One(key.to_string(), body)),
+        Target::Any(group) => client
+            .any(group, request.path, data)
+            .await
+            .map(|(node, body)| Sent::One(node.to_string(), body)),
+        Target::All(group) => client
+            .broadcast(group, request.path, data)
+            .await
+            .map(Sent::all),
+    };
     client.shutdown().await;
-    Ok(())
+    request.report(sent.map_err(|e| quic_send_error(addr, &request, e))?)
 }
 
-fn settings(config: Option<&Path>, flags: ServeFlags) -> Result<ServeSettings, CliError> {
+fn settings(config: Option<&Path>, mut flags: ServeFlags) -> Result<ServeSettings, CliError> {
     let file = FileConfig::load(config)?;
+    apply_platform_env(
+        &mut flags,
+        std::env::var("PORT").ok(),
+        std::env::var("DATABASE_URL").ok(),
+    )?;
     ServeSettings::merge(flags, file, std::env::var("MEDIATOR_SECRET").ok())
 }
 
@@ -487,6 +824,23 @@ struct Served {
     url: String,
     /// The QUIC listener's address and certificate fingerprint, if any.
     quic: Option<(SocketAddr, String)>,
+    /// The operator password generated for this run, if one was.
+    operator_password: Option<String>,
+}
+
+/// A listener that could not open its address, said with the address and
+/// what to do.
+fn bind_error(
+    what: &str,
+    addr: SocketAddr,
+    io: Option<&std::io::Error>,
+    other: String,
+) -> CliError {
+    CliError::Bind {
+        what: what.to_owned(),
+        addr,
+        reason: io.map_or(other, exit::explain_bind),
+    }
 }
 
 /// Something started beside the mediator, stopped before it.
@@ -520,11 +874,32 @@ fn quic_tls(settings: &ServeSettings, addr: SocketAddr) -> Result<ServerTls, Cli
 
 /// Runs the mediator until SIGTERM or SIGINT, with whatever `extras` starts
 /// beside it (the demo nodes), then drains, closes the store and returns.
-async fn serve<F, Fut>(settings: ServeSettings, extras: F) -> Result<(), CliError>
+///
+/// With `demo` and no operator login configured, a random operator
+/// password is made for this run: only its hash is kept, and the password
+/// goes to `extras` to be shown once.
+async fn serve<F, Fut>(mut settings: ServeSettings, demo: bool, extras: F) -> Result<(), CliError>
 where
     F: FnOnce(Served, Secret) -> Fut,
     Fut: std::future::Future<Output = Result<Vec<Extra>, CliError>>,
 {
+    let operator_password = if demo
+        && settings.operator_password_hash.is_none()
+        && settings.secret_as_password.is_none()
+    {
+        let password = base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            rand::random::<[u8; 18]>(),
+        );
+        settings.operator_password_hash = Some(
+            mediator_core::PasswordHash::generate(&password)
+                .map_err(|e| CliError::Config(e.to_string()))?
+                .to_string(),
+        );
+        Some(password)
+    } else {
+        None
+    };
     let secret = Secret::resolve(settings.secret.clone(), &settings.secret_file, true)?;
     match &secret.source {
         SecretSource::Generated(path) => tracing::warn!(
@@ -556,7 +931,14 @@ where
     mediator.refresh().await?;
     let maintenance = mediator.spawn_maintenance();
     let mut listener = HttpListener::bind(settings.listen)
-        .await?
+        .await
+        .map_err(|e| {
+            let io = match &e {
+                HttpError::Io(io) => Some(io),
+                _ => None,
+            };
+            bind_error("HTTP", settings.listen, io, e.to_string())
+        })?
         .drain_timeout(settings.drain);
     let scheme = match &settings.tls {
         Some((cert, key)) => {
@@ -572,7 +954,13 @@ where
     let mut quic = match settings.quic_listen {
         Some(addr) => {
             let tls = quic_tls(&settings, addr)?;
-            let listener = QuicListener::bind(addr, &tls)?;
+            let listener = QuicListener::bind(addr, &tls).map_err(|e| {
+                let io = match &e {
+                    QuicError::Io(io) => Some(io),
+                    _ => None,
+                };
+                bind_error("QUIC", addr, io, e.to_string())
+            })?;
             mediator.add_deliver(listener.delivery())?;
             let bound = listener.local_addr()?;
             let shown = loopback_if_unspecified(bound);
@@ -597,6 +985,7 @@ where
         quic: quic
             .as_ref()
             .map(|(listener, _, addr)| (*addr, listener.fingerprint().to_owned())),
+        operator_password,
     };
     let extras = match extras(served, secret).await {
         Ok(extras) => extras,
@@ -656,22 +1045,30 @@ where
     }
 }
 
-/// The Basic admin login: the operator password's hash when configured
-/// (the secret then only with `secret_as_password`), otherwise the
-/// original's `admin:<secret>`.
+/// The Basic admin login: the operator password's hash when configured,
+/// and the original's `admin:<secret>` only with `secret_as_password`.
+/// Without either, Basic logins are refused (said once here, at start);
+/// admin tokens keep working.
 fn operator_login(
-    auth: Authenticator,
+    mut auth: Authenticator,
     settings: &ServeSettings,
 ) -> Result<Authenticator, CliError> {
-    let Some(text) = &settings.operator_password_hash else {
-        return Ok(auth.with_secret_as_password(settings.secret_as_password.unwrap_or(true)));
-    };
-    let hash: mediator_core::PasswordHash = text
-        .parse()
-        .map_err(|e| CliError::Config(format!("operator_password_hash: {e}")))?;
-    Ok(auth
-        .with_operator_password(hash)
-        .with_secret_as_password(settings.secret_as_password.unwrap_or(false)))
+    if let Some(text) = &settings.operator_password_hash {
+        let hash: mediator_core::PasswordHash = text.parse().map_err(|e| {
+            CliError::Config(format!(
+                "operator_password_hash: {e}; make one with `mediator hash-password`"
+            ))
+        })?;
+        auth = auth.with_operator_password(hash);
+    }
+    auth = auth.with_secret_as_password(settings.secret_as_password.unwrap_or(false));
+    if !auth.has_operator_password() {
+        tracing::warn!(
+            "{}; the Basic admin login (dashboard, /token) is refused until then, admin tokens work",
+            mediator_core::auth::NO_OPERATOR_PASSWORD
+        );
+    }
+    Ok(auth)
 }
 
 fn loopback_if_unspecified(addr: SocketAddr) -> SocketAddr {
@@ -713,7 +1110,7 @@ async fn start_demo(
     secret: Secret,
     pages_from: u16,
 ) -> Result<Vec<Extra>, CliError> {
-    let url = served.url;
+    let url = served.url.clone();
     let minter = TokenMinter::hs256(secret.expose());
     let key = SealKey::generate();
     let key_text = key.to_base64();
@@ -731,7 +1128,7 @@ async fn start_demo(
         println!("  demo/{:<11} http://{}/", node.role.name(), node.page);
     }
     let mut extras: Vec<Extra> = nodes.into_iter().map(Extra::Http).collect();
-    if let Some((addr, pin)) = served.quic {
+    if let Some((addr, pin)) = served.quic.clone() {
         let node = demo::start_quic_node(addr, &pin, minter, keys).await?;
         println!(
             "  demo/{:<11} attached over QUIC to {addr}: send it a message from a page; \
@@ -740,11 +1137,16 @@ async fn start_demo(
         );
         extras.push(Extra::Quic(node));
     }
-    let password = match &secret.source {
-        SecretSource::File(path) | SecretSource::Generated(path) => {
-            format!("the content of {}", path.display())
+    let password = match (&served.operator_password, &secret.source) {
+        (Some(password), _) => format!("{password}  (made for this run; only its hash is kept)"),
+        (None, SecretSource::File(path) | SecretSource::Generated(path)) => format!(
+            "the operator password configured, or with secret_as_password the content of {}",
+            path.display()
+        ),
+        (None, SecretSource::Configured) => {
+            "the operator password configured, or with secret_as_password your MEDIATOR_SECRET"
+                .to_owned()
         }
-        SecretSource::Configured => "your MEDIATOR_SECRET".to_owned(),
     };
     println!("  dashboard        {url}/  (user admin, password: {password})");
     println!("\nThen try, in another terminal (same folder):");
@@ -784,51 +1186,53 @@ async fn nodes(
         None => TokenMinter::hs256(secret.resolve(config)?.expose())
             .mint(&Claims::admin(Timestamp::now(), Duration::from_secs(60)))?,
     };
-    let path = match &group {
+    let base = match &group {
         Some(group) => {
             mediator_core::model::validate_name("group", group)?;
             format!("/admin/clusters/{group}")
         }
         None => "/admin/clusters".to_owned(),
     };
-    let body = mediator_examples::http_get_json(url, &path, &token).await?;
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&body).unwrap_or_default()
-        );
-        return Ok(());
+    // Every page, however many nodes there are.
+    let mut rows = Vec::new();
+    let mut after: Option<u64> = None;
+    loop {
+        let path = match after {
+            Some(id) => format!("{base}?limit=1000&after={id}"),
+            None => format!("{base}?limit=1000"),
+        };
+        let body = mediator_examples::http_get_json(url, &path, &token).await?;
+        let now = Timestamp::now();
+        for row in body
+            .get("list")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+        {
+            rows.push(Listed::from_row(row, now).map_err(|e| CliError::Refused {
+                url: url.to_owned(),
+                message: format!("GET {path}: unexpected answer: {e}"),
+            })?);
+        }
+        match body.get("next").and_then(Value::as_u64) {
+            Some(next) if Some(next) != after => after = Some(next),
+            _ => break,
+        }
     }
-    let rows = body
-        .get("list")
-        .and_then(|l| l.as_array())
-        .cloned()
-        .unwrap_or_default();
+    if json {
+        return print_json(&rows);
+    }
     println!(
-        "{:<6} {:<32} {:<40} {:<25}",
-        "ID", "NODE", "ENDPOINT", "LEASE UNTIL"
+        "{:<6} {:<32} {:<40} {:<12}",
+        "ID", "NODE", "ENDPOINT", "LEASE LEFT"
     );
     for row in &rows {
-        let text = |k: &str| {
-            row.get(k)
-                .map(|v| {
-                    v.as_str()
-                        .map(str::to_owned)
-                        .unwrap_or_else(|| v.to_string())
-                })
-                .unwrap_or_default()
-        };
-        let node = format!(
-            "{}/{}",
-            text("group"),
-            row.get("name").and_then(|n| n.as_str()).unwrap_or("")
-        );
         println!(
-            "{:<6} {:<32} {:<40} {:<25}",
-            text("id"),
-            node,
-            text("url"),
-            text("lease_until")
+            "{:<6} {:<32} {:<40} {:<12}",
+            row.id,
+            row.node,
+            row.url,
+            human_seconds(row.lease_left_s)
         );
     }
     println!("{} node(s)", rows.len());

@@ -44,6 +44,7 @@ pub struct HubConfig {
     metrics_access: MetricsAccess,
     listener: Option<ListenerChange>,
     operator_password: Option<PasswordHash>,
+    secret_as_password: bool,
 }
 
 type ListenerChange = Box<dyn FnOnce(HttpListener) -> HttpListener + Send>;
@@ -69,6 +70,7 @@ impl Default for HubConfig {
             metrics_access: MetricsAccess::default(),
             listener: None,
             operator_password: None,
+            secret_as_password: false,
         }
     }
 }
@@ -162,6 +164,12 @@ impl HubConfig {
         self
     }
 
+    /// Accepts the secret as the Basic admin password, the original's habit.
+    pub fn secret_as_password(mut self) -> Self {
+        self.secret_as_password = true;
+        self
+    }
+
     /// Who may read `/metrics`.
     pub fn metrics_access(mut self, access: MetricsAccess) -> Self {
         self.metrics_access = access;
@@ -233,6 +241,9 @@ impl HubConfig {
             Authenticator::hs256(SECRET).allow_tokens_without_sub(self.tokens_without_sub);
         if let Some(hash) = self.operator_password {
             authenticator = authenticator.with_operator_password(hash);
+        }
+        if self.secret_as_password {
+            authenticator = authenticator.with_secret_as_password(true);
         }
         let mut builder = Mediator::builder()
             .shared_registry(registry)

@@ -80,8 +80,8 @@ impl Credential {
 pub(crate) struct CheckedLogin(pub(crate) Result<Identity, Error>);
 
 /// Checks a credential with the mediator's `Authenticate` policy, which
-/// decides what a Basic login is worth (by default, the original's
-/// `admin:<secret>` browser login is the operator). A Basic login already
+/// decides what a Basic login is worth (by default, `admin:<operator
+/// password>` is the operator). A Basic login already
 /// checked for this request (`parts` holds its [`CheckedLogin`]) is not
 /// checked again.
 pub(crate) fn check(

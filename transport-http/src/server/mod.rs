@@ -32,17 +32,19 @@
 //! | `ANY /many/:group/*path` | any caller | `[{"then"…}|{"then_base64"…}|{"catch"…}]` + `x-mediator-summary` |
 //! | `ANY /admin/clusters/:group?` | admin | `{"list": [row…]}` by id, at most 500 rows unless `?limit=` (≤ 1000) says otherwise; `"next": id` when more follow, passed back as `?after=id` |
 //! | `ANY /admin/cluster/:id` | admin | `{"entity": row}`; `400` when unknown |
-//! | `ANY /token` | Basic `admin:<secret>` | `{"token", "verified": true, "exp"}` (admin, 9 h) |
+//! | `ANY /token` | Basic admin login (`admin:<operator password>`) | `{"token", "verified": true, "exp"}` (admin, 9 h) |
 //! | `ANY /ping`, `GET /readyz` | anyone | `{"ok": true, "store": "up"}`; `503` when the store is down |
 //! | `GET /healthz` | anyone | `{"ok": true}` while the process runs |
 //! | `GET /metrics` | anyone | Prometheus text (`text/plain; version=0.0.4`): `mediator_requests_total{route,status}`, `mediator_request_duration_seconds{route}` (histogram, 1 ms … 10 s), `mediator_deliveries_total{group,outcome}`, `mediator_delivery_duration_seconds{group}` (histogram), `mediator_nodes` |
-//! | `GET /` | admin (Basic `admin:<secret>` in a browser) | the dashboard: an HTML page of the registered nodes, reloading every 5 s; `401` with `WWW-Authenticate: Basic realm="mediator"` without a login, `403` for a node |
+//! | `GET /` | admin (the Basic admin login in a browser) | the dashboard: an HTML page of the registered nodes, reloading every 5 s; `401` with `WWW-Authenticate: Basic realm="mediator"` without a login, `403` for a node |
 //!
 //! Credentials are read from `Authorization: Bearer`, the `x-jwt` header,
 //! the `x-jwt` query parameter, then the `x-jwt` field of a JSON body; an
 //! `Authorization: Basic` login is checked by the mediator's
 //! [`Authenticate`](mediator_core::policy::Authenticate) policy (by default
-//! `admin:<secret>` acts as the operator, as in the original).
+//! `admin:<operator password>` acts as the operator; the original's
+//! `admin:<secret>` only where the authenticator allows the secret as the
+//! password).
 //! A missing or bad one is `401` with `WWW-Authenticate: Bearer
 //! realm="mediator"`. A body above [`Limits::max_body`](mediator_core::Limits)
 //! is refused with `413` and the JSON error (kind `too_large`): on every
