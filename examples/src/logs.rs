@@ -12,6 +12,8 @@ use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
+use crate::log_writer::LogWriterGuard;
+
 /// How log lines are written to standard error.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum LogFormat {
@@ -36,12 +38,16 @@ impl std::str::FromStr for LogFormat {
 /// Installs the global subscriber writing `format` to standard error,
 /// filtered by `RUST_LOG` (`info` when unset or unreadable). Colour codes
 /// are written only when standard error is a terminal, so files and pipes
-/// get plain text.
-pub fn init(format: LogFormat) {
+/// get plain text. Lines go through the bounded buffer of
+/// [`log_writer`](crate::log_writer), so no request waits for standard
+/// error; keep the returned guard until the end (dropping it writes what
+/// is buffered).
+pub fn init(format: LogFormat) -> LogWriterGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let (writer, guard) = crate::log_writer::stderr();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     match format {
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
         // The event's module path is left out: the request line has a
@@ -55,4 +61,5 @@ pub fn init(format: LogFormat) {
             .with_span_list(false)
             .init(),
     }
+    guard
 }

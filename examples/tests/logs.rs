@@ -69,6 +69,18 @@ impl Served {
 
     /// Stops the process and returns what it logged.
     fn stop(mut self) -> String {
+        // A graceful stop, as an operator's: the log's last lines are
+        // written out by the buffer's thread before the process ends.
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < until {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         std::fs::read_to_string(self.dir.path().join("log")).unwrap()

@@ -343,6 +343,53 @@ pub struct Authenticator {
     basic_login: bool,
     operator_password: Option<PasswordHash>,
     secret_as_password: bool,
+    /// Tokens this authenticator has accepted: shared by its clones, and
+    /// replaced whenever a setting that decides acceptance changes.
+    verified: Arc<VerifiedTokens>,
+}
+
+/// Tokens already verified, by the SHA-256 of their text, with their
+/// claims and identity: a caller presenting the same token again skips
+/// parsing and the signature check (most of the cost of a request's
+/// authentication), while its times are still checked on every use.
+///
+/// Keyed by digest rather than by the token itself, so looking a token up
+/// compares digests, never a presented token with a valid one byte by byte.
+/// Bounded: past [`VerifiedTokens::CAPACITY`] entries it starts afresh.
+#[derive(Default)]
+struct VerifiedTokens {
+    entries: std::sync::Mutex<std::collections::HashMap<[u8; 32], (Claims, Identity)>>,
+}
+
+impl VerifiedTokens {
+    /// Most tokens kept; enough for every node of a large deployment.
+    const CAPACITY: usize = 16_384;
+
+    fn digest(token: &str) -> [u8; 32] {
+        let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+        let mut key = [0u8; 32];
+        key.copy_from_slice(digest.as_ref());
+        key
+    }
+
+    fn entries(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<[u8; 32], (Claims, Identity)>> {
+        // A panic while holding the lock leaves a map of whole entries.
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get(&self, key: &[u8; 32]) -> Option<(Claims, Identity)> {
+        self.entries().get(key).cloned()
+    }
+
+    fn insert(&self, key: [u8; 32], claims: Claims, identity: Identity) {
+        let mut entries = self.entries();
+        if entries.len() >= Self::CAPACITY {
+            entries.clear();
+        }
+        entries.insert(key, (claims, identity));
+    }
 }
 
 /// The operator's password for the Basic admin login, as an Argon2 hash in
@@ -423,6 +470,7 @@ impl Authenticator {
             basic_login: true,
             operator_password: None,
             secret_as_password: false,
+            verified: Arc::default(),
         }
     }
 
@@ -461,6 +509,7 @@ impl Authenticator {
     /// children.
     pub fn allow_tokens_without_sub(mut self, allow: bool) -> Authenticator {
         self.allow_without_sub = allow;
+        self.verified = Arc::default();
         self
     }
 
@@ -476,6 +525,7 @@ impl Authenticator {
     /// refused, as RFC 7519 requires of a recipient it does not name.
     pub fn with_audience(mut self, audience: impl Into<String>) -> Authenticator {
         self.audience = Some(audience.into());
+        self.verified = Arc::default();
         self
     }
 
@@ -527,10 +577,17 @@ impl Authenticator {
                 ));
             }
         }
+        let key = VerifiedTokens::digest(token);
+        if let Some((claims, identity)) = self.verified.get(&key) {
+            self.check_times(&claims, now)?;
+            return Ok(identity);
+        }
         self.check_header(token)?;
         let claims = self.verify_signature(token)?;
         self.check_times(&claims, now)?;
-        self.identity(claims)
+        let identity = self.identity(claims.clone())?;
+        self.verified.insert(key, claims, identity.clone());
+        Ok(identity)
     }
 
     /// Refuses, before any cryptography, a token whose header names another
@@ -1157,6 +1214,45 @@ mod tests {
             let why = refusal(hs().authenticate(&token, now()));
             assert!(why.starts_with("bad sub"), "{sub:?}: {why}");
         }
+    }
+
+    #[test]
+    fn a_token_accepted_once_is_still_checked_for_time_and_settings() {
+        let k = key("billing/worker-1");
+        let token = mint(&Claims::node(&k, now(), HOUR));
+        let auth = hs();
+        let first = auth.authenticate(&token, now()).expect("valid");
+        // The second use is answered from the verified tokens, the same.
+        assert_eq!(auth.authenticate(&token, now()), Ok(first.clone()));
+        assert_eq!(auth.verified.entries().len(), 1);
+        // Its expiry still counts.
+        let why = refusal(auth.authenticate(&token, now() + 2 * HOUR));
+        assert!(why.starts_with("token expired"), "{why}");
+        // A token whose signature does not match is never taken for the
+        // one remembered, even with the same claims.
+        let forged = format!("{}x", token);
+        assert!(auth.authenticate(&forged, now()).is_err());
+        // A clone that accepts different tokens starts with none remembered.
+        let payload = format!(
+            r#"{{"iat":{},"exp":{}}}"#,
+            now().as_secs(),
+            (now() + HOUR).as_secs()
+        );
+        let without_sub = hand_signed(&payload);
+        let lenient = auth.clone().allow_tokens_without_sub(true);
+        assert!(lenient.authenticate(&without_sub, now()).is_ok());
+        assert!(auth.authenticate(&without_sub, now()).is_err());
+        assert_eq!(auth.verified.entries().len(), 1);
+        // Bounded: past its capacity the memory starts afresh.
+        for i in 0..VerifiedTokens::CAPACITY + 1 {
+            let other = key(&format!("billing/w{i}"));
+            auth.verified.insert(
+                VerifiedTokens::digest(&other.to_string()),
+                Claims::node(&other, now(), HOUR),
+                first.clone(),
+            );
+        }
+        assert!(auth.verified.entries().len() <= VerifiedTokens::CAPACITY);
     }
 
     #[test]

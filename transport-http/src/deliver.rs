@@ -50,7 +50,10 @@ pub struct HttpDeliveryConfig {
     pub connect_timeout: Duration,
     /// How long an idle pooled connection is kept (default 90 s).
     pub pool_idle_timeout: Duration,
-    /// How many idle connections are kept per node (default 32).
+    /// How many idle connections are kept per node (default 1024). Below the
+    /// number of requests in flight to one node, every request past it
+    /// opens a connection and closes it after the reply: keep it above the
+    /// busiest node's concurrency.
     pub max_idle_per_host: usize,
     /// The largest reply body accepted from a node (default: the mediator's
     /// default [`Limits::max_body`], 8 MiB); a bigger reply fails the
@@ -68,7 +71,7 @@ impl Default for HttpDeliveryConfig {
         HttpDeliveryConfig {
             connect_timeout: Duration::from_secs(2),
             pool_idle_timeout: Duration::from_secs(90),
-            max_idle_per_host: 32,
+            max_idle_per_host: 1024,
             max_reply_body: Limits::default().max_body,
             tls: None,
         }

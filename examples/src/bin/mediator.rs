@@ -34,6 +34,12 @@ use mediator_transport_http::{
 use mediator_transport_quic::{QuicError, QuicListener, QuicNodeClient, ServerTls};
 use serde_json::{json, Value};
 
+/// Requests allocate many small, short-lived buffers on every worker
+/// thread; mimalloc's per-thread free lists serve them without the global
+/// allocator's locking (see BENCHMARKS.md for what it bought).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "mediator",
@@ -294,7 +300,8 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::USAGE);
         }
     };
-    logs::init(format);
+    // Held until the end of main: dropping it writes the lines still buffered.
+    let _log_writer = logs::init(format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {

@@ -1,0 +1,257 @@
+//! What a run prints: one row per workload and path, ratios against the
+//! direct path and each peer of the same workload, as a table or JSON.
+
+use serde::Serialize;
+
+/// One workload along one path.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Row {
+    /// The workload's name (`unicast-1k-64`, ...).
+    pub(crate) workload: String,
+    /// The path's name (`direct`, `mediator-h1`, ...).
+    pub(crate) path: String,
+    /// Requests in flight.
+    pub(crate) in_flight: usize,
+    /// Bytes per request body.
+    pub(crate) body_bytes: usize,
+    /// Requests answered as expected, all measured windows together.
+    pub(crate) requests: u64,
+    /// Requests that failed, all measured windows together.
+    pub(crate) errors: u64,
+    /// The first failure.
+    pub(crate) first_error: Option<String>,
+    /// Median over the windows of requests per second.
+    pub(crate) req_per_s: f64,
+    /// Deliveries to nodes per second (req/s times the nodes per request).
+    pub(crate) deliveries_per_s: f64,
+    /// Median over the windows of the median latency, ms.
+    pub(crate) p50_ms: f64,
+    /// Median over the windows of the 99th percentile latency, ms.
+    pub(crate) p99_ms: f64,
+    /// CPU seconds of the process in the middle (the mediator, nginx)
+    /// per 10,000 requests, over the measured windows.
+    pub(crate) cpu_s_per_10k: Option<f64>,
+    /// Peak resident memory of the process in the middle, MiB.
+    pub(crate) peak_rss_mib: Option<f64>,
+    /// Nodes registered at the mediator during the row.
+    pub(crate) registered_nodes: Option<usize>,
+    /// req/s over the direct path's req/s, same workload.
+    pub(crate) vs_direct: Option<f64>,
+    /// req/s over nginx's req/s, same workload.
+    pub(crate) vs_nginx: Option<f64>,
+    /// req/s over NATS request-reply's req/s, same workload.
+    pub(crate) vs_nats: Option<f64>,
+    /// p99 over nginx's p99, same workload.
+    pub(crate) p99_vs_nginx: Option<f64>,
+}
+
+/// A path that was asked for but not measured, and why.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Skipped {
+    /// The path or workload.
+    pub(crate) what: String,
+    /// Why.
+    pub(crate) reason: String,
+}
+
+/// The machine a run measured on.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Machine {
+    /// `nproc`.
+    pub(crate) cpus: usize,
+    /// The CPU model.
+    pub(crate) cpu_model: String,
+    /// The kernel release.
+    pub(crate) kernel: String,
+}
+
+impl Machine {
+    /// Reads the machine's description from `/proc`.
+    pub(crate) fn detect() -> Machine {
+        let cpus = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|text| {
+                text.lines()
+                    .find(|line| line.starts_with("model name"))
+                    .and_then(|line| line.split_once(':'))
+                    .map(|(_, model)| model.trim().to_owned())
+            })
+            .unwrap_or_else(|| "unknown".into());
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|text| text.trim().to_owned())
+            .unwrap_or_else(|_| "unknown".into());
+        Machine {
+            cpus,
+            cpu_model,
+            kernel,
+        }
+    }
+}
+
+/// Everything a run reports.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Report {
+    /// Where it ran.
+    pub(crate) machine: Machine,
+    /// Seconds per measured window.
+    pub(crate) window_s: f64,
+    /// Seconds of warm-up before the windows of each row.
+    pub(crate) warmup_s: f64,
+    /// Measured windows per row.
+    pub(crate) runs: usize,
+    /// The measured rows.
+    pub(crate) rows: Vec<Row>,
+    /// What was not measured.
+    pub(crate) skipped: Vec<Skipped>,
+}
+
+impl Report {
+    /// Fills the ratio columns from the rows of the same workload.
+    pub(crate) fn compute_ratios(&mut self) {
+        let find = |rows: &[Row], workload: &str, path: &str| {
+            rows.iter()
+                .find(|r| r.workload == workload && r.path == path && r.requests > 0)
+                .map(|r| (r.req_per_s, r.p99_ms))
+        };
+        let snapshot = self.rows.clone();
+        for row in &mut self.rows {
+            if row.requests == 0 {
+                continue;
+            }
+            let ratio = |base: Option<(f64, f64)>| {
+                base.filter(|(rate, _)| *rate > 0.0)
+                    .map(|(rate, _)| row.req_per_s / rate)
+            };
+            row.vs_direct = ratio(find(&snapshot, &row.workload, "direct"));
+            row.vs_nginx = ratio(find(&snapshot, &row.workload, "nginx"));
+            row.vs_nats = ratio(find(&snapshot, &row.workload, "nats"));
+            row.p99_vs_nginx = find(&snapshot, &row.workload, "nginx")
+                .filter(|(_, p99)| *p99 > 0.0)
+                .map(|(_, p99)| row.p99_ms / p99);
+        }
+    }
+
+    /// The table people read.
+    pub(crate) fn table(&self) -> String {
+        let mut out = String::new();
+        out.push_str(&format!(
+            "{} CPUs, {}, kernel {}; {} x {:.1} s per row after {:.1} s of warm-up (medians)\n",
+            self.machine.cpus,
+            self.machine.cpu_model,
+            self.machine.kernel,
+            self.runs,
+            self.window_s,
+            self.warmup_s
+        ));
+        out.push_str(&format!(
+            "{:<17} {:<18} {:>10} {:>11} {:>8} {:>8} {:>9} {:>8} {:>7} {:>7} {:>7} {:>7}\n",
+            "workload",
+            "path",
+            "req/s",
+            "deliv/s",
+            "p50 ms",
+            "p99 ms",
+            "cpu/10k",
+            "rss MiB",
+            "/direct",
+            "/nginx",
+            "/nats",
+            "errors"
+        ));
+        let opt = |value: Option<f64>, width: usize, digits: usize| match value {
+            Some(v) => format!("{v:>width$.digits$}"),
+            None => format!("{:>width$}", "-"),
+        };
+        for row in &self.rows {
+            out.push_str(&format!(
+                "{:<17} {:<18} {:>10.0} {:>11.0} {:>8.2} {:>8.2} {} {} {} {} {} {:>7}\n",
+                row.workload,
+                row.path,
+                row.req_per_s,
+                row.deliveries_per_s,
+                row.p50_ms,
+                row.p99_ms,
+                opt(row.cpu_s_per_10k, 9, 2),
+                opt(row.peak_rss_mib, 8, 0),
+                opt(row.vs_direct, 7, 2),
+                opt(row.vs_nginx, 7, 2),
+                opt(row.vs_nats, 7, 2),
+                row.errors,
+            ));
+            if let Some(error) = &row.first_error {
+                out.push_str(&format!("    first error: {error}\n"));
+            }
+        }
+        for skipped in &self.skipped {
+            out.push_str(&format!("skipped {}: {}\n", skipped.what, skipped.reason));
+        }
+        out
+    }
+}
+
+/// The median of `values` (the upper one of an even count); 0 when empty.
+pub(crate) fn median(mut values: Vec<f64>) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(|a, b| a.total_cmp(b));
+    values[values.len() / 2]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(workload: &str, path: &str, rate: f64, p99: f64) -> Row {
+        Row {
+            workload: workload.into(),
+            path: path.into(),
+            in_flight: 64,
+            body_bytes: 1024,
+            requests: 10,
+            errors: 0,
+            first_error: None,
+            req_per_s: rate,
+            deliveries_per_s: rate,
+            p50_ms: 1.0,
+            p99_ms: p99,
+            cpu_s_per_10k: None,
+            peak_rss_mib: None,
+            registered_nodes: None,
+            vs_direct: None,
+            vs_nginx: None,
+            vs_nats: None,
+            p99_vs_nginx: None,
+        }
+    }
+
+    #[test]
+    fn ratios_compare_rows_of_one_workload_only() {
+        let mut report = Report {
+            machine: Machine::detect(),
+            window_s: 1.0,
+            warmup_s: 1.0,
+            runs: 1,
+            rows: vec![
+                row("w", "direct", 100.0, 1.0),
+                row("w", "nginx", 50.0, 2.0),
+                row("w", "mediator-h1", 75.0, 3.0),
+                row("other", "mediator-h1", 10.0, 1.0),
+            ],
+            skipped: Vec::new(),
+        };
+        report.compute_ratios();
+        let mediated = &report.rows[2];
+        assert_eq!(mediated.vs_direct, Some(0.75));
+        assert_eq!(mediated.vs_nginx, Some(1.5));
+        assert_eq!(mediated.p99_vs_nginx, Some(1.5));
+        assert_eq!(mediated.vs_nats, None);
+        assert_eq!(report.rows[3].vs_direct, None);
+        assert!(report.table().contains("mediator-h1"));
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(Vec::new()), 0.0);
+    }
+}

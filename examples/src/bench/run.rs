@@ -1,0 +1,1035 @@
+//! One run: starts what the chosen workloads need, measures each workload
+//! along each chosen path in turn, stops everything, reports.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::HeaderValue;
+use mediator_core::{Claims, NodeKey, SealKey, Timestamp, TokenMinter};
+use mediator_transport_quic::QuicNodeClient;
+use tokio::process::Command;
+
+use crate::echo::{self, Clear};
+use crate::load::{self, Link, Load, Work};
+use crate::procs::{self, Proc};
+use crate::report::{median, Machine, Report, Row, Skipped};
+use crate::Args;
+
+/// Every path, in the order each unicast workload measures them.
+const PATHS: &[&str] = &[
+    "direct",
+    "nginx",
+    "nats",
+    "mediator-h1",
+    "mediator-h1-quiet",
+    "baseline-h1",
+    "mediator-h2",
+    "mediator-quic",
+];
+
+/// The largest broadcast group.
+const BROADCAST_MAX: usize = 100;
+
+/// Requests in flight of the churn workloads.
+const CHURN_IN_FLIGHT: usize = 16;
+
+/// What a workload is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    Unicast { body: usize, in_flight: usize },
+    Broadcast { nodes: usize, in_flight: usize },
+    Churn { mysql: bool },
+    Nodes { count: usize },
+}
+
+/// Every workload's name and what it is, in the order a run measures them.
+const KINDS: &[(&str, Kind)] = &[
+    (
+        "unicast-1k-1",
+        Kind::Unicast {
+            body: 1024,
+            in_flight: 1,
+        },
+    ),
+    (
+        "unicast-1k-64",
+        Kind::Unicast {
+            body: 1024,
+            in_flight: 64,
+        },
+    ),
+    (
+        "unicast-1k-256",
+        Kind::Unicast {
+            body: 1024,
+            in_flight: 256,
+        },
+    ),
+    (
+        "unicast-64k-16",
+        Kind::Unicast {
+            body: 64 * 1024,
+            in_flight: 16,
+        },
+    ),
+    (
+        "broadcast-10-1",
+        Kind::Broadcast {
+            nodes: 10,
+            in_flight: 1,
+        },
+    ),
+    (
+        "broadcast-10-16",
+        Kind::Broadcast {
+            nodes: 10,
+            in_flight: 16,
+        },
+    ),
+    (
+        "broadcast-100-1",
+        Kind::Broadcast {
+            nodes: 100,
+            in_flight: 1,
+        },
+    ),
+    (
+        "broadcast-100-16",
+        Kind::Broadcast {
+            nodes: 100,
+            in_flight: 16,
+        },
+    ),
+    ("churn-sqlite", Kind::Churn { mysql: false }),
+    ("churn-mysql", Kind::Churn { mysql: true }),
+    ("nodes-1k", Kind::Nodes { count: 1_000 }),
+    ("nodes-100k", Kind::Nodes { count: 100_000 }),
+];
+
+fn kind(name: &str) -> Option<Kind> {
+    KINDS
+        .iter()
+        .find(|(known, _)| *known == name)
+        .map(|(_, kind)| *kind)
+}
+
+/// Picks the named entries of `all` (all of them when `asked` is empty),
+/// refusing unknown names.
+fn pick(asked: &[String], all: &[&'static str], what: &str) -> Result<Vec<&'static str>, String> {
+    if asked.is_empty() {
+        return Ok(all.to_vec());
+    }
+    for name in asked {
+        if !all.contains(&name.as_str()) {
+            return Err(format!(
+                "unknown {what} {name:?}; known: {}",
+                all.join(", ")
+            ));
+        }
+    }
+    Ok(all
+        .iter()
+        .copied()
+        .filter(|name| asked.iter().any(|a| a == name))
+        .collect())
+}
+
+/// A body of `size` bytes of printable text (a broadcast answers with
+/// each body as a JSON string).
+fn body(size: usize) -> Bytes {
+    Bytes::from(
+        (0..size)
+            .map(|i| b"0123456789abcdef"[i % 16])
+            .collect::<Vec<u8>>(),
+    )
+}
+
+/// A running `mediator serve`.
+struct Mediator {
+    proc: Proc,
+    addr: SocketAddr,
+    quic: Option<(SocketAddr, String)>,
+}
+
+/// What every part of the run shares.
+struct Bench<'a> {
+    args: &'a Args,
+    dir: tempfile::TempDir,
+    secret: String,
+    minter: TokenMinter,
+    admin: HeaderValue,
+    me: std::path::PathBuf,
+    echo_urls: Vec<String>,
+    report: Report,
+}
+
+pub(crate) async fn run(args: Args) -> Result<(), String> {
+    if args.runs == 0 {
+        return Err("--runs must be at least 1".into());
+    }
+    let names: Vec<&'static str> = KINDS.iter().map(|(name, _)| *name).collect();
+    let workloads = pick(&args.workloads, &names, "workload")?;
+    let paths = pick(&args.paths, PATHS, "path")?;
+    let dir = tempfile::tempdir().map_err(|e| format!("making a temporary folder: {e}"))?;
+    let secret = SealKey::generate().to_base64();
+    let minter = TokenMinter::hs256(&secret);
+    let admin = bearer(
+        &minter,
+        &Claims::admin(Timestamp::now(), Duration::from_secs(86_400)),
+    )?;
+    let me = std::env::current_exe().map_err(|e| format!("locating this executable: {e}"))?;
+    let mut bench = Bench {
+        args: &args,
+        dir,
+        secret,
+        minter,
+        admin,
+        me,
+        echo_urls: Vec::new(),
+        report: Report {
+            machine: Machine::detect(),
+            window_s: args.duration.as_secs_f64(),
+            warmup_s: args.warmup.as_secs_f64(),
+            runs: args.runs,
+            rows: Vec::new(),
+            skipped: Vec::new(),
+        },
+    };
+    let ports = if workloads.iter().any(|w| w.starts_with("broadcast")) {
+        1 + BROADCAST_MAX
+    } else {
+        1
+    };
+    let mut echo_command = Command::new(&bench.me);
+    echo_command
+        .arg("echo-node")
+        .arg("--ports")
+        .arg(ports.to_string());
+    let (echo_proc, lines) = start_node("the echo node", echo_command, echo::ECHO_READY).await?;
+    bench.echo_urls = lines
+        .iter()
+        .filter_map(|line| line.strip_prefix(echo::ECHO_LISTENING))
+        .map(str::to_owned)
+        .collect();
+    let outcome = bench.measure_all(&workloads, &paths).await;
+    echo_proc.stop().await;
+    outcome?;
+    let mut report = bench.report;
+    report.compute_ratios();
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+        );
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(())
+}
+
+fn bearer(minter: &TokenMinter, claims: &Claims) -> Result<HeaderValue, String> {
+    let token = minter.mint(claims).map_err(|e| e.to_string())?;
+    HeaderValue::from_str(&format!("Bearer {token}")).map_err(|e| e.to_string())
+}
+
+fn echo_addr(url: &str) -> Result<SocketAddr, String> {
+    url.trim_start_matches("http://")
+        .parse()
+        .map_err(|e| format!("echo URL {url}: {e}"))
+}
+
+impl Bench<'_> {
+    fn skip(&mut self, what: &str, reason: impl Into<String>) {
+        let reason = reason.into();
+        if !self.args.json {
+            eprintln!("skipping {what}: {reason}");
+        }
+        self.report.skipped.push(Skipped {
+            what: what.to_owned(),
+            reason,
+        });
+    }
+
+    async fn measure_all(&mut self, workloads: &[&str], paths: &[&str]) -> Result<(), String> {
+        let needs_shared = workloads
+            .iter()
+            .any(|w| matches!(kind(w), Some(Kind::Unicast { .. } | Kind::Broadcast { .. })))
+            && paths.iter().any(|p| p.starts_with("mediator"));
+        let mut shared = None;
+        let mut quiet = None;
+        let mut baseline = None;
+        let mut quic_echo = None;
+        let mut nginx = None;
+        let mut nats = None;
+        let unicast = workloads
+            .iter()
+            .any(|w| matches!(kind(w), Some(Kind::Unicast { .. })));
+        if needs_shared {
+            let mediator = self.start_mediator("memory", true, false).await?;
+            self.register_echo_nodes(&mediator, workloads).await?;
+            if unicast && paths.contains(&"mediator-quic") {
+                quic_echo = Some(self.start_quic_echo(&mediator).await?);
+            }
+            shared = Some(mediator);
+        }
+        if unicast && paths.contains(&"mediator-h1-quiet") {
+            let mediator = self.start_mediator("memory", false, true).await?;
+            self.register(&mediator, &[self.echo_registration("bench", "echo", 0)])
+                .await?;
+            quiet = Some(mediator);
+        }
+        if unicast && paths.contains(&"baseline-h1") {
+            match self.args.baseline.clone() {
+                Some(binary) => {
+                    let mediator = self
+                        .start_mediator_from(&binary, "memory", false, false)
+                        .await?;
+                    self.register(&mediator, &[self.echo_registration("bench", "echo", 0)])
+                        .await?;
+                    baseline = Some(mediator);
+                }
+                None if !self.args.paths.is_empty() => {
+                    self.skip("baseline-h1", "no --baseline binary was given");
+                }
+                None => {}
+            }
+        }
+        if unicast && paths.contains(&"nginx") {
+            match self.start_nginx().await {
+                Ok(started) => nginx = Some(started),
+                Err(reason) => self.skip("nginx", reason),
+            }
+        }
+        if unicast && paths.contains(&"nats") {
+            match self.start_nats_echo().await {
+                Ok(started) => nats = Some(started),
+                Err(reason) => self.skip("nats", reason),
+            }
+        }
+        let mut outcome = Ok(());
+        for workload in workloads {
+            let Some(kind) = kind(workload) else { continue };
+            let result = match kind {
+                Kind::Unicast { body, in_flight } => {
+                    self.unicast(
+                        workload,
+                        body,
+                        in_flight,
+                        paths,
+                        shared.as_ref(),
+                        quiet.as_ref(),
+                        baseline.as_ref(),
+                        nginx.as_ref(),
+                        nats.as_ref(),
+                    )
+                    .await
+                }
+                Kind::Broadcast { nodes, in_flight } => match &shared {
+                    Some(mediator) if paths.contains(&"mediator-h1") => {
+                        self.broadcast(workload, nodes, in_flight, mediator).await
+                    }
+                    _ => {
+                        self.skip(workload, "measured along mediator-h1 only");
+                        Ok(())
+                    }
+                },
+                Kind::Churn { mysql } => self.churn(workload, mysql).await,
+                Kind::Nodes { count } => self.nodes(workload, count).await,
+            };
+            if let Err(e) = result {
+                outcome = Err(format!("{workload}: {e}"));
+                break;
+            }
+        }
+        if let Some(proc) = quic_echo {
+            proc.stop().await;
+        }
+        for mediator in [shared, quiet, baseline].into_iter().flatten() {
+            mediator.proc.stop().await;
+        }
+        if let Some((proc, _)) = nginx {
+            proc.stop().await;
+        }
+        if let Some((proc, _)) = nats {
+            proc.stop().await;
+        }
+        outcome
+    }
+
+    /// Starts `mediator serve` as a user runs it: default settings and log
+    /// level (`quiet`: RUST_LOG=warn), on loopback ports of its choosing.
+    async fn start_mediator(
+        &self,
+        store: &str,
+        quic: bool,
+        quiet: bool,
+    ) -> Result<Mediator, String> {
+        let binary = procs::mediator_binary(self.args.mediator.as_deref())?;
+        self.start_mediator_from(&binary, store, quic, quiet).await
+    }
+
+    /// [`Self::start_mediator`] with another build of the binary.
+    async fn start_mediator_from(
+        &self,
+        binary: &Path,
+        store: &str,
+        quic: bool,
+        quiet: bool,
+    ) -> Result<Mediator, String> {
+        let mut command = Command::new(binary);
+        command
+            .arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--store")
+            .arg(store)
+            .current_dir(self.dir.path())
+            .env("MEDIATOR_SECRET", &self.secret)
+            .env_remove("RUST_LOG");
+        if quic {
+            command.arg("--quic-listen").arg("127.0.0.1:0");
+        }
+        if quiet {
+            command.env("RUST_LOG", "warn");
+        }
+        let log = match &self.args.mediator_log {
+            Some(path) => std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map(Stdio::from)
+                .map_err(|e| format!("opening {}: {e}", path.display()))?,
+            None => Stdio::null(),
+        };
+        command.stderr(log);
+        let mut needles = vec!["mediator listening on "];
+        if quic {
+            needles.push("mediator QUIC listening on ");
+        }
+        let (proc, lines) =
+            Proc::start("mediator serve", command, &needles, Duration::from_secs(30)).await?;
+        let mut addr = None;
+        let mut quic_addr = None;
+        for line in &lines {
+            if let Some(url) = line.strip_prefix("mediator listening on http://") {
+                addr = url.trim().parse::<SocketAddr>().ok();
+            }
+            if let Some(rest) = line.strip_prefix("mediator QUIC listening on ") {
+                if let Some((at, fingerprint)) = rest.split_once(", certificate SHA-256 ") {
+                    quic_addr = at
+                        .parse::<SocketAddr>()
+                        .ok()
+                        .map(|a| (a, fingerprint.trim().to_owned()));
+                }
+            }
+        }
+        let addr = addr.ok_or_else(|| format!("mediator serve printed no address: {lines:?}"))?;
+        Ok(Mediator {
+            proc,
+            addr,
+            quic: quic_addr,
+        })
+    }
+
+    fn echo_registration(&self, group: &str, name: &str, port: usize) -> String {
+        let url = &self.echo_urls[port.min(self.echo_urls.len() - 1)];
+        format!(r#"{{"group":"{group}","name":"{name}","url":"{url}","ttl":86400}}"#)
+    }
+
+    async fn register_echo_nodes(
+        &self,
+        mediator: &Mediator,
+        workloads: &[&str],
+    ) -> Result<(), String> {
+        let mut registrations = vec![self.echo_registration("bench", "echo", 0)];
+        for (group, nodes) in [("b10", 10), ("b100", BROADCAST_MAX)] {
+            if workloads
+                .iter()
+                .any(|w| matches!(kind(w), Some(Kind::Broadcast { nodes: n, .. }) if n == nodes))
+            {
+                for i in 0..nodes {
+                    registrations.push(self.echo_registration(group, &format!("n{i}"), 1 + i));
+                }
+            }
+        }
+        self.register(mediator, &registrations).await
+    }
+
+    /// POSTs every registration to `/register` with the admin token, from
+    /// up to 64 connections at once.
+    async fn register(&self, mediator: &Mediator, registrations: &[String]) -> Result<(), String> {
+        let chunk = registrations.len().div_ceil(64).max(1);
+        let mut tasks = tokio::task::JoinSet::new();
+        for part in registrations.chunks(chunk) {
+            let part: Vec<String> = part.to_vec();
+            let addr = mediator.addr;
+            let admin = self.admin.clone();
+            tasks.spawn(async move {
+                let mut send = load::connect_h1(addr).await?;
+                for registration in part {
+                    let request = http::Request::post("/register")
+                        .header(http::header::HOST, addr.to_string())
+                        .header(http::header::AUTHORIZATION, admin.clone())
+                        .header(http::header::CONTENT_TYPE, "application/json")
+                        .body(http_body_util::Full::new(Bytes::from(registration)))
+                        .map_err(|e| e.to_string())?;
+                    send.ready().await.map_err(|e| e.to_string())?;
+                    let response = send
+                        .send_request(request)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let status = response.status();
+                    let body = http_body_util::BodyExt::collect(response.into_body())
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .to_bytes();
+                    if status != http::StatusCode::OK || !body.starts_with(b"{\"entity\"") {
+                        return Err(format!(
+                            "registering: {status}: {}",
+                            String::from_utf8_lossy(&body)
+                        ));
+                    }
+                }
+                Ok::<(), String>(())
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.map_err(|e| e.to_string())??;
+        }
+        Ok(())
+    }
+
+    async fn start_quic_echo(&self, mediator: &Mediator) -> Result<Proc, String> {
+        let (addr, pin) = mediator
+            .quic
+            .clone()
+            .ok_or("the mediator printed no QUIC listener")?;
+        let mut command = Command::new(&self.me);
+        command
+            .arg("quic-echo")
+            .arg("--addr")
+            .arg(addr.to_string())
+            .arg("--pin")
+            .arg(pin)
+            .arg("--node")
+            .arg("bench/qecho")
+            .env("MEDIATOR_SECRET", &self.secret)
+            .env("RUST_LOG", "error");
+        let (proc, _) = start_node("the QUIC echo node", command, echo::QUIC_READY).await?;
+        Ok(proc)
+    }
+
+    /// nginx in the foreground with a config of ours: a keep-alive upstream
+    /// to the echo node, the access log written (to /dev/null) as the
+    /// mediator writes its request line.
+    async fn start_nginx(&self) -> Result<(Proc, SocketAddr), String> {
+        let binary =
+            which(&self.args.nginx).ok_or_else(|| format!("{} not found", self.args.nginx))?;
+        let prefix = self.dir.path().join("nginx");
+        std::fs::create_dir_all(prefix.join("logs")).map_err(|e| e.to_string())?;
+        let port = procs::free_port()?;
+        let upstream = echo_addr(&self.echo_urls[0])?;
+        let p = prefix.display();
+        let config = format!(
+            "worker_processes auto;\n\
+             error_log {p}/logs/error.log warn;\n\
+             pid {p}/logs/nginx.pid;\n\
+             events {{ worker_connections 4096; }}\n\
+             http {{\n\
+               access_log /dev/null;\n\
+               client_body_temp_path {p}/body;\n\
+               proxy_temp_path {p}/proxy;\n\
+               fastcgi_temp_path {p}/fastcgi;\n\
+               uwsgi_temp_path {p}/uwsgi;\n\
+               scgi_temp_path {p}/scgi;\n\
+               client_max_body_size 16m;\n\
+               client_body_buffer_size 128k;\n\
+               proxy_buffer_size 64k;\n\
+               proxy_buffers 8 64k;\n\
+               proxy_busy_buffers_size 128k;\n\
+               keepalive_requests 1000000;\n\
+               upstream echo {{ server {upstream}; keepalive 512; keepalive_requests 1000000; }}\n\
+               server {{\n\
+                 listen 127.0.0.1:{port};\n\
+                 location / {{\n\
+                   proxy_pass http://echo;\n\
+                   proxy_http_version 1.1;\n\
+                   proxy_set_header Connection \"\";\n\
+                 }}\n\
+               }}\n\
+             }}\n"
+        );
+        let conf = prefix.join("nginx.conf");
+        std::fs::write(&conf, config).map_err(|e| e.to_string())?;
+        let mut command = Command::new(binary);
+        command
+            .arg("-p")
+            .arg(&prefix)
+            .arg("-c")
+            .arg(&conf)
+            .arg("-e")
+            .arg(prefix.join("logs/error.log"))
+            .arg("-g")
+            .arg("daemon off;")
+            .stderr(Stdio::null());
+        let proc = Proc::spawn_quiet("nginx", command)?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        if !procs::wait_for_port(addr, Duration::from_secs(10)).await {
+            proc.stop().await;
+            let log = std::fs::read_to_string(prefix.join("logs/error.log")).unwrap_or_default();
+            return Err(format!("nginx did not listen on {addr}: {}", log.trim()));
+        }
+        Ok((proc, addr))
+    }
+
+    async fn start_nats_echo(&self) -> Result<(Proc, String), String> {
+        let host = self
+            .args
+            .nats
+            .trim_start_matches("nats://")
+            .trim_end_matches('/');
+        if !answers(host).await {
+            return Err(format!("no NATS server answers at {}", self.args.nats));
+        }
+        let subject = format!("bench.{}.echo", std::process::id());
+        let mut command = Command::new(&self.me);
+        command
+            .arg("nats-echo")
+            .arg("--url")
+            .arg(&self.args.nats)
+            .arg("--subject")
+            .arg(&subject);
+        let (proc, _) = start_node("the NATS replier", command, echo::NATS_READY).await?;
+        Ok((proc, subject))
+    }
+
+    /// One workload's rows: each chosen path in turn.
+    #[allow(clippy::too_many_arguments)]
+    async fn unicast(
+        &mut self,
+        workload: &str,
+        size: usize,
+        in_flight: usize,
+        paths: &[&str],
+        shared: Option<&Mediator>,
+        quiet: Option<&Mediator>,
+        baseline: Option<&Mediator>,
+        nginx: Option<&(Proc, SocketAddr)>,
+        nats: Option<&(Proc, String)>,
+    ) -> Result<(), String> {
+        let payload = body(size);
+        for path in paths {
+            let echo_work = |route: &str| Work::Echo {
+                path: route.to_owned(),
+                body: payload.clone(),
+            };
+            let (links, work, middle): (Vec<Link>, Work, Option<&Proc>) = match *path {
+                "direct" => {
+                    let addr = echo_addr(&self.echo_urls[0])?;
+                    (
+                        h1_links(addr, in_flight, |_| None),
+                        echo_work("/echo"),
+                        None,
+                    )
+                }
+                "nginx" => match nginx {
+                    Some((proc, addr)) => (
+                        h1_links(*addr, in_flight, |_| None),
+                        echo_work("/echo"),
+                        Some(proc),
+                    ),
+                    None => continue,
+                },
+                "nats" => match nats {
+                    Some((_, subject)) => {
+                        let mut clients = Vec::new();
+                        for _ in 0..load::mux_connections(in_flight) {
+                            clients.push(
+                                async_nats::connect(self.args.nats.as_str())
+                                    .await
+                                    .map_err(|e| format!("connecting to NATS: {e}"))?,
+                            );
+                        }
+                        let links = (0..in_flight)
+                            .map(|i| Link::Nats {
+                                client: clients[i % clients.len()].clone(),
+                                subject: subject.clone(),
+                            })
+                            .collect();
+                        (links, echo_work("/echo"), None)
+                    }
+                    None => continue,
+                },
+                "mediator-h1" | "mediator-h1-quiet" | "baseline-h1" => {
+                    let mediator = match *path {
+                        "mediator-h1" => shared,
+                        "mediator-h1-quiet" => quiet,
+                        _ => baseline,
+                    };
+                    let Some(mediator) = mediator else { continue };
+                    let links = self.caller_links(mediator.addr, in_flight)?;
+                    (
+                        links,
+                        echo_work("/one/bench/echo/echo"),
+                        Some(&mediator.proc),
+                    )
+                }
+                "mediator-h2" => {
+                    let Some(mediator) = shared else { continue };
+                    let mut sends = Vec::new();
+                    for _ in 0..load::mux_connections(in_flight) {
+                        sends.push(load::connect_h2(mediator.addr).await?);
+                    }
+                    let mut links = Vec::with_capacity(in_flight);
+                    for i in 0..in_flight {
+                        links.push(Link::H2 {
+                            addr: mediator.addr,
+                            send: sends[i % sends.len()].clone(),
+                            auth: Some(self.caller_token(i)?),
+                        });
+                    }
+                    (
+                        links,
+                        echo_work("/one/bench/echo/echo"),
+                        Some(&mediator.proc),
+                    )
+                }
+                "mediator-quic" => {
+                    let Some(mediator) = shared else { continue };
+                    let (addr, pin) = mediator
+                        .quic
+                        .clone()
+                        .ok_or("the mediator printed no QUIC listener")?;
+                    let mut clients = Vec::new();
+                    for c in 0..load::mux_connections(in_flight) {
+                        let key: NodeKey =
+                            format!("bench/q{c}").parse().map_err(|e| format!("{e}"))?;
+                        clients.push(
+                            QuicNodeClient::builder(addr)
+                                .pin(&pin)
+                                .node_key(key)
+                                .token_minter(self.minter.clone())
+                                .cipher(Clear)
+                                .connect()
+                                .await
+                                .map_err(|e| format!("connecting over QUIC: {e}"))?,
+                        );
+                    }
+                    let target: NodeKey = "bench/qecho".parse().map_err(|e| format!("{e}"))?;
+                    let links = (0..in_flight)
+                        .map(|i| Link::Quic {
+                            client: clients[i % clients.len()].clone(),
+                            target: target.clone(),
+                        })
+                        .collect();
+                    (links, echo_work("/echo"), Some(&mediator.proc))
+                }
+                _ => continue,
+            };
+            let mut load = Load::new(links, work);
+            let row = self
+                .measure(&mut load, workload, path, in_flight, size, 1, middle)
+                .await;
+            self.push(row);
+        }
+        Ok(())
+    }
+
+    /// One caller identity per slot, as many independent services would
+    /// call: the per-caller in-flight limit then applies as in production.
+    fn caller_token(&self, slot: usize) -> Result<HeaderValue, String> {
+        let key: NodeKey = format!("bench/c{slot}")
+            .parse()
+            .map_err(|e| format!("{e}"))?;
+        bearer(
+            &self.minter,
+            &Claims::node(&key, Timestamp::now(), Duration::from_secs(86_400)),
+        )
+    }
+
+    fn caller_links(&self, addr: SocketAddr, in_flight: usize) -> Result<Vec<Link>, String> {
+        (0..in_flight)
+            .map(|i| {
+                Ok(Link::H1 {
+                    addr,
+                    auth: Some(self.caller_token(i)?),
+                })
+            })
+            .collect()
+    }
+
+    async fn broadcast(
+        &mut self,
+        workload: &str,
+        nodes: usize,
+        in_flight: usize,
+        mediator: &Mediator,
+    ) -> Result<(), String> {
+        let links = self.caller_links(mediator.addr, in_flight)?;
+        let mut load = Load::new(
+            links,
+            Work::Broadcast {
+                path: format!("/many/b{nodes}/echo"),
+                body: body(1024),
+                nodes,
+            },
+        );
+        let row = self
+            .measure(
+                &mut load,
+                workload,
+                "mediator-h1",
+                in_flight,
+                1024,
+                nodes,
+                Some(&mediator.proc),
+            )
+            .await;
+        self.push(row);
+        Ok(())
+    }
+
+    async fn churn(&mut self, workload: &str, mysql: bool) -> Result<(), String> {
+        let store = if mysql {
+            let host = self
+                .args
+                .mysql
+                .trim_start_matches("mysql://")
+                .rsplit('@')
+                .next()
+                .unwrap_or_default()
+                .split('/')
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            if !answers(&host).await {
+                self.skip(workload, format!("no MySQL server answers at {host}"));
+                return Ok(());
+            }
+            self.args.mysql.clone()
+        } else {
+            format!("sqlite:{}", self.dir.path().join("churn.db").display())
+        };
+        let mediator = self.start_mediator(&store, false, false).await?;
+        let links = (0..CHURN_IN_FLIGHT)
+            .map(|_| Link::H1 {
+                addr: mediator.addr,
+                auth: Some(self.admin.clone()),
+            })
+            .collect();
+        let group = format!("churn{}", std::process::id());
+        let mut load = Load::new(
+            links,
+            Work::Churn {
+                group,
+                url: self.echo_urls[0].clone(),
+            },
+        );
+        let row = self
+            .measure(
+                &mut load,
+                workload,
+                "mediator-h1",
+                CHURN_IN_FLIGHT,
+                0,
+                1,
+                Some(&mediator.proc),
+            )
+            .await;
+        mediator.proc.stop().await;
+        self.push(row);
+        Ok(())
+    }
+
+    async fn nodes(&mut self, workload: &str, count: usize) -> Result<(), String> {
+        let mediator = self.start_mediator("memory", false, false).await?;
+        let mut registrations = Vec::with_capacity(count + 1);
+        registrations.push(self.echo_registration("bench", "echo", 0));
+        let groups = 100;
+        for i in 0..count {
+            registrations.push(self.echo_registration(
+                &format!("scale{}", i % groups),
+                &format!("n{}", i / groups),
+                0,
+            ));
+        }
+        let outcome = self.register(&mediator, &registrations).await;
+        if let Err(e) = outcome {
+            mediator.proc.stop().await;
+            return Err(e);
+        }
+        drop(registrations);
+        let in_flight = 64;
+        let links = self.caller_links(mediator.addr, in_flight)?;
+        let mut load = Load::new(
+            links,
+            Work::Echo {
+                path: "/one/bench/echo/echo".into(),
+                body: body(1024),
+            },
+        );
+        let mut row = self
+            .measure(
+                &mut load,
+                workload,
+                "mediator-h1",
+                in_flight,
+                1024,
+                1,
+                Some(&mediator.proc),
+            )
+            .await;
+        row.registered_nodes = Some(count + 1);
+        mediator.proc.stop().await;
+        self.push(row);
+        Ok(())
+    }
+
+    fn push(&mut self, row: Row) {
+        if !self.args.json {
+            eprintln!(
+                "{:<17} {:<18} {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  {} errors",
+                row.workload, row.path, row.req_per_s, row.p50_ms, row.p99_ms, row.errors
+            );
+        }
+        self.report.rows.push(row);
+    }
+
+    /// A warm-up window, then `runs` measured ones; the row holds their
+    /// medians and the middle process's CPU over the measured windows.
+    #[allow(clippy::too_many_arguments)]
+    async fn measure(
+        &self,
+        load: &mut Load,
+        workload: &str,
+        path: &str,
+        in_flight: usize,
+        size: usize,
+        fanout: usize,
+        middle: Option<&Proc>,
+    ) -> Row {
+        let warm = load.window(self.args.warmup).await;
+        let cpu_before = middle.and_then(Proc::cpu_seconds);
+        let mut rates = Vec::new();
+        let mut p50 = Vec::new();
+        let mut p99 = Vec::new();
+        let mut requests = 0;
+        let mut errors = warm.errors;
+        let mut first_error = warm.first_error;
+        for _ in 0..self.args.runs {
+            let window = load.window(self.args.duration).await;
+            rates.push(window.rate());
+            p50.push(window.quantile_ms(0.50));
+            p99.push(window.quantile_ms(0.99));
+            requests += window.ok;
+            errors += window.errors;
+            if first_error.is_none() {
+                first_error = window.first_error;
+            }
+        }
+        let cpu_after = middle.and_then(Proc::cpu_seconds);
+        let cpu_s_per_10k = match (cpu_before, cpu_after) {
+            (Some(before), Some(after)) if requests > 0 => {
+                Some((after - before) / requests as f64 * 10_000.0)
+            }
+            _ => None,
+        };
+        let req_per_s = median(rates);
+        Row {
+            workload: workload.to_owned(),
+            path: path.to_owned(),
+            in_flight,
+            body_bytes: size,
+            requests,
+            errors,
+            first_error,
+            req_per_s,
+            deliveries_per_s: req_per_s * fanout as f64,
+            p50_ms: median(p50),
+            p99_ms: median(p99),
+            cpu_s_per_10k,
+            peak_rss_mib: middle.and_then(Proc::peak_rss_mib),
+            registered_nodes: None,
+            vs_direct: None,
+            vs_nginx: None,
+            vs_nats: None,
+            p99_vs_nginx: None,
+        }
+    }
+}
+
+/// Starts one of the harness's own nodes and waits for its `ready` line.
+async fn start_node(
+    name: &str,
+    command: Command,
+    ready: &str,
+) -> Result<(Proc, Vec<String>), String> {
+    Proc::start(name, command, &[ready], Duration::from_secs(15)).await
+}
+
+/// Whether something accepts TCP connections at `host:port` within a second.
+async fn answers(host: &str) -> bool {
+    let connecting = tokio::net::TcpStream::connect(host);
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), connecting).await,
+        Ok(Ok(_))
+    )
+}
+
+fn h1_links(
+    addr: SocketAddr,
+    in_flight: usize,
+    auth: impl Fn(usize) -> Option<HeaderValue>,
+) -> Vec<Link> {
+    (0..in_flight)
+        .map(|i| Link::H1 {
+            addr,
+            auth: auth(i),
+        })
+        .collect()
+}
+
+/// `name` as given when it is a path, else the first match on PATH or in
+/// /usr/sbin and /sbin (where distributions put nginx).
+fn which(name: &str) -> Option<std::path::PathBuf> {
+    let given = Path::new(name);
+    if given.components().count() > 1 {
+        return given.is_file().then(|| given.to_owned());
+    }
+    let path = std::env::var("PATH").unwrap_or_default();
+    let found = path
+        .split(':')
+        .chain(["/usr/sbin", "/sbin", "/usr/local/sbin"])
+        .map(|dir| Path::new(dir).join(name))
+        .find(|candidate| candidate.is_file());
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_workload_has_a_kind_and_picks_check_names() {
+        for (workload, _) in KINDS {
+            assert!(kind(workload).is_some(), "{workload}");
+        }
+        assert_eq!(
+            kind("unicast-1k-256"),
+            Some(Kind::Unicast {
+                body: 1024,
+                in_flight: 256
+            })
+        );
+        assert_eq!(kind("unicast-2k-3"), None);
+        assert_eq!(pick(&[], PATHS, "path").expect("all").len(), PATHS.len());
+        assert_eq!(
+            pick(&["nats".into(), "direct".into()], PATHS, "path").expect("known"),
+            vec!["direct", "nats"]
+        );
+        assert!(pick(&["carrier-pigeon".into()], PATHS, "path").is_err());
+    }
+}

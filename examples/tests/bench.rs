@@ -1,0 +1,104 @@
+//! The load harness end to end: a short run of a few workloads along a few
+//! paths, with the real `mediator` binary, read back as JSON.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+#[test]
+fn a_short_run_measures_every_path_it_was_asked_for() {
+    let started = Instant::now();
+    let output = Command::new(env!("CARGO_BIN_EXE_mediator-bench"))
+        .args([
+            "--duration",
+            "300ms",
+            "--warmup",
+            "100ms",
+            "--runs",
+            "1",
+            "--workloads",
+            "unicast-1k-1,unicast-1k-64,broadcast-10-1,churn-sqlite",
+            "--paths",
+            "direct,mediator-h1,mediator-h2,mediator-quic",
+            "--json",
+        ])
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("the harness runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "the run failed: {stderr}");
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    });
+    let rows = report["rows"].as_array().expect("rows");
+    let mut seen = Vec::new();
+    for row in rows {
+        let workload = row["workload"].as_str().expect("workload");
+        let path = row["path"].as_str().expect("path");
+        assert!(
+            row["requests"].as_u64().unwrap_or(0) > 0,
+            "{workload} along {path} answered nothing: {row}"
+        );
+        assert_eq!(row["errors"], 0, "{workload} along {path}: {row}");
+        assert!(row["req_per_s"].as_f64().unwrap_or(0.0) > 0.0, "{row}");
+        assert!(row["p99_ms"].as_f64().unwrap_or(0.0) >= row["p50_ms"].as_f64().unwrap_or(0.0));
+        if path.starts_with("mediator") {
+            assert!(row["peak_rss_mib"].as_f64().unwrap_or(0.0) > 0.0, "{row}");
+            assert!(row["cpu_s_per_10k"].as_f64().is_some(), "{row}");
+            assert!(
+                row["vs_direct"].as_f64().unwrap_or(0.0) > 0.0
+                    || workload.starts_with("broadcast")
+                    || workload.starts_with("churn"),
+                "{row}"
+            );
+        }
+        seen.push(format!("{workload} {path}"));
+    }
+    for expected in [
+        "unicast-1k-1 direct",
+        "unicast-1k-1 mediator-h1",
+        "unicast-1k-1 mediator-h2",
+        "unicast-1k-1 mediator-quic",
+        "unicast-1k-64 direct",
+        "unicast-1k-64 mediator-h1",
+        "unicast-1k-64 mediator-h2",
+        "unicast-1k-64 mediator-quic",
+        "broadcast-10-1 mediator-h1",
+        "churn-sqlite mediator-h1",
+    ] {
+        assert!(
+            seen.iter().any(|s| s == expected),
+            "no row for {expected}: {seen:?}"
+        );
+    }
+    let broadcast = rows
+        .iter()
+        .find(|r| r["workload"] == "broadcast-10-1")
+        .expect("broadcast row");
+    let deliveries = broadcast["deliveries_per_s"].as_f64().unwrap_or(0.0);
+    let requests = broadcast["req_per_s"].as_f64().unwrap_or(0.0);
+    assert!((deliveries - 10.0 * requests).abs() < 1e-6 * deliveries.max(1.0));
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "the short run took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn unknown_paths_are_refused_with_the_known_ones_named() {
+    let output = Command::new(env!("CARGO_BIN_EXE_mediator-bench"))
+        .args(["--paths", "carrier-pigeon", "--json"])
+        .output()
+        .expect("the harness runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("carrier-pigeon") && stderr.contains("mediator-quic"),
+        "{stderr}"
+    );
+}
