@@ -50,6 +50,44 @@ async fn import_clusters_moves_the_original_table_into_sqlite() {
         "{stdout}"
     );
 
+    // The same import into another store, for a script: the rows come as JSON.
+    let json_store = dir.path().join("as-json.db");
+    let out = Command::new(env!("CARGO_BIN_EXE_mediator"))
+        .args([
+            "import-clusters",
+            "--from",
+            &db.url(),
+            "--store",
+            &format!("sqlite:{}", json_store.display()),
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let imported: Vec<(&str, &str)> = report["imported"]
+        .as_array()
+        .expect("imported rows")
+        .iter()
+        .map(|row| (row["node"].as_str().unwrap(), row["url"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        imported,
+        [
+            ("billing/worker", "http://10.0.0.5:9000"),
+            ("billing/", "https://billing.example")
+        ],
+        "{report}"
+    );
+    let skipped = &report["skipped"][0];
+    assert_eq!(skipped["cluster"], "bad cluster", "{report}");
+    assert_eq!(skipped["node"], "x", "{report}");
+    assert!(skipped["reason"].as_str().is_some_and(|r| !r.is_empty()));
+
     let store = SqliteRegistry::open(&path).await.unwrap();
     let worker = store
         .get(&NodeKey::named("billing", "worker").unwrap())

@@ -12,7 +12,7 @@
 //!   `/`, so a bare user name from another issuer can never pass for a node.
 //! - `scope`, optional, lists the groups the holder may call; without it the
 //!   holder may call any group. The entry [`ADMIN_SCOPE`] (`"admin"`) grants
-//!   the admin role (dashboard and admin routes) and any group. `scope` may
+//!   the admin role (console and admin routes) and any group. `scope` may
 //!   be a JSON array or, as OAuth servers write it, one space-separated
 //!   string.
 //! - A token must name its holder with `sub`, or carry a `scope`: a token

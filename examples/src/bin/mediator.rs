@@ -218,6 +218,9 @@ enum Command {
         /// Lease of imported registrations, in seconds (until the nodes register themselves).
         #[arg(long, default_value_t = 3900)]
         ttl_s: u64,
+        /// Print JSON (`{"imported": [..], "skipped": [..]}`) instead of lines.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -544,6 +547,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             table,
             store,
             ttl_s,
+            json,
         } => {
             let store = OpenStore::open(&store.parse::<StoreUrl>()?).await?;
             let registry = store.registry();
@@ -561,11 +565,45 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                     mediator_examples::store::redact_password(&from)
                 ))
             })?;
-            println!("{report}");
+            if json {
+                print_json(&import_json(&report))?;
+            } else {
+                println!("{report}");
+            }
             drop(registry);
             store.close().await
         }
     }
+}
+
+/// An import's report as `import-clusters --json` prints it: each row with
+/// its source id, and a skipped row's node as `null` when the table had none.
+fn import_json(report: &mediator_store_mysql::ImportReport) -> serde_json::Value {
+    let imported: Vec<_> = report
+        .imported
+        .iter()
+        .map(|row| {
+            json!({
+                "original_id": row.original_id,
+                "node": row.key.to_string(),
+                "id": row.id.to_string(),
+                "url": row.endpoint.to_string(),
+            })
+        })
+        .collect();
+    let skipped: Vec<_> = report
+        .skipped
+        .iter()
+        .map(|row| {
+            json!({
+                "original_id": row.original_id,
+                "cluster": row.cluster,
+                "node": row.node,
+                "reason": row.reason,
+            })
+        })
+        .collect();
+    json!({ "imported": imported, "skipped": skipped })
 }
 
 /// What `send` was asked to do.
@@ -1071,7 +1109,7 @@ fn operator_login(
     auth = auth.with_secret_as_password(settings.secret_as_password.unwrap_or(false));
     if !auth.has_operator_password() {
         tracing::warn!(
-            "{}; the Basic admin login (dashboard, /token) is refused until then, admin tokens work",
+            "{}; the Basic admin login (console sign-in, /token) is refused until then, admin tokens work",
             mediator_core::auth::NO_OPERATOR_PASSWORD
         );
     }

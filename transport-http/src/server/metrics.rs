@@ -74,7 +74,7 @@ pub(crate) enum RouteLabel {
     Register,
     Renew,
     Remove,
-    /// `/admin/*` and the dashboard.
+    /// `/admin/*` and the console.
     Admin,
     Token,
     /// Probes, `/metrics` and unknown paths.
