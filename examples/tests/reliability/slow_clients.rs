@@ -152,7 +152,11 @@ async fn at_the_descriptor_limit_the_accept_loop_waits_instead_of_spinning() {
         Some(MAX_FILES),
     );
     let start = Instant::now();
-    let patience = Duration::from_secs(15);
+    // Generous: a client whose handshake finished while the accept queue was
+    // full believes it is connected, but reaches the queue only when the
+    // kernel's SYN-ACK retransmits (1, 2, 4, 8 s apart) find room, so on a
+    // loaded machine it may be accepted 15 s or more after it connected.
+    let patience = Duration::from_secs(30);
     // More silent clients than the mediator has descriptors: those past the
     // limit wait in the listen backlog.
     let squatters: Vec<_> = (0..400)
@@ -196,12 +200,16 @@ async fn at_the_descriptor_limit_the_accept_loop_waits_instead_of_spinning() {
     .await
     .expect("/healthz never answered again");
     println!("/healthz answered {answered:?} after the flood began");
+    let mut never_closed = 0;
     for squatter in squatters {
-        assert!(
-            squatter.await.unwrap().is_some(),
-            "a silent client was never closed"
-        );
+        if squatter.await.unwrap().is_none() {
+            never_closed += 1;
+        }
     }
+    assert_eq!(
+        never_closed, 0,
+        "silent clients never closed (or never connected) within {patience:?}"
+    );
     let mut hub = hub;
     assert!(hub.process.alive());
 }
