@@ -60,7 +60,7 @@ impl Listed {
         let group = text("group")?;
         let name = row.get("name").and_then(Value::as_str).map(str::to_owned);
         let lease_until = text("lease_until")?;
-        let until = parse_rfc3339(&lease_until)
+        let until = Timestamp::from_rfc3339(&lease_until)
             .ok_or_else(|| format!("lease_until {lease_until:?} is not an RFC 3339 time"))?;
         Ok(Listed {
             id,
@@ -77,58 +77,6 @@ impl Listed {
                 .map(str::to_owned),
         })
     }
-}
-
-/// Reads the RFC 3339 UTC times the mediator writes
-/// (`YYYY-MM-DDThh:mm:ss[.fff]Z`).
-///
-/// ```
-/// use mediator_core::Timestamp;
-/// use mediator_examples::listing::parse_rfc3339;
-/// let t = Timestamp::from_millis(1_700_000_123_456);
-/// assert_eq!(parse_rfc3339(&t.to_rfc3339()), Some(t));
-/// assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(Timestamp::from_millis(0)));
-/// assert_eq!(parse_rfc3339("yesterday"), None);
-/// ```
-pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {
-    let text = text.strip_suffix('Z')?;
-    let (date, time) = text.split_once('T')?;
-    let mut date = date.split('-');
-    let year: i64 = date.next()?.parse().ok()?;
-    let month: i64 = date.next()?.parse().ok()?;
-    let day: i64 = date.next()?.parse().ok()?;
-    let (clock, fraction) = time.split_once('.').unwrap_or((time, "0"));
-    let mut clock = clock.split(':');
-    let hour: i64 = clock.next()?.parse().ok()?;
-    let minute: i64 = clock.next()?.parse().ok()?;
-    let second: i64 = clock.next()?.parse().ok()?;
-    if date.next().is_some()
-        || clock.next().is_some()
-        || !(1..=12).contains(&month)
-        || !(1..=31).contains(&day)
-        || hour > 23
-        || minute > 59
-        || second > 60
-        || !fraction.bytes().all(|b| b.is_ascii_digit())
-    {
-        return None;
-    }
-    // Milliseconds from the first three digits of the fraction.
-    let millis: i64 = format!("{fraction:0<3}").get(..3)?.parse().ok()?;
-    let days = days_from_civil(year, month, day);
-    let secs = days * 86_400 + hour * 3_600 + minute * 60 + second;
-    Some(Timestamp::from_millis(secs * 1_000 + millis))
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's method).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let shifted_month = (month + 9) % 12;
-    let day_of_year = (153 * shifted_month + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
 }
 
 /// A lease left as a person reads it: `59s`, `12m 5s`, `1h 5m`, `expired`.
@@ -152,20 +100,6 @@ pub fn human_seconds(secs: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn every_day_of_a_few_years_round_trips() {
-        let mut t = Timestamp::from_millis(946_684_800_000); // 2000-01-01
-        for _ in 0..(366 * 4) {
-            assert_eq!(
-                parse_rfc3339(&t.to_rfc3339()),
-                Some(t),
-                "{}",
-                t.to_rfc3339()
-            );
-            t = t + std::time::Duration::from_millis(86_400_000 + 1_234);
-        }
-    }
 
     #[test]
     fn an_expired_lease_has_none_left_and_rows_without_fields_are_refused() {

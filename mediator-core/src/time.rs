@@ -62,6 +62,25 @@ impl Timestamp {
             .and_then(|at| at.format(FORMAT).ok())
             .unwrap_or_else(|| self.0.to_string())
     }
+
+    /// Reads an RFC 3339 time, such as [`to_rfc3339`](Self::to_rfc3339)
+    /// writes; any offset is taken, and precision past the millisecond is
+    /// dropped. `None` for anything else.
+    ///
+    /// ```
+    /// use mediator_core::Timestamp;
+    /// let t = Timestamp::from_millis(1_700_000_123_456);
+    /// assert_eq!(Timestamp::from_rfc3339(&t.to_rfc3339()), Some(t));
+    /// assert_eq!(Timestamp::from_rfc3339("1970-01-01T01:00:00+01:00"), Some(Timestamp::from_millis(0)));
+    /// assert_eq!(Timestamp::from_rfc3339("yesterday"), None);
+    /// ```
+    pub fn from_rfc3339(text: &str) -> Option<Timestamp> {
+        let at = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+            .ok()?;
+        i64::try_from(at.unix_timestamp_nanos().div_euclid(1_000_000))
+            .ok()
+            .map(Timestamp)
+    }
 }
 
 impl std::ops::Add<Duration> for Timestamp {
@@ -83,6 +102,20 @@ impl std::ops::Sub<Duration> for Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_day_of_a_few_years_round_trips() {
+        let mut t = Timestamp::from_millis(946_684_800_000); // 2000-01-01
+        for _ in 0..(366 * 4) {
+            assert_eq!(
+                Timestamp::from_rfc3339(&t.to_rfc3339()),
+                Some(t),
+                "{}",
+                t.to_rfc3339()
+            );
+            t = t + Duration::from_millis(86_400_000 + 1_234);
+        }
+    }
 
     #[test]
     fn formats_known_dates() {
