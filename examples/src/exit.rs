@@ -17,18 +17,6 @@ pub const MEDIATOR: u8 = 2;
 /// A delivery failed, wholly or in part.
 pub const DELIVERY: u8 = 3;
 
-/// An error and its sources in one line, `outer: inner: innermost`, each
-/// message once (some errors repeat their source's in their own).
-pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut said: Vec<String> = Vec::new();
-    for message in std::iter::successors(Some(error), |e| e.source()).map(ToString::to_string) {
-        if !said.iter().any(|earlier| earlier.contains(&message)) {
-            said.push(message);
-        }
-    }
-    said.join(": ")
-}
-
 /// What to tell a person whose call to the mediator at `url` failed with
 /// `reason` before any answer: the usual causes in plain words, with what
 /// to do, and the low-level reason kept at the end.

@@ -203,7 +203,12 @@ pub async fn http_get_json(
         tokio::time::timeout(std::time::Duration::from_secs(10), client.request(request))
             .await
             .map_err(|_| unreachable("no answer within 10 s".into()))?
-            .map_err(|e| unreachable(exit::explain_unreachable(url, &exit::chain(&e))))?;
+            .map_err(|e| {
+                unreachable(exit::explain_unreachable(
+                    url,
+                    &mediator_core::error_chain(&e),
+                ))
+            })?;
     let status = response.status();
     let body = response
         .into_body()

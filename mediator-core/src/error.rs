@@ -455,6 +455,29 @@ impl Error {
 /// The core's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// An error and its sources on one line, `outer: inner: innermost`, each
+/// message once: many errors repeat their source's message in their own,
+/// and some (hyper's "client error (Connect)") hide the cause without it.
+///
+/// ```
+/// use mediator_core::error_chain;
+/// let io = std::io::Error::new(std::io::ErrorKind::Other, "refused");
+/// let outer = std::io::Error::new(std::io::ErrorKind::Other, io);
+/// assert_eq!(error_chain(&outer), "refused");
+/// ```
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut said: Vec<String> = Vec::new();
+    let mut next = Some(error);
+    while let Some(error) = next {
+        let message = error.to_string();
+        if !said.iter().any(|earlier| earlier.contains(&message)) {
+            said.push(message);
+        }
+        next = error.source();
+    }
+    said.join(": ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -129,7 +129,9 @@ pub use cipher::{Cipher, KeyRing, SealKey};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use context::{RequestContext, TraceContext};
 pub use deliver::Deliver;
-pub use error::{AuthError, CipherError, DeliverError, Error, Fault, Result, StoreError};
+pub use error::{
+    error_chain, AuthError, CipherError, DeliverError, Error, Fault, Result, StoreError,
+};
 pub use mediator::{Limits, Mediator, MediatorBuilder};
 pub use memory::MemoryRegistry;
 pub use model::{Endpoint, Envelope, Meta, Node, NodeId, NodeKey, Registration, Reply, Target};

@@ -18,7 +18,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use mediator_core::policy::EndpointPolicy;
 use mediator_core::{
-    async_trait, Deadline, Deliver, DeliverError, Envelope, Limits, Node, Reply, RequestContext,
+    async_trait, error_chain, Deadline, Deliver, DeliverError, Envelope, Limits, Node, Reply,
+    RequestContext,
 };
 use tokio::net::TcpStream;
 use tower_service::Service;
@@ -385,22 +386,6 @@ fn header_value(text: &str) -> Result<HeaderValue, String> {
     HeaderValue::from_str(text).map_err(|e| format!("bad header value {text:?}: {e}"))
 }
 
-/// An error and its causes, `a: b: c`, since hyper's own message ("client
-/// error (Connect)") hides what went wrong.
-fn chain(error: &(dyn StdError + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
-
 #[async_trait]
 impl Deliver for HttpDelivery {
     /// `http` and `https`.
@@ -431,9 +416,9 @@ impl Deliver for HttpDelivery {
         let request = self.request(base, envelope, cx).map_err(unreachable)?;
         let response = self.client.request(request).await.map_err(|e| {
             if e.is_connect() {
-                unreachable(chain(&e))
+                unreachable(error_chain(&e))
             } else {
-                failed(chain(&e))
+                failed(error_chain(&e))
             }
         })?;
         let (mut parts, body) = response.into_parts();
@@ -458,7 +443,7 @@ impl Deliver for HttpDelivery {
                 if e.downcast_ref::<LengthLimitError>().is_some() {
                     too_large()
                 } else {
-                    failed(format!("reading the reply: {}", chain(e.as_ref())))
+                    failed(format!("reading the reply: {}", error_chain(e.as_ref())))
                 }
             })?
             .to_bytes();
