@@ -356,9 +356,11 @@ pub struct Authenticator {
 /// Keyed by digest rather than by the token itself, so looking a token up
 /// compares digests, never a presented token with a valid one byte by byte.
 /// Bounded: past [`VerifiedTokens::CAPACITY`] entries it starts afresh.
+/// Behind a read-write lock: every request reads it, only a token's first
+/// use writes.
 #[derive(Default)]
 struct VerifiedTokens {
-    entries: std::sync::Mutex<std::collections::HashMap<[u8; 32], (Claims, Identity)>>,
+    entries: std::sync::RwLock<std::collections::HashMap<[u8; 32], (Claims, Identity)>>,
 }
 
 impl VerifiedTokens {
@@ -372,19 +374,15 @@ impl VerifiedTokens {
         key
     }
 
-    fn entries(
-        &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<[u8; 32], (Claims, Identity)>> {
-        // A panic while holding the lock leaves a map of whole entries.
-        self.entries.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
+    // A panic while holding the lock leaves a map of whole entries, so a
+    // poisoned lock is used as it is.
     fn get(&self, key: &[u8; 32]) -> Option<(Claims, Identity)> {
-        self.entries().get(key).cloned()
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        entries.get(key).cloned()
     }
 
     fn insert(&self, key: [u8; 32], claims: Claims, identity: Identity) {
-        let mut entries = self.entries();
+        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
         if entries.len() >= Self::CAPACITY {
             entries.clear();
         }
@@ -1224,7 +1222,7 @@ mod tests {
         let first = auth.authenticate(&token, now()).expect("valid");
         // The second use is answered from the verified tokens, the same.
         assert_eq!(auth.authenticate(&token, now()), Ok(first.clone()));
-        assert_eq!(auth.verified.entries().len(), 1);
+        assert_eq!(auth.verified.entries.read().unwrap().len(), 1);
         // Its expiry still counts.
         let why = refusal(auth.authenticate(&token, now() + 2 * HOUR));
         assert!(why.starts_with("token expired"), "{why}");
@@ -1242,7 +1240,7 @@ mod tests {
         let lenient = auth.clone().allow_tokens_without_sub(true);
         assert!(lenient.authenticate(&without_sub, now()).is_ok());
         assert!(auth.authenticate(&without_sub, now()).is_err());
-        assert_eq!(auth.verified.entries().len(), 1);
+        assert_eq!(auth.verified.entries.read().unwrap().len(), 1);
         // Bounded: past its capacity the memory starts afresh.
         for i in 0..VerifiedTokens::CAPACITY + 1 {
             let other = key(&format!("billing/w{i}"));
@@ -1252,7 +1250,7 @@ mod tests {
                 first.clone(),
             );
         }
-        assert!(auth.verified.entries().len() <= VerifiedTokens::CAPACITY);
+        assert!(auth.verified.entries.read().unwrap().len() <= VerifiedTokens::CAPACITY);
     }
 
     #[test]
