@@ -27,16 +27,16 @@ async fn import_clusters_moves_the_original_table_into_sqlite() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("imported.db");
-    let out = Command::new(env!("CARGO_BIN_EXE_mediator"))
-        .args([
-            "import-clusters",
-            "--from",
-            &db.url(),
-            "--store",
-            &format!("sqlite:{}", path.display()),
-        ])
-        .output()
-        .unwrap();
+    // `mediator import-clusters` from the test table into the SQLite file `to`.
+    let import = |to: &std::path::Path, extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_mediator"))
+            .args(["import-clusters", "--from", &db.url(), "--store"])
+            .arg(format!("sqlite:{}", to.display()))
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = import(&path, &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -52,17 +52,7 @@ async fn import_clusters_moves_the_original_table_into_sqlite() {
 
     // The same import into another store, for a script: the rows come as JSON.
     let json_store = dir.path().join("as-json.db");
-    let out = Command::new(env!("CARGO_BIN_EXE_mediator"))
-        .args([
-            "import-clusters",
-            "--from",
-            &db.url(),
-            "--store",
-            &format!("sqlite:{}", json_store.display()),
-            "--json",
-        ])
-        .output()
-        .unwrap();
+    let out = import(&json_store, &["--json"]);
     assert!(
         out.status.success(),
         "{}",
