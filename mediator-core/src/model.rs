@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -53,22 +54,32 @@ pub fn validate_name(field: &'static str, value: &str) -> Result<()> {
 /// assert_eq!("billing/".parse::<NodeKey>().unwrap(), NodeKey::unnamed("billing").unwrap());
 /// assert!(NodeKey::new("bad group", None::<&str>).is_err());
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct NodeKey {
-    group: String,
-    name: Option<String>,
+    /// `group/name`, or `group/` for the unnamed node: one allocation,
+    /// shared by every copy of the key (the store's, the routing table's,
+    /// each request's), where two strings each were copied every time.
+    text: Arc<str>,
+    /// Where the group ends in `text` (the index of the `/`).
+    group_end: usize,
 }
 
 impl NodeKey {
     /// A validated key; `name: None` is the group's unnamed node.
     pub fn new(group: impl Into<String>, name: Option<impl Into<String>>) -> Result<Self> {
-        let group = group.into();
-        validate_name("group", &group)?;
-        let name = name.map(Into::into);
-        if let Some(name) = &name {
-            validate_name("name", name)?;
+        let mut text = group.into();
+        validate_name("group", &text)?;
+        let group_end = text.len();
+        text.push('/');
+        if let Some(name) = name {
+            let name = name.into();
+            validate_name("name", &name)?;
+            text.push_str(&name);
         }
-        Ok(NodeKey { group, name })
+        Ok(NodeKey {
+            text: Arc::from(text),
+            group_end,
+        })
     }
 
     /// A named node's key.
@@ -83,19 +94,44 @@ impl NodeKey {
 
     /// The group.
     pub fn group(&self) -> &str {
-        &self.group
+        &self.text[..self.group_end]
     }
 
     /// The name, or `None` for the group's unnamed node.
     pub fn name(&self) -> Option<&str> {
-        self.name.as_deref()
+        // Names are never empty, so an empty tail is the unnamed node.
+        Some(&self.text[self.group_end + 1..]).filter(|name| !name.is_empty())
+    }
+}
+
+impl fmt::Debug for NodeKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeKey")
+            .field("group", &self.group())
+            .field("name", &self.name())
+            .finish()
+    }
+}
+
+/// By group, then name (the unnamed node first), as when the two were
+/// separate fields: `-` sorts before `/`, so the text alone would put
+/// `a-b/x` before `a/x`.
+impl Ord for NodeKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.group(), self.name()).cmp(&(other.group(), other.name()))
+    }
+}
+
+impl PartialOrd for NodeKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
     }
 }
 
 impl fmt::Display for NodeKey {
     /// `group/name`, or `group/` for the unnamed node (the token `sub` form).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.group, self.name.as_deref().unwrap_or(""))
+        f.write_str(&self.text)
     }
 }
 
@@ -165,7 +201,8 @@ pub const MAX_ENDPOINT_LEN: usize = 2048;
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Endpoint {
-    text: String,
+    /// Shared by every copy of the node, as [`NodeKey`]'s text is.
+    text: Arc<str>,
     /// Where the scheme ends in `text` (the index of the first `:`).
     scheme_end: usize,
 }
@@ -212,10 +249,11 @@ impl Endpoint {
         // Lower-case the scheme so that it picks its deliverer whatever the
         // node wrote; the rest is kept as given.
         let scheme_end = parsed.scheme().len();
-        let text = format!("{}{}", parsed.scheme(), &url[scheme_end..])
-            .trim_end_matches('/')
-            .to_owned();
-        Ok(Endpoint { text, scheme_end })
+        let text = format!("{}{}", parsed.scheme(), &url[scheme_end..]);
+        Ok(Endpoint {
+            text: Arc::from(text.trim_end_matches('/')),
+            scheme_end,
+        })
     }
 
     /// A node attached to mediator instance `instance`.
@@ -245,7 +283,7 @@ impl Endpoint {
         }
         printable("endpoint", rest)?;
         Ok(Endpoint {
-            text: format!("{scheme}:{rest}"),
+            text: Arc::from(format!("{scheme}:{rest}")),
             scheme_end: scheme.len(),
         })
     }
@@ -267,7 +305,7 @@ impl Endpoint {
 
     /// The base URL of an `http` or `https` endpoint.
     pub fn url(&self) -> Option<&str> {
-        matches!(self.scheme(), "http" | "https").then_some(self.text.as_str())
+        matches!(self.scheme(), "http" | "https").then_some(&*self.text)
     }
 
     /// The instance holding an attached node's connection.
