@@ -76,6 +76,11 @@ impl Default for Limits {
     }
 }
 
+/// How many nodes a refresh reads from the store at once: enough that a
+/// page's round trip is small beside its rows, few enough that a page is
+/// small beside the table.
+const REFRESH_PAGE: usize = 1_000;
+
 type RouterWrap = Box<dyn FnOnce(DefaultRouter) -> Arc<dyn Router> + Send>;
 
 /// Composes a [`Mediator`]: a registry and an authenticator are required;
@@ -584,7 +589,7 @@ impl Mediator {
             .registry
             .upsert(registration, self.inner.clock.now())
             .await?;
-        self.inner.table.insert(node.clone());
+        self.inner.table.insert(self.share(node.clone()));
         tracing::info!(node = %node.key, id = %node.id, endpoint = %node.endpoint, "registered");
         Ok(node)
     }
@@ -608,7 +613,9 @@ impl Mediator {
         // so below the default log level.
         match lease {
             Some(lease_until) => {
-                self.inner.table.renew(key, lease_until);
+                self.inner
+                    .table
+                    .renew(key, lease_until, |node| self.share(node));
                 tracing::debug!(node = %key, until_ms = lease_until.as_millis(), "lease renewed");
             }
             None => {
@@ -748,12 +755,41 @@ impl Mediator {
     /// other instances.
     ///
     /// Registrations and removals this instance makes while the store is
-    /// read are kept, not undone by the older read.
+    /// read are kept, not undone by the older read. The store is read a
+    /// page at a time, so a refresh never holds a second copy of every
+    /// node; and not at all when its [version](Registry::version) is what
+    /// the last refresh read.
     pub async fn refresh(&self) -> Result<()> {
-        let mark = self.inner.table.begin_refresh();
-        let nodes = self.inner.registry.list(None).await?;
-        mark.apply(nodes);
+        let mut mark = self.inner.table.begin_refresh();
+        let registry = &self.inner.registry;
+        let version = registry.version().await?;
+        if self.inner.table.refreshed_at(version) {
+            return Ok(());
+        }
+        let mut after = None;
+        loop {
+            let page = registry.list_page(None, after, REFRESH_PAGE).await?;
+            let last_page = page.len() < REFRESH_PAGE;
+            after = page.last().map(|node| node.id);
+            // A refresh marked later already wrote what it read: newer.
+            if !mark.read(page, |node| self.share(node)) {
+                return Ok(());
+            }
+            if last_page {
+                break;
+            }
+        }
+        mark.finish(version);
         Ok(())
+    }
+
+    /// The store's own copy of `node` if it has one, else a new one: what
+    /// the routing table holds.
+    fn share(&self, node: Node) -> Arc<Node> {
+        self.inner
+            .registry
+            .shared(&node)
+            .unwrap_or_else(|| Arc::new(node))
     }
 
     /// Checks that the store answers.

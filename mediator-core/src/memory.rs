@@ -1,7 +1,8 @@
 //! A registry held in memory: for tests, demos and single-process use.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::ops::Bound;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -20,7 +21,12 @@ pub struct MemoryRegistry {
 #[derive(Debug, Default)]
 struct State {
     last_id: u64,
-    by_id: BTreeMap<NodeId, Node>,
+    /// Moved by every change, for [`Registry::version`].
+    version: u64,
+    /// Behind an `Arc` so the routing table can hold the same copy
+    /// ([`Registry::shared`]); a write to a node the table holds copies it
+    /// first, so the table's stays as it was until the table takes the new.
+    by_id: BTreeMap<NodeId, Arc<Node>>,
     ids: HashMap<NodeKey, NodeId>,
 }
 
@@ -43,12 +49,14 @@ impl MemoryRegistry {
 impl Registry for MemoryRegistry {
     async fn upsert(&self, registration: Registration, now: Timestamp) -> Result<Node, StoreError> {
         let mut state = self.lock()?;
+        state.version += 1;
         let lease_until = now + registration.ttl;
         if let Some(id) = state.ids.get(&registration.key).copied() {
             let node = state
                 .by_id
                 .get_mut(&id)
                 .ok_or_else(|| StoreError::new("memory registry index out of step", false))?;
+            let node = Arc::make_mut(node);
             node.endpoint = registration.endpoint;
             node.meta = registration.meta;
             node.updated = Some(now);
@@ -67,7 +75,7 @@ impl Registry for MemoryRegistry {
             lease_until,
         };
         state.ids.insert(node.key.clone(), id);
-        state.by_id.insert(id, node.clone());
+        state.by_id.insert(id, Arc::new(node.clone()));
         Ok(node)
     }
 
@@ -81,7 +89,9 @@ impl Registry for MemoryRegistry {
         let Some(id) = state.ids.get(key).copied() else {
             return Ok(None);
         };
+        state.version += 1;
         Ok(state.by_id.get_mut(&id).map(|node| {
+            let node = Arc::make_mut(node);
             node.lease_until = now + ttl;
             node.lease_until
         }))
@@ -92,6 +102,7 @@ impl Registry for MemoryRegistry {
         match state.by_id.remove(&id) {
             Some(node) => {
                 state.ids.remove(&node.key);
+                state.version += 1;
                 Ok(1)
             }
             None => Ok(0),
@@ -103,6 +114,7 @@ impl Registry for MemoryRegistry {
         match state.ids.remove(key) {
             Some(id) => {
                 state.by_id.remove(&id);
+                state.version += 1;
                 Ok(1)
             }
             None => Ok(0),
@@ -115,11 +127,11 @@ impl Registry for MemoryRegistry {
             .ids
             .get(key)
             .and_then(|id| state.by_id.get(id))
-            .cloned())
+            .map(|node| Node::clone(node)))
     }
 
     async fn get_by_id(&self, id: NodeId) -> Result<Option<Node>, StoreError> {
-        Ok(self.lock()?.by_id.get(&id).cloned())
+        Ok(self.lock()?.by_id.get(&id).map(|node| Node::clone(node)))
     }
 
     async fn list(&self, group: Option<&str>) -> Result<Vec<Node>, StoreError> {
@@ -128,23 +140,58 @@ impl Registry for MemoryRegistry {
             .by_id
             .values()
             .filter(|node| group.is_none_or(|g| node.key.group() == g))
-            .cloned()
+            .map(|node| Node::clone(node))
+            .collect())
+    }
+
+    async fn list_page(
+        &self,
+        group: Option<&str>,
+        after: Option<NodeId>,
+        limit: usize,
+    ) -> Result<Vec<Node>, StoreError> {
+        let state = self.lock()?;
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        Ok(state
+            .by_id
+            .range((from, Bound::Unbounded))
+            .map(|(_, node)| node)
+            .filter(|node| group.is_none_or(|g| node.key.group() == g))
+            .take(limit)
+            .map(|node| Node::clone(node))
             .collect())
     }
 
     async fn evict_expired(&self, now: Timestamp) -> Result<Vec<NodeKey>, StoreError> {
         let mut state = self.lock()?;
-        let expired: Vec<Node> = state
+        let expired: Vec<(NodeId, NodeKey)> = state
             .by_id
             .values()
             .filter(|node| node.is_expired(now))
-            .cloned()
+            .map(|node| (node.id, node.key.clone()))
             .collect();
-        for node in &expired {
-            state.by_id.remove(&node.id);
-            state.ids.remove(&node.key);
+        if !expired.is_empty() {
+            state.version += 1;
         }
-        Ok(expired.into_iter().map(|node| node.key).collect())
+        for (id, key) in &expired {
+            state.by_id.remove(id);
+            state.ids.remove(key);
+        }
+        Ok(expired.into_iter().map(|(_, key)| key).collect())
+    }
+
+    async fn version(&self) -> Result<Option<u64>, StoreError> {
+        Ok(Some(self.lock()?.version))
+    }
+
+    fn shared(&self, node: &Node) -> Option<Arc<Node>> {
+        // A poisoned lock only costs the table its own copy.
+        let state = self.state.lock().ok()?;
+        state
+            .by_id
+            .get(&node.id)
+            .filter(|held| ***held == *node)
+            .cloned()
     }
 }
 

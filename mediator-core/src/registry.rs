@@ -1,5 +1,6 @@
 //! The durable truth about who is registered: the [`Registry`] trait.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -19,6 +20,8 @@ use crate::time::Timestamp;
 /// - Lists are ordered by id.
 /// - A node is expired when `lease_until <= now`.
 /// - Time is always an argument, never read from the clock.
+/// - A [`version`](Registry::version), if the store gives one, moves with
+///   every change and with nothing else.
 ///
 /// A store that loses its backend returns a [`StoreError`] quickly rather
 /// than hanging, saying whether the failure is temporary (worth retrying)
@@ -99,10 +102,38 @@ pub trait Registry: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }
+
+    /// A number that changes whenever the registrations change, whoever
+    /// changes them (an upsert, a renewal, a removal, an eviction that
+    /// removed something), and stays the same while nothing does; `None`
+    /// when the store cannot tell, which is the default.
+    ///
+    /// A mediator reads it before each refresh of its routing table and
+    /// skips the refresh when it is what the last refresh read: an idle
+    /// store then costs nothing however many nodes it holds. So a store
+    /// shared by several processes must count the changes of all of them,
+    /// or answer `None`; a change made after a read of the version must
+    /// give a different number on the next read.
+    async fn version(&self) -> Result<Option<u64>, StoreError> {
+        Ok(None)
+    }
+
+    /// The store's own copy of `node`, if it keeps its nodes in memory
+    /// behind an [`Arc`] and holds one equal to `node` right now; `None`
+    /// otherwise, which is the default.
+    ///
+    /// A mediator's routing table then holds that very copy rather than a
+    /// second one: over [`MemoryRegistry`](crate::MemoryRegistry), each
+    /// node is held once. Called with the table's writer lock held, so it
+    /// must answer at once (no I/O).
+    fn shared(&self, node: &Node) -> Option<Arc<Node>> {
+        let _ = node;
+        None
+    }
 }
 
 #[async_trait]
-impl<R: Registry + ?Sized> Registry for std::sync::Arc<R> {
+impl<R: Registry + ?Sized> Registry for Arc<R> {
     async fn upsert(&self, registration: Registration, now: Timestamp) -> Result<Node, StoreError> {
         (**self).upsert(registration, now).await
     }
@@ -142,5 +173,11 @@ impl<R: Registry + ?Sized> Registry for std::sync::Arc<R> {
     }
     async fn ping(&self) -> Result<(), StoreError> {
         (**self).ping().await
+    }
+    async fn version(&self) -> Result<Option<u64>, StoreError> {
+        (**self).version().await
+    }
+    fn shared(&self, node: &Node) -> Option<Arc<Node>> {
+        (**self).shared(node)
     }
 }

@@ -248,6 +248,14 @@ impl Registry for TimedRegistry {
     async fn ping(&self) -> Result<(), StoreError> {
         self.timed(StoreOp::Ping, self.inner.ping()).await
     }
+    // Untimed: one cheap read per refresh period, not worth a row of
+    // its own beside the operations that carry the load.
+    async fn version(&self) -> Result<Option<u64>, StoreError> {
+        self.inner.version().await
+    }
+    fn shared(&self, node: &Node) -> Option<Arc<Node>> {
+        self.inner.shared(node)
+    }
 }
 
 #[cfg(test)]

@@ -105,6 +105,12 @@ where
             Box::pin(invalid_names_never_reach_storage(r))
         }),
         ("ping_answers", |r| Box::pin(ping_answers(r))),
+        ("version_moves_with_every_change", |r| {
+            Box::pin(version_moves_with_every_change(r))
+        }),
+        ("a_shared_copy_is_the_node_as_stored", |r| {
+            Box::pin(a_shared_copy_is_the_node_as_stored(r))
+        }),
     ];
     let mut failures = Vec::new();
     for (name, case) in cases {
@@ -506,4 +512,98 @@ async fn invalid_names_never_reach_storage<R: Registry>(r: Arc<R>) -> CaseResult
 
 async fn ping_answers<R: Registry>(r: Arc<R>) -> CaseResult {
     step("ping", r.ping().await)
+}
+
+/// A store without a version passes; one with a version must move it on
+/// every change (a refresh that skipped on an unmoved version would miss
+/// it) and leave it alone on reads and on writes that change nothing (or
+/// a refresh would never skip).
+async fn version_moves_with_every_change<R: Registry>(r: Arc<R>) -> CaseResult {
+    let Some(first) = step("version", r.version().await)? else {
+        return Ok(());
+    };
+    let a = key("g", Some("a"));
+    let b = key("g", Some("b"));
+    // Every version seen, in order; the last is the current one.
+    let mut seen = vec![first];
+    // Checks that `what` moved the version (to a number never seen
+    // before) or left it alone, as `moved` says.
+    macro_rules! after {
+        ($what:expr, $moved:expr) => {{
+            let now = step("version", r.version().await)?
+                .ok_or_else(|| format!("after {}: the version went away", $what))?;
+            if $moved {
+                ensure!(
+                    !seen.contains(&now),
+                    "after {}: the version {now} was seen before ({seen:?})",
+                    $what
+                );
+                seen.push(now);
+            } else {
+                ensure_eq!(
+                    Some(&now),
+                    seen.last(),
+                    format!("the version after {}", $what)
+                );
+            }
+        }};
+    }
+    after!("nothing", false);
+    let na = step("upsert a", r.upsert(reg(&a, 1), T0).await)?;
+    after!("an insert", true);
+    step("upsert b", r.upsert(reg(&b, 2), T0).await)?;
+    after!("a second insert", true);
+    step("upsert a again", r.upsert(reg(&a, 3), T0).await)?;
+    after!("an update", true);
+    step("get", r.get(&a).await)?;
+    step("get_by_id", r.get_by_id(na.id).await)?;
+    step("list", r.list(None).await)?;
+    step("list_page", r.list_page(Some("g"), None, 1).await)?;
+    step("ping", r.ping().await)?;
+    after!("reads", false);
+    let lease = step("renew", r.renew(&a, TTL, T0 + TTL).await)?;
+    ensure!(lease.is_some(), "renew of a registered key");
+    after!("a renewal", true);
+    step("evict none", r.evict_expired(T0).await)?;
+    after!("an eviction that found nothing", false);
+    step("remove b", r.remove_key(&b).await)?;
+    after!("a removal by key", true);
+    step("remove a", r.remove(na.id).await)?;
+    after!("a removal by id", true);
+    step("upsert b", r.upsert(reg(&b, 2), T0).await)?;
+    after!("an insert", true);
+    let gone = step("evict", r.evict_expired(T0 + TTL).await)?;
+    ensure_eq!(gone, vec![b.clone()], "evicted");
+    after!("an eviction", true);
+    after!("nothing", false);
+    Ok(())
+}
+
+/// A store that hands out its own copy of a node hands out only an equal
+/// one: never a copy older or newer than the node asked about, nor one
+/// of another node.
+async fn a_shared_copy_is_the_node_as_stored<R: Registry>(r: Arc<R>) -> CaseResult {
+    let a = key("g", Some("a"));
+    let na = step("upsert a", r.upsert(reg(&a, 1), T0).await)?;
+    if let Some(copy) = r.shared(&na) {
+        ensure_eq!(*copy, na, "the copy of a node as upserted");
+    }
+    step("renew a", r.renew(&a, TTL, T0 + TTL).await)?;
+    ensure!(
+        r.shared(&na).is_none(),
+        "a copy handed out for the node as it was before its renewal"
+    );
+    let renewed = step("get a", r.get(&a).await)?.ok_or("a is gone")?;
+    if let Some(copy) = r.shared(&renewed) {
+        ensure_eq!(*copy, renewed, "the copy of a renewed node");
+    }
+    let stranger = crate::model::Node {
+        id: NodeId(u64::MAX / 2),
+        ..renewed
+    };
+    ensure!(
+        r.shared(&stranger).is_none(),
+        "a copy handed out for an id the store never gave"
+    );
+    Ok(())
 }

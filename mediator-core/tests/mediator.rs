@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 use mediator_core::policy::Credentials;
+use mediator_core::store_stats::StoreOp;
 use mediator_core::{
     async_trait, Authenticator, Claims, Clock, Deliver, DeliverError, Endpoint, Envelope, Error,
     Identity, Limits, ManualClock, Mediator, MemoryRegistry, Node, NodeId, NodeKey, Registration,
@@ -56,6 +57,14 @@ fn mediator_on(registry: Arc<MemoryRegistry>, recorder: Recorder, clock: ManualC
         .clock(clock)
         .build()
         .unwrap()
+}
+
+/// Two mediators sharing one store, as two instances share a database.
+fn two_over(registry: &Arc<MemoryRegistry>) -> (Mediator, Mediator) {
+    (
+        mediator_over(Arc::clone(registry), Recorder::default()),
+        mediator_over(Arc::clone(registry), Recorder::default()),
+    )
 }
 
 fn bearer(m: &Mediator, token: &str) -> Identity {
@@ -228,9 +237,7 @@ async fn sweep_evicts_from_store_and_routing_table() {
 
 #[tokio::test]
 async fn refresh_picks_up_registrations_made_elsewhere() {
-    let registry = Arc::new(MemoryRegistry::new());
-    let one = mediator_over(registry.clone(), Recorder::default());
-    let other = mediator_over(registry, Recorder::default());
+    let (one, other) = two_over(&Arc::new(MemoryRegistry::new()));
     let me = Identity::internal();
     one.register(&me, reg("g/a")).await.unwrap();
     let send = || Envelope::new(Target::One(key("g/a")), "/", "");
@@ -243,6 +250,84 @@ async fn refresh_picks_up_registrations_made_elsewhere() {
         other.route(&me, send(), None).await,
         Ok(Routed::One { .. })
     ));
+}
+
+/// A refresh reads the store only when its version moved since the last
+/// refresh read it: a write by another mediator sharing the store moves
+/// it, and is picked up, removals and renewals included.
+#[tokio::test]
+async fn refresh_reads_the_store_only_after_a_change() {
+    let (one, other) = two_over(&Arc::new(MemoryRegistry::new()));
+    let me = Identity::internal();
+    let pages = || other.store_stats().snapshot(StoreOp::ListPage).calls;
+    one.register(&me, reg("g/a")).await.unwrap();
+    other.refresh().await.unwrap();
+    let read = pages();
+    assert!(read > 0, "the first refresh read no page");
+    assert!(other.routes().get(&key("g/a")).is_some());
+
+    other.refresh().await.unwrap();
+    assert_eq!(pages(), read, "a refresh over an unchanged store read it");
+
+    let lease = one
+        .renew(&me, &key("g/a"), Duration::from_secs(60))
+        .await
+        .unwrap();
+    other.refresh().await.unwrap();
+    assert!(pages() > read, "a renewal elsewhere was not read");
+    assert_eq!(
+        other.routes().get(&key("g/a")).unwrap().lease_until,
+        lease.unwrap()
+    );
+
+    let read = pages();
+    one.remove_key(&me, &key("g/a")).await.unwrap();
+    other.refresh().await.unwrap();
+    assert!(pages() > read, "a removal elsewhere was not read");
+    assert!(other.routes().get(&key("g/a")).is_none());
+}
+
+/// Over the in-memory registry, the routing table holds the store's own
+/// copy of each node rather than one of its own, through registrations,
+/// renewals and refreshes.
+#[tokio::test]
+async fn the_table_holds_the_stores_copy_of_each_node() {
+    let registry = Arc::new(MemoryRegistry::new());
+    let (one, other) = two_over(&registry);
+    let me = Identity::internal();
+    let held = |m: &Mediator, k: &str| {
+        let node = m.routes().get(&key(k)).expect("in the table");
+        let stored = registry.shared(&node).expect("the store's copy");
+        (node, stored)
+    };
+    one.register(&me, reg("g/a")).await.unwrap();
+    other.refresh().await.unwrap();
+    for m in [&one, &other] {
+        let (node, stored) = held(m, "g/a");
+        assert_eq!(node, *stored);
+        assert!(
+            Arc::strong_count(&stored) >= 3,
+            "the store, this read and the table hold it"
+        );
+    }
+    one.renew(&me, &key("g/a"), Duration::from_secs(60))
+        .await
+        .unwrap();
+    let (_, stored) = held(&one, "g/a");
+    // The other mediator still holds the copy from before the renewal.
+    assert_eq!(
+        Arc::strong_count(&stored),
+        3,
+        "the store, this read, one table"
+    );
+    drop(stored);
+    other.refresh().await.unwrap();
+    let (_, stored) = held(&other, "g/a");
+    assert_eq!(
+        Arc::strong_count(&stored),
+        4,
+        "the store, this read, both tables"
+    );
 }
 
 #[tokio::test]

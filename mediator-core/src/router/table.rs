@@ -47,7 +47,10 @@ use crate::time::Timestamp;
 /// A node as the routing table holds it, with its count of requests in flight.
 #[derive(Debug)]
 pub(crate) struct Slot {
-    pub(crate) node: Node,
+    /// Shared with the store when it keeps its nodes in memory
+    /// ([`Registry::shared`](crate::Registry::shared)), so a node is held
+    /// once, not once by the store and once here.
+    pub(crate) node: Arc<Node>,
     /// Shared by every slot that replaces this one for the same key (a
     /// renew, a re-registration, a refresh), so a request that started on
     /// the old slot is uncounted on the new one when it ends.
@@ -56,7 +59,7 @@ pub(crate) struct Slot {
 
 impl Slot {
     /// A slot for `node` that counts on `outstanding`.
-    pub(crate) fn new(node: Node, outstanding: Arc<AtomicUsize>) -> Arc<Slot> {
+    pub(crate) fn new(node: Arc<Node>, outstanding: Arc<AtomicUsize>) -> Arc<Slot> {
         Arc::new(Slot { node, outstanding })
     }
 }
@@ -90,16 +93,21 @@ pub(crate) struct Group {
 /// The table as of one write: what a request reads.
 #[derive(Debug, Clone, Default)]
 struct Snapshot {
-    /// Every slot by key, for unicast lookups. Keys are shared, not
-    /// copied, when a write copies the path to an entry.
-    nodes: SharedMap<Arc<NodeKey>, Arc<Slot>>,
+    /// Every slot by key, for unicast lookups. A key's text is shared
+    /// with its node, not copied, here and when a write copies the path
+    /// to an entry. Ordered rather than hashed: at 100,000 keys the hash
+    /// trie's sparse lower levels cost some 190 bytes a node, the B-tree
+    /// some 60 (`benches/footprint.rs`), for a lookup a few comparisons
+    /// longer.
+    nodes: OrdMap<NodeKey, Arc<Slot>>,
     /// The same slots by group, in id order. Only groups with nodes.
     groups: SharedMap<Arc<str>, Group>,
 }
 
 impl Snapshot {
-    /// Adds or replaces the node of `node.key`, keeping its in-flight count.
-    fn put(&mut self, node: Node) {
+    /// Adds or replaces the node of `node.key`, keeping its in-flight
+    /// count; returns the new slot.
+    fn put(&mut self, node: Arc<Node>) -> Arc<Slot> {
         let outstanding = match self.take(&node.key) {
             Some(old) => Arc::clone(&old.outstanding),
             None => Arc::default(),
@@ -117,7 +125,8 @@ impl Snapshot {
         if let Some(other) = group.slots.insert(slot.node.id, Arc::clone(&slot)) {
             self.nodes.remove(&other.node.key);
         }
-        self.nodes.insert(Arc::new(slot.node.key.clone()), slot);
+        self.nodes.insert(slot.node.key.clone(), Arc::clone(&slot));
+        slot
     }
 
     /// Takes the node of `key` out; a group left without nodes goes too.
@@ -154,10 +163,13 @@ struct Writes {
     touched: HashMap<NodeKey, u64>,
     /// The mark of the last refresh applied.
     applied: u64,
+    /// The store's version as the last finished refresh read it.
+    version: Option<u64>,
 }
 
 /// A refresh under way: taken by [`RoutingTable::begin_refresh`] before
-/// reading the store, and [applied](RefreshMark::apply) with what was read.
+/// reading the store, then fed what was read, page by page
+/// ([`read`](RefreshMark::read)), and [finished](RefreshMark::finish).
 ///
 /// Writes to the table made in between (registrations, renewals,
 /// removals, evictions this instance saw) win over the older store read.
@@ -165,53 +177,106 @@ struct Writes {
 pub(crate) struct RefreshMark<'a> {
     table: &'a RoutingTable,
     seq: u64,
+    /// The slots this refresh found as read (or put there), by address:
+    /// whatever else the table held before the mark and was not written
+    /// since is gone from the store. Addresses, not keys, so a page costs
+    /// no copy of what it read; a slot alive before the mark stays alive
+    /// until taken, so its address cannot be reused by another.
+    seen: HashSet<usize>,
+}
+
+fn address(slot: &Arc<Slot>) -> usize {
+    Arc::as_ptr(slot) as usize
 }
 
 impl RefreshMark<'_> {
-    /// Makes the table hold `nodes`, read from the store after this mark
-    /// was taken, except for the keys written since, which keep what the
-    /// writes left. Returns `false`, changing nothing, when a refresh
-    /// marked later has already been applied (this read is older).
+    /// Makes the table hold `nodes`, one page of a store read begun after
+    /// this mark was taken, except for the keys written since, which keep
+    /// what the writes left. Returns `false`, changing nothing, when a
+    /// refresh marked later has already written (this read is older).
     ///
     /// Only what differs is written: nodes the table already holds as read
     /// keep their slots, so an unchanged store costs one comparison a node.
-    pub(crate) fn apply(self, nodes: Vec<Node>) -> bool {
-        let mut writes = self.table.writes();
-        if self.seq < writes.applied {
+    ///
+    /// `share` turns a node to write into the one the table holds (the
+    /// store's own copy, when it has one).
+    pub(crate) fn read(&mut self, nodes: Vec<Node>, share: impl Fn(Node) -> Arc<Node>) -> bool {
+        let Some(writes) = self.table.refresh_writes(self.seq) else {
             return false;
-        }
-        writes.applied = self.seq;
+        };
         let seq = self.seq;
-        let written_since = |key: &NodeKey| writes.touched.get(key).is_some_and(|&at| at > seq);
         let current = self.table.snapshot.load_full();
-        let mut next = Snapshot::clone(&current);
-        let mut read: HashSet<NodeKey> = HashSet::with_capacity(nodes.len());
-        for node in nodes {
-            if written_since(&node.key) {
-                continue;
-            }
-            read.insert(node.key.clone());
-            if current.nodes.get(&node.key).is_some_and(|s| s.node == node) {
-                continue;
-            }
-            next.put(node);
+        if self.seen.capacity() == 0 {
+            // Sized once for the whole table: one allocation, given back
+            // whole when the refresh ends, where growing by doubling
+            // would leave its smaller steps scattered over the heap.
+            self.seen.reserve(current.nodes.len());
         }
+        let mut next: Option<Snapshot> = None;
+        for node in nodes {
+            if writes.touched.get(&node.key).is_some_and(|&at| at > seq) {
+                continue;
+            }
+            let held = next.as_ref().unwrap_or(&current).nodes.get(&node.key);
+            if let Some(slot) = held.filter(|s| *s.node == node) {
+                self.seen.insert(address(slot));
+                continue;
+            }
+            let slot = next
+                .get_or_insert_with(|| Snapshot::clone(&current))
+                .put(share(node));
+            self.seen.insert(address(&slot));
+        }
+        if let Some(next) = next {
+            self.table.snapshot.store(Arc::new(next));
+        }
+        true
+    }
+
+    /// Ends the refresh: every node the table held before the mark that
+    /// the pages did not hold, and that was not written since, goes.
+    /// Returns `false`, changing nothing, when a refresh marked later has
+    /// already written.
+    ///
+    /// `version` is the store's [version](crate::Registry::version) read
+    /// after the mark and before the pages; the next refresh may skip
+    /// reading the store while it is unchanged.
+    pub(crate) fn finish(self, version: Option<u64>) -> bool {
+        let Some(mut writes) = self.table.refresh_writes(self.seq) else {
+            return false;
+        };
+        let seq = self.seq;
+        let current = self.table.snapshot.load_full();
         let gone: Vec<&NodeKey> = current
             .nodes
-            .keys()
-            .map(|k| &**k)
-            .filter(|k| !read.contains(*k) && !written_since(k))
+            .iter()
+            .filter(|(key, slot)| {
+                !self.seen.contains(&address(slot))
+                    && writes.touched.get(*key).is_none_or(|&at| at <= seq)
+            })
+            .map(|(key, _)| key)
             .collect();
-        for key in gone {
-            next.take(key);
+        if !gone.is_empty() {
+            let mut next = Snapshot::clone(&current);
+            for key in gone {
+                next.take(key);
+            }
+            self.table.snapshot.store(Arc::new(next));
         }
-        self.table.snapshot.store(Arc::new(next));
+        writes.version = version;
         // Only refreshes marked later may still land, and they compare
         // against their own, later, marks.
         writes.touched.retain(|_, at| *at > seq);
         // Released before `self` is dropped, which takes the lock again.
         drop(writes);
         true
+    }
+
+    /// [`read`](Self::read) and [`finish`](Self::finish) in one: the whole
+    /// store read at once, without a version.
+    #[cfg(test)]
+    pub(crate) fn apply(mut self, nodes: Vec<Node>) -> bool {
+        self.read(nodes, Arc::new) && self.finish(None)
     }
 }
 
@@ -237,6 +302,17 @@ impl RoutingTable {
         self.write.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The writers' lock for the refresh marked `seq`; `None` when a
+    /// refresh marked later has already written (`seq`'s read is older).
+    fn refresh_writes(&self, seq: u64) -> Option<std::sync::MutexGuard<'_, Writes>> {
+        let mut writes = self.writes();
+        if seq < writes.applied {
+            return None;
+        }
+        writes.applied = seq;
+        Some(writes)
+    }
+
     /// Applies `change` to a copy of the current snapshot (sharing all it
     /// does not touch) and publishes it, recording that `key` was written.
     fn edit<T>(&self, key: &NodeKey, change: impl FnOnce(&mut Snapshot) -> T) -> T {
@@ -253,19 +329,27 @@ impl RoutingTable {
     }
 
     /// Adds or replaces a node (write-through on registration).
-    pub(crate) fn insert(&self, node: Node) {
+    pub(crate) fn insert(&self, node: Arc<Node>) {
         let key = node.key.clone();
         // Re-placed by id: a key registered again may have a new id.
-        self.edit(&key, |table| table.put(node));
+        self.edit(&key, |table| {
+            table.put(node);
+        });
     }
 
-    /// Sets a node's lease end, if the table has it (never adds it back).
-    pub(crate) fn renew(&self, key: &NodeKey, lease_until: Timestamp) {
+    /// Sets a node's lease end, if the table has it (never adds it back);
+    /// `share` turns the renewed node into the one the table holds.
+    pub(crate) fn renew(
+        &self,
+        key: &NodeKey,
+        lease_until: Timestamp,
+        share: impl FnOnce(Node) -> Arc<Node>,
+    ) {
         self.edit(key, |table| {
             if let Some(slot) = table.nodes.get(key) {
-                let mut node = slot.node.clone();
+                let mut node = Node::clone(&slot.node);
                 node.lease_until = lease_until;
-                table.put(node);
+                table.put(share(node));
             }
         });
     }
@@ -298,7 +382,7 @@ impl RoutingTable {
     }
 
     /// Starts a refresh from the store: take the mark, read the store, then
-    /// [apply](RefreshMark::apply) what was read.
+    /// [read](RefreshMark::read) what was read into the table.
     pub(crate) fn begin_refresh(&self) -> RefreshMark<'_> {
         let mut writes = self.writes();
         writes.seq += 1;
@@ -306,12 +390,20 @@ impl RoutingTable {
         RefreshMark {
             table: self,
             seq: writes.seq,
+            seen: HashSet::new(),
         }
+    }
+
+    /// Whether the last finished refresh read the store at `version`: if
+    /// so, the store has not changed since, and the table holds what it
+    /// holds plus the writes this instance made through it.
+    pub(crate) fn refreshed_at(&self, version: Option<u64>) -> bool {
+        version.is_some() && self.writes().version == version
     }
 
     /// The node registered as `key`, live or not.
     pub(crate) fn get(&self, key: &NodeKey) -> Option<Node> {
-        self.slot(key).map(|s| s.node.clone())
+        self.slot(key).map(|s| Node::clone(&s.node))
     }
 
     /// Every node of `group` in id order, live or not.
@@ -320,7 +412,7 @@ impl RoutingTable {
             .load()
             .groups
             .get(group)
-            .map(|g| g.slots.values().map(|s| s.node.clone()).collect())
+            .map(|g| g.slots.values().map(|s| Node::clone(&s.node)).collect())
             .unwrap_or_default()
     }
 
@@ -491,11 +583,11 @@ mod tests {
         let lease = Timestamp::from_millis(1_000_000);
         let n = node("g/a", 1, lease);
         let k = n.key.clone();
-        table.insert(n.clone());
+        table.insert(Arc::new(n.clone()));
 
         let request = InFlight::new(table.slot(&k).unwrap());
-        table.renew(&k, lease + Duration::from_secs(1));
-        table.insert(n.clone());
+        table.renew(&k, lease + Duration::from_secs(1), Arc::new);
+        table.insert(Arc::new(n.clone()));
         assert!(table.begin_refresh().apply(vec![n]));
         assert_eq!(outstanding(&table, &k), 1, "the request is still in flight");
         drop(request);
@@ -526,14 +618,14 @@ mod tests {
             );
             move || {
                 while !stop.load(Ordering::Relaxed) {
-                    table.renew(&k, lease);
+                    table.renew(&k, lease, Arc::new);
                     renewals.fetch_add(1, Ordering::SeqCst);
                 }
             }
         });
         let mut resurrected = 0;
         for _ in 0..5_000 {
-            table.insert(n.clone());
+            table.insert(Arc::new(n.clone()));
             table.remove(&k);
             // Wait for a renewal that began after the removal to finish:
             // the one in progress may have read the node before it went.
@@ -557,9 +649,9 @@ mod tests {
     fn a_key_with_a_new_id_takes_its_place_in_id_order() {
         let table = RoutingTable::new();
         let lease = Timestamp::from_millis(1_000_000);
-        table.insert(node("g/a", 1, lease));
-        table.insert(node("g/b", 2, lease));
-        table.insert(node("g/a", 3, lease));
+        table.insert(Arc::new(node("g/a", 1, lease)));
+        table.insert(Arc::new(node("g/b", 2, lease)));
+        table.insert(Arc::new(node("g/a", 3, lease)));
         let ids: Vec<u64> = table.group("g").iter().map(|n| n.id.0).collect();
         assert_eq!(ids, vec![2, 3]);
     }
@@ -581,7 +673,7 @@ mod tests {
     #[test]
     fn an_empty_refresh_empties_the_table() {
         let table = RoutingTable::new();
-        table.insert(node("g/a", 1, Timestamp::from_millis(1_000)));
+        table.insert(Arc::new(node("g/a", 1, Timestamp::from_millis(1_000))));
         assert!(table.begin_refresh().apply(Vec::new()));
         assert!(table.is_empty());
     }
@@ -597,12 +689,16 @@ mod tests {
         let table = RoutingTable::new();
         let lease = Timestamp::from_millis(1_000_000);
         for i in 0..100 {
-            table.insert(node(&format!("big/n{i}"), i, lease));
+            table.insert(Arc::new(node(&format!("big/n{i}"), i, lease)));
         }
-        table.insert(node("other/a", 1_000, lease));
+        table.insert(Arc::new(node("other/a", 1_000, lease)));
         let before = table.snapshot.load_full();
-        table.insert(node("other/b", 1_001, lease));
-        table.renew(&"other/a".parse().unwrap(), lease + Duration::from_secs(1));
+        table.insert(Arc::new(node("other/b", 1_001, lease)));
+        table.renew(
+            &"other/a".parse().unwrap(),
+            lease + Duration::from_secs(1),
+            Arc::new,
+        );
         table.remove(&"other/b".parse().unwrap());
         let after = table.snapshot.load_full();
         let (old, new) = (&before.groups["big"], &after.groups["big"]);
@@ -620,12 +716,12 @@ mod tests {
     fn a_renewal_moves_only_the_lease() {
         let table = RoutingTable::new();
         let lease = Timestamp::from_millis(1_000_000);
-        table.insert(node("g/a", 1, lease));
-        table.insert(node("g/b", 2, lease));
+        table.insert(Arc::new(node("g/a", 1, lease)));
+        table.insert(Arc::new(node("g/b", 2, lease)));
         let a: NodeKey = "g/a".parse().unwrap();
         let request = InFlight::new(table.slot(&a).unwrap());
         let later = lease + Duration::from_secs(30);
-        table.renew(&a, later);
+        table.renew(&a, later, Arc::new);
         assert_eq!(table.get(&a).unwrap().lease_until, later);
         assert_eq!(
             table.get(&"g/b".parse().unwrap()).unwrap().lease_until,
@@ -634,7 +730,7 @@ mod tests {
         assert_eq!(ids(&table, "g"), vec![1, 2]);
         assert_eq!(outstanding(&table, &a), 1);
         drop(request);
-        table.renew(&"g/c".parse().unwrap(), later);
+        table.renew(&"g/c".parse().unwrap(), later, Arc::new);
         assert_eq!(table.len(), 2);
     }
 
@@ -644,9 +740,9 @@ mod tests {
     fn the_last_node_of_a_group_frees_the_group() {
         let table = RoutingTable::new();
         let lease = Timestamp::from_millis(1_000);
-        table.insert(node("g/a", 1, lease));
-        table.insert(node("g/b", 2, lease));
-        table.insert(node("g/c", 3, lease));
+        table.insert(Arc::new(node("g/a", 1, lease)));
+        table.insert(Arc::new(node("g/b", 2, lease)));
+        table.insert(Arc::new(node("g/c", 3, lease)));
         assert!(table.remove(&"g/a".parse().unwrap()));
         assert!(!table.remove_id(&"g/b".parse().unwrap(), NodeId(9)));
         assert!(table.remove_id(&"g/b".parse().unwrap(), NodeId(2)));
@@ -680,7 +776,7 @@ mod tests {
             node("h/c", 3, lease),
         );
         for n in [&a, &b, &c] {
-            table.insert(n.clone());
+            table.insert(Arc::new(n.clone()));
         }
         let slot_a = table.slot(&a.key).unwrap();
         let slot_b = table.slot(&b.key).unwrap();
@@ -745,11 +841,11 @@ mod tests {
                     for round in 0..5u64 {
                         for i in 0..KEYS {
                             let id = round * 1_000_000 + w * 10_000 + i;
-                            table.insert(node(&format!("g{w}/n{i}"), id, lease));
+                            table.insert(Arc::new(node(&format!("g{w}/n{i}"), id, lease)));
                         }
                         for i in (0..KEYS).step_by(2) {
                             let key: NodeKey = format!("g{w}/n{i}").parse().unwrap();
-                            table.renew(&key, lease + Duration::from_secs(round));
+                            table.renew(&key, lease + Duration::from_secs(round), Arc::new);
                             assert!(table.remove(&key));
                         }
                     }
