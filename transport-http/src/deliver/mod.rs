@@ -28,8 +28,8 @@ use tower_service::Service;
 
 use crate::error::HttpError;
 use crate::headers::{
-    forwardable, strip_hop_by_hop, TRACEPARENT, X_MEDIATOR, X_MEDIATOR_DEADLINE, X_MEDIATOR_FROM,
-    X_MEDIATOR_TARGET, X_REQUEST_ID,
+    forwardable_with_room, strip_hop_by_hop, TRACEPARENT, X_MEDIATOR, X_MEDIATOR_DEADLINE,
+    X_MEDIATOR_FROM, X_MEDIATOR_TARGET, X_REQUEST_ID,
 };
 use pool::{Http1Conn, Http1Pool, Refused};
 
@@ -254,7 +254,8 @@ impl HttpDelivery {
             format!("{base}/{path}")
         };
         let uri: Uri = uri.parse().map_err(|e| format!("bad url {uri:?}: {e}"))?;
-        let mut headers = forwardable(&envelope.headers);
+        // Room for the mediator's six headers and the `host` of HTTP/1.1.
+        let mut headers = forwardable_with_room(&envelope.headers, 7);
         headers.insert(X_MEDIATOR, HeaderValue::from_static("true"));
         if let Some(from) = &envelope.from {
             headers.insert(X_MEDIATOR_FROM, header_value(&from.to_string())?);
