@@ -18,6 +18,9 @@ enum Manner {
     /// `200` with the body, then closes the connection without saying so
     /// (no `Connection: close`), as a node with a short keep-alive would.
     CloseSilently,
+    /// `200` with the body, then closes the connection once it has been
+    /// idle this long, as servers with a keep-alive timeout do.
+    CloseWhenIdleFor(Duration),
     /// A reply announcing more bytes than the mediator accepts.
     Huge,
 }
@@ -82,7 +85,7 @@ async fn serve(mut stream: TcpStream, manner: Manner) -> bool {
         let body: Vec<u8> = buf[head_end..head_end + body_len].to_vec();
         buf.drain(..head_end + body_len);
         let reply = match manner {
-            Manner::KeepAlive | Manner::CloseSilently => {
+            Manner::KeepAlive | Manner::CloseSilently | Manner::CloseWhenIdleFor(_) => {
                 let mut reply =
                     format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len())
                         .into_bytes();
@@ -94,8 +97,13 @@ async fn serve(mut stream: TcpStream, manner: Manner) -> bool {
         if stream.write_all(&reply).await.is_err() {
             return false;
         }
-        if !matches!(manner, Manner::KeepAlive) {
-            return false;
+        match manner {
+            Manner::KeepAlive => {}
+            Manner::CloseWhenIdleFor(idle) => {
+                tokio::time::sleep(idle).await;
+                return false;
+            }
+            Manner::CloseSilently | Manner::Huge => return false,
         }
     }
 }
@@ -237,4 +245,59 @@ async fn a_node_that_refuses_connections_is_unreachable() {
         .await;
     let answer = call(&hub, "hi").await;
     assert_error(&answer, 502, "node_unreachable", "node");
+}
+
+/// How many of this process's TCP sockets connected to `port` on
+/// loopback sit half-closed (CLOSE_WAIT: the peer closed, this side not).
+fn half_closed_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    let remote = format!("0100007F:{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.get(2) == Some(&remote.as_str()) && fields.get(3) == Some(&"08")
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn a_connection_the_node_closed_while_idle_is_let_go_within_seconds() {
+    // The idle timeout alone would keep it a minute.
+    let hub = Hub::config()
+        .delivery(|d| d.with_pool_idle_timeout(Duration::from_secs(60)))
+        .start()
+        .await;
+    let node = RawNode::start(Manner::CloseWhenIdleFor(Duration::from_millis(200))).await;
+    let port: u16 = node
+        .url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("a port");
+    hub.register("users/api", &node.url).await;
+    let answer = call(&hub, "hi").await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    // The node closes its end; the mediator's end stays half-closed
+    // until the pool looks at it.
+    let started = std::time::Instant::now();
+    while half_closed_to(port) == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "the node's close never showed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    while half_closed_to(port) > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "the mediator kept a connection its node had closed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The next request opens a new connection and is answered.
+    let answer = call(&hub, "again").await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(node.accepted(), 2);
 }

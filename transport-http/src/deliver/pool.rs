@@ -30,6 +30,9 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 type Io = TokioIo<TcpStream>;
+
+/// The longest the pool waits between two looks at its idle connections.
+const SWEEP_AT_MOST_EVERY: Duration = Duration::from_secs(5);
 type Conn = Connection<Io, Full<Bytes>>;
 
 /// One connection: the handle requests are sent through, and the
@@ -218,7 +221,12 @@ impl Http1Pool {
             return;
         };
         let pool: Weak<Inner> = Arc::downgrade(&self.inner);
-        let every = (self.inner.idle_timeout / 2).max(Duration::from_millis(100));
+        // Often enough that a connection the node closed (many servers
+        // close idle ones after a few seconds) does not linger half-closed
+        // for the whole idle timeout.
+        let every = (self.inner.idle_timeout / 2)
+            .min(SWEEP_AT_MOST_EVERY)
+            .max(Duration::from_millis(100));
         runtime.spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
@@ -236,8 +244,8 @@ impl Inner {
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Drops every connection idle past the timeout; the oldest of each
-    /// node are at the front.
+    /// Drops every connection idle past the timeout (the oldest of each
+    /// node are at the front) or closed by its node meanwhile.
     fn close_expired(&self) {
         let timeout = self.idle_timeout;
         let mut closing = Vec::new();
@@ -247,6 +255,9 @@ impl Inner {
                 while list.front().is_some_and(|p| p.since.elapsed() >= timeout) {
                     closing.extend(list.pop_front());
                 }
+                // A poll reads from the socket only when it has something
+                // to say, so checking the open ones costs no system call.
+                list.retain_mut(|parked| parked.conn.reusable());
                 !list.is_empty()
             });
         }
