@@ -1,7 +1,6 @@
 //! What travels with a request besides its envelope: who is calling, by
 //! when it must be done, and how to trace it.
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
@@ -61,14 +60,14 @@ impl TraceContext {
         out.push_str("00-");
         if trace_id.is_empty() {
             // Zero is the one invalid trace id; the odds are nil, but cheap to rule out.
-            let id = rand::random::<u128>().max(1);
-            let _ = write!(out, "{id:032x}");
+            push_hex(&mut out, rand::random::<u128>().max(1), 32);
         } else {
             out.push_str(trace_id);
         }
-        let parent = rand::random::<u64>().max(1);
-        // Writing into a `String` cannot fail.
-        let _ = write!(out, "-{parent:016x}-{flags}");
+        out.push('-');
+        push_hex(&mut out, u128::from(rand::random::<u64>().max(1)), 16);
+        out.push('-');
+        out.push_str(flags);
         TraceContext {
             request_id: Some(request_id),
             traceparent: Some(out),
@@ -169,9 +168,22 @@ pub fn new_request_id() -> String {
     let prefix = *PREFIX.get_or_init(rand::random::<u64>);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let mut id = String::with_capacity(33);
-    // Writing into a `String` cannot fail.
-    let _ = write!(id, "{prefix:016x}-{n:x}");
+    push_hex(&mut id, u128::from(prefix), 16);
+    id.push('-');
+    let digits = (64 - n.leading_zeros()).div_ceil(4).max(1) as usize;
+    push_hex(&mut id, u128::from(n), digits);
     id
+}
+
+/// Appends the low `digits` hex digits of `value`, lowercase, zero-padded:
+/// what `{:0width$x}` writes, without the formatting machinery that every
+/// request would otherwise pay for twice.
+fn push_hex(out: &mut String, value: u128, digits: usize) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for i in (0..digits).rev() {
+        let nibble = (value >> (4 * i)) & 0xf;
+        out.push(char::from(HEX[nibble as usize]));
+    }
 }
 
 /// Whether `value` is a W3C `traceparent` this mediator continues:
@@ -222,6 +234,30 @@ mod tests {
             assert!(!is_valid_request_id(bad), "{bad:?}");
         }
         assert!(is_valid_request_id(&"a".repeat(MAX_REQUEST_ID_LEN)));
+    }
+
+    #[test]
+    fn hex_is_written_as_the_formatter_writes_it() {
+        for value in [
+            0u128,
+            1,
+            0xf,
+            0x10,
+            0xdead_beef,
+            u128::from(u64::MAX),
+            u128::MAX,
+        ] {
+            for digits in [1usize, 16, 32] {
+                let mut ours = String::new();
+                push_hex(&mut ours, value, digits);
+                let theirs = format!("{value:0digits$x}");
+                assert_eq!(
+                    ours,
+                    theirs[theirs.len() - digits..],
+                    "{value:x} in {digits}"
+                );
+            }
+        }
     }
 
     #[test]

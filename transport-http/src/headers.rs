@@ -130,8 +130,14 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// assert_eq!(kept["content-type"], "application/json");
 /// ```
 pub fn forwardable(headers: &HeaderMap) -> HeaderMap {
+    forwardable_with_room(headers, 0)
+}
+
+/// [`forwardable`], in a map with room for `room` more headers, so that
+/// adding the mediator's own does not grow it again.
+pub(crate) fn forwardable_with_room(headers: &HeaderMap, room: usize) -> HeaderMap {
     let listed = connection_listed(headers);
-    let mut kept = HeaderMap::with_capacity(headers.keys_len());
+    let mut kept = HeaderMap::with_capacity(headers.keys_len() + room);
     for (name, value) in headers {
         if is_hop_by_hop(name)
             || is_credential(name)

@@ -1,5 +1,7 @@
 //! Delivery to nodes that registered an HTTP callback URL.
 
+mod pool;
+
 use std::error::Error as StdError;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -26,9 +28,10 @@ use tower_service::Service;
 
 use crate::error::HttpError;
 use crate::headers::{
-    forwardable, strip_hop_by_hop, TRACEPARENT, X_MEDIATOR, X_MEDIATOR_DEADLINE, X_MEDIATOR_FROM,
-    X_MEDIATOR_TARGET, X_REQUEST_ID,
+    forwardable_with_room, strip_hop_by_hop, TRACEPARENT, X_MEDIATOR, X_MEDIATOR_DEADLINE,
+    X_MEDIATOR_FROM, X_MEDIATOR_TARGET, X_REQUEST_ID,
 };
+use pool::{Http1Conn, Http1Pool, Refused};
 
 /// How [`HttpDelivery`] connects to nodes.
 ///
@@ -131,8 +134,11 @@ impl HttpDeliveryConfig {
     }
 }
 
-/// Delivers requests to nodes with `http://` and `https://` endpoints over a pooled HTTP/1.1 and
-/// HTTP/2 client (HTTP/2 to `https://` nodes that offer it via ALPN).
+/// Delivers requests to nodes with `http://` and `https://` endpoints over
+/// pooled connections: HTTP/1.1 to `http://` nodes, each connection driven
+/// by the task of the request using it (no task of its own, no hand-off
+/// between tasks), and to `https://` nodes HTTP/1.1 or HTTP/2 as the node
+/// offers by ALPN.
 ///
 /// What the node receives: the caller's method, path, query (without
 /// `x-jwt`), content type, other end-to-end headers and body, plus
@@ -166,7 +172,11 @@ impl HttpDeliveryConfig {
 /// ```
 #[derive(Clone)]
 pub struct HttpDelivery {
+    /// `https://` nodes (TLS, HTTP/2 by ALPN).
     client: Client<HttpsConnector<PolicyConnector>, Full<Bytes>>,
+    /// `http://` nodes: HTTP/1.1 driven by the request's own task.
+    plain: Arc<Http1Pool>,
+    connector: PolicyConnector,
     max_reply_body: usize,
     policy: Arc<RwLock<EndpointPolicy>>,
 }
@@ -211,7 +221,7 @@ impl HttpDelivery {
             .https_or_http()
             .enable_http1()
             .enable_http2()
-            .wrap_connector(http);
+            .wrap_connector(http.clone());
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(config.pool_idle_timeout)
             .pool_max_idle_per_host(config.max_idle_per_host)
@@ -220,6 +230,11 @@ impl HttpDelivery {
             .build(connector);
         HttpDelivery {
             client,
+            plain: Arc::new(Http1Pool::new(
+                config.max_idle_per_host,
+                config.pool_idle_timeout,
+            )),
+            connector: http,
             max_reply_body: config.max_reply_body,
             policy,
         }
@@ -239,7 +254,8 @@ impl HttpDelivery {
             format!("{base}/{path}")
         };
         let uri: Uri = uri.parse().map_err(|e| format!("bad url {uri:?}: {e}"))?;
-        let mut headers = forwardable(&envelope.headers);
+        // Room for the mediator's six headers and the `host` of HTTP/1.1.
+        let mut headers = forwardable_with_room(&envelope.headers, 7);
         headers.insert(X_MEDIATOR, HeaderValue::from_static("true"));
         if let Some(from) = &envelope.from {
             headers.insert(X_MEDIATOR_FROM, header_value(&from.to_string())?);
@@ -414,6 +430,10 @@ impl Deliver for HttpDelivery {
             )));
         };
         let request = self.request(base, envelope, cx).map_err(unreachable)?;
+        let max = self.max_reply_body;
+        if request.uri().scheme() == Some(&http::uri::Scheme::HTTP) {
+            return self.deliver_plain(request).await;
+        }
         let response = self.client.request(request).await.map_err(|e| {
             if e.is_connect() {
                 unreachable(error_chain(&e))
@@ -421,37 +441,113 @@ impl Deliver for HttpDelivery {
                 failed(error_chain(&e))
             }
         })?;
-        let (mut parts, body) = response.into_parts();
-        let too_large = || {
-            failed(format!(
-                "reply too large (over {} bytes)",
-                self.max_reply_body
-            ))
-        };
-        let announced = parts
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if announced.is_some_and(|len| len > self.max_reply_body as u64) {
-            return Err(too_large());
-        }
-        let body = Limited::new(body, self.max_reply_body)
-            .collect()
-            .await
-            .map_err(|e| {
-                if e.downcast_ref::<LengthLimitError>().is_some() {
-                    too_large()
-                } else {
-                    failed(format!("reading the reply: {}", error_chain(e.as_ref())))
-                }
-            })?
-            .to_bytes();
-        strip_hop_by_hop(&mut parts.headers);
-        Ok(Reply {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        })
+        read_reply(response, max).await.map_err(failed)
     }
+}
+
+impl HttpDelivery {
+    /// Delivers over a pooled plain HTTP/1.1 connection, opening one when
+    /// none is idle; a request a pooled connection refused unsent (the node
+    /// had closed it) goes once more on a new one.
+    async fn deliver_plain(&self, request: Request<Full<Bytes>>) -> Result<Reply, DeliverError> {
+        let uri = request.uri().clone();
+        let Some(host) = uri.authority().map(|a| a.as_str().to_owned()) else {
+            return Err(DeliverError::unreachable(format!("no host in {uri}")));
+        };
+        let mut request = origin_form(request, &host)?;
+        let max = self.max_reply_body;
+        let mut pooled = self.plain.take(&host);
+        loop {
+            let reused = pooled.is_some();
+            let mut conn = match pooled.take() {
+                Some(conn) => conn,
+                None => self.connect_plain(&uri).await?,
+            };
+            match conn.exchange(request, |r| read_reply(r, max)).await {
+                Ok(reply) => {
+                    self.plain.put(&host, conn);
+                    return Ok(reply);
+                }
+                Err(Refused::NotSent(unsent, e)) if reused => {
+                    tracing::debug!(%host, error = %e, "pooled connection closed; sending on a new one");
+                    request = *unsent;
+                }
+                Err(Refused::NotSent(_, e)) => {
+                    return Err(DeliverError::unreachable(error_chain(&e)))
+                }
+                Err(Refused::Hyper(e)) => return Err(DeliverError::failed(error_chain(&e))),
+                Err(Refused::Failed(message)) => return Err(DeliverError::failed(message)),
+            }
+        }
+    }
+
+    /// A new connection to the node at `uri`, where the endpoint policy
+    /// allows it; any failure is unreachable (nothing was sent).
+    async fn connect_plain(&self, uri: &Uri) -> Result<Http1Conn, DeliverError> {
+        let io = self
+            .connector
+            .clone()
+            .call(uri.clone())
+            .await
+            .map_err(|e| DeliverError::unreachable(error_chain(e.as_ref())))?;
+        Http1Conn::handshake(io)
+            .await
+            .map_err(|e| DeliverError::unreachable(error_chain(&e)))
+    }
+}
+
+/// `request` as HTTP/1.1 sends it on a connection of its own: the path and
+/// query as its target, and the node's address in `Host`.
+fn origin_form(
+    mut request: Request<Full<Bytes>>,
+    host: &str,
+) -> Result<Request<Full<Bytes>>, DeliverError> {
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .parse::<Uri>()
+        .map_err(|e| DeliverError::unreachable(format!("bad request target: {e}")))?;
+    *request.uri_mut() = target;
+    let host = HeaderValue::from_str(host)
+        .map_err(|e| DeliverError::unreachable(format!("bad host {host:?}: {e}")))?;
+    request.headers_mut().insert(http::header::HOST, host);
+    Ok(request)
+}
+
+/// A node's response read into a [`Reply`]: its body up to `max` bytes
+/// ("reply too large" past it, announced or not), hop-by-hop headers
+/// dropped.
+async fn read_reply<B>(response: http::Response<B>, max: usize) -> Result<Reply, String>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let (mut parts, body) = response.into_parts();
+    let too_large = || format!("reply too large (over {max} bytes)");
+    let announced = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|len| len > max as u64) {
+        return Err(too_large());
+    }
+    let body = Limited::new(body, max)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.downcast_ref::<LengthLimitError>().is_some() {
+                too_large()
+            } else {
+                format!("reading the reply: {}", error_chain(e.as_ref()))
+            }
+        })?
+        .to_bytes();
+    strip_hop_by_hop(&mut parts.headers);
+    Ok(Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    })
 }

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Counts the user-space instructions `mediator serve` spends per mediated
+# request (unicast, 1 KiB body echoed by an HTTP node), under valgrind's
+# callgrind. Unlike req/s on a shared machine, the count repeats to within a
+# fraction of a percent from run to run, so it compares two builds exactly.
+# Kernel time (the socket calls) is not counted.
+#
+#   scripts/instructions-per-request.sh [MEDIATOR_BINARY] [REQUESTS]
+#
+# Needs valgrind, curl and python3, and a release build of mediator-examples
+# (`mediator-bench` provides the echo node).
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+bin="${1:-$root/target/release/mediator}"
+requests="${2:-2000}"
+bench="$(dirname "$bin")/mediator-bench"
+[ -x "$bench" ] || bench="$root/target/release/mediator-bench"
+for tool in valgrind callgrind_control curl python3; do
+  command -v "$tool" >/dev/null || { echo "error: $tool is needed" >&2; exit 1; }
+done
+
+work="$(mktemp -d)"
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+cd "$work"
+export MEDIATOR_SECRET="instructions-per-request-secret-0123456789"
+
+"$bench" echo-node --ports 1 >echo.out &
+pids+=($!)
+for _ in $(seq 50); do grep -q 'http://' echo.out && break; sleep 0.1; done
+echo_url="$(grep -o 'http://[0-9.:]*' echo.out | head -1)"
+
+port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" \
+  "$bin" serve --listen "127.0.0.1:$port" --store memory 2>mediator.log &
+mediator=$!
+pids+=($mediator)
+for _ in $(seq 200); do curl -sf -o /dev/null "http://127.0.0.1:$port/healthz" && break; sleep 0.1; done
+
+admin="$("$bin" token --admin)"
+caller="$("$bin" token --node bench/caller)"
+curl -sf -o /dev/null -H "authorization: Bearer $admin" \
+  -d "{\"group\":\"bench\",\"name\":\"echo\",\"url\":\"$echo_url\",\"ttl\":86400}" \
+  "http://127.0.0.1:$port/register"
+
+load() {
+  python3 - "$port" "$caller" "$1" <<'EOF'
+import http.client, sys, threading
+port, token, n = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+body = b"0123456789abcdef" * 64
+failures = []
+def run(count):
+    conn = http.client.HTTPConnection("127.0.0.1", port)
+    for _ in range(count):
+        conn.request("POST", "/one/bench/echo/echo", body,
+                     {"authorization": "Bearer " + token,
+                      "content-type": "application/octet-stream"})
+        reply = conn.getresponse()
+        if reply.status != 200 or reply.read() != body:
+            failures.append(reply.status)
+threads = [threading.Thread(target=run, args=(n // 4,)) for _ in range(4)]
+for t in threads: t.start()
+for t in threads: t.join()
+if failures:
+    sys.exit(f"{len(failures)} requests failed, first status {failures[0]}")
+EOF
+}
+
+load 200                                    # warm-up: pools, token memory
+callgrind_control -z "$mediator" >/dev/null 2>&1  # count from here
+load "$requests"
+callgrind_control -d "$mediator" >/dev/null 2>&1  # dump what was counted
+total=0
+for dump in "$work"/cg.out.*; do
+  ir="$(grep -m1 '^summary:' "$dump" | awk '{print $2}')"
+  total=$((total + ir))
+done
+echo "$(basename "$bin"): $total instructions for $requests requests, $((total / requests)) per request"
