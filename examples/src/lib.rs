@@ -14,6 +14,7 @@ pub mod custom_store;
 pub mod demo;
 pub mod exit;
 pub mod listing;
+pub mod log_line;
 pub mod log_writer;
 pub mod logs;
 pub mod scaffold;

@@ -44,6 +44,23 @@ impl Shared {
         // A panic while appending leaves bytes, at worst a partial line.
         self.buffer.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Appends `bytes` whole or drops them whole: the formatter hands over
+    /// one event's line in one call, so lines are never cut.
+    fn append(&self, bytes: &[u8]) {
+        let mut buffer = self.buffer();
+        if buffer.len() + bytes.len() > BUFFER_BYTES {
+            drop(buffer);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        } else {
+            buffer.extend_from_slice(bytes);
+            let early = buffer.len() > BUFFER_BYTES / 4;
+            drop(buffer);
+            if early {
+                self.wake.notify_one();
+            }
+        }
+    }
 }
 
 /// Hands formatted lines to the writer thread; give it to
@@ -60,21 +77,29 @@ impl std::fmt::Debug for BufferedWriter {
 }
 
 impl Write for BufferedWriter {
-    /// Appends `bytes` whole or drops them whole: the formatter hands over
-    /// one event's line in one call, so lines are never cut.
+    /// Appends `bytes` whole or drops them whole.
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        let mut buffer = self.shared.buffer();
-        if buffer.len() + bytes.len() > BUFFER_BYTES {
-            drop(buffer);
-            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
-        } else {
-            buffer.extend_from_slice(bytes);
-            let early = buffer.len() > BUFFER_BYTES / 4;
-            drop(buffer);
-            if early {
-                self.shared.wake.notify_one();
-            }
-        }
+        self.shared.append(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// One line's handle on the buffer, lent by [`BufferedWriter`] for each
+/// event: a borrow, so that lines from many threads do not all count
+/// references on one shared counter.
+#[derive(Debug)]
+pub struct LineWriter<'a> {
+    writer: &'a BufferedWriter,
+}
+
+impl Write for LineWriter<'_> {
+    /// Appends `bytes` whole or drops them whole.
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.writer.shared.append(bytes);
         Ok(bytes.len())
     }
 
@@ -84,10 +109,10 @@ impl Write for BufferedWriter {
 }
 
 impl<'a> MakeWriter<'a> for BufferedWriter {
-    type Writer = BufferedWriter;
+    type Writer = LineWriter<'a>;
 
     fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
+        LineWriter { writer: self }
     }
 }
 
@@ -141,7 +166,6 @@ pub fn to<W: Write + Send + 'static>(mut destination: W) -> (BufferedWriter, Log
         shared: Arc::clone(&shared),
     };
     let inner = Arc::clone(&shared);
-    let mut reporter = writer.clone();
     let thread = std::thread::Builder::new()
         .name("log-writer".into())
         .spawn(move || {
@@ -173,7 +197,7 @@ pub fn to<W: Write + Send + 'static>(mut destination: W) -> (BufferedWriter, Log
                         "WARN log lines dropped: {} (total {dropped}); standard error was slower than the requests\n",
                         dropped - reported
                     );
-                    let _ = reporter.write(line.as_bytes());
+                    inner.append(line.as_bytes());
                     reported = dropped;
                 }
                 if stopping {

@@ -10,8 +10,10 @@
 
 use std::io::IsTerminal;
 
+use tracing_subscriber::fmt::format::JsonFields;
 use tracing_subscriber::EnvFilter;
 
+use crate::log_line::{JsonLines, TextLines};
 use crate::log_writer::LogWriterGuard;
 
 /// How log lines are written to standard error.
@@ -38,10 +40,10 @@ impl std::str::FromStr for LogFormat {
 /// Installs the global subscriber writing `format` to standard error,
 /// filtered by `RUST_LOG` (`info` when unset or unreadable). Colour codes
 /// are written only when standard error is a terminal, so files and pipes
-/// get plain text. Lines go through the bounded buffer of
-/// [`log_writer`](crate::log_writer), so no request waits for standard
-/// error; keep the returned guard until the end (dropping it writes what
-/// is buffered).
+/// get plain text. Lines are formatted by [`log_line`](crate::log_line)
+/// and go through the bounded buffer of [`log_writer`](crate::log_writer),
+/// so no request waits for standard error; keep the returned guard until
+/// the end (dropping it writes what is buffered).
 pub fn init(format: LogFormat) -> LogWriterGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let (writer, guard) = crate::log_writer::stderr();
@@ -49,16 +51,16 @@ pub fn init(format: LogFormat) -> LogWriterGuard {
         .with_env_filter(filter)
         .with_writer(writer);
     match format {
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
-        // The event's module path is left out: the request line has a
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .event_format(TextLines::default())
+            .init(),
+        // JsonLines leaves the event's module path out: the request line has a
         // `target` field of its own (the node or group addressed), and a
         // JSON object cannot hold two keys of one name.
         LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_target(false)
-            .with_current_span(true)
-            .with_span_list(false)
+            .fmt_fields(JsonFields::new())
+            .event_format(JsonLines)
             .init(),
     }
     guard

@@ -236,6 +236,9 @@ async fn request_ids_and_traces_reach_the_node_and_the_caller_and_json_lines_say
     };
     let line = request("order-17");
     assert_eq!(line["level"], "INFO");
+    let stamp = line["timestamp"].as_str().unwrap_or_default();
+    assert_eq!(stamp.len(), "2026-11-30T15:00:00.123456Z".len(), "{line}");
+    assert!(Timestamp::from_rfc3339(stamp).is_some(), "{line}");
     assert_eq!(line["trace_id"], &CALLER_TRACE[3..35]);
     assert_eq!(
         line["span_id"],
@@ -301,6 +304,21 @@ async fn text_logs_in_a_file_carry_no_colour_and_the_format_comes_from_flag_env_
             assert_eq!(value["target"], "nobody/here", "{line}");
         } else {
             assert!(serde_json::from_str::<Value>(line).is_err(), "{line}");
+            // `2026-11-30T15:00:00.123456Z  INFO <module>: request k=v ..`
+            let (stamp, rest) = line.split_at("2026-11-30T15:00:00.123456Z".len());
+            let written = Timestamp::from_rfc3339(stamp).unwrap_or_else(|| panic!("{line}"));
+            assert!(
+                written.until(Timestamp::now()) < Duration::from_secs(60),
+                "{line}"
+            );
+            assert!(
+                stamp.ends_with('Z') && stamp.as_bytes()[19] == b'.',
+                "{line}"
+            );
+            assert!(
+                rest.starts_with("  INFO mediator_transport_http::server::routes: request "),
+                "{line}"
+            );
             for field in ["request_id=\"r-404\"", "status=404", "target=nobody/here"] {
                 assert!(line.contains(field), "{field} in {line}");
             }
