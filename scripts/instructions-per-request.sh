@@ -11,7 +11,7 @@
 # (`mediator-bench` provides the echo node).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-bin="${1:-$root/target/release/mediator}"
+bin="$(realpath "${1:-$root/target/release/mediator}")"
 requests="${2:-2000}"
 bench="$(dirname "$bin")/mediator-bench"
 [ -x "$bench" ] || bench="$root/target/release/mediator-bench"
