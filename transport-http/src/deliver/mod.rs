@@ -175,7 +175,7 @@ pub struct HttpDelivery {
     /// `https://` nodes (TLS, HTTP/2 by ALPN).
     client: Client<HttpsConnector<PolicyConnector>, Full<Bytes>>,
     /// `http://` nodes: HTTP/1.1 driven by the request's own task.
-    plain: Arc<Http1Pool>,
+    plain: Http1Pool,
     connector: PolicyConnector,
     max_reply_body: usize,
     policy: Arc<RwLock<EndpointPolicy>>,
@@ -218,7 +218,8 @@ impl HttpDelivery {
                 .expect("the ring provider supports the default TLS versions"),
         };
         let connector = builder
-            .https_or_http()
+            // `http://` nodes go to the plain pool, never through here.
+            .https_only()
             .enable_http1()
             .enable_http2()
             .wrap_connector(http.clone());
@@ -230,10 +231,7 @@ impl HttpDelivery {
             .build(connector);
         HttpDelivery {
             client,
-            plain: Arc::new(Http1Pool::new(
-                config.max_idle_per_host,
-                config.pool_idle_timeout,
-            )),
+            plain: Http1Pool::new(config.max_idle_per_host, config.pool_idle_timeout),
             connector: http,
             max_reply_body: config.max_reply_body,
             policy,
@@ -451,12 +449,12 @@ impl HttpDelivery {
     /// had closed it) goes once more on a new one.
     async fn deliver_plain(&self, request: Request<Full<Bytes>>) -> Result<Reply, DeliverError> {
         let uri = request.uri().clone();
-        let Some(host) = uri.authority().map(|a| a.as_str().to_owned()) else {
+        let Some(host) = uri.authority().map(|a| a.as_str()) else {
             return Err(DeliverError::unreachable(format!("no host in {uri}")));
         };
-        let mut request = origin_form(request, &host)?;
+        let mut request = origin_form(request, host)?;
         let max = self.max_reply_body;
-        let mut pooled = self.plain.take(&host);
+        let mut pooled = self.plain.take(host);
         loop {
             let reused = pooled.is_some();
             let mut conn = match pooled.take() {
@@ -465,7 +463,7 @@ impl HttpDelivery {
             };
             match conn.exchange(request, |r| read_reply(r, max)).await {
                 Ok(reply) => {
-                    self.plain.put(&host, conn);
+                    self.plain.put(host, conn);
                     return Ok(reply);
                 }
                 Err(Refused::NotSent(unsent, e)) if reused => {
@@ -502,13 +500,15 @@ fn origin_form(
     mut request: Request<Full<Bytes>>,
     host: &str,
 ) -> Result<Request<Full<Bytes>>, DeliverError> {
-    let target = request
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .parse::<Uri>()
+    // The absolute URI's own path and query, without parsing them again.
+    let mut parts = std::mem::take(request.uri_mut()).into_parts();
+    parts.scheme = None;
+    parts.authority = None;
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    *request.uri_mut() = Uri::from_parts(parts)
         .map_err(|e| DeliverError::unreachable(format!("bad request target: {e}")))?;
-    *request.uri_mut() = target;
     let host = HeaderValue::from_str(host)
         .map_err(|e| DeliverError::unreachable(format!("bad host {host:?}: {e}")))?;
     request.headers_mut().insert(http::header::HOST, host);

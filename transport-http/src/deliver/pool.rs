@@ -59,10 +59,10 @@ impl Http1Conn {
     /// Sends `request` and runs `read` on its response, polling the
     /// connection in this task until `read` is done.
     ///
-    /// `Err(Some(request))` gives the request back when the connection
+    /// [`Refused::NotSent`] gives the request back when the connection
     /// refused it before writing anything (it had been closed), so it can
-    /// be sent on another; `Err(None)` is any other failure, after which
-    /// the connection is finished.
+    /// be sent on another; after any other refusal the connection is
+    /// finished.
     pub(super) async fn exchange<T, F, Fut>(
         &mut self,
         request: Request<Full<Bytes>>,
@@ -137,6 +137,7 @@ pub(super) enum Refused {
 
 /// Idle connections by node address (`host:port`), the most recently used
 /// last.
+#[derive(Clone)]
 pub(super) struct Http1Pool {
     inner: Arc<Inner>,
 }
@@ -172,13 +173,9 @@ impl Http1Pool {
     pub(super) fn take(&self, host: &str) -> Option<Http1Conn> {
         loop {
             let parked = {
-                let mut idle = self.inner.lock();
-                let list = idle.get_mut(host)?;
-                let parked = list.pop_back();
-                if list.is_empty() {
-                    idle.remove(host);
-                }
-                parked?
+                // An emptied list stays (the sweep removes it), so a node
+                // served by one connection does not cost a key per request.
+                self.inner.lock().get_mut(host)?.pop_back()?
             };
             // Checked outside the lock: the check may read from the socket.
             let mut conn = parked.conn;
