@@ -79,46 +79,69 @@ where
         if writer.has_ansi_escapes() {
             return self.coloured.format_event(ctx, writer, event);
         }
-        // Records from the `log` crate arrive as events of one bridge
-        // callsite; their own target and level are in their fields.
-        let normalized = event.normalized_metadata();
-        let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
-        write_timestamp(&mut writer)?;
-        writer.write_char(' ')?;
-        writer.write_str(padded_level(meta.level()))?;
-        writer.write_char(' ')?;
-        if let Some(scope) = ctx.event_scope() {
-            let mut seen = false;
-            for span in scope.from_root() {
-                writer.write_str(span.metadata().name())?;
-                seen = true;
-                let extensions = span.extensions();
-                if let Some(fields) = extensions.get::<FormattedFields<N>>() {
-                    if !fields.is_empty() {
-                        writer.write_char('{')?;
-                        writer.write_str(fields)?;
-                        writer.write_char('}')?;
-                    }
-                }
-                writer.write_char(':')?;
-            }
-            if seen {
-                writer.write_char(' ')?;
-            }
-        }
-        writer.write_str(meta.target())?;
-        writer.write_str(": ")?;
         let sanitize = writer.sanitizes_ansi_escapes();
-        let mut fields = TextFields {
-            out: &mut writer,
-            first: true,
-            sanitize,
-            result: Ok(()),
-        };
-        event.record(&mut fields);
-        fields.result?;
-        writer.write_char('\n')
+        // The line is built in a buffer of its own and handed over in one
+        // call: each write through `Writer` is a dynamic call, and a line
+        // is some seventy of them.
+        let mut line = String::with_capacity(LINE_CAPACITY);
+        text_line(ctx, &mut line, event, sanitize)?;
+        writer.write_str(&line)
     }
+}
+
+/// Room for a request line without growing.
+const LINE_CAPACITY: usize = 512;
+
+/// [`TextLines`]' line for `event`, without colour, into `line`.
+fn text_line<S, N>(
+    ctx: &FmtContext<'_, S, N>,
+    line: &mut String,
+    event: &Event<'_>,
+    sanitize: bool,
+) -> fmt::Result
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    // Records from the `log` crate arrive as events of one bridge
+    // callsite; their own target and level are in their fields.
+    let normalized = event.normalized_metadata();
+    let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
+    write_timestamp(line)?;
+    line.push(' ');
+    line.push_str(padded_level(meta.level()));
+    line.push(' ');
+    if let Some(scope) = ctx.event_scope() {
+        let mut seen = false;
+        for span in scope.from_root() {
+            line.push_str(span.metadata().name());
+            seen = true;
+            let extensions = span.extensions();
+            if let Some(fields) = extensions.get::<FormattedFields<N>>() {
+                if !fields.is_empty() {
+                    line.push('{');
+                    line.push_str(fields);
+                    line.push('}');
+                }
+            }
+            line.push(':');
+        }
+        if seen {
+            line.push(' ');
+        }
+    }
+    line.push_str(meta.target());
+    line.push_str(": ");
+    let mut fields = TextFields {
+        out: line,
+        first: true,
+        sanitize,
+        result: Ok(()),
+    };
+    event.record(&mut fields);
+    fields.result?;
+    line.push('\n');
+    Ok(())
 }
 
 impl<S> FormatEvent<S, JsonFields> for JsonLines
@@ -131,47 +154,62 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let normalized = event.normalized_metadata();
-        let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
-        writer.write_str("{\"timestamp\":\"")?;
-        write_timestamp(&mut writer)?;
-        writer.write_str("\",\"level\":\"")?;
-        writer.write_str(meta.level().as_str())?;
-        writer.write_char('"')?;
-        let mut fields = JsonFieldsVisitor {
-            out: &mut writer,
-            result: Ok(()),
-        };
-        event.record(&mut fields);
-        fields.result?;
-        let current = event
-            .parent()
-            .and_then(|id| ctx.span(id))
-            .or_else(|| ctx.lookup_current());
-        if let Some(span) = current {
-            // The span's fields were kept as one JSON object with sorted
-            // keys, which is what parsing and writing them again gives;
-            // the span's name goes last.
-            let extensions = span.extensions();
-            let kept = extensions
-                .get::<FormattedFields<JsonFields>>()
-                .map(|fields| fields.as_str())
-                .unwrap_or_default();
-            let inner = kept
-                .strip_prefix('{')
-                .and_then(|rest| rest.strip_suffix('}'))
-                .unwrap_or_default();
-            writer.write_str(",\"span\":{")?;
-            if !inner.is_empty() {
-                writer.write_str(inner)?;
-                writer.write_char(',')?;
-            }
-            writer.write_str("\"name\":")?;
-            json_string(&mut writer, span.metadata().name())?;
-            writer.write_char('}')?;
-        }
-        writer.write_str("}\n")
+        let mut line = String::with_capacity(LINE_CAPACITY);
+        json_line(ctx, &mut line, event)?;
+        writer.write_str(&line)
     }
+}
+
+/// [`JsonLines`]' line for `event`, into `line`.
+fn json_line<S>(
+    ctx: &FmtContext<'_, S, JsonFields>,
+    line: &mut String,
+    event: &Event<'_>,
+) -> fmt::Result
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    let normalized = event.normalized_metadata();
+    let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
+    line.push_str("{\"timestamp\":\"");
+    write_timestamp(line)?;
+    line.push_str("\",\"level\":\"");
+    line.push_str(meta.level().as_str());
+    line.push('"');
+    let mut fields = JsonFieldsVisitor {
+        out: line,
+        result: Ok(()),
+    };
+    event.record(&mut fields);
+    fields.result?;
+    let current = event
+        .parent()
+        .and_then(|id| ctx.span(id))
+        .or_else(|| ctx.lookup_current());
+    if let Some(span) = current {
+        // The span's fields were kept as one JSON object with sorted
+        // keys, which is what parsing and writing them again gives;
+        // the span's name goes last.
+        let extensions = span.extensions();
+        let kept = extensions
+            .get::<FormattedFields<JsonFields>>()
+            .map(|fields| fields.as_str())
+            .unwrap_or_default();
+        let inner = kept
+            .strip_prefix('{')
+            .and_then(|rest| rest.strip_suffix('}'))
+            .unwrap_or_default();
+        line.push_str(",\"span\":{");
+        if !inner.is_empty() {
+            line.push_str(inner);
+            line.push(',');
+        }
+        line.push_str("\"name\":");
+        json_string(line, span.metadata().name())?;
+        line.push('}');
+    }
+    line.push_str("}\n");
+    Ok(())
 }
 
 /// The level as the default format writes it: right-aligned in five.
@@ -270,15 +308,15 @@ macro_rules! plain_values {
 /// Writes an event's fields as the default format's field formatter does
 /// with colour off: the message bare, then `name=value` with `Debug`
 /// values, one space apart; fields the `log` bridge adds are left out.
-struct TextFields<'w, 'a> {
-    out: &'w mut Writer<'a>,
+struct TextFields<'w> {
+    out: &'w mut String,
     first: bool,
     /// Escape terminal control characters in the message.
     sanitize: bool,
     result: fmt::Result,
 }
 
-impl TextFields<'_, '_> {
+impl TextFields<'_> {
     /// Starts a `name=` field; false when the field is not written.
     fn start(&mut self, field: &Field) -> bool {
         let name = field.name();
@@ -286,21 +324,16 @@ impl TextFields<'_, '_> {
             return false;
         }
         self.pad();
-        let name = name.strip_prefix("r#").unwrap_or(name);
-        if self.result.is_ok() {
-            self.result = self
-                .out
-                .write_str(name)
-                .and_then(|()| self.out.write_char('='));
-        }
-        self.result.is_ok()
+        self.out.push_str(name.strip_prefix("r#").unwrap_or(name));
+        self.out.push('=');
+        true
     }
 
     fn pad(&mut self) {
         if self.first {
             self.first = false;
         } else {
-            self.result = self.out.write_char(' ');
+            self.out.push(' ');
         }
     }
 
@@ -317,13 +350,28 @@ impl TextFields<'_, '_> {
     }
 }
 
-impl Visit for TextFields<'_, '_> {
+impl Visit for TextFields<'_> {
     plain_values!();
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        if self.start(field) {
+            let mut digits = zmij::Buffer::new();
+            match as_debug_writes(&mut digits, value) {
+                Some(text) => self.out.push_str(text),
+                None => self.result = write!(self.out, "{value:?}"),
+            }
+        }
+    }
 
     fn record_str(&mut self, field: &Field, value: &str) {
         if field.name() == "message" {
             if self.result.is_ok() {
-                self.message(&format_args!("{value}"));
+                self.pad();
+                self.result = if self.sanitize {
+                    Sanitizing(&mut *self.out).write_str(value)
+                } else {
+                    self.out.write_str(value)
+                };
             }
         } else if self.start(field) {
             self.result = debug_str(self.out, value);
@@ -357,6 +405,26 @@ impl Visit for TextFields<'_, '_> {
             self.result = write!(self.out, "{value:?}");
         }
     }
+}
+
+/// `value` as `{value:?}` writes it, from zmij's digits where the two
+/// agree, else `None`. Both write the fewest digits that read back as
+/// `value`, but they part in two places: `Debug` turns to exponents below
+/// 1e-4 and from 1e16 on, zmij at other points; and when two such digit
+/// strings are equally near, which can only happen when `value`'s exact
+/// decimal form has at most 18 digits, they round the tie differently. A
+/// value with 23 or more bits after the binary point has at least 19, so
+/// it cannot tie. Measured durations have all 52 bits in use; whole and
+/// short binary fractions are left to `Debug`.
+fn as_debug_writes(digits: &mut zmij::Buffer, value: f64) -> Option<&str> {
+    if !(1e-4..1e15).contains(&value.abs()) {
+        return None;
+    }
+    let bits = value.to_bits();
+    let exponent = ((bits >> 52) & 0x7ff) as i64 - 1023;
+    let mantissa = (bits & ((1 << 52) - 1)) | (1 << 52);
+    let fraction_bits = 52 - exponent - i64::from(mantissa.trailing_zeros());
+    (fraction_bits >= 23).then(|| digits.format_finite(value))
 }
 
 /// A string as `Debug` writes it: quoted, with escapes.
@@ -439,12 +507,12 @@ impl fmt::Display for Sources<'_> {
 /// Writes an event's fields as `,"name":value` pairs the way the JSON
 /// format's flattened visitor does: strings and `Debug` values as JSON
 /// strings, numbers and booleans as themselves.
-struct JsonFieldsVisitor<'w, 'a> {
-    out: &'w mut Writer<'a>,
+struct JsonFieldsVisitor<'w> {
+    out: &'w mut String,
     result: fmt::Result,
 }
 
-impl JsonFieldsVisitor<'_, '_> {
+impl JsonFieldsVisitor<'_> {
     /// Starts a `,"name":` entry; false after an error.
     fn start(&mut self, field: &Field) -> bool {
         if self.result.is_ok() {
@@ -458,7 +526,7 @@ impl JsonFieldsVisitor<'_, '_> {
     }
 }
 
-impl Visit for JsonFieldsVisitor<'_, '_> {
+impl Visit for JsonFieldsVisitor<'_> {
     plain_values!();
 
     fn record_str(&mut self, field: &Field, value: &str) {
@@ -469,17 +537,12 @@ impl Visit for JsonFieldsVisitor<'_, '_> {
 
     fn record_f64(&mut self, field: &Field, value: f64) {
         if self.start(field) {
-            // serde_json's own form of the number (`null` when not finite),
-            // so the line reads as it did; 32 bytes hold any f64's
-            // shortest form.
-            let mut bytes = [0u8; 32];
-            let mut rest = &mut bytes[..];
-            self.result = serde_json::to_writer(&mut rest, &value).map_err(|_| fmt::Error);
-            let written = 32 - rest.len();
-            if self.result.is_ok() {
-                self.result = std::str::from_utf8(&bytes[..written])
-                    .map_err(|_| fmt::Error)
-                    .and_then(|text| self.out.write_str(text));
+            // serde_json's own form of the number, which it takes from
+            // zmij, and `null` when it is not finite.
+            if value.is_finite() {
+                self.out.push_str(zmij::Buffer::new().format_finite(value));
+            } else {
+                self.out.push_str("null");
             }
         }
     }
@@ -776,6 +839,41 @@ mod tests {
             tries += 1;
             assert!(tries < 5, "{own} {stock}");
         }
+    }
+
+    #[test]
+    fn floats_written_as_decimals_read_as_debug_writes_them() {
+        const N: usize = 100_000;
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut values = vec![0.0, -0.0, 1e-4, -1e-4, 5.0, 0.1 + 0.2, 1e15 - 1.0, 999.999];
+        // Halfway between two shortest candidates: Debug and zmij differ.
+        for tie in [512.000_061_035_156_25, 19_035_519_972_062.812_5] {
+            assert_eq!(as_debug_writes(&mut zmij::Buffer::new(), tie), None);
+            values.push(tie);
+        }
+        for _ in 0..N {
+            // Any mantissa, binary exponents from 2^-15 to 2^50.
+            let bits = next();
+            let exponent = 1023 - 15 + (bits >> 52) % 66;
+            values.push(f64::from_bits(exponent << 52 | (bits & ((1 << 52) - 1))));
+            // Durations in milliseconds as the request line computes them.
+            let nanos = next() % 10_000_000_000;
+            values.push(std::time::Duration::from_nanos(nanos).as_secs_f64() * 1e3);
+        }
+        let mut checked = 0;
+        for value in values {
+            if let Some(own) = as_debug_writes(&mut zmij::Buffer::new(), value) {
+                assert_eq!(own, format!("{value:?}"));
+                checked += 1;
+            }
+        }
+        assert!(checked > N, "{checked}");
     }
 
     #[test]
