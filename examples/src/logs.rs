@@ -9,11 +9,12 @@
 //! ```
 
 use std::io::IsTerminal;
+use std::sync::OnceLock;
 
 use tracing_subscriber::fmt::format::JsonFields;
 use tracing_subscriber::EnvFilter;
 
-use crate::log_line::{JsonLines, TextLines};
+use crate::log_line::{JsonLines, RequestLines, TextLines};
 use crate::log_writer::LogWriterGuard;
 
 /// How log lines are written to standard error.
@@ -44,15 +45,22 @@ impl std::str::FromStr for LogFormat {
 /// and go through the bounded buffer of [`log_writer`](crate::log_writer),
 /// so no request waits for standard error; keep the returned guard until
 /// the end (dropping it writes what is buffered).
+///
+/// The request lines for that subscriber are then [`request_lines`].
 pub fn init(format: LogFormat) -> LogWriterGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let (writer, guard) = crate::log_writer::stderr();
+    let coloured = std::io::stderr().is_terminal();
+    let lines = RequestLines::new(writer.clone(), format).coloured(coloured);
+    // A second `init` finds the subscriber installed and panics below,
+    // as it always has; the first one's lines stay.
+    let _ = REQUEST_LINES.set(lines);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);
     match format {
         LogFormat::Text => builder
-            .with_ansi(std::io::stderr().is_terminal())
+            .with_ansi(coloured)
             .event_format(TextLines::default())
             .init(),
         // JsonLines leaves the event's module path out: the request line has a
@@ -65,3 +73,13 @@ pub fn init(format: LogFormat) -> LogWriterGuard {
     }
     guard
 }
+
+/// The request lines of the subscriber [`init`] installed, written
+/// straight into its buffer; `None` before `init`, when the request line
+/// is best left to `tracing` (the default of
+/// [`MediatorService`](mediator_transport_http::MediatorService)).
+pub fn request_lines() -> Option<RequestLines> {
+    REQUEST_LINES.get().cloned()
+}
+
+static REQUEST_LINES: OnceLock<RequestLines> = OnceLock::new();

@@ -82,6 +82,15 @@ impl TraceContext {
             .map(|t| &t[3..35])
     }
 
+    /// [`trace_id`](Self::trace_id) and [`parent_id`](Self::parent_id)
+    /// together, checking the `traceparent` once.
+    pub fn ids(&self) -> Option<(&str, &str)> {
+        self.traceparent
+            .as_deref()
+            .filter(|t| is_valid_traceparent(t))
+            .map(|t| (&t[3..35], &t[36..52]))
+    }
+
     /// The parent id of [`traceparent`](Self::traceparent) (the span that
     /// made the request), when it is valid.
     pub fn parent_id(&self) -> Option<&str> {

@@ -92,6 +92,12 @@ impl NodeKey {
         NodeKey::new(group, None::<String>)
     }
 
+    /// The key as text: `group/name`, or `group/` for the unnamed node,
+    /// as [`Display`](fmt::Display) writes it.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
     /// The group.
     pub fn group(&self) -> &str {
         &self.text[..self.group_end]

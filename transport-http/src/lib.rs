@@ -88,4 +88,5 @@ pub use client::{
 };
 pub use deliver::{HttpDelivery, HttpDeliveryConfig};
 pub use error::HttpError;
+pub use server::request_log::{self, RequestLog, RequestRecord, TracingRequestLog};
 pub use server::{HttpListener, MediatorService, MetricsAccess, TlsConfig};

@@ -1021,7 +1021,11 @@ where
         None => None,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let service = MediatorService::new(mediator.clone()).metrics_access(settings.metrics_access);
+    let mut service =
+        MediatorService::new(mediator.clone()).metrics_access(settings.metrics_access);
+    if let Some(lines) = logs::request_lines() {
+        service = service.request_log(lines);
+    }
     let mut server = tokio::spawn(listener.serve_with_shutdown(service, async {
         let _ = stopped.await;
     }));

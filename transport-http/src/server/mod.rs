@@ -100,6 +100,7 @@ mod entity;
 mod listener;
 mod metrics;
 mod reply;
+pub mod request_log;
 mod routes;
 mod service;
 mod throttle;

@@ -18,6 +18,7 @@ use tower_service::Service;
 
 use super::console::{ConsoleCx, Sessions};
 use super::metrics::{Metrics, MetricsAccess};
+use super::request_log::{RequestLog, TracingRequestLog};
 use super::routes;
 use super::throttle::LoginThrottle;
 
@@ -84,6 +85,7 @@ pub struct MediatorService {
     shared: Arc<Shared>,
     metrics_access: MetricsAccess,
     secure_cookies: bool,
+    request_log: Arc<dyn RequestLog>,
 }
 
 struct Shared {
@@ -115,6 +117,7 @@ impl MediatorService {
             }),
             metrics_access: MetricsAccess::default(),
             secure_cookies: false,
+            request_log: Arc::new(TracingRequestLog),
         }
     }
 
@@ -130,6 +133,13 @@ impl MediatorService {
     /// Who may read `GET /metrics` (default [`MetricsAccess::Open`]).
     pub fn metrics_access(mut self, access: MetricsAccess) -> Self {
         self.metrics_access = access;
+        self
+    }
+
+    /// Where the record of each answered request goes (default
+    /// [`TracingRequestLog`]: one `tracing` event per request).
+    pub fn request_log(mut self, log: impl RequestLog) -> Self {
+        self.request_log = Arc::new(log);
         self
     }
 
@@ -152,6 +162,7 @@ impl MediatorService {
             &self.shared.metrics,
             self.shared.console(self.secure_cookies),
             self.metrics_access,
+            &*self.request_log,
             request,
         )
         .await
@@ -192,12 +203,14 @@ where
         let shared = Arc::clone(&self.shared);
         let access = self.metrics_access;
         let secure = self.secure_cookies;
+        let request_log = Arc::clone(&self.request_log);
         ResponseFuture(Box::pin(async move {
             let response = routes::handle(
                 &shared.mediator,
                 &shared.metrics,
                 shared.console(secure),
                 access,
+                &*request_log,
                 request,
             )
             .await;

@@ -31,6 +31,7 @@ use super::console::{self, ConsoleCx};
 use super::credentials;
 use super::metrics::{Metrics, MetricsAccess, RouteLabel};
 use super::reply::{self, HttpResponse};
+use super::request_log::{RequestLog, RequestRecord};
 use super::service::{BoxError, RemoteAddr};
 use super::throttle::LoginThrottle;
 use crate::headers::{TRACEPARENT, X_REQUEST_ID};
@@ -58,6 +59,7 @@ pub(crate) async fn handle<B>(
     metrics: &Metrics,
     console: ConsoleCx<'_>,
     access: MetricsAccess,
+    request_log: &dyn RequestLog,
     request: Request<B>,
 ) -> HttpResponse
 where
@@ -90,33 +92,31 @@ where
     if let Ok(value) = HeaderValue::from_str(request_id) {
         response.headers_mut().insert(X_REQUEST_ID, value);
     }
-    let duration_ms = took.as_secs_f64() * 1e3;
-    macro_rules! request_line {
-        ($level:expr, $message:literal) => {
-            tracing::event!(
-                $level,
-                request_id,
-                trace_id = trace.trace_id(),
-                span_id = trace.parent_id(),
-                %method,
-                path = path.as_str(),
-                remote = remote.map(|a| tracing::field::display(RemoteText(a))),
-                sender = seen.sender.as_ref().map(|i| tracing::field::display(SenderName(i))),
-                target = target.map(tracing::field::display),
-                node = seen.node.as_deref(),
-                status,
-                duration_ms,
-                $message
-            )
-        };
-    }
-    if status >= 500 {
-        request_line!(tracing::Level::WARN, "request failed");
+    let (level, message) = if status >= 500 {
+        (tracing::Level::WARN, "request failed")
     } else if label == RouteLabel::Renew && status < 400 {
         // Every node renews every third of its lease: routine.
-        request_line!(tracing::Level::DEBUG, "request");
+        (tracing::Level::DEBUG, "request")
     } else {
-        request_line!(tracing::Level::INFO, "request");
+        (tracing::Level::INFO, "request")
+    };
+    if request_log.enabled(level) {
+        let ids = trace.ids();
+        request_log.record(&RequestRecord {
+            level,
+            message,
+            request_id,
+            trace_id: ids.map(|(trace_id, _)| trace_id),
+            span_id: ids.map(|(_, span_id)| span_id),
+            method: &method,
+            path: &path,
+            remote,
+            sender: seen.sender.as_ref().map(sender_name),
+            target,
+            node: seen.node.as_deref(),
+            status,
+            duration: took,
+        });
     }
     response
 }
@@ -320,80 +320,14 @@ where
     Ok((identity, body))
 }
 
-/// A caller's address as `SocketAddr`'s `Display` writes it. An IPv4
-/// address is put together in a buffer and handed over in one write:
-/// `Display` for it goes through `fmt` once per octet and once for the
-/// port, a seventh of what the request line costs.
-struct RemoteText(std::net::SocketAddr);
-
-impl std::fmt::Display for RemoteText {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let std::net::SocketAddr::V4(v4) = self.0 else {
-            return self.0.fmt(f);
-        };
-        let mut text = AddrText::default();
-        for (i, octet) in v4.ip().octets().into_iter().enumerate() {
-            if i > 0 {
-                text.byte(b'.');
-            }
-            text.number(u16::from(octet));
-        }
-        text.byte(b':');
-        text.number(v4.port());
-        f.write_str(text.as_str())
-    }
-}
-
-/// An IPv4 address and port being written: `255.255.255.255:65535` is
-/// the longest.
-#[derive(Default)]
-struct AddrText {
-    bytes: [u8; 21],
-    len: usize,
-}
-
-impl AddrText {
-    fn byte(&mut self, byte: u8) {
-        self.bytes[self.len] = byte;
-        self.len += 1;
-    }
-
-    fn number(&mut self, value: u16) {
-        let mut digits = [0u8; 5];
-        let mut at = digits.len();
-        let mut rest = value;
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (rest % 10) as u8;
-            rest /= 10;
-            if rest == 0 {
-                break;
-            }
-        }
-        for &digit in &digits[at..] {
-            self.byte(digit);
-        }
-    }
-
-    fn as_str(&self) -> &str {
-        // Only ASCII digits, dots and a colon are ever written.
-        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
-    }
-}
-
 /// A caller as the request log names it: its node, `admin`, `operator`
 /// or `unverified`.
-struct SenderName<'a>(&'a Identity);
-
-impl std::fmt::Display for SenderName<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let identity = self.0;
-        match (&identity.key, identity.verified, identity.admin) {
-            (Some(key), true, _) => key.fmt(f),
-            (None, true, true) => f.write_str("admin"),
-            (None, true, false) => f.write_str("operator"),
-            (_, false, _) => f.write_str("unverified"),
-        }
+fn sender_name(identity: &Identity) -> &str {
+    match (&identity.key, identity.verified, identity.admin) {
+        (Some(key), true, _) => key.as_str(),
+        (None, true, true) => "admin",
+        (None, true, false) => "operator",
+        (_, false, _) => "unverified",
     }
 }
 
@@ -508,34 +442,5 @@ fn json_object(body: &[u8]) -> Result<Map<String, Value>, HttpResponse> {
             "body",
             format!("must be JSON: {e}"),
         ))),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::net::SocketAddr;
-
-    use super::RemoteText;
-
-    #[test]
-    fn remote_addresses_read_as_their_display() {
-        let mut addresses: Vec<SocketAddr> = [
-            "0.0.0.0:0",
-            "127.0.0.1:50412",
-            "255.255.255.255:65535",
-            "10.0.9.100:8",
-            "[::1]:8080",
-            "[fe80::1%2]:443",
-        ]
-        .iter()
-        .map(|a| a.parse().expect("address"))
-        .collect();
-        for n in 0..2_000u32 {
-            let bits = n.wrapping_mul(2_654_435_761);
-            addresses.push(SocketAddr::from((bits.to_be_bytes(), (bits >> 7) as u16)));
-        }
-        for address in addresses {
-            assert_eq!(RemoteText(address).to_string(), address.to_string());
-        }
     }
 }

@@ -1,6 +1,7 @@
 //! Request paths: which route a path names, and with which parameters.
 
 use crate::server::metrics::RouteLabel;
+use crate::server::request_log::TargetName;
 
 /// How a forwarding route addresses its group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,33 +61,22 @@ impl Route<'_> {
     }
 }
 
-/// The target a forwarding route names, written as
-/// [`Target`](mediator_core::Target) writes it (`g/n`, `g/`, `g/*`, `g/?`),
-/// straight from the path: for the request log, valid or not.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct TargetName<'a> {
-    fan: Fan,
-    group: &'a str,
-    name: Option<&'a str>,
-}
-
-impl std::fmt::Display for TargetName<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.fan {
-            Fan::One => write!(f, "{}/{}", self.group, self.name.unwrap_or("")),
-            Fan::Many => write!(f, "{}/*", self.group),
-            Fan::Any => write!(f, "{}/?", self.group),
-        }
-    }
-}
-
 impl<'a> Route<'a> {
     /// The target of a forwarding route.
+    /// As [`Target`](mediator_core::Target) writes it (`g/n`, `g/`, `g/*`,
+    /// `g/?`), straight from the path: for the request log, valid or not.
     pub(super) fn target(&self) -> Option<TargetName<'a>> {
         match *self {
             Route::Forward {
                 fan, group, name, ..
-            } => Some(TargetName { fan, group, name }),
+            } => Some(TargetName {
+                group,
+                rest: match fan {
+                    Fan::One => name.unwrap_or(""),
+                    Fan::Many => "*",
+                    Fan::Any => "?",
+                },
+            }),
             _ => None,
         }
     }
