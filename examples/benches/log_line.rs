@@ -1,7 +1,8 @@
 //! The cost of one request line, from the event to the log writer's
 //! buffer: the stock tracing-subscriber formatters against the binary's
 //! own, text and JSON, with the request line's eleven fields, behind the
-//! binary's filter (`info`).
+//! binary's filter (`info`); and the same line from the typed record the
+//! binary writes itself (`RequestLines`).
 //!
 //! ```sh
 //! cargo bench -p mediator-examples --bench log_line
@@ -12,7 +13,10 @@
 use std::net::SocketAddr;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use mediator_examples::log_line::{stock_json, JsonLines, TextLines};
+use mediator_examples::log_line::{stock_json, JsonLines, RequestLines, TextLines};
+use mediator_examples::logs::LogFormat;
+use mediator_transport_http::request_log::TargetName;
+use mediator_transport_http::{RequestLog, RequestRecord};
 use mediator_examples::log_writer::{self, BufferedWriter};
 use tracing_subscriber::fmt::format::{DefaultFields, JsonFields};
 use tracing_subscriber::fmt::{FormatEvent, FormatFields};
@@ -81,6 +85,42 @@ fn formatters(c: &mut Criterion) {
         let dispatch = subscriber(writer);
         tracing::dispatcher::with_default(&dispatch, || {
             group.bench_function(name, |b| b.iter(|| request_line(remote, 0.4125)));
+        });
+        drop(guard);
+    }
+    let method = http::Method::POST;
+    let record = RequestRecord::new(
+        tracing::Level::INFO,
+        "request",
+        "8f3c2a1b9d4e4f60",
+        &method,
+        "/one/app/echo/x",
+        200,
+        std::time::Duration::from_nanos(412_517),
+    )
+    .with_trace("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7")
+    .with_remote(remote)
+    .with_sender("app/caller")
+    .with_target(TargetName {
+        group: "app",
+        rest: "echo",
+    })
+    .with_node("app/echo");
+    for (name, format) in [
+        ("text, record", LogFormat::Text),
+        ("json, record", LogFormat::Json),
+    ] {
+        let (writer, guard) = log_writer::to(std::io::sink());
+        let lines = RequestLines::new(writer.clone(), format);
+        let dispatch = dispatch(writer, DefaultFields::new(), TextLines::default());
+        tracing::dispatcher::with_default(&dispatch, || {
+            group.bench_function(name, |b| {
+                b.iter(|| {
+                    if lines.enabled(record.level) {
+                        lines.record(&record);
+                    }
+                })
+            });
         });
         drop(guard);
     }
