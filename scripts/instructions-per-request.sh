@@ -6,7 +6,9 @@
 # Kernel time (the socket calls) is not counted.
 #
 #   scripts/instructions-per-request.sh [MEDIATOR_BINARY] [REQUESTS]
+#   NODES=100000 scripts/instructions-per-request.sh   # with that many more nodes registered
 #
+# Nothing is counted until the nodes are registered and the warm-up is done.
 # Needs valgrind, curl and python3, and a release build of mediator-examples
 # (`mediator-bench` provides the echo node).
 set -euo pipefail
@@ -36,7 +38,7 @@ for _ in $(seq 50); do grep -q 'http://' echo.out && break; sleep 0.1; done
 echo_url="$(grep -o 'http://[0-9.:]*' echo.out | head -1)"
 
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" \
+valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$work/cg.out" \
   "$bin" serve --listen "127.0.0.1:$port" --store memory 2>mediator.log &
 mediator=$!
 pids+=($mediator)
@@ -71,7 +73,23 @@ if failures:
 EOF
 }
 
-load 200                                    # warm-up: pools, token memory
+# NODES other nodes in 100 groups, registered while nothing is counted.
+python3 - "$port" "$admin" "$echo_url" "${NODES:-0}" <<'EOF2'
+import http.client, sys, threading, json
+port, token, url, n = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
+def run(start, step):
+    conn = http.client.HTTPConnection("127.0.0.1", port)
+    for i in range(start, n, step):
+        body = json.dumps({"group": f"g{i % 100}", "name": f"n{i}", "url": url, "ttl": 86400})
+        conn.request("POST", "/register", body, {"authorization": "Bearer " + token, "content-type": "application/json"})
+        r = conn.getresponse(); r.read()
+        if r.status != 200: sys.exit(f"register failed {r.status}")
+threads = [threading.Thread(target=run, args=(k, 4)) for k in range(4)]
+for t in threads: t.start()
+for t in threads: t.join()
+EOF2
+callgrind_control -i on "$mediator" >/dev/null 2>&1  # instrument from here
+load 200
 callgrind_control -z "$mediator" >/dev/null 2>&1  # count from here
 load "$requests"
 callgrind_control -d "$mediator" >/dev/null 2>&1  # dump what was counted

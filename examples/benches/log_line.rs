@@ -14,10 +14,10 @@ use std::net::SocketAddr;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use mediator_examples::log_line::{stock_json, JsonLines, RequestLines, TextLines};
+use mediator_examples::log_writer::{self, BufferedWriter};
 use mediator_examples::logs::LogFormat;
 use mediator_transport_http::request_log::TargetName;
 use mediator_transport_http::{RequestLog, RequestRecord};
-use mediator_examples::log_writer::{self, BufferedWriter};
 use tracing_subscriber::fmt::format::{DefaultFields, JsonFields};
 use tracing_subscriber::fmt::{FormatEvent, FormatFields};
 use tracing_subscriber::EnvFilter;
