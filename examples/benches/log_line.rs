@@ -119,7 +119,7 @@ fn formatters(c: &mut Criterion) {
                     if lines.enabled(record.level) {
                         lines.record(&record);
                     }
-                })
+                });
             });
         });
         drop(guard);

@@ -139,19 +139,41 @@ impl fmt::Display for TargetName<'_> {
 /// Where request records go.
 ///
 /// ```
-/// use mediator_transport_http::{RequestLog, RequestRecord};
+/// use std::sync::{Arc, Mutex};
 ///
-/// /// Counts failed requests instead of writing lines.
-/// #[derive(Default)]
-/// struct Failures(std::sync::atomic::AtomicU64);
+/// use bytes::Bytes;
+/// use http_body_util::Empty;
+/// use mediator_core::{Authenticator, Mediator, MemoryRegistry};
+/// use mediator_transport_http::{MediatorService, RequestLog, RequestRecord};
+/// use tower_service::Service;
 ///
-/// impl RequestLog for Failures {
+/// /// Keeps the status and path of every request instead of writing lines.
+/// #[derive(Clone, Default)]
+/// struct Kept(Arc<Mutex<Vec<(u16, String)>>>);
+///
+/// impl RequestLog for Kept {
 ///     fn record(&self, record: &RequestRecord<'_>) {
-///         if record.status >= 500 {
-///             self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-///         }
+///         let entry = (record.status, record.path.to_owned());
+///         self.0.lock().expect("not poisoned").push(entry);
 ///     }
 /// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// let mediator = Mediator::builder()
+///     .registry(MemoryRegistry::new())
+///     .authenticator(Authenticator::hs256("a secret of at least 32 bytes!!!"))
+///     .build()?;
+/// let kept = Kept::default();
+/// let mut service = MediatorService::new(mediator).request_log(kept.clone());
+/// for path in ["/healthz", "/one/app/echo?x-jwt=secret"] {
+///     let request = http::Request::get(path).body(Empty::<Bytes>::new())?;
+///     service.call(request).await?;
+/// }
+/// let kept = kept.0.lock().expect("not poisoned").clone();
+/// // No token, so 401; the query (and the token in it) is not in the record.
+/// assert_eq!(kept, [(200, "/healthz".to_owned()), (401, "/one/app/echo".to_owned())]);
+/// # Ok(()) }
 /// ```
 pub trait RequestLog: Send + Sync + 'static {
     /// Whether a record at `level` is wanted; when not, none is built.
