@@ -102,3 +102,46 @@ fn unknown_paths_are_refused_with_the_known_ones_named() {
         "{stderr}"
     );
 }
+
+#[test]
+fn interleaved_paths_each_get_every_window_and_their_own_cpu() {
+    let output = Command::new(env!("CARGO_BIN_EXE_mediator-bench"))
+        .args([
+            "--duration",
+            "200ms",
+            "--warmup",
+            "100ms",
+            "--runs",
+            "3",
+            "--workloads",
+            "unicast-1k-1",
+            "--paths",
+            "direct,mediator-h1,mediator-h1-quiet",
+            "--interleave",
+            "--json",
+        ])
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("the harness runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "the run failed: {stderr}");
+    let report: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(report["interleaved"], true, "{report}");
+    let rows = report["rows"].as_array().expect("rows");
+    let paths: Vec<&str> = rows.iter().filter_map(|r| r["path"].as_str()).collect();
+    assert_eq!(paths, ["direct", "mediator-h1", "mediator-h1-quiet"]);
+    for row in rows {
+        assert_eq!(row["errors"], 0, "{row}");
+        // Three windows of 200 ms at one request in flight each.
+        assert!(row["requests"].as_u64().unwrap_or(0) >= 3, "{row}");
+        if row["path"] != "direct" {
+            // Counted over this path's own windows, one at a time.
+            let cpu = row["cpu_s_per_10k"].as_f64().expect("CPU");
+            assert!(cpu > 0.0, "{row}");
+        }
+    }
+    let direct = &rows[0];
+    assert!(direct["vs_direct"]
+        .as_f64()
+        .is_some_and(|r| (r - 1.0).abs() < 1e-9));
+}

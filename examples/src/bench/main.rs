@@ -45,6 +45,12 @@ pub(crate) struct Args {
     /// Measured windows per row; the table shows their medians.
     #[arg(long, default_value_t = 3)]
     pub(crate) runs: usize,
+    /// Measure the paths of each unicast workload in turns, one window of
+    /// each at a time, instead of one path's windows after another: a
+    /// machine whose speed drifts then moves every path alike, so ratios
+    /// of a few percent between paths hold.
+    #[arg(long)]
+    pub(crate) interleave: bool,
     /// Workloads to run, comma-separated [default: all]:
     /// unicast-1k-1, unicast-1k-64, unicast-1k-256, unicast-64k-16,
     /// broadcast-10-1, broadcast-10-16, broadcast-100-1, broadcast-100-16,

@@ -102,6 +102,8 @@ pub(crate) struct Report {
     pub(crate) warmup_s: f64,
     /// Measured windows per row.
     pub(crate) runs: usize,
+    /// Whether a unicast workload's paths were measured in turns.
+    pub(crate) interleaved: bool,
     /// The measured rows.
     pub(crate) rows: Vec<Row>,
     /// What was not measured.
@@ -138,13 +140,18 @@ impl Report {
     pub(crate) fn table(&self) -> String {
         let mut out = String::new();
         out.push_str(&format!(
-            "{} CPUs, {}, kernel {}; {} x {:.1} s per row after {:.1} s of warm-up (medians)\n",
+            "{} CPUs, {}, kernel {}; {} x {:.1} s per row after {:.1} s of warm-up (medians){}\n",
             self.machine.cpus,
             self.machine.cpu_model,
             self.machine.kernel,
             self.runs,
             self.window_s,
-            self.warmup_s
+            self.warmup_s,
+            if self.interleaved {
+                "; unicast paths in turns"
+            } else {
+                ""
+            }
         ));
         out.push_str(&format!(
             "{:<17} {:<18} {:>10} {:>11} {:>8} {:>8} {:>9} {:>8} {:>7} {:>7} {:>7} {:>7}\n",
@@ -235,6 +242,7 @@ mod tests {
             window_s: 1.0,
             warmup_s: 1.0,
             runs: 1,
+            interleaved: false,
             rows: vec![
                 row("w", "direct", 100.0, 1.0),
                 row("w", "nginx", 50.0, 2.0),

@@ -13,7 +13,7 @@ use mediator_transport_quic::QuicNodeClient;
 use tokio::process::Command;
 
 use crate::echo::{self, Clear};
-use crate::load::{self, Link, Load, Work};
+use crate::load::{self, Link, Load, Window, Work};
 use crate::procs::{self, Proc};
 use crate::report::{median, Machine, Report, Row, Skipped};
 use crate::Args;
@@ -194,6 +194,7 @@ pub(crate) async fn run(args: Args) -> Result<(), String> {
             window_s: args.duration.as_secs_f64(),
             warmup_s: args.warmup.as_secs_f64(),
             runs: args.runs,
+            interleaved: args.interleave,
             rows: Vec::new(),
             skipped: Vec::new(),
         },
@@ -621,6 +622,9 @@ impl Bench<'_> {
         nats: Option<&(Proc, String)>,
     ) -> Result<(), String> {
         let payload = body(size);
+        // With --interleave, every path's load is set up first and measured
+        // in turns below.
+        let mut in_turns = Vec::new();
         for path in paths {
             let echo_work = |route: &str| Work::Echo {
                 path: route.to_owned(),
@@ -730,12 +734,55 @@ impl Bench<'_> {
                 _ => continue,
             };
             let mut load = Load::new(links, work);
+            if self.args.interleave {
+                in_turns.push((*path, load, middle));
+                continue;
+            }
             let row = self
                 .measure(&mut load, workload, path, in_flight, size, 1, middle)
                 .await;
             self.push(row);
         }
+        for row in self
+            .measure_in_turns(&mut in_turns, workload, in_flight, size)
+            .await
+        {
+            self.push(row);
+        }
         Ok(())
+    }
+
+    /// [`measure`](Self::measure) for several paths at once: each warms
+    /// up, then the paths take turns, one window each, `runs` times. A
+    /// path's CPU counts its own windows only.
+    async fn measure_in_turns(
+        &self,
+        paths: &mut [(&str, Load, Option<&Proc>)],
+        workload: &str,
+        in_flight: usize,
+        size: usize,
+    ) -> Vec<Row> {
+        let mut tallies: Vec<Tally> = Vec::with_capacity(paths.len());
+        for (_, load, _) in paths.iter_mut() {
+            let mut tally = Tally::default();
+            tally.warm(load.window(self.args.warmup).await);
+            tallies.push(tally);
+        }
+        for _ in 0..self.args.runs {
+            for ((_, load, middle), tally) in paths.iter_mut().zip(&mut tallies) {
+                let before = middle.and_then(Proc::cpu_seconds);
+                let window = load.window(self.args.duration).await;
+                let after = middle.and_then(Proc::cpu_seconds);
+                tally.add(window, before.zip(after).map(|(b, a)| a - b));
+            }
+        }
+        paths
+            .iter()
+            .zip(tallies)
+            .map(|((path, _, middle), tally)| {
+                tally.row(workload, path, in_flight, size, 1, *middle)
+            })
+            .collect()
     }
 
     /// One caller identity per slot, as many independent services would
@@ -911,53 +958,15 @@ impl Bench<'_> {
         fanout: usize,
         middle: Option<&Proc>,
     ) -> Row {
-        let warm = load.window(self.args.warmup).await;
+        let mut tally = Tally::default();
+        tally.warm(load.window(self.args.warmup).await);
         let cpu_before = middle.and_then(Proc::cpu_seconds);
-        let mut rates = Vec::new();
-        let mut p50 = Vec::new();
-        let mut p99 = Vec::new();
-        let mut requests = 0;
-        let mut errors = warm.errors;
-        let mut first_error = warm.first_error;
         for _ in 0..self.args.runs {
-            let window = load.window(self.args.duration).await;
-            rates.push(window.rate());
-            p50.push(window.quantile_ms(0.50));
-            p99.push(window.quantile_ms(0.99));
-            requests += window.ok;
-            errors += window.errors;
-            if first_error.is_none() {
-                first_error = window.first_error;
-            }
+            tally.add(load.window(self.args.duration).await, None);
         }
         let cpu_after = middle.and_then(Proc::cpu_seconds);
-        let cpu_s_per_10k = match (cpu_before, cpu_after) {
-            (Some(before), Some(after)) if requests > 0 => {
-                Some((after - before) / requests as f64 * 10_000.0)
-            }
-            _ => None,
-        };
-        let req_per_s = median(rates);
-        Row {
-            workload: workload.to_owned(),
-            path: path.to_owned(),
-            in_flight,
-            body_bytes: size,
-            requests,
-            errors,
-            first_error,
-            req_per_s,
-            deliveries_per_s: req_per_s * fanout as f64,
-            p50_ms: median(p50),
-            p99_ms: median(p99),
-            cpu_s_per_10k,
-            peak_rss_mib: middle.and_then(Proc::peak_rss_mib),
-            registered_nodes: None,
-            vs_direct: None,
-            vs_nginx: None,
-            vs_nats: None,
-            p99_vs_nginx: None,
-        }
+        tally.cpu_s = cpu_before.zip(cpu_after).map(|(b, a)| a - b);
+        tally.row(workload, path, in_flight, size, fanout, middle)
     }
 }
 
@@ -1006,6 +1015,80 @@ fn which(name: &str) -> Option<std::path::PathBuf> {
         .map(|dir| Path::new(dir).join(name))
         .find(|candidate| candidate.is_file());
     found
+}
+
+/// The measured windows of one row, and the middle process's CPU over
+/// them.
+#[derive(Default)]
+struct Tally {
+    rates: Vec<f64>,
+    p50: Vec<f64>,
+    p99: Vec<f64>,
+    requests: u64,
+    errors: u64,
+    first_error: Option<String>,
+    /// CPU seconds over the measured windows; `None` when unknown.
+    cpu_s: Option<f64>,
+}
+
+impl Tally {
+    /// The warm-up window: only its errors count.
+    fn warm(&mut self, window: Window) {
+        self.errors += window.errors;
+        if self.first_error.is_none() {
+            self.first_error = window.first_error;
+        }
+    }
+
+    /// A measured window, with the middle process's CPU over it when
+    /// counted per window.
+    fn add(&mut self, window: Window, cpu_s: Option<f64>) {
+        self.rates.push(window.rate());
+        self.p50.push(window.quantile_ms(0.50));
+        self.p99.push(window.quantile_ms(0.99));
+        self.requests += window.ok;
+        self.warm(window);
+        if let Some(cpu_s) = cpu_s {
+            self.cpu_s = Some(self.cpu_s.unwrap_or(0.0) + cpu_s);
+        }
+    }
+
+    /// The row: medians of the windows, CPU per 10,000 requests.
+    fn row(
+        self,
+        workload: &str,
+        path: &str,
+        in_flight: usize,
+        size: usize,
+        fanout: usize,
+        middle: Option<&Proc>,
+    ) -> Row {
+        let cpu_s_per_10k = match self.cpu_s {
+            Some(cpu_s) if self.requests > 0 => Some(cpu_s / self.requests as f64 * 10_000.0),
+            _ => None,
+        };
+        let req_per_s = median(self.rates);
+        Row {
+            workload: workload.to_owned(),
+            path: path.to_owned(),
+            in_flight,
+            body_bytes: size,
+            requests: self.requests,
+            errors: self.errors,
+            first_error: self.first_error,
+            req_per_s,
+            deliveries_per_s: req_per_s * fanout as f64,
+            p50_ms: median(self.p50),
+            p99_ms: median(self.p99),
+            cpu_s_per_10k,
+            peak_rss_mib: middle.and_then(Proc::peak_rss_mib),
+            registered_nodes: None,
+            vs_direct: None,
+            vs_nginx: None,
+            vs_nats: None,
+            p99_vs_nginx: None,
+        }
+    }
 }
 
 #[cfg(test)]
