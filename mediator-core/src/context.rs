@@ -76,10 +76,7 @@ impl TraceContext {
 
     /// The trace id of [`traceparent`](Self::traceparent), when it is valid.
     pub fn trace_id(&self) -> Option<&str> {
-        self.traceparent
-            .as_deref()
-            .filter(|t| is_valid_traceparent(t))
-            .map(|t| &t[3..35])
+        self.ids().map(|(trace_id, _)| trace_id)
     }
 
     /// [`trace_id`](Self::trace_id) and [`parent_id`](Self::parent_id)
@@ -94,10 +91,7 @@ impl TraceContext {
     /// The parent id of [`traceparent`](Self::traceparent) (the span that
     /// made the request), when it is valid.
     pub fn parent_id(&self) -> Option<&str> {
-        self.traceparent
-            .as_deref()
-            .filter(|t| is_valid_traceparent(t))
-            .map(|t| &t[36..52])
+        self.ids().map(|(_, parent_id)| parent_id)
     }
 
     /// A trace context with a request id.

@@ -765,7 +765,7 @@ impl Bench<'_> {
         let mut tallies: Vec<Tally> = Vec::with_capacity(paths.len());
         for (_, load, _) in paths.iter_mut() {
             let mut tally = Tally::default();
-            tally.warm(load.window(self.args.warmup).await);
+            tally.count_errors(load.window(self.args.warmup).await);
             tallies.push(tally);
         }
         for _ in 0..self.args.runs {
@@ -959,7 +959,7 @@ impl Bench<'_> {
         middle: Option<&Proc>,
     ) -> Row {
         let mut tally = Tally::default();
-        tally.warm(load.window(self.args.warmup).await);
+        tally.count_errors(load.window(self.args.warmup).await);
         let cpu_before = middle.and_then(Proc::cpu_seconds);
         for _ in 0..self.args.runs {
             tally.add(load.window(self.args.duration).await, None);
@@ -1032,8 +1032,9 @@ struct Tally {
 }
 
 impl Tally {
-    /// The warm-up window: only its errors count.
-    fn warm(&mut self, window: Window) {
+    /// A window whose errors count and nothing else: the warm-up's, and
+    /// the errors part of every measured one.
+    fn count_errors(&mut self, window: Window) {
         self.errors += window.errors;
         if self.first_error.is_none() {
             self.first_error = window.first_error;
@@ -1047,7 +1048,7 @@ impl Tally {
         self.p50.push(window.quantile_ms(0.50));
         self.p99.push(window.quantile_ms(0.99));
         self.requests += window.ok;
-        self.warm(window);
+        self.count_errors(window);
         if let Some(cpu_s) = cpu_s {
             self.cpu_s = Some(self.cpu_s.unwrap_or(0.0) + cpu_s);
         }
