@@ -418,6 +418,29 @@ impl Error {
         }
     }
 
+    /// The message a caller is told: the error's own, but for a store's,
+    /// which says only that the store is unavailable (its driver's message
+    /// may name the database's host, port or user, which is the operator's
+    /// business, not a caller's: the log keeps it whole).
+    ///
+    /// ```
+    /// use mediator_core::{Error, StoreError};
+    ///
+    /// let lost = Error::Store(StoreError::new("can't connect to db.internal:3306", true));
+    /// assert!(!lost.public_message().contains("db.internal"));
+    /// let unknown = Error::UnknownTarget("users/api".into());
+    /// assert_eq!(unknown.public_message(), unknown.to_string());
+    /// ```
+    pub fn public_message(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            Error::Store(e) if e.is_temporary() => {
+                "the store is unavailable; try again shortly".into()
+            }
+            Error::Store(_) => "the store could not do this; the operator's log says why".into(),
+            other => other.to_string().into(),
+        }
+    }
+
     /// A short stable name for the error kind, for JSON bodies and metrics.
     pub fn kind(&self) -> &str {
         match self {

@@ -16,6 +16,8 @@
 //!   [`Deliver`] trait a transport implements to reach nodes whose endpoint
 //!   has its scheme;
 //! - [`record`]: every delivery reported once, whatever the transport;
+//!   [`request_log`]: every request's line, and the request counts of
+//!   transports without metrics of their own;
 //! - the [node] side of the protocol, which each transport's node client
 //!   binds to its wire;
 //! - the [`Cipher`] nodes seal payloads with, and [token auth](auth).
@@ -105,6 +107,7 @@
 #![warn(clippy::unwrap_used)]
 
 pub mod auth;
+pub mod budget;
 pub mod cipher;
 mod clock;
 pub mod context;
@@ -118,6 +121,7 @@ pub mod node;
 pub mod policy;
 pub mod record;
 pub mod registry;
+pub mod request_log;
 pub mod router;
 pub mod store_stats;
 #[cfg(feature = "testkit")]

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::{Authenticator, Identity, TokenMinter};
+use crate::budget::BodyBudget;
 use crate::clock::{Clock, SystemClock};
 use crate::context::{RequestContext, TraceContext};
 use crate::deliver::{Deliver, Deliverers};
@@ -17,6 +18,7 @@ use crate::policy::{
 };
 use crate::record::{DeliveryStats, Recorder};
 use crate::registry::Registry;
+use crate::request_log::TransportStats;
 use crate::router::{Deadline, DefaultRouter, Routed, Router, Routes, RoutingTable};
 use crate::store_stats::{StoreStats, TimedRegistry};
 use crate::time::Timestamp;
@@ -59,6 +61,11 @@ pub struct Limits {
     /// The most deliveries in flight at once for one caller (one node; the
     /// callers that name no node share one count). Default 1 000.
     pub max_in_flight_per_caller: usize,
+    /// The bytes of request bodies held in memory at once, every transport
+    /// together ([`BodyBudget`]); past it requests are refused with
+    /// [`Error::Overloaded`] (503). Default 256 MiB: 32 bodies at the
+    /// default `max_body`.
+    pub body_budget: usize,
 }
 
 impl Default for Limits {
@@ -72,6 +79,7 @@ impl Default for Limits {
             sweep_every: Duration::from_secs(5),
             max_in_flight: 10_000,
             max_in_flight_per_caller: 1_000,
+            body_budget: 256 * 1024 * 1024,
         }
     }
 }
@@ -353,6 +361,12 @@ impl MediatorBuilder {
             ));
         }
         let in_flight = InFlight::new(limits.max_in_flight, limits.max_in_flight_per_caller);
+        if limits.body_budget < limits.max_body {
+            return Err(Error::Config(
+                "the body budget must hold at least one body of max_body bytes".into(),
+            ));
+        }
+        let bodies = BodyBudget::new(limits.body_budget);
         let stats = Arc::new(DeliveryStats::default().with_clock(Arc::clone(&self.clock)));
         let mut recorders: Vec<Arc<dyn Recorder>> = vec![Arc::clone(&stats) as Arc<dyn Recorder>];
         recorders.extend(self.recorders);
@@ -383,6 +397,8 @@ impl MediatorBuilder {
                 store_stats,
                 evictions: AtomicU64::new(0),
                 in_flight,
+                bodies,
+                transports: TransportStats::default(),
                 limits,
                 instance: self.instance,
             }),
@@ -451,6 +467,8 @@ struct Inner {
     /// Nodes evicted by sweeps since start.
     evictions: AtomicU64,
     in_flight: InFlight,
+    bodies: BodyBudget,
+    transports: TransportStats,
     limits: Limits,
     instance: String,
 }
@@ -542,6 +560,18 @@ impl Mediator {
     /// Nodes evicted since start because their lease ran out.
     pub fn evictions(&self) -> u64 {
         self.inner.evictions.load(Ordering::Relaxed)
+    }
+
+    /// The budget every transport counts the request bodies it holds in
+    /// memory against ([`Limits::body_budget`]).
+    pub fn body_budget(&self) -> &BodyBudget {
+        &self.inner.bodies
+    }
+
+    /// The requests answered and nodes attached by the transports that
+    /// count them in the core (the QUIC listener), for the metrics.
+    pub fn transport_stats(&self) -> &TransportStats {
+        &self.inner.transports
     }
 
     /// Deliveries in flight now, over every caller (a broadcast counts
