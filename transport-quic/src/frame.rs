@@ -137,7 +137,7 @@ impl ReplyHead {
             status: e.status(),
             kind: Some(e.kind().to_owned()),
             fault: Some(e.fault().to_string()),
-            message: Some(e.to_string()),
+            message: Some(e.public_message().into_owned()),
             ..ReplyHead::default()
         }
     }

@@ -88,6 +88,14 @@
 //! "lease_until_ms", "instance"}`, or `{"status", "kind", "fault",
 //! "message"}` and closes the connection. The handshake and the hello
 //! together must finish within [`QuicLimits::handshake_timeout`] (5 s).
+//! The token must prove who holds it: one without `sub` (the original's
+//! kind, which an authenticator may accept with
+//! [`allow_tokens_without_sub`](mediator_core::Authenticator::allow_tokens_without_sub)
+//! for its HTTP children) is refused with `403 forbidden`, attaching or
+//! not, so it can never attach as a node and supersede it. An identity
+//! (the node key attached, else the token's `sub`) holding
+//! [`QuicLimits::max_connections_per_identity`] connections already (16)
+//! is refused with `429 too_many_connections`.
 //!
 //! **Delivery** (mediator to node): the mediator opens a bidirectional
 //! stream on the node's connection and sends `{"method", "path"
@@ -108,12 +116,39 @@
 //! The answer is `{"status", "node"}` and the node's sealed reply (a
 //! node's refusal keeps its status, kind and message), or the mediator's
 //! error `{"status", "kind", "fault", "message"}` without `node` (404
-//! unknown target, 403 forbidden, 413 too large, 502 node failed, 503 no
-//! node available, 504 deadline). For a broadcast (`g/*`) the answer is
+//! unknown target, 403 forbidden, 408 timeout, 413 too large, 502 node
+//! failed, 503 no node available or overloaded, 504 deadline). For a
+//! broadcast (`g/*`) the answer is
 //! `{"status": 200, "summary": {"asked", "answered", "failed",
 //! "timed_out"}, "results": [{"node", "id", "status", "answered", "len",
 //! "kind", "fault", "message"}]}` followed by the bodies of the results,
 //! concatenated, each `len` bytes.
+//!
+//! A call is held to what an HTTP request is held to:
+//!
+//! - `request_id` and `traceparent` are checked by
+//!   [`TraceContext::accept`](mediator_core::TraceContext::accept), as the
+//!   HTTP transport checks `x-request-id` and `traceparent`: a malformed or
+//!   overlong id is replaced by a new one, an invalid traceparent starts a
+//!   new trace. Nodes and the answer's `request_id` carry the checked id.
+//!   The path must be a URI path (`400 invalid` otherwise).
+//! - The header frame and the whole body must arrive within the mediator's
+//!   [`Limits::deadline`](mediator_core::Limits::deadline) from the
+//!   stream's opening, or the call is answered `408 timeout` (fault
+//!   `caller`) and the stream stopped.
+//! - The body is counted against the mediator's
+//!   [body budget](mediator_core::Mediator::body_budget) chunk by chunk as
+//!   it arrives, and held until its delivery ends: past the budget the
+//!   call is answered `503 overloaded` and reading stops.
+//! - Every call answered writes one request line, the one HTTP writes
+//!   (`INFO request`, `WARN request failed` for a 5xx; the method, the path
+//!   without its query, the peer, the sender, target, node, status,
+//!   duration, request id and trace ids) to the listener's
+//!   [`request_log`](QuicListener::request_log), and is counted in the
+//!   mediator's
+//!   [`TransportStats`](mediator_core::request_log::TransportStats) under
+//!   `transport="quic"`, which the HTTP transport's `/metrics` renders
+//!   beside its own requests, with the number of attached nodes.
 //!
 //! # Attachments and timeouts
 //!
@@ -150,7 +185,8 @@
 //! # Limits
 //!
 //! [`QuicLimits`]: the number of connections (more handshakes are
-//! refused), request streams open at once per connection (QUIC's own
+//! refused), the connections one identity may hold at once, request
+//! streams open at once per connection (QUIC's own
 //! stream limit, so a node flooding the mediator waits for its own
 //! streams and nobody else's), the header frame size and the handshake
 //! timeout. A client limits the deliveries open to it at once

@@ -1,19 +1,26 @@
 //! The mediator's side: accepting attachments and callers, and delivering
 //! to attached nodes over their connections.
 
+use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{Method, StatusCode};
+use mediator_core::budget::BodyReservation;
+use mediator_core::request_log::{
+    sender_name, RequestLog, RequestRecord, TargetName, TracingRequestLog,
+};
 use mediator_core::{
     async_trait, Credentials, Deliver, DeliverError, Endpoint, Envelope, Error, Identity, Limits,
     Mediator, Node, NodeId, NodeKey, Registration, Reply, RequestContext, Routed, Target,
     TraceContext,
 };
 use quinn::{Connection, ConnectionError, RecvStream, SendStream, VarInt};
+use tracing::Level;
 
 use crate::error::QuicError;
 use crate::frame::{
@@ -37,6 +44,20 @@ pub struct QuicLimits {
     /// How many connections (attached nodes and callers) may be open at
     /// once; further handshakes are refused. Default 10 000.
     pub max_connections: usize,
+    /// How many connections one identity may hold at once: the node key
+    /// an attaching connection registers, else the token's subject, else
+    /// (an operator's token without one) the token itself. A hello past
+    /// it is refused with `429 too_many_connections`; the count drops as
+    /// soon as one of the identity's connections closes.
+    ///
+    /// Default 16. A node needs one connection; a node reconnecting while
+    /// its old connection is still open, or a few processes sharing one
+    /// token, need a few more. Past that, more connections buy one
+    /// identity nothing but a larger share of
+    /// [`max_connections`](Self::max_connections) and of the memory each
+    /// connection holds, so one leaked or misbehaving token cannot crowd
+    /// every other node out.
+    pub max_connections_per_identity: usize,
     /// How many request streams one connection may have open at once
     /// (QUIC's stream limit: a node past it waits for one of its own
     /// streams to end, and nobody else does). Default 64.
@@ -61,6 +82,7 @@ impl Default for QuicLimits {
     fn default() -> Self {
         QuicLimits {
             max_connections: 10_000,
+            max_connections_per_identity: 16,
             max_streams: 64,
             max_header: DEFAULT_MAX_HEADER,
             handshake_timeout: Duration::from_secs(5),
@@ -78,6 +100,11 @@ struct Shared {
     max_body: OnceLock<usize>,
     max_header: usize,
     attached: Mutex<HashMap<NodeKey, Attachment>>,
+    /// Open connections past their hello, by identity.
+    identities: Mutex<HashMap<String, usize>>,
+    /// Keys the digest that stands for a token without a subject, so the
+    /// token itself is never kept.
+    token_hasher: RandomState,
 }
 
 impl Shared {
@@ -92,6 +119,53 @@ impl Shared {
             .get()
             .copied()
             .unwrap_or_else(|| Limits::default().max_body)
+    }
+
+    /// Counts one more connection of `who`, unless it holds `max` already.
+    fn take_slot(self: &Arc<Self>, who: String, max: usize) -> Result<IdentitySlot, Error> {
+        let mut identities = self
+            .identities
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let held = identities.entry(who.clone()).or_default();
+        if *held >= max {
+            return Err(Error::refused(
+                429,
+                "too_many_connections",
+                format!(
+                    "{who} already holds {max} connections to this mediator, the most one \
+                     identity may hold; close one before opening another"
+                ),
+            ));
+        }
+        *held += 1;
+        Ok(IdentitySlot {
+            shared: Arc::clone(self),
+            who,
+        })
+    }
+}
+
+/// One connection counted against its identity, given back when dropped
+/// (the connection closed, or its hello was refused after counting).
+struct IdentitySlot {
+    shared: Arc<Shared>,
+    who: String,
+}
+
+impl Drop for IdentitySlot {
+    fn drop(&mut self) {
+        let mut identities = self
+            .shared
+            .identities
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(held) = identities.get_mut(&self.who) {
+            *held = held.saturating_sub(1);
+            if *held == 0 {
+                identities.remove(&self.who);
+            }
+        }
     }
 }
 
@@ -112,6 +186,7 @@ pub struct QuicListener {
     fingerprint: String,
     limits: QuicLimits,
     shared: Arc<Shared>,
+    request_log: Arc<dyn RequestLog>,
 }
 
 impl std::fmt::Debug for QuicListener {
@@ -158,9 +233,39 @@ impl QuicListener {
                 max_body: OnceLock::new(),
                 max_header: limits.max_header,
                 attached: Mutex::new(HashMap::new()),
+                identities: Mutex::new(HashMap::new()),
+                token_hasher: RandomState::new(),
             }),
             limits,
+            request_log: Arc::new(TracingRequestLog),
         })
+    }
+
+    /// Where the request line of every call goes: by default one
+    /// `tracing` event per call ([`TracingRequestLog`]), the line the HTTP
+    /// transport writes for its requests.
+    ///
+    /// ```
+    /// use mediator_core::request_log::{RequestLog, RequestRecord};
+    /// use mediator_transport_quic::{QuicListener, ServerTls};
+    ///
+    /// struct Statuses;
+    /// impl RequestLog for Statuses {
+    ///     fn record(&self, record: &RequestRecord<'_>) {
+    ///         println!("{} {}", record.status, record.path);
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let tls = ServerTls::self_signed(&["localhost"])?;
+    /// let listener = QuicListener::bind("127.0.0.1:0".parse()?, &tls)?.request_log(Statuses);
+    /// # let _ = listener;
+    /// # Ok(()) }
+    /// ```
+    pub fn request_log(mut self, log: impl RequestLog) -> QuicListener {
+        self.request_log = Arc::new(log);
+        self
     }
 
     /// The address bound (useful after binding port 0).
@@ -236,6 +341,7 @@ impl QuicListener {
                 mediator: mediator.clone(),
                 shared: Arc::clone(&self.shared),
                 limits: self.limits.clone(),
+                request_log: Arc::clone(&self.request_log),
             };
             tokio::spawn(cx.run(incoming));
         }
@@ -249,6 +355,7 @@ struct ConnCx {
     mediator: Mediator,
     shared: Arc<Shared>,
     limits: QuicLimits,
+    request_log: Arc<dyn RequestLog>,
 }
 
 /// Who is on a connection, once its hello was accepted.
@@ -256,6 +363,94 @@ struct Session {
     identity: Identity,
     /// The key attached, with its registration, for attaching connections.
     attached: Option<(Registration, NodeId)>,
+    /// The connection's place in its identity's count, held while it
+    /// lives.
+    _slot: IdentitySlot,
+}
+
+/// The transport label of the calls counted in the mediator's
+/// [`TransportStats`](mediator_core::request_log::TransportStats).
+const TRANSPORT: &str = "quic";
+
+/// What a call's request line tells, learnt as the call is served.
+#[derive(Default)]
+struct CallSeen {
+    method: Option<Method>,
+    /// The path, without its query.
+    path: Option<String>,
+    target: Option<Target>,
+    /// The node that answered a unicast or any-of-group call.
+    node: Option<String>,
+}
+
+impl CallSeen {
+    /// The route the call is counted under, as HTTP names its own.
+    fn route(&self) -> &'static str {
+        match self.target {
+            Some(Target::One(_)) => "one",
+            Some(Target::Any(_)) => "any",
+            Some(Target::All(_)) => "many",
+            None => "other",
+        }
+    }
+}
+
+/// A target as the request line writes it.
+fn target_name(target: &Target) -> TargetName<'_> {
+    let (group, rest) = match target {
+        Target::One(key) => (key.group(), key.name().unwrap_or("")),
+        Target::All(group) => (group.as_str(), "*"),
+        Target::Any(group) => (group.as_str(), "?"),
+    };
+    TargetName { group, rest }
+}
+
+/// The answer to a call stream whose header or body did not arrive within
+/// the mediator's deadline.
+fn read_timeout(what: &str, deadline: Duration) -> Error {
+    Error::refused(
+        408,
+        "timeout",
+        format!(
+            "request {what} not received within {} ms",
+            deadline.as_millis()
+        ),
+    )
+}
+
+/// Reads a call's body to its end, chunk by chunk, counting it against the
+/// mediator's body budget as it arrives: `413` past `max`, `503
+/// overloaded` past the budget.
+async fn read_body(
+    recv: &mut RecvStream,
+    max: usize,
+    reservation: &mut BodyReservation,
+) -> Result<Bytes, Error> {
+    let mut chunks = Vec::new();
+    let mut len = 0usize;
+    while let Some(chunk) = recv
+        .read_chunk(usize::MAX, true)
+        .await
+        .map_err(|e| Error::invalid("body", format!("not received whole: {e}")))?
+    {
+        let more = chunk.bytes.len();
+        if len.saturating_add(more) > max {
+            return Err(Error::TooLarge { limit: max });
+        }
+        reservation.grow(more)?;
+        len += more;
+        chunks.push(chunk.bytes);
+    }
+    // One chunk is passed on as it came; several are joined once, into
+    // exactly the room they need.
+    if chunks.len() <= 1 {
+        return Ok(chunks.pop().unwrap_or_default());
+    }
+    let mut body = BytesMut::with_capacity(len);
+    for chunk in chunks {
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
 }
 
 impl ConnCx {
@@ -289,7 +484,7 @@ impl ConnCx {
                 return;
             }
         };
-        let session = match self.welcome(&connection, hello).await {
+        let session = match self.welcome(&connection, remote, hello).await {
             Ok((session, head)) => {
                 if answer(&mut send, &head, &[]).await.is_err() {
                     connection.close(VarInt::from_u32(close::DONE), b"hello not answered");
@@ -319,7 +514,7 @@ impl ConnCx {
                     Ok((send, recv)) => {
                         let cx = self.clone();
                         let identity = session.identity.clone();
-                        tokio::spawn(async move { cx.call(identity, send, recv).await });
+                        tokio::spawn(async move { cx.call(identity, remote, send, recv).await });
                     }
                     Err(e) => break e,
                 },
@@ -355,15 +550,49 @@ impl ConnCx {
     }
 
     /// Authenticates a hello and, for an attaching node, registers it.
+    ///
+    /// A token without `sub` (the original's kind, accepted only when the
+    /// authenticator allows it) is refused here: its holder is unproven,
+    /// and over QUIC it could attach as any node and supersede the real
+    /// one. The option is for the original's HTTP children only.
     async fn welcome(
         &self,
         connection: &Connection,
+        remote: SocketAddr,
         hello: Hello,
     ) -> Result<(Session, ReplyHead), Error> {
         let identity = self
             .mediator
             .authenticate(&Credentials::Bearer(&hello.token))?;
-        let Some(attach) = hello.attach else {
+        if !identity.verified {
+            tracing::warn!(
+                %remote,
+                "QUIC hello refused: the token has no sub, so it proves no identity; \
+                 such tokens are accepted for HTTP registration only"
+            );
+            return Err(Error::Forbidden(
+                "a token without sub names no node: it is accepted for HTTP registration only, \
+                 never over QUIC; use a token minted for the node"
+                    .into(),
+            ));
+        }
+        let key = match &hello.attach {
+            Some(attach) => Some(NodeKey::new(attach.group.clone(), attach.name.clone())?),
+            None => None,
+        };
+        // Counted before registering, so that a refused attachment never
+        // supersedes the connection it would have replaced.
+        let who = match (&key, &identity.key) {
+            (Some(key), _) | (None, Some(key)) => key.to_string(),
+            (None, None) => format!(
+                "token {:016x}",
+                self.shared.token_hasher.hash_one(&hello.token)
+            ),
+        };
+        let slot = self
+            .shared
+            .take_slot(who, self.limits.max_connections_per_identity)?;
+        let (Some(attach), Some(key)) = (hello.attach, key) else {
             let head = ReplyHead {
                 instance: Some(self.mediator.instance_id().to_owned()),
                 ..ReplyHead::ok()
@@ -372,11 +601,11 @@ impl ConnCx {
                 Session {
                     identity,
                     attached: None,
+                    _slot: slot,
                 },
                 head,
             ));
         };
-        let key = NodeKey::new(attach.group, attach.name)?;
         let registration = Registration::new(
             key.clone(),
             Endpoint::attached(self.mediator.instance_id())?,
@@ -387,12 +616,19 @@ impl ConnCx {
             .mediator
             .register(&identity, registration.clone())
             .await?;
-        let older = self.shared.lock().insert(
-            key.clone(),
-            Attachment {
-                connection: connection.clone(),
-            },
-        );
+        let older = {
+            let mut attached = self.shared.lock();
+            let older = attached.insert(
+                key.clone(),
+                Attachment {
+                    connection: connection.clone(),
+                },
+            );
+            self.mediator
+                .transport_stats()
+                .set_attached(TRANSPORT, attached.len());
+            older
+        };
         if let Some(older) = older {
             if older.connection.stable_id() != connection.stable_id() {
                 tracing::info!(node = %key, "a newer attachment replaces the older connection");
@@ -413,6 +649,7 @@ impl ConnCx {
             Session {
                 identity,
                 attached: Some((registration, node.id)),
+                _slot: slot,
             },
             head,
         ))
@@ -435,6 +672,9 @@ impl ConnCx {
                 .is_some_and(|a| a.connection.stable_id() == connection.stable_id());
             if ours {
                 attached.remove(key);
+                self.mediator
+                    .transport_stats()
+                    .set_attached(TRANSPORT, attached.len());
             }
             ours
         };
@@ -454,36 +694,78 @@ impl ConnCx {
         tracing::info!(node = %key, reason = %why, "detached: connection lost");
     }
 
-    /// Serves one request stream opened by a node.
-    async fn call(self, identity: Identity, mut send: SendStream, mut recv: RecvStream) {
-        let head: RequestHead = match read_frame(&mut recv, self.limits.max_header).await {
-            Ok(head) => head,
-            Err(FrameError::Closed(_)) => return,
-            Err(FrameError::TooLarge(len)) => {
-                let _ = recv.stop(VarInt::from_u32(0));
-                let e = Error::refused(
-                    431,
-                    "header_too_large",
-                    format!(
-                        "header frame of {len} bytes; the limit is {}",
-                        self.limits.max_header
-                    ),
-                );
-                let _ = answer(&mut send, &ReplyHead::error(&e), &[]).await;
-                return;
-            }
-            Err(e @ FrameError::Malformed(_)) => {
-                let _ = recv.stop(VarInt::from_u32(0));
-                let e = Error::invalid("header", e.to_string());
-                let _ = answer(&mut send, &ReplyHead::error(&e), &[]).await;
-                return;
-            }
+    /// Serves one request stream opened by a node, and writes its request
+    /// line.
+    ///
+    /// The header frame and the whole body must arrive within the
+    /// mediator's [`Limits::deadline`] from the stream's opening, or the
+    /// call is answered `408 timeout` and the stream stopped, as HTTP
+    /// answers a body that does not come.
+    async fn call(
+        self,
+        identity: Identity,
+        remote: SocketAddr,
+        mut send: SendStream,
+        mut recv: RecvStream,
+    ) {
+        let started = Instant::now();
+        let deadline = self.mediator.limits().deadline;
+        let read_by = tokio::time::Instant::now() + deadline;
+        let read = tokio::time::timeout_at(
+            read_by,
+            read_frame::<RequestHead>(&mut recv, self.limits.max_header),
+        )
+        .await;
+        let head = match read {
+            Ok(Ok(head)) => Ok(head),
+            // Nothing was asked: nothing to answer.
+            Ok(Err(FrameError::Closed(_))) => return,
+            Ok(Err(FrameError::TooLarge(len))) => Err(Error::refused(
+                431,
+                "header_too_large",
+                format!(
+                    "header frame of {len} bytes; the limit is {}",
+                    self.limits.max_header
+                ),
+            )),
+            Ok(Err(e @ FrameError::Malformed(_))) => Err(Error::invalid("header", e.to_string())),
+            Err(_) => Err(read_timeout("header", deadline)),
         };
-        let request_id = head.request_id.clone().unwrap_or_else(new_request_id);
-        let (reply, body) = match self.route(identity, head, &request_id, &mut recv).await {
+        // The caller's ids are checked as HTTP checks its headers: a bad
+        // request id is replaced, a bad traceparent restarts the trace.
+        let trace = match &head {
+            Ok(head) => {
+                TraceContext::accept(head.request_id.as_deref(), head.traceparent.as_deref())
+            }
+            Err(_) => TraceContext::accept(None, None),
+        };
+        let mut seen = CallSeen::default();
+        let routed = match head {
+            Ok(head) => {
+                self.route(&identity, head, &trace, &mut recv, read_by, &mut seen)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        let (reply, body) = match routed {
             Ok(answered) => answered,
-            Err(e) => (ReplyHead::error(&e), Bytes::new()),
+            Err(e) => {
+                // Whatever the caller still sends is not wanted.
+                let _ = recv.stop(VarInt::from_u32(0));
+                (ReplyHead::error(&e), Bytes::new())
+            }
         };
+        let status = reply.status;
+        let request_id = trace.request_id.clone().unwrap_or_default();
+        self.record(
+            &identity,
+            remote,
+            &seen,
+            &trace,
+            &request_id,
+            status,
+            started.elapsed(),
+        );
         let reply = ReplyHead {
             request_id: Some(request_id),
             ..reply
@@ -493,43 +775,104 @@ impl ConnCx {
         }
     }
 
+    /// Counts a call in the mediator's transport stats and writes its
+    /// request line: the fields HTTP writes for its requests, `-` for a
+    /// method or path a malformed header did not give.
+    // The call's parts, passed as they are rather than bundled for one call.
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &self,
+        identity: &Identity,
+        remote: SocketAddr,
+        seen: &CallSeen,
+        trace: &TraceContext,
+        request_id: &str,
+        status: u16,
+        took: Duration,
+    ) {
+        self.mediator
+            .transport_stats()
+            .request(TRANSPORT, seen.route(), status, took);
+        let (level, message) = if status >= 500 {
+            (Level::WARN, "request failed")
+        } else {
+            (Level::INFO, "request")
+        };
+        if !self.request_log.enabled(level) {
+            return;
+        }
+        let unknown;
+        let method = match &seen.method {
+            Some(method) => method,
+            None => {
+                unknown = Method::from_bytes(b"-").unwrap_or_default();
+                &unknown
+            }
+        };
+        let path = seen.path.as_deref().unwrap_or("-");
+        let mut record = RequestRecord::new(level, message, request_id, method, path, status, took)
+            .with_remote(remote)
+            .with_sender(sender_name(identity));
+        if let Some((trace_id, span_id)) = trace.ids() {
+            record = record.with_trace(trace_id, span_id);
+        }
+        if let Some(target) = &seen.target {
+            record = record.with_target(target_name(target));
+        }
+        if let Some(node) = &seen.node {
+            record = record.with_node(node);
+        }
+        self.request_log.record(&record);
+    }
+
     async fn route(
         &self,
-        identity: Identity,
+        identity: &Identity,
         head: RequestHead,
-        request_id: &str,
+        trace: &TraceContext,
         recv: &mut RecvStream,
+        read_by: tokio::time::Instant,
+        seen: &mut CallSeen,
     ) -> Result<(ReplyHead, Bytes), Error> {
         let target: Target = head.target.parse()?;
+        seen.target = Some(target.clone());
         let method = Method::from_bytes(head.method.as_bytes())
             .map_err(|_| Error::invalid("method", "not an HTTP method"))?;
-        if !head.path.starts_with('/') {
-            return Err(Error::invalid("path", "must start with /"));
-        }
-        let max_body = self.mediator.limits().max_body;
-        let body = match recv.read_to_end(max_body).await {
-            Ok(body) => body,
-            Err(quinn::ReadToEndError::TooLong) => {
-                let _ = recv.stop(VarInt::from_u32(0));
-                return Err(Error::TooLarge { limit: max_body });
-            }
-            Err(e) => return Err(Error::invalid("body", format!("not received whole: {e}"))),
+        seen.method = Some(method.clone());
+        // Held to what an HTTP caller's request line can carry, so that
+        // the path reaches an HTTP node as it was sent.
+        let path = head
+            .path
+            .parse::<http::uri::PathAndQuery>()
+            .ok()
+            .filter(|p| p.as_str().starts_with('/'))
+            .ok_or_else(|| Error::invalid("path", "must start with / and be a URI path"))?;
+        seen.path = Some(path.path().to_owned());
+        let limits = self.mediator.limits();
+        let mut reservation = self.mediator.body_budget().reserve();
+        let body = match tokio::time::timeout_at(
+            read_by,
+            read_body(recv, limits.max_body, &mut reservation),
+        )
+        .await
+        {
+            Ok(body) => body?,
+            Err(_) => return Err(read_timeout("body", limits.deadline)),
         };
         let mut envelope = Envelope::new(target, head.path, body);
         envelope.method = method;
-        let mut trace = TraceContext::default().with_request_id(request_id);
-        if let Some(traceparent) = head.traceparent {
-            trace = trace.with_traceparent(traceparent);
-        }
         let deadline = head.timeout_ms.map(Duration::from_millis);
-        match self
+        let routed = self
             .mediator
-            .route_with(&identity, envelope, deadline, trace)
-            .await?
-        {
+            .route_with(identity, envelope, deadline, trace.clone())
+            .await;
+        // The body was held until its delivery ended.
+        drop(reservation);
+        match routed? {
             Routed::One { node, reply } => {
                 let mut head = node_reply_head(reply.status, &reply.body);
                 head.node = Some(node.to_string());
+                seen.node = head.node.clone();
                 let body = if head.is_success() {
                     reply.body
                 } else {
@@ -618,10 +961,6 @@ fn node_reply_head(status: StatusCode, body: &[u8]) -> ReplyHead {
         message: Some(field("error").unwrap_or_else(|| String::from_utf8_lossy(body).into_owned())),
         ..ReplyHead::default()
     }
-}
-
-fn new_request_id() -> String {
-    format!("{:016x}", rand::random::<u64>())
 }
 
 /// Keeps an attached node's lease while its connection lives: the

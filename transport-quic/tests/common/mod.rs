@@ -151,3 +151,67 @@ pub async fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bo
     }
     check()
 }
+
+/// A raw connection to the listener, for frames the client never sends.
+pub async fn raw(hub: &Hub) -> quinn::Connection {
+    let mut endpoint =
+        quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
+    endpoint.set_default_client_config(
+        mediator_transport_quic::pinned_client_config(hub.listener.fingerprint()).expect("config"),
+    );
+    endpoint
+        .connect(hub.addr, "localhost")
+        .expect("connect")
+        .await
+        .expect("handshake")
+}
+
+/// A header frame: the 4-byte big-endian length, then the JSON.
+pub fn frame(json: &serde_json::Value) -> Vec<u8> {
+    let json = serde_json::to_vec(json).expect("json");
+    let mut out = u32::try_from(json.len())
+        .expect("small")
+        .to_be_bytes()
+        .to_vec();
+    out.extend_from_slice(&json);
+    out
+}
+
+/// A raw connection that said hello with `token` (caller only).
+pub async fn raw_caller(hub: &Hub, token: &str) -> quinn::Connection {
+    let connection = raw(hub).await;
+    let (head, _) = exchange(
+        &connection,
+        &frame(&serde_json::json!({ "token": token })),
+        true,
+    )
+    .await;
+    assert_eq!(head["status"], 200, "hello refused: {head}");
+    connection
+}
+
+/// Sends `bytes` on a new stream (and its end when `finish`), then reads
+/// the whole answer: its header frame as JSON, and the body after it.
+pub async fn exchange(
+    connection: &quinn::Connection,
+    bytes: &[u8],
+    finish: bool,
+) -> (serde_json::Value, Vec<u8>) {
+    let (mut send, mut recv) = connection.open_bi().await.expect("stream");
+    send.write_all(bytes).await.expect("sent");
+    if finish {
+        send.finish().expect("finish");
+    }
+    read_answer(&mut recv).await
+}
+
+/// Reads one whole answer from `recv`.
+pub async fn read_answer(recv: &mut quinn::RecvStream) -> (serde_json::Value, Vec<u8>) {
+    let all = tokio::time::timeout(Duration::from_secs(10), recv.read_to_end(1 << 24))
+        .await
+        .expect("answered in time")
+        .expect("answer read");
+    let len = u32::from_be_bytes(all[..4].try_into().expect("prefix")) as usize;
+    let head = serde_json::from_slice(&all[4..4 + len]).expect("answer head");
+    (head, all[4 + len..].to_vec())
+}
