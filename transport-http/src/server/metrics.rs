@@ -1,13 +1,14 @@
 //! The Prometheus exposition served at `GET /metrics`, encoded by
-//! `prometheus-client`: the service's own request counters, the
-//! mediator's delivery, store, eviction and in-flight figures read from the
-//! core at each scrape, the process's own resources, and the build.
+//! `prometheus-client`: the service's own request counters beside the
+//! requests other transports counted in the core, the mediator's delivery,
+//! store, eviction and in-flight figures read from the core at each
+//! scrape, the process's own resources, and the build.
 //!
-//! Recording happens on every request, so it takes a counter handle cached
-//! per route and status (created once, on the first such request) and one
+//! Recording happens on every request, so it takes a counter cached per
+//! route and status (created once, on the first such request) and one
 //! histogram observation: no label set is built per request.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use mediator_core::record::GroupDeliveries;
@@ -109,26 +110,33 @@ impl RouteLabel {
     }
 }
 
+/// The transport label of the requests this service answers.
+const HTTP: &str = "http";
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
+    transport: &'static str,
     route: &'static str,
     status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
+    transport: &'static str,
     route: &'static str,
 }
 
-type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
-
 /// The request metrics of one [`MediatorService`](super::MediatorService)
-/// and its clones, and the registry they and the process figures are
-/// encoded from.
+/// and its clones, and the registry the process figures are encoded from.
 pub(crate) struct Metrics {
     registry: Registry,
-    requests: Family<RequestLabels, Counter>,
-    /// `requests` handles, by route then status, made on first use.
+    requests: Arc<HttpRequests>,
+}
+
+/// The requests this service answered.
+#[derive(Debug)]
+struct HttpRequests {
+    /// `mediator_requests_total`, by route then status, made on first use.
     by_status: Box<[OnceLock<Counter>]>,
     /// `mediator_request_duration_seconds`, by route, made at start so
     /// that every route shows (at zero) from the first scrape.
@@ -144,26 +152,6 @@ impl std::fmt::Debug for Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::default();
-        let requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
-            "mediator_requests",
-            "Requests answered, by route and status",
-            requests.clone(),
-        );
-        let latency: Histograms<RouteLabels> =
-            Family::new_with_constructor(|| Histogram::new(BUCKETS));
-        registry.register(
-            "mediator_request_duration_seconds",
-            "Time from a request's arrival to its answer, by route",
-            latency.clone(),
-        );
-        let durations = RouteLabel::ALL.map(|route| {
-            latency
-                .get_or_create(&RouteLabels {
-                    route: route.as_str(),
-                })
-                .clone()
-        });
         let build = Family::<[(&'static str, &'static str); 1], Gauge>::default();
         build
             .get_or_create(&[("version", env!("CARGO_PKG_VERSION"))])
@@ -176,11 +164,12 @@ impl Default for Metrics {
         registry.register_collector(Box::new(ProcessCollector));
         Metrics {
             registry,
-            requests,
-            by_status: (0..RouteLabel::ALL.len() * STATUSES)
-                .map(|_| OnceLock::new())
-                .collect(),
-            durations,
+            requests: Arc::new(HttpRequests {
+                by_status: (0..RouteLabel::ALL.len() * STATUSES)
+                    .map(|_| OnceLock::new())
+                    .collect(),
+                durations: RouteLabel::ALL.map(|_| Histogram::new(BUCKETS)),
+            }),
         }
     }
 }
@@ -192,29 +181,26 @@ impl Metrics {
             .checked_sub(FIRST_STATUS)
             .map(usize::from)
             .filter(|&i| i < STATUSES)
-            .and_then(|i| self.by_status.get(route as usize * STATUSES + i))
+            .and_then(|i| self.requests.by_status.get(route as usize * STATUSES + i))
         {
-            slot.get_or_init(|| {
-                self.requests
-                    .get_or_create(&RequestLabels {
-                        route: route.as_str(),
-                        status,
-                    })
-                    .clone()
-            })
-            .inc();
+            slot.get_or_init(Counter::default).inc();
         }
-        self.durations[route as usize].observe(elapsed.as_secs_f64());
+        self.requests.durations[route as usize].observe(elapsed.as_secs_f64());
     }
 
     /// The Prometheus text exposition (format 0.0.4) of the request
-    /// metrics, the process and build figures, and `mediator`'s own: the
-    /// delivery series (only with `groups`, as they are labelled by group
-    /// name), the store calls, evictions, deliveries in flight and the
-    /// routing table's size.
+    /// metrics (this service's, `transport="http"`, and those other
+    /// transports counted in the core), the process and build figures, and
+    /// `mediator`'s own: the delivery series (only with `groups`, as they
+    /// are labelled by group name), the store calls, evictions, deliveries
+    /// in flight, the routing table's size and the attached nodes.
     pub(crate) fn render(&self, mediator: &Mediator, groups: bool) -> String {
         let mut out = String::with_capacity(16 * 1024);
         let mut scrape = Registry::default();
+        scrape.register_collector(Box::new(RequestCollector {
+            http: Arc::clone(&self.requests),
+            mediator: mediator.clone(),
+        }));
         scrape.register_collector(Box::new(MediatorCollector {
             mediator: mediator.clone(),
             groups,
@@ -223,6 +209,84 @@ impl Metrics {
         let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
         let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &scrape);
         out
+    }
+}
+
+/// The request families: this service's requests and those other
+/// transports (QUIC) counted in the core, in one family each, told apart
+/// by their `transport` label.
+struct RequestCollector {
+    http: Arc<HttpRequests>,
+    mediator: Mediator,
+}
+
+impl std::fmt::Debug for RequestCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestCollector").finish_non_exhaustive()
+    }
+}
+
+impl Collector for RequestCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
+        let others = self.mediator.transport_stats().requests();
+        let counted = self.http.by_status.iter().any(|slot| slot.get().is_some())
+            || others.iter().any(|counts| !counts.statuses.is_empty());
+        // Requests show from the first one answered: a family without a
+        // series would only say that none has been.
+        if counted {
+            let mut family = encoder.encode_descriptor(
+                "mediator_requests",
+                "Requests answered, by transport, route and status.",
+                None,
+                MetricType::Counter,
+            )?;
+            for (i, slot) in self.http.by_status.iter().enumerate() {
+                let Some(counter) = slot.get() else { continue };
+                let labels = RequestLabels {
+                    transport: HTTP,
+                    route: RouteLabel::ALL[i / STATUSES].as_str(),
+                    // Below 1000: the slots hold statuses 100 to 999.
+                    status: FIRST_STATUS + (i % STATUSES) as u16,
+                };
+                counter.encode(family.encode_family(&labels)?)?;
+            }
+            for counts in &others {
+                for &(status, count) in &counts.statuses {
+                    let labels = RequestLabels {
+                        transport: counts.transport,
+                        route: counts.route,
+                        status,
+                    };
+                    ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "mediator_request_duration_seconds",
+            "Time from a request's arrival to its answer, by transport and route.",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (route, histogram) in RouteLabel::ALL.iter().zip(&self.http.durations) {
+            let labels = RouteLabels {
+                transport: HTTP,
+                route: route.as_str(),
+            };
+            histogram.encode(family.encode_family(&labels)?)?;
+        }
+        for counts in &others {
+            let labels = RouteLabels {
+                transport: counts.transport,
+                route: counts.route,
+            };
+            encode_histogram(
+                family.encode_family(&labels)?,
+                counts.cumulative_buckets.iter().map(|&(bound, _)| bound),
+                counts.cumulative_buckets.iter().map(|&(_, seen)| seen),
+                counts.duration_sum,
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -270,7 +334,18 @@ impl Collector for MediatorCollector {
             "Registrations in this mediator's routing table.",
             None,
             MetricType::Gauge,
-        )?)
+        )?)?;
+        let mut family = encoder.encode_descriptor(
+            "mediator_attached_nodes",
+            "Nodes attached to this mediator instance over a live connection, by transport.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (transport, count) in self.mediator.transport_stats().attached() {
+            ConstGauge::new(count as u64)
+                .encode(family.encode_family(&[("transport", transport)])?)?;
+        }
+        Ok(())
     }
 }
 
@@ -469,17 +544,17 @@ mod tests {
         metrics.request(RouteLabel::One, 1000, Duration::from_secs(1));
         let text = metrics.render(&mediator(), true);
         for line in [
-            "mediator_requests_total{route=\"one\",status=\"200\"} 2",
-            "mediator_requests_total{route=\"one\",status=\"502\"} 1",
-            "mediator_request_duration_seconds_bucket{route=\"one\",le=\"0.001\"} 2",
-            "mediator_request_duration_seconds_bucket{route=\"one\",le=\"0.0025\"} 2",
-            "mediator_request_duration_seconds_bucket{route=\"one\",le=\"0.005\"} 3",
-            "mediator_request_duration_seconds_bucket{route=\"one\",le=\"1\"} 4",
-            "mediator_request_duration_seconds_bucket{route=\"one\",le=\"10\"} 4",
-            "mediator_request_duration_seconds_bucket{route=\"one\",le=\"+Inf\"} 5",
-            "mediator_request_duration_seconds_count{route=\"one\"} 5",
-            "mediator_request_duration_seconds_sum{route=\"one\"} 12.0045",
-            "mediator_request_duration_seconds_count{route=\"many\"} 0",
+            "mediator_requests_total{transport=\"http\",route=\"one\",status=\"200\"} 2",
+            "mediator_requests_total{transport=\"http\",route=\"one\",status=\"502\"} 1",
+            "mediator_request_duration_seconds_bucket{transport=\"http\",route=\"one\",le=\"0.001\"} 2",
+            "mediator_request_duration_seconds_bucket{transport=\"http\",route=\"one\",le=\"0.0025\"} 2",
+            "mediator_request_duration_seconds_bucket{transport=\"http\",route=\"one\",le=\"0.005\"} 3",
+            "mediator_request_duration_seconds_bucket{transport=\"http\",route=\"one\",le=\"1\"} 4",
+            "mediator_request_duration_seconds_bucket{transport=\"http\",route=\"one\",le=\"10\"} 4",
+            "mediator_request_duration_seconds_bucket{transport=\"http\",route=\"one\",le=\"+Inf\"} 5",
+            "mediator_request_duration_seconds_count{transport=\"http\",route=\"one\"} 5",
+            "mediator_request_duration_seconds_sum{transport=\"http\",route=\"one\"} 12.0045",
+            "mediator_request_duration_seconds_count{transport=\"http\",route=\"many\"} 0",
             "mediator_nodes 0",
             "mediator_evictions_total 0",
             "mediator_deliveries_in_flight 0",
@@ -487,6 +562,41 @@ mod tests {
             has(&text, line);
         }
         assert!(!text.contains("status=\"1000\""), "{text}");
+    }
+
+    #[test]
+    fn other_transports_requests_share_the_families() {
+        let mediator = mediator();
+        let metrics = Metrics::default();
+        metrics.request(RouteLabel::One, 200, Duration::from_millis(2));
+        let stats = mediator.transport_stats();
+        stats.request("quic", "one", 200, Duration::from_millis(2));
+        stats.request("quic", "one", 200, Duration::from_millis(20));
+        stats.request("quic", "many", 408, Duration::from_secs(1));
+        stats.set_attached("quic", 3);
+        let text = metrics.render(&mediator, false);
+        for line in [
+            "mediator_requests_total{transport=\"http\",route=\"one\",status=\"200\"} 1",
+            "mediator_requests_total{transport=\"quic\",route=\"one\",status=\"200\"} 2",
+            "mediator_requests_total{transport=\"quic\",route=\"many\",status=\"408\"} 1",
+            "mediator_request_duration_seconds_bucket{transport=\"quic\",route=\"one\",le=\"0.0025\"} 1",
+            "mediator_request_duration_seconds_bucket{transport=\"quic\",route=\"one\",le=\"+Inf\"} 2",
+            "mediator_request_duration_seconds_count{transport=\"quic\",route=\"one\"} 2",
+            "mediator_request_duration_seconds_sum{transport=\"quic\",route=\"one\"} 0.022",
+            "mediator_attached_nodes{transport=\"quic\"} 3",
+        ] {
+            has(&text, line);
+        }
+        for family in [
+            "mediator_requests_total",
+            "mediator_request_duration_seconds",
+        ] {
+            let declared = text
+                .lines()
+                .filter(|l| l.starts_with(&format!("# TYPE {family} ")))
+                .count();
+            assert_eq!(declared, 1, "{family} declared once in\n{text}");
+        }
     }
 
     #[test]

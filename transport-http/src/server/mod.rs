@@ -35,8 +35,8 @@
 //! | `ANY /token` | Basic admin login (`admin:<operator password>`) | `{"token", "verified": true, "exp"}` (admin, 9 h) |
 //! | `ANY /ping`, `GET /readyz` | anyone | `{"ok": true, "store": "up"}`; `503` when the store is down |
 //! | `GET /healthz` | anyone | `{"ok": true}` while the process runs |
-//! | `GET /metrics` | anyone | Prometheus text (`text/plain; version=0.0.4`): `mediator_requests_total{route,status}`, `mediator_request_duration_seconds{route}` (histogram, 1 ms … 10 s), `mediator_deliveries_total{group,outcome}`, `mediator_delivery_duration_seconds{group}` (histogram), `mediator_nodes` |
-//! | `GET /`, `/console/*` | admin (a console session, an admin token, or the Basic admin login) | the operator's console (see below); without credentials, the sign-in page with `401`; `403` for a node |
+//! | `GET /metrics` | anyone | Prometheus text (`text/plain; version=0.0.4`): `mediator_requests_total{transport,route,status}`, `mediator_request_duration_seconds{transport,route}` (histogram, 1 ms … 10 s), `mediator_deliveries_total{group,outcome}`, `mediator_delivery_duration_seconds{group}` (histogram), `mediator_nodes`, `mediator_attached_nodes{transport}` |
+//! | `GET /`, `/console/*` | admin (a console session, an admin token, or the Basic admin login) | only on the console's own service ([`MediatorService::console`]; `404` on the API's): the operator's console (see below); without credentials, the sign-in page with `401`; `403` for a node |
 //!
 //! Credentials are read from `Authorization: Bearer`, the `x-jwt` header,
 //! the `x-jwt` query parameter, then the `x-jwt` field of a JSON body; an
@@ -44,9 +44,24 @@
 //! [`Authenticate`](mediator_core::policy::Authenticate) policy (by default
 //! `admin:<operator password>` acts as the operator; the original's
 //! `admin:<secret>` only where the authenticator allows the secret as the
-//! password).
+//! password), and only where a Basic login is taken: `/token`,
+//! `/admin/*`, and the console's page and reads. Elsewhere (probes,
+//! `/metrics`, the nodes' routes, the console's actions) it is set aside
+//! unread, as if not sent. It is checked off the request threads, two at a
+//! time with 16 more waiting (past that `503 overloaded` with
+//! `Retry-After`), and every refused login counts in its address's backoff
+//! (`429` with `Retry-After` after five). `/token`'s `exp` is cut short to
+//! the login's own expiry, if the policy gives it one, and each token
+//! minted writes an audit line (target `mediator::audit`).
 //! A missing or bad one is `401` with `WWW-Authenticate: Bearer
-//! realm="mediator"`. A body above [`Limits::max_body`](mediator_core::Limits)
+//! realm="mediator"`. Credentials are checked from the request's head
+//! before any of its body is read: a bad one is refused at once, and a
+//! request whose head carries none has its body read only up to 64 KiB, to
+//! find a token there (past it: `401`, with nothing buffered). Every body
+//! held in memory counts against the mediator's
+//! [`BodyBudget`](mediator_core::budget::BodyBudget), all requests and
+//! transports together: past it, `503 overloaded` with `Retry-After`.
+//! A body above [`Limits::max_body`](mediator_core::Limits)
 //! is refused with `413` and the JSON error (kind `too_large`): on every
 //! route when its size is announced (`Content-Length`, or the size an
 //! in-process body reports), and on the routes that read a body as soon as
@@ -56,6 +71,17 @@
 //! epoch) or `x-mediator-timeout-ms`.
 //!
 //! # The console
+//!
+//! The console is a service of its own, [`MediatorService::console`], to
+//! be served on a listener of its own: a node's reply is relayed on the
+//! API's origin, so the console must live on another for no node's page,
+//! script or cookie to ever act as the console. Replies relayed from nodes
+//! are served with `content-security-policy: sandbox`,
+//! `x-content-type-options: nosniff` and `referrer-policy: no-referrer`,
+//! without the node's cookies, CORS, HSTS or reporting headers; a node's
+//! redirect is answered `502 node_redirect` (clients that follow it would
+//! send the caller's credentials there), an informational or out-of-range
+//! status `502 node_failed`.
 //!
 //! `GET /` serves the operator's console: a sign-in page, sessions in a
 //! strict cookie with an anti-forgery token for every action, a live list
@@ -72,7 +98,13 @@
 //! (a listener makes one): by route (`one`, `any`, `many`, `register`,
 //! `renew`, `remove`, `admin` — which includes the console —, `token`,
 //! and `other` for probes, `/metrics` and unknown paths) and status, with
-//! their latency from arrival to answer.
+//! their latency from arrival to answer, under `transport="http"`. The
+//! calls other transports answer (the QUIC listener's, under
+//! `transport="quic"`, routes `one`, `any`, `many` and `other` for a call
+//! refused before its target was read) are counted in the core's
+//! [`TransportStats`](mediator_core::request_log::TransportStats) and
+//! rendered in the same families; `mediator_attached_nodes{transport}` is
+//! the number of nodes attached to this instance over a live connection.
 //!
 //! Deliveries are not counted here: the core's router records each one
 //! (one per node asked, an any-of-group retry included) in the mediator's

@@ -51,8 +51,15 @@ pub(crate) fn error_body(message: &str, kind: &str, fault: Fault) -> Value {
 }
 
 /// A core error as a reply, with its own status and message.
+///
+/// A store's error is told as "unavailable" only: its driver's message may
+/// name the database's host, port or user, which is no caller's business
+/// (the log keeps it whole, and `/readyz` shows it to an admin).
 pub(crate) fn error(err: &Error) -> HttpResponse {
-    error_message(err, &err.to_string())
+    if let Error::Store(_) = err {
+        tracing::warn!(error = %mediator_core::error_chain(err), "a store call failed");
+    }
+    error_message(err, &err.public_message())
 }
 
 /// A core error's status, kind and fault with another message (the

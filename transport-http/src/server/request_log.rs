@@ -1,347 +1,51 @@
 //! The request line: what [`MediatorService`](super::MediatorService)
 //! tells of every request it answers, and where that goes.
 //!
+//! Every transport writes the same line, so its types live in the core
+//! ([`mediator_core::request_log`]) and are re-exported here unchanged.
+//!
 //! By default each request becomes one `tracing` event ([`TracingRequestLog`]),
 //! so it is filtered, formatted and written by whatever subscriber the
 //! process has. A [`RequestLog`] of your own receives the same record
 //! typed, which is for a process that writes its lines itself (the
 //! `mediator` binary does, for throughput) or sends them somewhere else.
+//!
+//! ```
+//! use std::sync::{Arc, Mutex};
+//!
+//! use bytes::Bytes;
+//! use http_body_util::Empty;
+//! use mediator_core::{Authenticator, Mediator, MemoryRegistry};
+//! use mediator_transport_http::{MediatorService, RequestLog, RequestRecord};
+//! use tower_service::Service;
+//!
+//! /// Keeps the status and path of every request instead of writing lines.
+//! #[derive(Clone, Default)]
+//! struct Kept(Arc<Mutex<Vec<(u16, String)>>>);
+//!
+//! impl RequestLog for Kept {
+//!     fn record(&self, record: &RequestRecord<'_>) {
+//!         let entry = (record.status, record.path.to_owned());
+//!         self.0.lock().expect("not poisoned").push(entry);
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! let mediator = Mediator::builder()
+//!     .registry(MemoryRegistry::new())
+//!     .authenticator(Authenticator::hs256("a secret of at least 32 bytes!!!"))
+//!     .build()?;
+//! let kept = Kept::default();
+//! let mut service = MediatorService::new(mediator).request_log(kept.clone());
+//! for path in ["/healthz", "/one/app/echo?x-jwt=secret"] {
+//!     let request = http::Request::get(path).body(Empty::<Bytes>::new())?;
+//!     service.call(request).await?;
+//! }
+//! let kept = kept.0.lock().expect("not poisoned").clone();
+//! // No token, so 401; the query (and the token in it) is not in the record.
+//! assert_eq!(kept, [(200, "/healthz".to_owned()), (401, "/one/app/echo".to_owned())]);
+//! # Ok(()) }
+//! ```
 
-use std::fmt;
-use std::net::SocketAddr;
-use std::time::Duration;
-
-use http::Method;
-use tracing::Level;
-
-/// The target of the request line's `tracing` event, as its text line
-/// shows it: `INFO mediator_transport_http::server::routes: request ...`.
-pub const REQUEST_TARGET: &str = "mediator_transport_http::server::routes";
-
-/// One answered request, as its log line tells it. Tokens are never in
-/// it: the path is without its query, and the sender is its verified name.
-#[derive(Debug, Clone, Copy)]
-#[non_exhaustive]
-pub struct RequestRecord<'a> {
-    /// `WARN` for a 5xx answer, `DEBUG` for a routine renewal, else `INFO`.
-    pub level: Level,
-    /// `request`, or `request failed` for a 5xx answer.
-    pub message: &'static str,
-    /// The caller's `x-request-id` when well-formed, else a new one.
-    pub request_id: &'a str,
-    /// The W3C trace id, continued or started.
-    pub trace_id: Option<&'a str>,
-    /// The parent id passed on to nodes.
-    pub span_id: Option<&'a str>,
-    /// The request's method.
-    pub method: &'a Method,
-    /// The path, without its query.
-    pub path: &'a str,
-    /// The peer, when the server said who it is ([`RemoteAddr`](super::RemoteAddr)).
-    pub remote: Option<SocketAddr>,
-    /// The caller: its node (`group/name`), `admin`, `operator` or
-    /// `unverified`; none when no credential was looked at.
-    pub sender: Option<&'a str>,
-    /// The forwarding target, as the path names it.
-    pub target: Option<TargetName<'a>>,
-    /// The node that answered a unicast or any-of-group request.
-    pub node: Option<&'a str>,
-    /// The answer's status.
-    pub status: u16,
-    /// From the request's arrival to its answer.
-    pub duration: Duration,
-}
-
-impl<'a> RequestRecord<'a> {
-    /// A record without the fields that may be absent; add those with the
-    /// `with_` methods.
-    pub fn new(
-        level: Level,
-        message: &'static str,
-        request_id: &'a str,
-        method: &'a Method,
-        path: &'a str,
-        status: u16,
-        duration: Duration,
-    ) -> Self {
-        RequestRecord {
-            level,
-            message,
-            request_id,
-            trace_id: None,
-            span_id: None,
-            method,
-            path,
-            remote: None,
-            sender: None,
-            target: None,
-            node: None,
-            status,
-            duration,
-        }
-    }
-
-    /// With the trace id and the parent id passed on.
-    pub fn with_trace(mut self, trace_id: &'a str, span_id: &'a str) -> Self {
-        self.trace_id = Some(trace_id);
-        self.span_id = Some(span_id);
-        self
-    }
-
-    /// With the peer's address.
-    pub fn with_remote(mut self, remote: SocketAddr) -> Self {
-        self.remote = Some(remote);
-        self
-    }
-
-    /// With the caller's name.
-    pub fn with_sender(mut self, sender: &'a str) -> Self {
-        self.sender = Some(sender);
-        self
-    }
-
-    /// With the forwarding target.
-    pub fn with_target(mut self, target: TargetName<'a>) -> Self {
-        self.target = Some(target);
-        self
-    }
-
-    /// With the node that answered.
-    pub fn with_node(mut self, node: &'a str) -> Self {
-        self.node = Some(node);
-        self
-    }
-
-    /// The duration in milliseconds, as the line writes it.
-    pub fn duration_ms(&self) -> f64 {
-        self.duration.as_secs_f64() * 1e3
-    }
-}
-
-/// A forwarding target as the request line writes it: `group/name`,
-/// `group/` (the unnamed node), `group/*` (all) or `group/?` (any).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TargetName<'a> {
-    /// The group, as the path spells it.
-    pub group: &'a str,
-    /// What follows the slash: the name, empty, `*` or `?`.
-    pub rest: &'a str,
-}
-
-impl fmt::Display for TargetName<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.group)?;
-        f.write_str("/")?;
-        f.write_str(self.rest)
-    }
-}
-
-/// Where request records go.
-///
-/// ```
-/// use std::sync::{Arc, Mutex};
-///
-/// use bytes::Bytes;
-/// use http_body_util::Empty;
-/// use mediator_core::{Authenticator, Mediator, MemoryRegistry};
-/// use mediator_transport_http::{MediatorService, RequestLog, RequestRecord};
-/// use tower_service::Service;
-///
-/// /// Keeps the status and path of every request instead of writing lines.
-/// #[derive(Clone, Default)]
-/// struct Kept(Arc<Mutex<Vec<(u16, String)>>>);
-///
-/// impl RequestLog for Kept {
-///     fn record(&self, record: &RequestRecord<'_>) {
-///         let entry = (record.status, record.path.to_owned());
-///         self.0.lock().expect("not poisoned").push(entry);
-///     }
-/// }
-///
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-/// let mediator = Mediator::builder()
-///     .registry(MemoryRegistry::new())
-///     .authenticator(Authenticator::hs256("a secret of at least 32 bytes!!!"))
-///     .build()?;
-/// let kept = Kept::default();
-/// let mut service = MediatorService::new(mediator).request_log(kept.clone());
-/// for path in ["/healthz", "/one/app/echo?x-jwt=secret"] {
-///     let request = http::Request::get(path).body(Empty::<Bytes>::new())?;
-///     service.call(request).await?;
-/// }
-/// let kept = kept.0.lock().expect("not poisoned").clone();
-/// // No token, so 401; the query (and the token in it) is not in the record.
-/// assert_eq!(kept, [(200, "/healthz".to_owned()), (401, "/one/app/echo".to_owned())]);
-/// # Ok(()) }
-/// ```
-pub trait RequestLog: Send + Sync + 'static {
-    /// Whether a record at `level` is wanted; when not, none is built.
-    /// By default every one is.
-    fn enabled(&self, level: Level) -> bool {
-        let _ = level;
-        true
-    }
-
-    /// Called once per answered request whose level is
-    /// [`enabled`](Self::enabled), after its answer is built.
-    fn record(&self, record: &RequestRecord<'_>);
-}
-
-/// Whether the process's `tracing` subscriber takes a request line at
-/// `level`: its filter (`RUST_LOG`) asked about [`REQUEST_TARGET`].
-pub fn tracing_enabled(level: Level) -> bool {
-    match level {
-        Level::ERROR => tracing::enabled!(target: REQUEST_TARGET, Level::ERROR),
-        Level::WARN => tracing::enabled!(target: REQUEST_TARGET, Level::WARN),
-        Level::INFO => tracing::enabled!(target: REQUEST_TARGET, Level::INFO),
-        Level::DEBUG => tracing::enabled!(target: REQUEST_TARGET, Level::DEBUG),
-        Level::TRACE => tracing::enabled!(target: REQUEST_TARGET, Level::TRACE),
-    }
-}
-
-/// The default [`RequestLog`]: one `tracing` event per request, with target
-/// [`REQUEST_TARGET`], at the record's level, with the record's fields
-/// (`request_id`, `trace_id`, `span_id`, `method`, `path`, `remote`,
-/// `sender`, `target`, `node`, `status`, `duration_ms`; absent ones left
-/// out).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TracingRequestLog;
-
-impl RequestLog for TracingRequestLog {
-    fn enabled(&self, level: Level) -> bool {
-        tracing_enabled(level)
-    }
-
-    fn record(&self, record: &RequestRecord<'_>) {
-        macro_rules! line {
-            ($level:expr) => {
-                tracing::event!(
-                    target: "mediator_transport_http::server::routes",
-                    $level,
-                    request_id = record.request_id,
-                    trace_id = record.trace_id,
-                    span_id = record.span_id,
-                    method = %record.method,
-                    path = record.path,
-                    remote = record.remote.map(|a| tracing::field::display(RemoteText(a))),
-                    sender = record.sender.map(tracing::field::display),
-                    target = record.target.map(tracing::field::display),
-                    node = record.node,
-                    status = record.status,
-                    duration_ms = record.duration_ms(),
-                    "{}",
-                    record.message
-                )
-            };
-        }
-        match record.level {
-            Level::ERROR => line!(Level::ERROR),
-            Level::WARN => line!(Level::WARN),
-            Level::INFO => line!(Level::INFO),
-            Level::DEBUG => line!(Level::DEBUG),
-            Level::TRACE => line!(Level::TRACE),
-        }
-    }
-}
-
-/// A caller's address as `SocketAddr`'s `Display` writes it. An IPv4
-/// address is put together in a buffer and handed over in one write:
-/// `Display` for it goes through `fmt` once per octet and once for the
-/// port.
-pub struct RemoteText(pub SocketAddr);
-
-impl RemoteText {
-    /// An IPv4 address and port as text without `fmt`; `None` for IPv6.
-    pub fn v4(&self) -> Option<AddrText> {
-        let SocketAddr::V4(v4) = self.0 else {
-            return None;
-        };
-        let mut text = AddrText::default();
-        for (i, octet) in v4.ip().octets().into_iter().enumerate() {
-            if i > 0 {
-                text.byte(b'.');
-            }
-            text.number(u16::from(octet));
-        }
-        text.byte(b':');
-        text.number(v4.port());
-        Some(text)
-    }
-}
-
-impl fmt::Display for RemoteText {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.v4() {
-            Some(text) => f.write_str(text.as_str()),
-            None => self.0.fmt(f),
-        }
-    }
-}
-
-/// An IPv4 address and port as text: `255.255.255.255:65535` is the
-/// longest.
-#[derive(Debug, Default)]
-pub struct AddrText {
-    bytes: [u8; 21],
-    len: usize,
-}
-
-impl AddrText {
-    fn byte(&mut self, byte: u8) {
-        self.bytes[self.len] = byte;
-        self.len += 1;
-    }
-
-    fn number(&mut self, value: u16) {
-        let mut digits = [0u8; 5];
-        let mut at = digits.len();
-        let mut rest = value;
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (rest % 10) as u8;
-            rest /= 10;
-            if rest == 0 {
-                break;
-            }
-        }
-        for &digit in &digits[at..] {
-            self.byte(digit);
-        }
-    }
-
-    /// The text.
-    pub fn as_str(&self) -> &str {
-        // Only ASCII digits, dots and a colon are ever written.
-        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::net::SocketAddr;
-
-    use super::RemoteText;
-
-    #[test]
-    fn remote_addresses_read_as_their_display() {
-        let mut addresses: Vec<SocketAddr> = [
-            "0.0.0.0:0",
-            "127.0.0.1:50412",
-            "255.255.255.255:65535",
-            "10.0.9.100:8",
-            "[::1]:8080",
-            "[fe80::1%2]:443",
-        ]
-        .iter()
-        .map(|a| a.parse().expect("address"))
-        .collect();
-        for n in 0..2_000u32 {
-            let bits = n.wrapping_mul(2_654_435_761);
-            addresses.push(SocketAddr::from((bits.to_be_bytes(), (bits >> 7) as u16)));
-        }
-        for address in addresses {
-            assert_eq!(RemoteText(address).to_string(), address.to_string());
-        }
-    }
-}
+pub use mediator_core::request_log::*;

@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -13,6 +13,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
+use mediator_core::policy::IpNetwork;
 use mediator_core::Mediator;
 use tower_service::Service;
 
@@ -25,8 +26,9 @@ use super::throttle::LoginThrottle;
 /// The error type of bodies the service accepts and returns.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The mediator's whole HTTP API (every route in the [module
-/// docs](crate::server)) as a [`tower_service::Service`], so it can be
+/// The mediator's HTTP API (every route in the [module
+/// docs](crate::server) but the console's, which [`console`](Self::console)
+/// serves apart) as a [`tower_service::Service`], so it can be
 /// served by [`HttpListener`](super::HttpListener) or mounted in a hyper or
 /// axum server of your own.
 ///
@@ -39,7 +41,7 @@ pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// # Paths
 ///
 /// The service routes on the request's path as it receives it: `/healthz`,
-/// `/one/users/api/lookup`, `/` for the console. Mounted under a prefix,
+/// `/one/users/api/lookup`, `/` for the console service. Mounted under a prefix,
 /// the server in front must strip it, as axum's
 /// `Router::nest_service("/mediator", service)` does (a request for
 /// `/mediator/healthz` reaches the service as `/healthz`, and one for
@@ -86,6 +88,54 @@ pub struct MediatorService {
     metrics_access: MetricsAccess,
     secure_cookies: bool,
     request_log: Arc<dyn RequestLog>,
+    front: Front,
+}
+
+/// Which of the mediator's faces a service shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Surface {
+    /// The API, probes and metrics: what nodes and callers use.
+    Api,
+    /// The operator's console, and `/healthz`.
+    Console,
+}
+
+/// What a service knows of where it is served: which face it shows, and
+/// which peers are proxies whose `X-Forwarded-For` it believes.
+#[derive(Clone, Debug)]
+pub(crate) struct Front {
+    pub(crate) surface: Surface,
+    pub(crate) trusted_proxies: Arc<[IpNetwork]>,
+}
+
+impl Front {
+    /// The client a request came from: the peer, or, when the peer is a
+    /// trusted proxy, the last address in `X-Forwarded-For` that is not
+    /// one (the proxies append; what a client wrote itself stands before
+    /// them and is never believed).
+    pub(crate) fn client(&self, peer: SocketAddr, headers: &http::HeaderMap) -> SocketAddr {
+        let trusted = |ip: IpAddr| self.trusted_proxies.iter().any(|n| n.contains(ip));
+        if self.trusted_proxies.is_empty() || !trusted(peer.ip()) {
+            return peer;
+        }
+        let forwarded = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .collect::<Vec<_>>();
+        for hop in forwarded.iter().rev() {
+            match hop.parse::<IpAddr>() {
+                Ok(ip) if trusted(ip) => continue,
+                Ok(ip) => return SocketAddr::new(ip, 0),
+                // A hop no proxy of ours wrote: the chain cannot be
+                // followed past it, so the nearest proxy is the client.
+                Err(_) => return peer,
+            }
+        }
+        peer
+    }
 }
 
 struct Shared {
@@ -118,13 +168,67 @@ impl MediatorService {
             metrics_access: MetricsAccess::default(),
             secure_cookies: false,
             request_log: Arc::new(TracingRequestLog),
+            front: Front {
+                surface: Surface::Api,
+                trusted_proxies: Arc::from(Vec::new()),
+            },
         }
     }
 
-    /// Whether the console's session cookie is marked `Secure` (sent only
-    /// over HTTPS). [`HttpListener`](super::HttpListener) turns it on when
-    /// it serves TLS; turn it on yourself when your own server puts TLS in
-    /// front of this service.
+    /// The operator's console (`/`, `/console/...`, and `/healthz`) as a
+    /// service of its own, sharing this one's sessions, login backoff and
+    /// settings, to be served on a listener of its own.
+    ///
+    /// The API service answers `404` for the console's paths: a node's
+    /// reply is served on the API's origin, so the console must live on
+    /// another one (another port or host) for no node's page, script or
+    /// cookie ever to act as the console.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http_body_util::Empty;
+    /// use mediator_core::{Authenticator, Mediator, MemoryRegistry};
+    /// use mediator_transport_http::MediatorService;
+    /// use tower_service::Service;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// let mediator = Mediator::builder()
+    ///     .registry(MemoryRegistry::new())
+    ///     .authenticator(Authenticator::hs256("a secret of at least 32 bytes!!!"))
+    ///     .build()?;
+    /// let mut api = MediatorService::new(mediator);
+    /// let mut console = api.console();
+    ///
+    /// let page = || http::Request::get("/").body(Empty::<Bytes>::new());
+    /// assert_eq!(api.call(page()?).await?.status(), 404);
+    /// // The sign-in page, until someone signs in.
+    /// assert_eq!(console.call(page()?).await?.status(), 401);
+    /// # Ok(()) }
+    /// ```
+    pub fn console(&self) -> MediatorService {
+        let mut console = self.clone();
+        console.front.surface = Surface::Console;
+        console
+    }
+
+    /// Peers whose `X-Forwarded-For` is believed (default none): a request
+    /// from one of these networks is taken to come from the last address
+    /// the header names that is not itself a trusted proxy, for the login
+    /// backoff and the request line. Without it, every client behind a
+    /// proxy shares the proxy's address, and five bad logins through it
+    /// would lock the right password out for everyone.
+    pub fn trusted_proxies(mut self, networks: impl IntoIterator<Item = IpNetwork>) -> Self {
+        self.front.trusted_proxies = networks.into_iter().collect();
+        self
+    }
+
+    /// Whether the service is reached over HTTPS: the console's session
+    /// cookie is then marked `Secure` (sent only over HTTPS) and every
+    /// answer carries `Strict-Transport-Security` (a year), so a browser
+    /// never falls back to clear HTTP for the hub. [`HttpListener`](super::HttpListener)
+    /// turns it on when it serves TLS; turn it on yourself when your own
+    /// server puts TLS in front of this service.
     pub fn secure_cookies(mut self, secure: bool) -> Self {
         self.secure_cookies = secure;
         self
@@ -163,6 +267,7 @@ impl MediatorService {
             self.shared.console(self.secure_cookies),
             self.metrics_access,
             &*self.request_log,
+            &self.front,
             request,
         )
         .await
@@ -204,6 +309,7 @@ where
         let access = self.metrics_access;
         let secure = self.secure_cookies;
         let request_log = Arc::clone(&self.request_log);
+        let front = self.front.clone();
         ResponseFuture(Box::pin(async move {
             let response = routes::handle(
                 &shared.mediator,
@@ -211,6 +317,7 @@ where
                 shared.console(secure),
                 access,
                 &*request_log,
+                &front,
                 request,
             )
             .await;

@@ -10,14 +10,45 @@
 //! # Who may use it
 //!
 //! Signing in with the operator password or an admin token (as the
-//! mediator's `Authenticate` policy judges them; failures count in the
-//! login backoff) opens a session: a random 256-bit id in an `HttpOnly`,
-//! `SameSite=Strict` cookie (`Secure` over TLS) that lasts 12 hours, or
-//! less when the token runs out first. The cookie is accepted only on `/`
-//! and under `/console/`. Reads take the session, a bearer token or a Basic
-//! login; state-changing requests (`POST`) take a session together with its
-//! anti-forgery token in `x-csrf-token`, or a bearer token (which browsers
-//! never attach by themselves) — never a Basic login, which they do.
+//! mediator's `Authenticate` policy judges them) opens a session: a random
+//! 256-bit id in an `HttpOnly`, `SameSite=Strict` cookie (`Secure` over
+//! TLS) that lasts 12 hours, or less when the token runs out first. The
+//! cookie is accepted only on `/` and under `/console/`. Reads take the
+//! session, a bearer token or a Basic login; state-changing requests
+//! (`POST`) take a session together with its anti-forgery token in
+//! `x-csrf-token`, or a bearer token (which browsers never attach by
+//! themselves) — never a Basic login, which they do: there it is set aside
+//! unread, as on the assets and the sign-in.
+//!
+//! # Signing in
+//!
+//! - Every refused sign-in counts in the login backoff of its address,
+//!   shared with the Basic login: a wrong password, a token that is not
+//!   valid, and a valid token that is not an admin's. Only a sign-in that
+//!   opens a session clears the count.
+//! - The password is checked by the login gate, off the request threads
+//!   and a few at a time; while too many wait, a sign-in is answered `503`
+//!   at once.
+//! - A sign-in sent from another site is refused (`403`), so no page
+//!   elsewhere can sign a browser in to a session of its choosing: one
+//!   whose `Origin` is present and is not the console's own (the scheme,
+//!   host and port the request was sent to; `Origin: null` included), or
+//!   whose `Sec-Fetch-Site` is `cross-site`. Requests without `Origin`
+//!   (scripts, older browsers) are let through. Behind a proxy, the proxy
+//!   must pass the `Host` it was asked for, and a TLS terminator calls for
+//!   [`secure_cookies`](crate::MediatorService::secure_cookies).
+//!
+//! # Minting
+//!
+//! Only a verified admin mints (not an admin token that names no holder,
+//! as the original's do). A minted token never outlives the credential
+//! that minted it: for a session opened with a token, that token's expiry;
+//! for a password session, the session's end; for a bearer token, its
+//! own. A longer `ttl_s` is cut short, and the answer's `exp` is the
+//! capped one, with `"capped": true`. Each token minted writes an INFO
+//! event with target `mediator::audit`: `via`, `who` (how the minter signed
+//! in, and as whom), `remote`, `for_whom` (the node, or `operator`),
+//! `admin`, `scope`, `exp`, `capped`; never the token.
 //!
 //! # Routes
 //!
@@ -25,13 +56,13 @@
 //! |---|---|
 //! | `GET /` | the console for an admin; the sign-in page (`401`) otherwise |
 //! | `GET /console/console.css`, `/console/console.js` | the page's assets |
-//! | `POST /console/sign-in` | form `password` or `token`: `303` to `/` with the cookie; the sign-in page with `401`, `403` or `429` |
+//! | `POST /console/sign-in` | form `password` or `token`: `303` to `/` with the cookie; the sign-in page with `401`, `403` (not an admin, or sent from another site), `429` (the address must wait) or `503` (too many sign-ins being checked) |
 //! | `POST /console/sign-out` | ends the session server-side and clears the cookie |
 //! | `GET /console/api/session` | `{"csrf", "sender", "expires", "by"}` |
 //! | `GET /console/api/state[?group=g]` | nodes with health and traffic, per-group series |
 //! | `GET /console/api/nodes/:id` | one node's details |
 //! | `POST /console/api/nodes/:id/deregister` | `{"affected": 1}`, `404` when unknown |
-//! | `POST /console/api/token` | `{"node"?, "scope"?, "admin"?, "ttl_s"?}` → `{"token", "exp"}` |
+//! | `POST /console/api/token` | `{"node"?, "scope"?, "admin"?, "ttl_s"?}` → `{"token", "exp", "sub", "scope", "capped"}` |
 //! | `POST /console/api/send` | `{"target", "path", "body"}` (base64 of a sealed payload) → the reply or the broadcast's entries and summary |
 
 // Refusals travel as `Err(ready reply)`, as in the other routes: one is
@@ -58,11 +89,11 @@ use mediator_core::{
 };
 use serde_json::{json, Map, Value};
 
-use super::credentials::{self, Credential};
+use super::credentials::{self, BasicSetAside, Credential};
 use super::entity;
 use super::reply::{self, add_common_headers, HttpResponse};
 use super::service::RemoteAddr;
-use super::throttle::LoginThrottle;
+use super::throttle::{LoginThrottle, Refusal};
 pub(crate) use session::Sessions;
 use session::{Session, COOKIE};
 
@@ -154,7 +185,7 @@ pub(crate) async fn handle(
     match (method, segments.as_slice()) {
         (&Method::GET, ["console.css"]) => asset("text/css; charset=utf-8", CONSOLE_CSS),
         (&Method::GET, ["console.js"]) => asset("text/javascript; charset=utf-8", CONSOLE_JS),
-        (&Method::POST, ["sign-in"]) => sign_in(mediator, cx, parts, body, seen),
+        (&Method::POST, ["sign-in"]) => sign_in(mediator, cx, parts, body, seen).await,
         (&Method::POST, ["sign-out"]) => sign_out(mediator, cx, parts, seen),
         (&Method::GET, ["api", "session"]) => with_reader(mediator, cx, parts, seen, |caller| {
             let (csrf, expires, by) = match caller {
@@ -193,16 +224,16 @@ pub(crate) async fn handle(
         },
         (&Method::POST, ["api", "nodes", id, "deregister"]) => {
             match writer(mediator, cx, parts, seen) {
-                Ok(identity) => deregister(mediator, &identity, id).await,
+                Ok(caller) => deregister(mediator, caller.identity(), id).await,
                 Err(response) => response,
             }
         }
         (&Method::POST, ["api", "token"]) => match writer(mediator, cx, parts, seen) {
-            Ok(_) => mint(mediator, body),
+            Ok(caller) => mint(mediator, &caller, parts, body),
             Err(response) => response,
         },
         (&Method::POST, ["api", "send"]) => match writer(mediator, cx, parts, seen) {
-            Ok(identity) => send(mediator, &identity, body).await,
+            Ok(caller) => send(mediator, caller.identity(), body).await,
             Err(response) => response,
         },
         (_, ["console.css" | "console.js" | "sign-in" | "sign-out"])
@@ -243,6 +274,9 @@ fn caller(mediator: &Mediator, cx: ConsoleCx<'_>, parts: &Parts) -> Result<Optio
         return Ok(Some(Caller::Session(session)));
     }
     let Some(credential) = credentials::in_head(&parts.headers, &parts.uri) else {
+        if parts.extensions.get::<BasicSetAside>().is_some() {
+            return Err(Error::Forbidden(BASIC_NEVER_ACTS.into()));
+        }
         return Ok(None);
     };
     let basic = matches!(credential, Credential::Basic(..));
@@ -297,7 +331,7 @@ fn writer(
     cx: ConsoleCx<'_>,
     parts: &Parts,
     seen: &mut Option<Identity>,
-) -> Result<Identity, HttpResponse> {
+) -> Result<Caller, HttpResponse> {
     match reader(mediator, cx, parts, seen)? {
         Caller::Session(session) => {
             let offered = parts
@@ -306,7 +340,7 @@ fn writer(
                 .map(HeaderValue::as_bytes)
                 .unwrap_or_default();
             if session.csrf_matches(offered) {
-                Ok(session.identity.clone())
+                Ok(Caller::Session(session))
             } else {
                 tracing::warn!("console request without its session's anti-forgery token");
                 Err(reply::error(&Error::Forbidden(
@@ -314,13 +348,22 @@ fn writer(
                 )))
             }
         }
-        Caller::Token(identity) => Ok(identity),
-        Caller::Basic(_) => Err(reply::error(&Error::Forbidden(
-            "a browser sends a Basic login by itself, so it cannot change anything here: \
-             sign in to the console or send a bearer token"
-                .into(),
-        ))),
+        caller @ Caller::Token(_) => Ok(caller),
+        Caller::Basic(_) => Err(reply::error(&Error::Forbidden(BASIC_NEVER_ACTS.into()))),
     }
+}
+
+/// Why a Basic login changes nothing in the console.
+const BASIC_NEVER_ACTS: &str = "a browser sends a Basic login by itself, so it cannot change \
+                                anything here: sign in to the console or send a bearer token";
+
+/// Whether a console request takes a Basic login: the reads under
+/// `/console/api/` (the page at `/` does too, routed apart). The actions
+/// never do, since a browser attaches the login by itself, and the assets
+/// and the sign-in need none: there it is set aside unread, and its
+/// password never hashed.
+pub(crate) fn takes_basic(method: &Method, rest: &str) -> bool {
+    method == Method::GET && rest.starts_with("api/")
 }
 
 /// The sender a console request goes out as, which the receiver's AAD
@@ -365,9 +408,12 @@ fn secure_headers(headers: &mut HeaderMap) {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
+    // Nothing leaves for another origin; `no-referrer` would do that too,
+    // but it also makes browsers send the page's own sign-in form with
+    // `Origin: null`, which the sign-in refuses as a forgery.
     headers.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     add_common_headers(headers);
@@ -452,33 +498,55 @@ fn cookie(value: &str, max_age: Duration, secure: bool) -> HeaderValue {
     HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-/// `POST /console/sign-in`: a form with the operator `password` or an
-/// admin `token`.
-fn sign_in(
+/// The answer to a sign-in from an address that must still wait after
+/// failed logins, if it must: settled from the head, before a byte of the
+/// form is read.
+pub(crate) fn sign_in_wait(cx: ConsoleCx<'_>, parts: &Parts) -> Option<HttpResponse> {
+    let RemoteAddr(peer) = parts.extensions.get::<RemoteAddr>()?;
+    let wait = cx.logins.wait(peer.ip())?;
+    Some(refused_sign_in(Refusal::Wait(wait)))
+}
+
+/// Whether the head of a request names a caller the console accepts (a
+/// live session, a token, a Basic login), so that its body may be read:
+/// `Err` with the refusal (`401` without one, `403` for a node) when not.
+pub(crate) fn admitted_by_head(
+    mediator: &Mediator,
+    cx: ConsoleCx<'_>,
+    parts: &Parts,
+) -> Result<(), Error> {
+    match caller(mediator, cx, parts)? {
+        Some(_) => Ok(()),
+        None => Err(Error::unauthorized(
+            "the console takes an action only from a signed-in session \
+             (with its anti-forgery token) or an admin token",
+        )),
+    }
+}
+
+async fn sign_in(
     mediator: &Mediator,
     cx: ConsoleCx<'_>,
     parts: &Parts,
     body: &Bytes,
     seen: &mut Option<Identity>,
 ) -> HttpResponse {
+    if let Some(why) = foreign_origin(parts, cx.secure) {
+        tracing::warn!(%why, "console sign-in refused: sent from another site");
+        return sign_in_page(
+            StatusCode::FORBIDDEN,
+            At::SignIn,
+            Some(&format!(
+                "this sign-in was refused: {why}; sign in from the console's own page"
+            )),
+        );
+    }
     let peer = parts
         .extensions
         .get::<RemoteAddr>()
         .map(|RemoteAddr(a)| a.ip());
     if let Some(wait) = peer.and_then(|ip| cx.logins.wait(ip)) {
-        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        let mut response = sign_in_page(
-            StatusCode::TOO_MANY_REQUESTS,
-            At::SignIn,
-            Some(&format!(
-                "too many failed sign-ins from this address; try again in {} s",
-                secs.max(1)
-            )),
-        );
-        if let Ok(value) = HeaderValue::from_str(&secs.max(1).to_string()) {
-            response.headers_mut().insert(header::RETRY_AFTER, value);
-        }
-        return response;
+        return refused_sign_in(Refusal::Wait(wait));
     }
     let form: Map<String, Value> = url::form_urlencoded::parse(body)
         .map(|(k, v)| (k.into_owned(), Value::from(v.into_owned())))
@@ -490,14 +558,21 @@ fn sign_in(
             .filter(|v| !v.is_empty())
     };
     let (checked, by_password) = match (field("token"), field("password")) {
-        (Some(token), _) => (mediator.authenticate(&Credentials::Bearer(token)), false),
-        (None, Some(password)) => (
-            mediator.authenticate(&Credentials::Basic {
-                user: "admin",
-                password,
-            }),
-            true,
-        ),
+        (Some(token), _) => {
+            let checked = mediator.authenticate(&Credentials::Bearer(token));
+            cx.logins.count(peer, &checked);
+            (checked, false)
+        }
+        (None, Some(password)) => {
+            match cx
+                .logins
+                .check_password(mediator, peer, "admin", password)
+                .await
+            {
+                Ok(checked) => (checked, true),
+                Err(refusal) => return refused_sign_in(refusal),
+            }
+        }
         (None, None) => {
             return sign_in_page(
                 StatusCode::BAD_REQUEST,
@@ -509,9 +584,6 @@ fn sign_in(
     let identity = match checked {
         Ok(identity) => identity,
         Err(e) => {
-            if let Some(ip) = peer {
-                cx.logins.failed(ip);
-            }
             tracing::warn!(error = %e, "console sign-in refused");
             let shown = if by_password {
                 "wrong password"
@@ -521,10 +593,8 @@ fn sign_in(
             return sign_in_page(StatusCode::UNAUTHORIZED, At::SignIn, Some(shown));
         }
     };
-    if let Some(ip) = peer {
-        cx.logins.succeeded(ip);
-    }
     if !identity.admin {
+        tracing::warn!("console sign-in refused: not an admin");
         return sign_in_page(
             StatusCode::FORBIDDEN,
             At::SignIn,
@@ -549,6 +619,88 @@ fn sign_in(
     );
     add_common_headers(headers);
     response
+}
+
+/// The sign-in page for a sign-in the login gate did not look at: `429`
+/// while the address must wait, `503` while too many passwords are being
+/// checked; both with `retry-after`.
+fn refused_sign_in(refusal: Refusal) -> HttpResponse {
+    let secs = refusal.retry_after_secs();
+    let (status, text) = match refusal {
+        Refusal::Wait(_) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("too many failed sign-ins from this address; try again in {secs} s"),
+        ),
+        Refusal::Busy => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("too many sign-ins are being checked; try again in {secs} s"),
+        ),
+    };
+    let mut response = sign_in_page(status, At::SignIn, Some(&text));
+    refusal.add_retry_after(response.headers_mut());
+    response
+}
+
+/// Why a sign-in is taken to come from another site, a forged login
+/// (login CSRF: the victim's browser signed in to the attacker's session):
+/// `Sec-Fetch-Site: cross-site`, or an `Origin` that is present and is not
+/// the console's own (`null` included). The console's own origin is the
+/// scheme (the request's, else `https` when the service is reached over
+/// TLS, else `http`) with the host and port the request was sent to (its
+/// `:authority`, else `Host`); a proxy in front must pass `Host` on.
+/// Requests without `Origin` (scripts, older browsers) are let through.
+fn foreign_origin(parts: &Parts, secure: bool) -> Option<String> {
+    if parts
+        .headers
+        .get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"))
+    {
+        return Some("the browser says it was sent from another site".into());
+    }
+    let origin = parts.headers.get(header::ORIGIN)?;
+    let Ok(origin) = origin.to_str().map(str::trim) else {
+        return Some("its Origin header is not text".into());
+    };
+    if origin.eq_ignore_ascii_case("null") {
+        return Some("it was sent from an opaque origin (Origin: null)".into());
+    }
+    let scheme = parts
+        .uri
+        .scheme_str()
+        .unwrap_or(if secure { "https" } else { "http" });
+    let host = parts.uri.authority().cloned().or_else(|| {
+        parts
+            .headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<http::uri::Authority>().ok())
+    });
+    let Some(host) = host else {
+        return Some(format!(
+            "it was sent from {origin} and names no host to compare it with"
+        ));
+    };
+    let own = origin_parts(scheme, &host);
+    let theirs = origin
+        .parse::<http::Uri>()
+        .ok()
+        .filter(|uri| uri.path_and_query().is_none_or(|p| p.as_str() == "/"))
+        .and_then(|uri| Some(origin_parts(uri.scheme_str()?, uri.authority()?)));
+    if theirs.as_ref() == Some(&own) {
+        None
+    } else {
+        Some(format!("it was sent from {origin}, not from this console"))
+    }
+}
+
+/// An origin as compared: scheme and host in lower case, and the port,
+/// the scheme's default when none is written.
+fn origin_parts(scheme: &str, authority: &http::uri::Authority) -> (String, String, u16) {
+    let scheme = scheme.to_ascii_lowercase();
+    let port = authority
+        .port_u16()
+        .unwrap_or(if scheme == "https" { 443 } else { 80 });
+    (scheme, authority.host().to_ascii_lowercase(), port)
 }
 
 /// `POST /console/sign-out`: ends the session, on the server too.
@@ -774,32 +926,74 @@ fn text_field<'a>(
     }
 }
 
-/// `POST /console/api/token`: a token minted with the mediator's key.
-fn mint(mediator: &Mediator, body: &[u8]) -> HttpResponse {
-    match mint_claims(mediator, body) {
-        Ok(claims) => {
-            let Some(minter) = mediator.minter() else {
-                return reply::error(&Error::Forbidden(
-                    "this mediator holds a verify-only key and cannot mint tokens".into(),
-                ));
-            };
-            match minter.mint(&claims) {
-                Ok(token) => {
-                    tracing::info!(
-                        sub = claims.sub.as_deref().unwrap_or("-"),
-                        scope = ?claims.scope,
-                        exp = claims.exp,
-                        "token minted from the console"
-                    );
-                    reply::json(
-                        StatusCode::OK,
-                        &json!({ "token": token, "exp": claims.exp, "sub": claims.sub, "scope": claims.scope }),
-                    )
-                }
-                Err(e) => reply::error(&Error::from(e)),
-            }
+/// `POST /console/api/token`: a token minted with the mediator's key, by
+/// a verified admin only, never outliving the credential that mints it
+/// (see [`credential_ends`]): a longer `ttl_s` is cut short, and the
+/// answer says so (`exp` is the capped expiry, `capped` is `true`). Every
+/// token minted writes an audit line ([`credentials::audit_mint`]).
+fn mint(mediator: &Mediator, caller: &Caller, parts: &Parts, body: &[u8]) -> HttpResponse {
+    if let Err(e) = credentials::may_mint(caller.identity()) {
+        return reply::error(&e);
+    }
+    let mut claims = match mint_claims(mediator, body) {
+        Ok(claims) => claims,
+        Err(e) => return reply::error(&e),
+    };
+    let capped = match credentials::cap_expiry(&mut claims, credential_ends(caller)) {
+        Ok(capped) => capped,
+        Err(e) => return reply::error(&e),
+    };
+    let Some(minter) = mediator.minter() else {
+        return reply::error(&Error::Forbidden(
+            "this mediator holds a verify-only key and cannot mint tokens".into(),
+        ));
+    };
+    match minter.mint(&claims) {
+        Ok(token) => {
+            let remote = parts.extensions.get::<RemoteAddr>().map(|r| r.0);
+            credentials::audit_mint("console", &minted_by(caller), remote, &claims, capped);
+            reply::json(
+                StatusCode::OK,
+                &json!({
+                    "token": token,
+                    "exp": claims.exp,
+                    "sub": claims.sub,
+                    "scope": claims.scope,
+                    "capped": capped,
+                }),
+            )
         }
-        Err(e) => reply::error(&e),
+        Err(e) => reply::error(&Error::from(e)),
+    }
+}
+
+/// When the credential behind a console caller ends, which no token it
+/// mints may outlive: a session opened with a token, that token's expiry;
+/// one opened with the password, the session's own; a bearer token (or a
+/// login), its own.
+fn credential_ends(caller: &Caller) -> Timestamp {
+    match caller {
+        Caller::Session(session) if session.by_password => session.expires_at,
+        Caller::Session(session) => session.identity.expires,
+        Caller::Token(identity) | Caller::Basic(identity) => identity.expires,
+    }
+}
+
+/// The minter as the audit line names it: how it signed in, and as whom.
+fn minted_by(caller: &Caller) -> String {
+    let token = |identity: &Identity| match &identity.key {
+        Some(key) => format!("an admin token for {key}"),
+        None => "an admin token".to_owned(),
+    };
+    match caller {
+        Caller::Session(session) if session.by_password => {
+            "console session opened with the operator password".to_owned()
+        }
+        Caller::Session(session) => {
+            format!("console session opened with {}", token(&session.identity))
+        }
+        Caller::Token(identity) => format!("bearer {}", token(identity)),
+        Caller::Basic(_) => "Basic admin login".to_owned(),
     }
 }
 
@@ -944,6 +1138,125 @@ fn send_request(body: &[u8]) -> Result<SendRequest, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The events of target `mediator::audit` sent while it is the
+    /// thread's subscriber, each as its fields written out.
+    #[derive(Clone, Default)]
+    struct AuditLines(
+        std::sync::Arc<std::sync::Mutex<Vec<std::collections::BTreeMap<String, String>>>>,
+    );
+
+    struct Fields(std::collections::BTreeMap<String, String>);
+
+    impl tracing::field::Visit for Fields {
+        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+            self.0.insert(field.name().to_owned(), format!("{value:?}"));
+        }
+
+        fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+            self.0.insert(field.name().to_owned(), value.to_owned());
+        }
+    }
+
+    impl tracing::Subscriber for AuditLines {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, event: &tracing::Event<'_>) {
+            if event.metadata().target() == "mediator::audit" {
+                let mut fields = Fields(std::collections::BTreeMap::new());
+                event.record(&mut fields);
+                self.0.lock().unwrap().push(fields.0);
+            }
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    #[tokio::test]
+    async fn every_mint_writes_an_audit_line_and_never_outlives_its_minter() {
+        use http_body_util::BodyExt;
+        use tower_service::Service;
+
+        const SECRET: &str = "a secret of at least 32 bytes, for the audit";
+        let lines = AuditLines::default();
+        let _guard = tracing::subscriber::set_default(lines.clone());
+        let mediator = Mediator::builder()
+            .registry(mediator_core::MemoryRegistry::new())
+            .authenticator(
+                mediator_core::Authenticator::hs256(SECRET).with_secret_as_password(true),
+            )
+            .build()
+            .unwrap();
+        let api = crate::server::MediatorService::new(mediator.clone());
+        let mut console = api.console();
+        let mut api = api;
+        let peer: std::net::SocketAddr = "192.0.2.7:4321".parse().unwrap();
+        let now = mediator.clock().now();
+        let minter = mediator_core::TokenMinter::hs256(SECRET);
+        let short = minter
+            .mint(
+                &Claims::node(
+                    &"ops/console".parse().unwrap(),
+                    now,
+                    Duration::from_secs(60),
+                )
+                .with_scope(vec!["admin".into()]),
+            )
+            .unwrap();
+        let request = |path: &str, auth: String, body: &'static str| {
+            let mut request = http::Request::post(path)
+                .header(header::AUTHORIZATION, auth)
+                .body(Full::new(Bytes::from_static(body.as_bytes())))
+                .unwrap();
+            request.extensions_mut().insert(RemoteAddr(peer));
+            request
+        };
+        let answer = console
+            .call(request(
+                "/console/api/token",
+                format!("Bearer {short}"),
+                r#"{"node":"users/new","ttl_s":2592000}"#,
+            ))
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+        let body = answer.into_body().collect().await.unwrap().to_bytes();
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["capped"], true);
+        assert_eq!(body["exp"], (now + Duration::from_secs(60)).as_secs());
+
+        let basic = format!("Basic {}", STANDARD.encode(format!("admin:{SECRET}")));
+        let answer = api.call(request("/token", basic, "")).await.unwrap();
+        assert_eq!(answer.status(), 200);
+
+        let lines = lines.0.lock().unwrap().clone();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        let console_line = &lines[0];
+        assert_eq!(console_line["message"], "token minted");
+        assert_eq!(console_line["via"], "console");
+        assert_eq!(console_line["who"], "bearer an admin token for ops/console");
+        assert_eq!(console_line["remote"], "192.0.2.7:4321");
+        assert_eq!(console_line["for_whom"], "users/new");
+        assert_eq!(console_line["admin"], "false");
+        assert_eq!(console_line["scope"], "any group");
+        assert_eq!(console_line["capped"], "true");
+        assert_eq!(console_line["exp"], body["exp"].to_string());
+        let token_line = &lines[1];
+        assert_eq!(token_line["via"], "/token");
+        assert_eq!(token_line["who"], "Basic admin login");
+        assert_eq!(token_line["for_whom"], "operator");
+        assert_eq!(token_line["admin"], "true");
+        assert_eq!(token_line["capped"], "false");
+        assert!(lines
+            .iter()
+            .all(|line| line.values().all(|v| !v.contains(&short))));
+    }
 
     #[test]
     fn markup_in_values_is_escaped() {

@@ -17,6 +17,7 @@ use crate::server::credentials::{self, Credential};
 use crate::server::entity;
 use crate::server::metrics::{Metrics, MetricsAccess};
 use crate::server::reply::{self, add_common_headers, HttpResponse};
+use crate::server::service::RemoteAddr;
 
 /// How long a token minted by `/token` lasts, as in the original.
 const TOKEN_LIFETIME: Duration = Duration::from_secs(9 * 60 * 60);
@@ -135,7 +136,11 @@ pub(super) async fn admin_cluster(
     }
 }
 
-/// `/token`: a Basic login as `admin` with the secret mints an admin token.
+/// `/token`: a Basic login as `admin` with the operator password mints an
+/// admin token for 9 hours, cut short to the login's own expiry when the
+/// `Authenticate` policy gives it one (the answer's `exp` is the capped
+/// one). Only a verified admin mints; every token minted writes an audit
+/// line ([`credentials::audit_mint`]).
 pub(super) fn token(
     mediator: &Mediator,
     parts: &Parts,
@@ -166,22 +171,28 @@ pub(super) fn token(
         Err(e) => return reply::error(&e),
     };
     *sender = Some(identity.clone());
-    if !identity.admin {
-        return reply::error(&Error::Forbidden(
-            "only an admin login may mint tokens".into(),
-        ));
+    if let Err(e) = credentials::may_mint(&identity) {
+        return reply::error(&e);
     }
     let Some(minter) = mediator.minter() else {
         return reply::error(&Error::Forbidden(
             "this mediator holds a verify-only key and cannot mint tokens".into(),
         ));
     };
-    let claims = Claims::admin(mediator.clock().now(), TOKEN_LIFETIME);
+    let mut claims = Claims::admin(mediator.clock().now(), TOKEN_LIFETIME);
+    let capped = match credentials::cap_expiry(&mut claims, identity.expires) {
+        Ok(capped) => capped,
+        Err(e) => return reply::error(&e),
+    };
     match minter.mint(&claims) {
-        Ok(token) => reply::json(
-            StatusCode::OK,
-            &json!({ "token": token, "verified": true, "exp": claims.exp }),
-        ),
+        Ok(token) => {
+            let remote = parts.extensions.get::<RemoteAddr>().map(|r| r.0);
+            credentials::audit_mint("/token", "Basic admin login", remote, &claims, capped);
+            reply::json(
+                StatusCode::OK,
+                &json!({ "token": token, "verified": true, "exp": claims.exp }),
+            )
+        }
         Err(e) => reply::error(&Error::from(e)),
     }
 }

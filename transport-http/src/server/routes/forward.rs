@@ -7,7 +7,7 @@ use std::time::Duration;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Response, StatusCode};
 use http_body_util::Full;
@@ -149,30 +149,123 @@ pub(super) async fn forward(
     }
 }
 
-/// A node's reply as it is, plus which node gave it.
+/// A node's reply, relayed with what makes it safe to relay, plus which
+/// node gave it.
+///
+/// A node is untrusted content served from the hub's own origin, so its
+/// reply never acts with the hub's authority:
+/// - a redirect (`3xx` with a `Location`, or `301`/`302`/`303`/`307`/`308`)
+///   is answered `502 node_redirect`: clients that follow redirects would
+///   send the caller's token to wherever the node points;
+/// - an informational (`1xx`) or out-of-range status is answered
+///   `502 node_failed`: it is no answer a caller can use, and `101` would
+///   claim the connection switched protocols;
+/// - headers that would act on the caller's browser for the hub's origin
+///   (cookies, `clear-site-data`, CORS, HSTS, `refresh`, reporting, the
+///   node's own content security and referrer policies) are dropped, and
+///   the reply is served with `content-security-policy: sandbox`,
+///   `x-content-type-options: nosniff` and `referrer-policy: no-referrer`,
+///   so a page a node serves runs no script with the hub's origin and
+///   never hands the address it was opened at (which may carry a token)
+///   to another site.
 fn one_reply(node: &NodeKey, reply: Reply, answered: &mut Option<String>) -> HttpResponse {
     let node_name = node.to_string();
+    let status = reply.status;
+    if let Some(refusal) = unrelayable(&node_name, status, &reply.headers) {
+        *answered = Some(node_name);
+        return reply::error(&refusal);
+    }
     let mut headers = reply.headers;
     strip_hop_by_hop(&mut headers);
     // The `x-mediator-*` headers are the mediator's word, in this direction
     // as in the other: a node may not speak them to the caller.
-    let reserved: Vec<_> = headers
+    let dropped: Vec<_> = headers
         .keys()
-        .filter(|name| is_reserved(name))
+        .filter(|name| is_reserved(name) || acts_for_the_origin(name))
         .cloned()
         .collect();
-    for name in reserved {
+    for name in dropped {
         headers.remove(name);
     }
+    headers.insert(
+        http::header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox"),
+    );
+    headers.insert(
+        http::header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        http::header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     if let Ok(value) = HeaderValue::from_str(&node_name) {
         headers.insert(X_MEDIATOR_NODE, value);
     }
     *answered = Some(node_name);
     add_common_headers(&mut headers);
     let mut response = Response::new(Full::new(reply.body));
-    *response.status_mut() = reply.status;
+    *response.status_mut() = status;
     *response.headers_mut() = headers;
     response
+}
+
+/// Why a node's reply with `status` cannot be relayed as it is, if it
+/// cannot.
+fn unrelayable(node: &str, status: StatusCode, headers: &HeaderMap) -> Option<Error> {
+    let code = status.as_u16();
+    if !(200..600).contains(&code) {
+        return Some(Error::refused(
+            502,
+            "node_failed",
+            format!("node {node} answered status {code}, which is not a final answer"),
+        ));
+    }
+    let redirects = matches!(code, 301 | 302 | 303 | 307 | 308)
+        || (status.is_redirection() && headers.contains_key(http::header::LOCATION));
+    if redirects {
+        tracing::warn!(
+            node,
+            status = code,
+            "a node answered a redirect; not relayed"
+        );
+        return Some(Error::refused(
+            502,
+            "node_redirect",
+            format!(
+                "node {node} answered a redirect ({code}); the mediator does not relay \
+                 redirects, which would lead a caller's client to send its credentials elsewhere"
+            ),
+        ));
+    }
+    None
+}
+
+/// Whether a node's reply header would act on the caller's browser with
+/// the hub's authority: set or clear its cookies or storage, open the
+/// hub's origin to other origins, pin it to HTTPS, send the browser
+/// elsewhere, loosen the sandbox the hub puts the reply in, or have the
+/// browser report or refer the page's address (which may hold the caller's
+/// `x-jwt` query parameter) to another site.
+fn acts_for_the_origin(name: &HeaderName) -> bool {
+    let name = name.as_str();
+    matches!(
+        name,
+        "set-cookie"
+            | "set-cookie2"
+            | "clear-site-data"
+            | "strict-transport-security"
+            | "refresh"
+            | "location"
+            | "referrer-policy"
+            | "content-security-policy"
+            | "content-security-policy-report-only"
+            | "service-worker-allowed"
+            | "timing-allow-origin"
+            | "report-to"
+            | "reporting-endpoints"
+            | "nel"
+    ) || name.starts_with("access-control-")
 }
 
 /// The original's `/many` array (one entry per node, in id order) and our

@@ -21,8 +21,9 @@ use http::request::Parts;
 use http::HeaderValue;
 use http::{Request, StatusCode};
 use http_body::Body;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use mediator_core::auth::Identity;
+use mediator_core::budget::BodyReservation;
 use mediator_core::{Error, Fault, Mediator, TraceContext};
 use serde_json::{json, Map, Value};
 use tracing::Instrument;
@@ -31,8 +32,8 @@ use super::console::{self, ConsoleCx};
 use super::credentials;
 use super::metrics::{Metrics, MetricsAccess, RouteLabel};
 use super::reply::{self, HttpResponse};
-use super::request_log::{RequestLog, RequestRecord};
-use super::service::{BoxError, RemoteAddr};
+use super::request_log::{sender_name, RequestLog, RequestRecord};
+use super::service::{BoxError, Front, RemoteAddr, Surface};
 use super::throttle::LoginThrottle;
 use crate::headers::{TRACEPARENT, X_REQUEST_ID};
 use path::{parse_route, Route};
@@ -60,13 +61,20 @@ pub(crate) async fn handle<B>(
     console: ConsoleCx<'_>,
     access: MetricsAccess,
     request_log: &dyn RequestLog,
-    request: Request<B>,
+    front: &Front,
+    mut request: Request<B>,
 ) -> HttpResponse
 where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
     let started = Instant::now();
+    if let Some(RemoteAddr(peer)) = request.extensions().get::<RemoteAddr>().copied() {
+        let client = front.client(peer, request.headers());
+        if client != peer {
+            request.extensions_mut().insert(RemoteAddr(client));
+        }
+    }
     let path = request.uri().path().to_owned();
     let route = parse_route(&path);
     let label = route.label();
@@ -82,10 +90,25 @@ where
     let span = tracing::debug_span!("request", request_id);
     let mut seen = Seen::default();
     let mut response = dispatch(
-        mediator, metrics, console, access, route, &path, &trace, &mut seen, request,
+        mediator,
+        metrics,
+        console,
+        access,
+        front.surface,
+        route,
+        &path,
+        &trace,
+        &mut seen,
+        request,
     )
     .instrument(span)
     .await;
+    if console.secure {
+        response.headers_mut().insert(
+            http::header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
     let status = response.status().as_u16();
     let took = started.elapsed();
     metrics.request(label, status, took);
@@ -102,21 +125,15 @@ where
     };
     if request_log.enabled(level) {
         let ids = trace.ids();
-        request_log.record(&RequestRecord {
-            level,
-            message,
-            request_id,
-            trace_id: ids.map(|(trace_id, _)| trace_id),
-            span_id: ids.map(|(_, span_id)| span_id),
-            method: &method,
-            path: &path,
-            remote,
-            sender: seen.sender.as_ref().map(sender_name),
-            target,
-            node: seen.node.as_deref(),
-            status,
-            duration: took,
-        });
+        let mut record =
+            RequestRecord::new(level, message, request_id, &method, &path, status, took);
+        record.trace_id = ids.map(|(trace_id, _)| trace_id);
+        record.span_id = ids.map(|(_, span_id)| span_id);
+        record.remote = remote;
+        record.sender = seen.sender.as_ref().map(sender_name);
+        record.target = target;
+        record.node = seen.node.as_deref();
+        request_log.record(&record);
     }
     response
 }
@@ -129,6 +146,7 @@ async fn dispatch<B>(
     metrics: &Metrics,
     console: ConsoleCx<'_>,
     access: MetricsAccess,
+    surface: Surface,
     route: Route<'_>,
     path: &str,
     trace: &TraceContext,
@@ -157,7 +175,10 @@ where
         }
         return too_large(max);
     }
-    if let Some(response) = throttle_login(mediator, console.logins, &mut parts) {
+    if let Some(refusal) = off_surface(surface, &route, path) {
+        return refusal;
+    }
+    if let Some(response) = throttle_login(mediator, console.logins, &route, &mut parts).await {
         return response;
     }
     match route {
@@ -167,9 +188,31 @@ where
             return console::root(mediator, console, &parts, &mut seen.sender).await
         }
         Route::Console(rest) => {
+            // Who may send a body is settled from the head: a sign-in only
+            // while its address is not made to wait, and then a small one;
+            // anything else only with a credential the console accepts.
+            let bound = if rest == "sign-in" {
+                if let Some(wait) = console::sign_in_wait(console, &parts) {
+                    return wait;
+                }
+                SIGN_IN_BODY_LIMIT
+            } else if parts.method == http::Method::GET || parts.method == http::Method::HEAD {
+                // Nothing the console reads takes a body; a stray one is
+                // small or refused.
+                SIGN_IN_BODY_LIMIT
+            } else {
+                match console::admitted_by_head(mediator, console, &parts) {
+                    Ok(()) => mediator.limits().max_body,
+                    Err(e) => return reply::error(&e),
+                }
+            };
+            if announced_size(&parts.headers, &body).is_some_and(|len| len > bound as u64) {
+                // Nothing the console takes is this large: refused unread.
+                return too_large(bound);
+            }
             let limits = mediator.limits();
-            return match read_body(limits.max_body, limits.deadline, body).await {
-                Ok(body) => {
+            return match read_body(mediator, bound, limits.deadline, body).await {
+                Ok((body, _held)) => {
                     console::handle(mediator, console, &parts, &body, rest, &mut seen.sender).await
                 }
                 Err(response) => response,
@@ -187,7 +230,9 @@ where
         }
         _ => {}
     }
-    let (identity, body) = match authorise(mediator, &parts, body).await {
+    // Held until the answer is built: the body's bytes count against the
+    // budget for as long as they are in memory.
+    let (identity, body, _held) = match authorise(mediator, &parts, body).await {
         Ok(found) => found,
         Err(response) => return response,
     };
@@ -234,101 +279,128 @@ where
     response
 }
 
-/// Applies the login backoff to a request carrying a Basic login in its
-/// head, on any route (some answer more to an admin, so each is a place to
-/// guess the password): a client that must still wait gets `429` with
-/// `retry-after`; otherwise the login is checked once here, its outcome
-/// counted and kept in the request ([`CheckedLogin`](credentials::CheckedLogin))
-/// for the route to reuse. Without the peer's address (a service mounted where the server
-/// adds no [`RemoteAddr`]) nothing is counted: one shared count would let
-/// anyone lock the operator out.
-fn throttle_login(
+/// The login gate for a request carrying a Basic login in its head.
+///
+/// Only the routes that take a Basic login look at it: the console's page
+/// and reads (`/`, `GET /console/api/*`), `/token` and `/admin/*`. There
+/// the login is checked once, off the request threads and under the
+/// gate's bound ([`LoginThrottle::check_password`]), its outcome counted
+/// in the address's backoff and kept in the request
+/// ([`CheckedLogin`](credentials::CheckedLogin)) for the route to reuse; an
+/// address that must still wait gets `429`, and a full queue of checks
+/// `503`, both with `retry-after`. Everywhere else (probes, `/metrics`,
+/// the nodes' routes, the console's actions and assets) the login is set
+/// aside unread ([`credentials::set_basic_aside`]), so that a browser
+/// which attaches it to every request to the hub costs no hash.
+async fn throttle_login(
     mediator: &Mediator,
     logins: &LoginThrottle,
+    route: &Route<'_>,
     parts: &mut Parts,
 ) -> Option<HttpResponse> {
-    let RemoteAddr(peer) = *parts.extensions.get::<RemoteAddr>()?;
-    // Most requests carry a bearer token: they skip parsing the head's
-    // credentials a second time.
-    let basic = parts
-        .headers
-        .get_all(http::header::AUTHORIZATION)
-        .iter()
-        .any(|v| {
-            let v = v.as_bytes().trim_ascii_start();
-            v.get(..6)
-                .is_some_and(|s| s.eq_ignore_ascii_case(b"basic "))
-        });
-    if !basic {
+    if !credentials::has_basic(&parts.headers) {
         return None;
     }
-    let Some(login @ credentials::Credential::Basic(..)) =
+    let takes_basic = match route {
+        Route::Dashboard | Route::Token | Route::AdminClusters(_) | Route::AdminCluster(_) => true,
+        Route::Console(rest) => console::takes_basic(&parts.method, rest),
+        _ => false,
+    };
+    if !takes_basic {
+        credentials::set_basic_aside(parts);
+        return None;
+    }
+    let Some(credentials::Credential::Basic(user, password)) =
         credentials::in_head(&parts.headers, &parts.uri)
     else {
         return None;
     };
-    if let Some(wait) = logins.wait(peer.ip()) {
-        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        let mut response = reply::error_status(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too many failed logins from this address; wait before trying again",
-            "throttled",
-            Fault::Caller,
-        );
-        if let Ok(value) = http::HeaderValue::from_str(&secs.max(1).to_string()) {
-            response
-                .headers_mut()
-                .insert(http::header::RETRY_AFTER, value);
+    let peer = parts.extensions.get::<RemoteAddr>().map(|r| r.0.ip());
+    match logins
+        .check_password(mediator, peer, &user, &password)
+        .await
+    {
+        Ok(checked) => {
+            parts.extensions.insert(credentials::CheckedLogin(checked));
+            None
         }
-        return Some(response);
+        Err(refusal) => Some(refusal.reply()),
     }
-    let checked = mediator.authenticate(&login.as_core());
-    match &checked {
-        Ok(_) => logins.succeeded(peer.ip()),
-        Err(_) => logins.failed(peer.ip()),
-    }
-    parts.extensions.insert(credentials::CheckedLogin(checked));
-    None
 }
 
-/// Reads the body and checks the caller's credentials, looking in the head
-/// first and, only when none is there, in the body.
+/// The refusal of a route the service does not show: the console on the
+/// API's service (it lives on an origin of its own), the API on the
+/// console's.
+fn off_surface(surface: Surface, route: &Route<'_>, path: &str) -> Option<HttpResponse> {
+    let message = match (surface, route) {
+        (Surface::Api, Route::Dashboard | Route::Console(_)) => format!(
+            "no route for {path}: the console is served on a listener of its own \
+             (`mediator serve --console-listen`)"
+        ),
+        (Surface::Console, Route::Dashboard | Route::Console(_) | Route::Healthz)
+        | (Surface::Api, _) => return None,
+        (Surface::Console, _) => format!("no route for {path} on the console's listener"),
+    };
+    Some(reply::error_status(
+        StatusCode::NOT_FOUND,
+        &message,
+        "not_found",
+        Fault::Caller,
+    ))
+}
+
+/// The largest body in which a token is looked for when the head carries
+/// none (the original's `x-jwt` field of a JSON body): large enough for any
+/// JSON body of the original's children, small enough that clients without
+/// credentials cannot make the hub hold much.
+const BODY_CREDENTIAL_LIMIT: usize = 64 * 1024;
+
+/// The largest sign-in form: a password or a token, with room to spare.
+const SIGN_IN_BODY_LIMIT: usize = 16 * 1024;
+
+/// Checks the caller's credentials and reads the body, looking for the
+/// credential in the head first: a request whose head carries a bad one is
+/// refused before a byte of its body is read, and one whose head carries
+/// none has its body read only while it is small enough to hold a token
+/// (past [`BODY_CREDENTIAL_LIMIT`] it is `401` without being buffered).
 async fn authorise<B>(
     mediator: &Mediator,
     parts: &Parts,
     body: B,
-) -> Result<(Identity, Bytes), HttpResponse>
+) -> Result<(Identity, Bytes, BodyReservation), HttpResponse>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    let in_head = credentials::in_head(&parts.headers, &parts.uri);
-    // A bad token in the head is refused before the body is read.
-    let early = match in_head {
-        Some(credential) => Some(
-            credentials::check(mediator, parts, Some(credential)).map_err(|e| reply::error(&e))?,
-        ),
-        None => None,
-    };
     let limits = mediator.limits();
-    let body = read_body(limits.max_body, limits.deadline, body).await?;
-    let identity = match early {
-        Some(identity) => identity,
-        None => credentials::check(mediator, parts, credentials::in_body(&body))
-            .map_err(|e| reply::error(&e))?,
-    };
-    Ok((identity, body))
-}
-
-/// A caller as the request log names it: its node, `admin`, `operator`
-/// or `unverified`.
-fn sender_name(identity: &Identity) -> &str {
-    match (&identity.key, identity.verified, identity.admin) {
-        (Some(key), true, _) => key.as_str(),
-        (None, true, true) => "admin",
-        (None, true, false) => "operator",
-        (_, false, _) => "unverified",
+    if let Some(credential) = credentials::in_head(&parts.headers, &parts.uri) {
+        let identity =
+            credentials::check(mediator, parts, Some(credential)).map_err(|e| reply::error(&e))?;
+        let (body, held) = read_body(mediator, limits.max_body, limits.deadline, body).await?;
+        return Ok((identity, body, held));
     }
+    let no_credential = || {
+        reply::error(&Error::unauthorized(format!(
+            "no credentials in the request head (Authorization: Bearer, the x-jwt header or \
+             query parameter); a token in the body is looked for only in bodies of at most \
+             {} KiB",
+            BODY_CREDENTIAL_LIMIT / 1024
+        )))
+    };
+    if announced_size(&parts.headers, &body).is_some_and(|len| len > BODY_CREDENTIAL_LIMIT as u64) {
+        return Err(no_credential());
+    }
+    let (body, held) = match read_body(mediator, BODY_CREDENTIAL_LIMIT, limits.deadline, body).await
+    {
+        Ok(read) => read,
+        Err(response) if response.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return Err(no_credential())
+        }
+        Err(response) => return Err(response),
+    };
+    let identity = credentials::check(mediator, parts, credentials::in_body(&body))
+        .map_err(|e| reply::error(&e))?;
+    Ok((identity, body, held))
 }
 
 /// The size a request announces for its body: its `Content-Length`, or
@@ -389,21 +461,64 @@ where
 }
 
 /// Collects a request body of at most `max` bytes (413 past it) that
-/// arrives within `deadline` (408 after it): the header read timeout ends
-/// with the head, so without this a caller trickling a body, token or not,
-/// would hold its connection for ever. Past the limit the rest is read and
-/// dropped (see [`drain_bound`]) before the 413.
-async fn read_body<B>(max: usize, deadline: Duration, body: B) -> Result<Bytes, HttpResponse>
+/// arrives within `deadline` (408 after it), counting it against the
+/// mediator's [`BodyBudget`](mediator_core::budget::BodyBudget) (503 when
+/// the budget is spent): the header read timeout ends with the head, so
+/// without this a caller trickling a body, token or not, would hold its
+/// connection for ever. Past the limit the rest is read and dropped (see
+/// [`drain_bound`]) before the 413. The reservation returned holds the
+/// body's bytes in the budget until it is dropped.
+async fn read_body<B>(
+    mediator: &Mediator,
+    max: usize,
+    deadline: Duration,
+    body: B,
+) -> Result<(Bytes, BodyReservation), HttpResponse>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
     let started = tokio::time::Instant::now();
+    let mut reservation = mediator.body_budget().reserve();
     let mut body = std::pin::pin!(body);
-    let Ok(collected) =
-        tokio::time::timeout(deadline, Limited::new(body.as_mut(), max).collect()).await
-    else {
-        return Err(reply::error_status(
+    let mut collected = Collected::default();
+    let read = tokio::time::timeout(deadline, async {
+        while let Some(frame) = body.as_mut().frame().await {
+            let frame = frame.map_err(|e| {
+                let e: BoxError = e.into();
+                reply::error(&Error::invalid("body", format!("could not be read: {e}")))
+            })?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            if collected.len() + data.len() > max {
+                return Err(too_large(max));
+            }
+            reservation.grow(data.len()).map_err(|e| {
+                tracing::warn!(
+                    held = mediator.body_budget().held(),
+                    budget = mediator.body_budget().limit(),
+                    "request body refused: the budget for bodies in memory is spent"
+                );
+                reply::error(&e)
+            })?;
+            collected.push(data);
+        }
+        Ok(())
+    })
+    .await;
+    match read {
+        Ok(Ok(())) => Ok((collected.into_bytes(), reservation)),
+        Ok(Err(refusal)) => {
+            drop(collected);
+            drop(reservation);
+            if refusal.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                let left = deadline.saturating_sub(started.elapsed());
+                discard(body, drain_bound(max), left).await;
+            }
+            Err(refusal)
+        }
+        Err(_) => Err(reply::error_status(
             StatusCode::REQUEST_TIMEOUT,
             &format!(
                 "request body not received within {} ms",
@@ -411,19 +526,41 @@ where
             ),
             "timeout",
             Fault::Caller,
-        ));
-    };
-    match collected {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            let left = deadline.saturating_sub(started.elapsed());
-            discard(body, drain_bound(max), left).await;
-            Err(too_large(max))
+        )),
+    }
+}
+
+/// A body's chunks as they arrive: the first kept as it is, so a body that
+/// arrives in one piece is never copied.
+#[derive(Default)]
+struct Collected {
+    first: Bytes,
+    rest: Option<bytes::BytesMut>,
+}
+
+impl Collected {
+    fn len(&self) -> usize {
+        self.rest
+            .as_ref()
+            .map_or(self.first.len(), bytes::BytesMut::len)
+    }
+
+    fn push(&mut self, data: Bytes) {
+        match &mut self.rest {
+            Some(rest) => rest.extend_from_slice(&data),
+            None if self.first.is_empty() => self.first = data,
+            None => {
+                let mut rest = bytes::BytesMut::with_capacity(self.first.len() + data.len());
+                rest.extend_from_slice(&self.first);
+                rest.extend_from_slice(&data);
+                self.first = Bytes::new();
+                self.rest = Some(rest);
+            }
         }
-        Err(e) => Err(reply::error(&Error::invalid(
-            "body",
-            format!("could not be read: {e}"),
-        ))),
+    }
+
+    fn into_bytes(self) -> Bytes {
+        self.rest.map_or(self.first, bytes::BytesMut::freeze)
     }
 }
 

@@ -504,6 +504,7 @@
       } });
       out.replaceChildren(
         el('p', { text: 'Expires ' + new Date(answer.exp * 1000).toLocaleString()
+          + (answer.capped ? ' (cut short: no token outlives the sign-in that mints it)' : '')
           + (answer.sub ? ' · for ' + answer.sub : '') + (answer.scope ? ' · scope ' + answer.scope.join(', ') : '') }),
         el('pre', { id: 'minted-token', text: answer.token, tabindex: '0', 'aria-label': 'The minted token' }));
     } catch (e) {
