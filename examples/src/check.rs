@@ -1,7 +1,7 @@
 //! `mediator check`: validates what `serve` would start with — the
 //! settings, the secret, the store, the TLS files, the listening addresses,
-//! the endpoint policy and the operator login — and says what `serve`
-//! would do, without starting it.
+//! the endpoint policy, the operator login and the descriptor limit — and
+//! says what `serve` would do, without starting it.
 //!
 //! Nothing is changed: a missing secret file or SQLite file is reported as
 //! what `serve` would create, and the store is only opened (an existing
@@ -13,7 +13,8 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::config::ServeSettings;
-use crate::secret::{Secret, MIN_SECRET_LEN};
+use crate::descriptors::{self, FileLimit, Fitted};
+use crate::secret::{open_to_others, Secret, MIN_SECRET_LEN};
 use crate::store::{OpenStore, StoreUrl};
 
 /// How one item of a check came out.
@@ -24,6 +25,9 @@ pub enum Status {
     Ok,
     /// Works, but worth knowing (something would be created, a login is off).
     Note,
+    /// Works, but weaker than it should be (a secret others can read, caps
+    /// lowered to fit the descriptor limit); `serve` says so too.
+    Warn,
     /// `serve` would fail, or run other than configured.
     Problem,
 }
@@ -65,12 +69,14 @@ impl Report {
 }
 
 impl std::fmt::Display for Report {
-    /// One line per item: `ok`, `note` or `PROBLEM`, the item, the details.
+    /// One line per item: `ok`, `note`, `WARN` or `PROBLEM`, the item, the
+    /// details.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         for item in &self.items {
             let status = match item.status {
                 Status::Ok => "ok",
                 Status::Note => "note",
+                Status::Warn => "WARN",
                 Status::Problem => "PROBLEM",
             };
             writeln!(f, "{status:<8} {:<10} {}", item.item, item.detail)?;
@@ -88,6 +94,7 @@ pub async fn check(settings: &ServeSettings) -> Report {
     check_store(&settings.store, &mut report).await;
     check_tls(settings, &mut report);
     check_listen(settings, &mut report);
+    check_descriptors(settings, &mut report);
     let deny = if settings.endpoint_deny.is_empty() {
         "none beside the built-in ones".to_owned()
     } else {
@@ -102,8 +109,8 @@ pub async fn check(settings: &ServeSettings) -> Report {
         "endpoints",
         Status::Ok,
         format!(
-            "node callbacks refused in link-local networks and at the mediator's own address; \
-             denied: {deny}; allowed: {allow}"
+            "node callbacks refused in link-local networks (in every IPv6 spelling) and at the \
+             mediator's own addresses; denied: {deny}; allowed: {allow}"
         ),
     );
     report
@@ -124,11 +131,14 @@ fn check_secret(settings: &ServeSettings, report: &mut Report) {
     }
     match std::fs::metadata(file) {
         Ok(_) => match Secret::resolve(None, file, false) {
-            Ok(_) => report.add(
-                "secret",
-                Status::Ok,
-                format!("read from {}", file.display()),
-            ),
+            Ok(_) => match open_to_others(file) {
+                Some(why) => report.add("secret", Status::Warn, why),
+                None => report.add(
+                    "secret",
+                    Status::Ok,
+                    format!("read from {}", file.display()),
+                ),
+            },
             Err(e) => report.add(
                 "secret",
                 Status::Problem,
@@ -251,11 +261,14 @@ fn check_tls(settings: &ServeSettings, report: &mut Report) {
             "off: clear-text HTTP (the original's Node senders need https)",
         ),
         Some((cert, key)) => match mediator_transport_http::TlsConfig::from_pem_files(cert, key) {
-            Ok(_) => report.add(
-                "tls",
-                Status::Ok,
-                format!("HTTPS with {} and {}", cert.display(), key.display()),
-            ),
+            Ok(_) => match open_to_others(key) {
+                Some(why) => report.add("tls", Status::Warn, format!("private key {why}")),
+                None => report.add(
+                    "tls",
+                    Status::Ok,
+                    format!("HTTPS with {} and {}", cert.display(), key.display()),
+                ),
+            },
             Err(e) => report.add("tls", Status::Problem, e.to_string()),
         },
     }
@@ -283,6 +296,23 @@ fn check_listen(settings: &ServeSettings, report: &mut Report) {
             format!("{}: {}", settings.listen, crate::exit::explain_bind(&e)),
         ),
     }
+    if let Some(addr) = settings.console_listen {
+        match std::net::TcpListener::bind(addr) {
+            Ok(_) => report.add(
+                "console",
+                Status::Ok,
+                format!(
+                    "{addr} is free: serve would show the console at {scheme}://{}/",
+                    shown(addr)
+                ),
+            ),
+            Err(e) => report.add(
+                "console",
+                Status::Problem,
+                format!("{addr}: {}", crate::exit::explain_bind(&e)),
+            ),
+        }
+    }
     if let Some(addr) = settings.quic_listen {
         match std::net::UdpSocket::bind(addr) {
             Ok(_) => report.add(
@@ -297,6 +327,40 @@ fn check_listen(settings: &ServeSettings, report: &mut Report) {
             ),
         }
     }
+}
+
+/// Whether the descriptor limit `serve` would run under holds what its
+/// caps need. The limit is raised here as `serve` raises it (for this
+/// process only), so the one judged is the one `serve` would get.
+fn check_descriptors(settings: &ServeSettings, report: &mut Report) {
+    let Some((limit, failure)) = FileLimit::raise() else {
+        return;
+    };
+    let Some(soft) = limit.soft else {
+        report.add("files", Status::Ok, "no limit on open descriptors");
+        return;
+    };
+    let caps = descriptors::caps(settings);
+    let fitted = descriptors::fit(soft, caps);
+    let status = match fitted {
+        Fitted::Fits { .. } => Status::Ok,
+        Fitted::Lowered { .. } => Status::Warn,
+        Fitted::Short { .. } => Status::Problem,
+    };
+    let mut detail = match descriptors::explain(soft, caps, fitted) {
+        Some(why) => format!("serve would find that {why}"),
+        None => format!(
+            "limit {soft} open descriptors: room for max_connections {} and max_in_flight {} \
+             with {} to spare",
+            caps.max_connections,
+            caps.max_in_flight,
+            descriptors::RESERVED
+        ),
+    };
+    if let Some(failure) = failure {
+        detail.push_str(&format!(" (the soft limit stays: {failure})"));
+    }
+    report.add("files", status, detail);
 }
 
 fn shown(addr: SocketAddr) -> SocketAddr {

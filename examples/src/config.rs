@@ -11,6 +11,8 @@
 //! ```toml
 //! listen = "0.0.0.0:8443"
 //! quic_listen = "0.0.0.0:4433"
+//! console_listen = "127.0.0.1:8090"   # the operator's console; off when absent
+//! trusted_proxy = ["10.0.0.5/32"]       # whose X-Forwarded-For is believed
 //! store = "mysql://mediator:pw@db:3306/mediator"
 //! secret_file = "/etc/mediator/secret"
 //! tls_cert = "/etc/mediator/cert.pem"
@@ -31,6 +33,9 @@
 //! header_read_timeout_ms = 30000
 //! idle_timeout_ms = 60000
 //! max_connections = 10000
+//! body_budget = 268435456   # bytes of request bodies buffered at once, all requests together
+//! quic_max_connections = 10000
+//! quic_max_connections_per_identity = 16
 //! log_format = "json"       # or "text"; every command reads it
 //! ```
 //!
@@ -45,6 +50,7 @@ use std::time::Duration;
 use mediator_core::policy::{EndpointPolicy, IpNetwork};
 use mediator_core::Limits;
 use mediator_transport_http::MetricsAccess;
+use mediator_transport_quic::QuicLimits;
 
 use crate::store::{StoreUrl, DEFAULT_STORE};
 use crate::CliError;
@@ -68,6 +74,15 @@ pub struct ServeFlags {
     /// whose SHA-256 fingerprint is printed for clients to pin.
     #[arg(long, env = "MEDIATOR_QUIC_LISTEN")]
     pub quic_listen: Option<SocketAddr>,
+    /// Address of the operator's console (off when absent): a listener of
+    /// its own, so that no node's reply, served on the API's origin, can
+    /// act as the console.
+    #[arg(long, env = "MEDIATOR_CONSOLE_LISTEN")]
+    pub console_listen: Option<SocketAddr>,
+    /// Proxies (CIDR, comma-separated) whose X-Forwarded-For names the
+    /// client, for the login backoff and the request line [default: none].
+    #[arg(long, env = "MEDIATOR_TRUSTED_PROXY", value_delimiter = ',')]
+    pub trusted_proxy: Vec<String>,
     /// Store URL: sqlite:PATH, mysql://user:pw@host:port/db or memory [default: sqlite:./mediator.db].
     #[arg(long, env = "MEDIATOR_STORE")]
     pub store: Option<String>,
@@ -141,9 +156,20 @@ pub struct ServeFlags {
     /// How long a connection with no request in flight may stay silent, in milliseconds [default: 60000].
     #[arg(long, env = "MEDIATOR_IDLE_TIMEOUT_MS")]
     pub idle_timeout_ms: Option<u64>,
-    /// Most client connections open at once; new ones get 503 past it [default: 10000].
+    /// Most client connections open at once; new ones get 503 past it [default: 10000,
+    /// lowered to fit the descriptor limit].
     #[arg(long, env = "MEDIATOR_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Bytes of request bodies buffered at once, all requests together; 503 past it,
+    /// at least --max-body [default: 256 MiB].
+    #[arg(long, env = "MEDIATOR_BODY_BUDGET")]
+    pub body_budget: Option<usize>,
+    /// Most QUIC connections (attached nodes and callers) open at once [default: 10000].
+    #[arg(long, env = "MEDIATOR_QUIC_MAX_CONNECTIONS")]
+    pub quic_max_connections: Option<usize>,
+    /// Most QUIC connections one identity may hold at once [default: 16].
+    #[arg(long, env = "MEDIATOR_QUIC_MAX_CONNECTIONS_PER_IDENTITY")]
+    pub quic_max_connections_per_identity: Option<usize>,
 }
 
 impl std::fmt::Debug for ServeFlags {
@@ -151,6 +177,8 @@ impl std::fmt::Debug for ServeFlags {
         f.debug_struct("ServeFlags")
             .field("listen", &self.listen)
             .field("quic_listen", &self.quic_listen)
+            .field("console_listen", &self.console_listen)
+            .field("trusted_proxy", &self.trusted_proxy)
             .field(
                 "store",
                 &self.store.as_deref().map(crate::store::redact_password),
@@ -177,6 +205,12 @@ impl std::fmt::Debug for ServeFlags {
             .field("header_read_timeout_ms", &self.header_read_timeout_ms)
             .field("idle_timeout_ms", &self.idle_timeout_ms)
             .field("max_connections", &self.max_connections)
+            .field("body_budget", &self.body_budget)
+            .field("quic_max_connections", &self.quic_max_connections)
+            .field(
+                "quic_max_connections_per_identity",
+                &self.quic_max_connections_per_identity,
+            )
             .finish()
     }
 }
@@ -272,6 +306,10 @@ pub struct FileConfig {
     pub listen: Option<SocketAddr>,
     /// See [`ServeFlags::quic_listen`].
     pub quic_listen: Option<SocketAddr>,
+    /// See [`ServeFlags::console_listen`].
+    pub console_listen: Option<SocketAddr>,
+    /// See [`ServeFlags::trusted_proxy`].
+    pub trusted_proxy: Option<Vec<String>>,
     /// See [`ServeFlags::store`].
     pub store: Option<String>,
     /// The HS256 secret itself (prefer `secret_file`).
@@ -314,6 +352,12 @@ pub struct FileConfig {
     pub idle_timeout_ms: Option<u64>,
     /// See [`ServeFlags::max_connections`].
     pub max_connections: Option<usize>,
+    /// See [`ServeFlags::body_budget`].
+    pub body_budget: Option<usize>,
+    /// See [`ServeFlags::quic_max_connections`].
+    pub quic_max_connections: Option<usize>,
+    /// See [`ServeFlags::quic_max_connections_per_identity`].
+    pub quic_max_connections_per_identity: Option<usize>,
     /// `text` or `json`: see the `mediator` binary's `--log-format`.
     pub log_format: Option<String>,
 }
@@ -361,6 +405,10 @@ pub struct ServeSettings {
     pub listen: SocketAddr,
     /// Where the QUIC listener binds, when there is one.
     pub quic_listen: Option<SocketAddr>,
+    /// Where the console's listener binds, when there is one.
+    pub console_listen: Option<SocketAddr>,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNetwork>,
     /// Which store.
     pub store: StoreUrl,
     /// The secret from the environment or the TOML file, if any.
@@ -389,6 +437,22 @@ pub struct ServeSettings {
     pub secret_as_password: Option<bool>,
     /// Client timeouts and the connection cap of the HTTP listener.
     pub connections: ConnectionSettings,
+    /// The QUIC listener's limits, when there is one.
+    pub quic_limits: QuicLimits,
+    /// Which caps holding descriptors were configured; the others are
+    /// defaults, lowered at start to fit the descriptor limit
+    /// ([`descriptors`](crate::descriptors)).
+    pub caps_given: CapsGiven,
+}
+
+/// Which of the caps that hold descriptors were configured rather than
+/// left at their defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CapsGiven {
+    /// `max_connections` was configured.
+    pub max_connections: bool,
+    /// `max_in_flight` was configured.
+    pub max_in_flight: bool,
 }
 
 /// What the HTTP listener allows its clients: how long they may take to
@@ -425,6 +489,14 @@ fn positive_ms(name: &str, ms: u64) -> Result<Duration, CliError> {
         return Err(CliError::Config(format!("{name} must be above zero")));
     }
     Ok(Duration::from_millis(ms))
+}
+
+/// `n`, refused when zero (it would refuse every connection).
+fn at_least_one(name: &str, n: usize) -> Result<usize, CliError> {
+    if n == 0 {
+        return Err(CliError::Config(format!("{name} must be at least 1")));
+    }
+    Ok(n)
 }
 
 fn network(text: &str) -> Result<IpNetwork, CliError> {
@@ -492,8 +564,32 @@ impl ServeSettings {
         if let Some(s) = flags.sweep_every_s.or(file.sweep_every_s) {
             limits.sweep_every = Duration::from_secs(s);
         }
-        if let Some(n) = flags.max_in_flight.or(file.max_in_flight) {
+        let max_in_flight = flags.max_in_flight.or(file.max_in_flight);
+        if let Some(n) = max_in_flight {
             limits.max_in_flight = n;
+        }
+        if let Some(bytes) = flags.body_budget.or(file.body_budget) {
+            // A budget below the largest body would refuse that body even
+            // on an idle mediator.
+            if bytes < limits.max_body {
+                return Err(CliError::Config(format!(
+                    "body_budget ({bytes} bytes) must be at least max_body ({} bytes): \
+                     the budget holds every body being read at once",
+                    limits.max_body
+                )));
+            }
+            limits.body_budget = bytes;
+        }
+        let mut quic_limits = QuicLimits::default();
+        if let Some(n) = flags.quic_max_connections.or(file.quic_max_connections) {
+            quic_limits.max_connections = at_least_one("quic_max_connections", n)?;
+        }
+        if let Some(n) = flags
+            .quic_max_connections_per_identity
+            .or(file.quic_max_connections_per_identity)
+        {
+            quic_limits.max_connections_per_identity =
+                at_least_one("quic_max_connections_per_identity", n)?;
         }
         if let Some(n) = flags
             .max_in_flight_per_caller
@@ -516,6 +612,18 @@ impl ServeSettings {
         for text in &endpoint_allow {
             endpoints = endpoints.allow(network(text)?);
         }
+        let trusted_proxies = non_empty(flags.trusted_proxy)
+            .or(file.trusted_proxy)
+            .unwrap_or_default()
+            .iter()
+            .map(|text| {
+                text.parse::<IpNetwork>().map_err(|e| {
+                    CliError::Config(format!(
+                        "trusted proxy {text:?}: {e}; give a network in CIDR form, like 10.0.0.5/32"
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let metrics_access = match (flags.metrics_access, file.metrics_access) {
             (Some(access), _) => access,
             (None, Some(text)) => text
@@ -530,7 +638,8 @@ impl ServeSettings {
         if let Some(ms) = flags.idle_timeout_ms.or(file.idle_timeout_ms) {
             connections.idle_timeout = positive_ms("idle_timeout_ms", ms)?;
         }
-        if let Some(n) = flags.max_connections.or(file.max_connections) {
+        let max_connections = flags.max_connections.or(file.max_connections);
+        if let Some(n) = max_connections {
             if n == 0 {
                 return Err(CliError::Config(
                     "max_connections must be at least 1".into(),
@@ -540,6 +649,11 @@ impl ServeSettings {
         }
         Ok(ServeSettings {
             connections,
+            quic_limits,
+            caps_given: CapsGiven {
+                max_connections: max_connections.is_some(),
+                max_in_flight: max_in_flight.is_some(),
+            },
             operator_password_hash: flags.operator_password_hash.or(file.operator_password_hash),
             secret_as_password: flags.secret_as_password.or(file.secret_as_password),
             endpoints,
@@ -548,6 +662,8 @@ impl ServeSettings {
             metrics_access,
             listen,
             quic_listen: flags.quic_listen.or(file.quic_listen),
+            console_listen: flags.console_listen.or(file.console_listen),
+            trusted_proxies,
             store,
             secret,
             secret_file,
@@ -564,9 +680,11 @@ impl ServeSettings {
     /// A one-line description for the start-up log, without secrets.
     pub fn describe(&self) -> String {
         format!(
-            "listen={} quic_listen={} tls={} store={} secret={:?} allow_tokens_without_sub={} deadline={:?} max_body={} default_ttl={:?}",
+            "listen={} quic_listen={} console_listen={} tls={} store={} secret={:?} allow_tokens_without_sub={} deadline={:?} max_body={} default_ttl={:?} body_budget={} max_connections={} max_in_flight={}{}",
             self.listen,
             self.quic_listen
+                .map_or_else(|| "off".to_owned(), |addr| addr.to_string()),
+            self.console_listen
                 .map_or_else(|| "off".to_owned(), |addr| addr.to_string()),
             self.tls.is_some(),
             self.store,
@@ -575,6 +693,17 @@ impl ServeSettings {
             self.limits.deadline,
             self.limits.max_body,
             self.limits.default_ttl,
+            self.limits.body_budget,
+            self.connections.max_connections,
+            self.limits.max_in_flight,
+            match self.quic_listen {
+                Some(_) => format!(
+                    " quic_max_connections={} quic_max_connections_per_identity={}",
+                    self.quic_limits.max_connections,
+                    self.quic_limits.max_connections_per_identity
+                ),
+                None => String::new(),
+            },
         )
     }
 }
@@ -702,6 +831,77 @@ mod tests {
         ] {
             let err = ServeSettings::merge(parse(&bad), FileConfig::default(), None).unwrap_err();
             assert!(err.to_string().contains("must be"), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn body_budget_and_quic_caps_come_from_flags_or_the_file() {
+        let defaults =
+            ServeSettings::merge(ServeFlags::default(), FileConfig::default(), None).unwrap();
+        assert_eq!(defaults.limits.body_budget, Limits::default().body_budget);
+        assert_eq!(defaults.quic_limits, QuicLimits::default());
+        assert_eq!(defaults.caps_given, CapsGiven::default());
+        let file = FileConfig::parse(
+            "body_budget = 16777216\nquic_max_connections = 300\nquic_max_connections_per_identity = 4\nmax_in_flight = 50",
+        )
+        .unwrap();
+        let s = ServeSettings::merge(ServeFlags::default(), file.clone(), None).unwrap();
+        assert_eq!(s.limits.body_budget, 16_777_216);
+        assert_eq!(s.quic_limits.max_connections, 300);
+        assert_eq!(s.quic_limits.max_connections_per_identity, 4);
+        assert_eq!(
+            s.caps_given,
+            CapsGiven {
+                max_connections: false,
+                max_in_flight: true
+            }
+        );
+        assert!(
+            s.describe().contains("body_budget=16777216"),
+            "{}",
+            s.describe()
+        );
+        let flags = parse(&[
+            "--body-budget",
+            "9000000",
+            "--quic-max-connections",
+            "20",
+            "--quic-max-connections-per-identity",
+            "2",
+            "--max-connections",
+            "30",
+            "--quic-listen",
+            "127.0.0.1:4433",
+        ]);
+        let s = ServeSettings::merge(flags, file, None).unwrap();
+        assert_eq!(s.limits.body_budget, 9_000_000);
+        assert_eq!(s.quic_limits.max_connections, 20);
+        assert_eq!(s.quic_limits.max_connections_per_identity, 2);
+        assert!(s.caps_given.max_connections && s.caps_given.max_in_flight);
+        assert!(
+            s.describe()
+                .contains("quic_max_connections=20 quic_max_connections_per_identity=2"),
+            "{}",
+            s.describe()
+        );
+        // The budget must hold at least the largest body.
+        let err = ServeSettings::merge(
+            parse(&["--max-body", "2000", "--body-budget", "1000"]),
+            FileConfig::default(),
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("body_budget (1000 bytes) must be at least max_body (2000 bytes)"),
+            "{err}"
+        );
+        for bad in [
+            ["--quic-max-connections", "0"],
+            ["--quic-max-connections-per-identity", "0"],
+        ] {
+            let err = ServeSettings::merge(parse(&bad), FileConfig::default(), None).unwrap_err();
+            assert!(err.to_string().contains("at least 1"), "{bad:?}: {err}");
         }
     }
 

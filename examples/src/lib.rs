@@ -12,6 +12,7 @@ pub mod check;
 pub mod config;
 pub mod custom_store;
 pub mod demo;
+pub mod descriptors;
 pub mod exit;
 pub mod listing;
 pub mod log_line;

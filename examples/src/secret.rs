@@ -89,6 +89,46 @@ impl Secret {
     }
 }
 
+/// What is wrong with a file holding a secret or a private key that
+/// users other than its owner may read or write (its mode, and the fix);
+/// `None` when only the owner may, when it cannot be read, or off Unix.
+/// Anyone who reads the mediator secret can mint tokens for every node.
+///
+/// ```
+/// # #[cfg(unix)] {
+/// use std::os::unix::fs::PermissionsExt;
+/// use mediator_examples::secret::open_to_others;
+/// let dir = tempfile::tempdir().unwrap();
+/// let file = dir.path().join("secret");
+/// std::fs::write(&file, "x").unwrap();
+/// std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+/// let why = open_to_others(&file).unwrap();
+/// assert!(why.contains("0644") && why.contains(&format!("chmod 600 {}", file.display())));
+/// std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+/// assert_eq!(open_to_others(&file), None);
+/// # }
+/// ```
+pub fn open_to_others(path: &Path) -> Option<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // The file's own mode: through a symbolic link, the target's.
+        let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+        (mode & 0o077 != 0).then(|| {
+            format!(
+                "{} is open to users other than its owner (mode {mode:04o}): run chmod 600 {}",
+                path.display(),
+                path.display()
+            )
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
+
 /// Writes `value` to a new file only its owner can read.
 fn write_private(path: &Path, value: &str) -> Result<(), CliError> {
     use std::io::Write;

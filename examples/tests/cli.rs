@@ -442,13 +442,26 @@ async fn the_demo_starts_and_its_pages_answer() {
         serde_json::from_slice(&inbox.into_body().collect().await.unwrap().to_bytes()).unwrap();
     assert_eq!(inbox["received"][0]["text"], "hello");
     assert_eq!(inbox["received"][0]["from"], "demo/sender");
-    // The mediator's dashboard, behind the operator password the demo made
-    // for this run and printed once with its URL.
-    let dashboard = format!("http://{listen}/");
+    // The mediator's dashboard, on a listener of its own, behind the
+    // operator password the demo made for this run and printed once with
+    // its URL; the API's origin serves no console.
     let line = output
         .iter()
-        .find(|l| l.contains(&dashboard))
-        .unwrap_or_else(|| panic!("no dashboard line in {output:?}"));
+        .find(|l| l.trim_start().starts_with("console "))
+        .unwrap_or_else(|| panic!("no dashboard line in {output:?}"))
+        .clone();
+    let dashboard = line
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_else(|| panic!("no console URL in {line}"))
+        .to_owned();
+    assert!(dashboard.starts_with("http://127.0.0.1:"), "{line}");
+    assert_ne!(dashboard, format!("http://{listen}/"), "{line}");
+    let on_api = client
+        .get(format!("http://{listen}/").parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(on_api.status(), StatusCode::NOT_FOUND);
     let password = line
         .split("password: ")
         .nth(1)

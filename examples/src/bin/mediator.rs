@@ -20,11 +20,12 @@ use mediator_examples::config::{
     apply_platform_env, secret_location, FileConfig, ServeFlags, ServeSettings,
 };
 use mediator_examples::demo::{self, Role};
+use mediator_examples::descriptors::{self, FileLimit};
 use mediator_examples::exit;
 use mediator_examples::listing::{human_seconds, Listed};
 use mediator_examples::logs::{self, LogFormat};
 use mediator_examples::scaffold::{default_crates_path, Scaffold};
-use mediator_examples::secret::{Secret, SecretSource};
+use mediator_examples::secret::{open_to_others, Secret, SecretSource};
 use mediator_examples::store::{OpenStore, StoreUrl};
 use mediator_examples::CliError;
 use mediator_transport_http::client::legacy::LegacyClient;
@@ -346,6 +347,16 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             // unless one was configured.
             if settings.quic_listen.is_none() {
                 settings.quic_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+            }
+            // And its operator's console, on port 8090 beside the pages (on
+            // any free port when the pages take any).
+            if settings.console_listen.is_none() {
+                let port = if pages_from == 0 {
+                    0
+                } else {
+                    DEMO_CONSOLE_PORT
+                };
+                settings.console_listen = Some(SocketAddr::from(([127, 0, 0, 1], port)));
             }
             serve(settings, true, move |served, secret| {
                 start_demo(served, secret, pages_from)
@@ -863,6 +874,8 @@ fn settings(config: Option<&Path>, mut flags: ServeFlags) -> Result<ServeSetting
 struct Served {
     /// The HTTP API's URL.
     url: String,
+    /// The console's URL, when it has a listener.
+    console_url: Option<String>,
     /// The QUIC listener's address and certificate fingerprint, if any.
     quic: Option<(SocketAddr, String)>,
     /// The operator password generated for this run, if one was.
@@ -950,9 +963,29 @@ where
         ),
         SecretSource::File(path) => {
             tracing::info!(file = %path.display(), "mediator secret read from file");
+            if let Some(why) = open_to_others(path) {
+                tracing::warn!(file = %path.display(), "mediator secret file {why}");
+            }
         }
         SecretSource::Configured => {
             tracing::info!("mediator secret from the environment or configuration");
+        }
+    }
+    if let Some((_, key)) = &settings.tls {
+        if let Some(why) = open_to_others(key) {
+            tracing::warn!(file = %key.display(), "TLS private key {why}");
+        }
+    }
+    // Every client connection and every delivery holds a descriptor: room
+    // for what the caps admit, or caps that fit the room.
+    if let Some((limit, failure)) = FileLimit::raise() {
+        if let Some(failure) = failure {
+            tracing::warn!(soft = ?limit.soft, hard = ?limit.hard, "descriptor limit not raised: {failure}");
+        }
+        if let Some(soft) = limit.soft {
+            if let Some(why) = descriptors::fit_settings(&mut settings, soft) {
+                tracing::warn!(limit = soft, "{why}");
+            }
         }
     }
     tracing::info!(settings = %settings.describe(), "starting");
@@ -999,13 +1032,18 @@ where
     let mut quic = match settings.quic_listen {
         Some(addr) => {
             let tls = quic_tls(&settings, addr)?;
-            let listener = QuicListener::bind(addr, &tls).map_err(|e| {
-                let io = match &e {
-                    QuicError::Io(io) => Some(io),
-                    _ => None,
-                };
-                bind_error("QUIC", addr, io, e.to_string())
-            })?;
+            let mut listener = QuicListener::bind_with(addr, &tls, settings.quic_limits.clone())
+                .map_err(|e| {
+                    let io = match &e {
+                        QuicError::Io(io) => Some(io),
+                        _ => None,
+                    };
+                    bind_error("QUIC", addr, io, e.to_string())
+                })?;
+            // QUIC calls write their request lines the way HTTP's do.
+            if let Some(lines) = logs::request_lines() {
+                listener = listener.request_log(lines);
+            }
             mediator.add_deliver(listener.delivery())?;
             let bound = listener.local_addr()?;
             let shown = loopback_if_unspecified(bound);
@@ -1020,17 +1058,56 @@ where
         }
         None => None,
     };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let mut service =
-        MediatorService::new(mediator.clone()).metrics_access(settings.metrics_access);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut service = MediatorService::new(mediator.clone())
+        .metrics_access(settings.metrics_access)
+        .trusted_proxies(settings.trusted_proxies.iter().copied());
     if let Some(lines) = logs::request_lines() {
         service = service.request_log(lines);
     }
-    let mut server = tokio::spawn(listener.serve_with_shutdown(service, async {
-        let _ = stopped.await;
-    }));
+    // Made only when served: a clone of the mediator left behind would keep
+    // the store open at shutdown.
+    let console_service = settings.console_listen.map(|_| service.console());
+    let stopping = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    let mut server = tokio::spawn(listener.serve_with_shutdown(service, stopping(stopped.clone())));
+    // The console on a listener, and so an origin, of its own: no node's
+    // reply is ever served where the console's session lives.
+    let console = match settings.console_listen.zip(console_service) {
+        Some((addr, console_service)) => {
+            let mut console = HttpListener::bind(addr)
+                .await
+                .map_err(|e| {
+                    let io = match &e {
+                        HttpError::Io(io) => Some(io),
+                        _ => None,
+                    };
+                    bind_error("console", addr, io, e.to_string())
+                })?
+                .drain_timeout(settings.drain)
+                .client_timeouts(TLS_HANDSHAKE_TIMEOUT, limits.header_read_timeout)
+                .idle_timeout(limits.idle_timeout)
+                .max_connections(limits.max_connections);
+            if let Some((cert, key)) = &settings.tls {
+                console = console.tls(TlsConfig::from_pem_files(cert, key)?);
+            }
+            let console_url = format!(
+                "{scheme}://{}",
+                loopback_if_unspecified(console.local_addr())
+            );
+            tracing::info!(url = %console_url, "console listening");
+            println!("mediator console on {console_url}/");
+            let task = tokio::spawn(
+                console.serve_with_shutdown(console_service, stopping(stopped.clone())),
+            );
+            Some((console_url, task))
+        }
+        None => None,
+    };
     let served = Served {
         url,
+        console_url: console.as_ref().map(|(url, _)| url.clone()),
         quic: quic
             .as_ref()
             .map(|(listener, _, addr)| (*addr, listener.fingerprint().to_owned())),
@@ -1040,6 +1117,9 @@ where
         Ok(extras) => extras,
         Err(e) => {
             server.abort();
+            if let Some((_, task)) = &console {
+                task.abort();
+            }
             if let Some((listener, _, _)) = &quic {
                 listener.close();
             }
@@ -1077,11 +1157,18 @@ where
             Err(e) => tracing::warn!(error = %e, "the QUIC listener task failed"),
         }
     }
-    let _ = stop.send(());
+    let _ = stop.send(true);
     let served = match early {
         Some(served) => served,
         None => server.await,
     };
+    if let Some((_, task)) = console {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "the console's listener failed"),
+            Err(e) => tracing::warn!(error = %e, "the console's listener task failed"),
+        }
+    }
     tracing::info!("stopped accepting and drained; closing the store");
     maintenance.abort();
     let _ = maintenance.await;
@@ -1154,6 +1241,9 @@ async fn shutdown_signal() {
     tracing::info!("shutdown signal received; draining");
 }
 
+/// The demo console's port, unless `--console-listen` says otherwise.
+const DEMO_CONSOLE_PORT: u16 = 8090;
+
 async fn start_demo(
     served: Served,
     secret: Secret,
@@ -1197,7 +1287,10 @@ async fn start_demo(
                 .to_owned()
         }
     };
-    println!("  console          {url}/  (password: {password})");
+    match &served.console_url {
+        Some(console) => println!("  console          {console}/  (password: {password})"),
+        None => println!("  console          off (start with --console-listen ADDR to see it)"),
+    }
     println!("\nThen try, in another terminal (same folder):");
     println!("  cargo run --release --bin mediator -- nodes");
     println!("  cargo run --release --bin mediator -- send --to 'demo/*' --key {} --data '{{\"text\":\"hi\"}}'", key_text);

@@ -8,9 +8,13 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod body_memory;
+mod console_takeover;
 mod crash;
 mod fairness;
+mod half_open_quic;
 mod malformed;
+mod redirect;
 mod shutdown;
 mod slow_clients;
 mod store_outage;

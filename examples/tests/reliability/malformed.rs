@@ -87,7 +87,12 @@ fn unsigned_token(sub: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_route_answers_malformed_and_oversize_requests_with_a_clear_4xx() {
     let max_body = MAX_BODY.to_string();
-    let hub = Hub::start("memory", &["--max-body", &max_body]);
+    let console = std::net::SocketAddr::from(([127, 0, 0, 1], crate::support::free_port()));
+    let console_listen = console.to_string();
+    let hub = Hub::start(
+        "memory",
+        &["--max-body", &max_body, "--console-listen", &console_listen],
+    );
     let (node, seen) = echo_node(Duration::ZERO).await;
     assert_eq!(hub.register("app/echo", node).await.0, 200);
 
@@ -279,12 +284,17 @@ async fn every_route_answers_malformed_and_oversize_requests_with_a_clear_4xx() 
             401,
         ),
         (
-            "dashboard: no login".into(),
+            "the API serves no console".into(),
+            request("GET", "/", &[], b""),
+            404,
+        ),
+        (
+            "console dashboard: no login".into(),
             request("GET", "/", &[], b""),
             401,
         ),
         (
-            "dashboard: wrong password".into(),
+            "console dashboard: wrong password".into(),
             request(
                 "GET",
                 "/",
@@ -294,12 +304,12 @@ async fn every_route_answers_malformed_and_oversize_requests_with_a_clear_4xx() 
             401,
         ),
         (
-            "dashboard: Basic that is not base64".into(),
+            "console dashboard: Basic that is not base64".into(),
             request("GET", "/", &["authorization: Basic %%%%".into()], b""),
             401,
         ),
         (
-            "dashboard: a node's token".into(),
+            "console dashboard: a node's token".into(),
             request("GET", "/", &bearer(&caller), b""),
             403,
         ),
@@ -564,7 +574,13 @@ async fn every_route_answers_malformed_and_oversize_requests_with_a_clear_4xx() 
 
     let mut wrong = Vec::new();
     for (what, bytes, expected) in cases {
-        match raw(hub.addr, bytes, PATIENCE).await {
+        // The console's cases go to the console's own listener.
+        let addr = if what.starts_with("console ") {
+            console
+        } else {
+            hub.addr
+        };
+        match raw(addr, bytes, PATIENCE).await {
             Ok(answer) => {
                 let fits = if expected == 0 {
                     (400..500).contains(&answer.status)

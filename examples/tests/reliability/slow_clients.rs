@@ -144,6 +144,10 @@ async fn at_the_descriptor_limit_the_accept_loop_waits_instead_of_spinning() {
     let hub = Hub::start_limited(
         "memory",
         &[
+            // A cap of one's own is kept whatever the descriptor limit, so
+            // the mediator does reach that limit here.
+            "--max-connections",
+            "10000",
             "--header-read-timeout-ms",
             "2500",
             "--idle-timeout-ms",

@@ -466,3 +466,242 @@ pub fn outcome(out: &Output) -> (Option<i32>, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+impl Process {
+    /// Like [`start`](Self::start), with the log at `RUST_LOG=info` written
+    /// to `log` (standard error), for tests that look for what the process
+    /// logged.
+    pub fn start_logged(dir: &Path, args: &[&str], ready: &str, log: &Path) -> Process {
+        let log_file = std::fs::File::create(log).expect("the log file");
+        let mut child = Command::new(bin())
+            .args(args)
+            .current_dir(dir)
+            .env("RUST_LOG", "info")
+            .env_remove("MEDIATOR_SECRET")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log_file))
+            .spawn()
+            .expect("the mediator binary starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = Arc::clone(&lines);
+        let wanted = ready.to_owned();
+        std::thread::spawn(move || {
+            let mut told = false;
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line.clone());
+                if !told && line.contains(&wanted) {
+                    told = true;
+                    let _ = tx.send(());
+                }
+            }
+        });
+        if rx.recv_timeout(Duration::from_secs(30)).is_err() {
+            let logged = std::fs::read_to_string(log).unwrap_or_default();
+            panic!("mediator {args:?} never printed {ready:?}; its log:\n{logged}");
+        }
+        Process { child, lines }
+    }
+}
+
+/// An Argon2 hash of `password`, made by `mediator hash-password` as an
+/// operator makes one (the password on standard input).
+pub fn hash_password(dir: &Path, password: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new(bin())
+        .arg("hash-password")
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the mediator binary runs");
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(password.as_bytes())
+        .expect("the password written");
+    let out = child.wait_with_output().expect("hash-password ends");
+    assert!(
+        out.status.success(),
+        "mediator hash-password failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// Serves HTTP/1.1 on a loopback port, answering every request with what
+/// `answer` makes of its head and whole body: a node that behaves as a
+/// test wants (a hostile one, say).
+pub async fn answering_node(
+    answer: impl Fn(&http::request::Parts, &Bytes) -> Response<Full<Bytes>> + Send + Sync + 'static,
+) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let answer = Arc::new(answer);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let answer = Arc::clone(&answer);
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+                        let answer = Arc::clone(&answer);
+                        async move {
+                            let (parts, body) = request.into_parts();
+                            let body = body.collect().await?.to_bytes();
+                            Ok::<_, hyper::Error>(answer(&parts, &body))
+                        }
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// Registers `key` (`group/name`) at the mediator on `api` with its callback
+/// at `node`, signed with the secret in `dir`; fails the test unless the
+/// registration is answered 200.
+pub async fn register_node(api: SocketAddr, dir: &Path, key: &str, node: SocketAddr) {
+    let (group, name) = key.split_once('/').unwrap();
+    let body = serde_json::json!({
+        "group": group, "name": name, "url": format!("http://{node}"), "ttl": 600,
+    });
+    let (status, answer) = post(
+        &format!("http://{api}/register"),
+        &token_for(dir, key),
+        body.to_string(),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "registering {key}: {}",
+        String::from_utf8_lossy(&answer)
+    );
+}
+
+/// The resident set size of process `pid` in KiB, if it is still running.
+pub fn rss_kib_of(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// The largest resident set size a process reached while it was watched:
+/// sampled every 5 ms on a thread of its own from [`RssPeak::watch`] until
+/// [`RssPeak::stop`], so short peaks are seen too.
+pub struct RssPeak {
+    peak: Arc<std::sync::atomic::AtomicU64>,
+    watching: Arc<std::sync::atomic::AtomicBool>,
+    sampler: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RssPeak {
+    /// Starts watching process `pid`.
+    pub fn watch(pid: u32) -> RssPeak {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let peak = Arc::new(AtomicU64::new(rss_kib_of(pid).unwrap_or(0)));
+        let watching = Arc::new(AtomicBool::new(true));
+        let sampler = {
+            let (peak, watching) = (Arc::clone(&peak), Arc::clone(&watching));
+            std::thread::spawn(move || {
+                while watching.load(Ordering::Relaxed) {
+                    if let Some(rss) = rss_kib_of(pid) {
+                        peak.fetch_max(rss, Ordering::Relaxed);
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            })
+        };
+        RssPeak {
+            peak,
+            watching,
+            sampler: Some(sampler),
+        }
+    }
+
+    /// The peak so far, in KiB.
+    pub fn peak_kib(&self) -> u64 {
+        self.peak.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Stops watching; the peak in KiB.
+    pub fn stop(mut self) -> u64 {
+        self.watching
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        if let Some(sampler) = self.sampler.take() {
+            let _ = sampler.join();
+        }
+        self.peak_kib()
+    }
+}
+
+impl Drop for RssPeak {
+    fn drop(&mut self) {
+        self.watching
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Sends `head` on a new connection to `addr`, then `len` bytes of body in
+/// 64 KiB writes as fast as the server reads them, while reading; stops
+/// sending as soon as a whole response head arrived. The status of that
+/// response, or what went wrong (no connection, a close or reset before
+/// any answer, nothing within `patience`).
+pub async fn send_until_answered(
+    addr: SocketAddr,
+    head: String,
+    len: usize,
+    patience: Duration,
+) -> Result<u16, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let (mut reader, mut writer) = stream.into_split();
+    let sending = tokio::spawn(async move {
+        let chunk = vec![b'a'; 64 * 1024];
+        writer.write_all(head.as_bytes()).await?;
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            writer.write_all(&chunk[..n]).await?;
+            left -= n;
+        }
+        Ok::<_, std::io::Error>(writer)
+    });
+    let answer = tokio::time::timeout(patience, async {
+        let mut bytes = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match reader.read(&mut buf).await {
+                Ok(0) => {
+                    return Err(format!(
+                        "closed before a whole answer: {:?}",
+                        String::from_utf8_lossy(&bytes)
+                    ))
+                }
+                Ok(n) => bytes.extend_from_slice(&buf[..n]),
+                Err(e) => {
+                    return Err(format!(
+                        "read: {e}, after {:?}",
+                        String::from_utf8_lossy(&bytes)
+                    ))
+                }
+            }
+            if bytes.windows(4).any(|w| w == b"\r\n\r\n") {
+                return parse_answer(&bytes).map(|a| a.status);
+            }
+        }
+    })
+    .await;
+    sending.abort();
+    answer.unwrap_or_else(|_| Err(format!("no answer within {patience:?}")))
+}
