@@ -26,7 +26,11 @@ const PHONE: (u32, u32) = (390, 844);
 /// A mediator on loopback whose Basic admin login checks [`PASSWORD`].
 async fn console_hub() -> Hub {
     let hash = mediator_core::PasswordHash::generate(PASSWORD).expect("a hash");
-    Hub::config().operator_password(hash).start().await
+    Hub::config()
+        .operator_password(hash)
+        .console()
+        .start()
+        .await
 }
 
 /// A desktop-sized browser, signed in to `hub`'s console.
@@ -38,7 +42,7 @@ async fn signed_in(hub: &Hub) -> Browser {
 
 /// Signs in with the operator password and waits for the node table.
 async fn sign_in(browser: &Browser, hub: &Hub) {
-    browser.goto(&hub.url("/")).await;
+    browser.goto(&hub.console_url("/")).await;
     let password = browser.wait_for("#password").await;
     browser.fill(&password, PASSWORD).await;
     browser.keys("\u{E007}").await;
@@ -115,7 +119,7 @@ fn kind_of(error: &HttpError) -> &str {
 async fn without_a_session_the_browser_gets_the_sign_in_page_and_the_api_refuses() {
     let hub = console_hub().await;
     let browser = Browser::start(DESKTOP.0, DESKTOP.1).await;
-    browser.goto(&hub.url("/")).await;
+    browser.goto(&hub.console_url("/")).await;
     let form = browser.wait_for("form[action=\"console/sign-in\"]").await;
     assert!(browser.text(&form).await.contains("Operator password"));
     let title = browser.wait_for("h1").await;
@@ -150,7 +154,7 @@ async fn without_a_session_the_browser_gets_the_sign_in_page_and_the_api_refuses
         ("POST", "/console/api/nodes/1/deregister"),
         ("POST", "/console/sign-out"),
     ] {
-        let answer = hub.call(method, path, &[], "{}").await;
+        let answer = hub.console_call(method, path, &[], "{}").await;
         assert_eq!(answer.status, 401, "{method} {path}: {}", answer.text());
         assert_eq!(answer.json()["kind"], "unauthorized");
     }
@@ -250,7 +254,7 @@ async fn a_signed_in_operator_sees_new_nodes_appear_without_a_reload() {
     browser.screenshot("04-filtered").await;
 
     // The keyboard: the first Tab lands on the skip link, visibly.
-    browser.goto(&hub.url("/")).await;
+    browser.goto(&hub.console_url("/")).await;
     browser.wait_for("#node-table").await;
     browser.keys("\u{E004}").await;
     let focus = browser
@@ -519,7 +523,7 @@ async fn signing_out_ends_the_session_on_the_server() {
         .expect("the session cookie");
     let header = format!("mediator_session={cookie}");
     let before = hub
-        .call("GET", "/console/api/state", &[("cookie", &header)], "")
+        .console_call("GET", "/console/api/state", &[("cookie", &header)], "")
         .await;
     assert_eq!(before.status, 200, "{}", before.text());
 
@@ -528,10 +532,12 @@ async fn signing_out_ends_the_session_on_the_server() {
     browser.screenshot("13-signed-out").await;
     // The old cookie no longer opens anything, whoever replays it.
     let after = hub
-        .call("GET", "/console/api/state", &[("cookie", &header)], "")
+        .console_call("GET", "/console/api/state", &[("cookie", &header)], "")
         .await;
     assert_eq!(after.status, 401, "{}", after.text());
-    let page = hub.call("GET", "/", &[("cookie", &header)], "").await;
+    let page = hub
+        .console_call("GET", "/", &[("cookie", &header)], "")
+        .await;
     assert_eq!(page.status, 401);
     assert!(page.text().contains("console/sign-in"));
     browser.quit().await;
@@ -542,7 +548,7 @@ async fn signing_out_ends_the_session_on_the_server() {
 async fn http_session(hub: &Hub) -> (String, String) {
     let form = format!("password={}", urlencode(PASSWORD));
     let answer = hub
-        .call(
+        .console_call(
             "POST",
             "/console/sign-in",
             &[("content-type", "application/x-www-form-urlencoded")],
@@ -554,7 +560,7 @@ async fn http_session(hub: &Hub) -> (String, String) {
     let set = answer.header("set-cookie").expect("a cookie").to_owned();
     let cookie = set.split(';').next().expect("name=value").to_owned();
     let session = hub
-        .call("GET", "/console/api/session", &[("cookie", &cookie)], "")
+        .console_call("GET", "/console/api/session", &[("cookie", &cookie)], "")
         .await;
     assert_eq!(session.status, 200, "{}", session.text());
     let csrf = session.json()["csrf"].as_str().expect("csrf").to_owned();
@@ -593,12 +599,15 @@ async fn actions_need_the_sessions_anti_forgery_token_or_a_bearer_token() {
             vec![("cookie", cookie.as_str()), ("x-csrf-token", csrf.as_str())],
             200,
         ),
-        // A browser attaches a Basic login by itself: it reads, never acts.
+        // A browser attaches a Basic login by itself: it reads, never
+        // acts; an action is refused from its head, the password unchecked.
         (vec![("authorization", basic.as_str())], 403),
         (vec![("authorization", admin.as_str())], 200),
         (vec![("authorization", node.as_str())], 403),
     ] {
-        let answer = hub.call("POST", "/console/api/token", &headers, body).await;
+        let answer = hub
+            .console_call("POST", "/console/api/token", &headers, body)
+            .await;
         assert_eq!(answer.status, status, "{headers:?}: {}", answer.text());
     }
     // Reads take the session, a Basic login or an admin token.
@@ -607,7 +616,9 @@ async fn actions_need_the_sessions_anti_forgery_token_or_a_bearer_token() {
         ("authorization", &basic),
         ("authorization", &admin),
     ] {
-        let answer = hub.call("GET", "/console/api/state", &[auth], "").await;
+        let answer = hub
+            .console_call("GET", "/console/api/state", &[auth], "")
+            .await;
         assert_eq!(answer.status, 200, "{auth:?}: {}", answer.text());
     }
     // Bad input is a clear 400, wrong methods 405, unknown paths 404.
@@ -642,7 +653,7 @@ async fn actions_need_the_sessions_anti_forgery_token_or_a_bearer_token() {
         ("DELETE", "/console/api/state", "", 405),
         ("GET", "/console/api/nothing", "", 404),
     ] {
-        let answer = hub.call(method, path, &with, body).await;
+        let answer = hub.console_call(method, path, &with, body).await;
         assert_eq!(
             answer.status,
             status,
@@ -654,7 +665,7 @@ async fn actions_need_the_sessions_anti_forgery_token_or_a_bearer_token() {
     // The cookie is strict and short-lived; over TLS it is also Secure.
     let form = format!("password={}", urlencode(PASSWORD));
     let answer = hub
-        .call(
+        .console_call(
             "POST",
             "/console/sign-in",
             &[("content-type", "application/x-www-form-urlencoded")],
@@ -666,7 +677,9 @@ async fn actions_need_the_sessions_anti_forgery_token_or_a_bearer_token() {
         set.ends_with("; Path=/; HttpOnly; SameSite=Strict; Max-Age=43200"),
         "{set}"
     );
-    let secure = MediatorService::new(hub.mediator.clone()).secure_cookies(true);
+    let secure = MediatorService::new(hub.mediator.clone())
+        .secure_cookies(true)
+        .console();
     let request = mediator_tests::harness::request(
         "POST",
         "/console/sign-in",
@@ -685,7 +698,7 @@ async fn failed_sign_ins_count_in_the_login_backoff() {
     let hub = console_hub().await;
     for _ in 0..5 {
         let answer = hub
-            .call(
+            .console_call(
                 "POST",
                 "/console/sign-in",
                 &[("content-type", "application/x-www-form-urlencoded")],
@@ -697,7 +710,7 @@ async fn failed_sign_ins_count_in_the_login_backoff() {
     }
     let form = format!("password={}", urlencode(PASSWORD));
     let answer = hub
-        .call(
+        .console_call(
             "POST",
             "/console/sign-in",
             &[("content-type", "application/x-www-form-urlencoded")],
@@ -740,7 +753,7 @@ async fn a_console_request_goes_out_as_the_admin_tokens_node_when_it_names_one()
     );
     let bearer = format!("Bearer {token}");
     let session = hub
-        .call(
+        .console_call(
             "GET",
             "/console/api/session",
             &[("authorization", &bearer)],
@@ -758,7 +771,7 @@ async fn a_console_request_goes_out_as_the_admin_tokens_node_when_it_names_one()
         "body": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, sealed),
     });
     let answer = hub
-        .call(
+        .console_call(
             "POST",
             "/console/api/send",
             &[("authorization", &bearer)],
@@ -791,7 +804,7 @@ async fn signed_in_with_a_nodes_admin_token_the_page_seals_as_that_node() {
             .with_scope(vec!["admin".into()]),
     );
     let browser = Browser::start(DESKTOP.0, DESKTOP.1).await;
-    browser.goto(&hub.url("/")).await;
+    browser.goto(&hub.console_url("/")).await;
     browser
         .fill(&browser.wait_for("#token").await, &token)
         .await;

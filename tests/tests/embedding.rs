@@ -37,12 +37,12 @@ async fn nested_under_a_prefix_the_api_sees_paths_without_it() {
         (answer.status, answer.text().as_str()),
         (200, r#"{"ok":true}"#)
     );
-    // The prefix alone is the service's root: the console, which shows a
-    // browser its sign-in page.
+    // The prefix alone is the service's root, where the API shows no
+    // console: that is a service of its own, for an origin of its own.
     let answer = get_path(addr, "/mediator").await;
-    assert_eq!(answer.status, 401);
+    assert_eq!(answer.status, 404);
     assert!(
-        answer.text().contains("console/sign-in"),
+        answer.text().contains("--console-listen"),
         "{}",
         answer.text()
     );
@@ -102,13 +102,14 @@ async fn as_the_fallback_the_api_sits_at_the_root_beside_the_apps_routes() {
         (answer.status, answer.text().as_str()),
         (200, r#"{"ok":true}"#)
     );
-    assert_eq!(get_path(addr, "/").await.status, 401);
+    // The console is a service of its own, never mounted beside the API.
+    assert_eq!(get_path(addr, "/").await.status, 404);
     let answer = get_path(addr, "/metrics").await;
     assert_eq!(answer.status, 200);
     assert!(
-        answer
-            .text()
-            .contains("mediator_requests_total{route=\"other\",status=\"200\"} 1"),
+        answer.text().contains(
+            "mediator_requests_total{transport=\"http\",route=\"other\",status=\"200\"} 1"
+        ),
         "{}",
         answer.text()
     );

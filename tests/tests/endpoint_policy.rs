@@ -140,3 +140,114 @@ async fn an_allowed_name_is_called_and_the_mediator_itself_is_not() {
     let message = refused(&call_api(&hub).await);
     assert!(message.contains("the mediator itself"), "{message}");
 }
+
+/// The message of a registration refused as malformed.
+fn invalid(answer: &Answer) -> String {
+    let error = assert_error(answer, 400, "invalid", "caller");
+    error["error"].as_str().expect("a message").to_owned()
+}
+
+#[tokio::test]
+async fn registration_accepts_only_urls_delivery_can_call() {
+    let hub = Hub::start().await;
+    let echo = EchoNode::start("api").await;
+    let port = echo.url.rsplit(':').next().expect("a port").to_owned();
+    // Each of these the URL standard reads as the echo node, yet delivery
+    // could not send a request to it as written.
+    for (url, why) in [
+        (format!("http://127.0.0.1:{port}\\base"), "backslash"),
+        (
+            format!("http://%31%32%37.0.0.1:{port}"),
+            "percent-encoded host",
+        ),
+        (format!("http://127.0.0.1:{port}/a<b"), "'<'"),
+        (format!("http://127.0.0.1\"x:{port}"), "'\"' in its host"),
+        (format!("http://0x7f.1:{port}"), "write 127.0.0.1"),
+    ] {
+        let message = invalid(&register(&hub, &url).await);
+        assert!(message.contains(why), "{url}: {message}");
+        assert!(!hub.knows("users/api"), "{url} was registered");
+    }
+    // Unusual spellings both parsers read alike are accepted, and called.
+    for url in [
+        format!("HTTP://127.0.0.1:{port}/base\"quoted\"/{{x}}"),
+        format!("http://127.0.0.1:0{port}/caf\u{e9}"),
+    ] {
+        let answer = register(&hub, &url).await;
+        assert_eq!(answer.status, 200, "{url}: {}", answer.text());
+        let before = echo.count();
+        let answer = call_api(&hub).await;
+        assert_eq!(answer.status, 200, "{url}: {}", answer.text());
+        assert_eq!(echo.count(), before + 1, "{url}");
+    }
+}
+
+#[tokio::test]
+async fn a_denied_network_is_denied_in_every_ipv6_spelling() {
+    let hub = Hub::start().await;
+    for url in [
+        "http://[::ffff:169.254.169.254]",
+        "http://[::169.254.169.254]:80",
+        "http://[64:ff9b::a9fe:a9fe]",
+        "http://[2002:a9fe:a9fe::]:8080",
+    ] {
+        let message = invalid(&register(&hub, url).await);
+        assert!(message.contains("169.254.0.0/16"), "{url}: {message}");
+    }
+    assert!(!hub.knows("users/api"));
+}
+
+/// One of this host's addresses beside loopback: the source address the
+/// system picks for a route out (a UDP connect sends nothing).
+fn this_hosts_address() -> Option<std::net::IpAddr> {
+    for (bind, out) in [
+        ("0.0.0.0:0", "198.51.100.1:9"),
+        ("[::]:0", "[2001:db8::1]:9"),
+    ] {
+        let Ok(socket) = std::net::UdpSocket::bind(bind) else {
+            continue;
+        };
+        if socket.connect(out).is_err() {
+            continue;
+        }
+        if let Ok(addr) = socket.local_addr() {
+            if !addr.ip().is_loopback() && !addr.ip().is_unspecified() {
+                return Some(addr.ip());
+            }
+        }
+    }
+    None
+}
+
+#[tokio::test]
+async fn a_hub_on_every_address_refuses_each_of_its_hosts_addresses_at_its_port() {
+    let Some(ip) = this_hosts_address() else {
+        eprintln!("skipped: this host has no address beside loopback");
+        return;
+    };
+    let hub = Hub::config()
+        .addr(std::net::SocketAddr::from(([0, 0, 0, 0], 0)))
+        .start()
+        .await;
+    let own = hub.socket().port();
+    let at = |port: u16| format!("http://{}/", std::net::SocketAddr::new(ip, port));
+    let message = invalid(&register(&hub, &at(own)).await);
+    assert!(
+        message.contains("the mediator itself"),
+        "{}: {message}",
+        at(own)
+    );
+    if let std::net::IpAddr::V4(v4) = ip {
+        let mapped = format!("http://[::ffff:{v4}]:{own}");
+        let message = invalid(&register(&hub, &mapped).await);
+        assert!(
+            message.contains("the mediator itself"),
+            "{mapped}: {message}"
+        );
+    }
+    assert!(!hub.knows("users/api"));
+    // The same address at another port is some other service's.
+    let other = own.wrapping_add(1).max(1);
+    let answer = register(&hub, &at(other)).await;
+    assert_eq!(answer.status, 200, "{}: {}", at(other), answer.text());
+}

@@ -125,7 +125,9 @@ async fn metrics_count_routes_latencies_and_deliveries() {
         Some("text/plain; version=0.0.4")
     );
     let requests = |route: &str, status: u16| {
-        format!("mediator_requests_total{{route=\"{route}\",status=\"{status}\"}}")
+        format!(
+            "mediator_requests_total{{transport=\"http\",route=\"{route}\",status=\"{status}\"}}"
+        )
     };
     assert_eq!(value(&samples, &requests("register", 200)), 3.0);
     assert_eq!(value(&samples, &requests("one", 200)), 1.0);
@@ -137,10 +139,11 @@ async fn metrics_count_routes_latencies_and_deliveries() {
         .collect();
     assert_eq!(request_series.len(), 4, "{request_series:?}");
 
-    let count =
-        |route: &str| format!("mediator_request_duration_seconds_count{{route=\"{route}\"}}");
+    let count = |route: &str| {
+        format!("mediator_request_duration_seconds_count{{transport=\"http\",route=\"{route}\"}}")
+    };
     let inf = |route: &str| {
-        format!("mediator_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}}")
+        format!("mediator_request_duration_seconds_bucket{{transport=\"http\",route=\"{route}\",le=\"+Inf\"}}")
     };
     for (route, n) in [
         ("register", 3.0),
@@ -161,14 +164,14 @@ async fn metrics_count_routes_latencies_and_deliveries() {
     ] {
         let bucket = value(
             &samples,
-            &format!("mediator_request_duration_seconds_bucket{{route=\"one\",le=\"{le}\"}}"),
+            &format!("mediator_request_duration_seconds_bucket{{transport=\"http\",route=\"one\",le=\"{le}\"}}"),
         );
         assert!(bucket >= last, "le={le}");
         last = bucket;
     }
     let sum = value(
         &samples,
-        "mediator_request_duration_seconds_sum{route=\"one\"}",
+        "mediator_request_duration_seconds_sum{transport=\"http\",route=\"one\"}",
     );
     assert!(sum > 0.0 && sum < 10.0, "{sum}");
 
@@ -241,7 +244,7 @@ async fn metrics_need_no_token_and_start_empty_in_process_and_on_the_wire() {
         assert_eq!(
             value(
                 &samples,
-                "mediator_requests_total{route=\"other\",status=\"200\"}"
+                "mediator_requests_total{transport=\"http\",route=\"other\",status=\"200\"}"
             ),
             1.0
         );
@@ -269,7 +272,7 @@ async fn the_console_shows_a_browser_its_sign_in_page() {
         ),
     ] {
         let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let answer = hub.call("GET", "/", &headers, "").await;
+        let answer = hub.console_call("GET", "/", &headers, "").await;
         assert_eq!(answer.status, 401, "{}", answer.text());
         assert_eq!(
             answer.header("content-type"),
@@ -299,7 +302,7 @@ async fn the_console_lists_the_nodes_for_an_admin() {
     hub.register("users/", &api.url).await;
 
     let answer = hub
-        .call(
+        .console_call(
             "GET",
             "/",
             &[("authorization", &basic("admin", SECRET))],
@@ -341,10 +344,15 @@ async fn the_console_lists_the_nodes_for_an_admin() {
     );
 
     // An admin token works too; a node's token does not.
-    let answer = hub.call_as("GET", "/", &hub.admin_token(), "").await;
-    assert_eq!(answer.status, 200, "{}", answer.text());
+    let bearer = |token: String| format!("Bearer {token}");
+    let admin = bearer(hub.admin_token());
     let answer = hub
-        .call_as("GET", "/", &hub.token_for("users/api"), "")
+        .console_call("GET", "/", &[("authorization", &admin)], "")
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let node = bearer(hub.token_for("users/api"));
+    let answer = hub
+        .console_call("GET", "/", &[("authorization", &node)], "")
         .await;
     assert_error(&answer, 403, "forbidden", "caller");
 
@@ -353,14 +361,14 @@ async fn the_console_lists_the_nodes_for_an_admin() {
     assert_eq!(
         value(
             &samples,
-            "mediator_requests_total{route=\"admin\",status=\"200\"}"
+            "mediator_requests_total{transport=\"http\",route=\"admin\",status=\"200\"}"
         ),
         2.0
     );
     assert_eq!(
         value(
             &samples,
-            "mediator_requests_total{route=\"admin\",status=\"403\"}"
+            "mediator_requests_total{transport=\"http\",route=\"admin\",status=\"403\"}"
         ),
         1.0
     );

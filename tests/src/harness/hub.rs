@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
 use mediator_core::policy::EndpointPolicy;
 use mediator_core::{
     Authenticator, Claims, Clock, Endpoint, Identity, Limits, ManualClock, Mediator,
@@ -45,6 +47,7 @@ pub struct HubConfig {
     listener: Option<ListenerChange>,
     operator_password: Option<PasswordHash>,
     secret_as_password: bool,
+    console: bool,
 }
 
 type ListenerChange = Box<dyn FnOnce(HttpListener) -> HttpListener + Send>;
@@ -71,6 +74,7 @@ impl Default for HubConfig {
             listener: None,
             operator_password: None,
             secret_as_password: false,
+            console: false,
         }
     }
 }
@@ -170,6 +174,13 @@ impl HubConfig {
         self
     }
 
+    /// Serves the operator's console too, on a listener of its own (see
+    /// [`Hub::console_url`]).
+    pub fn console(mut self) -> Self {
+        self.console = true;
+        self
+    }
+
     /// Who may read `/metrics`.
     pub fn metrics_access(mut self, access: MetricsAccess) -> Self {
         self.metrics_access = access;
@@ -184,6 +195,7 @@ impl HubConfig {
         let drain = self.drain;
         let access = self.metrics_access;
         let change = self.listener.take();
+        let with_console = self.console;
         let (mediator, clock, tls) = self.compose();
         let mut listener = HttpListener::bind(addr)
             .await
@@ -203,6 +215,17 @@ impl HubConfig {
         // The listener serves the hub's own service, so what a test reads
         // from it (metrics) counts requests from both ways in.
         let service = MediatorService::new(mediator.clone()).metrics_access(access);
+        let console = if with_console {
+            let listener = HttpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+                .await
+                .expect("bind the console")
+                .drain_timeout(drain);
+            let base = format!("http://{}", listener.local_addr());
+            let task = tokio::spawn(listener.serve(service.console()));
+            Some(ConsoleListener { base, task })
+        } else {
+            None
+        };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(listener.serve_with_shutdown(service.clone(), async move {
             let _ = stopped.await;
@@ -215,6 +238,7 @@ impl HubConfig {
             clock,
             stop: Some(stop),
             task: Some(task),
+            console,
         }
     }
 
@@ -230,6 +254,7 @@ impl HubConfig {
             clock,
             stop: None,
             task: None,
+            console: None,
         }
     }
 
@@ -308,6 +333,19 @@ pub struct Hub {
     clock: Option<ManualClock>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), HttpError>>>,
+    console: Option<ConsoleListener>,
+}
+
+/// The console's own listener, when the hub serves one.
+struct ConsoleListener {
+    base: String,
+    task: JoinHandle<Result<(), HttpError>>,
+}
+
+impl Drop for ConsoleListener {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 impl Hub {
@@ -336,6 +374,38 @@ impl Hub {
         format!("{}{path}", self.base)
     }
 
+    /// The URL of `path` at the console's own listener (in process: just
+    /// the path, answered by [`console_call`](Self::console_call)).
+    pub fn console_url(&self, path: &str) -> String {
+        match &self.console {
+            Some(console) => format!("{}{path}", console.base),
+            None if self.addr.is_none() => path.to_owned(),
+            None => panic!("a hub started with `Hub::config().console()`"),
+        }
+    }
+
+    /// [`call`](Self::call) to the console's listener (in process: to the
+    /// API service's [`console`](MediatorService::console)).
+    pub async fn console_call(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Answer {
+        let request = request(method, &self.console_url(path), headers, body);
+        self.answer(&self.service.console(), request).await
+    }
+
+    /// Sends `request` over the socket it names, or in process to `service`.
+    async fn answer(&self, service: &MediatorService, request: Request<Full<Bytes>>) -> Answer {
+        if self.addr.is_some() {
+            send(request).await
+        } else {
+            call_service(service, request).await
+        }
+    }
+
     /// The manual clock the hub runs on.
     pub fn clock(&self) -> &ManualClock {
         self.clock.as_ref().expect("a hub with a manual clock")
@@ -356,11 +426,7 @@ impl Hub {
         body: impl Into<Bytes>,
     ) -> Answer {
         let request = request(method, &self.url(path), headers, body);
-        if self.addr.is_some() {
-            send(request).await
-        } else {
-            call_service(&self.service, request).await
-        }
+        self.answer(&self.service, request).await
     }
 
     /// [`call`](Self::call) with a bearer token.
