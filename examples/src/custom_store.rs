@@ -75,6 +75,7 @@ impl Registry for VecRegistry {
         let mut rows = self.rows.write().await;
         Ok(rows.nodes.iter_mut().find(|n| &n.key == key).map(|node| {
             node.lease_until = now + ttl;
+            node.updated = Some(now);
             node.lease_until
         }))
     }

@@ -634,18 +634,15 @@ impl Mediator {
     ) -> Result<Option<Timestamp>> {
         self.inner.authorize.act_for(caller, key)?;
         let ttl = ttl.clamp(self.inner.limits.min_ttl, self.inner.limits.max_ttl);
-        let lease = self
-            .inner
-            .registry
-            .renew(key, ttl, self.inner.clock.now())
-            .await?;
+        let now = self.inner.clock.now();
+        let lease = self.inner.registry.renew(key, ttl, now).await?;
         // Renewals come every third of a lease from every node: routine,
         // so below the default log level.
         match lease {
             Some(lease_until) => {
                 self.inner
                     .table
-                    .renew(key, lease_until, |node| self.share(node));
+                    .renew(key, lease_until, now, |node| self.share(node));
                 tracing::debug!(node = %key, until_ms = lease_until.as_millis(), "lease renewed");
             }
             None => {

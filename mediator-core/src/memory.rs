@@ -93,6 +93,7 @@ impl Registry for MemoryRegistry {
         Ok(state.by_id.get_mut(&id).map(|node| {
             let node = Arc::make_mut(node);
             node.lease_until = now + ttl;
+            node.updated = Some(now);
             node.lease_until
         }))
     }

@@ -360,7 +360,8 @@ pub struct Node {
     pub meta: Meta,
     /// When it first registered.
     pub created: Timestamp,
-    /// When its registration last changed, or `None` if never.
+    /// When its registration last changed or its lease was last renewed
+    /// (the node last heard from), or `None` if neither ever happened.
     pub updated: Option<Timestamp>,
     /// When its lease runs out, unless renewed.
     pub lease_until: Timestamp,

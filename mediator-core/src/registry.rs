@@ -50,9 +50,10 @@ pub trait Registry: Send + Sync + 'static {
     /// runs until `now + registration.ttl`. Returns the stored node.
     async fn upsert(&self, registration: Registration, now: Timestamp) -> Result<Node, StoreError>;
 
-    /// Extends the lease of `key` to `now + ttl`. Returns the new end of the
-    /// lease, or `None` when the key is not registered (the node should
-    /// register again).
+    /// Extends the lease of `key` to `now + ttl` and records `now` as when
+    /// the node was last heard from ([`Node::updated`](crate::Node::updated)).
+    /// Returns the new end of the lease, or `None` when the key is not
+    /// registered (the node should register again).
     async fn renew(
         &self,
         key: &NodeKey,

@@ -384,6 +384,9 @@ async fn renew_extends_lease<R: Registry>(r: Arc<R>) -> CaseResult {
     );
     ensure_eq!(stored.id, node.id, "id after renew");
     ensure_eq!(stored.created, node.created, "created after renew");
+    // A renewal is the node heard from: what an operator reads as its
+    // last sign of life.
+    ensure_eq!(stored.updated, Some(t1), "updated after renew");
     ensure_eq!(
         step(
             "renew unknown",

@@ -335,8 +335,14 @@ impl Registry for MysqlRegistry {
             .call("renew", || async move {
                 let mut conn = self.pool.get_conn().await?;
                 conn.exec_drop(
-                    "UPDATE nodes SET lease_until_ms = ? WHERE group_name = ? AND node_name = ?",
-                    (lease_until.as_millis(), key.group(), stored_name(key)),
+                    "UPDATE nodes SET lease_until_ms = ?, updated_ms = ? \
+                     WHERE group_name = ? AND node_name = ?",
+                    (
+                        lease_until.as_millis(),
+                        now.as_millis(),
+                        key.group(),
+                        stored_name(key),
+                    ),
                 )
                 .await?;
                 Ok(conn.affected_rows())

@@ -553,10 +553,17 @@ impl Registry for SqliteRegistry {
             .call(true, move |conn| {
                 let (group, name) = key_columns(&key);
                 conn.prepare_cached(
-                    "UPDATE nodes SET lease_until_ms = ?3 \
+                    "UPDATE nodes SET lease_until_ms = ?3, updated_ms = ?4 \
                      WHERE group_name = ?1 AND node_name = ?2",
                 )
-                .and_then(|mut stmt| stmt.execute(params![group, name, lease_until.as_millis()]))
+                .and_then(|mut stmt| {
+                    stmt.execute(params![
+                        group,
+                        name,
+                        lease_until.as_millis(),
+                        now.as_millis()
+                    ])
+                })
                 .map_err(query("renew"))
             })
             .await?;

@@ -244,6 +244,18 @@ async fn renew_extends_or_says_not_registered() {
         .expect("store")
         .expect("registered");
     assert_eq!(reply["lease_until"], node.lease_until.to_rfc3339());
+    // A renewal is the node heard from: the store, the routing table and the
+    // admin list all say when.
+    let heard = node.updated.expect("a renewal records when it came");
+    let key = "users/api".parse().expect("key");
+    assert_eq!(
+        hub.mediator.routes().get(&key).expect("routed").updated,
+        Some(heard)
+    );
+    let listed = hub
+        .call_as("GET", "/admin/clusters/users", &hub.admin_token(), "")
+        .await;
+    assert_eq!(listed.json()["list"][0]["updated"], heard.to_rfc3339());
 
     let other = hub.token_for("users/other");
     let answer = hub

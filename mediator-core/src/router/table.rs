@@ -343,12 +343,14 @@ impl RoutingTable {
         &self,
         key: &NodeKey,
         lease_until: Timestamp,
+        now: Timestamp,
         share: impl FnOnce(Node) -> Arc<Node>,
     ) {
         self.edit(key, |table| {
             if let Some(slot) = table.nodes.get(key) {
                 let mut node = Node::clone(&slot.node);
                 node.lease_until = lease_until;
+                node.updated = Some(now);
                 table.put(share(node));
             }
         });
@@ -586,7 +588,12 @@ mod tests {
         table.insert(Arc::new(n.clone()));
 
         let request = InFlight::new(table.slot(&k).unwrap());
-        table.renew(&k, lease + Duration::from_secs(1), Arc::new);
+        table.renew(
+            &k,
+            lease + Duration::from_secs(1),
+            Timestamp::from_millis(1),
+            Arc::new,
+        );
         table.insert(Arc::new(n.clone()));
         assert!(table.begin_refresh().apply(vec![n]));
         assert_eq!(outstanding(&table, &k), 1, "the request is still in flight");
@@ -596,6 +603,21 @@ mod tests {
             0,
             "the finished request still counts"
         );
+    }
+
+    #[test]
+    fn a_renewal_is_when_the_node_was_last_heard_from() {
+        let table = RoutingTable::new();
+        let lease = Timestamp::from_millis(1_000_000);
+        let n = node("g/a", 1, lease);
+        let k = n.key.clone();
+        table.insert(Arc::new(n));
+        let heard = Timestamp::from_millis(500_000);
+        table.renew(&k, lease + Duration::from_secs(60), heard, Arc::new);
+        let snapshot = table.snapshot.load_full();
+        let renewed = &snapshot.nodes[&k].node;
+        assert_eq!(renewed.updated, Some(heard));
+        assert_eq!(renewed.lease_until, lease + Duration::from_secs(60));
     }
 
     /// `renew` only updates a node the table holds; racing a `remove`, it
@@ -618,7 +640,7 @@ mod tests {
             );
             move || {
                 while !stop.load(Ordering::Relaxed) {
-                    table.renew(&k, lease, Arc::new);
+                    table.renew(&k, lease, Timestamp::from_millis(1), Arc::new);
                     renewals.fetch_add(1, Ordering::SeqCst);
                 }
             }
@@ -697,6 +719,7 @@ mod tests {
         table.renew(
             &"other/a".parse().unwrap(),
             lease + Duration::from_secs(1),
+            Timestamp::from_millis(1),
             Arc::new,
         );
         table.remove(&"other/b".parse().unwrap());
@@ -721,7 +744,7 @@ mod tests {
         let a: NodeKey = "g/a".parse().unwrap();
         let request = InFlight::new(table.slot(&a).unwrap());
         let later = lease + Duration::from_secs(30);
-        table.renew(&a, later, Arc::new);
+        table.renew(&a, later, Timestamp::from_millis(1), Arc::new);
         assert_eq!(table.get(&a).unwrap().lease_until, later);
         assert_eq!(
             table.get(&"g/b".parse().unwrap()).unwrap().lease_until,
@@ -730,7 +753,12 @@ mod tests {
         assert_eq!(ids(&table, "g"), vec![1, 2]);
         assert_eq!(outstanding(&table, &a), 1);
         drop(request);
-        table.renew(&"g/c".parse().unwrap(), later, Arc::new);
+        table.renew(
+            &"g/c".parse().unwrap(),
+            later,
+            Timestamp::from_millis(1),
+            Arc::new,
+        );
         assert_eq!(table.len(), 2);
     }
 
@@ -845,7 +873,12 @@ mod tests {
                         }
                         for i in (0..KEYS).step_by(2) {
                             let key: NodeKey = format!("g{w}/n{i}").parse().unwrap();
-                            table.renew(&key, lease + Duration::from_secs(round), Arc::new);
+                            table.renew(
+                                &key,
+                                lease + Duration::from_secs(round),
+                                Timestamp::from_millis(1),
+                                Arc::new,
+                            );
                             assert!(table.remove(&key));
                         }
                     }
