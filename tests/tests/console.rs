@@ -355,6 +355,29 @@ async fn health_turns_unreachable_when_a_node_dies_and_failing_when_it_breaks() 
     browser
         .wait_for(".chart-group[data-group=\"users\"] .chart.err path.line")
         .await;
+    // Each chart reads at a glance: a value scale beside it (the error
+    // rate's from 0 to 100 %), the last 15 minutes along it, and the one
+    // step that had errors drawn as a level, not a lone dot.
+    let axes = browser
+        .execute(
+            "const c = document.querySelector('.chart-group[data-group=\"users\"] .chart.err'); \
+             return [[...c.querySelectorAll('.yaxis span')].map((s) => s.textContent), \
+                     [...c.querySelectorAll('.xaxis span')].map((s) => s.textContent), \
+                     c.querySelector('path.line').getAttribute('d').split('L').length];",
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        axes[0],
+        serde_json::json!(["100 %", "50 %", "0 %"]),
+        "{axes}"
+    );
+    assert_eq!(
+        axes[1],
+        serde_json::json!(["−15 min", "−10 min", "−5 min", "now"]),
+        "{axes}"
+    );
+    assert!(axes[2].as_u64().unwrap_or(0) >= 2, "{axes}");
     browser.screenshot("06-health").await;
 
     // The node's own page.
@@ -414,6 +437,16 @@ async fn a_test_request_sealed_in_the_browser_is_answered_and_opened_there() {
     // Signed in with the password, the console names no node: requests
     // reach nodes without a sender, and the seal says so.
     assert!(who.contains("without a sender"), "{who}");
+    // The payload offered is JSON with a text, what the demo's nodes read.
+    let offered = browser
+        .execute(
+            "return document.getElementById('send-payload').value;",
+            vec![],
+        )
+        .await;
+    let offered: Value = serde_json::from_str(offered.as_str().unwrap_or_default())
+        .expect("the payload offered is JSON");
+    assert_eq!(offered["text"], "hello");
 
     let one = send_in_page(&browser, "users/api", &seal).await;
     assert!(one.contains("hello ada from users/api"), "{one}");
@@ -441,7 +474,10 @@ async fn a_test_request_sealed_in_the_browser_is_answered_and_opened_there() {
     // open what came back.
     let refused = send_in_page(&browser, "users/api", &SealKey::generate()).await;
     assert!(refused.contains("status 400"), "{refused}");
-    assert!(refused.contains("not sealed for this page"), "{refused}");
+    assert!(
+        refused.contains("refused (a refusal comes unsealed)"),
+        "{refused}"
+    );
     browser.screenshot("10-send-wrong-key").await;
     browser.quit().await;
     api.shutdown().await.unwrap();
@@ -498,6 +534,13 @@ async fn an_admin_mints_a_token_and_deregisters_a_node() {
         )
         .await;
     assert!(!hub.knows("users/api"));
+    // The page says a running node comes back at its next renewal.
+    let said = browser.text(&browser.wait_for("#conn").await).await;
+    assert!(
+        said.contains("users/api deregistered")
+            && said.contains("registers again at its next renewal"),
+        "{said}"
+    );
     assert!(hub
         .mediator
         .registry()

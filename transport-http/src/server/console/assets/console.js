@@ -6,6 +6,10 @@
 
 (() => {
   const POLL_MS = 2000;
+  // The width of one step of the charts' series, as the server sends them.
+  const SERIES_STEP_S = 10;
+  // How long the message an action leaves stays, over the polls that follow.
+  const FLASH_MS = 10000;
   const $ = (id) => document.getElementById(id);
   const SVG = 'http://www.w3.org/2000/svg';
 
@@ -96,6 +100,7 @@
       if (!armed) {
         button.textContent = 'Confirm';
         button.setAttribute('aria-label', 'Confirm: deregister ' + node.key);
+        button.title = 'A running node registers again at its next renewal';
         armed = setTimeout(() => {
           armed = null;
           button.textContent = 'Deregister';
@@ -108,7 +113,10 @@
       button.disabled = true;
       try {
         await api('api/nodes/' + node.id + '/deregister', { method: 'POST', body: {} });
-        flash(node.key + ' deregistered');
+        // A node that is still running renews its lease and so registers
+        // again: say so, rather than let the row come back unexplained.
+        flash(node.key + ' deregistered; if it is still running it registers again at its '
+          + 'next renewal — stop the node to keep it away');
         if (after) after();
         poll();
       } catch (e) {
@@ -204,11 +212,18 @@
 
   // ------------------------------------------------------------ charts
 
+  /** The smallest of 1, 2 or 5 times a power of ten at or above `v`: a
+   * scale's top that halves into a readable number. */
+  function niceCeil(v) {
+    const power = Math.pow(10, Math.floor(Math.log10(v)));
+    return [1, 2, 5, 10].map((m) => m * power).find((n) => n >= v * (1 - 1e-9));
+  }
+
   function sparkline(kind, title, values, format, fixedMax) {
     const width = 300;
     const height = 56;
     const present = values.filter((v) => v !== null && v !== undefined);
-    const max = fixedMax || Math.max(1e-9, ...present) * 1.15;
+    const max = fixedMax || niceCeil(Math.max(1e-9, ...present) * 1.15);
     const x = (i) => (i / Math.max(1, values.length - 1)) * width;
     const y = (v) => height - 2 - (v / max) * (height - 4);
     const svg = document.createElementNS(SVG, 'svg');
@@ -227,6 +242,9 @@
     let run = [];
     const flush = () => {
       if (!run.length) return;
+      // A lone step is drawn one step wide, so it reads as a level rather
+      // than a dot.
+      if (run.length === 1) run.unshift([run[0][0] - 1, run[0][1]]);
       line += 'M' + run.map(([i, v]) => x(i).toFixed(1) + ' ' + y(v).toFixed(1)).join('L');
       area += 'M' + x(run[0][0]).toFixed(1) + ' ' + height + 'L'
         + run.map(([i, v]) => x(i).toFixed(1) + ' ' + y(v).toFixed(1)).join('L')
@@ -249,9 +267,19 @@
       for (const [k, v] of [['cx', x(lastIndex)], ['cy', y(values[lastIndex])], ['r', 3], ['class', 'dot']]) dot.setAttribute(k, v);
       svg.append(dot);
     }
+    // Axes in HTML beside the drawing, which is stretched to its box and
+    // would stretch any text drawn in it: the value scale on the left, the
+    // time along the bottom.
+    const yaxis = el('div', { class: 'yaxis', 'aria-hidden': 'true' },
+      el('span', { text: format(max) }), el('span', { text: format(max / 2) }), el('span', { text: format(0) }));
+    const minutes = Math.round(((values.length - 1) * SERIES_STEP_S) / 60);
+    const xaxis = el('div', { class: 'xaxis', 'aria-hidden': 'true' },
+      ...[3, 2, 1].map((part) => el('span', { text: '−' + Math.round((minutes * part) / 3) + ' min' })),
+      el('span', { text: 'now' }));
     return el('div', { class: 'chart ' + kind },
       el('div', { class: 'label' }, el('span', { text: title }), el('span', { text: 'now ' + format(last) + ' · peak ' + format(peak) })),
-      svg);
+      el('div', { class: 'plot' }, yaxis, svg),
+      xaxis);
   }
 
   const fmtRps = (v) => (v === null ? '–' : (v < 10 ? v.toFixed(1) : Math.round(v)) + '/s');
@@ -343,8 +371,11 @@
     const group = $('filter-group').value;
     try {
       state = await api('api/state' + (group ? '?group=' + encodeURIComponent(group) : ''));
-      $('conn').textContent = '';
-      $('conn').className = 'conn';
+      // A message an action left stays long enough to be read.
+      if (Date.now() >= flashUntil) {
+        $('conn').textContent = '';
+        $('conn').className = 'conn';
+      }
       render();
       const match = /^#\/node\/(\d+)$/.exec(location.hash);
       if (match) await renderDetails(match[1]);
@@ -360,7 +391,11 @@
     timer = setTimeout(poll, POLL_MS);
   }
 
+  /** Until when the last action's message is kept over the poll's. */
+  let flashUntil = 0;
+
   function flash(text, bad) {
+    flashUntil = Date.now() + FLASH_MS;
     const box = $('conn');
     box.textContent = text;
     box.className = bad ? 'conn down' : 'conn';
@@ -448,9 +483,13 @@
 
   function replyBox(node, status, shown) {
     const ok = status < 400 && shown.opened;
+    // A refusal is never sealed, whoever sends it: say so rather than
+    // suggest the page failed to open it.
+    const how = shown.opened ? ' · opened'
+      : status >= 400 ? ' · refused (a refusal comes unsealed)'
+        : ' · does not open with this key (' + shown.why + ')';
     return el('div', { class: 'reply' + (ok ? '' : ' failed'), 'data-node': node },
-      el('div', {}, el('strong', { text: node }), document.createTextNode(' · status ' + status
-        + (shown.opened ? ' · opened' : ' · not sealed for this page (' + shown.why + ')'))),
+      el('div', {}, el('strong', { text: node }), document.createTextNode(' · status ' + status + how)),
       el('pre', { class: 'reply-text', text: shown.text }));
   }
 
