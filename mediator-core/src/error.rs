@@ -43,6 +43,33 @@ impl fmt::Display for Fault {
     }
 }
 
+impl Fault {
+    /// The fault a wire body names (`caller`, `hub` or `node`, as
+    /// [`Display`](fmt::Display) writes it), or `None` for any other text,
+    /// so a peer that names a fault this version does not know is read as
+    /// naming none.
+    ///
+    /// ```
+    /// use mediator_core::Fault;
+    /// assert_eq!(Fault::parse("hub"), Some(Fault::Hub));
+    /// assert_eq!(Fault::parse("weather"), None);
+    /// ```
+    pub fn parse(text: &str) -> Option<Fault> {
+        match text {
+            "caller" => Some(Fault::Caller),
+            "hub" => Some(Fault::Hub),
+            "node" => Some(Fault::Node),
+            _ => None,
+        }
+    }
+}
+
+impl serde::Serialize for Fault {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
 /// A store failed: what it was doing, why, and whether trying again may help.
 ///
 /// A temporary error (connection lost, lock timeout, pool exhausted) is
@@ -501,6 +528,89 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     said.join(": ")
 }
 
+/// The JSON body of every refusal, written by the mediator and by nodes
+/// and read back by node clients: `{"error", "kind", "fault"}`.
+///
+/// Reading is lenient, since the other side may be an older or foreign
+/// peer: a missing `kind` reads as `unknown`, a `fault` that is missing or
+/// unknown as `None`, and an `error` that is not a string (the original's
+/// dialect may send an object) as its JSON text.
+///
+/// ```
+/// use mediator_core::{Error, ErrorBody, Fault};
+///
+/// let body = ErrorBody::from(&Error::NoNodeAvailable("users".into()));
+/// let json = serde_json::to_string(&body).unwrap();
+/// assert_eq!(json, r#"{"error":"no node available in group users","kind":"no_node_available","fault":"hub"}"#);
+/// let back: ErrorBody = serde_json::from_str(&json).unwrap();
+/// assert_eq!((back.kind.as_str(), back.fault), ("no_node_available", Some(Fault::Hub)));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong, in words; empty when the body carried none.
+    #[serde(default, deserialize_with = "message_text")]
+    pub error: String,
+    /// The error's stable kind (`unknown_target`, `no_node_available`, ...).
+    #[serde(default = "unknown_kind")]
+    pub kind: String,
+    /// Whose fault it was, when the body said.
+    #[serde(
+        default,
+        deserialize_with = "fault_text",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub fault: Option<Fault>,
+}
+
+impl ErrorBody {
+    /// A body with this message, kind and fault.
+    pub fn new(message: impl Into<String>, kind: impl Into<String>, fault: Fault) -> Self {
+        ErrorBody {
+            error: message.into(),
+            kind: kind.into(),
+            fault: Some(fault),
+        }
+    }
+
+    /// The body as a JSON value, for replies that embed it in another
+    /// object (a broadcast entry's `catch`).
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::json!({ "error": self.error, "kind": self.kind, "fault": self.fault })
+    }
+
+    /// Reads a body, or `None` when `bytes` is not a JSON object (a
+    /// proxy's HTML page, a plain-text answer).
+    pub fn parse(bytes: &[u8]) -> Option<ErrorBody> {
+        serde_json::from_slice(bytes).ok()
+    }
+}
+
+impl From<&Error> for ErrorBody {
+    /// The error's [public message](Error::public_message), kind and fault.
+    fn from(error: &Error) -> Self {
+        ErrorBody::new(error.public_message(), error.kind(), error.fault())
+    }
+}
+
+fn unknown_kind() -> String {
+    "unknown".to_owned()
+}
+
+fn message_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(
+        match <serde_json::Value as serde::Deserialize>::deserialize(d)? {
+            serde_json::Value::String(text) => text,
+            serde_json::Value::Null => String::new(),
+            other => other.to_string(),
+        },
+    )
+}
+
+fn fault_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Fault>, D::Error> {
+    let text = <Option<String> as serde::Deserialize>::deserialize(d)?;
+    Ok(text.as_deref().and_then(Fault::parse))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -524,5 +634,28 @@ mod tests {
         assert_eq!((key.kind(), key.status()), ("key", 400));
         let broken: Error = AuthError::Key("empty secret".into()).into();
         assert_eq!(broken.fault(), Fault::Hub);
+    }
+
+    #[test]
+    fn error_bodies_round_trip_and_read_leniently() {
+        let body = ErrorBody::new("no", "forbidden", Fault::Caller);
+        let text = serde_json::to_string(&body).expect("serialises");
+        assert_eq!(
+            text,
+            r#"{"error":"no","kind":"forbidden","fault":"caller"}"#
+        );
+        assert_eq!(ErrorBody::parse(text.as_bytes()), Some(body.clone()));
+        assert_eq!(
+            body.to_value(),
+            serde_json::from_str::<serde_json::Value>(&text).expect("json")
+        );
+
+        let foreign =
+            ErrorBody::parse(br#"{"error":{"code":7},"fault":"weather"}"#).expect("an object");
+        assert_eq!(
+            (foreign.error.as_str(), foreign.kind.as_str(), foreign.fault),
+            (r#"{"code":7}"#, "unknown", None)
+        );
+        assert_eq!(ErrorBody::parse(b"<html>bad gateway</html>"), None);
     }
 }

@@ -134,7 +134,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use context::{RequestContext, TraceContext};
 pub use deliver::Deliver;
 pub use error::{
-    error_chain, AuthError, CipherError, DeliverError, Error, Fault, Result, StoreError,
+    error_chain, AuthError, CipherError, DeliverError, Error, ErrorBody, Fault, Result, StoreError,
 };
 pub use mediator::{Limits, Mediator, MediatorBuilder};
 pub use memory::MemoryRegistry;

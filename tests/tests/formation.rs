@@ -158,6 +158,7 @@ async fn unknown_targets_slow_nodes_and_handler_errors_are_told_apart() {
             node,
             status,
             message,
+            ..
         }) => {
             assert_eq!(node, "picky/one");
             assert_eq!(status, 422);

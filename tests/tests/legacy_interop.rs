@@ -111,6 +111,7 @@ async fn a_rust_sender_reaches_an_original_child() {
             node,
             status,
             message,
+            ..
         }) => {
             assert_eq!(node, "jsland/child");
             assert_eq!(status, 409);

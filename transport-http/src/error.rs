@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use mediator_core::node::ClientError;
+
 /// Everything that can go wrong in the HTTP transport: serving (binding,
 /// TLS) and the client's calls. The server answers a refused request with a
 /// JSON error body, never with this type.
@@ -44,6 +46,8 @@ pub enum HttpError {
         node: String,
         /// Its HTTP status.
         status: u16,
+        /// The `kind` its error body named; `unknown` when it named none.
+        kind: String,
         /// The error message in its body, or the body itself.
         message: String,
     },
@@ -73,6 +77,89 @@ pub enum HttpError {
     Core(#[from] mediator_core::Error),
 }
 
+impl HttpError {
+    /// The status this error carries, when it names one: the mediator's or
+    /// the node's, or the core error's.
+    ///
+    /// ```
+    /// use mediator_transport_http::HttpError;
+    /// let e = HttpError::Mediator { status: 503, kind: "no_node_available".into(), fault: None, message: "none".into() };
+    /// assert_eq!((e.status(), e.kind()), (Some(503), Some("no_node_available")));
+    /// assert_eq!(HttpError::Protocol("x".into()).status(), None);
+    /// ```
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            HttpError::Mediator { status, .. } | HttpError::Node { status, .. } => Some(*status),
+            HttpError::Core(e) => Some(e.status()),
+            _ => None,
+        }
+    }
+
+    /// The error's kind, when it names one (`too_large`, `forbidden`, ...).
+    pub fn kind(&self) -> Option<&str> {
+        match self {
+            HttpError::Mediator { kind, .. } | HttpError::Node { kind, .. } => Some(kind),
+            HttpError::Core(e) => Some(e.kind()),
+            _ => None,
+        }
+    }
+}
+
+impl From<HttpError> for ClientError {
+    /// The same failure in the words every transport's client shares;
+    /// nothing is lost.
+    ///
+    /// ```
+    /// use mediator_core::node::ClientError;
+    /// use mediator_transport_http::HttpError;
+    /// let e = ClientError::from(HttpError::Node {
+    ///     node: "users/api".into(),
+    ///     status: 409,
+    ///     kind: "conflict".into(),
+    ///     message: "taken".into(),
+    /// });
+    /// assert_eq!((e.status(), e.kind()), (Some(409), Some("conflict")));
+    /// ```
+    fn from(error: HttpError) -> Self {
+        match error {
+            HttpError::Io(e) => ClientError::Io(e),
+            HttpError::ReadFile { path, source } => ClientError::ReadFile { path, source },
+            HttpError::Tls(reason) => ClientError::Tls(reason),
+            HttpError::Mediator {
+                status,
+                kind,
+                fault,
+                message,
+            } => ClientError::Mediator {
+                status,
+                kind,
+                fault,
+                message,
+            },
+            HttpError::Node {
+                node,
+                status,
+                kind,
+                message,
+            } => ClientError::Node {
+                node,
+                status,
+                kind,
+                message,
+            },
+            HttpError::Unreachable { url, reason } => {
+                ClientError::Unreachable { peer: url, reason }
+            }
+            HttpError::Timeout { url, after } => ClientError::Timeout {
+                peer: Some(url),
+                after,
+            },
+            HttpError::Protocol(reason) => ClientError::Protocol(reason),
+            HttpError::Core(e) => ClientError::Core(e),
+        }
+    }
+}
+
 impl From<HttpError> for mediator_core::Error {
     /// What a node's [`Handler`](mediator_core::node::Handler) answers with
     /// when a call it made failed: a core error as it was; anything else
@@ -87,9 +174,6 @@ impl From<HttpError> for mediator_core::Error {
     /// assert_eq!((e.status(), e.kind()), (500, "node_error"));
     /// ```
     fn from(error: HttpError) -> Self {
-        match error {
-            HttpError::Core(e) => e,
-            other => mediator_core::Error::refused(500, "node_error", other.to_string()),
-        }
+        ClientError::from(error).into()
     }
 }

@@ -6,16 +6,18 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::Method;
-use mediator_core::node::{open_reply, seal_request, Backoff, Delivered, Handler, Responder};
+use mediator_core::node::{
+    open_reply, seal_request, Backoff, Delivered, Handler, Responder, TokenSource,
+};
 use mediator_core::{
-    Cipher, Claims, Clock, Error, KeyRing, Meta, NodeId, NodeKey, Summary, SystemClock, Target,
+    Cipher, Clock, Error, Fault, KeyRing, Meta, NodeId, NodeKey, Summary, SystemClock, Target,
     TokenMinter,
 };
 use quinn::{Connection, ConnectionError, RecvStream, SendStream, VarInt};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::error::{parse_fault, QuicError};
+use crate::error::QuicError;
 use crate::frame::{
     answer, close, read_frame, write_frame, Attach, FrameError, Hello, ReplyHead, RequestHead,
     DEFAULT_MAX_HEADER, MAX_REPLY_HEADER,
@@ -38,9 +40,6 @@ pub const DEFAULT_MAX_BODY: usize = 8 * 1024 * 1024;
 /// Extra time the client waits beyond its timeout, so the mediator's own
 /// 504 (which names the slow node) normally arrives first.
 const GRACE: Duration = Duration::from_secs(2);
-
-/// The lifetime of tokens a client mints for itself, one per connection.
-const MINTED_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 
 /// Configures a [`QuicNodeClient`]; from [`QuicNodeClient::builder`].
 pub struct QuicNodeClientBuilder {
@@ -93,8 +92,10 @@ impl QuicNodeClientBuilder {
         self
     }
 
-    /// Mints a fresh token for the node's identity at every (re)connection
-    /// instead of a fixed one.
+    /// Mints a fresh token for the node's identity at every (re)connection,
+    /// on the builder's [`clock`](Self::clock), instead of a fixed one;
+    /// each lives [`TOKEN_LIFETIME`](mediator_core::node::TOKEN_LIFETIME),
+    /// and the listener ends the connection when it expires.
     pub fn token_minter(mut self, minter: TokenMinter) -> Self {
         self.minter = Some(minter);
         self
@@ -163,7 +164,9 @@ impl QuicNodeClientBuilder {
         self
     }
 
-    /// The clock that backoff waits and minted tokens read.
+    /// The clock every part of the client reads and waits on (default: the
+    /// system clock): backoff, minted tokens, and the deadlines of
+    /// requests delivered to the node.
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);
         self
@@ -245,11 +248,10 @@ impl QuicNodeClientBuilder {
         }
         let key = self.node()?;
         let token = match (&self.token, &self.minter, &key) {
-            (Some(token), _, _) => TokenSource::Fixed(token.clone()),
-            (None, Some(minter), Some(key)) => TokenSource::Minted {
-                minter: minter.clone(),
-                key: key.clone(),
-            },
+            (Some(token), _, _) => TokenSource::fixed(token.clone()),
+            (None, Some(minter), Some(key)) => {
+                TokenSource::minted(minter.clone(), Some(key.clone()), Arc::clone(&self.clock))
+            }
             _ => {
                 return Err(QuicError::Core(Error::invalid(
                     "token",
@@ -285,7 +287,6 @@ impl QuicNodeClientBuilder {
             token,
             attach,
             connect_timeout: self.connect_timeout,
-            clock: Arc::clone(&self.clock),
         };
         let first = dialer.dial().await?;
         let (link, watch) = watch::channel(Link::Up(first.clone()));
@@ -312,12 +313,6 @@ impl QuicNodeClientBuilder {
     }
 }
 
-#[derive(Clone)]
-enum TokenSource {
-    Fixed(String),
-    Minted { minter: TokenMinter, key: NodeKey },
-}
-
 struct AttachSpec {
     key: NodeKey,
     meta: Meta,
@@ -332,7 +327,6 @@ struct Dialer {
     token: TokenSource,
     attach: Option<AttachSpec>,
     connect_timeout: Duration,
-    clock: Arc<dyn Clock>,
 }
 
 impl Dialer {
@@ -344,12 +338,9 @@ impl Dialer {
     }
 
     async fn dial(&self) -> Result<Connection, QuicError> {
-        let token = match &self.token {
-            TokenSource::Fixed(token) => token.clone(),
-            TokenSource::Minted { minter, key } => minter
-                .mint(&Claims::node(key, self.clock.now(), MINTED_TOKEN_LIFETIME))
-                .map_err(Error::from)?,
-        };
+        // The hello's token is the connection's credential until it
+        // expires, so each connection starts with a whole one.
+        let token = self.token.fresh()?;
         let hello = Hello {
             token,
             attach: self.attach.as_ref().map(|a| Attach {
@@ -395,7 +386,7 @@ fn mediator_error(head: ReplyHead) -> QuicError {
     QuicError::Mediator {
         status: head.status,
         kind: head.kind.unwrap_or_else(|| "unknown".into()),
-        fault: head.fault.as_deref().and_then(parse_fault),
+        fault: head.fault.as_deref().and_then(Fault::parse),
         message: head.message.unwrap_or_default(),
     }
 }
@@ -692,7 +683,7 @@ impl QuicNodeClient {
                 Err(QuicError::Mediator {
                     status: entry.status,
                     kind: entry.kind.unwrap_or_else(|| "unknown".into()),
-                    fault: entry.fault.as_deref().and_then(parse_fault),
+                    fault: entry.fault.as_deref().and_then(Fault::parse),
                     message: entry.message.unwrap_or_default(),
                 })
             };

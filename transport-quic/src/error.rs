@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use mediator_core::node::ClientError;
 use mediator_core::Fault;
 
 /// Everything that can go wrong in the QUIC transport: serving (binding,
@@ -105,6 +106,58 @@ impl QuicError {
     }
 }
 
+impl From<QuicError> for ClientError {
+    /// The same failure in the words every transport's client shares;
+    /// nothing is lost.
+    ///
+    /// ```
+    /// use mediator_core::node::ClientError;
+    /// use mediator_transport_quic::QuicError;
+    /// let e = ClientError::from(QuicError::Node {
+    ///     node: "users/api".into(),
+    ///     status: 409,
+    ///     kind: "conflict".into(),
+    ///     message: "taken".into(),
+    /// });
+    /// assert_eq!((e.status(), e.kind()), (Some(409), Some("conflict")));
+    /// ```
+    fn from(error: QuicError) -> Self {
+        match error {
+            QuicError::Io(e) => ClientError::Io(e),
+            QuicError::ReadFile { path, source } => ClientError::ReadFile { path, source },
+            QuicError::Tls(reason) => ClientError::Tls(reason),
+            QuicError::Mediator {
+                status,
+                kind,
+                fault,
+                message,
+            } => ClientError::Mediator {
+                status,
+                kind,
+                fault,
+                message,
+            },
+            QuicError::Node {
+                node,
+                status,
+                kind,
+                message,
+            } => ClientError::Node {
+                node,
+                status,
+                kind,
+                message,
+            },
+            QuicError::Unreachable { addr, reason } => {
+                ClientError::Unreachable { peer: addr, reason }
+            }
+            QuicError::Timeout { after } => ClientError::Timeout { peer: None, after },
+            QuicError::Protocol(reason) => ClientError::Protocol(reason),
+            QuicError::Core(e) => ClientError::Core(e),
+        }
+    }
+}
+
 impl From<QuicError> for mediator_core::Error {
     /// What a node's [`Handler`](mediator_core::node::Handler) answers with
     /// when a call it made failed: a core error as it was; anything else as
@@ -118,18 +171,6 @@ impl From<QuicError> for mediator_core::Error {
     /// assert_eq!((e.status(), e.kind()), (500, "node_error"));
     /// ```
     fn from(error: QuicError) -> Self {
-        match error {
-            QuicError::Core(e) => e,
-            other => mediator_core::Error::refused(500, "node_error", other.to_string()),
-        }
-    }
-}
-
-pub(crate) fn parse_fault(text: &str) -> Option<Fault> {
-    match text {
-        "caller" => Some(Fault::Caller),
-        "hub" => Some(Fault::Hub),
-        "node" => Some(Fault::Node),
-        _ => None,
+        ClientError::from(error).into()
     }
 }

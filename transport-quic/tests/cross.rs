@@ -3,8 +3,8 @@
 mod common;
 
 use bytes::Bytes;
-use mediator_core::node::Incoming;
-use mediator_core::{Authenticator, Error, KeyRing, Mediator, MemoryRegistry, SealKey};
+use mediator_core::node::{ClientError, Incoming};
+use mediator_core::{Authenticator, Error, Fault, KeyRing, Mediator, MemoryRegistry, SealKey};
 use mediator_transport_http::{HttpDelivery, HttpListener, NodeClient};
 use mediator_transport_quic::{QuicLimits, QuicListener, ServerTls};
 
@@ -100,4 +100,81 @@ async fn http_and_quic_nodes_reach_each_other() {
         (2, 2)
     );
     assert_eq!(from_http.successes().count(), 2);
+}
+
+/// The parts of a failure a caller acts on.
+fn seen(error: ClientError) -> (Option<u16>, Option<String>, Option<Fault>, String) {
+    let message = match &error {
+        ClientError::Node { message, .. } | ClientError::Mediator { message, .. } => {
+            message.clone()
+        }
+        other => panic!("expected an answer, got {other:?}"),
+    };
+    (
+        error.status(),
+        error.kind().map(str::to_owned),
+        error.fault(),
+        message,
+    )
+}
+
+#[tokio::test]
+async fn failures_read_the_same_over_both_transports() {
+    let (hub, url) = both().await;
+    let refuse = |request: Incoming| async move {
+        drop(request);
+        Err::<Bytes, _>(Error::refused(409, "conflict", "taken"))
+    };
+    let http = NodeClient::builder(&url)
+        .node_key(key("picky/h"))
+        .token_minter(hub.minter.clone())
+        .keys(hub.keys.clone())
+        .callback("http://127.0.0.1:0")
+        .start(refuse)
+        .await
+        .expect("http node");
+    let _quic = hub.node("picky/q", refuse).await;
+    let caller = hub.caller("users/c").await;
+
+    for target in ["picky/h", "picky/q"] {
+        let over_http = http.call(key(target), "/", "x").await.expect_err("refused");
+        let over_quic = caller
+            .call(key(target), "/", "x")
+            .await
+            .expect_err("refused");
+        let (over_http, over_quic) = (ClientError::from(over_http), ClientError::from(over_quic));
+        for error in [&over_http, &over_quic] {
+            assert!(
+                matches!(error, ClientError::Node { node, .. } if node == target),
+                "{target}: {error:?}"
+            );
+        }
+        let expected = (
+            Some(409),
+            Some("conflict".to_owned()),
+            Some(Fault::Node),
+            "taken".to_owned(),
+        );
+        assert_eq!(seen(over_http), expected, "{target} over http");
+        assert_eq!(seen(over_quic), expected, "{target} over quic");
+    }
+
+    // The mediator's own refusal, from its error body or its reply frame;
+    // the HTTP listener words it in the original's dialect.
+    let over_http = http
+        .call(key("nobody/x"), "/", "x")
+        .await
+        .expect_err("unknown");
+    let over_quic = caller
+        .call(key("nobody/x"), "/", "x")
+        .await
+        .expect_err("unknown");
+    for (transport, error) in [("http", over_http.into()), ("quic", over_quic.into())] {
+        let (status, kind, fault, _) = seen(error);
+        assert_eq!(
+            (status, kind.as_deref(), fault),
+            (Some(404), Some("unknown_target"), Some(Fault::Caller)),
+            "{transport}"
+        );
+    }
 }

@@ -47,8 +47,17 @@
 //! same millisecond. [`Lease`] holds these rules and takes the time as an
 //! argument, so they are tested without sleeping.
 //!
+//! # Calling
+//!
+//! A client presents the tokens of a [`TokenSource`] (fixed, or minted on
+//! the client's clock and cached), reads the mediator's and nodes'
+//! refusals as [`ErrorBody`](crate::ErrorBody), and every transport's
+//! client error converts into one [`ClientError`], so a failed `call`,
+//! `any` or `broadcast` reads the same whichever way it went.
+//!
 //! [`Target::addresses`]: crate::Target::addresses
 
+mod client_error;
 mod incoming;
 mod lease;
 #[cfg(feature = "legacy")]
@@ -56,9 +65,12 @@ pub mod legacy;
 mod replies;
 mod respond;
 mod seal;
+mod tokens;
 
+pub use client_error::ClientError;
 pub use incoming::{BoxFuture, Handler, Incoming};
 pub use lease::{Action, Backoff, Jitter, Lease, RandomJitter, Step};
 pub use replies::{BroadcastReplies, NodeReply};
 pub use respond::{within_deadline, Responder, DEADLINE_SLACK};
 pub use seal::{open_reply, open_request, seal_reply, seal_request, Delivered};
+pub use tokens::{TokenSource, REMINT_MARGIN, TOKEN_LIFETIME};

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use mediator_core::node::{Backoff, Handler, Lease as CoreLease};
+use mediator_core::node::{Backoff, Handler, Lease as CoreLease, TokenSource};
 use mediator_core::{Cipher, Clock, Error, KeyRing, Meta, NodeKey, SystemClock, TokenMinter};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -17,7 +17,7 @@ use super::calls::{Inner, NodeClient, Running};
 use super::lease::{Keeper, Link};
 use super::node::{NodeService, DEFAULT_MAX_BODY};
 use super::serve;
-use super::transport::{self, TokenSource, Transport};
+use super::transport::{self, Transport};
 use crate::error::HttpError;
 
 /// The default lease of a started node.
@@ -112,13 +112,16 @@ impl NodeClientBuilder {
 
     /// The bearer token to present to the mediator, minted for this node.
     pub fn token(mut self, token: impl Into<String>) -> Self {
-        self.token = Some(TokenSource::Fixed(token.into()));
+        self.token = Some(TokenSource::fixed(token));
         self.minter = None;
         self
     }
 
-    /// Mints this node's tokens itself (15-minute tokens naming the node,
-    /// replaced a minute before they expire) instead of a fixed one.
+    /// Mints this node's tokens itself, on the builder's
+    /// [`clock`](Self::clock), instead of a fixed one: tokens naming the
+    /// node that live [`TOKEN_LIFETIME`](mediator_core::node::TOKEN_LIFETIME),
+    /// replaced [`REMINT_MARGIN`](mediator_core::node::REMINT_MARGIN) before
+    /// they expire.
     pub fn token_minter(mut self, minter: TokenMinter) -> Self {
         self.minter = Some(minter);
         self.token = None;
@@ -195,8 +198,9 @@ impl NodeClientBuilder {
         self
     }
 
-    /// The clock the lease keeper reads and waits on (default: the system
-    /// clock). With a [`ManualClock`](mediator_core::ManualClock) a test
+    /// The clock every part of the client reads and waits on (default: the
+    /// system clock): the lease keeper, minted tokens, and the deadlines of
+    /// requests delivered to the node. With a [`ManualClock`](mediator_core::ManualClock) a test
     /// moves the node's renewals and retries forward without waiting.
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);
@@ -246,7 +250,9 @@ impl NodeClientBuilder {
         let base = transport::base_url(&self.url)?;
         let tokens = match (self.token.take(), self.minter.take()) {
             (Some(fixed), _) => fixed,
-            (None, Some(minter)) => TokenSource::minted(minter, key.cloned()),
+            (None, Some(minter)) => {
+                TokenSource::minted(minter, key.cloned(), Arc::clone(&self.clock))
+            }
             (None, None) => {
                 return Err(config("a node needs .token(..) or .token_minter(..)"));
             }
@@ -302,7 +308,8 @@ impl NodeClientBuilder {
         let cipher = self.sealing()?;
         let service = NodeService::from_parts(key.clone(), Arc::clone(&cipher), Arc::new(handler))
             .require_sender(self.require_sender)
-            .max_body(self.max_body);
+            .max_body(self.max_body)
+            .shared_clock(Arc::clone(&self.clock));
         self.launch(key, cipher, service).await
     }
 

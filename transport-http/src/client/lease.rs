@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
-use mediator_core::node::{Action, Lease};
+use mediator_core::node::{Action, Lease, TokenSource};
 use mediator_core::{Clock, Meta, NodeKey};
 use serde_json::json;
 use tokio::sync::watch;
 
-use super::transport::{mediator_error, request, Answer, TokenSource, Transport};
+use super::transport::{mediator_error, request, Answer, Transport};
 use crate::error::HttpError;
 
 /// What every call to the mediator needs: where it is, how to reach it,

@@ -105,8 +105,9 @@
 //! A [`Handler`] returns the reply payload or a
 //! [`mediator_core::Error`]; [`Error::refused`] answers with a status and
 //! kind of its choosing. Every refusal and error is a JSON body
-//! `{"error", "kind", "fault"}`, the same shape the mediator uses, so the
-//! caller sees why. An [`HttpError`] (from calling other nodes inside a
+//! `{"error", "kind", "fault"}` ([`ErrorBody`]), the same type the mediator
+//! writes and this client reads back, so the caller sees why. An
+//! [`HttpError`] (from calling other nodes inside a
 //! handler) converts with `?` and answers 500.
 //!
 //! # Leases
@@ -125,9 +126,21 @@
 //! Everything returns [`HttpError`]. The mediator's own refusals are
 //! [`HttpError::Mediator`] with its status and `kind` (`503`
 //! `no_node_available` is not `504` `deadline_passed`); a node's error
-//! answer is [`HttpError::Node`]; a mediator that cannot be reached is
-//! [`HttpError::Unreachable`].
+//! answer is [`HttpError::Node`] with its status and `kind`; a mediator
+//! that cannot be reached is [`HttpError::Unreachable`]. Each converts
+//! without loss into the core's [`ClientError`], which the QUIC client's
+//! errors convert into too, so code that handles both transports reads one
+//! type.
 //!
+//! # Time
+//!
+//! The builder's [`clock`](NodeClientBuilder::clock) is the one every part
+//! reads: the lease keeper, minted tokens (a
+//! [`TokenSource`](mediator_core::node::TokenSource)) and the deadlines of
+//! delivered requests.
+//!
+//! [`ErrorBody`]: mediator_core::ErrorBody
+//! [`ClientError`]: mediator_core::node::ClientError
 //! [`Summary`]: mediator_core::Summary
 //! [`KeyRing`]: mediator_core::KeyRing
 //! [`Error::refused`]: mediator_core::Error::refused

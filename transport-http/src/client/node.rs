@@ -12,7 +12,7 @@ use http::header::CONTENT_TYPE;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use mediator_core::node::{self, BoxFuture, Delivered, Handler, Incoming, Responder};
-use mediator_core::{Cipher, Error, Fault, NodeKey, Timestamp};
+use mediator_core::{Cipher, Clock, Error, ErrorBody, Fault, NodeKey, SystemClock};
 
 use crate::headers::{X_MEDIATOR_DEADLINE, X_MEDIATOR_FROM, X_MEDIATOR_TARGET};
 
@@ -120,13 +120,10 @@ pub(crate) fn json_response(status: StatusCode, body: &serde_json::Value) -> Res
 pub(crate) fn error_response(
     status: StatusCode,
     kind: &str,
-    fault: &str,
+    fault: Fault,
     message: &str,
 ) -> Response<Full<Bytes>> {
-    json_response(
-        status,
-        &serde_json::json!({ "error": message, "kind": kind, "fault": fault }),
-    )
+    json_response(status, &ErrorBody::new(message, kind, fault).to_value())
 }
 
 /// The answer for a refusal or a handler's error: its status, kind and
@@ -135,8 +132,8 @@ pub(crate) fn error_response(
 pub(crate) fn answer_error(error: &Error) -> Response<Full<Bytes>> {
     let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let fault = match error.fault() {
-        Fault::Caller => "caller",
-        _ => "node",
+        Fault::Caller => Fault::Caller,
+        _ => Fault::Node,
     };
     // A refusal's message is the refuser's own words; the status and kind
     // already travel beside it.
@@ -198,6 +195,8 @@ pub struct NodeService {
 struct ServiceInner {
     responder: Responder,
     max_body: usize,
+    /// What deadlines are read against.
+    clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for NodeService {
@@ -225,6 +224,7 @@ impl NodeService {
             inner: Arc::new(ServiceInner {
                 responder: Responder::shared(own, cipher, handler),
                 max_body: DEFAULT_MAX_BODY,
+                clock: Arc::new(SystemClock),
             }),
         }
     }
@@ -244,6 +244,18 @@ impl NodeService {
     /// ones are refused with 413.
     pub fn max_body(self, bytes: usize) -> NodeService {
         self.edit(|inner| inner.max_body = bytes)
+    }
+
+    /// The clock a request's deadline is read against (default: the
+    /// system clock); a started [`NodeClient`](super::NodeClient) passes
+    /// its own.
+    pub fn clock(self, clock: impl Clock) -> NodeService {
+        let clock: Arc<dyn Clock> = Arc::new(clock);
+        self.shared_clock(clock)
+    }
+
+    pub(crate) fn shared_clock(self, clock: Arc<dyn Clock>) -> NodeService {
+        self.edit(|inner| inner.clock = clock)
     }
 
     /// The node this service answers as.
@@ -282,7 +294,7 @@ impl NodeService {
         let delivered = delivered(&head, &body)?;
         self.inner
             .responder
-            .answer(delivered, Timestamp::now())
+            .answer(delivered, self.inner.clock.now())
             .await
     }
 }
@@ -303,7 +315,7 @@ mod tests {
     use std::time::Duration;
 
     use mediator_core::node::{open_reply, seal_request, DEADLINE_SLACK};
-    use mediator_core::{KeyRing, SealKey, Target};
+    use mediator_core::{KeyRing, ManualClock, SealKey, Target, Timestamp};
 
     use super::*;
 
@@ -450,6 +462,33 @@ mod tests {
                 .await,
         )
         .await;
+        assert_eq!(
+            (status, body["kind"].as_str()),
+            (504, Some("deadline_passed"))
+        );
+    }
+
+    #[tokio::test]
+    async fn deadlines_are_read_on_the_services_clock() {
+        let ring = KeyRing::new(SealKey::generate());
+        let me = key("users/api");
+        // An hour ahead of the system time: a deadline a minute away on the
+        // system clock has long passed on this one.
+        let clock = ManualClock::new(Timestamp::now() + Duration::from_secs(3600));
+        let service = NodeService::new(me.clone(), ring.clone(), |request: Incoming| async move {
+            Ok::<_, Error>(request.body)
+        })
+        .clock(clock);
+        let deadline = (Timestamp::now() + Duration::from_secs(60))
+            .as_millis()
+            .to_string();
+        let headers: &[(&str, &[u8])] = &[
+            ("x-mediator-target", b"users/api"),
+            ("x-mediator-deadline", deadline.as_bytes()),
+        ];
+        let sealed = seal_request(&ring, None, &Target::One(me), "/p", b"x").expect("seal");
+        let response = service.answer(request("/p", headers, sealed)).await;
+        let (status, body) = json_of(response).await;
         assert_eq!(
             (status, body["kind"].as_str()),
             (504, Some("deadline_passed"))

@@ -1,7 +1,7 @@
 //! The client half of the wire: one pooled HTTP(S) client, token sources,
 //! and turning the mediator's answers into results.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -12,75 +12,11 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use mediator_core::{Claims, Error, Fault, NodeKey, Timestamp, TokenMinter};
+use mediator_core::{Error, ErrorBody, Fault};
 use serde::Deserialize;
 use url::Url;
 
 use crate::error::HttpError;
-
-/// How long a minted token lives. Short, so a leaked one is soon useless;
-/// long enough that minting is rare next to requests.
-const MINTED_LIFETIME: Duration = Duration::from_secs(15 * 60);
-
-/// A minted token is replaced once less than this is left of it, so a
-/// token never expires between being read and being checked.
-const REMINT_MARGIN: Duration = Duration::from_secs(60);
-
-/// Where a client's bearer tokens come from.
-#[derive(Debug)]
-pub(crate) enum TokenSource {
-    /// One token given by the operator, used as is.
-    Fixed(String),
-    /// Tokens minted on demand and cached until shortly before expiry.
-    Minted {
-        minter: TokenMinter,
-        /// The `sub` to mint for; `None` mints the original's kind of token
-        /// (no identity).
-        sub: Option<NodeKey>,
-        cache: Mutex<Option<(String, Timestamp)>>,
-    },
-}
-
-impl TokenSource {
-    pub(crate) fn minted(minter: TokenMinter, sub: Option<NodeKey>) -> TokenSource {
-        TokenSource::Minted {
-            minter,
-            sub,
-            cache: Mutex::new(None),
-        }
-    }
-
-    /// A token valid for at least [`REMINT_MARGIN`] from now.
-    pub(crate) fn token(&self) -> Result<String, HttpError> {
-        match self {
-            TokenSource::Fixed(token) => Ok(token.clone()),
-            TokenSource::Minted { minter, sub, cache } => {
-                let now = Timestamp::now();
-                // A poisoned cache only means a panic elsewhere while it was
-                // held; the cached value is still whole.
-                let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some((token, expires)) = cache.as_ref() {
-                    if now.until(*expires) > REMINT_MARGIN {
-                        return Ok(token.clone());
-                    }
-                }
-                let claims = match sub {
-                    Some(key) => Claims::node(key, now, MINTED_LIFETIME),
-                    None => Claims {
-                        sub: None,
-                        exp: (now + MINTED_LIFETIME).as_secs(),
-                        iat: now.as_secs(),
-                        nbf: None,
-                        scope: None,
-                    },
-                };
-                let token = minter.mint(&claims).map_err(Error::from)?;
-                *cache = Some((token.clone(), now + MINTED_LIFETIME));
-                Ok(token)
-            }
-        }
-    }
-}
 
 /// A TLS configuration trusting only the certificate authorities in
 /// `roots` (PEM), for a mediator whose certificate a private authority issued.
@@ -235,30 +171,11 @@ pub(crate) fn request_with(
         .map_err(|e| HttpError::Core(Error::invalid("url", format!("{url:?} ({e})"))))
 }
 
-/// The error body the mediator and nodes answer with:
-/// `{"error", "kind", "fault"}`; the original's `error` may be an object.
-#[derive(Deserialize)]
-struct ErrorBody {
-    #[serde(default)]
-    error: serde_json::Value,
-    #[serde(default)]
-    kind: Option<String>,
-    #[serde(default)]
-    fault: Option<String>,
-}
-
 /// The message of an error body, or the body itself when it is not one.
 fn error_message(body: &[u8]) -> String {
-    match serde_json::from_slice::<ErrorBody>(body) {
-        Ok(ErrorBody {
-            error: serde_json::Value::String(message),
-            ..
-        }) => message,
-        Ok(ErrorBody {
-            error: serde_json::Value::Null,
-            ..
-        })
-        | Err(_) => {
+    match ErrorBody::parse(body) {
+        Some(parsed) if !parsed.error.is_empty() => parsed.error,
+        _ => {
             let text = String::from_utf8_lossy(body);
             let text = text.trim();
             if text.is_empty() {
@@ -274,20 +191,18 @@ fn error_message(body: &[u8]) -> String {
                 text.to_owned()
             }
         }
-        Ok(ErrorBody { error, .. }) => error.to_string(),
     }
 }
 
 /// The mediator's own refusal (no node answered).
 pub(crate) fn mediator_error(status: StatusCode, body: &[u8]) -> HttpError {
-    let parsed = serde_json::from_slice::<ErrorBody>(body).ok();
-    let (kind, fault) = match parsed {
-        Some(ErrorBody { kind, fault, .. }) => (kind, fault.as_deref().and_then(parse_fault)),
-        None => (None, None),
+    let (kind, fault) = match ErrorBody::parse(body) {
+        Some(parsed) => (parsed.kind, parsed.fault),
+        None => ("unknown".to_owned(), None),
     };
     HttpError::Mediator {
         status: status.as_u16(),
-        kind: kind.unwrap_or_else(|| "unknown".to_owned()),
+        kind,
         fault,
         message: error_message(body),
     }
@@ -298,35 +213,17 @@ pub(crate) fn node_error(node: String, status: u16, body: &[u8]) -> HttpError {
     HttpError::Node {
         node,
         status,
+        kind: ErrorBody::parse(body).map_or_else(|| "unknown".to_owned(), |parsed| parsed.kind),
         message: error_message(body),
     }
 }
 
 /// A `{"error","kind","fault"}` object found inside a `/many` entry.
 pub(crate) fn catch_error(value: &serde_json::Value) -> (String, Option<Fault>, String) {
-    let kind = value
-        .get("kind")
-        .and_then(|k| k.as_str())
-        .unwrap_or("unknown")
-        .to_owned();
-    let fault = value
-        .get("fault")
-        .and_then(|f| f.as_str())
-        .and_then(parse_fault);
-    let message = match value.get("error") {
-        Some(serde_json::Value::String(m)) => m.clone(),
-        Some(other) => other.to_string(),
-        None => value.to_string(),
-    };
-    (kind, fault, message)
-}
-
-pub(crate) fn parse_fault(text: &str) -> Option<Fault> {
-    match text {
-        "caller" => Some(Fault::Caller),
-        "hub" => Some(Fault::Hub),
-        "node" => Some(Fault::Node),
-        _ => None,
+    match ErrorBody::deserialize(value) {
+        Ok(parsed) if !parsed.error.is_empty() => (parsed.kind, parsed.fault, parsed.error),
+        Ok(parsed) => (parsed.kind, parsed.fault, value.to_string()),
+        Err(_) => ("unknown".to_owned(), None, value.to_string()),
     }
 }
 
@@ -398,11 +295,19 @@ mod tests {
             HttpError::Node {
                 node,
                 status,
+                kind,
                 message,
             } => assert_eq!(
-                (node.as_str(), status, message.as_str()),
-                ("g/n", 418, "short and stout")
+                (node.as_str(), status, kind.as_str(), message.as_str()),
+                ("g/n", 418, "unknown", "short and stout")
             ),
+            other => panic!("{other:?}"),
+        }
+        let refused = br#"{"error":"taken","kind":"conflict","fault":"caller"}"#;
+        match node_error("g/n".into(), 409, refused) {
+            HttpError::Node { kind, message, .. } => {
+                assert_eq!((kind.as_str(), message.as_str()), ("conflict", "taken"));
+            }
             other => panic!("{other:?}"),
         }
         match mediator_error(StatusCode::BAD_GATEWAY, b"gateway") {
@@ -451,26 +356,5 @@ mod tests {
             let error = base_url(given).expect_err(given).to_string();
             assert!(error.contains(says), "{given}: {error}");
         }
-    }
-
-    #[test]
-    fn minted_tokens_are_cached() {
-        let auth = mediator_core::Authenticator::hs256("a test secret that is long enough");
-        let minter = auth.minter().expect("hs256 mints");
-        let key = NodeKey::named("g", "n").expect("key");
-        let source = TokenSource::minted(minter.clone(), Some(key.clone()));
-        let a = source.token().expect("mint");
-        assert_eq!(a, source.token().expect("cached"));
-        let who = auth.authenticate(&a, Timestamp::now()).expect("valid");
-        assert!(who.is_node(&key));
-
-        let anonymous = TokenSource::minted(minter, None);
-        let t = anonymous.token().expect("mint");
-        assert!(auth.authenticate(&t, Timestamp::now()).is_err());
-        let who = auth
-            .allow_tokens_without_sub(true)
-            .authenticate(&t, Timestamp::now())
-            .expect("the original's kind");
-        assert!(!who.verified);
     }
 }

@@ -5,8 +5,8 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::Full;
-use mediator_core::{Error, Fault};
-use serde_json::{json, Value};
+use mediator_core::{Error, ErrorBody, Fault};
+use serde_json::Value;
 
 /// The response type of every route.
 pub(crate) type HttpResponse = Response<Full<Bytes>>;
@@ -45,9 +45,10 @@ pub(crate) fn json(status: StatusCode, body: &Value) -> HttpResponse {
     response
 }
 
-/// The error body: `{"error", "kind", "fault"}`.
+/// The error body: `{"error", "kind", "fault"}`, the core's [`ErrorBody`]
+/// that node clients read back.
 pub(crate) fn error_body(message: &str, kind: &str, fault: Fault) -> Value {
-    json!({ "error": message, "kind": kind, "fault": fault.to_string() })
+    ErrorBody::new(message, kind, fault).to_value()
 }
 
 /// A core error as a reply, with its own status and message.
