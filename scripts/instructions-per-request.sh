@@ -9,8 +9,9 @@
 #   NODES=100000 scripts/instructions-per-request.sh   # with that many more nodes registered
 #
 # Nothing is counted until the nodes are registered and the warm-up is done.
-# Needs valgrind, curl and python3, and a release build of mediator-examples
-# (`mediator-bench` provides the echo node).
+# Needs valgrind, curl and python3, and release builds of `mediator` and of
+# the load harness, which provides the echo node:
+# `cargo build --release --bin mediator --bin mediator-bench`.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 bin="$(realpath "${1:-$root/target/release/mediator}")"

@@ -23,7 +23,6 @@ pub mod secret;
 pub mod store;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
@@ -143,37 +142,6 @@ impl From<mediator_core::AuthError> for CliError {
     fn from(e: mediator_core::AuthError) -> Self {
         CliError::Core(e.into())
     }
-}
-
-/// Parses a duration as the load tools take it: `500ms`, `10s`, `2m`, or a
-/// bare number of seconds; zero and other units are refused.
-///
-/// ```
-/// use std::time::Duration;
-/// use mediator_examples::parse_duration;
-/// assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-/// assert!(parse_duration("3h").is_err());
-/// ```
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit) = match text.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(at) => text.split_at(at),
-        None => (text, "s"),
-    };
-    let number: f64 = number
-        .trim()
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration such as 10s or 500ms"))?;
-    let seconds = match unit {
-        "ms" => number / 1000.0,
-        "s" => number,
-        "m" => number * 60.0,
-        _ => return Err(format!("unknown unit {unit:?}: use ms, s or m")),
-    };
-    if !(seconds.is_finite() && seconds > 0.0) {
-        return Err("a duration must be above zero".into());
-    }
-    Ok(Duration::from_secs_f64(seconds))
 }
 
 /// GETs `url` + `path` with a bearer token and parses the JSON answer; a

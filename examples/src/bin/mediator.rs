@@ -37,7 +37,7 @@ use serde_json::{json, Value};
 
 /// Requests allocate many small, short-lived buffers on every worker
 /// thread; mimalloc's per-thread free lists serve them without the global
-/// allocator's locking (see BENCHMARKS.md for what it bought).
+/// allocator's locking (see docs/benchmarks.md for what it bought).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -187,7 +187,7 @@ fn status_kib(pid: u32, field: &str) -> Option<u64> {
 }
 
 /// The `mediator` binary beside this one (cargo puts every binary of a
-/// package in one folder), or `--mediator`.
+/// workspace in one folder), or `--mediator`.
 pub(crate) fn mediator_binary(given: Option<&Path>) -> Result<PathBuf, String> {
     if let Some(path) = given {
         return Ok(path.to_owned());
@@ -201,7 +201,7 @@ pub(crate) fn mediator_binary(given: Option<&Path>) -> Result<PathBuf, String> {
         Ok(beside)
     } else {
         Err(format!(
-            "no mediator binary at {}: build it (cargo build --release -p mediator-examples) or pass --mediator",
+            "no mediator binary at {}: build it (cargo build --release --bin mediator) or pass --mediator",
             beside.display()
         ))
     }

@@ -9,7 +9,7 @@
 //! peer of the same run.
 //!
 //! ```text
-//! cargo build --release -p mediator-examples
+//! cargo build --release --bin mediator --bin mediator-bench
 //! target/release/mediator-bench --duration 5s --runs 3
 //! target/release/mediator-bench --workloads unicast-1k-64 --paths direct,nginx,mediator-h1 --json
 //! ```
@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use mediator_core::NodeKey;
-use mediator_examples::parse_duration;
+use mediator_load::parse_duration;
 
 /// Measures the mediator beside a direct call, nginx and NATS, in one run.
 #[derive(Parser, Debug)]

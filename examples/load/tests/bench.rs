@@ -1,15 +1,52 @@
 //! The load harness end to end: a short run of a few workloads along a few
 //! paths, with the real `mediator` binary, read back as JSON.
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// The `mediator` binary the harness drives, beside the harness as cargo
+/// leaves it. A package's tests can depend on its own binaries only, so
+/// when no other package's build left one there (the workspace's test run
+/// does), it is built here, in the profile these tests were built in.
+fn mediator() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let harness = Path::new(env!("CARGO_BIN_EXE_mediator-bench"));
+        let beside = harness.with_file_name("mediator");
+        if beside.is_file() {
+            return beside;
+        }
+        let profile = match harness.parent().and_then(Path::file_name) {
+            Some(dir) if dir == "debug" => "dev".to_owned(),
+            Some(dir) => dir.to_string_lossy().into_owned(),
+            None => panic!("{} has no folder", harness.display()),
+        };
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "--profile", &profile])
+            .args(["-p", "mediator-examples", "--bin", "mediator"])
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building the mediator binary failed");
+        assert!(
+            beside.is_file(),
+            "cargo built the mediator binary elsewhere than {}",
+            beside.display()
+        );
+        beside
+    })
+}
+
 #[test]
 fn a_short_run_measures_every_path_it_was_asked_for() {
+    let mediator = mediator();
     let started = Instant::now();
     let output = Command::new(env!("CARGO_BIN_EXE_mediator-bench"))
+        .arg("--mediator")
+        .arg(mediator)
         .args([
             "--duration",
             "300ms",
@@ -106,6 +143,8 @@ fn unknown_paths_are_refused_with_the_known_ones_named() {
 #[test]
 fn interleaved_paths_each_get_every_window_and_their_own_cpu() {
     let output = Command::new(env!("CARGO_BIN_EXE_mediator-bench"))
+        .arg("--mediator")
+        .arg(mediator())
         .args([
             "--duration",
             "200ms",

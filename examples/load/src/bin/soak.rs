@@ -10,7 +10,7 @@
 //! process stopped cleanly on SIGTERM. Linux only (it reads `/proc`).
 //!
 //! ```text
-//! cargo build --release -p mediator-examples --bin mediator --bin soak
+//! cargo build --release --bin mediator --bin soak
 //! target/release/soak --duration 10m --rate 400
 //! ```
 
@@ -31,7 +31,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use mediator_core::{Claims, NodeKey, Timestamp, TokenMinter};
-use mediator_examples::parse_duration;
+use mediator_load::parse_duration;
 use rand::Rng;
 
 /// Runs the mediator binary under steady load and reports its memory and descriptors.
