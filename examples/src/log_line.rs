@@ -231,14 +231,13 @@ where
 ///
 /// let (writer, guard) = mediator_examples::log_writer::stderr();
 /// let lines = RequestLines::new(writer, LogFormat::Json);
-/// let service = mediator_transport_http::MediatorService::new(
-///     # mediator_core::Mediator::builder()
-///     #     .registry(mediator_core::MemoryRegistry::new())
-///     #     .authenticator(mediator_core::Authenticator::hs256("a secret of at least 32 bytes!!!"))
-///     #     .build()
-///     #     .expect("mediator"),
-/// ).request_log(lines);
-/// # drop(service);
+/// let mediator = mediator_core::Mediator::builder()
+///     .request_log(lines)
+///     # .registry(mediator_core::MemoryRegistry::new())
+///     # .authenticator(mediator_core::Authenticator::hs256("a secret of at least 32 bytes!!!"))
+///     .build()
+///     .expect("mediator");
+/// # drop(mediator);
 /// # drop(guard);
 /// ```
 #[derive(Clone, Debug)]

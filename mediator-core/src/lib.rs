@@ -113,6 +113,7 @@ mod clock;
 pub mod context;
 mod deliver;
 mod error;
+pub mod inbound;
 mod inflight;
 pub mod mediator;
 mod memory;

@@ -18,7 +18,7 @@ use crate::policy::{
 };
 use crate::record::{DeliveryStats, Recorder};
 use crate::registry::Registry;
-use crate::request_log::TransportStats;
+use crate::request_log::{RequestLog, TracingRequestLog, TransportStats};
 use crate::router::{Deadline, DefaultRouter, Routed, Router, Routes, RoutingTable};
 use crate::store_stats::{StoreStats, TimedRegistry};
 use crate::time::Timestamp;
@@ -106,6 +106,7 @@ pub struct MediatorBuilder {
     limits: Limits,
     instance: String,
     wrap: Option<RouterWrap>,
+    request_log: Arc<dyn RequestLog>,
 }
 
 impl std::fmt::Debug for MediatorBuilder {
@@ -313,6 +314,14 @@ impl MediatorBuilder {
         self
     }
 
+    /// Where every request's record goes, whatever transport answered it
+    /// (see [`RequestLog`]). Default: one `tracing` event per request
+    /// ([`TracingRequestLog`]).
+    pub fn request_log(mut self, log: impl RequestLog) -> Self {
+        self.request_log = Arc::new(log);
+        self
+    }
+
     /// Wraps the default router (for ACLs, sharding, metrics) or replaces
     /// it; the wrapper sees each request's [`RequestContext`], with the
     /// authenticated caller.
@@ -399,6 +408,7 @@ impl MediatorBuilder {
                 in_flight,
                 bodies,
                 transports: TransportStats::default(),
+                request_log: self.request_log,
                 limits,
                 instance: self.instance,
             }),
@@ -469,6 +479,7 @@ struct Inner {
     in_flight: InFlight,
     bodies: BodyBudget,
     transports: TransportStats,
+    request_log: Arc<dyn RequestLog>,
     limits: Limits,
     instance: String,
 }
@@ -500,6 +511,7 @@ impl Mediator {
             limits: Limits::default(),
             instance: format!("mediator-{:016x}", rand::random::<u64>()),
             wrap: None,
+            request_log: Arc::new(TracingRequestLog),
         }
     }
 
@@ -560,6 +572,17 @@ impl Mediator {
     /// Nodes evicted since start because their lease ran out.
     pub fn evictions(&self) -> u64 {
         self.inner.evictions.load(Ordering::Relaxed)
+    }
+
+    /// Where request records go ([`MediatorBuilder::request_log`]).
+    pub fn request_log(&self) -> &dyn RequestLog {
+        &*self.inner.request_log
+    }
+
+    /// Checks that `caller` may call `target`, by the mediator's
+    /// [`Authorize`] policy.
+    pub fn authorize(&self, caller: &Identity, target: &Target) -> Result<()> {
+        self.inner.authorize.call(caller, target)
     }
 
     /// The budget every transport counts the request bodies it holds in
@@ -713,11 +736,24 @@ impl Mediator {
     pub async fn route_with(
         &self,
         caller: &Identity,
-        mut envelope: Envelope,
+        envelope: Envelope,
         deadline: Option<Duration>,
         trace: TraceContext,
     ) -> Result<Routed> {
         self.inner.authorize.call(caller, &envelope.target)?;
+        self.route_authorized(caller, envelope, deadline, trace)
+            .await
+    }
+
+    /// [`route_with`](Self::route_with) for a caller already authorized
+    /// for the envelope's target.
+    pub(crate) async fn route_authorized(
+        &self,
+        caller: &Identity,
+        mut envelope: Envelope,
+        deadline: Option<Duration>,
+        trace: TraceContext,
+    ) -> Result<Routed> {
         if envelope.body.len() > self.inner.limits.max_body {
             return Err(Error::TooLarge {
                 limit: self.inner.limits.max_body,

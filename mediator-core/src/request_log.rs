@@ -60,6 +60,8 @@ pub struct RequestRecord<'a> {
     pub target: Option<TargetName<'a>>,
     /// The node that answered a unicast or any-of-group request.
     pub node: Option<&'a str>,
+    /// The transport that answered (`http`, `quic`), when it said.
+    pub transport: Option<&'a str>,
     /// The answer's status.
     pub status: u16,
     /// From the request's arrival to its answer.
@@ -90,9 +92,16 @@ impl<'a> RequestRecord<'a> {
             sender: None,
             target: None,
             node: None,
+            transport: None,
             status,
             duration,
         }
+    }
+
+    /// With the transport that answered.
+    pub fn with_transport(mut self, transport: &'a str) -> Self {
+        self.transport = Some(transport);
+        self
     }
 
     /// With the trace id and the parent id passed on.
@@ -209,7 +218,7 @@ pub fn tracing_enabled(level: Level) -> bool {
 /// The default [`RequestLog`]: one `tracing` event per request, with target
 /// [`REQUEST_TARGET`], at the record's level, with the record's fields
 /// (`request_id`, `trace_id`, `span_id`, `method`, `path`, `remote`,
-/// `sender`, `target`, `node`, `status`, `duration_ms`; absent ones left
+/// `sender`, `target`, `node`, `transport`, `status`, `duration_ms`; absent ones left
 /// out).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TracingRequestLog;
@@ -234,6 +243,7 @@ impl RequestLog for TracingRequestLog {
                     sender = record.sender.map(tracing::field::display),
                     target = record.target.map(tracing::field::display),
                     node = record.node,
+                    transport = record.transport,
                     status = record.status,
                     duration_ms = record.duration_ms(),
                     "{}",
@@ -342,13 +352,15 @@ pub fn sender_name(identity: &Identity) -> &str {
     }
 }
 
-/// What transports without metrics of their own report to the core, for
-/// whatever renders the mediator's metrics (the HTTP transport's
-/// `/metrics`): the requests they answered, by transport, route and
-/// status, with their durations; and how many nodes are attached to each.
+/// The calls every transport answered, counted by the core's request
+/// lifecycle ([`Mediator::handle`](crate::Mediator::handle)), for whatever
+/// renders the mediator's metrics (the HTTP transport's `/metrics`): by
+/// transport, route and status, with their durations; and how many nodes
+/// are attached to each transport.
 ///
-/// The HTTP service counts its own requests on its hot path; the QUIC
-/// listener counts its calls here, so one scrape shows both. Memory is
+/// The HTTP service counts its routes other than calls (registrations,
+/// probes, the operator's) itself; every call, on every transport, is
+/// counted here, so one scrape shows them all. Memory is
 /// bounded: transports and routes are names fixed in code, and statuses
 /// are counted only from 100 to 999.
 ///
@@ -418,6 +430,15 @@ impl TransportStats {
         }
         counts.buckets[LATENCY_BUCKETS.partition_point(|&bound| bound < duration)] += 1;
         counts.sum = counts.sum.saturating_add(duration);
+    }
+
+    /// Makes `routes` of `transport` show, at zero, before their first
+    /// request: a scrape then lists every route a transport answers.
+    pub fn declare(&self, transport: &'static str, routes: &[&'static str]) {
+        let mut requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
+        for &route in routes {
+            requests.entry((transport, route)).or_default();
+        }
     }
 
     /// The counts so far, by transport then route.

@@ -6,21 +6,16 @@ use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::{Method, StatusCode};
-use mediator_core::budget::BodyReservation;
-use mediator_core::request_log::{
-    sender_name, RequestLog, RequestRecord, TargetName, TracingRequestLog,
-};
+use mediator_core::inbound::{Answer, Caller, Inbound, InboundBody};
 use mediator_core::{
     async_trait, Credentials, Deliver, DeliverError, Endpoint, Envelope, Error, Identity, Limits,
-    Mediator, Node, NodeId, NodeKey, Registration, Reply, RequestContext, Routed, Target,
-    TraceContext,
+    Mediator, Node, NodeId, NodeKey, Registration, Reply, RequestContext, Routed,
 };
 use quinn::{Connection, ConnectionError, RecvStream, SendStream, VarInt};
-use tracing::Level;
 
 use crate::error::QuicError;
 use crate::frame::{
@@ -186,7 +181,6 @@ pub struct QuicListener {
     fingerprint: String,
     limits: QuicLimits,
     shared: Arc<Shared>,
-    request_log: Arc<dyn RequestLog>,
 }
 
 impl std::fmt::Debug for QuicListener {
@@ -237,35 +231,7 @@ impl QuicListener {
                 token_hasher: RandomState::new(),
             }),
             limits,
-            request_log: Arc::new(TracingRequestLog),
         })
-    }
-
-    /// Where the request line of every call goes: by default one
-    /// `tracing` event per call ([`TracingRequestLog`]), the line the HTTP
-    /// transport writes for its requests.
-    ///
-    /// ```
-    /// use mediator_core::request_log::{RequestLog, RequestRecord};
-    /// use mediator_transport_quic::{QuicListener, ServerTls};
-    ///
-    /// struct Statuses;
-    /// impl RequestLog for Statuses {
-    ///     fn record(&self, record: &RequestRecord<'_>) {
-    ///         println!("{} {}", record.status, record.path);
-    ///     }
-    /// }
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// let tls = ServerTls::self_signed(&["localhost"])?;
-    /// let listener = QuicListener::bind("127.0.0.1:0".parse()?, &tls)?.request_log(Statuses);
-    /// # let _ = listener;
-    /// # Ok(()) }
-    /// ```
-    pub fn request_log(mut self, log: impl RequestLog) -> QuicListener {
-        self.request_log = Arc::new(log);
-        self
     }
 
     /// The address bound (useful after binding port 0).
@@ -341,7 +307,6 @@ impl QuicListener {
                 mediator: mediator.clone(),
                 shared: Arc::clone(&self.shared),
                 limits: self.limits.clone(),
-                request_log: Arc::clone(&self.request_log),
             };
             tokio::spawn(cx.run(incoming));
         }
@@ -355,7 +320,6 @@ struct ConnCx {
     mediator: Mediator,
     shared: Arc<Shared>,
     limits: QuicLimits,
-    request_log: Arc<dyn RequestLog>,
 }
 
 /// Who is on a connection, once its hello was accepted.
@@ -372,39 +336,6 @@ struct Session {
 /// [`TransportStats`](mediator_core::request_log::TransportStats).
 const TRANSPORT: &str = "quic";
 
-/// What a call's request line tells, learnt as the call is served.
-#[derive(Default)]
-struct CallSeen {
-    method: Option<Method>,
-    /// The path, without its query.
-    path: Option<String>,
-    target: Option<Target>,
-    /// The node that answered a unicast or any-of-group call.
-    node: Option<String>,
-}
-
-impl CallSeen {
-    /// The route the call is counted under, as HTTP names its own.
-    fn route(&self) -> &'static str {
-        match self.target {
-            Some(Target::One(_)) => "one",
-            Some(Target::Any(_)) => "any",
-            Some(Target::All(_)) => "many",
-            None => "other",
-        }
-    }
-}
-
-/// A target as the request line writes it.
-fn target_name(target: &Target) -> TargetName<'_> {
-    let (group, rest) = match target {
-        Target::One(key) => (key.group(), key.name().unwrap_or("")),
-        Target::All(group) => (group.as_str(), "*"),
-        Target::Any(group) => (group.as_str(), "?"),
-    };
-    TargetName { group, rest }
-}
-
 /// The answer to a call stream whose header or body did not arrive within
 /// the mediator's deadline.
 fn read_timeout(what: &str, deadline: Duration) -> Error {
@@ -416,41 +347,6 @@ fn read_timeout(what: &str, deadline: Duration) -> Error {
             deadline.as_millis()
         ),
     )
-}
-
-/// Reads a call's body to its end, chunk by chunk, counting it against the
-/// mediator's body budget as it arrives: `413` past `max`, `503
-/// overloaded` past the budget.
-async fn read_body(
-    recv: &mut RecvStream,
-    max: usize,
-    reservation: &mut BodyReservation,
-) -> Result<Bytes, Error> {
-    let mut chunks = Vec::new();
-    let mut len = 0usize;
-    while let Some(chunk) = recv
-        .read_chunk(usize::MAX, true)
-        .await
-        .map_err(|e| Error::invalid("body", format!("not received whole: {e}")))?
-    {
-        let more = chunk.bytes.len();
-        if len.saturating_add(more) > max {
-            return Err(Error::TooLarge { limit: max });
-        }
-        reservation.grow(more)?;
-        len += more;
-        chunks.push(chunk.bytes);
-    }
-    // One chunk is passed on as it came; several are joined once, into
-    // exactly the room they need.
-    if chunks.len() <= 1 {
-        return Ok(chunks.pop().unwrap_or_default());
-    }
-    let mut body = BytesMut::with_capacity(len);
-    for chunk in chunks {
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body.freeze())
 }
 
 impl ConnCx {
@@ -694,8 +590,9 @@ impl ConnCx {
         tracing::info!(node = %key, reason = %why, "detached: connection lost");
     }
 
-    /// Serves one request stream opened by a node, and writes its request
-    /// line.
+    /// Answers one call stream: reads its header frame, then hands the
+    /// call to the core ([`Mediator::handle`]), which checks it, reads its
+    /// body from the stream, routes and records it; frames the answer.
     ///
     /// The header frame and the whole body must arrive within the
     /// mediator's [`Limits::deadline`] from the stream's opening, or the
@@ -708,11 +605,10 @@ impl ConnCx {
         mut send: SendStream,
         mut recv: RecvStream,
     ) {
-        let started = Instant::now();
+        let arrived = tokio::time::Instant::now();
         let deadline = self.mediator.limits().deadline;
-        let read_by = tokio::time::Instant::now() + deadline;
         let read = tokio::time::timeout_at(
-            read_by,
+            arrived + deadline,
             read_frame::<RequestHead>(&mut recv, self.limits.max_header),
         )
         .await;
@@ -731,200 +627,145 @@ impl ConnCx {
             Ok(Err(e @ FrameError::Malformed(_))) => Err(Error::invalid("header", e.to_string())),
             Err(_) => Err(read_timeout("header", deadline)),
         };
-        // The caller's ids are checked as HTTP checks its headers: a bad
-        // request id is replaced, a bad traceparent restarts the trace.
-        let trace = match &head {
+        let caller = Caller::Authenticated(identity);
+        let inbound = match head {
             Ok(head) => {
-                TraceContext::accept(head.request_id.as_deref(), head.traceparent.as_deref())
+                let mut inbound = Inbound::new(TRANSPORT, caller, head.target, QuicBody(&mut recv))
+                    .ids(head.request_id, head.traceparent)
+                    .timeout(head.timeout_ms.map(Duration::from_millis));
+                match Method::from_bytes(head.method.as_bytes()) {
+                    Ok(method) => inbound = inbound.method(method),
+                    Err(_) => {
+                        inbound = inbound
+                            .method(unknown_method())
+                            .malformed(Error::invalid("method", "not an HTTP method"));
+                    }
+                }
+                // Held to what an HTTP caller's request line can carry, so
+                // that the path reaches an HTTP node as it was sent.
+                let path_ok = head
+                    .path
+                    .parse::<http::uri::PathAndQuery>()
+                    .is_ok_and(|p| p.as_str().starts_with('/'));
+                if !path_ok {
+                    inbound = inbound.malformed(Error::invalid(
+                        "path",
+                        "must start with / and be a URI path",
+                    ));
+                }
+                inbound.path(head.path)
             }
-            Err(_) => TraceContext::accept(None, None),
+            // A header that could not be read is refused by the core, so
+            // that it is counted and recorded as any other refusal.
+            Err(e) => Inbound::new(TRANSPORT, caller, String::new(), QuicBody(&mut recv))
+                .method(unknown_method())
+                .path(String::new())
+                .malformed(e),
         };
-        let mut seen = CallSeen::default();
-        let routed = match head {
-            Ok(head) => {
-                self.route(&identity, head, &trace, &mut recv, read_by, &mut seen)
-                    .await
-            }
-            Err(e) => Err(e),
-        };
-        let (reply, body) = match routed {
-            Ok(answered) => answered,
-            Err(e) => {
-                // Whatever the caller still sends is not wanted.
-                let _ = recv.stop(VarInt::from_u32(0));
-                (ReplyHead::error(&e), Bytes::new())
-            }
-        };
-        let status = reply.status;
-        let request_id = trace.request_id.clone().unwrap_or_default();
-        self.record(
-            &identity,
-            remote,
-            &seen,
-            &trace,
-            &request_id,
-            status,
-            started.elapsed(),
-        );
-        let reply = ReplyHead {
-            request_id: Some(request_id),
-            ..reply
-        };
+        let inbound = inbound.remote(Some(remote)).arrived(arrived);
+        let (reply, body) = self
+            .mediator
+            .handle(inbound, |answer: Answer<'_>| {
+                let (reply, body) = match answer.outcome {
+                    Ok(routed) => framed(routed),
+                    Err(e) => (ReplyHead::error(&e), Bytes::new()),
+                };
+                let reply = ReplyHead {
+                    request_id: answer.trace.request_id.clone(),
+                    ..reply
+                };
+                let status = reply.status;
+                ((reply, body), status)
+            })
+            .await;
+        if reply.status >= 400 && reply.results.is_empty() {
+            // Whatever the caller still sends is not wanted.
+            let _ = recv.stop(VarInt::from_u32(0));
+        }
         if let Err(why) = answer(&mut send, &reply, &body).await {
             tracing::debug!(reason = %why, "the caller went away before the answer");
         }
     }
+}
 
-    /// Counts a call in the mediator's transport stats and writes its
-    /// request line: the fields HTTP writes for its requests, `-` for a
-    /// method or path a malformed header did not give.
-    // The call's parts, passed as they are rather than bundled for one call.
-    #[allow(clippy::too_many_arguments)]
-    fn record(
-        &self,
-        identity: &Identity,
-        remote: SocketAddr,
-        seen: &CallSeen,
-        trace: &TraceContext,
-        request_id: &str,
-        status: u16,
-        took: Duration,
-    ) {
-        self.mediator
-            .transport_stats()
-            .request(TRANSPORT, seen.route(), status, took);
-        let (level, message) = if status >= 500 {
-            (Level::WARN, "request failed")
-        } else {
-            (Level::INFO, "request")
-        };
-        if !self.request_log.enabled(level) {
-            return;
+/// The method a call's record shows when its header gave none.
+fn unknown_method() -> Method {
+    // `-` is a token character, so a valid method name.
+    Method::from_bytes(b"-").unwrap_or_default()
+}
+
+/// A call's body as the core reads it: the rest of its stream.
+struct QuicBody<'a>(&'a mut RecvStream);
+
+impl InboundBody for QuicBody<'_> {
+    async fn next_chunk(&mut self) -> Option<Result<Bytes, String>> {
+        match self.0.read_chunk(usize::MAX, true).await {
+            Ok(chunk) => chunk.map(|chunk| Ok(chunk.bytes)),
+            Err(e) => Some(Err(format!("not received whole: {e}"))),
         }
-        let unknown;
-        let method = match &seen.method {
-            Some(method) => method,
-            None => {
-                unknown = Method::from_bytes(b"-").unwrap_or_default();
-                &unknown
-            }
-        };
-        let path = seen.path.as_deref().unwrap_or("-");
-        let mut record = RequestRecord::new(level, message, request_id, method, path, status, took)
-            .with_remote(remote)
-            .with_sender(sender_name(identity));
-        if let Some((trace_id, span_id)) = trace.ids() {
-            record = record.with_trace(trace_id, span_id);
-        }
-        if let Some(target) = &seen.target {
-            record = record.with_target(target_name(target));
-        }
-        if let Some(node) = &seen.node {
-            record = record.with_node(node);
-        }
-        self.request_log.record(&record);
     }
+}
 
-    async fn route(
-        &self,
-        identity: &Identity,
-        head: RequestHead,
-        trace: &TraceContext,
-        recv: &mut RecvStream,
-        read_by: tokio::time::Instant,
-        seen: &mut CallSeen,
-    ) -> Result<(ReplyHead, Bytes), Error> {
-        let target: Target = head.target.parse()?;
-        seen.target = Some(target.clone());
-        let method = Method::from_bytes(head.method.as_bytes())
-            .map_err(|_| Error::invalid("method", "not an HTTP method"))?;
-        seen.method = Some(method.clone());
-        // Held to what an HTTP caller's request line can carry, so that
-        // the path reaches an HTTP node as it was sent.
-        let path = head
-            .path
-            .parse::<http::uri::PathAndQuery>()
-            .ok()
-            .filter(|p| p.as_str().starts_with('/'))
-            .ok_or_else(|| Error::invalid("path", "must start with / and be a URI path"))?;
-        seen.path = Some(path.path().to_owned());
-        let limits = self.mediator.limits();
-        let mut reservation = self.mediator.body_budget().reserve();
-        let body = match tokio::time::timeout_at(
-            read_by,
-            read_body(recv, limits.max_body, &mut reservation),
-        )
-        .await
-        {
-            Ok(body) => body?,
-            Err(_) => return Err(read_timeout("body", limits.deadline)),
-        };
-        let mut envelope = Envelope::new(target, head.path, body);
-        envelope.method = method;
-        let deadline = head.timeout_ms.map(Duration::from_millis);
-        let routed = self
-            .mediator
-            .route_with(identity, envelope, deadline, trace.clone())
-            .await;
-        // The body was held until its delivery ended.
-        drop(reservation);
-        match routed? {
-            Routed::One { node, reply } => {
-                let mut head = node_reply_head(reply.status, &reply.body);
-                head.node = Some(node.to_string());
-                seen.node = head.node.clone();
-                let body = if head.is_success() {
-                    reply.body
-                } else {
-                    Bytes::new()
-                };
-                Ok((head, body))
-            }
-            Routed::Many(broadcast) => {
-                let mut bodies = Vec::new();
-                let results = broadcast
-                    .results
-                    .into_iter()
-                    .map(|result| {
-                        let mut entry = ResultFrame {
-                            node: result.node.to_string(),
-                            id: Some(result.id.0),
-                            ..ResultFrame::default()
-                        };
-                        match result.outcome {
-                            Ok(reply) => {
-                                let head = node_reply_head(reply.status, &reply.body);
-                                entry.status = head.status;
-                                entry.answered = true;
-                                if head.is_success() {
-                                    entry.len = reply.body.len();
-                                    bodies.extend_from_slice(&reply.body);
-                                } else {
-                                    entry.kind = head.kind;
-                                    entry.message = head.message;
-                                    entry.fault = head.fault;
-                                }
-                            }
-                            Err(e) => {
-                                entry.status = e.status();
-                                entry.kind = Some(e.kind().to_owned());
-                                entry.fault = Some(e.fault().to_string());
-                                entry.message = Some(e.to_string());
+/// The answer head and body of a routed call: the node's reply (its body
+/// only when it succeeded), or the broadcast's entries, with their bodies
+/// one after another.
+fn framed(routed: Routed) -> (ReplyHead, Bytes) {
+    match routed {
+        Routed::One { node, reply } => {
+            let mut head = node_reply_head(reply.status, &reply.body);
+            head.node = Some(node.to_string());
+            let body = if head.is_success() {
+                reply.body
+            } else {
+                Bytes::new()
+            };
+            (head, body)
+        }
+        Routed::Many(broadcast) => {
+            let mut bodies = Vec::new();
+            let results = broadcast
+                .results
+                .into_iter()
+                .map(|result| {
+                    let mut entry = ResultFrame {
+                        node: result.node.to_string(),
+                        id: Some(result.id.0),
+                        ..ResultFrame::default()
+                    };
+                    match result.outcome {
+                        Ok(reply) => {
+                            let head = node_reply_head(reply.status, &reply.body);
+                            entry.status = head.status;
+                            entry.answered = true;
+                            if head.is_success() {
+                                entry.len = reply.body.len();
+                                bodies.extend_from_slice(&reply.body);
+                            } else {
+                                entry.kind = head.kind;
+                                entry.message = head.message;
+                                entry.fault = head.fault;
                             }
                         }
-                        entry
-                    })
-                    .collect();
-                let head = ReplyHead {
-                    summary: Some(broadcast.summary.into()),
-                    results,
-                    ..ReplyHead::ok()
-                };
-                Ok((head, Bytes::from(bodies)))
-            }
-            other => Err(Error::Config(format!(
-                "unexpected routing result {other:?}"
-            ))),
+                        Err(e) => {
+                            entry.status = e.status();
+                            entry.kind = Some(e.kind().to_owned());
+                            entry.fault = Some(e.fault().to_string());
+                            entry.message = Some(e.to_string());
+                        }
+                    }
+                    entry
+                })
+                .collect();
+            let head = ReplyHead {
+                summary: Some(broadcast.summary.into()),
+                results,
+                ..ReplyHead::ok()
+            };
+            (head, Bytes::from(bodies))
+        }
+        other => {
+            let e = Error::Config(format!("unexpected routing result {other:?}"));
+            (ReplyHead::error(&e), Bytes::new())
         }
     }
 }

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use mediator_core::context::{is_valid_request_id, is_valid_traceparent};
 use mediator_core::request_log::{RequestLog, RequestRecord};
 use mediator_core::{
-    Authenticator, Endpoint, Identity, Limits, Mediator, MemoryRegistry, Registration,
+    Authenticator, Endpoint, Identity, Limits, Mediator, MediatorBuilder, MemoryRegistry,
+    Registration,
 };
 use mediator_transport_http::{HttpDelivery, HttpListener};
 use mediator_transport_quic::{QuicLimits, QuicListener, ServerTls};
@@ -81,8 +82,8 @@ async fn raw_http_node() -> (SocketAddr, Seen) {
 }
 
 /// A mediator that delivers over HTTP too, with a QUIC listener.
-fn hub_with_http(listener: impl FnOnce(QuicListener) -> QuicListener) -> Hub {
-    let mediator = Mediator::builder()
+fn hub_with_http(compose: impl FnOnce(MediatorBuilder) -> MediatorBuilder) -> Hub {
+    let mediator = compose(Mediator::builder())
         .registry(MemoryRegistry::new())
         .authenticator(Authenticator::hs256(common::SECRET))
         .deliver(HttpDelivery::default())
@@ -98,7 +99,7 @@ fn hub_with_http(listener: impl FnOnce(QuicListener) -> QuicListener) -> Hub {
     .expect("quic");
     Hub::serve_on(
         mediator,
-        listener(bound),
+        bound,
         tls,
         mediator_core::KeyRing::new(mediator_core::SealKey::generate()),
     )
@@ -106,7 +107,7 @@ fn hub_with_http(listener: impl FnOnce(QuicListener) -> QuicListener) -> Hub {
 
 #[tokio::test]
 async fn bad_request_ids_and_traceparents_are_replaced_before_nodes_see_them() {
-    let hub = hub_with_http(|listener| listener);
+    let hub = hub_with_http(|builder| builder);
     let (node_addr, seen) = raw_http_node().await;
     hub.mediator
         .register(
@@ -228,7 +229,7 @@ async fn scrape(addr: SocketAddr) -> String {
 async fn every_call_writes_a_request_line_and_is_counted() {
     let kept = Kept::default();
     let log = kept.clone();
-    let hub = hub_with_http(move |listener| listener.request_log(log));
+    let hub = hub_with_http(move |builder| builder.request_log(log));
     let http = HttpListener::bind("127.0.0.1:0").await.expect("http");
     let http_addr = http.local_addr();
     tokio::spawn(http.serve(hub.mediator.clone()));
@@ -265,7 +266,7 @@ async fn every_call_writes_a_request_line_and_is_counted() {
     );
     assert_eq!(
         (line.method.as_str(), line.path.as_str()),
-        ("POST", "/greet")
+        ("POST", "/one/users/a/greet")
     );
     assert_eq!(line.sender.as_deref(), Some("billing/w1"));
     assert_eq!(line.target.as_deref(), Some("users/a"));

@@ -990,7 +990,13 @@ where
     }
     tracing::info!(settings = %settings.describe(), "starting");
     let store = OpenStore::open(&settings.store).await?;
-    let mediator = Mediator::builder()
+    let mut builder = Mediator::builder();
+    // Every request's line, whatever way it came in, through the binary's
+    // own writer.
+    if let Some(lines) = logs::request_lines() {
+        builder = builder.request_log(lines);
+    }
+    let mediator = builder
         .shared_registry(store.registry())
         .authenticator(operator_login(
             Authenticator::hs256(secret.expose())
@@ -1032,7 +1038,7 @@ where
     let mut quic = match settings.quic_listen {
         Some(addr) => {
             let tls = quic_tls(&settings, addr)?;
-            let mut listener = QuicListener::bind_with(addr, &tls, settings.quic_limits.clone())
+            let listener = QuicListener::bind_with(addr, &tls, settings.quic_limits.clone())
                 .map_err(|e| {
                     let io = match &e {
                         QuicError::Io(io) => Some(io),
@@ -1040,10 +1046,6 @@ where
                     };
                     bind_error("QUIC", addr, io, e.to_string())
                 })?;
-            // QUIC calls write their request lines the way HTTP's do.
-            if let Some(lines) = logs::request_lines() {
-                listener = listener.request_log(lines);
-            }
             mediator.add_deliver(listener.delivery())?;
             let bound = listener.local_addr()?;
             let shown = loopback_if_unspecified(bound);
@@ -1059,12 +1061,9 @@ where
         None => None,
     };
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let mut service = MediatorService::new(mediator.clone())
+    let service = MediatorService::new(mediator.clone())
         .metrics_access(settings.metrics_access)
         .trusted_proxies(settings.trusted_proxies.iter().copied());
-    if let Some(lines) = logs::request_lines() {
-        service = service.request_log(lines);
-    }
     // Made only when served: a clone of the mediator left behind would keep
     // the store open at shutdown.
     let console_service = settings.console_listen.map(|_| service.console());

@@ -108,6 +108,12 @@ impl RouteLabel {
             RouteLabel::Other => "other",
         }
     }
+
+    /// Whether the route is a call, which the core counts
+    /// ([`TransportStats`](mediator_core::request_log::TransportStats)).
+    pub(crate) fn is_call(self) -> bool {
+        matches!(self, RouteLabel::One | RouteLabel::Any | RouteLabel::Many)
+    }
 }
 
 /// The transport label of the requests this service answers.
@@ -268,6 +274,10 @@ impl Collector for RequestCollector {
             MetricType::Histogram,
         )?;
         for (route, histogram) in RouteLabel::ALL.iter().zip(&self.http.durations) {
+            if route.is_call() {
+                // Counted by the core, with the other transports' calls.
+                continue;
+            }
             let labels = RouteLabels {
                 transport: HTTP,
                 route: route.as_str(),
@@ -537,24 +547,24 @@ mod tests {
     #[test]
     fn durations_land_in_their_bucket() {
         let metrics = Metrics::default();
-        metrics.request(RouteLabel::One, 200, Duration::from_micros(500));
-        metrics.request(RouteLabel::One, 200, Duration::from_millis(1));
-        metrics.request(RouteLabel::One, 502, Duration::from_millis(3));
-        metrics.request(RouteLabel::One, 504, Duration::from_secs(11));
-        metrics.request(RouteLabel::One, 1000, Duration::from_secs(1));
+        metrics.request(RouteLabel::Register, 200, Duration::from_micros(500));
+        metrics.request(RouteLabel::Register, 200, Duration::from_millis(1));
+        metrics.request(RouteLabel::Register, 502, Duration::from_millis(3));
+        metrics.request(RouteLabel::Register, 504, Duration::from_secs(11));
+        metrics.request(RouteLabel::Register, 1000, Duration::from_secs(1));
         let text = metrics.render(&mediator(), true);
         for line in [
-            "mediator_requests_total{transport=\"http\",route=\"one\",status=\"200\"} 2",
-            "mediator_requests_total{transport=\"http\",route=\"one\",status=\"502\"} 1",
-            "mediator_request_duration_seconds_bucket{transport=\"http\",route=\"one\",le=\"0.001\"} 2",
-            "mediator_request_duration_seconds_bucket{transport=\"http\",route=\"one\",le=\"0.0025\"} 2",
-            "mediator_request_duration_seconds_bucket{transport=\"http\",route=\"one\",le=\"0.005\"} 3",
-            "mediator_request_duration_seconds_bucket{transport=\"http\",route=\"one\",le=\"1\"} 4",
-            "mediator_request_duration_seconds_bucket{transport=\"http\",route=\"one\",le=\"10\"} 4",
-            "mediator_request_duration_seconds_bucket{transport=\"http\",route=\"one\",le=\"+Inf\"} 5",
-            "mediator_request_duration_seconds_count{transport=\"http\",route=\"one\"} 5",
-            "mediator_request_duration_seconds_sum{transport=\"http\",route=\"one\"} 12.0045",
-            "mediator_request_duration_seconds_count{transport=\"http\",route=\"many\"} 0",
+            "mediator_requests_total{transport=\"http\",route=\"register\",status=\"200\"} 2",
+            "mediator_requests_total{transport=\"http\",route=\"register\",status=\"502\"} 1",
+            "mediator_request_duration_seconds_bucket{transport=\"http\",route=\"register\",le=\"0.001\"} 2",
+            "mediator_request_duration_seconds_bucket{transport=\"http\",route=\"register\",le=\"0.0025\"} 2",
+            "mediator_request_duration_seconds_bucket{transport=\"http\",route=\"register\",le=\"0.005\"} 3",
+            "mediator_request_duration_seconds_bucket{transport=\"http\",route=\"register\",le=\"1\"} 4",
+            "mediator_request_duration_seconds_bucket{transport=\"http\",route=\"register\",le=\"10\"} 4",
+            "mediator_request_duration_seconds_bucket{transport=\"http\",route=\"register\",le=\"+Inf\"} 5",
+            "mediator_request_duration_seconds_count{transport=\"http\",route=\"register\"} 5",
+            "mediator_request_duration_seconds_sum{transport=\"http\",route=\"register\"} 12.0045",
+            "mediator_request_duration_seconds_count{transport=\"http\",route=\"token\"} 0",
             "mediator_nodes 0",
             "mediator_evictions_total 0",
             "mediator_deliveries_in_flight 0",

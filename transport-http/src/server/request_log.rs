@@ -1,7 +1,8 @@
-//! The request line: what [`MediatorService`](super::MediatorService)
-//! tells of every request it answers, and where that goes.
+//! The request line: what the mediator tells of every request it answers,
+//! and where that goes ([`MediatorBuilder::request_log`](mediator_core::MediatorBuilder::request_log)).
 //!
-//! Every transport writes the same line, so its types live in the core
+//! Every transport writes the same line through the mediator's one
+//! [`RequestLog`], so its types live in the core
 //! ([`mediator_core::request_log`]) and are re-exported here unchanged.
 //!
 //! By default each request becomes one `tracing` event ([`TracingRequestLog`]),
@@ -32,12 +33,13 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! let kept = Kept::default();
 //! let mediator = Mediator::builder()
 //!     .registry(MemoryRegistry::new())
 //!     .authenticator(Authenticator::hs256("a secret of at least 32 bytes!!!"))
+//!     .request_log(kept.clone())
 //!     .build()?;
-//! let kept = Kept::default();
-//! let mut service = MediatorService::new(mediator).request_log(kept.clone());
+//! let mut service = MediatorService::new(mediator);
 //! for path in ["/healthz", "/one/app/echo?x-jwt=secret"] {
 //!     let request = http::Request::get(path).body(Empty::<Bytes>::new())?;
 //!     service.call(request).await?;

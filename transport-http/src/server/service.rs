@@ -19,7 +19,6 @@ use tower_service::Service;
 
 use super::console::{ConsoleCx, Sessions};
 use super::metrics::{Metrics, MetricsAccess};
-use super::request_log::{RequestLog, TracingRequestLog};
 use super::routes;
 use super::throttle::LoginThrottle;
 
@@ -87,7 +86,6 @@ pub struct MediatorService {
     shared: Arc<Shared>,
     metrics_access: MetricsAccess,
     secure_cookies: bool,
-    request_log: Arc<dyn RequestLog>,
     front: Front,
 }
 
@@ -158,6 +156,11 @@ impl Shared {
 impl MediatorService {
     /// The HTTP API of `mediator`, with counters of its own.
     pub fn new(mediator: Mediator) -> Self {
+        // Calls are counted by the core: their routes show from the first
+        // scrape, as this service's own do.
+        mediator
+            .transport_stats()
+            .declare("http", &["one", "any", "many"]);
         MediatorService {
             shared: Arc::new(Shared {
                 mediator,
@@ -167,7 +170,6 @@ impl MediatorService {
             }),
             metrics_access: MetricsAccess::default(),
             secure_cookies: false,
-            request_log: Arc::new(TracingRequestLog),
             front: Front {
                 surface: Surface::Api,
                 trusted_proxies: Arc::from(Vec::new()),
@@ -240,13 +242,6 @@ impl MediatorService {
         self
     }
 
-    /// Where the record of each answered request goes (default
-    /// [`TracingRequestLog`]: one `tracing` event per request).
-    pub fn request_log(mut self, log: impl RequestLog) -> Self {
-        self.request_log = Arc::new(log);
-        self
-    }
-
     /// The mediator this service answers for.
     pub fn mediator(&self) -> &Mediator {
         &self.shared.mediator
@@ -261,17 +256,14 @@ impl MediatorService {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        routes::handle(
-            &self.shared.mediator,
-            &self.shared.metrics,
-            self.shared.console(self.secure_cookies),
-            self.metrics_access,
-            &*self.request_log,
-            &self.front,
-            request,
-        )
-        .await
-        .map(ResponseBody)
+        let cx = routes::ServiceCx {
+            mediator: &self.shared.mediator,
+            metrics: &self.shared.metrics,
+            console: self.shared.console(self.secure_cookies),
+            access: self.metrics_access,
+            front: &self.front,
+        };
+        routes::handle(&cx, request).await.map(ResponseBody)
     }
 }
 
@@ -308,19 +300,16 @@ where
         let shared = Arc::clone(&self.shared);
         let access = self.metrics_access;
         let secure = self.secure_cookies;
-        let request_log = Arc::clone(&self.request_log);
         let front = self.front.clone();
         ResponseFuture(Box::pin(async move {
-            let response = routes::handle(
-                &shared.mediator,
-                &shared.metrics,
-                shared.console(secure),
+            let cx = routes::ServiceCx {
+                mediator: &shared.mediator,
+                metrics: &shared.metrics,
+                console: shared.console(secure),
                 access,
-                &*request_log,
-                &front,
-                request,
-            )
-            .await;
+                front: &front,
+            };
+            let response = routes::handle(&cx, request).await;
             Ok(response.map(ResponseBody))
         }))
     }

@@ -2,6 +2,7 @@
 //! the request, route it, and answer with the node's reply or the
 //! broadcast's entries and summary.
 
+use std::pin::Pin;
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
@@ -9,13 +10,12 @@ use base64::Engine;
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
-use http::{Response, StatusCode};
-use http_body_util::Full;
-use mediator_core::auth::Identity;
+use http::{Request, Response, StatusCode};
+use http_body::Body;
+use http_body_util::{BodyExt, Full};
 use mediator_core::context::is_valid_traceparent;
-use mediator_core::{
-    Broadcast, Envelope, Error, Mediator, NodeKey, Reply, Routed, Target, Timestamp, TraceContext,
-};
+use mediator_core::inbound::{read_to_end, Answer, Caller, Inbound, InboundBody};
+use mediator_core::{Broadcast, Error, Mediator, NodeKey, Reply, Routed, Timestamp};
 use serde_json::{json, Value};
 
 use super::path::Fan;
@@ -23,6 +23,11 @@ use crate::headers::{
     forwardable, forwardable_body, forwardable_query, is_reserved, strip_hop_by_hop, TRACEPARENT,
     X_MEDIATOR_DEADLINE, X_MEDIATOR_NODE, X_MEDIATOR_SUMMARY, X_MEDIATOR_TIMEOUT_MS, X_REQUEST_ID,
 };
+use crate::server::credentials;
+use crate::server::service::{BoxError, RemoteAddr};
+
+/// The transport label of the calls this service frames.
+const HTTP: &str = "http";
 
 /// The vendor half of the W3C trace context, meaningful only with its
 /// `traceparent`.
@@ -53,63 +58,135 @@ fn caller_budget(headers: &HeaderMap, now: Timestamp) -> Result<Option<Duration>
     Ok(budget)
 }
 
-/// A forwarding request: its head and body, and what its path names.
+/// What a forwarding path names: `/one/:group/:name?/*rest`,
+/// `/any/:group/*rest` or `/many/:group/*rest`.
 pub(super) struct Call<'a> {
-    pub(super) parts: Parts,
-    pub(super) body: Bytes,
     pub(super) fan: Fan,
     pub(super) group: &'a str,
     pub(super) name: Option<&'a str>,
     pub(super) rest: &'a str,
 }
 
-/// Routes `call` from `identity` with the request's `trace` ids, which
-/// replace the caller's own `x-request-id` and `traceparent` on the way
-/// to nodes (the caller's `tracestate` goes along only with its trace);
-/// `node` is set to the node that answered a unicast.
-pub(super) async fn forward(
+/// A request body as the core reads a call's: chunk by chunk, with what
+/// the head announced of it, and without the `x-jwt` field of a JSON body
+/// once read (no node receives a caller's credential).
+struct HttpBody<B> {
+    body: Source<B>,
+    announced: Option<u64>,
+    waits_to_continue: bool,
+}
+
+/// Where a body's bytes come from: the connection, or what was read of
+/// it already to look for a credential.
+enum Source<B> {
+    Wire(Pin<Box<B>>),
+    Read(Bytes),
+}
+
+impl<B> InboundBody for HttpBody<B>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    async fn next_chunk(&mut self) -> Option<Result<Bytes, String>> {
+        let body = match &mut self.body {
+            Source::Wire(body) => body,
+            Source::Read(whole) => {
+                return (!whole.is_empty()).then(|| Ok(std::mem::take(whole)));
+            }
+        };
+        loop {
+            match body.as_mut().frame().await? {
+                Ok(frame) => {
+                    if let Ok(data) = frame.into_data() {
+                        return Some(Ok(data));
+                    }
+                    // Trailers are not relayed.
+                }
+                Err(e) => {
+                    let e: BoxError = e.into();
+                    return Some(Err(e.to_string()));
+                }
+            }
+        }
+    }
+
+    fn announced(&self) -> Option<u64> {
+        self.announced
+    }
+
+    fn travelling(&self, whole: Bytes) -> Bytes {
+        forwardable_body(whole)
+    }
+
+    fn may_drain(&self) -> bool {
+        // Polling the body would send `100 Continue` and ask for it.
+        !self.waits_to_continue
+    }
+}
+
+/// Frames a forwarding request for the core ([`Mediator::handle`]), which
+/// checks, routes and records it, and frames the core's answer: the node's
+/// reply, or the broadcast's entries and summary.
+///
+/// The caller's credential is looked for in the head first; a head
+/// without one has its body read only while it is small enough to hold a
+/// token (the original's `x-jwt` field of a JSON body, at most
+/// `body_credential_limit` bytes): past that the call is refused `401`
+/// unread. The caller's `x-request-id` and `traceparent` are replaced by
+/// the call's own on the way to nodes (its `tracestate` goes along only
+/// with its trace).
+pub(super) async fn forward<B>(
     mediator: &Mediator,
-    identity: &Identity,
     call: Call<'_>,
-    trace: &TraceContext,
-    node: &mut Option<String>,
-) -> HttpResponse {
+    request: Request<B>,
+    arrived: tokio::time::Instant,
+    body_credential_limit: usize,
+) -> HttpResponse
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
     let Call {
-        parts,
-        body,
         fan,
         group,
         name,
         rest,
     } = call;
-    let target = match fan {
-        Fan::One => NodeKey::new(group, name).map(Target::One),
-        Fan::Any => Target::any(group),
-        Fan::Many => Target::all(group),
-    };
-    let target = match target {
-        Ok(target) => target,
-        Err(e) => return reply::error(&e),
-    };
-    let budget = match caller_budget(&parts.headers, mediator.clock().now()) {
-        Ok(budget) => budget,
-        Err(e) => return reply::error(&e),
-    };
-    if budget == Some(Duration::ZERO) {
-        // The caller's deadline has already passed: nothing can answer in
-        // time, so no node is bothered.
-        return reply::error(&Error::DeadlinePassed {
-            node: target.to_string(),
-            after: Duration::ZERO,
-        });
+    let (mut parts, body) = request.into_parts();
+    if credentials::has_basic(&parts.headers) {
+        // A forwarding route takes no Basic login: never hashed here.
+        credentials::set_basic_aside(&mut parts);
     }
-    let mut path_and_query = format!("/{rest}");
+    let mut body = HttpBody {
+        announced: super::announced_size(&parts.headers, &body),
+        waits_to_continue: parts
+            .headers
+            .get(http::header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue")),
+        body: Source::Wire(Box::pin(body)),
+    };
+    let target = match (fan, name) {
+        (Fan::One, name) => format!("{group}/{}", name.unwrap_or_default()),
+        (Fan::Any, _) => format!("{group}/?"),
+        (Fan::Many, _) => format!("{group}/*"),
+    };
+    let text = |name| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let ids = (text(X_REQUEST_ID), text(TRACEPARENT));
+    let remote = parts.extensions.get::<RemoteAddr>().map(|r| r.0);
+    let mut path = format!("/{rest}");
     if let Some(query) = parts.uri.query().and_then(forwardable_query) {
-        path_and_query.push('?');
-        path_and_query.push_str(&query);
+        path.push('?');
+        path.push_str(&query);
     }
     let mut headers = forwardable(&parts.headers);
-    // Deliverers send the trace ids of the request's context.
+    // Deliverers send the trace ids of the call's context.
     headers.remove(X_REQUEST_ID);
     let continued = headers
         .remove(TRACEPARENT)
@@ -117,50 +194,117 @@ pub(super) async fn forward(
     if !continued {
         headers.remove(TRACESTATE);
     }
-    let envelope = Envelope {
-        from: None,
-        target,
-        method: parts.method,
-        path_and_query,
-        headers,
-        body: forwardable_body(body),
-    };
-    // Delivery outcomes and latencies are recorded by the core's router,
-    // once per node asked, whatever the transport.
-    match mediator
-        .route_with(identity, envelope, budget, trace.clone())
-        .await
-    {
-        Ok(Routed::One { node: key, reply }) => one_reply(&key, reply, node),
-        Ok(Routed::Many(broadcast)) => many_reply(&broadcast),
-        Ok(_) => reply::error(&Error::Config(
-            "the router answered in a shape this transport does not know".into(),
-        )),
-        Err(e @ Error::UnknownTarget(_)) => {
-            // The original's words, which its children may match on.
-            let message = if fan == Fan::One {
-                "clusters not found"
-            } else {
-                "cluster not found"
-            };
-            reply::error_message(&e, message)
+    let budget = caller_budget(&parts.headers, mediator.clock().now());
+    let caller = match credentials::in_head(&parts.headers, &parts.uri) {
+        Some(credentials::Credential::Token(token)) => Caller::Token(token),
+        // Set aside above: a forwarding route never sees a Basic login.
+        Some(credentials::Credential::Basic(..)) => Caller::Refused(
+            credentials::check(mediator, &parts, None)
+                .err()
+                .unwrap_or_else(|| Error::unauthorized("no token")),
+        ),
+        None => {
+            let read_by = arrived + mediator.limits().deadline;
+            credential_in_body(mediator, &parts, &mut body, body_credential_limit, read_by).await
         }
-        Err(e) => reply::error(&e),
+    };
+    let mut inbound = Inbound::new(HTTP, caller, target, body)
+        .method(parts.method)
+        .path(path)
+        .headers(headers)
+        .ids(ids.0, ids.1)
+        .remote(remote)
+        .arrived(arrived);
+    match budget {
+        Ok(timeout) => inbound = inbound.timeout(timeout),
+        Err(e) => inbound = inbound.malformed(e),
+    }
+    mediator
+        .handle(inbound, |answer: Answer<'_>| {
+            let mut response = match answer.outcome {
+                Ok(Routed::One { node, reply }) => one_reply(&node, reply),
+                Ok(Routed::Many(broadcast)) => many_reply(&broadcast),
+                Ok(_) => reply::error(&Error::Config(
+                    "the router answered in a shape this transport does not know".into(),
+                )),
+                Err(e @ Error::UnknownTarget(_)) => {
+                    // The original's words, which its children may match on.
+                    let message = if fan == Fan::One {
+                        "clusters not found"
+                    } else {
+                        "cluster not found"
+                    };
+                    reply::error_message(&e, message)
+                }
+                Err(e) => reply::error(&e),
+            };
+            if let Some(id) = answer
+                .trace
+                .request_id
+                .as_deref()
+                .and_then(|id| HeaderValue::from_str(id).ok())
+            {
+                response.headers_mut().insert(X_REQUEST_ID, id);
+            }
+            let status = response.status().as_u16();
+            (response, status)
+        })
+        .await
+}
+
+/// The credential in a body small enough to hold one (the original's
+/// `x-jwt` field of a JSON body), for a request whose head carries none.
+/// The body read stays in `body` for the node.
+async fn credential_in_body<B>(
+    mediator: &Mediator,
+    parts: &Parts,
+    body: &mut HttpBody<B>,
+    limit: usize,
+    read_by: tokio::time::Instant,
+) -> Caller
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let no_credential = || {
+        Caller::Refused(Error::unauthorized(format!(
+            "no credentials in the request head (Authorization: Bearer, the x-jwt header or \
+             query parameter); a token in the body is looked for only in bodies of at most \
+             {} KiB",
+            limit / 1024
+        )))
+    };
+    if body.announced.is_some_and(|len| len > limit as u64) {
+        return no_credential();
+    }
+    let read = read_to_end(mediator, body, limit, read_by).await;
+    let whole = match read {
+        // Counted again, as any body, when the core reads it.
+        Ok((whole, _held)) => whole,
+        Err(Error::TooLarge { .. }) => return no_credential(),
+        Err(e) => return Caller::Refused(e),
+    };
+    let found = credentials::in_body(&whole);
+    body.announced = Some(whole.len() as u64);
+    body.body = Source::Read(whole);
+    match found {
+        Some(credentials::Credential::Token(token)) => Caller::Token(token),
+        _ => Caller::Refused(
+            credentials::check(mediator, parts, None)
+                .err()
+                .unwrap_or_else(|| Error::unauthorized("no token")),
+        ),
     }
 }
 
-/// A node's reply, relayed with what makes it safe to relay, plus which
+/// A node's reply, relayed with what makes it safe to relay, and which
 /// node gave it.
 ///
 /// A node is untrusted content served from the hub's own origin, so its
-/// reply never acts with the hub's authority:
-/// - a redirect (`3xx` with a `Location`, or `301`/`302`/`303`/`307`/`308`)
-///   is answered `502 node_redirect`: clients that follow redirects would
-///   send the caller's token to wherever the node points;
-/// - an informational (`1xx`) or out-of-range status is answered
-///   `502 node_failed`: it is no answer a caller can use, and `101` would
-///   claim the connection switched protocols;
-/// - headers that would act on the caller's browser for the hub's origin
+/// reply never acts with the hub's authority. The core has refused its
+/// redirects and statuses that are no final answer
+/// ([`unrelayable`](mediator_core::inbound::unrelayable)); here the
+/// headers that would act on the caller's browser for the hub's origin
 ///   (cookies, `clear-site-data`, CORS, HSTS, `refresh`, reporting, the
 ///   node's own content security and referrer policies) are dropped, and
 ///   the reply is served with `content-security-policy: sandbox`,
@@ -168,13 +312,9 @@ pub(super) async fn forward(
 ///   so a page a node serves runs no script with the hub's origin and
 ///   never hands the address it was opened at (which may carry a token)
 ///   to another site.
-fn one_reply(node: &NodeKey, reply: Reply, answered: &mut Option<String>) -> HttpResponse {
+fn one_reply(node: &NodeKey, reply: Reply) -> HttpResponse {
     let node_name = node.to_string();
     let status = reply.status;
-    if let Some(refusal) = unrelayable(&node_name, status, &reply.headers) {
-        *answered = Some(node_name);
-        return reply::error(&refusal);
-    }
     let mut headers = reply.headers;
     strip_hop_by_hop(&mut headers);
     // The `x-mediator-*` headers are the mediator's word, in this direction
@@ -202,43 +342,11 @@ fn one_reply(node: &NodeKey, reply: Reply, answered: &mut Option<String>) -> Htt
     if let Ok(value) = HeaderValue::from_str(&node_name) {
         headers.insert(X_MEDIATOR_NODE, value);
     }
-    *answered = Some(node_name);
     add_common_headers(&mut headers);
     let mut response = Response::new(Full::new(reply.body));
     *response.status_mut() = status;
     *response.headers_mut() = headers;
     response
-}
-
-/// Why a node's reply with `status` cannot be relayed as it is, if it
-/// cannot.
-fn unrelayable(node: &str, status: StatusCode, headers: &HeaderMap) -> Option<Error> {
-    let code = status.as_u16();
-    if !(200..600).contains(&code) {
-        return Some(Error::refused(
-            502,
-            "node_failed",
-            format!("node {node} answered status {code}, which is not a final answer"),
-        ));
-    }
-    let redirects = matches!(code, 301 | 302 | 303 | 307 | 308)
-        || (status.is_redirection() && headers.contains_key(http::header::LOCATION));
-    if redirects {
-        tracing::warn!(
-            node,
-            status = code,
-            "a node answered a redirect; not relayed"
-        );
-        return Some(Error::refused(
-            502,
-            "node_redirect",
-            format!(
-                "node {node} answered a redirect ({code}); the mediator does not relay \
-                 redirects, which would lead a caller's client to send its credentials elsewhere"
-            ),
-        ));
-    }
-    None
 }
 
 /// Whether a node's reply header would act on the caller's browser with

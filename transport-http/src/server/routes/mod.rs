@@ -32,7 +32,7 @@ use super::console::{self, ConsoleCx};
 use super::credentials;
 use super::metrics::{Metrics, MetricsAccess, RouteLabel};
 use super::reply::{self, HttpResponse};
-use super::request_log::{sender_name, RequestLog, RequestRecord};
+use super::request_log::{sender_name, RequestRecord};
 use super::service::{BoxError, Front, RemoteAddr, Surface};
 use super::throttle::LoginThrottle;
 use crate::headers::{TRACEPARENT, X_REQUEST_ID};
@@ -43,8 +43,6 @@ use path::{parse_route, Route};
 struct Seen {
     /// The authenticated caller, once known.
     sender: Option<Identity>,
-    /// The node that answered a unicast or any-of-group request.
-    node: Option<String>,
 }
 
 /// Answers one request and writes its one log line: request id, trace,
@@ -55,19 +53,18 @@ struct Seen {
 /// Every response carries the request's `x-request-id`: the caller's when
 /// well-formed, else a new one (see [`TraceContext::accept`]), the same
 /// the nodes are given.
-pub(crate) async fn handle<B>(
-    mediator: &Mediator,
-    metrics: &Metrics,
-    console: ConsoleCx<'_>,
-    access: MetricsAccess,
-    request_log: &dyn RequestLog,
-    front: &Front,
-    mut request: Request<B>,
-) -> HttpResponse
+pub(crate) async fn handle<B>(cx: &ServiceCx<'_>, mut request: Request<B>) -> HttpResponse
 where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
+    let ServiceCx {
+        mediator,
+        metrics,
+        console,
+        front,
+        ..
+    } = *cx;
     let started = Instant::now();
     if let Some(RemoteAddr(peer)) = request.extensions().get::<RemoteAddr>().copied() {
         let client = front.client(peer, request.headers());
@@ -77,6 +74,29 @@ where
     }
     let path = request.uri().path().to_owned();
     let route = parse_route(&path);
+    if let (
+        Surface::Api,
+        Route::Forward {
+            fan,
+            group,
+            name,
+            rest,
+        },
+    ) = (front.surface, &route)
+    {
+        // A call: the core runs it, and writes its line and counts it.
+        let call = forward::Call {
+            fan: *fan,
+            group,
+            name: *name,
+            rest,
+        };
+        let arrived = tokio::time::Instant::from_std(started);
+        let mut response =
+            forward::forward(mediator, call, request, arrived, BODY_CREDENTIAL_LIMIT).await;
+        add_hsts(console.secure, &mut response);
+        return response;
+    }
     let label = route.label();
     let target = route.target();
     let headers = request.headers();
@@ -89,26 +109,10 @@ where
     // debugging; at the default level the span costs nothing.
     let span = tracing::debug_span!("request", request_id);
     let mut seen = Seen::default();
-    let mut response = dispatch(
-        mediator,
-        metrics,
-        console,
-        access,
-        front.surface,
-        route,
-        &path,
-        &trace,
-        &mut seen,
-        request,
-    )
-    .instrument(span)
-    .await;
-    if console.secure {
-        response.headers_mut().insert(
-            http::header::STRICT_TRANSPORT_SECURITY,
-            HeaderValue::from_static("max-age=31536000"),
-        );
-    }
+    let mut response = dispatch(cx, route, &path, &mut seen, request)
+        .instrument(span)
+        .await;
+    add_hsts(console.secure, &mut response);
     let status = response.status().as_u16();
     let took = started.elapsed();
     metrics.request(label, status, took);
@@ -123,6 +127,7 @@ where
     } else {
         (tracing::Level::INFO, "request")
     };
+    let request_log = mediator.request_log();
     if request_log.enabled(level) {
         let ids = trace.ids();
         let mut record =
@@ -132,24 +137,40 @@ where
         record.remote = remote;
         record.sender = seen.sender.as_ref().map(sender_name);
         record.target = target;
-        record.node = seen.node.as_deref();
         request_log.record(&record);
     }
     response
 }
 
-// The service's shared parts and this request's own, passed as they are
-// rather than bundled for one call.
-#[allow(clippy::too_many_arguments)]
+/// Pins browsers to HTTPS for the hub's origin, when it is served over TLS.
+fn add_hsts(secure: bool, response: &mut HttpResponse) {
+    if secure {
+        response.headers_mut().insert(
+            http::header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
+}
+
+/// What a request is answered with: the service's shared parts.
+#[derive(Clone, Copy)]
+pub(crate) struct ServiceCx<'a> {
+    /// The mediator the service answers for.
+    pub(crate) mediator: &'a Mediator,
+    /// The service's request counts.
+    pub(crate) metrics: &'a Metrics,
+    /// The console's sessions, logins and cookie rules.
+    pub(crate) console: ConsoleCx<'a>,
+    /// Who may read `/metrics`.
+    pub(crate) access: MetricsAccess,
+    /// Which face the service shows, and the proxies it trusts.
+    pub(crate) front: &'a Front,
+}
+
 async fn dispatch<B>(
-    mediator: &Mediator,
-    metrics: &Metrics,
-    console: ConsoleCx<'_>,
-    access: MetricsAccess,
-    surface: Surface,
+    cx: &ServiceCx<'_>,
     route: Route<'_>,
     path: &str,
-    trace: &TraceContext,
     seen: &mut Seen,
     request: Request<B>,
 ) -> HttpResponse
@@ -157,6 +178,14 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
+    let ServiceCx {
+        mediator,
+        metrics,
+        console,
+        access,
+        front,
+    } = *cx;
+    let surface = front.surface;
     let (mut parts, body) = request.into_parts();
     // Every route refuses a body announced too large, even one that would
     // never read it, so the limit reads the same whatever the path.
@@ -240,28 +269,14 @@ where
         Route::Register => register::register(mediator, &identity, &body).await,
         Route::Renew => register::renew(mediator, &identity, &body).await,
         Route::Remove(id) => register::remove(mediator, &identity, id, &body).await,
-        Route::Forward {
-            fan,
-            group,
-            name,
-            rest,
-        } => {
-            let call = forward::Call {
-                parts,
-                body,
-                fan,
-                group,
-                name,
-                rest,
-            };
-            forward::forward(mediator, &identity, call, trace, &mut seen.node).await
-        }
         Route::AdminClusters(group) => {
             admin::admin_clusters(mediator, &identity, group, parts.uri.query()).await
         }
         Route::AdminCluster(id) => admin::admin_cluster(mediator, &identity, id).await,
-        // Answered above, before any credential was asked for.
-        Route::Healthz
+        // Answered above: calls by the core, the rest before any
+        // credential was asked for.
+        Route::Forward { .. }
+        | Route::Healthz
         | Route::Ping
         | Route::Readyz
         | Route::Token
@@ -406,7 +421,7 @@ where
 /// The size a request announces for its body: its `Content-Length`, or
 /// what the body itself knows it holds at least (a body built in process
 /// may carry no header).
-fn announced_size<B: Body>(headers: &HeaderMap, body: &B) -> Option<u64> {
+pub(super) fn announced_size<B: Body>(headers: &HeaderMap, body: &B) -> Option<u64> {
     let header = headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
