@@ -1,6 +1,6 @@
-//! [`HttpListener`]: the accept loop that serves a [`MediatorService`] on a
-//! TCP port, with TLS, both HTTP versions, client timeouts and a graceful
-//! drain.
+//! [`HttpListener`]: the accept loop that serves a [`MediatorService`], or
+//! any tower service composed around it, on a TCP port, with TLS, both HTTP
+//! versions, client timeouts and a graceful drain.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use http::Request;
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -22,7 +24,10 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
-use super::service::{MediatorService, RemoteAddr};
+use mediator_core::Mediator;
+use tower_service::Service;
+
+use super::service::{BoxError, MediatorService, RemoteAddr, ResponseBody};
 use super::tls::TlsConfig;
 use crate::error::HttpError;
 
@@ -155,6 +160,68 @@ impl HttpListener {
         signal: impl Future<Output = ()> + Send,
     ) -> Result<(), HttpError> {
         let service = mediator.into();
+        let own = service.mediator().clone();
+        let service = if self.tls.is_some() {
+            service.secure_cookies(true)
+        } else {
+            service
+        };
+        self.run(&own, service, signal).await
+    }
+
+    /// Serves any tower [`Service`] (a [`MediatorService`] under layers of
+    /// your own, the API and the console mounted side by side in a router,
+    /// a service of yours in front of the mediator's) until `signal`
+    /// completes, with the listener's TLS, client timeouts, connection cap
+    /// and drain, as [`serve_with_shutdown`](Self::serve_with_shutdown)
+    /// does. Every request goes through the service's
+    /// [`poll_ready`](Service::poll_ready) and [`call`](Service::call),
+    /// so its layers run; each carries the peer's [`RemoteAddr`].
+    ///
+    /// `mediator` is the one the service answers for: the listener's own
+    /// address is added to its endpoint policy, so that no node registers
+    /// the mediator itself (a loop). Over TLS, turn on
+    /// [`MediatorService::secure_cookies`] yourself.
+    ///
+    /// ```no_run
+    /// use std::convert::Infallible;
+    /// use mediator_core::{Authenticator, Mediator, MemoryRegistry};
+    /// use mediator_transport_http::{HttpListener, MediatorService};
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mediator = Mediator::builder()
+    ///     .registry(MemoryRegistry::new())
+    ///     .authenticator(Authenticator::hs256(std::env::var("SECRET")?))
+    ///     .build()?;
+    /// // Any tower layer fits here; this one counts nothing, it only shows the seam.
+    /// let service = MediatorService::new(mediator.clone());
+    /// HttpListener::bind("127.0.0.1:8080")
+    ///     .await?
+    ///     .serve_service_with_shutdown(&mediator, service, std::future::pending())
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn serve_service_with_shutdown<S, B>(
+        self,
+        mediator: &Mediator,
+        service: S,
+        signal: impl Future<Output = ()> + Send,
+    ) -> Result<(), HttpError>
+    where
+        S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + Sync + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        self.run(mediator, Layered(service), signal).await
+    }
+
+    async fn run<A: Answers>(
+        self,
+        mediator: &Mediator,
+        service: A,
+        signal: impl Future<Output = ()> + Send,
+    ) -> Result<(), HttpError> {
         let HttpListener {
             listener,
             local_addr,
@@ -167,10 +234,7 @@ impl HttpListener {
         } = self;
         // A node registered at the mediator's own address would make every
         // call to it a call to the mediator, in a loop.
-        service
-            .mediator()
-            .endpoint_policy()
-            .add_own_address(local_addr);
+        mediator.endpoint_policy().add_own_address(local_addr);
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
@@ -179,11 +243,6 @@ impl HttpListener {
             .keep_alive(true);
         builder.http2().timer(TokioTimer::new());
         let acceptor = tls.map(|t| TlsAcceptor::from(t.server));
-        let service = if acceptor.is_some() {
-            service.secure_cookies(true)
-        } else {
-            service
-        };
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut connections = JoinSet::new();
         tracing::info!(
@@ -322,13 +381,13 @@ struct ConnectionLimits {
 }
 
 /// Serves one accepted connection, through TLS when configured.
-async fn connection(
+async fn connection<A: Answers>(
     stream: TcpStream,
     remote: SocketAddr,
     acceptor: Option<TlsAcceptor>,
     limits: ConnectionLimits,
     builder: auto::Builder<TokioExecutor>,
-    service: MediatorService,
+    service: A,
     stop: watch::Receiver<bool>,
 ) {
     if let Err(e) = stream.set_nodelay(true) {
@@ -359,28 +418,82 @@ async fn connection(
     }
 }
 
-async fn serve_io<I>(
+/// What a listener serves: answers one request at a time.
+///
+/// A [`MediatorService`] answers in place (its future is polled where it
+/// is, where tower's `call` has to box it); any other tower service
+/// answers through `poll_ready` and `call` ([`Layered`]).
+trait Answers: Clone + Send + Sync + 'static {
+    type Body: Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static;
+    type Error: Into<BoxError>;
+
+    fn answer(
+        self,
+        request: Request<Incoming>,
+    ) -> impl Future<Output = Result<Response<Self::Body>, Self::Error>> + Send + 'static;
+}
+
+impl Answers for MediatorService {
+    type Body = ResponseBody;
+    type Error = Infallible;
+
+    fn answer(
+        self,
+        request: Request<Incoming>,
+    ) -> impl Future<Output = Result<Response<ResponseBody>, Infallible>> + Send + 'static {
+        async move { Ok(MediatorService::answer(&self, request).await) }
+    }
+}
+
+/// A tower service as a listener serves it: ready first, then called.
+#[derive(Clone)]
+struct Layered<S>(S);
+
+impl<S, B> Answers for Layered<S>
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Body = B;
+    type Error = S::Error;
+
+    fn answer(
+        self,
+        request: Request<Incoming>,
+    ) -> impl Future<Output = Result<Response<B>, S::Error>> + Send + 'static {
+        let mut service = self.0;
+        async move {
+            std::future::poll_fn(|cx| service.poll_ready(cx)).await?;
+            service.call(request).await
+        }
+    }
+}
+
+async fn serve_io<I, A>(
     io: I,
     remote: SocketAddr,
     builder: &auto::Builder<TokioExecutor>,
-    service: MediatorService,
+    service: A,
     stop: watch::Receiver<bool>,
     limits: ConnectionLimits,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    A: Answers,
 {
     let activity = Activity::new();
-    // The same handling as `MediatorService::call`, with the peer's address
-    // added, and the request's future polled in place rather than boxed.
+    // The peer's address goes into every request.
     let in_service = activity.clone();
     let service = service_fn(move |mut request: Request<Incoming>| {
         request.extensions_mut().insert(RemoteAddr(remote));
-        let service = service.clone();
         let busy = in_service.busy();
+        let answering = service.clone().answer(request);
         async move {
-            let answer = service.answer(request).await;
+            let answer = answering.await;
             drop(busy);
-            Ok::<_, Infallible>(answer)
+            answer
         }
     });
     let io = Watched {
