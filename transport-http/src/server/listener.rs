@@ -437,11 +437,11 @@ impl Answers for MediatorService {
     type Body = ResponseBody;
     type Error = Infallible;
 
-    fn answer(
+    async fn answer(
         self,
         request: Request<Incoming>,
-    ) -> impl Future<Output = Result<Response<ResponseBody>, Infallible>> + Send + 'static {
-        async move { Ok(MediatorService::answer(&self, request).await) }
+    ) -> Result<Response<ResponseBody>, Infallible> {
+        Ok(MediatorService::answer(&self, request).await)
     }
 }
 
