@@ -152,6 +152,11 @@ pub(crate) fn fingerprint(der: &[u8]) -> String {
     hex::encode(ring::digest::digest(&ring::digest::SHA256, der))
 }
 
+/// *ring*'s provider, the one backend the workspace compiles. rustls 0.23.48
+/// deprecates `ring::default_provider` for its lack of post-quantum key
+/// exchange; *ring* stays the chosen backend, so the deprecation is
+/// acknowledged here once.
+#[allow(deprecated)]
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
@@ -169,11 +174,24 @@ impl Trust {
     /// Parses a pin: 64 hex digits, colons and case ignored.
     pub(crate) fn pin(text: &str) -> Result<Trust, QuicError> {
         let clean: String = text.chars().filter(|c| *c != ':').collect();
-        let bytes = hex::decode(clean.to_ascii_lowercase())
-            .map_err(|e| QuicError::Tls(format!("certificate pin: {e}")))?;
-        let pin: [u8; 32] = bytes
-            .try_into()
-            .map_err(|_| QuicError::Tls("certificate pin: a SHA-256 is 32 bytes".into()))?;
+        let shape = "a pin is the certificate's SHA-256 fingerprint: 64 hex digits, colons allowed";
+        if let Some(bad) = clean.chars().find(|c| !c.is_ascii_hexdigit()) {
+            return Err(QuicError::Tls(format!(
+                "certificate pin {text:?}: {bad:?} is not a hex digit; {shape}"
+            )));
+        }
+        let bytes = hex::decode(clean.to_ascii_lowercase()).map_err(|_| {
+            QuicError::Tls(format!(
+                "certificate pin {text:?}: {} hex digits; {shape}",
+                clean.len()
+            ))
+        })?;
+        let pin: [u8; 32] = bytes.try_into().map_err(|_| {
+            QuicError::Tls(format!(
+                "certificate pin {text:?}: {} hex digits; {shape}",
+                clean.len()
+            ))
+        })?;
         Ok(Trust::Pin(pin))
     }
 

@@ -122,13 +122,11 @@ impl HttpDeliveryConfig {
         if roots.is_empty() {
             return Err(HttpError::Tls("no CERTIFICATE found in the PEM".into()));
         }
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| HttpError::Tls(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(ring_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| HttpError::Tls(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
         self.tls = Some(Arc::new(config));
         Ok(self)
     }
@@ -212,7 +210,7 @@ impl HttpDelivery {
                 builder.with_tls_config(tls)
             }
             None => builder
-                .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
+                .with_provider_and_webpki_roots(ring_provider())
                 // Infallible: the ring provider supports TLS 1.2 and 1.3,
                 // the safe default versions, on every platform.
                 .expect("the ring provider supports the default TLS versions"),
@@ -550,4 +548,16 @@ where
         headers: parts.headers,
         body,
     })
+}
+
+/// The rustls provider every TLS configuration of this crate builds on:
+/// *ring*'s, the one backend the workspace compiles (no aws-lc).
+///
+/// rustls 0.23.48 deprecates `ring::default_provider` because *ring* has no
+/// post-quantum key exchange; *ring* stays the chosen backend, so the
+/// deprecation is acknowledged here, once, rather than warned about at
+/// every build of a dependent crate.
+#[allow(deprecated)]
+pub(crate) fn ring_provider() -> rustls::crypto::CryptoProvider {
+    rustls::crypto::ring::default_provider()
 }

@@ -64,14 +64,13 @@ impl TlsConfig {
         let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut reader)
             .map_err(|e| HttpError::Tls(format!("bad private key PEM: {e}")))?
             .ok_or_else(|| HttpError::Tls("no PRIVATE KEY found in the PEM".into()))?;
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| HttpError::Tls(e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .map_err(|e| HttpError::Tls(format!("certificate and key do not fit: {e}")))?;
+        let config =
+            rustls::ServerConfig::builder_with_provider(Arc::new(crate::deliver::ring_provider()))
+                .with_safe_default_protocol_versions()
+                .map_err(|e| HttpError::Tls(e.to_string()))?
+                .with_no_client_auth()
+                .with_single_cert(chain, key)
+                .map_err(|e| HttpError::Tls(format!("certificate and key do not fit: {e}")))?;
         Ok(Self::from_rustls(config))
     }
 
