@@ -14,7 +14,7 @@ use mediator_core::{Credentials, KeyRing, NodeKey, SealKey, Target};
 use mediator_tests::harness::webdriver::Browser;
 use mediator_tests::harness::{eventually, key, Hub};
 use mediator_transport_http::client::Incoming;
-use mediator_transport_http::{HttpError, MediatorService, NodeClient};
+use mediator_transport_http::{ClientError, MediatorService, NodeClient};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -108,9 +108,9 @@ async fn broken_node() -> String {
 }
 
 /// The kind of error the mediator answered a client with.
-fn kind_of(error: &HttpError) -> &str {
+fn kind_of(error: &ClientError) -> &str {
     match error {
-        HttpError::Mediator { kind, .. } => kind,
+        ClientError::Mediator { kind, .. } => kind,
         other => panic!("not the mediator's answer: {other}"),
     }
 }
@@ -391,6 +391,83 @@ async fn health_turns_unreachable_when_a_node_dies_and_failing_when_it_breaks() 
     assert!(details.contains("unreachable, ok"), "{details}");
     assert!(details.contains("2 / 1"), "{details}");
     browser.screenshot("07-node-details").await;
+    browser.quit().await;
+}
+
+#[tokio::test]
+async fn at_1280_px_an_unreachable_node_with_long_names_fits_and_keeps_its_deregister_button() {
+    let hub = console_hub().await;
+    let seal = SealKey::generate();
+    let (_api, _) = greeter(&hub, "users/api", &seal).await;
+    // A node with the longest names there are and a long callback URL, on
+    // a port nothing listens on: every delivery to it is unreachable.
+    let group = "payments-settlement-and-reconciliation-eu-west-1";
+    let long = format!("{group}/ledger-writer-primary-instance-0001-blue-green");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "http://{}/callbacks/mediator/v1/nodes/ledger-writer-primary-instance-0001",
+        closed.local_addr().unwrap()
+    );
+    drop(closed);
+    hub.register(long.as_str(), &url).await;
+    let caller = hub
+        .client("billing/worker-1")
+        .keys(KeyRing::new(seal.clone()))
+        .connect()
+        .await
+        .unwrap();
+    for _ in 0..8 {
+        let refused = caller.call(key(&long), "/hi", "x").await.unwrap_err();
+        assert_eq!(kind_of(&refused), "node_unreachable", "{refused}");
+    }
+    caller.call(key("users/api"), "/hi", "ada").await.unwrap();
+
+    let browser = signed_in(&hub).await;
+    browser
+        .wait_for(&health_selector(&long, "unreachable"))
+        .await;
+    browser.wait_for(&health_selector("users/api", "ok")).await;
+    // Neither the page nor the table scrolls sideways, and the row's
+    // Deregister button is inside the table's visible box.
+    let fit = browser
+        .execute(
+            "const wrap = document.querySelector('.table-wrap'); \
+             const key = arguments[0]; \
+             const b = document.querySelector(`tr[data-key=\"${key}\"] button[data-action=deregister]`); \
+             const r = b.getBoundingClientRect(), w = wrap.getBoundingClientRect(); \
+             return { page: document.documentElement.scrollWidth - window.innerWidth, \
+                      table: wrap.scrollWidth - wrap.clientWidth, \
+                      button: r.width > 0 && r.left >= w.left && r.right <= w.right \
+                              && r.right <= window.innerWidth };",
+            vec![Value::String(long.clone())],
+        )
+        .await;
+    browser.screenshot("15-unreachable-at-1280").await;
+    assert_eq!(
+        fit["page"],
+        serde_json::json!(0),
+        "the page scrolls sideways: {fit}"
+    );
+    assert_eq!(
+        fit["table"],
+        serde_json::json!(0),
+        "the table scrolls sideways: {fit}"
+    );
+    assert_eq!(
+        fit["button"],
+        serde_json::json!(true),
+        "Deregister is cut off: {fit}"
+    );
+    // The long cells are cut or wrapped, never lost: each keeps its full
+    // text for a pointer's tooltip or a screen reader.
+    let full = browser
+        .execute(
+            "const r = document.querySelector(`tr[data-key=\"${arguments[0]}\"]`); \
+             return [r.children[0].textContent, r.children[4].querySelector('[title]').title];",
+            vec![Value::String(long.clone())],
+        )
+        .await;
+    assert_eq!(full, serde_json::json!([group, url]));
     browser.quit().await;
 }
 
