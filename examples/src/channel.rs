@@ -11,8 +11,9 @@
 //!   with `chan:INBOX` and keeps its lease with the core's
 //!   [`Lease`] on the mediator's clock, answers
 //!   requests with a [`Responder`] (open, handler, seal), and calls other
-//!   nodes through [`Mediator::route`], sealing and opening with the core's
-//!   node functions.
+//!   nodes through the core's request lifecycle ([`Mediator::handle`]),
+//!   as HTTP and QUIC do, sealing and opening with the core's node
+//!   functions.
 //!
 //! Nothing in the core knows about channels: the mediator picks the hub by
 //! the endpoint's scheme, so channel nodes and HTTP nodes call each other
@@ -58,6 +59,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
+use mediator_core::inbound::{Answer, Caller, Inbound};
 use mediator_core::node::{
     open_reply, seal_request, Action, Backoff, Delivered, Handler, Lease, Responder,
 };
@@ -70,6 +72,9 @@ use tokio::task::JoinHandle;
 
 /// The endpoint scheme of channel nodes.
 pub const SCHEME: &str = "chan";
+
+/// The transport label of the calls channel nodes make.
+pub const TRANSPORT: &str = "channel";
 
 /// How many requests may wait in a node's inbox before senders wait too.
 const INBOX_DEPTH: usize = 64;
@@ -434,10 +439,23 @@ impl ChannelNode {
         Ok(())
     }
 
+    /// Hands the call to the core's request lifecycle, as every transport
+    /// does: the channel only frames (here, hands back the outcome).
     async fn send(&self, target: Target, path: &str, body: &[u8]) -> Result<Routed, Error> {
         let sealed = seal_request(self.cipher.as_ref(), Some(&self.key), &target, path, body)?;
-        let envelope = Envelope::new(target, path, sealed);
-        self.mediator.route(&self.identity, envelope, None).await
+        let caller = Caller::Authenticated(self.identity.clone());
+        let call =
+            Inbound::new(TRANSPORT, caller, target.to_string(), Bytes::from(sealed)).path(path);
+        self.mediator
+            .handle(call, |answer: Answer<'_>| {
+                let status = match &answer.outcome {
+                    Ok(Routed::One { reply, .. }) => reply.status.as_u16(),
+                    Ok(_) => 200,
+                    Err(e) => e.status(),
+                };
+                (answer.outcome, status)
+            })
+            .await
     }
 
     fn open(&self, replier: &NodeKey, path: &str, reply: Reply) -> Result<Bytes, Error> {
