@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use mediator_tests::harness::{describe, json, key, ring, self_signed, Hub};
-use mediator_transport_http::{HttpError, NodeClient, TlsConfig};
+use mediator_transport_http::{ClientError, NodeClient, TlsConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]
@@ -40,7 +40,7 @@ async fn nodes_talk_through_an_https_mediator() {
     // Without the mediator's authority the handshake fails.
     let untrusting = hub.client(&caller_key).connect().await.expect("client");
     match untrusting.call(me.clone(), "/hi", "x").await {
-        Err(HttpError::Unreachable { reason, .. }) => {
+        Err(ClientError::Unreachable { reason, .. }) => {
             assert!(reason.to_lowercase().contains("certificate"), "{reason}");
         }
         other => panic!("expected a refused handshake, got {other:?}"),
@@ -52,7 +52,7 @@ async fn nodes_talk_through_an_https_mediator() {
         .tls_root("not a certificate")
         .connect()
         .await;
-    assert!(matches!(bad, Err(HttpError::Tls(_))), "{bad:?}");
+    assert!(matches!(bad, Err(ClientError::Tls(_))), "{bad:?}");
 
     api.shutdown().await.expect("deregisters over https");
     assert!(!hub.knows(&me));
@@ -99,7 +99,7 @@ async fn misbehaving_mediators_are_reported() {
         .expect("client");
     let started = std::time::Instant::now();
     match client.call(key("a/b"), "/", "x").await {
-        Err(HttpError::Timeout { after, .. }) => assert!(after >= Duration::from_millis(200)),
+        Err(ClientError::Timeout { after, .. }) => assert!(after >= Duration::from_millis(200)),
         other => panic!("expected a timeout, got {other:?}"),
     }
     assert!(started.elapsed() < Duration::from_secs(5));
@@ -117,7 +117,7 @@ async fn misbehaving_mediators_are_reported() {
         .expect("client");
     assert!(matches!(
         client.call(key("a/b"), "/", "x").await,
-        Err(HttpError::Protocol(_))
+        Err(ClientError::Protocol(_))
     ));
     // Says another node answered than the one asked.
     let impostor = fake_mediator(Some(
@@ -131,7 +131,7 @@ async fn misbehaving_mediators_are_reported() {
         .await
         .expect("client");
     match client.call(key("a/b"), "/", "x").await {
-        Err(HttpError::Protocol(message)) => assert!(message.contains("a/c"), "{message}"),
+        Err(ClientError::Protocol(message)) => assert!(message.contains("a/c"), "{message}"),
         other => panic!("expected a refusal, got {other:?}"),
     }
     // A proxy's HTML error page.
@@ -146,7 +146,7 @@ async fn misbehaving_mediators_are_reported() {
         .await
         .expect("client");
     match client.broadcast("g", "/", "x").await {
-        Err(HttpError::Mediator {
+        Err(ClientError::Mediator {
             status: 502,
             kind,
             message,

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use mediator_core::{Error, Fault, KeyRing, ManualClock, NodeKey, SealKey, Summary, Timestamp};
 use mediator_tests::harness::{describe, eventually, json, key, minter, ring, Hub};
 use mediator_transport_http::client::{Backoff, Incoming};
-use mediator_transport_http::{HttpError, NodeClient};
+use mediator_transport_http::{ClientError, NodeClient};
 
 #[tokio::test]
 async fn unicast_between_passive_sender_and_standalone_nodes() {
@@ -125,7 +125,7 @@ async fn unknown_targets_slow_nodes_and_handler_errors_are_told_apart() {
 
     // 404: nobody registered as that.
     match caller.call(key("nobody/here"), "/", "x").await {
-        Err(HttpError::Mediator {
+        Err(ClientError::Mediator {
             status: 404,
             kind,
             fault,
@@ -139,7 +139,7 @@ async fn unknown_targets_slow_nodes_and_handler_errors_are_told_apart() {
     // 504: the node is too slow for the caller's timeout.
     let started = std::time::Instant::now();
     match caller.call(key("slow/one"), "/", "x").await {
-        Err(HttpError::Mediator {
+        Err(ClientError::Mediator {
             status: 504,
             kind,
             fault,
@@ -154,7 +154,7 @@ async fn unknown_targets_slow_nodes_and_handler_errors_are_told_apart() {
     assert!(started.elapsed() < Duration::from_secs(2));
     // The node's own refusals carry its status and message.
     match caller.call(key("picky/one"), "/", "").await {
-        Err(HttpError::Node {
+        Err(ClientError::Node {
             node,
             status,
             message,
@@ -167,7 +167,7 @@ async fn unknown_targets_slow_nodes_and_handler_errors_are_told_apart() {
         other => panic!("expected the node's 422, got {other:?}"),
     }
     match caller.call(key("picky/one"), "/", "x").await {
-        Err(HttpError::Node {
+        Err(ClientError::Node {
             status: 400,
             message,
             ..
@@ -184,7 +184,7 @@ async fn unknown_targets_slow_nodes_and_handler_errors_are_told_apart() {
         .expect("ghost");
     drop(dead);
     match caller.any("ghosts", "/", "x").await {
-        Err(HttpError::Mediator {
+        Err(ClientError::Mediator {
             status: 503, kind, ..
         }) => assert_eq!(kind, "no_node_available"),
         other => panic!("expected 503, got {other:?}"),
@@ -200,7 +200,7 @@ async fn unknown_targets_slow_nodes_and_handler_errors_are_told_apart() {
         .await
         .expect("client");
     match forged.call(key("picky/one"), "/", "x").await {
-        Err(HttpError::Mediator {
+        Err(ClientError::Mediator {
             status: 401, kind, ..
         }) => assert_eq!(kind, "unauthorized"),
         other => panic!("expected 401, got {other:?}"),
@@ -215,7 +215,7 @@ async fn unknown_targets_slow_nodes_and_handler_errors_are_told_apart() {
         .await
         .expect("client");
     match stranger.call(key("picky/one"), "/", "x").await {
-        Err(HttpError::Node {
+        Err(ClientError::Node {
             status: 400,
             message,
             ..
@@ -233,7 +233,7 @@ async fn unknown_targets_slow_nodes_and_handler_errors_are_told_apart() {
         .expect("client");
     assert!(matches!(
         nowhere.call(key("a/b"), "/", "x").await,
-        Err(HttpError::Unreachable { .. })
+        Err(ClientError::Unreachable { .. })
     ));
 
     slow.shutdown().await.expect("shutdown");
@@ -276,7 +276,7 @@ async fn broadcast_with_one_dead_node() {
         match (reply.node.name(), &reply.result) {
             (
                 Some("b"),
-                Err(HttpError::Mediator {
+                Err(ClientError::Mediator {
                     status,
                     kind,
                     fault,
@@ -303,7 +303,7 @@ async fn broadcast_with_one_dead_node() {
 
     // An unknown group is refused as a whole.
     match sender.broadcast("nothing", "/flush", "x").await {
-        Err(HttpError::Mediator { status: 404, .. }) => {}
+        Err(ClientError::Mediator { status: 404, .. }) => {}
         other => panic!("expected 404, got {other:?}"),
     }
     a.shutdown().await.expect("shutdown");
@@ -420,7 +420,7 @@ async fn shutdown_deregisters() {
     clone.shutdown().await.expect("nothing to do");
     let sender = hub.sender("ops/x").await;
     match sender.call(key("temp/one"), "/", "x").await {
-        Err(HttpError::Mediator { status: 404, .. }) => {}
+        Err(ClientError::Mediator { status: 404, .. }) => {}
         other => panic!("expected 404, got {other:?}"),
     }
     hub.stop().await;
@@ -577,7 +577,7 @@ async fn a_node_whose_lease_runs_out_is_evicted() {
         .is_empty());
     let sender = hub.sender("ops/z").await;
     match sender.call(me, "/", "x").await {
-        Err(HttpError::Mediator { status: 404, .. }) => {}
+        Err(ClientError::Mediator { status: 404, .. }) => {}
         other => panic!("expected 404, got {other:?}"),
     }
     maintenance.abort();
@@ -632,7 +632,7 @@ async fn start_refuses_what_the_mediator_refuses() {
         .start(describe("x"))
         .await;
     match result {
-        Err(HttpError::Mediator {
+        Err(ClientError::Mediator {
             status: 403, kind, ..
         }) => assert_eq!(kind, "forbidden"),
         other => panic!("expected 403, got {other:?}"),
@@ -693,7 +693,7 @@ async fn start_refuses_what_the_mediator_refuses() {
     ] {
         let shown = format!("{builder:?}");
         match builder.start(describe("x")).await {
-            Err(HttpError::Core(_)) => {}
+            Err(ClientError::Core(_)) => {}
             other => panic!("{shown}: expected a configuration error, got {other:?}"),
         }
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use mediator_core::cipher::legacy::LegacyCipher;
 use mediator_tests::harness::{key, minter, self_signed, Hub, SECRET};
 use mediator_transport_http::client::legacy::{LegacyClient, LegacyIncoming};
-use mediator_transport_http::{HttpError, NodeClient, TlsConfig};
+use mediator_transport_http::{ClientError, NodeClient, TlsConfig};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -107,7 +107,7 @@ async fn a_rust_sender_reaches_an_original_child() {
     let stranger = LegacyClient::new(&hub.base, SECRET, LegacyCipher::new("another passphrase"))
         .expect("client");
     match stranger.send("jsland", Some("child"), "/echo", &data).await {
-        Err(HttpError::Node {
+        Err(ClientError::Node {
             node,
             status,
             message,
@@ -123,7 +123,7 @@ async fn a_rust_sender_reaches_an_original_child() {
     let forger = LegacyClient::new(&hub.base, "not the secret", LegacyCipher::new(PASSPHRASE))
         .expect("client");
     match forger.send("jsland", Some("child"), "/echo", &data).await {
-        Err(HttpError::Mediator { status: 401, .. }) => {}
+        Err(ClientError::Mediator { status: 401, .. }) => {}
         other => panic!("expected 401, got {other:?}"),
     }
     drop(child.stdin.take());
@@ -248,7 +248,7 @@ async fn rust_legacy_nodes_talk_to_each_other() {
         .send("rustland", None, "add", &json!({"fail": 1}))
         .await
     {
-        Err(HttpError::Node {
+        Err(ClientError::Node {
             status: 409,
             message,
             ..
@@ -259,7 +259,7 @@ async fn rust_legacy_nodes_talk_to_each_other() {
     }
     // The legacy node holds no node key: native calls from it say so.
     match receiver.call(key("any/one"), "/", "x").await {
-        Err(HttpError::Core(mediator_core::Error::Sealed(mediator_core::CipherError::Key(
+        Err(ClientError::Core(mediator_core::Error::Sealed(mediator_core::CipherError::Key(
             why,
         )))) => {
             assert!(why.contains("keys"), "{why}");

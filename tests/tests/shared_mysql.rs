@@ -12,7 +12,7 @@ use mediator_core::{ManualClock, NodeKey, SystemClock};
 use mediator_store_mysql::MysqlRegistry;
 use mediator_tests::harness::Hub;
 use mediator_transport_http::client::Incoming;
-use mediator_transport_http::HttpError;
+use mediator_transport_http::ClientError;
 
 /// One mediator instance over the shared database, served on loopback.
 async fn instance(url: &str, clock: &ManualClock) -> Hub {
@@ -54,7 +54,7 @@ async fn instances_sharing_a_store_route_to_each_others_nodes() {
     // West has not seen the registration yet: its table is refreshed from
     // the store (by its maintenance loop in production, by hand here).
     match caller.call(target.clone(), "/x", "early").await {
-        Err(HttpError::Mediator { status: 404, .. }) => {}
+        Err(ClientError::Mediator { status: 404, .. }) => {}
         other => panic!("expected 404 before the refresh, got {other:?}"),
     }
     west.mediator.refresh().await.unwrap();
@@ -79,7 +79,7 @@ async fn instances_sharing_a_store_route_to_each_others_nodes() {
         "east dropped the evicted node"
     );
     match caller.call(target, "/x", "late").await {
-        Err(HttpError::Mediator { status: 404, .. }) => {}
+        Err(ClientError::Mediator { status: 404, .. }) => {}
         other => panic!("expected 404 after the eviction, got {other:?}"),
     }
 }

@@ -70,7 +70,11 @@
 //! [`NodeClient`] is a Rust node over HTTP: it serves a callback server for
 //! the mediator to reach it, registers and keeps its lease, and calls other
 //! nodes (one, any of a group, or all of a group) with payloads sealed end
-//! to end; [`NodeService`] is its server side on its own. The
+//! to end; [`NodeService`] is its server side on its own. It is the core's
+//! node client ([`mediator_core::node::NodeClient`]) over this crate's
+//! wire ([`HttpWire`]), and its calls fail with the core's
+//! [`ClientError`], whatever the
+//! transport. The
 //! [`client`] module has the rules and a runnable example, and, under the
 //! `legacy` feature, the original's body shapes for talking to its Node
 //! children.
@@ -84,7 +88,8 @@ pub mod headers;
 pub mod server;
 
 pub use client::{
-    BroadcastReplies, Handler, Incoming, NodeClient, NodeClientBuilder, NodeReply, NodeService,
+    BroadcastReplies, ClientError, Handler, HttpWire, Incoming, NodeClient, NodeClientBuilder,
+    NodeReply, NodeService,
 };
 pub use deliver::{HttpDelivery, HttpDeliveryConfig};
 pub use error::HttpError;

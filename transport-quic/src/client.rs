@@ -1,63 +1,47 @@
-//! The Rust node client over QUIC.
+//! The Rust node client over QUIC: the core's node client
+//! ([`mediator_core::node::NodeClient`]) over the QUIC wire ([`QuicWire`]):
+//! the connection, the hello (attaching or not), a stream per call and per
+//! delivery.
 
 use std::net::SocketAddr;
+use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::Method;
+use mediator_core::async_trait;
 use mediator_core::node::{
-    open_reply, seal_request, Backoff, Delivered, Handler, Responder, TokenSource,
+    self as core_node, Backoff, ClientError, Delivered, Handler, Join, Joined, Lost, Responder,
+    Wire, WireEntry, WireReply, WireRequest,
 };
 use mediator_core::{
-    Cipher, Clock, Error, Fault, KeyRing, Meta, NodeId, NodeKey, Summary, SystemClock, Target,
+    Cipher, Clock, Error, ErrorBody, Fault, KeyRing, Meta, NodeId, NodeKey, Summary, Target,
     TokenMinter,
 };
 use quinn::{Connection, ConnectionError, RecvStream, SendStream, VarInt};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
-use crate::error::QuicError;
 use crate::frame::{
     answer, close, read_frame, write_frame, Attach, FrameError, Hello, ReplyHead, RequestHead,
     DEFAULT_MAX_HEADER, MAX_REPLY_HEADER,
 };
 use crate::tls::Trust;
 
-/// The default lease an attached node asks for. The listener renews it
-/// while the connection lives, so it only bounds how long a node that
-/// vanished without closing stays registered if the listener itself dies.
-pub const DEFAULT_TTL: Duration = Duration::from_secs(30);
-
-/// The default time a client waits for an answer (and asks the mediator to
-/// keep to).
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The largest request body a node accepts by default (8 MiB, the
-/// mediator's default); 413 `too_large` past it.
-pub const DEFAULT_MAX_BODY: usize = 8 * 1024 * 1024;
-
-/// Extra time the client waits beyond its timeout, so the mediator's own
-/// 504 (which names the slow node) normally arrives first.
-const GRACE: Duration = Duration::from_secs(2);
+pub use mediator_core::node::{DEFAULT_MAX_BODY, DEFAULT_TIMEOUT, DEFAULT_TTL};
 
 /// Configures a [`QuicNodeClient`]; from [`QuicNodeClient::builder`].
+///
+/// The settings every transport shares are the core's
+/// ([`mediator_core::node::NodeClientBuilder`], which each setter here
+/// passes on); the mediator's address, how its certificate is checked and
+/// the connection's limits are QUIC's.
 pub struct QuicNodeClientBuilder {
+    core: core_node::NodeClientBuilder,
     addr: SocketAddr,
     server_name: String,
-    key: Option<Result<NodeKey, Error>>,
-    token: Option<String>,
-    minter: Option<TokenMinter>,
-    cipher: Option<Arc<dyn Cipher>>,
-    ttl: Duration,
-    meta: Meta,
     trust: Option<Result<Trust, String>>,
-    timeout: Duration,
     connect_timeout: Duration,
-    backoff: Backoff,
-    clock: Arc<dyn Clock>,
-    require_sender: bool,
-    max_body: usize,
     max_streams: u32,
     idle_timeout: Duration,
     keep_alive: Duration,
@@ -67,61 +51,61 @@ impl std::fmt::Debug for QuicNodeClientBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("QuicNodeClientBuilder")
             .field("addr", &self.addr)
-            .field("key", &self.key)
-            .field("ttl", &self.ttl)
+            .field("core", &self.core)
             .finish_non_exhaustive()
     }
 }
 
 impl QuicNodeClientBuilder {
-    /// The node's identity (its token must name it).
-    pub fn identity(mut self, group: impl Into<String>, name: Option<&str>) -> Self {
-        self.key = Some(NodeKey::new(group.into(), name));
+    fn core(
+        mut self,
+        change: impl FnOnce(core_node::NodeClientBuilder) -> core_node::NodeClientBuilder,
+    ) -> Self {
+        self.core = change(self.core);
         self
+    }
+
+    /// The node's identity (its token must name it).
+    pub fn identity(self, group: impl Into<String>, name: Option<&str>) -> Self {
+        self.core(|core| core.identity(group, name))
     }
 
     /// The node's identity, as a key.
-    pub fn node_key(mut self, key: NodeKey) -> Self {
-        self.key = Some(Ok(key));
-        self
+    pub fn node_key(self, key: NodeKey) -> Self {
+        self.core(|core| core.node_key(key))
     }
 
     /// The bearer token sent in every hello.
-    pub fn token(mut self, token: impl Into<String>) -> Self {
-        self.token = Some(token.into());
-        self
+    pub fn token(self, token: impl Into<String>) -> Self {
+        self.core(|core| core.token(token))
     }
 
     /// Mints a fresh token for the node's identity at every (re)connection,
     /// on the builder's [`clock`](Self::clock), instead of a fixed one;
     /// each lives [`TOKEN_LIFETIME`](mediator_core::node::TOKEN_LIFETIME),
     /// and the listener ends the connection when it expires.
-    pub fn token_minter(mut self, minter: TokenMinter) -> Self {
-        self.minter = Some(minter);
-        self
+    pub fn token_minter(self, minter: TokenMinter) -> Self {
+        self.core(|core| core.token_minter(minter))
     }
 
     /// Seals with the default AES-256-GCM cipher over this key ring.
     pub fn keys(self, keys: KeyRing) -> Self {
-        self.cipher(keys)
+        self.core(|core| core.keys(keys))
     }
 
     /// Seals with a cipher of one's own.
-    pub fn cipher(mut self, cipher: impl Cipher) -> Self {
-        self.cipher = Some(Arc::new(cipher));
-        self
+    pub fn cipher(self, cipher: impl Cipher) -> Self {
+        self.core(|core| core.cipher(cipher))
     }
 
     /// The lease to register with (default [`DEFAULT_TTL`]).
-    pub fn ttl(mut self, ttl: Duration) -> Self {
-        self.ttl = ttl;
-        self
+    pub fn ttl(self, ttl: Duration) -> Self {
+        self.core(|core| core.ttl(ttl))
     }
 
     /// Metadata to register with.
-    pub fn meta(mut self, meta: Meta) -> Self {
-        self.meta = meta;
-        self
+    pub fn meta(self, meta: Meta) -> Self {
+        self.core(|core| core.meta(meta))
     }
 
     /// Trusts exactly the certificate with this SHA-256 fingerprint (hex,
@@ -147,9 +131,8 @@ impl QuicNodeClientBuilder {
 
     /// How long a call waits for its answer (default [`DEFAULT_TIMEOUT`]);
     /// the mediator is asked to keep to it as the request's deadline.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
+    pub fn timeout(self, timeout: Duration) -> Self {
+        self.core(|core| core.timeout(timeout))
     }
 
     /// How long a connection and its hello may take (default 5 s).
@@ -159,30 +142,26 @@ impl QuicNodeClientBuilder {
     }
 
     /// How reconnections back off (exponential with full jitter).
-    pub fn backoff(mut self, backoff: Backoff) -> Self {
-        self.backoff = backoff;
-        self
+    pub fn backoff(self, backoff: Backoff) -> Self {
+        self.core(|core| core.backoff(backoff))
     }
 
     /// The clock every part of the client reads and waits on (default: the
     /// system clock): backoff, minted tokens, and the deadlines of
     /// requests delivered to the node.
-    pub fn clock(mut self, clock: impl Clock) -> Self {
-        self.clock = Arc::new(clock);
-        self
+    pub fn clock(self, clock: impl Clock) -> Self {
+        self.core(|core| core.clock(clock))
     }
 
     /// Refuses requests from callers without a node identity (403).
-    pub fn require_sender(mut self, require: bool) -> Self {
-        self.require_sender = require;
-        self
+    pub fn require_sender(self, require: bool) -> Self {
+        self.core(|core| core.require_sender(require))
     }
 
     /// The largest request body this node accepts (default
     /// [`DEFAULT_MAX_BODY`]).
-    pub fn max_body(mut self, bytes: usize) -> Self {
-        self.max_body = bytes;
-        self
+    pub fn max_body(self, bytes: usize) -> Self {
+        self.core(|core| core.max_body(bytes))
     }
 
     /// How many deliveries the mediator may have open to this node at once
@@ -200,65 +179,41 @@ impl QuicNodeClientBuilder {
         self
     }
 
-    /// A client that only calls: connects without attaching. Returns once
-    /// the first connection and hello succeeded.
-    pub async fn connect(self) -> Result<QuicNodeClient, QuicError> {
-        self.run(None).await
+    /// A client that only calls: connects without attaching, and
+    /// reconnects by itself after the connection is lost. Returns once the
+    /// first connection and hello succeeded.
+    pub async fn connect(self) -> Result<QuicNodeClient, ClientError> {
+        let wire = self.wire()?;
+        let client = self.core.connect(wire).await?;
+        Ok(QuicNodeClient { client })
     }
 
     /// Attaches as the node's identity and answers requests with
     /// `handler`; reattaches by itself after the connection is lost.
     /// Returns once the first attachment succeeded, or with its refusal.
-    pub async fn start(self, handler: impl Handler) -> Result<QuicNodeClient, QuicError> {
-        let key = self.node()?.ok_or_else(|| {
-            QuicError::Core(Error::invalid("identity", "an attached node needs one"))
-        })?;
-        let cipher = self.sealing()?;
-        let responder =
-            Responder::shared(key, cipher, Arc::new(handler)).require_sender(self.require_sender);
-        self.run(Some(responder)).await
+    pub async fn start(self, handler: impl Handler) -> Result<QuicNodeClient, ClientError> {
+        let wire = self.wire()?;
+        let client = self.core.start(wire, handler).await?;
+        Ok(QuicNodeClient { client })
     }
 
-    fn node(&self) -> Result<Option<NodeKey>, QuicError> {
-        Ok(self.key.clone().transpose()?)
-    }
-
-    fn sealing(&self) -> Result<Arc<dyn Cipher>, QuicError> {
-        self.cipher
-            .clone()
-            .ok_or_else(|| QuicError::Core(Error::invalid("keys", "a node needs the node key")))
-    }
-
-    async fn run(self, responder: Option<Responder>) -> Result<QuicNodeClient, QuicError> {
-        let cipher = self.sealing()?;
+    /// The wire these settings describe: an endpoint ready to dial.
+    fn wire(&self) -> Result<QuicWire, ClientError> {
         let trust = match self.trust.clone() {
             Some(Ok(trust)) => trust,
-            Some(Err(why)) => return Err(QuicError::Tls(why)),
+            Some(Err(why)) => return Err(ClientError::Tls(why)),
             None => {
-                return Err(QuicError::Tls(
+                return Err(ClientError::Tls(
                     "no way to check the mediator: set a pin or a root".into(),
                 ))
             }
         };
         if self.keep_alive >= self.idle_timeout {
-            return Err(QuicError::Core(Error::invalid(
+            return Err(ClientError::Core(Error::invalid(
                 "keep_alive",
                 "must be shorter than the idle timeout",
             )));
         }
-        let key = self.node()?;
-        let token = match (&self.token, &self.minter, &key) {
-            (Some(token), _, _) => TokenSource::fixed(token.clone()),
-            (None, Some(minter), Some(key)) => {
-                TokenSource::minted(minter.clone(), Some(key.clone()), Arc::clone(&self.clock))
-            }
-            _ => {
-                return Err(QuicError::Core(Error::invalid(
-                    "token",
-                    "set a token, or an identity and a token minter",
-                )))
-            }
-        };
         let mut config = quinn::ClientConfig::new(Arc::new(trust.quic_config()?));
         config.transport_config(Arc::new(crate::tls::transport(
             self.idle_timeout,
@@ -272,82 +227,125 @@ impl QuicNodeClientBuilder {
         };
         let mut endpoint = quinn::Endpoint::client(local)?;
         endpoint.set_default_client_config(config);
-        let attach = match &responder {
-            Some(responder) => Some(AttachSpec {
-                key: responder.node().clone(),
-                meta: self.meta.clone(),
-                ttl: self.ttl,
-            }),
-            None => None,
-        };
-        let dialer = Dialer {
-            endpoint: endpoint.clone(),
+        let (link, _) = watch::channel(Link::Connecting);
+        Ok(QuicWire {
+            endpoint,
             addr: self.addr,
             server_name: self.server_name.clone(),
-            token,
-            attach,
             connect_timeout: self.connect_timeout,
-        };
-        let first = dialer.dial().await?;
-        let (link, watch) = watch::channel(Link::Up(first.clone()));
-        let supervisor = tokio::spawn(supervise(Supervisor {
-            dialer,
             link,
-            responder,
-            backoff: self.backoff,
-            clock: Arc::clone(&self.clock),
-            max_body: self.max_body,
-            first,
-        }));
-        Ok(QuicNodeClient {
-            inner: Arc::new(Inner {
-                addr: self.addr,
-                key,
-                cipher,
-                timeout: self.timeout,
-                watch,
-                supervisor,
-                endpoint,
-            }),
         })
     }
 }
 
-struct AttachSpec {
-    key: NodeKey,
-    meta: Meta,
-    ttl: Duration,
+/// The state of a client's connection.
+#[derive(Clone)]
+enum Link {
+    Up(Connection),
+    Connecting,
+    Superseded(String),
 }
 
-/// Connects and says hello.
-struct Dialer {
+/// The QUIC transport's [`Wire`]: one connection to the mediator's
+/// listener, said hello on (attaching a started node), a stream per call
+/// and per delivery. What [`QuicNodeClient`] runs over; built by
+/// [`QuicNodeClientBuilder`].
+pub struct QuicWire {
     endpoint: quinn::Endpoint,
     addr: SocketAddr,
     server_name: String,
-    token: TokenSource,
-    attach: Option<AttachSpec>,
     connect_timeout: Duration,
+    link: watch::Sender<Link>,
 }
 
-impl Dialer {
-    fn unreachable(&self, reason: impl std::fmt::Display) -> QuicError {
-        QuicError::Unreachable {
-            addr: self.addr.to_string(),
+impl std::fmt::Debug for QuicWire {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuicWire")
+            .field("mediator", &self.addr)
+            .field("connected", &self.is_connected())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for QuicWire {
+    fn drop(&mut self) {
+        if let Link::Up(connection) = &*self.link.borrow() {
+            connection.close(VarInt::from_u32(close::DONE), b"node stopped");
+        }
+    }
+}
+
+fn reply_error(head: &ReplyHead) -> ErrorBody {
+    ErrorBody {
+        error: head.message.clone().unwrap_or_default(),
+        kind: head.kind.clone().unwrap_or_else(|| "unknown".into()),
+        fault: head.fault.as_deref().and_then(Fault::parse),
+    }
+}
+
+impl QuicWire {
+    /// The mediator's address.
+    pub fn mediator_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Whether the wire holds a live connection now.
+    pub fn is_connected(&self) -> bool {
+        matches!(&*self.link.borrow(), Link::Up(_))
+    }
+
+    /// Whether a newer attachment under the same name replaced this one
+    /// (the client then stays disconnected).
+    pub fn is_superseded(&self) -> bool {
+        matches!(&*self.link.borrow(), Link::Superseded(_))
+    }
+
+    fn unreachable(&self, reason: impl std::fmt::Display) -> ClientError {
+        ClientError::Unreachable {
+            peer: self.addr.to_string(),
             reason: reason.to_string(),
         }
     }
 
-    async fn dial(&self) -> Result<Connection, QuicError> {
+    /// The live connection, waiting for one at most `within`.
+    async fn connection(&self, within: Duration) -> Result<Connection, ClientError> {
+        let mut watch = self.link.subscribe();
+        let wait = async {
+            loop {
+                match &*watch.borrow_and_update() {
+                    Link::Up(connection) => return Ok(connection.clone()),
+                    Link::Superseded(why) => {
+                        return Err(self.unreachable(format!("not connected: {why}")))
+                    }
+                    Link::Connecting => {}
+                }
+                if watch.changed().await.is_err() {
+                    return Err(self.unreachable("the client stopped"));
+                }
+            }
+        };
+        tokio::time::timeout(within, wait)
+            .await
+            .map_err(|_| self.unreachable(format!("not connected within {within:?}")))?
+    }
+
+    /// Waits until the wire holds a live connection, at most `within`.
+    pub async fn wait_connected(&self, within: Duration) -> Result<(), ClientError> {
+        self.connection(within).await.map(drop)
+    }
+
+    /// Connects and says hello, attaching `join`'s node if it has one.
+    async fn dial(&self, join: &Join) -> Result<Connection, ClientError> {
         // The hello's token is the connection's credential until it
         // expires, so each connection starts with a whole one.
-        let token = self.token.fresh()?;
+        let token = join.tokens.fresh()?;
         let hello = Hello {
             token,
-            attach: self.attach.as_ref().map(|a| Attach {
-                group: a.key.group().to_owned(),
-                name: a.key.name().map(str::to_owned),
-                meta: a.meta.clone(),
-                ttl_ms: u64::try_from(a.ttl.as_millis()).unwrap_or(u64::MAX),
+            attach: join.node.as_ref().map(|member| Attach {
+                group: member.key.group().to_owned(),
+                name: member.key.name().map(str::to_owned),
+                meta: member.meta.clone(),
+                ttl_ms: u64::try_from(member.ttl.as_millis()).unwrap_or(u64::MAX),
             }),
         };
         let exchange = async {
@@ -367,7 +365,7 @@ impl Dialer {
             let head: ReplyHead = read_frame(&mut recv, MAX_REPLY_HEADER)
                 .await
                 .map_err(|e| self.unreachable(format!("hello not answered: {e}")))?;
-            Ok::<_, QuicError>((connection, head))
+            Ok::<_, ClientError>((connection, head))
         };
         let (connection, head) = tokio::time::timeout(self.connect_timeout, exchange)
             .await
@@ -376,96 +374,175 @@ impl Dialer {
             })??;
         if !head.is_success() {
             connection.close(VarInt::from_u32(close::DONE), b"hello refused");
-            return Err(mediator_error(head));
+            return Err(ClientError::refused(None, head.status, reply_error(&head)));
         }
         Ok(connection)
     }
-}
 
-fn mediator_error(head: ReplyHead) -> QuicError {
-    QuicError::Mediator {
-        status: head.status,
-        kind: head.kind.unwrap_or_else(|| "unknown".into()),
-        fault: head.fault.as_deref().and_then(Fault::parse),
-        message: head.message.unwrap_or_default(),
+    fn read_broadcast(head: ReplyHead, body: &Bytes) -> Result<WireReply, ClientError> {
+        let mut offset = 0usize;
+        let mut entries = Vec::with_capacity(head.results.len());
+        for entry in head.results {
+            let end = offset
+                .checked_add(entry.len)
+                .filter(|end| *end <= body.len())
+                .ok_or_else(|| {
+                    ClientError::Protocol("broadcast bodies shorter than said".into())
+                })?;
+            let part = body.slice(offset..end);
+            offset = end;
+            let error = || ErrorBody {
+                error: entry.message.clone().unwrap_or_default(),
+                kind: entry.kind.clone().unwrap_or_else(|| "unknown".into()),
+                fault: entry.fault.as_deref().and_then(Fault::parse),
+            };
+            let reply = if entry.answered && (200..300).contains(&entry.status) {
+                WireReply::Answered {
+                    node: entry.node.clone(),
+                    status: entry.status,
+                    body: part,
+                }
+            } else {
+                WireReply::Refused {
+                    node: entry.answered.then(|| entry.node.clone()),
+                    status: entry.status,
+                    error: error(),
+                }
+            };
+            entries.push(WireEntry {
+                node: entry.node,
+                id: entry.id.map(NodeId),
+                reply,
+            });
+        }
+        Ok(WireReply::Broadcast {
+            entries,
+            summary: head.summary.map(Summary::from),
+        })
     }
 }
 
-/// The state of a client's connection.
-#[derive(Clone)]
-enum Link {
-    Up(Connection),
-    Connecting,
-    Superseded(String),
-}
-
-struct Supervisor {
-    dialer: Dialer,
-    link: watch::Sender<Link>,
-    responder: Option<Responder>,
-    backoff: Backoff,
-    clock: Arc<dyn Clock>,
-    max_body: usize,
-    first: Connection,
-}
-
-/// Holds the connection: answers deliveries on it, and when it is lost
-/// connects again with backoff and jitter; stops for good when a newer
-/// attachment under the same name superseded it.
-async fn supervise(s: Supervisor) {
-    let mut connection = s.first.clone();
-    loop {
-        s.link.send_replace(Link::Up(connection.clone()));
-        let lost = match &s.responder {
-            Some(responder) => serve_deliveries(&connection, responder, &s).await,
-            None => connection.closed().await,
+#[async_trait]
+impl Wire for QuicWire {
+    async fn send(&self, request: WireRequest<'_>) -> Result<WireReply, ClientError> {
+        let connection = self.connection(request.timeout).await?;
+        let head = RequestHead {
+            method: request.method.to_string(),
+            path: request.path.to_owned(),
+            target: request.target.to_string(),
+            timeout_ms: Some(u64::try_from(request.timeout.as_millis()).unwrap_or(u64::MAX)),
+            ..RequestHead::default()
         };
+        let (mut send, mut recv) = connection
+            .open_bi()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        // A refusal (413) stops the stream before the body is through;
+        // the answer still comes, so a failed write is not the end.
+        let wrote = async {
+            write_frame(&mut send, &head).await?;
+            send.write_all(&request.body)
+                .await
+                .map_err(|e| e.to_string())?;
+            send.finish().map_err(|e| e.to_string())
+        }
+        .await;
+        let reply: ReplyHead = match read_frame(&mut recv, MAX_REPLY_HEADER).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                let why = wrote.err().map(|w| format!("{e} (sending: {w})"));
+                return Err(self.unreachable(why.unwrap_or_else(|| e.to_string())));
+            }
+        };
+        let body = Bytes::from(
+            recv.read_to_end(usize::MAX)
+                .await
+                .map_err(|e| self.unreachable(format!("the answer broke off: {e}")))?,
+        );
+        if let Target::All(_) = request.target {
+            if !reply.is_success() {
+                return Ok(WireReply::Refused {
+                    node: None,
+                    status: reply.status,
+                    error: reply_error(&reply),
+                });
+            }
+            return QuicWire::read_broadcast(reply, &body);
+        }
+        Ok(match reply.node.clone() {
+            Some(node) if reply.is_success() => WireReply::Answered {
+                node,
+                status: reply.status,
+                body,
+            },
+            node => WireReply::Refused {
+                node,
+                status: reply.status,
+                error: reply_error(&reply),
+            },
+        })
+    }
+
+    async fn join(&self, join: &Join) -> Result<Joined, ClientError> {
+        let connection = self.dial(join).await?;
+        if let Some(member) = &join.node {
+            tokio::spawn(serve_deliveries(
+                connection.clone(),
+                member.responder.clone(),
+                Arc::clone(&member.clock),
+                member.max_body,
+            ));
+        }
+        self.link.send_replace(Link::Up(connection));
+        // The listener renews the lease while the connection lives.
+        Ok(Joined::held())
+    }
+
+    async fn lost(&self) -> Lost {
+        let link = self.link.borrow().clone();
+        let connection = match link {
+            Link::Up(connection) => connection,
+            Link::Superseded(why) => return Lost::Superseded(why),
+            Link::Connecting => return Lost::Dropped("not connected".into()),
+        };
+        let lost = connection.closed().await;
         if let ConnectionError::ApplicationClosed(closed) = &lost {
             if closed.error_code == VarInt::from_u32(close::SUPERSEDED) {
                 let why = String::from_utf8_lossy(&closed.reason).into_owned();
-                tracing::warn!(reason = %why, "superseded by a newer attachment; not reconnecting");
-                s.link.send_replace(Link::Superseded(why));
-                return;
+                self.link.send_replace(Link::Superseded(why.clone()));
+                return Lost::Superseded(why);
             }
         }
-        s.link.send_replace(Link::Connecting);
-        tracing::warn!(reason = %lost, "connection to the mediator lost; reconnecting");
-        let mut attempt = 0u32;
-        connection = loop {
-            let wait = s.backoff.delay(attempt);
-            s.clock.sleep_until(s.clock.now() + wait).await;
-            match s.dialer.dial().await {
-                Ok(connection) => {
-                    tracing::info!(attempts = attempt + 1, "connected to the mediator again");
-                    break connection;
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, attempt, "reconnecting failed; backing off");
-                    attempt = attempt.saturating_add(1);
-                }
-            }
-        };
+        self.link.send_replace(Link::Connecting);
+        Lost::Dropped(lost.to_string())
+    }
+
+    async fn leave(&self, _join: &Join) -> Result<(), ClientError> {
+        // Closing the connection detaches the node at once.
+        let link = self.link.send_replace(Link::Connecting);
+        if let Link::Up(connection) = link {
+            connection.close(VarInt::from_u32(close::DONE), b"node stopped");
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+        Ok(())
     }
 }
 
+/// Answers every delivery on `connection` until it ends.
 async fn serve_deliveries(
-    connection: &Connection,
-    responder: &Responder,
-    s: &Supervisor,
-) -> ConnectionError {
-    loop {
-        match connection.accept_bi().await {
-            Ok((send, recv)) => {
-                tokio::spawn(answer_delivery(
-                    send,
-                    recv,
-                    responder.clone(),
-                    Arc::clone(&s.clock),
-                    s.max_body,
-                ));
-            }
-            Err(e) => return e,
-        }
+    connection: Connection,
+    responder: Responder,
+    clock: Arc<dyn Clock>,
+    max_body: usize,
+) {
+    while let Ok((send, recv)) = connection.accept_bi().await {
+        tokio::spawn(answer_delivery(
+            send,
+            recv,
+            responder.clone(),
+            Arc::clone(&clock),
+            max_body,
+        ));
     }
 }
 
@@ -523,319 +600,89 @@ async fn answer_delivery(
     }
 }
 
-struct Inner {
-    addr: SocketAddr,
-    key: Option<NodeKey>,
-    cipher: Arc<dyn Cipher>,
-    timeout: Duration,
-    watch: watch::Receiver<Link>,
-    supervisor: JoinHandle<()>,
-    endpoint: quinn::Endpoint,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        self.supervisor.abort();
-        if let Link::Up(connection) = &*self.watch.borrow() {
-            connection.close(VarInt::from_u32(close::DONE), b"node stopped");
-        }
-    }
-}
-
 /// A node over QUIC: calls other nodes through the mediator and, once
 /// [started](QuicNodeClientBuilder::start), stays attached and answers
 /// them.
+///
+/// It is the core's [`NodeClient`](mediator_core::node::NodeClient) over
+/// the QUIC wire, which it dereferences to: `call`, `any`, `broadcast` and
+/// `key` are the core's, and fail with its [`ClientError`].
 ///
 /// Cheap to clone; clones share one connection. Dropping the last clone
 /// closes the connection, which detaches the node at once.
 #[derive(Clone)]
 pub struct QuicNodeClient {
-    inner: Arc<Inner>,
+    client: core_node::NodeClient<QuicWire>,
 }
 
 impl std::fmt::Debug for QuicNodeClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("QuicNodeClient")
-            .field("mediator", &self.inner.addr)
-            .field("key", &self.inner.key)
+            .field("mediator", &self.wire().mediator_addr())
+            .field("key", &self.key())
             .field("connected", &self.is_connected())
             .finish_non_exhaustive()
     }
 }
 
-/// One node's part of a [`QuicNodeClient::broadcast`]: its opened reply,
-/// or [`QuicError::Node`] when the node refused, [`QuicError::Mediator`]
-/// when the mediator got no answer from it (failed, unreachable, timed out).
-pub type NodeReply = mediator_core::node::NodeReply<QuicError>;
+impl Deref for QuicNodeClient {
+    type Target = core_node::NodeClient<QuicWire>;
 
-/// Every node's result of a [`QuicNodeClient::broadcast`], and the summary.
-pub type BroadcastReplies = mediator_core::node::BroadcastReplies<QuicError>;
+    fn deref(&self) -> &Self::Target {
+        &self.client
+    }
+}
+
+impl From<QuicNodeClient> for core_node::NodeClient<QuicWire> {
+    fn from(client: QuicNodeClient) -> Self {
+        client.client
+    }
+}
+
+/// One node's part of a [`QuicNodeClient`]'s broadcast: its opened reply,
+/// or [`ClientError::Node`] when the node refused, [`ClientError::Mediator`]
+/// when the mediator got no answer from it (failed, unreachable, timed out).
+pub type NodeReply = core_node::NodeReply;
+
+/// Every node's result of a [`QuicNodeClient`]'s broadcast, and the summary.
+pub type BroadcastReplies = core_node::BroadcastReplies;
 
 impl QuicNodeClient {
     /// Starts configuring a node that talks to the mediator's QUIC
     /// listener at `addr`.
     pub fn builder(addr: SocketAddr) -> QuicNodeClientBuilder {
         QuicNodeClientBuilder {
+            core: core_node::NodeClientBuilder::new(),
             addr,
             server_name: "localhost".into(),
-            key: None,
-            token: None,
-            minter: None,
-            cipher: None,
-            ttl: DEFAULT_TTL,
-            meta: Meta::new(),
             trust: None,
-            timeout: DEFAULT_TIMEOUT,
             connect_timeout: Duration::from_secs(5),
-            backoff: Backoff::default(),
-            clock: Arc::new(SystemClock),
-            require_sender: false,
-            max_body: DEFAULT_MAX_BODY,
             max_streams: 64,
             idle_timeout: Duration::from_secs(30),
             keep_alive: Duration::from_secs(10),
         }
     }
 
-    /// This node's key, if it has an identity.
-    pub fn key(&self) -> Option<&NodeKey> {
-        self.inner.key.as_ref()
-    }
-
     /// Whether the client holds a live connection now.
     pub fn is_connected(&self) -> bool {
-        matches!(&*self.inner.watch.borrow(), Link::Up(_))
+        self.wire().is_connected()
     }
 
     /// Whether a newer attachment under the same name replaced this one
     /// (the client then stays disconnected).
     pub fn is_superseded(&self) -> bool {
-        matches!(&*self.inner.watch.borrow(), Link::Superseded(_))
+        self.wire().is_superseded()
     }
 
     /// Waits until the client holds a live connection, at most `within`.
-    pub async fn wait_connected(&self, within: Duration) -> Result<(), QuicError> {
-        self.connection(within).await.map(drop)
-    }
-
-    /// Sends `body` to node `target` at `path` and returns its opened reply.
-    pub async fn call(
-        &self,
-        target: NodeKey,
-        path: &str,
-        body: impl Into<Bytes>,
-    ) -> Result<Bytes, QuicError> {
-        let (_, reply) = self.unicast(Target::One(target), path, body.into()).await?;
-        Ok(reply)
-    }
-
-    /// Sends `body` to any one node of `group` (the mediator picks the least
-    /// busy healthy one) and returns which node answered and its reply.
-    pub async fn any(
-        &self,
-        group: &str,
-        path: &str,
-        body: impl Into<Bytes>,
-    ) -> Result<(NodeKey, Bytes), QuicError> {
-        self.unicast(Target::any(group)?, path, body.into()).await
-    }
-
-    /// Sends `body` to every node of `group` and returns each node's
-    /// result with the mediator's summary.
-    ///
-    /// Fails as a whole only when the mediator refuses the broadcast (no
-    /// such group, bad token, ...); a node that fails is an `Err` entry.
-    pub async fn broadcast(
-        &self,
-        group: &str,
-        path: &str,
-        body: impl Into<Bytes>,
-    ) -> Result<BroadcastReplies, QuicError> {
-        let target = Target::all(group)?;
-        let bare = bare_path(path)?;
-        let (head, body) = self.exchange(&target, path, body.into()).await?;
-        if !head.is_success() {
-            return Err(mediator_error(head));
-        }
-        let mut offset = 0usize;
-        let mut replies = Vec::with_capacity(head.results.len());
-        for entry in head.results {
-            let node: NodeKey = entry
-                .node
-                .parse()
-                .map_err(|e| QuicError::Protocol(format!("broadcast entry's node: {e}")))?;
-            let end = offset
-                .checked_add(entry.len)
-                .filter(|end| *end <= body.len())
-                .ok_or_else(|| QuicError::Protocol("broadcast bodies shorter than said".into()))?;
-            let part = body.slice(offset..end);
-            offset = end;
-            let result = if entry.answered && (200..300).contains(&entry.status) {
-                self.open(&node, bare, &part)
-            } else if entry.answered {
-                Err(QuicError::Node {
-                    node: entry.node,
-                    status: entry.status,
-                    kind: entry.kind.unwrap_or_else(|| "unknown".into()),
-                    message: entry.message.unwrap_or_default(),
-                })
-            } else {
-                Err(QuicError::Mediator {
-                    status: entry.status,
-                    kind: entry.kind.unwrap_or_else(|| "unknown".into()),
-                    fault: entry.fault.as_deref().and_then(Fault::parse),
-                    message: entry.message.unwrap_or_default(),
-                })
-            };
-            replies.push(NodeReply {
-                node,
-                id: entry.id.map(NodeId),
-                result,
-            });
-        }
-        let summary = head.summary.map(Summary::from).unwrap_or_default();
-        Ok(BroadcastReplies { replies, summary })
+    pub async fn wait_connected(&self, within: Duration) -> Result<(), ClientError> {
+        self.wire().wait_connected(within).await
     }
 
     /// Closes the connection (the mediator detaches the node at once) and
     /// waits briefly for the close to be sent.
     pub async fn shutdown(self) {
-        self.inner.supervisor.abort();
-        let link = self.inner.watch.borrow().clone();
-        if let Link::Up(connection) = link {
-            connection.close(VarInt::from_u32(close::DONE), b"node stopped");
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.inner.endpoint.wait_idle()).await;
+        // Leaving over QUIC is closing the connection, which cannot fail.
+        let _ = self.client.shutdown().await;
     }
-
-    async fn unicast(
-        &self,
-        target: Target,
-        path: &str,
-        body: Bytes,
-    ) -> Result<(NodeKey, Bytes), QuicError> {
-        let bare = bare_path(path)?;
-        let (head, body) = self.exchange(&target, path, body).await?;
-        let Some(node) = head.node.clone() else {
-            return Err(mediator_error(head));
-        };
-        let key: NodeKey = node
-            .parse()
-            .map_err(|e| QuicError::Protocol(format!("answering node: {e}")))?;
-        if !head.is_success() {
-            return Err(QuicError::Node {
-                node,
-                status: head.status,
-                kind: head.kind.unwrap_or_else(|| "unknown".into()),
-                message: head.message.unwrap_or_default(),
-            });
-        }
-        let opened = self.open(&key, bare, &body)?;
-        Ok((key, opened))
-    }
-
-    fn open(&self, replier: &NodeKey, path: &str, sealed: &[u8]) -> Result<Bytes, QuicError> {
-        let plain = open_reply(
-            self.inner.cipher.as_ref(),
-            replier,
-            self.inner.key.as_ref(),
-            path,
-            sealed,
-        )?;
-        Ok(Bytes::from(plain))
-    }
-
-    fn unreachable(&self, reason: impl std::fmt::Display) -> QuicError {
-        QuicError::Unreachable {
-            addr: self.inner.addr.to_string(),
-            reason: reason.to_string(),
-        }
-    }
-
-    async fn connection(&self, within: Duration) -> Result<Connection, QuicError> {
-        let mut watch = self.inner.watch.clone();
-        let wait = async {
-            loop {
-                match &*watch.borrow_and_update() {
-                    Link::Up(connection) => return Ok(connection.clone()),
-                    Link::Superseded(why) => {
-                        return Err(self.unreachable(format!("not connected: {why}")))
-                    }
-                    Link::Connecting => {}
-                }
-                if watch.changed().await.is_err() {
-                    return Err(self.unreachable("the client stopped"));
-                }
-            }
-        };
-        tokio::time::timeout(within, wait)
-            .await
-            .map_err(|_| self.unreachable(format!("not connected within {within:?}")))?
-    }
-
-    /// Seals and sends one request, returns the answer's head and body.
-    async fn exchange(
-        &self,
-        target: &Target,
-        path: &str,
-        body: Bytes,
-    ) -> Result<(ReplyHead, Bytes), QuicError> {
-        let bare = bare_path(path)?;
-        let sealed = seal_request(
-            self.inner.cipher.as_ref(),
-            self.inner.key.as_ref(),
-            target,
-            bare,
-            &body,
-        )?;
-        let timeout = self.inner.timeout;
-        let connection = self.connection(timeout).await?;
-        let head = RequestHead {
-            method: Method::POST.to_string(),
-            path: path.to_owned(),
-            target: target.to_string(),
-            timeout_ms: Some(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)),
-            ..RequestHead::default()
-        };
-        let whole = async {
-            let (mut send, mut recv) = connection
-                .open_bi()
-                .await
-                .map_err(|e| self.unreachable(e))?;
-            // A refusal (413) stops the stream before the body is through;
-            // the answer still comes, so a failed write is not the end.
-            let wrote = async {
-                write_frame(&mut send, &head).await?;
-                send.write_all(&sealed).await.map_err(|e| e.to_string())?;
-                send.finish().map_err(|e| e.to_string())
-            }
-            .await;
-            let reply: ReplyHead = match read_frame(&mut recv, MAX_REPLY_HEADER).await {
-                Ok(reply) => reply,
-                Err(e) => {
-                    let why = wrote.err().map(|w| format!("{e} (sending: {w})"));
-                    return Err(self.unreachable(why.unwrap_or_else(|| e.to_string())));
-                }
-            };
-            let body = recv
-                .read_to_end(usize::MAX)
-                .await
-                .map_err(|e| self.unreachable(format!("the answer broke off: {e}")))?;
-            Ok((reply, Bytes::from(body)))
-        };
-        tokio::time::timeout(timeout + GRACE, whole)
-            .await
-            .map_err(|_| QuicError::Timeout {
-                after: timeout + GRACE,
-            })?
-    }
-}
-
-/// The path without its query (what the seal binds); it must start with
-/// `/`.
-fn bare_path(path: &str) -> Result<&str, QuicError> {
-    if !path.starts_with('/') {
-        return Err(Error::invalid("path", "must start with /").into());
-    }
-    Ok(path.split('?').next().unwrap_or(path))
 }

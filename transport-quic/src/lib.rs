@@ -202,10 +202,11 @@ mod listener;
 mod tls;
 
 pub use client::{
-    BroadcastReplies, NodeReply, QuicNodeClient, QuicNodeClientBuilder, DEFAULT_MAX_BODY,
+    BroadcastReplies, NodeReply, QuicNodeClient, QuicNodeClientBuilder, QuicWire, DEFAULT_MAX_BODY,
     DEFAULT_TIMEOUT, DEFAULT_TTL,
 };
 pub use error::QuicError;
 pub use frame::{ALPN, DEFAULT_MAX_HEADER};
 pub use listener::{AttachedDelivery, QuicLimits, QuicListener};
+pub use mediator_core::node::ClientError;
 pub use tls::{pinned_client_config, ServerTls};

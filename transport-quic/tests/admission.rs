@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use mediator_core::{Authenticator, Claims, Mediator, MemoryRegistry, Timestamp};
-use mediator_transport_quic::{QuicError, QuicLimits, QuicNodeClient};
+use mediator_transport_quic::{ClientError, QuicLimits, QuicNodeClient};
 
 use common::{echo, key, Hub};
 
@@ -46,7 +46,7 @@ async fn a_token_without_sub_is_refused_at_hello() {
         (Some(403), Some("forbidden")),
         "{e}"
     );
-    assert!(matches!(e, QuicError::Mediator { .. }), "{e:?}");
+    assert!(matches!(e, ClientError::Mediator { .. }), "{e:?}");
     assert!(e.to_string().contains("without sub"), "{e}");
     // Calling is refused too.
     let e = QuicNodeClient::builder(hub.addr)

@@ -142,7 +142,6 @@ async fn failures_read_the_same_over_both_transports() {
             .call(key(target), "/", "x")
             .await
             .expect_err("refused");
-        let (over_http, over_quic) = (ClientError::from(over_http), ClientError::from(over_quic));
         for error in [&over_http, &over_quic] {
             assert!(
                 matches!(error, ClientError::Node { node, .. } if node == target),
@@ -169,7 +168,7 @@ async fn failures_read_the_same_over_both_transports() {
         .call(key("nobody/x"), "/", "x")
         .await
         .expect_err("unknown");
-    for (transport, error) in [("http", over_http.into()), ("quic", over_quic.into())] {
+    for (transport, error) in [("http", over_http), ("quic", over_quic)] {
         let (status, kind, fault, _) = seen(error);
         assert_eq!(
             (status, kind.as_deref(), fault),

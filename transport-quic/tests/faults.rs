@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use mediator_core::node::Incoming;
 use mediator_core::{Claims, Endpoint, Error, NodeKey, Registration, Timestamp};
-use mediator_transport_quic::{pinned_client_config, QuicError, QuicLimits, QuicNodeClient};
+use mediator_transport_quic::{pinned_client_config, ClientError, QuicLimits, QuicNodeClient};
 use tokio::sync::Notify;
 
 use common::{echo, eventually, key, Hub};
 
-fn status(e: &QuicError) -> Option<u16> {
+fn status(e: &ClientError) -> Option<u16> {
     e.status()
 }
 
@@ -44,7 +44,7 @@ async fn refusals_carry_status_and_kind() {
         (Some(404), Some("unknown_target")),
         "{e}"
     );
-    assert!(matches!(e, QuicError::Mediator { .. }), "{e:?}");
+    assert!(matches!(e, ClientError::Mediator { .. }), "{e:?}");
 
     // 403: the token's scope does not list the group.
     let me = key("billing/w2");
@@ -129,7 +129,7 @@ async fn refusals_carry_status_and_kind() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&e, QuicError::Node { status: 409, kind, .. } if kind == "conflict"),
+        matches!(&e, ClientError::Node { status: 409, kind, .. } if kind == "conflict"),
         "{e:?}"
     );
 
@@ -141,7 +141,7 @@ async fn refusals_carry_status_and_kind() {
     assert_eq!((all.summary.asked, all.summary.answered), (1, 1));
     assert!(matches!(
         &all.replies[0].result,
-        Err(QuicError::Node { status: 409, .. })
+        Err(ClientError::Node { status: 409, .. })
     ));
 }
 
@@ -243,7 +243,7 @@ async fn a_wrong_certificate_fingerprint_is_refused() {
         .connect()
         .await
         .unwrap_err();
-    assert!(matches!(e, QuicError::Unreachable { .. }), "{e:?}");
+    assert!(matches!(e, ClientError::Unreachable { .. }), "{e:?}");
     // Bad pins are refused before dialling.
     let e = hub
         .client("billing/w1")
@@ -251,7 +251,7 @@ async fn a_wrong_certificate_fingerprint_is_refused() {
         .connect()
         .await
         .unwrap_err();
-    assert!(matches!(e, QuicError::Tls(_)), "{e:?}");
+    assert!(matches!(e, ClientError::Tls(_)), "{e:?}");
     assert_eq!(hub.mediator.routes().len(), 0);
 }
 
@@ -423,6 +423,6 @@ async fn connections_past_the_cap_are_refused() {
     let _a = hub.node("users/a", echo("a")).await;
     let _b = hub.node("users/b", echo("b")).await;
     let e = hub.client("users/c").start(echo("c")).await.unwrap_err();
-    assert!(matches!(e, QuicError::Unreachable { .. }), "{e:?}");
+    assert!(matches!(e, ClientError::Unreachable { .. }), "{e:?}");
     let _ = NodeKey::named("users", "c");
 }

@@ -3,12 +3,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::{Error, Fault};
+use crate::{Error, ErrorBody, Fault};
 
-/// Everything a node client can fail with, over any transport: each
-/// transport's own error converts into it without losing a field, so
-/// `call`, `any` and `broadcast` failures read the same over HTTP and over
-/// QUIC.
+/// Everything a node client can fail with, over any transport: the one
+/// error of [`NodeClient`](super::NodeClient), so `call`, `any` and
+/// `broadcast` failures read the same over HTTP and over QUIC (each
+/// transport's setup errors convert into it too).
 ///
 /// ```
 /// use mediator_core::node::ClientError;
@@ -94,6 +94,36 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// A refusal read off the wire: the node's own when `node` names it,
+    /// else the mediator's.
+    ///
+    /// ```
+    /// use mediator_core::node::ClientError;
+    /// use mediator_core::{ErrorBody, Fault};
+    ///
+    /// let body = ErrorBody::new("taken", "conflict", Fault::Caller);
+    /// let e = ClientError::refused(Some("users/api".into()), 409, body.clone());
+    /// assert!(matches!(&e, ClientError::Node { node, .. } if node == "users/api"));
+    /// let e = ClientError::refused(None, 503, body);
+    /// assert_eq!((e.status(), e.fault()), (Some(503), Some(Fault::Caller)));
+    /// ```
+    pub fn refused(node: Option<String>, status: u16, error: ErrorBody) -> ClientError {
+        match node {
+            Some(node) => ClientError::Node {
+                node,
+                status,
+                kind: error.kind,
+                message: error.error,
+            },
+            None => ClientError::Mediator {
+                status,
+                kind: error.kind,
+                fault: error.fault,
+                message: error.error,
+            },
+        }
+    }
+
     /// The status this error carries, when it names one: the mediator's
     /// or the node's, or the core error's.
     pub fn status(&self) -> Option<u16> {

@@ -49,14 +49,20 @@
 //!
 //! # Calling
 //!
-//! A client presents the tokens of a [`TokenSource`] (fixed, or minted on
-//! the client's clock and cached), reads the mediator's and nodes'
-//! refusals as [`ErrorBody`](crate::ErrorBody), and every transport's
-//! client error converts into one [`ClientError`], so a failed `call`,
-//! `any` or `broadcast` reads the same whichever way it went.
+//! The node client is written once, here: [`NodeClient`], built by a
+//! [`NodeClientBuilder`], over any transport's [`Wire`] (a small trait:
+//! send one sealed request and read its reply; join, renew and leave). It
+//! presents the tokens of a [`TokenSource`] (fixed, or minted on the
+//! client's clock and cached), seals every payload and opens every reply,
+//! keeps a started node joined as its [`Lease`] says, reads the
+//! mediator's and nodes' refusals as [`ErrorBody`](crate::ErrorBody), and
+//! fails with one [`ClientError`], so a failed `call`, `any` or
+//! `broadcast` reads the same whichever way it went. The HTTP and QUIC
+//! transports' clients are this client over their wires.
 //!
 //! [`Target::addresses`]: crate::Target::addresses
 
+mod client;
 mod client_error;
 mod incoming;
 mod lease;
@@ -67,6 +73,10 @@ mod respond;
 mod seal;
 mod tokens;
 
+pub use client::{
+    read_error_body, Join, Joined, Lost, Member, NodeClient, NodeClientBuilder, Renewal, Wire,
+    WireEntry, WireReply, WireRequest, DEFAULT_MAX_BODY, DEFAULT_TIMEOUT, DEFAULT_TTL, GRACE,
+};
 pub use client_error::ClientError;
 pub use incoming::{BoxFuture, Handler, Incoming};
 pub use lease::{Action, Backoff, Jitter, Lease, RandomJitter, Step};

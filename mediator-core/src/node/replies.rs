@@ -6,10 +6,12 @@ use bytes::Bytes;
 use crate::model::{NodeId, NodeKey};
 use crate::router::Summary;
 
+use super::ClientError;
+
 /// One node's part of a broadcast, as a node client sees it: the reply
-/// opened, or why there is none, as the transport's error `E`.
+/// opened, or why there is none (a [`ClientError`] unless said otherwise).
 #[derive(Debug)]
-pub struct NodeReply<E> {
+pub struct NodeReply<E = ClientError> {
     /// The node.
     pub node: NodeKey,
     /// Its registration id, when the mediator said.
@@ -21,9 +23,8 @@ pub struct NodeReply<E> {
 /// Every node's result of a broadcast, in the mediator's (registration
 /// id) order, and the summary.
 ///
-/// Each transport's client names it with its own error, e.g.
-/// `mediator_transport_http::BroadcastReplies` is
-/// `BroadcastReplies<HttpError>`.
+/// What [`NodeClient::broadcast`](super::NodeClient::broadcast) returns,
+/// whatever the transport.
 ///
 /// ```
 /// use bytes::Bytes;
@@ -42,7 +43,7 @@ pub struct NodeReply<E> {
 /// assert_eq!(ok, ["cache/a"]);
 /// ```
 #[derive(Debug)]
-pub struct BroadcastReplies<E> {
+pub struct BroadcastReplies<E = ClientError> {
     /// One entry per node asked.
     pub replies: Vec<NodeReply<E>>,
     /// How many nodes were asked, answered, failed and timed out, as the

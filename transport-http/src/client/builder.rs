@@ -1,67 +1,47 @@
-//! Configuring a node and bringing it up: [`NodeClientBuilder`], its
-//! settings and defaults, and the two ways to finish it, a started node
-//! (callback server, registration, lease keeper) or a sender-only one.
+//! Configuring a node over HTTP: [`NodeClientBuilder`], the core's
+//! builder with the HTTP settings beside it (the mediator's URL, the
+//! callback server, TLS roots), and the two ways to finish it.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use bytes::Bytes;
-use mediator_core::node::{Backoff, Handler, Lease as CoreLease, TokenSource};
-use mediator_core::{Cipher, Clock, Error, KeyRing, Meta, NodeKey, SystemClock, TokenMinter};
+use mediator_core::node::{self as core_node, Backoff, ClientError, Handler};
+use mediator_core::{Cipher, Clock, Error, KeyRing, Meta, NodeKey, TokenMinter};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use url::Host;
 
-use super::calls::{Inner, NodeClient, Running};
-use super::lease::{Keeper, Link};
-use super::node::{NodeService, DEFAULT_MAX_BODY};
-use super::serve;
+use super::calls::NodeClient;
 use super::transport::{self, Transport};
-use crate::error::HttpError;
+use super::wire::{config, HttpWire, Serving};
 
-/// The default lease of a started node.
-pub const DEFAULT_TTL: Duration = Duration::from_secs(30);
-
-/// The default time a client waits for an answer (and asks the mediator to
-/// keep to with `x-mediator-timeout-ms`).
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+pub use mediator_core::node::{DEFAULT_TIMEOUT, DEFAULT_TTL};
 
 /// Configures a [`NodeClient`]; from [`NodeClient::builder`].
 ///
-/// Settings are checked when the client is built
+/// The settings every transport shares are the core's
+/// ([`mediator_core::node::NodeClientBuilder`], which each setter here
+/// passes on); the mediator's URL, the callback server and TLS are
+/// HTTP's. Settings are checked when the client is built
 /// ([`start`](Self::start), [`connect`](Self::connect)), which fail with
 /// the first problem found.
 pub struct NodeClientBuilder {
+    core: core_node::NodeClientBuilder,
     url: String,
-    key: Option<Result<NodeKey, Error>>,
-    token: Option<TokenSource>,
-    minter: Option<TokenMinter>,
-    /// Required of a native node; a legacy one (`start_legacy`) may go
-    /// without, hence visible to that module.
-    pub(super) cipher: Option<Arc<dyn Cipher>>,
     callback: Option<String>,
     listen: Option<SocketAddr>,
-    ttl: Duration,
-    meta: Meta,
     tls_roots: Vec<Vec<u8>>,
     timeout: Duration,
     connect_timeout: Duration,
-    backoff: Backoff,
-    clock: Arc<dyn Clock>,
-    require_sender: bool,
-    /// Bounds the legacy service's bodies too.
-    pub(super) max_body: usize,
 }
 
 impl std::fmt::Debug for NodeClientBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NodeClientBuilder")
             .field("url", &self.url)
-            .field("key", &self.key)
+            .field("core", &self.core)
             .field("callback", &self.callback)
             .field("listen", &self.listen)
-            .field("ttl", &self.ttl)
             .finish_non_exhaustive()
     }
 }
@@ -74,69 +54,59 @@ impl NodeClient {
     /// prefix).
     pub fn builder(mediator_url: impl Into<String>) -> NodeClientBuilder {
         NodeClientBuilder {
+            core: core_node::NodeClientBuilder::new(),
             url: mediator_url.into(),
-            key: None,
-            token: None,
-            minter: None,
-            cipher: None,
             callback: None,
             listen: None,
-            ttl: DEFAULT_TTL,
-            meta: Meta::new(),
             tls_roots: Vec::new(),
             timeout: DEFAULT_TIMEOUT,
             connect_timeout: Duration::from_secs(2),
-            backoff: Backoff::default(),
-            clock: Arc::new(SystemClock),
-            require_sender: false,
-            max_body: DEFAULT_MAX_BODY,
         }
     }
 }
 
 impl NodeClientBuilder {
+    fn core(
+        mut self,
+        change: impl FnOnce(core_node::NodeClientBuilder) -> core_node::NodeClientBuilder,
+    ) -> Self {
+        self.core = change(self.core);
+        self
+    }
+
     /// Who this node is: its group and, optionally, its name (`None` is the
     /// group's unnamed node). Required to [`start`](Self::start); a
     /// sender that only [`connect`](Self::connect)s may leave it out when
     /// its token names no node.
-    pub fn identity(mut self, group: impl Into<String>, name: Option<&str>) -> Self {
-        self.key = Some(NodeKey::new(group, name));
-        self
+    pub fn identity(self, group: impl Into<String>, name: Option<&str>) -> Self {
+        self.core(|core| core.identity(group, name))
     }
 
     /// Who this node is, as a key.
-    pub fn node_key(mut self, key: NodeKey) -> Self {
-        self.key = Some(Ok(key));
-        self
+    pub fn node_key(self, key: NodeKey) -> Self {
+        self.core(|core| core.node_key(key))
     }
 
     /// The bearer token to present to the mediator, minted for this node.
-    pub fn token(mut self, token: impl Into<String>) -> Self {
-        self.token = Some(TokenSource::fixed(token));
-        self.minter = None;
-        self
+    pub fn token(self, token: impl Into<String>) -> Self {
+        self.core(|core| core.token(token))
     }
 
     /// Mints this node's tokens itself, on the builder's
-    /// [`clock`](Self::clock), instead of a fixed one: tokens naming the
-    /// node that live [`TOKEN_LIFETIME`](mediator_core::node::TOKEN_LIFETIME),
-    /// replaced [`REMINT_MARGIN`](mediator_core::node::REMINT_MARGIN) before
-    /// they expire.
-    pub fn token_minter(mut self, minter: TokenMinter) -> Self {
-        self.minter = Some(minter);
-        self.token = None;
-        self
+    /// [`clock`](Self::clock), instead of a fixed one (see
+    /// [`mediator_core::node::NodeClientBuilder::token_minter`]).
+    pub fn token_minter(self, minter: TokenMinter) -> Self {
+        self.core(|core| core.token_minter(minter))
     }
 
     /// The node key ring that seals and opens payloads (required).
     pub fn keys(self, keys: KeyRing) -> Self {
-        self.cipher(keys)
+        self.core(|core| core.keys(keys))
     }
 
     /// Any [`Cipher`] in place of a [`KeyRing`].
-    pub fn cipher(mut self, cipher: impl Cipher) -> Self {
-        self.cipher = Some(Arc::new(cipher));
-        self
+    pub fn cipher(self, cipher: impl Cipher) -> Self {
+        self.core(|core| core.cipher(cipher))
     }
 
     /// Where the mediator reaches this node, such as
@@ -158,15 +128,13 @@ impl NodeClientBuilder {
     }
 
     /// The lease asked for (default [`DEFAULT_TTL`], 30 s; at least 1 s).
-    pub fn ttl(mut self, ttl: Duration) -> Self {
-        self.ttl = ttl;
-        self
+    pub fn ttl(self, ttl: Duration) -> Self {
+        self.core(|core| core.ttl(ttl))
     }
 
     /// Metadata registered with the node (version, zone, ...).
-    pub fn meta(mut self, meta: Meta) -> Self {
-        self.meta = meta;
-        self
+    pub fn meta(self, meta: Meta) -> Self {
+        self.core(|core| core.meta(meta))
     }
 
     /// Trusts the certificate authority in `pem` for an `https://`
@@ -179,10 +147,11 @@ impl NodeClientBuilder {
 
     /// How long a call waits for its answer (default [`DEFAULT_TIMEOUT`]);
     /// sent to the mediator as `x-mediator-timeout-ms` so it gives up at
-    /// the same time and tells which node was slow.
+    /// the same time and tells which node was slow. Registrations and
+    /// renewals wait as long.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
-        self
+        self.core(|core| core.timeout(timeout))
     }
 
     /// How long to wait for a TCP connection to the mediator (default 2 s).
@@ -193,87 +162,52 @@ impl NodeClientBuilder {
 
     /// The backoff between registration attempts while the mediator cannot
     /// be reached (default 200 ms doubling up to 10 s, full jitter).
-    pub fn backoff(mut self, backoff: Backoff) -> Self {
-        self.backoff = backoff;
-        self
+    pub fn backoff(self, backoff: Backoff) -> Self {
+        self.core(|core| core.backoff(backoff))
     }
 
     /// The clock every part of the client reads and waits on (default: the
     /// system clock): the lease keeper, minted tokens, and the deadlines of
     /// requests delivered to the node. With a [`ManualClock`](mediator_core::ManualClock) a test
     /// moves the node's renewals and retries forward without waiting.
-    pub fn clock(mut self, clock: impl Clock) -> Self {
-        self.clock = Arc::new(clock);
-        self
+    pub fn clock(self, clock: impl Clock) -> Self {
+        self.core(|core| core.clock(clock))
     }
 
     /// Refuses (403) requests from callers whose token names no node
     /// (default: accepted, with [`Incoming::from`] `None`).
     ///
     /// [`Incoming::from`]: mediator_core::node::Incoming::from
-    pub fn require_sender(mut self, require: bool) -> Self {
-        self.require_sender = require;
-        self
+    pub fn require_sender(self, require: bool) -> Self {
+        self.core(|core| core.require_sender(require))
     }
 
     /// The largest request body the callback server reads (default
-    /// [`DEFAULT_MAX_BODY`]).
-    pub fn max_body(mut self, bytes: usize) -> Self {
-        self.max_body = bytes;
-        self
+    /// [`DEFAULT_MAX_BODY`](super::DEFAULT_MAX_BODY)).
+    pub fn max_body(self, bytes: usize) -> Self {
+        self.core(|core| core.max_body(bytes))
     }
 
-    /// The identity, checked.
-    fn checked_key(&mut self) -> Result<Option<NodeKey>, HttpError> {
-        match self.key.take() {
-            None => Ok(None),
-            Some(Ok(key)) => Ok(Some(key)),
-            Some(Err(e)) => Err(e.into()),
-        }
-    }
-
-    /// The identity a started node registers under; it cannot go without.
-    pub(super) fn started_key(&mut self) -> Result<NodeKey, HttpError> {
-        self.checked_key()?
-            .ok_or_else(|| config("a started node needs .identity(..)"))
-    }
-
-    /// The node key, which every native node needs to seal payloads.
-    fn sealing(&mut self) -> Result<Arc<dyn Cipher>, HttpError> {
-        self.cipher
-            .take()
-            .ok_or_else(|| config("a node needs .keys(..) to seal payloads"))
-    }
-
-    /// How to reach the mediator, once the settings for it are checked.
-    fn link(&mut self, key: Option<&NodeKey>) -> Result<Link, HttpError> {
+    /// The wire these settings describe, serving `serving` once started.
+    fn wire(&self, serving: Serving) -> Result<HttpWire, ClientError> {
         let base = transport::base_url(&self.url)?;
-        let tokens = match (self.token.take(), self.minter.take()) {
-            (Some(fixed), _) => fixed,
-            (None, Some(minter)) => {
-                TokenSource::minted(minter, key.cloned(), Arc::clone(&self.clock))
-            }
-            (None, None) => {
-                return Err(config("a node needs .token(..) or .token_minter(..)"));
-            }
-        };
-        if self.timeout.is_zero() || self.connect_timeout.is_zero() {
+        if self.connect_timeout.is_zero() {
             return Err(config("timeouts must be above zero"));
-        }
-        // A zero first wait would retry a lost mediator in a tight loop.
-        if self.backoff.initial.is_zero() || self.backoff.max < self.backoff.initial {
-            return Err(config("backoff needs 0 < initial <= max"));
         }
         let tls = if self.tls_roots.is_empty() {
             None
         } else {
             Some(transport::tls_config(&self.tls_roots)?)
         };
-        Ok(Link {
+        Ok(HttpWire {
             base,
             transport: Transport::new(tls, self.connect_timeout)?,
-            tokens,
             timeout: self.timeout,
+            serving,
+            callback: self.callback.clone(),
+            listen: self.listen,
+            bound: OnceLock::new(),
+            server: Mutex::new(None),
         })
     }
 
@@ -282,20 +216,10 @@ impl NodeClientBuilder {
     /// Without an [`identity`](Self::identity) its requests are sealed as
     /// from no node, which is what the mediator vouches for when the token
     /// names none.
-    pub async fn connect(mut self) -> Result<NodeClient, HttpError> {
-        let key = self.checked_key()?;
-        let cipher = self.sealing()?;
-        let link = self.link(key.as_ref())?;
-        Ok(NodeClient {
-            inner: Arc::new(Inner {
-                link: Arc::new(link),
-                key,
-                cipher,
-                callback: None,
-                local_addr: None,
-                running: Mutex::new(None),
-            }),
-        })
+    pub async fn connect(self) -> Result<NodeClient, ClientError> {
+        let wire = self.wire(Serving::Native)?;
+        let client = self.core.connect(wire).await?;
+        Ok(NodeClient::from(client))
     }
 
     /// Starts the node: serves `handler` at the callback URL, registers,
@@ -303,90 +227,35 @@ impl NodeClientBuilder {
     ///
     /// Fails if the first registration fails (bad token, wrong identity,
     /// mediator down), after stopping the callback server again.
-    pub async fn start(mut self, handler: impl Handler) -> Result<NodeClient, HttpError> {
-        let key = self.started_key()?;
-        let cipher = self.sealing()?;
-        let service = NodeService::from_parts(key.clone(), Arc::clone(&cipher), Arc::new(handler))
-            .require_sender(self.require_sender)
-            .max_body(self.max_body)
-            .shared_clock(Arc::clone(&self.clock));
-        self.launch(key, cipher, service).await
+    pub async fn start(self, handler: impl Handler) -> Result<NodeClient, ClientError> {
+        let wire = self.wire(Serving::Native)?;
+        let client = self.core.start(wire, handler).await?;
+        Ok(NodeClient::from(client))
     }
 
-    /// Binds, serves `service`, registers and spawns the lease keeper.
-    pub(super) async fn launch<S>(
+    /// Starts the node serving `serving` instead of sealed requests (the
+    /// original's body shapes); `handler` is never asked.
+    #[cfg(feature = "legacy")]
+    pub(super) async fn start_serving(
         mut self,
-        key: NodeKey,
-        cipher: Arc<dyn Cipher>,
-        service: S,
-    ) -> Result<NodeClient, HttpError>
-    where
-        S: hyper::service::Service<
-                http::Request<hyper::body::Incoming>,
-                Response = http::Response<http_body_util::Full<Bytes>>,
-                Error = std::convert::Infallible,
-            > + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Future: Send + 'static,
-    {
-        if self.ttl < Duration::from_secs(1) {
-            return Err(config("the lease (ttl) must be at least 1 s"));
+        serving: Serving,
+        handler: impl Handler,
+        sealing: impl Cipher,
+    ) -> Result<NodeClient, ClientError> {
+        if !self.core.has_cipher() {
+            self.core = self.core.cipher(sealing);
         }
-        let link = Arc::new(self.link(Some(&key))?);
-        let (listener, callback) = bind(self.callback.as_deref(), self.listen).await?;
-        let local_addr = listener.local_addr()?;
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let server = serve::spawn(listener, service, stop_rx.clone());
-        let lease = Keeper {
-            link: Arc::clone(&link),
-            key: key.clone(),
-            url: callback.clone(),
-            ttl: self.ttl,
-            meta: std::mem::take(&mut self.meta),
-            clock: Arc::clone(&self.clock),
-        };
-        let mut state = CoreLease::new(self.ttl, self.backoff);
-        let sent = self.clock.now();
-        match lease.register().await {
-            Ok(granted) => state.registered(sent, sent + granted),
-            Err(error) => {
-                let _ = stop_tx.send(true);
-                let _ = server.await;
-                return Err(error);
-            }
-        }
-        tracing::info!(node = %key, callback = %callback, mediator = %link.base, "node registered");
-        let keeper = tokio::spawn(lease.clone().run(state, stop_rx));
-        Ok(NodeClient {
-            inner: Arc::new(Inner {
-                link,
-                key: Some(key),
-                cipher,
-                callback: Some(callback),
-                local_addr: Some(local_addr),
-                running: Mutex::new(Some(Running {
-                    stop: stop_tx,
-                    keeper,
-                    server,
-                    lease,
-                })),
-            }),
-        })
+        let wire = self.wire(serving)?;
+        let client = self.core.start(wire, handler).await?;
+        Ok(NodeClient::from(client))
     }
-}
-
-/// A builder setting that cannot work, reported before anything starts.
-fn config(message: &str) -> HttpError {
-    HttpError::Core(Error::Config(message.to_owned()))
 }
 
 /// Binds the callback server and works out the URL to register.
-async fn bind(
+pub(super) async fn bind(
     callback: Option<&str>,
     listen: Option<SocketAddr>,
-) -> Result<(TcpListener, String), HttpError> {
+) -> Result<(TcpListener, String), ClientError> {
     let callback = callback
         .map(|text| Callback::parse(text, listen.is_some()))
         .transpose()?;
@@ -429,7 +298,7 @@ struct Callback {
 impl Callback {
     /// `listening`: whether `.listen(..)` was given, without which an
     /// `https://` callback cannot work.
-    fn parse(text: &str, listening: bool) -> Result<Callback, HttpError> {
+    fn parse(text: &str, listening: bool) -> Result<Callback, ClientError> {
         let url = transport::http_url("callback", text)?;
         let host = url
             .host()
@@ -451,7 +320,7 @@ impl Callback {
     }
 
     /// Binds the host and port the URL names.
-    async fn bind(&self) -> std::io::Result<TcpListener> {
+    pub(super) async fn bind(&self) -> std::io::Result<TcpListener> {
         match &self.host {
             Host::Domain(name) => TcpListener::bind((name.as_str(), self.port)).await,
             Host::Ipv4(ip) => TcpListener::bind((*ip, self.port)).await,
@@ -517,7 +386,7 @@ mod tests {
         assert_eq!(https.registered(1), "https://node.example:443/base");
         assert!(matches!(
             Callback::parse("https://node.example", false),
-            Err(HttpError::Core(Error::Config(_)))
+            Err(ClientError::Core(Error::Config(_)))
         ));
 
         for (given, says) in [
@@ -552,7 +421,7 @@ mod tests {
             let listen = listen.map(|addr| addr.parse().expect("addr"));
             assert!(matches!(
                 bind(callback, listen).await,
-                Err(HttpError::Core(Error::Config(_)))
+                Err(ClientError::Core(Error::Config(_)))
             ));
         }
     }

@@ -36,20 +36,20 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use mediator_core::cipher::legacy::LegacyCipher;
 use mediator_core::node::legacy::{open_payload, original_claims, seal_payload};
-use mediator_core::node::BoxFuture;
-use mediator_core::{CipherError, Error, NodeKey, Timestamp, TokenMinter};
+use mediator_core::node::{read_error_body, BoxFuture, ClientError, Incoming};
+use mediator_core::{CipherError, Clock, Error, NodeKey, SystemClock, TokenMinter};
 use serde_json::{json, Value};
 
 use super::node::{json_response, read_body, DEFAULT_MAX_BODY};
-use super::transport::{self, mediator_error, node_error, Transport};
+use super::transport::{self, Transport};
+use super::wire::Serving;
 use super::{NodeClient, NodeClientBuilder};
-use crate::error::HttpError;
 use crate::headers::{X_JWT, X_MEDIATOR, X_MEDIATOR_NODE};
 
 /// Sends to nodes the way the original's sending library does.
 ///
 /// ```no_run
-/// # async fn demo() -> Result<(), mediator_transport_http::HttpError> {
+/// # async fn demo() -> Result<(), mediator_core::node::ClientError> {
 /// use mediator_core::cipher::legacy::LegacyCipher;
 /// use mediator_transport_http::client::legacy::LegacyClient;
 ///
@@ -73,6 +73,8 @@ pub struct LegacyClient {
     from_cluster: Option<String>,
     from_node: Option<String>,
     timeout: Duration,
+    /// What the original's tokens are minted at.
+    clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for LegacyClient {
@@ -95,7 +97,7 @@ impl LegacyClient {
         mediator_url: &str,
         secret: impl AsRef<[u8]>,
         cipher: LegacyCipher,
-    ) -> Result<LegacyClient, HttpError> {
+    ) -> Result<LegacyClient, ClientError> {
         Ok(LegacyClient {
             base: transport::base_url(mediator_url)?,
             transport: Transport::new(None, Duration::from_secs(2))?,
@@ -104,12 +106,13 @@ impl LegacyClient {
             from_cluster: None,
             from_node: None,
             timeout: super::DEFAULT_TIMEOUT,
+            clock: Arc::new(SystemClock),
         })
     }
 
     /// Trusts only the certificate authority in `pem` for an `https://`
     /// mediator.
-    pub fn tls_root(mut self, pem: &[u8]) -> Result<LegacyClient, HttpError> {
+    pub fn tls_root(mut self, pem: &[u8]) -> Result<LegacyClient, ClientError> {
         let tls = transport::tls_config(&[pem.to_vec()])?;
         self.transport = Transport::new(Some(tls), Duration::from_secs(2))?;
         Ok(self)
@@ -129,11 +132,19 @@ impl LegacyClient {
         self
     }
 
-    /// The original's token: `{}` plus `iat` and `exp`, signed with the secret.
-    fn token(&self) -> Result<String, HttpError> {
+    /// The clock the original's tokens are minted at (default: the
+    /// system clock).
+    pub fn clock(mut self, clock: impl Clock) -> LegacyClient {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// The original's token: `{}` plus `iat` and `exp`, signed with the
+    /// secret, at the client's clock.
+    fn token(&self) -> Result<String, ClientError> {
         Ok(self
             .minter
-            .mint(&original_claims(Timestamp::now()))
+            .mint(&original_claims(self.clock.now()))
             .map_err(Error::from)?)
     }
 
@@ -145,7 +156,7 @@ impl LegacyClient {
         node: Option<&str>,
         path: &str,
         data: &Value,
-    ) -> Result<Value, HttpError> {
+    ) -> Result<Value, ClientError> {
         let key = NodeKey::new(cluster, node)?;
         let path = path.trim_start_matches('/');
         let url = format!(
@@ -168,21 +179,22 @@ impl LegacyClient {
         )?;
         let answer = self.transport.send(request, self.timeout).await?;
         if answer.status != StatusCode::OK {
-            return Err(match answer.headers.get(X_MEDIATOR_NODE) {
-                Some(node) => node_error(
-                    String::from_utf8_lossy(node.as_bytes()).into_owned(),
-                    answer.status.as_u16(),
-                    &answer.body,
-                ),
-                None => mediator_error(answer.status, &answer.body),
-            });
+            let node = answer
+                .headers
+                .get(X_MEDIATOR_NODE)
+                .map(|node| String::from_utf8_lossy(node.as_bytes()).into_owned());
+            return Err(ClientError::refused(
+                node,
+                answer.status.as_u16(),
+                read_error_body(&answer.body),
+            ));
         }
         let reply: Value = serde_json::from_slice(&answer.body)
-            .map_err(|e| HttpError::Protocol(format!("the reply is not JSON: {e}")))?;
+            .map_err(|e| ClientError::Protocol(format!("the reply is not JSON: {e}")))?;
         let payload = reply
             .get("payload")
             .and_then(Value::as_str)
-            .ok_or_else(|| HttpError::Protocol("the reply has no string payload".into()))?;
+            .ok_or_else(|| ClientError::Protocol("the reply has no string payload".into()))?;
         Ok(open_payload(&self.cipher, payload)?)
     }
 }
@@ -339,24 +351,48 @@ impl hyper::service::Service<Request<hyper::body::Incoming>> for LegacyService {
     }
 }
 
+/// What a legacy node's callback server is made of, until it is bound.
+pub(super) struct LegacyServing {
+    cipher: LegacyCipher,
+    handler: Arc<dyn LegacyHandler>,
+}
+
+impl LegacyServing {
+    /// The service, reading bodies up to `max_body`.
+    pub(super) fn service(&self, max_body: usize) -> LegacyService {
+        LegacyService::with_max_body(self.cipher.clone(), Arc::clone(&self.handler), max_body)
+    }
+}
+
 impl NodeClientBuilder {
     /// Starts a node that answers like the original's child (see
     /// [`LegacyService`]): serves `handler` at the callback URL, registers
     /// and keeps its lease, exactly as [`start`](Self::start) does.
     ///
     /// The returned client still sends sealed native requests with
-    /// [`NodeClient::call`]; to send to the original's children use a
-    /// [`LegacyClient`].
+    /// [`call`](mediator_core::node::NodeClient::call); to send to the
+    /// original's children use a [`LegacyClient`].
     pub async fn start_legacy(
-        mut self,
+        self,
         cipher: LegacyCipher,
         handler: impl LegacyHandler,
-    ) -> Result<NodeClient, HttpError> {
-        let key = self.started_key()?;
-        let sealing = self.cipher.take().unwrap_or_else(|| Arc::new(NoSealing));
-        let service = LegacyService::with_max_body(cipher, Arc::new(handler), self.max_body);
-        self.launch(key, sealing, service).await
+    ) -> Result<NodeClient, ClientError> {
+        let serving = Serving::Legacy(LegacyServing {
+            cipher,
+            handler: Arc::new(handler),
+        });
+        self.start_serving(serving, never_asked, NoSealing).await
     }
+}
+
+/// The native handler of a legacy node, whose callback server answers
+/// with the legacy handler instead: never asked.
+async fn never_asked(_request: Incoming) -> Result<Bytes, Error> {
+    Err(Error::refused(
+        501,
+        "not_implemented",
+        "this node answers the original's requests only",
+    ))
 }
 
 /// Stands in for the node key of a legacy node started without one: it
@@ -457,12 +493,17 @@ mod tests {
             LegacyCipher::new("k"),
         )
         .expect("client");
+        // Far from the system time: the token is minted on the given clock.
+        let clock = mediator_core::ManualClock::new(mediator_core::Timestamp::from_millis(
+            2_000_000_000_000,
+        ));
+        let client = client.clock(clock.clone());
         let token = client.token().expect("token");
         let auth = mediator_core::Authenticator::hs256("shared secret");
-        assert!(auth.authenticate(&token, Timestamp::now()).is_err());
+        assert!(auth.authenticate(&token, clock.now()).is_err());
         let who = auth
             .allow_tokens_without_sub(true)
-            .authenticate(&token, Timestamp::now())
+            .authenticate(&token, clock.now())
             .expect("accepted when allowed");
         assert!(!who.verified);
         assert_eq!(who.key, None);

@@ -1,5 +1,10 @@
 //! The Rust node client over HTTP.
 //!
+//! The node client is the core's ([`mediator_core::node::NodeClient`]),
+//! written once for every transport over a
+//! [`Wire`](mediator_core::node::Wire); this module is its HTTP wire
+//! ([`HttpWire`]) and the HTTP settings around it.
+//!
 //! A node is a [`NodeClient`]: built with [`NodeClient::builder`], it either
 //! [`start`](NodeClientBuilder::start)s (serves a callback HTTP server where
 //! the mediator reaches it, registers, keeps its lease and deregisters on
@@ -7,10 +12,10 @@
 //! [`connect`](NodeClientBuilder::connect)s (a sender that is never called).
 //! Either way it reaches other nodes through the mediator:
 //!
-//! - [`call`](NodeClient::call): one node by key (`POST /one/g/n/path`);
-//! - [`any`](NodeClient::any): whichever node of a group the mediator picks
+//! - [`call`](mediator_core::node::NodeClient::call): one node by key (`POST /one/g/n/path`);
+//! - [`any`](mediator_core::node::NodeClient::any): whichever node of a group the mediator picks
 //!   (`POST /any/g/path`), and which one answered;
-//! - [`broadcast`](NodeClient::broadcast): every node of a group
+//! - [`broadcast`](mediator_core::node::NodeClient::broadcast): every node of a group
 //!   (`POST /many/g/path`), each node's result and a [`Summary`].
 //!
 //! Every payload is sealed end to end with the node key ([`KeyRing`]): the
@@ -106,9 +111,9 @@
 //! [`mediator_core::Error`]; [`Error::refused`] answers with a status and
 //! kind of its choosing. Every refusal and error is a JSON body
 //! `{"error", "kind", "fault"}` ([`ErrorBody`]), the same type the mediator
-//! writes and this client reads back, so the caller sees why. An
-//! [`HttpError`] (from calling other nodes inside a
-//! handler) converts with `?` and answers 500.
+//! writes and this client reads back, so the caller sees why. A
+//! [`ClientError`] (from calling other nodes inside a handler) converts
+//! with `?` and answers 500.
 //!
 //! # Leases
 //!
@@ -123,44 +128,43 @@
 //!
 //! # Errors
 //!
-//! Everything returns [`HttpError`]. The mediator's own refusals are
-//! [`HttpError::Mediator`] with its status and `kind` (`503`
+//! Everything returns the core's [`ClientError`], the one error of every
+//! transport's client. The mediator's own refusals are
+//! [`ClientError::Mediator`] with its status and `kind` (`503`
 //! `no_node_available` is not `504` `deadline_passed`); a node's error
-//! answer is [`HttpError::Node`] with its status and `kind`; a mediator
-//! that cannot be reached is [`HttpError::Unreachable`]. Each converts
-//! without loss into the core's [`ClientError`], which the QUIC client's
-//! errors convert into too, so code that handles both transports reads one
-//! type.
+//! answer is [`ClientError::Node`] with its status and `kind`; a mediator
+//! that cannot be reached is [`ClientError::Unreachable`].
 //!
 //! # Time
 //!
 //! The builder's [`clock`](NodeClientBuilder::clock) is the one every part
 //! reads: the lease keeper, minted tokens (a
-//! [`TokenSource`](mediator_core::node::TokenSource)) and the deadlines of
-//! delivered requests.
+//! [`TokenSource`](mediator_core::node::TokenSource)), the deadlines of
+//! calls and of delivered requests.
 //!
 //! [`ErrorBody`]: mediator_core::ErrorBody
 //! [`ClientError`]: mediator_core::node::ClientError
+//! [`ClientError::Mediator`]: mediator_core::node::ClientError::Mediator
+//! [`ClientError::Node`]: mediator_core::node::ClientError::Node
+//! [`ClientError::Unreachable`]: mediator_core::node::ClientError::Unreachable
 //! [`Summary`]: mediator_core::Summary
 //! [`KeyRing`]: mediator_core::KeyRing
 //! [`Error::refused`]: mediator_core::Error::refused
-//! [`HttpError`]: crate::HttpError
-//! [`HttpError::Mediator`]: crate::HttpError::Mediator
-//! [`HttpError::Node`]: crate::HttpError::Node
-//! [`HttpError::Unreachable`]: crate::HttpError::Unreachable
 
 mod builder;
 mod calls;
-mod lease;
 #[cfg(feature = "legacy")]
 pub mod legacy;
 mod node;
 mod serve;
 mod transport;
+mod wire;
 
 pub use builder::{NodeClientBuilder, DEFAULT_TIMEOUT, DEFAULT_TTL};
 pub use calls::{BroadcastReplies, NodeClient, NodeReply};
 pub use mediator_core::node::{
-    open_reply, seal_reply, seal_request, Backoff, BoxFuture, Handler, Incoming, DEADLINE_SLACK,
+    open_reply, seal_reply, seal_request, Backoff, BoxFuture, ClientError, Handler, Incoming,
+    DEADLINE_SLACK,
 };
 pub use node::{open_request, NodeService, DEFAULT_MAX_BODY, SEALED_CONTENT_TYPE};
+pub use wire::HttpWire;

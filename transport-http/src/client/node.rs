@@ -19,9 +19,7 @@ use crate::headers::{X_MEDIATOR_DEADLINE, X_MEDIATOR_FROM, X_MEDIATOR_TARGET};
 /// The content type of sealed bodies.
 pub const SEALED_CONTENT_TYPE: &str = "application/octet-stream";
 
-/// The largest request body a [`NodeService`] reads by default (8 MiB, the
-/// mediator's default limit).
-pub const DEFAULT_MAX_BODY: usize = 8 * 1024 * 1024;
+pub use mediator_core::node::DEFAULT_MAX_BODY;
 
 /// The text of header `name`, refusing (400) one that is not printable
 /// ASCII, since no routing fact the mediator writes can be.
@@ -212,19 +210,25 @@ impl std::fmt::Debug for NodeService {
 impl NodeService {
     /// A service for node `own`, opening and sealing with `cipher`.
     pub fn new(own: NodeKey, cipher: impl Cipher, handler: impl Handler) -> NodeService {
-        NodeService::from_parts(own, Arc::new(cipher), Arc::new(handler))
+        NodeService::from_responder(
+            Responder::new(own, cipher, handler),
+            DEFAULT_MAX_BODY,
+            Arc::new(SystemClock),
+        )
     }
 
-    pub(crate) fn from_parts(
-        own: NodeKey,
-        cipher: Arc<dyn Cipher>,
-        handler: Arc<dyn Handler>,
+    /// A service answering with `responder`, reading bodies up to
+    /// `max_body` and deadlines against `clock`.
+    pub(crate) fn from_responder(
+        responder: Responder,
+        max_body: usize,
+        clock: Arc<dyn Clock>,
     ) -> NodeService {
         NodeService {
             inner: Arc::new(ServiceInner {
-                responder: Responder::shared(own, cipher, handler),
-                max_body: DEFAULT_MAX_BODY,
-                clock: Arc::new(SystemClock),
+                responder,
+                max_body,
+                clock,
             }),
         }
     }
@@ -251,10 +255,6 @@ impl NodeService {
     /// its own.
     pub fn clock(self, clock: impl Clock) -> NodeService {
         let clock: Arc<dyn Clock> = Arc::new(clock);
-        self.shared_clock(clock)
-    }
-
-    pub(crate) fn shared_clock(self, clock: Arc<dyn Clock>) -> NodeService {
         self.edit(|inner| inner.clock = clock)
     }
 

@@ -12,32 +12,31 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use mediator_core::{Error, ErrorBody, Fault};
+use mediator_core::node::ClientError;
+use mediator_core::{Error, ErrorBody};
 use serde::Deserialize;
 use url::Url;
 
-use crate::error::HttpError;
-
 /// A TLS configuration trusting only the certificate authorities in
 /// `roots` (PEM), for a mediator whose certificate a private authority issued.
-pub(crate) fn tls_config(roots_pem: &[Vec<u8>]) -> Result<rustls::ClientConfig, HttpError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+pub(crate) fn tls_config(roots_pem: &[Vec<u8>]) -> Result<rustls::ClientConfig, ClientError> {
+    let provider = Arc::new(crate::deliver::ring_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| HttpError::Tls(e.to_string()))?;
+        .map_err(|e| ClientError::Tls(e.to_string()))?;
     let mut roots = rustls::RootCertStore::empty();
     for pem in roots_pem {
         let mut reader = pem.as_slice();
         let mut found = 0;
         for cert in rustls_pemfile::certs(&mut reader) {
-            let cert = cert.map_err(|e| HttpError::Tls(format!("bad certificate PEM: {e}")))?;
+            let cert = cert.map_err(|e| ClientError::Tls(format!("bad certificate PEM: {e}")))?;
             roots
                 .add(cert)
-                .map_err(|e| HttpError::Tls(format!("unusable root certificate: {e}")))?;
+                .map_err(|e| ClientError::Tls(format!("unusable root certificate: {e}")))?;
             found += 1;
         }
         if found == 0 {
-            return Err(HttpError::Tls(
+            return Err(ClientError::Tls(
                 "the root PEM holds no CERTIFICATE block".into(),
             ));
         }
@@ -63,7 +62,7 @@ impl Transport {
     pub(crate) fn new(
         tls: Option<rustls::ClientConfig>,
         connect_timeout: Duration,
-    ) -> Result<Transport, HttpError> {
+    ) -> Result<Transport, ClientError> {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -72,8 +71,8 @@ impl Transport {
         let builder = match tls {
             Some(config) => builder.with_tls_config(config),
             None => builder
-                .with_provider_and_webpki_roots(Arc::new(rustls::crypto::ring::default_provider()))
-                .map_err(|e| HttpError::Tls(e.to_string()))?,
+                .with_provider_and_webpki_roots(Arc::new(crate::deliver::ring_provider()))
+                .map_err(|e| ClientError::Tls(e.to_string()))?,
         };
         let connector = builder.https_or_http().enable_http1().wrap_connector(http);
         let client = Client::builder(TokioExecutor::new())
@@ -88,23 +87,23 @@ impl Transport {
         &self,
         request: Request<Full<Bytes>>,
         limit: Duration,
-    ) -> Result<Answer, HttpError> {
+    ) -> Result<Answer, ClientError> {
         let url = request.uri().to_string();
         let exchange = async {
             let response =
                 self.client
                     .request(request)
                     .await
-                    .map_err(|e| HttpError::Unreachable {
-                        url: url.clone(),
+                    .map_err(|e| ClientError::Unreachable {
+                        peer: url.clone(),
                         reason: describe(&e),
                     })?;
             let (parts, body) = response.into_parts();
             let body = body
                 .collect()
                 .await
-                .map_err(|e| HttpError::Unreachable {
-                    url: url.clone(),
+                .map_err(|e| ClientError::Unreachable {
+                    peer: url.clone(),
                     reason: format!("the answer broke off: {e}"),
                 })?
                 .to_bytes();
@@ -116,7 +115,10 @@ impl Transport {
         };
         match tokio::time::timeout(limit, exchange).await {
             Ok(answer) => answer,
-            Err(_) => Err(HttpError::Timeout { url, after: limit }),
+            Err(_) => Err(ClientError::Timeout {
+                peer: Some(url),
+                after: limit,
+            }),
         }
     }
 }
@@ -141,7 +143,7 @@ pub(crate) fn request(
     token: &str,
     content_type: &'static str,
     body: Bytes,
-) -> Result<Request<Full<Bytes>>, HttpError> {
+) -> Result<Request<Full<Bytes>>, ClientError> {
     request_with(
         method,
         url,
@@ -159,7 +161,7 @@ pub(crate) fn request_with(
     (header, credentials): (HeaderName, String),
     content_type: &'static str,
     body: Bytes,
-) -> Result<Request<Full<Bytes>>, HttpError> {
+) -> Result<Request<Full<Bytes>>, ClientError> {
     let credentials = HeaderValue::try_from(credentials)
         .map_err(|_| Error::invalid("token", "must be printable ASCII"))?;
     Request::builder()
@@ -168,68 +170,29 @@ pub(crate) fn request_with(
         .header(header, credentials)
         .header(CONTENT_TYPE, content_type)
         .body(Full::new(body))
-        .map_err(|e| HttpError::Core(Error::invalid("url", format!("{url:?} ({e})"))))
+        .map_err(|e| ClientError::Core(Error::invalid("url", format!("{url:?} ({e})"))))
 }
 
-/// The message of an error body, or the body itself when it is not one.
-fn error_message(body: &[u8]) -> String {
-    match ErrorBody::parse(body) {
-        Some(parsed) if !parsed.error.is_empty() => parsed.error,
-        _ => {
-            let text = String::from_utf8_lossy(body);
-            let text = text.trim();
-            if text.is_empty() {
-                "(no body)".to_owned()
-            } else if text.len() > 300 {
-                // Keep errors readable when a proxy answers with a page.
-                let mut end = 300;
-                while !text.is_char_boundary(end) {
-                    end -= 1;
-                }
-                format!("{}…", &text[..end])
-            } else {
-                text.to_owned()
-            }
-        }
-    }
-}
-
-/// The mediator's own refusal (no node answered).
-pub(crate) fn mediator_error(status: StatusCode, body: &[u8]) -> HttpError {
-    let (kind, fault) = match ErrorBody::parse(body) {
-        Some(parsed) => (parsed.kind, parsed.fault),
-        None => ("unknown".to_owned(), None),
-    };
-    HttpError::Mediator {
-        status: status.as_u16(),
-        kind,
-        fault,
-        message: error_message(body),
-    }
-}
-
-/// A node's own error answer, relayed by the mediator.
-pub(crate) fn node_error(node: String, status: u16, body: &[u8]) -> HttpError {
-    HttpError::Node {
-        node,
-        status,
-        kind: ErrorBody::parse(body).map_or_else(|| "unknown".to_owned(), |parsed| parsed.kind),
-        message: error_message(body),
-    }
-}
-
-/// A `{"error","kind","fault"}` object found inside a `/many` entry.
-pub(crate) fn catch_error(value: &serde_json::Value) -> (String, Option<Fault>, String) {
+/// A `{"error","kind","fault"}` object found inside a `/many` entry; its
+/// JSON text as the message when it has none.
+pub(crate) fn catch_error(value: &serde_json::Value) -> ErrorBody {
     match ErrorBody::deserialize(value) {
-        Ok(parsed) if !parsed.error.is_empty() => (parsed.kind, parsed.fault, parsed.error),
-        Ok(parsed) => (parsed.kind, parsed.fault, value.to_string()),
-        Err(_) => ("unknown".to_owned(), None, value.to_string()),
+        Ok(parsed) if !parsed.error.is_empty() => parsed,
+        Ok(parsed) => ErrorBody {
+            error: value.to_string(),
+            ..parsed
+        },
+        Err(_) => ErrorBody {
+            error: value.to_string(),
+            kind: "unknown".to_owned(),
+            fault: None,
+        },
     }
 }
 
 /// Parses `text` as an `http://` or `https://` URL that names a host;
 /// `field` names the setting in the errors.
-pub(crate) fn http_url(field: &'static str, text: &str) -> Result<Url, HttpError> {
+pub(crate) fn http_url(field: &'static str, text: &str) -> Result<Url, ClientError> {
     let url = Url::parse(text.trim()).map_err(|e| match e {
         // For http and https the parser itself insists on a host.
         url::ParseError::EmptyHost => Error::invalid(field, "must name a host"),
@@ -246,7 +209,7 @@ pub(crate) fn http_url(field: &'static str, text: &str) -> Result<Url, HttpError
 
 /// Checks and normalises a mediator base URL (`http(s)://host[:port][/prefix]`)
 /// into the text that routes are appended to.
-pub(crate) fn base_url(text: &str) -> Result<String, HttpError> {
+pub(crate) fn base_url(text: &str) -> Result<String, ClientError> {
     let url = http_url("url", text)?;
     // Either would end up in the middle of every request URL, before the
     // route.
@@ -266,57 +229,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn error_bodies_are_read() {
-        let e = mediator_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            br#"{"error":"no node available in group g","kind":"no_node_available","fault":"hub"}"#,
+    fn catch_bodies_are_read() {
+        let e = catch_error(
+            &serde_json::json!({"error": "late", "kind": "deadline_passed", "fault": "node"}),
         );
-        match e {
-            HttpError::Mediator {
-                status,
-                kind,
-                fault,
-                message,
-            } => {
-                assert_eq!(status, 503);
-                assert_eq!(kind, "no_node_available");
-                assert_eq!(fault, Some(Fault::Hub));
-                assert_eq!(message, "no node available in group g");
-            }
-            other => panic!("{other:?}"),
-        }
-        // The original's shapes.
-        assert_eq!(error_message(br#"{"error":{}}"#), "{}");
-        assert_eq!(error_message(b"<html>login</html>"), "<html>login</html>");
-        assert_eq!(error_message(b""), "(no body)");
-        let long = "x".repeat(1000);
-        assert!(error_message(long.as_bytes()).chars().count() <= 301);
-        match node_error("g/n".into(), 418, br#"{"error":"short and stout"}"#) {
-            HttpError::Node {
-                node,
-                status,
-                kind,
-                message,
-            } => assert_eq!(
-                (node.as_str(), status, kind.as_str(), message.as_str()),
-                ("g/n", 418, "unknown", "short and stout")
-            ),
-            other => panic!("{other:?}"),
-        }
-        let refused = br#"{"error":"taken","kind":"conflict","fault":"caller"}"#;
-        match node_error("g/n".into(), 409, refused) {
-            HttpError::Node { kind, message, .. } => {
-                assert_eq!((kind.as_str(), message.as_str()), ("conflict", "taken"));
-            }
-            other => panic!("{other:?}"),
-        }
-        match mediator_error(StatusCode::BAD_GATEWAY, b"gateway") {
-            HttpError::Mediator { kind, fault, .. } => {
-                assert_eq!(kind, "unknown");
-                assert_eq!(fault, None);
-            }
-            other => panic!("{other:?}"),
-        }
+        assert_eq!(
+            (e.error.as_str(), e.kind.as_str()),
+            ("late", "deadline_passed")
+        );
+        assert_eq!(e.fault, Some(mediator_core::Fault::Node));
+        let e = catch_error(&serde_json::json!({"kind": "node_failed"}));
+        assert_eq!(
+            (e.error.as_str(), e.kind.as_str()),
+            (r#"{"kind":"node_failed"}"#, "node_failed")
+        );
+        let e = catch_error(&serde_json::json!("gone"));
+        assert_eq!(
+            (e.error.as_str(), e.kind.as_str(), e.fault),
+            (r#""gone""#, "unknown", None)
+        );
     }
 
     #[test]
