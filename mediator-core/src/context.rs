@@ -4,7 +4,10 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
+use std::sync::Arc;
+
 use crate::auth::Identity;
+use crate::policy::EndpointPolicy;
 use crate::router::Deadline;
 
 /// The longest `x-request-id` accepted from a caller; a longer one is
@@ -131,16 +134,31 @@ pub struct RequestContext {
     pub deadline: Deadline,
     /// Correlation ids.
     pub trace: TraceContext,
+    /// Where the mediator may connect: a deliverer that resolves host
+    /// names or opens connections itself judges every address by it at
+    /// connect time. It reaches every delivery with its request, so a
+    /// deliverer wrapped in others (counting, forwarding) applies it
+    /// without being handed it.
+    pub endpoints: Arc<EndpointPolicy>,
 }
 
 impl RequestContext {
-    /// A context for `caller`, due by `deadline`, with no trace ids.
+    /// A context for `caller`, due by `deadline`, with no trace ids and
+    /// the default [`EndpointPolicy`].
     pub fn new(caller: Identity, deadline: Deadline) -> Self {
+        static DEFAULT: OnceLock<Arc<EndpointPolicy>> = OnceLock::new();
         RequestContext {
             caller,
             deadline,
             trace: TraceContext::default(),
+            endpoints: Arc::clone(DEFAULT.get_or_init(Arc::default)),
         }
+    }
+
+    /// Sets the endpoint policy deliveries are held to.
+    pub fn with_endpoints(mut self, endpoints: Arc<EndpointPolicy>) -> Self {
+        self.endpoints = endpoints;
+        self
     }
 
     /// Sets the trace ids.

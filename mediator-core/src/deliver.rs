@@ -8,7 +8,6 @@ use async_trait::async_trait;
 use crate::context::RequestContext;
 use crate::error::{DeliverError, Error, Result};
 use crate::model::{Envelope, Node, Reply};
-use crate::policy::EndpointPolicy;
 
 /// Hands one request to one node over one transport.
 ///
@@ -17,7 +16,9 @@ use crate::policy::EndpointPolicy;
 /// scheme of the node's endpoint, and refuses two deliverers claiming the
 /// same scheme. A deliverer may wrap another (to count, to forward to the
 /// instance that holds an attached node, to add headers) by delegating
-/// every method.
+/// every method. Each delivery's [`RequestContext`] carries what the
+/// mediator holds it to (the deadline, the caller, the endpoint policy), so
+/// a wrapper passes it on and nothing else.
 ///
 /// Return [`DeliverError::unreachable`] only when nothing of the request
 /// reached the node (so the router may try another node of the group),
@@ -47,9 +48,6 @@ use crate::policy::EndpointPolicy;
 /// #[async_trait]
 /// impl<D: Deliver> Deliver for Small<D> {
 ///     fn schemes(&self) -> Vec<String> { self.0.schemes() }
-///     fn use_endpoint_policy(&self, policy: &policy::EndpointPolicy) {
-///         self.0.use_endpoint_policy(policy);
-///     }
 ///     async fn deliver(&self, node: &Node, envelope: &Envelope, cx: &RequestContext)
 ///         -> Result<Reply, DeliverError> {
 ///         if envelope.body.len() > 1024 {
@@ -65,16 +63,13 @@ pub trait Deliver: Send + Sync + 'static {
     /// The endpoint schemes this deliverer serves.
     fn schemes(&self) -> Vec<String>;
 
-    /// Hands over the [`EndpointPolicy`] of the mediator this deliverer is
-    /// added to; the mediator calls it once, before the first delivery.
-    ///
-    /// The policy judges an endpoint at registration only when its host is
-    /// an IP literal. A deliverer that resolves host names itself keeps
-    /// the policy and refuses, at connect time, the addresses it denies; a
-    /// deliverer that wraps another passes it on. Ignored by default.
-    fn use_endpoint_policy(&self, _policy: &EndpointPolicy) {}
-
     /// Delivers `envelope` to `node` and returns its reply.
+    ///
+    /// The mediator's [`EndpointPolicy`](crate::policy::EndpointPolicy)
+    /// judges an endpoint at registration only when its host is an IP
+    /// literal; a deliverer that resolves host names or opens connections
+    /// itself refuses, at connect time, the addresses
+    /// [`cx.endpoints`](RequestContext::endpoints) denies.
     async fn deliver(
         &self,
         node: &Node,
@@ -87,10 +82,6 @@ pub trait Deliver: Send + Sync + 'static {
 impl<D: Deliver + ?Sized> Deliver for Arc<D> {
     fn schemes(&self) -> Vec<String> {
         (**self).schemes()
-    }
-
-    fn use_endpoint_policy(&self, policy: &EndpointPolicy) {
-        (**self).use_endpoint_policy(policy);
     }
 
     async fn deliver(

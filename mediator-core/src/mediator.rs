@@ -361,7 +361,6 @@ impl MediatorBuilder {
         }
         let mut delivers = Deliverers::default();
         for deliver in self.delivers {
-            deliver.use_endpoint_policy(&self.endpoints);
             delivers.add(deliver)?;
         }
         if limits.max_in_flight == 0 || limits.max_in_flight_per_caller == 0 {
@@ -397,7 +396,7 @@ impl MediatorBuilder {
                 authenticate,
                 minter: self.minter,
                 authorize: self.authorize,
-                endpoints: self.endpoints,
+                endpoints: Arc::new(self.endpoints),
                 clock: self.clock,
                 table,
                 default_router,
@@ -467,7 +466,7 @@ struct Inner {
     authenticate: Arc<dyn Authenticate>,
     minter: Option<TokenMinter>,
     authorize: Arc<dyn Authorize>,
-    endpoints: EndpointPolicy,
+    endpoints: Arc<EndpointPolicy>,
     clock: Arc<dyn Clock>,
     table: Arc<RoutingTable>,
     default_router: DefaultRouter,
@@ -519,7 +518,6 @@ impl Mediator {
     /// the mediator does, such as QUIC attachments); refuses one that
     /// claims a scheme already served.
     pub fn add_deliver(&self, deliver: impl Deliver) -> Result<()> {
-        deliver.use_endpoint_policy(&self.inner.endpoints);
         self.inner.default_router.add_deliver(Arc::new(deliver))
     }
 
@@ -771,7 +769,8 @@ impl Mediator {
             caller.clone(),
             Deadline::starting(self.inner.clock.now(), budget),
         )
-        .with_trace(trace);
+        .with_trace(trace)
+        .with_endpoints(Arc::clone(&self.inner.endpoints));
         let deliveries = match &envelope.target {
             Target::All(group) => self.inner.table.group_len(group).max(1),
             Target::One(_) | Target::Any(_) => 1,

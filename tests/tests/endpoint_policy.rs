@@ -251,3 +251,83 @@ async fn a_hub_on_every_address_refuses_each_of_its_hosts_addresses_at_its_port(
     let answer = register(&hub, &at(other)).await;
     assert_eq!(answer.status, 200, "{}: {}", at(other), answer.text());
 }
+
+/// A deliverer a team wraps around the HTTP one, to count its deliveries:
+/// it passes each delivery on and knows nothing of endpoint policies.
+struct Counting {
+    inner: mediator_transport_http::HttpDelivery,
+    count: std::sync::atomic::AtomicUsize,
+}
+
+#[mediator_core::async_trait]
+impl mediator_core::Deliver for Counting {
+    fn schemes(&self) -> Vec<String> {
+        self.inner.schemes()
+    }
+
+    async fn deliver(
+        &self,
+        node: &mediator_core::Node,
+        envelope: &mediator_core::Envelope,
+        cx: &mediator_core::RequestContext,
+    ) -> Result<mediator_core::Reply, mediator_core::DeliverError> {
+        self.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.deliver(node, envelope, cx).await
+    }
+}
+
+#[tokio::test]
+async fn a_wrapped_deliverer_is_held_to_the_policy_without_being_told() {
+    use mediator_core::{
+        Authenticator, Endpoint, Envelope, Identity, Mediator, MemoryRegistry, NodeKey,
+        Registration, Target,
+    };
+    let counting = std::sync::Arc::new(Counting {
+        inner: mediator_transport_http::HttpDelivery::default(),
+        count: std::sync::atomic::AtomicUsize::new(0),
+    });
+    let mediator = Mediator::builder()
+        .registry(MemoryRegistry::new())
+        .authenticator(Authenticator::hs256("a secret of at least 32 bytes!!!"))
+        .endpoint_policy(
+            EndpointPolicy::default()
+                .deny("127.0.0.0/8".parse().expect("a network"))
+                .deny("::1/128".parse().expect("a network")),
+        )
+        .deliver(std::sync::Arc::clone(&counting))
+        .build()
+        .expect("mediator");
+    let node = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = node.local_addr().expect("an address").port();
+    let api = NodeKey::named("users", "api").expect("a key");
+    let at = Endpoint::http(&format!("http://localhost:{port}")).expect("an endpoint");
+    mediator
+        .register(
+            &Identity::internal(),
+            Registration::new(api.clone(), at, std::time::Duration::from_secs(60)),
+        )
+        .await
+        .expect("a host name passes registration");
+
+    let e = mediator
+        .route(
+            &Identity::internal(),
+            Envelope::new(Target::One(api), "/x", "hi"),
+            None,
+        )
+        .await
+        .expect_err("a denied address");
+    assert_eq!(e.status(), 502, "{e}");
+    assert!(e.to_string().contains("127.0.0.0/8"), "{e}");
+    assert_eq!(
+        counting.count.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the delivery went through the wrapper"
+    );
+    assert!(
+        nothing_connected_before(&node).await,
+        "the mediator connected to a denied address"
+    );
+}

@@ -138,9 +138,9 @@ const LINK_LOCAL_V6: IpNetwork = IpNetwork {
 /// When a node registers, only IP literals are judged: a host name is
 /// accepted as written, since what it resolves to may change after the
 /// registration. Host names are judged where the mediator connects: the
-/// mediator hands its policy to each deliverer
-/// ([`Deliver::use_endpoint_policy`](crate::Deliver::use_endpoint_policy)),
-/// and the HTTP deliverer drops every resolved address the policy refuses,
+/// policy travels with every delivery
+/// ([`RequestContext::endpoints`](crate::RequestContext::endpoints)), so
+/// a deliverer wrapped in others still sees it, and the HTTP deliverer drops every resolved address the policy refuses,
 /// failing the delivery (nothing sent, 502) when none is left; so
 /// `http://metadata.internal/` resolving to 169.254.169.254 is never
 /// called. To refuse names at registration already, allow IP literals only

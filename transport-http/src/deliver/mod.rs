@@ -6,7 +6,7 @@ use std::error::Error as StdError;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -151,8 +151,8 @@ impl HttpDeliveryConfig {
 /// deadline around the whole exchange.
 ///
 /// It connects only where the mediator's [`EndpointPolicy`] allows, which
-/// the mediator hands it ([`Deliver::use_endpoint_policy`]; until then
-/// [`EndpointPolicy::default`]): the addresses a host name resolves to are
+/// reaches it with every delivery ([`RequestContext::endpoints`]): the
+/// addresses a host name resolves to are
 /// judged when a connection is made, those refused are dropped, and when
 /// none is left the delivery fails as unreachable, naming the host and the
 /// rule, without a connection being opened.
@@ -176,7 +176,6 @@ pub struct HttpDelivery {
     plain: Http1Pool,
     connector: PolicyConnector,
     max_reply_body: usize,
-    policy: Arc<RwLock<EndpointPolicy>>,
 }
 
 impl std::fmt::Debug for HttpDelivery {
@@ -196,9 +195,7 @@ impl Default for HttpDelivery {
 impl HttpDelivery {
     /// A deliverer with the given connection settings.
     pub fn with_config(config: HttpDeliveryConfig) -> Self {
-        let policy = Arc::new(RwLock::new(EndpointPolicy::default()));
         let http = PolicyConnector {
-            policy: Arc::clone(&policy),
             connect_timeout: config.connect_timeout,
         };
         let builder = hyper_rustls::HttpsConnectorBuilder::new();
@@ -232,7 +229,6 @@ impl HttpDelivery {
             plain: Http1Pool::new(config.max_idle_per_host, config.pool_idle_timeout),
             connector: http,
             max_reply_body: config.max_reply_body,
-            policy,
         }
     }
 
@@ -288,13 +284,20 @@ impl HttpDelivery {
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
+tokio::task_local! {
+    /// The endpoint policy of the delivery under way, for the connector:
+    /// hyper's client calls its connector with the address alone, from
+    /// within the delivery's own task.
+    static ENDPOINTS: Arc<EndpointPolicy>;
+}
+
 /// Connects as hyper-util's `HttpConnector` does, to the addresses the
-/// endpoint policy allows only. Built per new connection (pooled ones are
+/// endpoint policy of the delivery under way allows only (none when there
+/// is none: it fails closed). Built per new connection (pooled ones are
 /// reused without it), since the policy's rule on the mediator's own
 /// address needs the port, which hyper's resolvers are not told.
 #[derive(Clone)]
 struct PolicyConnector {
-    policy: Arc<RwLock<EndpointPolicy>>,
     connect_timeout: Duration,
 }
 
@@ -308,13 +311,12 @@ impl Service<Uri> for PolicyConnector {
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
-        // A poisoned lock only means a writer panicked while swapping in a
-        // whole policy; the one there is still whole.
-        let policy = self
-            .policy
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let Ok(policy) = ENDPOINTS.try_with(Arc::clone) else {
+            return Box::pin(std::future::ready(Err(
+                "no endpoint policy for this connection: connections are opened only for a delivery"
+                    .into(),
+            )));
+        };
         let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
         let host = uri.host().unwrap_or_default();
@@ -348,7 +350,7 @@ impl Service<Uri> for PolicyConnector {
 /// addresses the endpoint policy allows at `port`.
 #[derive(Clone)]
 struct PolicyResolver {
-    policy: EndpointPolicy,
+    policy: Arc<EndpointPolicy>,
     port: u16,
     gai: GaiResolver,
 }
@@ -363,7 +365,7 @@ impl Service<Name> for PolicyResolver {
     }
 
     fn call(&mut self, name: Name) -> Self::Future {
-        let (policy, port) = (self.policy.clone(), self.port);
+        let (policy, port) = (Arc::clone(&self.policy), self.port);
         let host = name.as_str().to_owned();
         let resolving = self.gai.call(name);
         Box::pin(async move {
@@ -405,12 +407,6 @@ impl Deliver for HttpDelivery {
         vec!["http".to_owned(), "https".to_owned()]
     }
 
-    /// Keeps `policy` for every connection made from now on, by this
-    /// deliverer and its clones.
-    fn use_endpoint_policy(&self, policy: &EndpointPolicy) {
-        *self.policy.write().unwrap_or_else(|e| e.into_inner()) = policy.clone();
-    }
-
     async fn deliver(
         &self,
         node: &Node,
@@ -427,10 +423,15 @@ impl Deliver for HttpDelivery {
         };
         let request = self.request(base, envelope, cx).map_err(unreachable)?;
         let max = self.max_reply_body;
+        // Any connection this delivery opens is judged by its policy.
+        let endpoints = Arc::clone(&cx.endpoints);
         if request.uri().scheme() == Some(&http::uri::Scheme::HTTP) {
-            return self.deliver_plain(request).await;
+            return ENDPOINTS
+                .scope(endpoints, self.deliver_plain(request))
+                .await;
         }
-        let response = self.client.request(request).await.map_err(|e| {
+        let sent = ENDPOINTS.scope(endpoints, self.client.request(request));
+        let response = sent.await.map_err(|e| {
             if e.is_connect() {
                 unreachable(error_chain(&e))
             } else {
