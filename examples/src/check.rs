@@ -59,6 +59,19 @@ impl Report {
         });
     }
 
+    /// Marks the endpoint rules as the problem `why` (a network that does
+    /// not parse), the rest having been checked without them.
+    pub fn endpoint_problem(&mut self, why: impl Into<String>) {
+        let why = why.into();
+        match self.items.iter_mut().find(|i| i.item == "endpoints") {
+            Some(item) => {
+                item.status = Status::Problem;
+                item.detail = why;
+            }
+            None => self.add("endpoints", Status::Problem, why),
+        }
+    }
+
     /// How many problems were found.
     pub fn problems(&self) -> usize {
         self.items
@@ -235,10 +248,18 @@ async fn check_store(store: &StoreUrl, report: &mut Report) {
                 let nodes = opened.registry().list(None).await;
                 let closed = opened.close().await;
                 match (nodes, closed) {
+                    // The settings line names the URL already.
                     (Ok(nodes), Ok(())) => report.add(
                         "store",
                         Status::Ok,
-                        format!("{store} opens; {} node(s) registered", nodes.len()),
+                        format!(
+                            "{} opens; {} node(s) registered",
+                            match store {
+                                StoreUrl::Mysql(_) => "the MySQL database",
+                                _ => "the SQLite file",
+                            },
+                            nodes.len()
+                        ),
                     ),
                     (Err(e), _) => report.add(
                         "store",
@@ -274,6 +295,9 @@ fn check_tls(settings: &ServeSettings, report: &mut Report) {
     }
 }
 
+/// The settings that name the HTTP listener's address.
+const LISTEN_FLAG: &str = "--listen (MEDIATOR_LISTEN, PORT)";
+
 fn check_listen(settings: &ServeSettings, report: &mut Report) {
     let scheme = if settings.tls.is_some() {
         "https"
@@ -293,7 +317,11 @@ fn check_listen(settings: &ServeSettings, report: &mut Report) {
         Err(e) => report.add(
             "listen",
             Status::Problem,
-            format!("{}: {}", settings.listen, crate::exit::explain_bind(&e)),
+            format!(
+                "{}: {}",
+                settings.listen,
+                crate::exit::explain_bind(&e, LISTEN_FLAG)
+            ),
         ),
     }
     if let Some(addr) = settings.console_listen {
@@ -309,7 +337,10 @@ fn check_listen(settings: &ServeSettings, report: &mut Report) {
             Err(e) => report.add(
                 "console",
                 Status::Problem,
-                format!("{addr}: {}", crate::exit::explain_bind(&e)),
+                format!(
+                    "{addr}: {}",
+                    crate::exit::explain_bind(&e, "--console-listen")
+                ),
             ),
         }
     }
@@ -323,7 +354,10 @@ fn check_listen(settings: &ServeSettings, report: &mut Report) {
             Err(e) => report.add(
                 "quic",
                 Status::Problem,
-                format!("UDP {addr}: {}", crate::exit::explain_bind(&e)),
+                format!(
+                    "UDP {addr}: {}",
+                    crate::exit::explain_bind(&e, "--quic-listen")
+                ),
             ),
         }
     }

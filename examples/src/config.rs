@@ -680,7 +680,7 @@ impl ServeSettings {
     /// A one-line description for the start-up log, without secrets.
     pub fn describe(&self) -> String {
         format!(
-            "listen={} quic_listen={} console_listen={} tls={} store={} secret={:?} allow_tokens_without_sub={} deadline={:?} max_body={} default_ttl={:?} body_budget={} max_connections={} max_in_flight={}{}",
+            "listen={} quic_listen={} console_listen={} tls={} store={} secret={} allow_tokens_without_sub={} deadline={:?} max_body={} default_ttl={:?} body_budget={} max_connections={} max_in_flight={}{}",
             self.listen,
             self.quic_listen
                 .map_or_else(|| "off".to_owned(), |addr| addr.to_string()),
@@ -688,7 +688,10 @@ impl ServeSettings {
                 .map_or_else(|| "off".to_owned(), |addr| addr.to_string()),
             self.tls.is_some(),
             self.store,
-            Hidden(&self.secret),
+            match &self.secret {
+                Some(_) => "<given, hidden>".to_owned(),
+                None => format!("<from {}>", self.secret_file.display()),
+            },
             self.allow_tokens_without_sub,
             self.limits.deadline,
             self.limits.max_body,

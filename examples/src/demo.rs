@@ -21,6 +21,7 @@ use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming as HyperIncoming;
+use mediator_core::node::ClientError;
 use mediator_core::Target;
 use mediator_core::{KeyRing, NodeKey, Timestamp, TokenMinter};
 use mediator_transport_http::client::Incoming;
@@ -141,7 +142,7 @@ pub async fn start_node(
                 role.name()
             ),
             addr: page_addr,
-            reason: crate::exit::explain_bind(&e),
+            reason: crate::exit::explain_bind(&e, "--pages-from"),
         })?;
     let page = listener.local_addr().map_err(|source| CliError::Io {
         path: "page address".into(),
@@ -376,7 +377,8 @@ async fn page(state: &PageState, request: Request<HyperIncoming>) -> Response<Fu
 fn send_failure_status(error: &CliError) -> StatusCode {
     match error {
         CliError::Core(mediator_core::Error::Invalid { .. })
-        | CliError::Http(HttpError::Core(mediator_core::Error::Invalid { .. })) => {
+        | CliError::Http(HttpError::Core(mediator_core::Error::Invalid { .. }))
+        | CliError::Client(ClientError::Core(mediator_core::Error::Invalid { .. })) => {
             StatusCode::BAD_REQUEST
         }
         _ => StatusCode::BAD_GATEWAY,
@@ -424,27 +426,48 @@ async fn send(client: &NodeClient, form: &SendForm) -> Result<serde_json::Value,
     })
 }
 
+/// The console's stylesheet: the demo's pages look like the mediator's own.
+const STYLE: &str = include_str!("../../transport-http/src/server/console/assets/console.css");
+
 fn page_html(role: Role) -> String {
     let name = role.name();
+    let what = match (role.calls(), role.answers()) {
+        (true, true) => "This node sends messages through the mediator and answers them.",
+        (true, false) => "This node only calls: nothing can reach it.",
+        _ => "This node only answers; send it something from the sender or standalone page.",
+    };
     let form = if role.calls() {
-        r#"<h2>Send a message through the mediator</h2>
-<form id="send"><label>to <input name="to" value="demo/passive" size="18"></label>
-<label>path <input name="path" value="/message" size="10"></label>
-<label>text <input name="text" value="hello" size="30"></label> <button>send</button></form>
-<p class="hint">Targets: <code>demo/passive</code> (one node), <code>demo/*</code> (every node of the group), <code>demo/?</code> (any one node).</p>
-<pre id="result"></pre>"#
+        r#"<section class="panel" aria-labelledby="send-title">
+<h2 id="send-title">Send a message through the mediator</h2>
+<form id="send">
+<label for="to">To</label><input id="to" name="to" value="demo/passive" spellcheck="false">
+<label for="path">Path</label><input id="path" name="path" value="/message" spellcheck="false">
+<label for="text">Text</label><input id="text" name="text" value="hello">
+<button type="submit">Send</button></form>
+<p class="note">Targets: <code>demo/passive</code> (one node), <code>demo/*</code> (every node of the group),
+<code>demo/?</code> (any one node), <code>demo/quic</code> (the node attached over QUIC; at the path
+<code>/relay</code> it calls <code>demo/passive</code> over HTTP in turn and returns both replies).</p>
+<div class="result"><pre id="result"></pre></div>
+</section>"#
     } else {
-        "<p>This node only answers; send it something from the sender or standalone page.</p>"
+        ""
     };
     let inbox = if role.answers() {
-        r#"<h2>Received</h2><table><thead><tr><th>at</th><th>from</th><th>target</th><th>path</th><th>text</th></tr></thead><tbody id="inbox"></tbody></table>"#
+        r#"<section class="panel" aria-labelledby="inbox-title">
+<h2 id="inbox-title">Received</h2>
+<div class="table-wrap"><table><thead><tr><th scope="col">At</th><th scope="col">From</th><th scope="col">Target</th><th scope="col">Path</th><th scope="col">Text</th></tr></thead>
+<tbody id="inbox"><tr class="empty"><td colspan="5">Nothing yet.</td></tr></tbody></table></div>
+</section>"#
     } else {
-        "<p>This node only calls: nothing can reach it.</p>"
+        ""
     };
     format!(
-        r#"<!doctype html><html><head><meta charset="utf-8"><title>demo/{name}</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:60em;margin:2em auto}}td,th{{padding:.2em .6em;text-align:left}}code,pre{{background:#f3f3f3}}</style></head>
-<body><h1>demo/{name}</h1>{form}{inbox}
+        r#"<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width,initial-scale=1"><title>demo/{name}</title>
+<style>{STYLE}
+#result:empty {{ display: none; }}</style></head>
+<body><header class="top"><h1>demo/{name}</h1><p class="meta">{what}</p></header>
+<main>{form}{inbox}</main>
 <script>
 const send = document.getElementById('send');
 if (send) send.addEventListener('submit', async (e) => {{
@@ -458,6 +481,7 @@ async function refresh() {{
   if (!body) return;
   const r = await fetch('/messages');
   const {{received}} = await r.json();
+  if (!received.length) return;
   body.replaceChildren(...received.reverse().map(m => {{
     const tr = document.createElement('tr');
     for (const v of [m.at, m.from ?? '(unverified)', m.target, m.path, m.text]) {{

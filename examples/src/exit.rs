@@ -55,18 +55,79 @@ pub fn explain_unreachable(url: &str, reason: &str) -> String {
     } else if lower.contains("timed out") || lower.contains("deadline") {
         format!("no connection to {url} in time: is the address right, and not filtered?")
     } else {
-        format!("the connection to {url} failed")
+        // Nothing known: the low-level reason is all there is to say.
+        return format!("the connection to {url} failed ({reason})");
     };
-    format!("{said} ({reason})")
+    said
+}
+
+/// What to do when the mediator refused a token (401): the secret it was
+/// minted with is not the mediator's, or (`token_flag`) the `--token`
+/// given is not valid there.
+pub fn token_hint(token_flag: bool) -> &'static str {
+    if token_flag {
+        "check the token (--token), or the secret it is minted with (--secret-file, \
+         MEDIATOR_SECRET): it must be the one the mediator signs with"
+    } else {
+        "check the secret the token is minted with (--secret-file, MEDIATOR_SECRET): it \
+         must be the one the mediator signs with"
+    }
+}
+
+/// What to tell a person whose QUIC client failed to reach the mediator
+/// with `reason` (after "cannot reach the mediator at ADDR: "): a
+/// certificate that does not match `--pin`, nothing answering at that
+/// address, or the reason as it is.
+pub fn explain_quic_unreachable(reason: &str) -> String {
+    if let Some((_, rest)) = reason.split_once("certificate fingerprint ") {
+        if let Some((seen, pinned)) = rest.split_once(" does not match the pinned ") {
+            let pinned = pinned.split_whitespace().next().unwrap_or(pinned);
+            return format!(
+                "its certificate does not match --pin: its SHA-256 is {seen}, --pin names {pinned}; pin the fingerprint `mediator serve` \
+                 prints at start (\"certificate SHA-256 …\")"
+            );
+        }
+    }
+    if reason.contains("no hello answer") || reason.to_ascii_lowercase().contains("timed out") {
+        return "nothing answered over QUIC there: check --quic (the mediator's QUIC address, \
+                UDP) and that the mediator runs with --quic-listen there"
+            .to_owned();
+    }
+    reason.to_owned()
+}
+
+/// A pin as `--pin` takes it: the SHA-256 of the QUIC listener's
+/// certificate, 64 hex digits (colons and case ignored).
+///
+/// ```
+/// use mediator_examples::exit::check_pin;
+/// assert!(check_pin(&"ab".repeat(32)).is_ok());
+/// assert!(check_pin("d10742b9").unwrap_err().contains("--pin"));
+/// ```
+pub fn check_pin(pin: &str) -> Result<(), String> {
+    let digits: String = pin.chars().filter(|c| *c != ':').collect();
+    let shape = "a pin is the QUIC listener's certificate SHA-256, 64 hex digits, as \
+                 `mediator serve` prints it (\"certificate SHA-256 …\")";
+    if let Some(bad) = digits.chars().find(|c| !c.is_ascii_hexdigit()) {
+        return Err(format!("--pin {pin}: {bad:?} is not a hex digit; {shape}"));
+    }
+    if digits.len() != 64 {
+        return Err(format!(
+            "--pin {pin}: {} hex digits, not 64; {shape}",
+            digits.len()
+        ));
+    }
+    Ok(())
 }
 
 /// What to tell a person whose listener could not open its address, with
-/// what to do.
-pub fn explain_bind(error: &std::io::Error) -> String {
+/// what to do; `flag` is the setting that names the address
+/// (`--listen (MEDIATOR_LISTEN, PORT)`, `--quic-listen`, ...).
+pub fn explain_bind(error: &std::io::Error, flag: &str) -> String {
     match error.kind() {
         std::io::ErrorKind::AddrInUse => format!(
             "{error}: another process (another mediator?) listens there; stop it, or pick \
-             another address with --listen (MEDIATOR_LISTEN, PORT) or --quic-listen"
+             another address with {flag}"
         ),
         std::io::ErrorKind::PermissionDenied => format!(
             "{error}: ports below 1024 need privileges; pick a higher port, or grant \
@@ -82,6 +143,37 @@ pub fn explain_bind(error: &std::io::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn known_causes_leave_the_low_level_reason_out() {
+        let said = explain_unreachable(
+            "http://h:1",
+            "client error (Connect): tcp connect error: Connection refused (os error 111)",
+        );
+        assert!(!said.contains("tcp connect error"), "{said}");
+        let said = explain_quic_unreachable(
+            "the cryptographic handshake failed: error 40: unexpected error: certificate \
+             fingerprint aa does not match the pinned bb",
+        );
+        assert!(
+            said.contains("does not match --pin")
+                && said.contains("aa")
+                && !said.contains("error 40"),
+            "{said}"
+        );
+        let said = explain_quic_unreachable("no hello answer within 5s");
+        assert!(
+            said.contains("nothing answered") && said.contains("--quic-listen"),
+            "{said}"
+        );
+    }
+
+    #[test]
+    fn the_address_in_use_names_the_flag_of_that_listener() {
+        let error = std::io::Error::from(std::io::ErrorKind::AddrInUse);
+        let said = explain_bind(&error, "--console-listen");
+        assert!(said.ends_with("with --console-listen"), "{said}");
+    }
 
     #[test]
     fn unknown_reasons_are_kept_whole() {

@@ -84,11 +84,15 @@ pub enum CliError {
     /// The QUIC transport failed.
     #[error(transparent)]
     Quic(#[from] mediator_transport_quic::QuicError),
+    /// A node client's call failed, over either transport.
+    #[error(transparent)]
+    Client(#[from] mediator_core::node::ClientError),
 }
 
 impl CliError {
     /// The process exit code for this error (see [`exit`]).
     pub fn exit_code(&self) -> u8 {
+        use mediator_core::node::ClientError;
         use mediator_transport_http::HttpError;
         use mediator_transport_quic::QuicError;
         let core = |e: &mediator_core::Error| match (e.kind(), e.fault()) {
@@ -111,20 +115,19 @@ impl CliError {
             CliError::Delivery(_) => exit::DELIVERY,
             CliError::Core(e) => core(e),
             CliError::Http(e) => match e {
-                HttpError::Mediator { status, fault, .. } => answered(*status, *fault),
-                HttpError::Node { .. } => exit::DELIVERY,
-                HttpError::Unreachable { .. }
-                | HttpError::Timeout { .. }
-                | HttpError::Protocol(_) => exit::MEDIATOR,
                 HttpError::Core(e) => core(e),
                 _ => exit::USAGE,
             },
+            CliError::Client(e) => match e {
+                ClientError::Mediator { status, fault, .. } => answered(*status, *fault),
+                ClientError::Node { .. } => exit::DELIVERY,
+                ClientError::Unreachable { .. }
+                | ClientError::Timeout { .. }
+                | ClientError::Protocol(_) => exit::MEDIATOR,
+                ClientError::Core(e) => core(e),
+                _ => exit::USAGE,
+            },
             CliError::Quic(e) => match e {
-                QuicError::Mediator { status, fault, .. } => answered(*status, *fault),
-                QuicError::Node { .. } => exit::DELIVERY,
-                QuicError::Unreachable { .. }
-                | QuicError::Timeout { .. }
-                | QuicError::Protocol(_) => exit::MEDIATOR,
                 QuicError::Core(e) => core(e),
                 _ => exit::USAGE,
             },
@@ -147,9 +150,13 @@ impl From<mediator_core::AuthError> for CliError {
 /// GETs `url` + `path` with a bearer token and parses the JSON answer; a
 /// non-2xx answer is [`CliError::Refused`] carrying the mediator's message,
 /// no connection [`CliError::Unreachable`] saying why and what to do.
+///
+/// `what` names the request in the person's terms (`listing the nodes`):
+/// errors say it rather than the route.
 pub async fn http_get_json(
     url: &str,
     path: &str,
+    what: &str,
     token: &str,
 ) -> Result<serde_json::Value, CliError> {
     let target = format!("{}{path}", url.trim_end_matches('/'));
@@ -157,8 +164,12 @@ pub async fn http_get_json(
         url: url.to_owned(),
         reason,
     };
+    // *ring*, the workspace's one TLS backend; rustls 0.23.48 deprecates its
+    // provider for lacking post-quantum key exchange.
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_webpki_roots(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_provider_and_webpki_roots(provider)
         .map_err(|e| CliError::Config(format!("TLS roots: {e}")))?
         .https_or_http()
         .enable_http1()
@@ -188,7 +199,7 @@ pub async fn http_get_json(
         .to_bytes();
     let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
         unreachable(format!(
-            "GET {path} answered {status} with a body that is not JSON ({e}); is this a mediator?"
+            "the answer to {what} ({status}) is not JSON ({e}); is this a mediator?"
         ))
     })?;
     if !status.is_success() {
@@ -197,12 +208,15 @@ pub async fn http_get_json(
             .and_then(serde_json::Value::as_str)
             .unwrap_or("no reason given");
         let hint = match status.as_u16() {
-            401 | 403 => "; check the token (--token) or the secret it is minted with",
-            _ => "",
+            401 => format!("; {}", exit::token_hint(true)),
+            403 => "; it takes an admin token (`mediator token --admin`, or none: one is minted \
+                    from the secret)"
+                .to_owned(),
+            _ => String::new(),
         };
         return Err(CliError::Refused {
             url: url.to_owned(),
-            message: format!("GET {path}: {status}: {message}{hint}"),
+            message: format!("{what} ({}: {message}){hint}", status.as_u16()),
         });
     }
     Ok(value)

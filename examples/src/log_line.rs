@@ -553,6 +553,7 @@ impl LineFields for TextFields<'_> {
     }
 
     fn float(&mut self, name: &str, value: f64) {
+        let value = shown_float(name, value);
         if self.start(name) {
             let mut digits = zmij::Buffer::new();
             match as_debug_writes(&mut digits, value) {
@@ -598,6 +599,18 @@ impl Visit for TextFields<'_> {
         } else if self.start(field.name()) {
             self.result = write!(self.out, "{value:?}");
         }
+    }
+}
+
+/// A float field as a line shows it: milliseconds (a name ending in `_ms`)
+/// to the microsecond, 3 decimals, as a person reads them — `0.42` rather
+/// than the `0.42035500000000003` a measured duration's binary fraction
+/// spells out; every other float as it is.
+fn shown_float(name: &str, value: f64) -> f64 {
+    if name.ends_with("_ms") && value.is_finite() {
+        (value * 1e3).round() / 1e3
+    } else {
+        value
     }
 }
 
@@ -774,6 +787,7 @@ impl LineFields for JsonFieldsVisitor<'_> {
     }
 
     fn float(&mut self, name: &str, value: f64) {
+        let value = shown_float(name, value);
         if self.start(name) {
             // serde_json's own form of the number, which it takes from
             // zmij, and `null` when it is not finite.
@@ -928,7 +942,7 @@ mod tests {
             target = Some(tracing::field::display("app/echo")),
             node = Some("app/echo"),
             status = 200u16,
-            duration_ms = 0.412_5_f64,
+            duration_ms = 0.412_f64,
             "request"
         );
         tracing::warn!(
@@ -1041,7 +1055,7 @@ mod tests {
         let first: serde_json::Value =
             serde_json::from_str(own.lines().next().expect("a line")).expect("JSON");
         assert_eq!(first["status"], 200);
-        assert_eq!(first["duration_ms"], 0.4125);
+        assert_eq!(first["duration_ms"], 0.412);
         assert_eq!(first["method"], "POST");
         assert_eq!(first["remote"], "127.0.0.1:50412");
         assert!(first.get("sender").is_none(), "{first}");
@@ -1227,6 +1241,38 @@ mod tests {
             text.contains(" INFO outer{job=7}: mediator_transport_http::server::routes: request request_id=\"order-17\""),
             "{text}"
         );
+    }
+
+    #[test]
+    fn milliseconds_are_written_to_the_microsecond() {
+        for (format, expected) in [
+            (crate::logs::LogFormat::Text, "duration_ms=0.42 "),
+            (crate::logs::LogFormat::Json, "\"duration_ms\":0.42,"),
+        ] {
+            let kept = Kept::default();
+            let (writer, guard) = crate::log_writer::to(kept.clone());
+            let builder = tracing_subscriber::fmt()
+                .with_ansi(false)
+                .with_writer(writer);
+            let dispatch: tracing::Dispatch = match format {
+                crate::logs::LogFormat::Text => builder.event_format(TextLines::default()).into(),
+                crate::logs::LogFormat::Json => builder
+                    .fmt_fields(JsonFields::new())
+                    .event_format(JsonLines)
+                    .into(),
+            };
+            tracing::dispatcher::with_default(&dispatch, || {
+                tracing::info!(
+                    duration_ms = 0.420_355_000_000_000_03_f64,
+                    ratio = 0.420_355_f64,
+                    "done"
+                );
+            });
+            drop(guard);
+            let line = kept.text();
+            assert!(line.contains(expected), "{line}");
+            assert!(line.contains("0.420355"), "other floats stay whole: {line}");
+        }
     }
 
     #[test]

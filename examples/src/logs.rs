@@ -48,6 +48,7 @@ impl std::str::FromStr for LogFormat {
 ///
 /// The request lines for that subscriber are then [`request_lines`].
 pub fn init(format: LogFormat) -> LogWriterGuard {
+    let _ = FORMAT.set(format);
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let (writer, guard) = crate::log_writer::stderr();
     let coloured = std::io::stderr().is_terminal();
@@ -83,3 +84,44 @@ pub fn request_lines() -> Option<RequestLines> {
 }
 
 static REQUEST_LINES: OnceLock<RequestLines> = OnceLock::new();
+
+static FORMAT: OnceLock<LogFormat> = OnceLock::new();
+
+/// A line for standard output that a person or a script waits for
+/// (`mediator listening on …`): the `message` alone as text, or, under
+/// `--log-format json`, one JSON object like the log's lines, with the
+/// `message` and each of `fields`.
+///
+/// ```
+/// use mediator_examples::logs::{banner_line, LogFormat};
+/// let line = banner_line(LogFormat::Json, "mediator listening on http://127.0.0.1:8080",
+///     &[("url", "http://127.0.0.1:8080")]);
+/// let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+/// assert_eq!(value["url"], "http://127.0.0.1:8080");
+/// assert_eq!(value["level"], "INFO");
+/// assert_eq!(banner_line(LogFormat::Text, "hi", &[("a", "b")]), "hi");
+/// ```
+pub fn banner_line(format: LogFormat, message: &str, fields: &[(&str, &str)]) -> String {
+    match format {
+        LogFormat::Text => message.to_owned(),
+        LogFormat::Json => {
+            let mut line = serde_json::Map::new();
+            let now = time::OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default();
+            line.insert("timestamp".into(), now.into());
+            line.insert("level".into(), "INFO".into());
+            line.insert("message".into(), message.into());
+            for (name, value) in fields {
+                line.insert((*name).into(), (*value).into());
+            }
+            serde_json::Value::Object(line).to_string()
+        }
+    }
+}
+
+/// Prints [`banner_line`] in the format [`init`] was given (text before it).
+pub fn banner(message: &str, fields: &[(&str, &str)]) {
+    let format = FORMAT.get().copied().unwrap_or_default();
+    println!("{}", banner_line(format, message, fields));
+}

@@ -7,11 +7,13 @@ use mediator_core::model::validate_name;
 
 use crate::CliError;
 
-/// Where the workspace crates live, for the generated project's path
-/// dependencies: this checkout, as it was when the binary was built.
-pub fn default_crates_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+/// The repository the crates come from, for the generated project's git
+/// form of its dependencies (the workspace's `repository`).
+pub const REPOSITORY: &str = env!("CARGO_PKG_REPOSITORY");
+
+/// The release of the crates the generated project depends on: this
+/// binary's own version.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The lock file of this workspace, so the new project builds with the very
 /// versions this one was tested with (and offline, from the same cache).
@@ -26,9 +28,10 @@ pub struct Scaffold {
     pub group: String,
     /// The node's name.
     pub name: String,
-    /// The folder holding `mediator-core/`, `transport-http/` and
-    /// `transport-quic/`.
-    pub crates: PathBuf,
+    /// A local checkout holding `mediator-core/`, `transport-http/` and
+    /// `transport-quic/`, for path dependencies; `None` for the released
+    /// crates (`mediator-core = "0.1.0"`, from the registry).
+    pub crates: Option<PathBuf>,
     /// Whether the node attaches over QUIC (dialling out, for a node
     /// without a reachable address) instead of registering an HTTP callback.
     pub quic: bool,
@@ -52,24 +55,39 @@ impl Scaffold {
                 )));
             }
         }
-        let crates = std::fs::canonicalize(&self.crates).map_err(io(&self.crates))?;
-        let transport = if self.quic {
-            "transport-quic"
-        } else {
-            "transport-http"
-        };
-        for needed in ["mediator-core", transport] {
-            if !crates.join(needed).join("Cargo.toml").exists() {
-                return Err(CliError::Config(format!(
-                    "{} holds no {needed}/; pass --crates with the Mediator checkout",
-                    crates.display()
-                )));
+        let crates = match &self.crates {
+            Some(given) => {
+                let crates = std::fs::canonicalize(given).map_err(io(given))?;
+                let transport = if self.quic {
+                    "transport-quic"
+                } else {
+                    "transport-http"
+                };
+                for needed in ["mediator-core", transport] {
+                    if !crates.join(needed).join("Cargo.toml").exists() {
+                        return Err(CliError::Config(format!(
+                            "--crates {}: holds no {needed}/; give the folder of a Mediator \
+                             checkout",
+                            crates.display()
+                        )));
+                    }
+                }
+                Some(crates)
             }
-        }
+            None => None,
+        };
         let package = package_name(&self.dir);
-        let files = [
-            ("Cargo.toml", cargo_toml(&package, &crates, self.quic)),
-            ("Cargo.lock", WORKSPACE_LOCK.to_owned()),
+        let mut files = vec![(
+            "Cargo.toml",
+            cargo_toml(&package, crates.as_deref(), self.quic),
+        )];
+        // Against a checkout, the versions that checkout was tested with
+        // (and offline, from the same cache); the released crates resolve
+        // their own.
+        if crates.is_some() {
+            files.push(("Cargo.lock", WORKSPACE_LOCK.to_owned()));
+        }
+        files.extend([
             (
                 "src/main.rs",
                 if self.quic {
@@ -84,7 +102,7 @@ impl Scaffold {
                 readme(&package, &self.group, &self.name, self.quic),
             ),
             (".gitignore", "/target\n.env\n".to_owned()),
-        ];
+        ]);
         let mut written = Vec::new();
         for (relative, text) in files {
             let path = self.dir.join(relative);
@@ -126,11 +144,28 @@ fn toml_string(path: &Path) -> String {
         .replace('"', "\\\"")
 }
 
-fn cargo_toml(package: &str, crates: &Path, quic: bool) -> String {
+fn cargo_toml(package: &str, crates: Option<&Path>, quic: bool) -> String {
     let (transport, folder) = if quic {
         ("mediator-transport-quic", "transport-quic")
     } else {
         ("mediator-transport-http", "transport-http")
+    };
+    let mediator = match crates {
+        Some(crates) => format!(
+            "# From the local checkout `mediator new-node --crates` was given.\n\
+             mediator-core = {{ path = \"{core}\" }}\n\
+             {transport} = {{ path = \"{path}\" }}\n",
+            core = toml_string(&crates.join("mediator-core")),
+            path = toml_string(&crates.join(folder)),
+        ),
+        None => format!(
+            "# The released crates. From the repository instead, at the release's tag:\n\
+             #   mediator-core = {{ git = \"{REPOSITORY}\", tag = \"v{VERSION}\" }}\n\
+             # and from a local checkout `mediator new-node --crates PATH` writes path\n\
+             # dependencies.\n\
+             mediator-core = \"{VERSION}\"\n\
+             {transport} = \"{VERSION}\"\n"
+        ),
     };
     format!(
         r#"[package]
@@ -143,13 +178,9 @@ publish = false
 [workspace]
 
 [dependencies]
-mediator-core = {{ path = "{core}" }}
-{transport} = {{ path = "{path}" }}
-bytes = "1"
+{mediator}bytes = "1"
 tokio = {{ version = "1", features = ["full"] }}
-"#,
-        core = toml_string(&crates.join("mediator-core")),
-        path = toml_string(&crates.join(folder)),
+"#
     )
 }
 
@@ -324,13 +355,21 @@ fn readme(package: &str, group: &str, name: &str, quic: bool) -> String {
     } else {
         "registered with an HTTP callback"
     };
+    let via = if quic {
+        "--via quic --quic \"$MEDIATOR_QUIC\" --pin \"$MEDIATOR_QUIC_PIN\" "
+    } else {
+        ""
+    };
     format!(
         "# {package}\n\nA Mediator node {how} as `{group}/{name}`. It answers every request with \
          the payload it received.\n\n```sh\ncp .env.example .env\n\
          # fill in .env: MEDIATOR_SECRET (the mediator's secret) and MEDIATOR_NODE_KEY (`mediator keygen`)\n\
          cargo run\n```\n\nThe node reads `.env` itself; a variable set in the environment wins over it. \
-         Call it from the shell through a running mediator (in the mediator's folder, so it finds the secret):\n\n\
-         ```sh\nmediator send --to {group}/{name} --key \"$MEDIATOR_NODE_KEY\" --data hello\n```\n"
+         Call it from the shell through the running mediator, in this folder: the first line reads \
+         `.env` into the shell (the mediator's URL, its secret, the node key), then `mediator send` \
+         seals `hello` with the node key and calls the node:\n\n\
+         ```sh\nset -a; . ./.env; set +a    # this node's settings, MEDIATOR_NODE_KEY among them\n\
+         mediator send {via}--to {group}/{name} --key \"$MEDIATOR_NODE_KEY\" --data hello\n```\n"
     )
 }
 
@@ -345,7 +384,7 @@ mod tests {
             dir: dir.path().join("x"),
             group: "a b".into(),
             name: "n".into(),
-            crates: default_crates_path(),
+            crates: None,
             quic: false,
         };
         assert!(bad.write().unwrap_err().to_string().contains("group"));
@@ -354,7 +393,7 @@ mod tests {
             dir: dir.path().to_owned(),
             group: "g".into(),
             name: "n".into(),
-            crates: default_crates_path(),
+            crates: None,
             quic: true,
         };
         assert!(full.write().unwrap_err().to_string().contains("not empty"));

@@ -253,10 +253,73 @@ async fn serve_with_quic_listen_carries_a_send_via_quic_and_refuses_a_bad_pin() 
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(
-        stderr.contains("fingerprint") && stderr.contains(&addr),
+        stderr.contains("does not match --pin")
+            && stderr.contains(&pin)
+            && stderr.contains(&wrong)
+            && stderr.contains(&addr)
+            && !stderr.contains("error 40"),
         "{stderr}"
     );
     assert!(out.stdout.is_empty(), "{out:?}");
+    // A pin of the wrong length: refused before dialling, naming --pin.
+    let out = send(&["--pin", &pin[..16], "--to", "app/upper", "--data", "x"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        stderr.contains("--pin") && stderr.contains("64") && !stderr.contains("tls configuration"),
+        "{stderr}"
+    );
+    // An unknown node: the words HTTP's send uses, not the listener's own.
+    let out = send(&["--pin", &pin, "--to", "app/ghost", "--data", "x"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        stderr.contains("no node app/ghost is registered") && !stderr.contains("unknown target"),
+        "{stderr}"
+    );
+    // A token minted with another secret: where the secret comes from.
+    std::fs::write(dir.path().join("other.secret"), "x".repeat(40)).unwrap();
+    let out = send(&[
+        "--pin",
+        &pin,
+        "--to",
+        "app/upper",
+        "--secret-file",
+        "other.secret",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(stderr.contains("--secret-file"), "{stderr}");
+    // Nothing at that address: said so, with the flags to check.
+    let closed = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let nowhere = closed.local_addr().unwrap().to_string();
+    drop(closed);
+    let out = Command::new(BIN)
+        .args([
+            "send",
+            "--via",
+            "quic",
+            "--quic",
+            &nowhere,
+            "--pin",
+            &pin,
+            "--key",
+            &key_text,
+            "--to",
+            "app/upper",
+        ])
+        .current_dir(dir.path())
+        .env_remove("MEDIATOR_SECRET")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        stderr.contains(&nowhere)
+            && stderr.contains("nothing answered")
+            && stderr.contains("--quic-listen"),
+        "{stderr}"
+    );
     // Neither a pin nor a root: refused before dialling.
     let out = send(&["--to", "app/upper"]);
     assert_eq!(out.status.code(), Some(1));
@@ -533,11 +596,17 @@ fn sh_block(readme: &str, after: &str) -> Vec<String> {
         .collect()
 }
 
-/// Runs one README line with `sh` in `dir`, with the tools on `PATH`, offline.
+/// Runs README lines with `sh` in `dir`, with the tools on `PATH`, offline:
+/// one line as the shell's own process, several as one script.
 fn sh(dir: &Path, line: &str) -> Command {
+    let script = if line.contains('\n') {
+        line.to_owned()
+    } else {
+        format!("exec {line}")
+    };
     let mut command = Command::new("sh");
     command
-        .args(["-c", &format!("exec {line}")])
+        .args(["-c", &script])
         .current_dir(dir)
         .env("PATH", path_with_tools())
         .env("CARGO_TARGET_DIR", generated_target())
@@ -561,6 +630,20 @@ fn new_node_readme_steps_build_a_node_that_registers_and_answers() {
     let args = serve_args(port, "memory");
     let hub = Process::start(dir.path(), &as_strs(&args), "listening");
     let project = dir.path().join("billing-worker");
+    // By default the project depends on the released crates; from a local
+    // checkout, `--crates` gives path dependencies (this checkout here).
+    let released = dir.path().join("released");
+    run(dir.path(), &["new-node", released.to_str().unwrap()]);
+    let manifest = std::fs::read_to_string(released.join("Cargo.toml")).unwrap();
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(
+        manifest.contains(&format!("mediator-core = \"{version}\""))
+            && manifest.contains(&format!("mediator-transport-http = \"{version}\""))
+            && manifest.contains(&format!("tag = \"v{version}\""))
+            && !manifest.contains("path ="),
+        "{manifest}"
+    );
+    let checkout = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let out = run(
         dir.path(),
         &[
@@ -570,12 +653,16 @@ fn new_node_readme_steps_build_a_node_that_registers_and_answers() {
             "billing",
             "--name",
             "worker-1",
+            "--crates",
+            checkout.to_str().unwrap(),
         ],
     );
     assert!(
         out.contains("src/main.rs") && out.contains("cp .env.example .env"),
         "{out}"
     );
+    let manifest = std::fs::read_to_string(project.join("Cargo.toml")).unwrap();
+    assert!(manifest.contains("mediator-core = { path = "), "{manifest}");
     let main = std::fs::read_to_string(project.join("src/main.rs")).unwrap();
     assert!(main.contains(r#".identity("billing", Some("worker-1"))"#));
 
@@ -640,12 +727,14 @@ fn new_node_readme_steps_build_a_node_that_registers_and_answers() {
         "{registered}"
     );
 
-    // The README's call, verbatim, from the mediator's folder.
+    // The README's call, verbatim, in a fresh shell in the project's
+    // folder: nothing set beforehand, the steps set what they use.
     let call = sh_block(&readme, "Call it from the shell");
-    assert_eq!(call.len(), 1, "{readme}");
-    let out = sh(dir.path(), &call[0])
-        .env("MEDIATOR_NODE_KEY", &key)
-        .env("MEDIATOR_URL", format!("http://127.0.0.1:{port}"))
+    assert_eq!(call.len(), 2, "{readme}");
+    assert!(call[1].contains("--key \"$MEDIATOR_NODE_KEY\""), "{readme}");
+    let out = sh(&project, &call.join("\n"))
+        .env_remove("MEDIATOR_SECRET_FILE")
+        .env_remove("MEDIATOR_CONFIG")
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
@@ -696,6 +785,7 @@ fn new_node_quic_output_builds_against_the_workspace() {
     let dir = tempfile::tempdir().unwrap();
     // The QUIC variant: the node dials out and stays attached.
     let project = dir.path().join("edge-sensor");
+    let checkout = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let out = run(
         dir.path(),
         &[
@@ -706,6 +796,8 @@ fn new_node_quic_output_builds_against_the_workspace() {
             "--name",
             "sensor",
             "--quic",
+            "--crates",
+            checkout.to_str().unwrap(),
         ],
     );
     assert!(out.contains("src/main.rs"), "{out}");

@@ -53,6 +53,24 @@ async fn the_send_form_blames_the_person_for_what_they_mistyped() {
         .unwrap();
     let send = format!("http://{}/send", sender.page);
 
+    // The sender's page wears the console's stylesheet and names every
+    // target there is, the attached node and its relay among them.
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let page = client
+        .get(format!("http://{}/", sender.page).parse().unwrap())
+        .await
+        .unwrap();
+    let html = page.into_body().collect().await.unwrap().to_bytes();
+    let html = String::from_utf8_lossy(&html);
+    assert!(
+        html.contains("The console's one stylesheet") && html.contains(r#"class="panel""#),
+        "{html}"
+    );
+    assert!(
+        html.contains("<code>demo/quic</code>") && html.contains("<code>/relay</code>"),
+        "{html}"
+    );
+
     // The node attached over QUIC answers the HTTP sender, and in turn
     // calls the HTTP passive node.
     let tls = ServerTls::self_signed(&["localhost"]).unwrap();

@@ -12,6 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::{CommandFactory, Parser, Subcommand};
 use mediator_core::cipher::legacy::LegacyCipher;
+use mediator_core::node::ClientError;
 use mediator_core::router::Summary;
 use mediator_core::{
     Authenticator, Claims, KeyRing, Mediator, NodeKey, SealKey, Target, Timestamp, TokenMinter,
@@ -24,7 +25,7 @@ use mediator_examples::descriptors::{self, FileLimit};
 use mediator_examples::exit;
 use mediator_examples::listing::{human_seconds, Listed};
 use mediator_examples::logs::{self, LogFormat};
-use mediator_examples::scaffold::{default_crates_path, Scaffold};
+use mediator_examples::scaffold::Scaffold;
 use mediator_examples::secret::{open_to_others, Secret, SecretSource};
 use mediator_examples::store::{OpenStore, StoreUrl};
 use mediator_examples::CliError;
@@ -65,7 +66,24 @@ struct Cli {
 enum Command {
     /// Run the mediator (HTTP API; SQLite store by default).
     Serve(ServeFlags),
-    /// Run a mediator with the passive, sender and standalone demo nodes, each with a page.
+    /// Run a mediator with four demo nodes, their pages and the console, to try it out.
+    #[command(
+        long_about = "Run a mediator with four demo nodes, their pages and the console, to try it out.\n\n\
+            Beside what `serve` starts (the HTTP API on --listen, the store, the secret), the demo \
+            turns on:\n\
+            - demo/passive, demo/sender and demo/standalone: HTTP nodes, each with a page on \
+            127.0.0.1 from --pages-from (8081, 8082, 8083). From the sender's page send to \
+            demo/passive (one node), demo/* (every node) or demo/? (any one node), and watch \
+            it arrive on the receivers' pages;\n\
+            - demo/quic: a node attached over QUIC (a QUIC listener on --quic-listen, any free \
+            port unless given). Send to it from the sender's page; at the path /relay it calls \
+            demo/passive over HTTP in turn;\n\
+            - the operator's console on 127.0.0.1:8090 (or --console-listen), with a password \
+            made for the run and printed at start.\n\n\
+            It prints the pages, the console and a node key for `mediator send`. Ctrl-C \
+            deregisters the nodes and stops.",
+        after_help = "Every option is `serve`'s; `mediator serve --help` says more of each."
+    )]
     Demo {
         #[command(flatten)]
         serve: ServeFlags,
@@ -198,8 +216,9 @@ enum Command {
         /// The node's name.
         #[arg(long, default_value = "worker")]
         name: String,
-        /// The Mediator checkout whose crates the project uses.
-        #[arg(long)]
+        /// A local Mediator checkout: the project uses its crates by path
+        /// [default: the released crates, `mediator-core = "VERSION"`].
+        #[arg(long, env = "MEDIATOR_CRATES")]
         crates: Option<PathBuf>,
         /// Attach over QUIC (the node dials out; no callback address needed).
         #[arg(long)]
@@ -364,8 +383,30 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             .await
         }
         Command::Check { serve: flags, json } => {
-            let settings = settings(config, flags)?;
-            let report = mediator_examples::check::check(&settings).await;
+            let report = match settings(config, flags.clone()) {
+                Ok(settings) => mediator_examples::check::check(&settings).await,
+                // A bad endpoint rule is one problem among the others:
+                // check the rest without the rules, and say so.
+                Err(CliError::Config(why)) if why.starts_with("endpoint network") => {
+                    let without = ServeFlags {
+                        endpoint_deny: Vec::new(),
+                        endpoint_allow: Vec::new(),
+                        ..flags
+                    };
+                    match settings(config, without) {
+                        Ok(settings) => {
+                            let mut report = mediator_examples::check::check(&settings).await;
+                            report.endpoint_problem(format!(
+                                "{why}; give networks in CIDR form, like 10.0.0.0/8 or fd00::/8"
+                            ));
+                            report
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                // Settings that do not load at all: said as `serve` says it.
+                Err(e) => return Err(e),
+            };
             if json {
                 print_json(&json!({ "ok": report.problems() == 0, "items": report.items }))?;
             } else {
@@ -476,11 +517,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             secret,
         } => {
             let secret = secret.resolve(config)?;
-            let target = to.parse::<Target>().map_err(|e| {
-                CliError::Config(format!(
-                    "--to {to:?}: {e}; use group/name, group/ (the unnamed node), group/* (every node) or group/? (any node)"
-                ))
-            })?;
+            let target = to.parse::<Target>().map_err(|e| bad_target(&to, &e))?;
             let request = SendRequest {
                 to: &to,
                 target,
@@ -498,7 +535,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                         .into(),
                 )
             })?;
-            let keys: KeyRing = key.parse()?;
+            let keys: KeyRing = key.parse().map_err(|e| bad_key(&e))?;
             let token = TokenMinter::hs256(secret.expose()).mint(&Claims::node(
                 &sender,
                 Timestamp::now(),
@@ -512,7 +549,8 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 .token(token)
                 .keys(keys)
                 .connect()
-                .await?;
+                .await
+                .map_err(|e| http_send_error(&url, &request, e))?;
             let sent = match &request.target {
                 Target::One(key) => client
                     .call(key.clone(), request.path, request.data.clone())
@@ -541,7 +579,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 dir,
                 group,
                 name,
-                crates: crates.unwrap_or_else(default_crates_path),
+                crates,
                 quic,
             };
             for file in scaffold.write()? {
@@ -660,7 +698,7 @@ impl SendRequest<'_> {
         let (replies, summary) = match sent {
             Sent::One(node, body) => {
                 if self.json {
-                    print_json(&json!({ "node": node, "reply": text(&body) }))?;
+                    print_json(&json!({ "node": node, "reply": reply_value(&body) }))?;
                 } else if matches!(self.target, Target::One(_)) {
                     println!("{}", text(&body));
                 } else {
@@ -676,7 +714,7 @@ impl SendRequest<'_> {
             let entries: Vec<Value> = replies
                 .iter()
                 .map(|(node, result)| match result {
-                    Ok(body) => json!({ "node": node, "reply": text(body) }),
+                    Ok(body) => json!({ "node": node, "reply": reply_value(body) }),
                     Err(e) => json!({ "node": node, "error": e }),
                 })
                 .collect();
@@ -721,7 +759,11 @@ impl SendRequest<'_> {
     }
 
     /// A refusal for an unknown target, in words that name it.
-    fn unknown(&self, url: &str, status: u16, message: &str) -> CliError {
+    ///
+    /// The mediator's own words differ by transport (over HTTP the
+    /// original's `clusters not found`, which its Node children read; over
+    /// QUIC `unknown target`), so they are left out: one message for both.
+    fn unknown(&self, url: &str) -> CliError {
         let what = match &self.target {
             Target::One(key) => format!("no node {key} is registered"),
             Target::Any(group) | Target::All(group) => {
@@ -730,41 +772,107 @@ impl SendRequest<'_> {
         };
         CliError::Refused {
             url: url.to_owned(),
+            message: format!("{what}; `mediator nodes` lists the registered nodes"),
+        }
+    }
+
+    /// A refused token (401), in words that say which secret to check.
+    fn unauthorized(&self, url: &str, message: &str) -> CliError {
+        CliError::Refused {
+            url: url.to_owned(),
             message: format!(
-                "{what} ({status}: {message}); `mediator nodes` lists the registered nodes"
+                "it did not accept the token sending to {} ({message}); {}",
+                self.to,
+                exit::token_hint(false)
             ),
         }
     }
 }
 
-/// A failed HTTP `send`, in words that name the mediator and the target.
-fn http_send_error(url: &str, request: &SendRequest<'_>, e: HttpError) -> CliError {
-    match e {
-        HttpError::Unreachable { reason, .. } => CliError::Unreachable {
+/// A reply as `send --json` shows it: the JSON it holds, embedded as such,
+/// or its text as a string when it is not JSON.
+fn reply_value(body: &Bytes) -> Value {
+    serde_json::from_slice(body)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()))
+}
+
+/// A client's failure in the words both transports share.
+fn client_error(e: impl Into<ClientError>) -> ClientError {
+    e.into()
+}
+
+/// A failed `send` over HTTP, in words that name the mediator and the target.
+fn http_send_error(url: &str, request: &SendRequest<'_>, e: impl Into<ClientError>) -> CliError {
+    match e.into() {
+        ClientError::Unreachable { reason, .. } => CliError::Unreachable {
             url: url.to_owned(),
             reason: exit::explain_unreachable(url, &reason),
         },
-        HttpError::Mediator {
-            status: 404,
-            kind,
-            message,
-            ..
-        } if kind == "unknown_target" => request.unknown(url, 404, &message),
-        other => CliError::Http(other),
+        other => send_error(url, request, other),
     }
 }
 
-/// A failed QUIC `send`, in words that name the target.
-fn quic_send_error(addr: SocketAddr, request: &SendRequest<'_>, e: QuicError) -> CliError {
+/// A failed `send` over QUIC, in words that name the address and the target.
+fn quic_send_error(
+    addr: SocketAddr,
+    request: &SendRequest<'_>,
+    e: impl Into<ClientError>,
+) -> CliError {
+    let at = addr.to_string();
+    match e.into() {
+        ClientError::Unreachable { reason, .. } => CliError::Unreachable {
+            reason: exit::explain_quic_unreachable(&reason),
+            url: at,
+        },
+        ClientError::Timeout { after, .. } => CliError::Unreachable {
+            reason: exit::explain_quic_unreachable(&format!("timed out after {after:?}")),
+            url: at,
+        },
+        ClientError::Tls(reason) => CliError::Config(format!("QUIC TLS: {reason}")),
+        other => send_error(&at, request, other),
+    }
+}
+
+/// What both transports say alike: an unknown target, a refused token.
+fn send_error(peer: &str, request: &SendRequest<'_>, e: ClientError) -> CliError {
     match e {
-        QuicError::Mediator {
-            status: 404,
-            kind,
+        ClientError::Mediator {
+            status: 404, kind, ..
+        } if kind == "unknown_target" => request.unknown(peer),
+        ClientError::Mediator {
+            status: 401,
             message,
             ..
-        } if kind == "unknown_target" => request.unknown(&addr.to_string(), 404, &message),
-        other => CliError::Quic(other),
+        } => request.unauthorized(peer, &message),
+        other => CliError::Client(other),
     }
+}
+
+/// A `--to` that is no target, said once with the forms there are.
+fn bad_target(to: &str, error: &mediator_core::Error) -> CliError {
+    let forms = "use group/name, group/ (the unnamed node), group/* (every node) or group/? \
+                 (any node)";
+    let why = error.to_string();
+    if why.contains("group/*") {
+        // The error lists the forms already.
+        CliError::Config(format!("--to {to:?} is not a target; {forms}"))
+    } else {
+        CliError::Config(format!("--to {to:?}: {why}; {forms}"))
+    }
+}
+
+/// A `--key` that is no node key, without the decoder's internals.
+fn bad_key(error: &mediator_core::CipherError) -> CliError {
+    let said = error.to_string();
+    let why = if said.contains("not base64") {
+        "it is not base64".to_owned()
+    } else {
+        said.trim_start_matches("bad key: ").to_owned()
+    };
+    CliError::Config(format!(
+        "--key (MEDIATOR_NODE_KEY) is not a node key: {why}; a node key is 32 random bytes in \
+         base64, as `mediator keygen` prints one"
+    ))
 }
 
 /// `send --legacy-passphrase`: the original's sending library, from the
@@ -790,8 +898,8 @@ async fn send_legacy(
     let reply = client
         .send(key.group(), key.name(), request.path, &data)
         .await
-        .map_err(|e| match e {
-            HttpError::Mediator { status: 401, message, .. } => CliError::Refused {
+        .map_err(|e| match client_error(e) {
+            ClientError::Mediator { status: 401, message, .. } => CliError::Refused {
                 url: url.to_owned(),
                 message: format!(
                     "401: {message}; the original's tokens name no node: serve with --allow-tokens-without-sub"
@@ -822,7 +930,10 @@ async fn send_quic(
         .token(token)
         .keys(keys);
     builder = match (&quic.pin, &quic.root_pem) {
-        (Some(pin), _) => builder.pin(pin),
+        (Some(pin), _) => {
+            exit::check_pin(pin).map_err(CliError::Config)?;
+            builder.pin(pin)
+        }
         (None, Some(root)) => {
             let pem = std::fs::read(root).map_err(|source| CliError::Io {
                 path: root.clone(),
@@ -837,7 +948,10 @@ async fn send_quic(
     };
     // A wrong pin fails the handshake with a message naming both
     // fingerprints, which is what the person needs to see.
-    let client = builder.connect().await?;
+    let client = builder
+        .connect()
+        .await
+        .map_err(|e| quic_send_error(addr, &request, e))?;
     let data = request.data.clone();
     let sent = match &request.target {
         Target::One(key) => client
@@ -886,6 +1000,7 @@ struct Served {
 /// what to do.
 fn bind_error(
     what: &str,
+    flag: &str,
     addr: SocketAddr,
     io: Option<&std::io::Error>,
     other: String,
@@ -893,7 +1008,7 @@ fn bind_error(
     CliError::Bind {
         what: what.to_owned(),
         addr,
-        reason: io.map_or(other, exit::explain_bind),
+        reason: io.map_or(other, |io| exit::explain_bind(io, flag)),
     }
 }
 
@@ -1018,7 +1133,13 @@ where
                 HttpError::Io(io) => Some(io),
                 _ => None,
             };
-            bind_error("HTTP", settings.listen, io, e.to_string())
+            bind_error(
+                "HTTP",
+                "--listen (MEDIATOR_LISTEN, PORT)",
+                settings.listen,
+                io,
+                e.to_string(),
+            )
         })?
         .drain_timeout(settings.drain)
         .client_timeouts(TLS_HANDSHAKE_TIMEOUT, limits.header_read_timeout)
@@ -1034,7 +1155,14 @@ where
     let addr = listener.local_addr();
     let url = format!("{scheme}://{}", loopback_if_unspecified(addr));
     tracing::info!(%url, store = %settings.store, nodes = mediator.routes().len(), "mediator listening");
-    println!("mediator listening on {url}");
+    logs::banner(
+        &if every_address(addr) {
+            format!("mediator listening on {url} (bound to {addr}: every address of this machine)")
+        } else {
+            format!("mediator listening on {url}")
+        },
+        &[("url", &url), ("bound", &addr.to_string())],
+    );
     let mut quic = match settings.quic_listen {
         Some(addr) => {
             let tls = quic_tls(&settings, addr)?;
@@ -1044,14 +1172,24 @@ where
                         QuicError::Io(io) => Some(io),
                         _ => None,
                     };
-                    bind_error("QUIC", addr, io, e.to_string())
+                    bind_error("QUIC", "--quic-listen", addr, io, e.to_string())
                 })?;
             mediator.add_deliver(listener.delivery())?;
             let bound = listener.local_addr()?;
             let shown = loopback_if_unspecified(bound);
-            println!(
-                "mediator QUIC listening on {shown}, certificate SHA-256 {}",
-                listener.fingerprint()
+            let fingerprint = listener.fingerprint();
+            let at = if every_address(bound) {
+                format!("{bound} (every address of this machine; {shown} from here)")
+            } else {
+                shown.to_string()
+            };
+            logs::banner(
+                &format!("mediator QUIC listening on {at}, certificate SHA-256 {fingerprint}"),
+                &[
+                    ("addr", &shown.to_string()),
+                    ("bound", &bound.to_string()),
+                    ("fingerprint", fingerprint),
+                ],
             );
             let serving = listener.clone();
             let served = mediator.clone();
@@ -1082,7 +1220,7 @@ where
                         HttpError::Io(io) => Some(io),
                         _ => None,
                     };
-                    bind_error("console", addr, io, e.to_string())
+                    bind_error("console", "--console-listen", addr, io, e.to_string())
                 })?
                 .drain_timeout(settings.drain)
                 .client_timeouts(TLS_HANDSHAKE_TIMEOUT, limits.header_read_timeout)
@@ -1096,7 +1234,18 @@ where
                 loopback_if_unspecified(console.local_addr())
             );
             tracing::info!(url = %console_url, "console listening");
-            println!("mediator console on {console_url}/");
+            logs::banner(
+                &if every_address(console.local_addr()) {
+                    format!(
+                        "mediator console on {console_url}/ (bound to {}: every address of \
+                         this machine)",
+                        console.local_addr()
+                    )
+                } else {
+                    format!("mediator console on {console_url}/")
+                },
+                &[("url", &format!("{console_url}/"))],
+            );
             let task = tokio::spawn(
                 console.serve_with_shutdown(console_service, stopping(stopped.clone())),
             );
@@ -1204,6 +1353,13 @@ fn operator_login(
         );
     }
     Ok(auth)
+}
+
+/// Whether a listener bound to `bound` listens on every address of this
+/// machine (`0.0.0.0`, `::`), which its banner says rather than show only
+/// the loopback address it is reached at from here.
+fn every_address(bound: SocketAddr) -> bool {
+    bound.ip().is_unspecified()
 }
 
 fn loopback_if_unspecified(addr: SocketAddr) -> SocketAddr {
@@ -1342,7 +1498,8 @@ async fn nodes(
             Some(id) => format!("{base}?limit=1000&after={id}"),
             None => format!("{base}?limit=1000"),
         };
-        let body = mediator_examples::http_get_json(url, &path, &token).await?;
+        let body =
+            mediator_examples::http_get_json(url, &path, "listing the nodes", &token).await?;
         let now = Timestamp::now();
         for row in body
             .get("list")
@@ -1352,7 +1509,7 @@ async fn nodes(
         {
             rows.push(Listed::from_row(row, now).map_err(|e| CliError::Refused {
                 url: url.to_owned(),
-                message: format!("GET {path}: unexpected answer: {e}"),
+                message: format!("an unexpected answer listing the nodes: {e}"),
             })?);
         }
         match body.get("next").and_then(Value::as_u64) {
