@@ -26,3 +26,10 @@ else
   cargo test --workspace --all-features --lib --bins --tests --no-fail-fast
 fi
 cargo test --workspace --all-features --doc
+# The HTTP transport as a library depends on it by default: without the
+# operator's console, whose paths then say the build has none.
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run -p mediator-transport-http --lib
+else
+  cargo test -p mediator-transport-http --lib
+fi

@@ -16,7 +16,8 @@
 //! 6. what a node's reply may not do: a redirect or a status that is no
 //!    final answer is refused with `502`, naming the node;
 //! 7. the answer, which the transport frames ([`Answer`]);
-//! 8. one [`RequestRecord`] to the mediator's [`RequestLog`], and the
+//! 8. one [`RequestRecord`] to the mediator's
+//!    [`RequestLog`](crate::request_log::RequestLog), and the
 //!    request counted in [`TransportStats`](crate::request_log::TransportStats)
 //!    under the transport's name.
 //!

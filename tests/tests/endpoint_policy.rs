@@ -302,7 +302,7 @@ async fn a_wrapped_deliverer_is_held_to_the_policy_without_being_told() {
         .expect("bind");
     let port = node.local_addr().expect("an address").port();
     let api = NodeKey::named("users", "api").expect("a key");
-    let at = Endpoint::http(&format!("http://localhost:{port}")).expect("an endpoint");
+    let at = Endpoint::http(format!("http://localhost:{port}")).expect("an endpoint");
     mediator
         .register(
             &Identity::internal(),

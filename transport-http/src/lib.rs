@@ -13,7 +13,23 @@
 //!
 //! The listener is built on [`MediatorService`], the same API as a tower
 //! `Service` that any hyper or axum server can mount (under a prefix of
-//! its own, beside its own routes); its docs say how.
+//! its own, beside its own routes); its docs say how. The API, the
+//! operator's console ([`MediatorService::console`], with the `console`
+//! feature) and the metrics ([`MediatorService::metrics`]) are services of
+//! their own, sharing one state, to mount side by side or serve on
+//! listeners of their own; [`HttpListener::serve_service_with_shutdown`]
+//! serves any tower service, layers and all.
+//!
+//! A call (`/one`, `/any`, `/many`) is framed here and run by the core's
+//! request lifecycle ([`Mediator::handle`](mediator_core::Mediator::handle)),
+//! the one every transport hands its calls to.
+//!
+//! # Features
+//!
+//! - `console`: the operator's console, its pages, script and sessions.
+//!   Off by default; the `mediator` binary turns it on. Without it the
+//!   console's paths answer `404`, saying the build has none.
+//! - `legacy`: the original project's cipher and body shapes.
 //!
 //! The listener only answers requests: the background sweep that expires
 //! leases and refreshes the routing table is started by whoever composes

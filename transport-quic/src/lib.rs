@@ -140,12 +140,14 @@
 //!   [body budget](mediator_core::Mediator::body_budget) chunk by chunk as
 //!   it arrives, and held until its delivery ends: past the budget the
 //!   call is answered `503 overloaded` and reading stops.
-//! - Every call answered writes one request line, the one HTTP writes
-//!   (`INFO request`, `WARN request failed` for a 5xx; the method, the path
-//!   without its query, the peer, the sender, target, node, status,
-//!   duration, request id and trace ids) to the listener's
-//!   [`request_log`](QuicListener::request_log), and is counted in the
-//!   mediator's
+//! - A call stream only frames: the listener reads its header frame and
+//!   hands the call to the core's request lifecycle
+//!   ([`Mediator::handle`](mediator_core::Mediator::handle)), the one every
+//!   transport uses, which checks it, reads its body from the stream,
+//!   routes it, writes its one request line (the one HTTP's calls get, with
+//!   `transport=quic`) to the mediator's
+//!   [`RequestLog`](mediator_core::request_log::RequestLog), and counts it
+//!   in the mediator's
 //!   [`TransportStats`](mediator_core::request_log::TransportStats) under
 //!   `transport="quic"`, which the HTTP transport's `/metrics` renders
 //!   beside its own requests, with the number of attached nodes.

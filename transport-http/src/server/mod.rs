@@ -126,6 +126,7 @@
 //! [`Mediator`]: mediator_core::Mediator
 //! [`Mediator::spawn_maintenance`]: mediator_core::Mediator::spawn_maintenance
 
+#[cfg(feature = "console")]
 mod console;
 mod credentials;
 mod entity;

@@ -17,6 +17,7 @@ use mediator_core::policy::IpNetwork;
 use mediator_core::Mediator;
 use tower_service::Service;
 
+#[cfg(feature = "console")]
 use super::console::{ConsoleCx, Sessions};
 use super::metrics::{Metrics, MetricsAccess};
 use super::routes;
@@ -95,7 +96,10 @@ pub(crate) enum Surface {
     /// The API, probes and metrics: what nodes and callers use.
     Api,
     /// The operator's console, and `/healthz`.
+    #[cfg_attr(not(feature = "console"), allow(dead_code))]
     Console,
+    /// `/metrics` and `/healthz`.
+    Metrics,
 }
 
 /// What a service knows of where it is served: which face it shows, and
@@ -140,10 +144,12 @@ struct Shared {
     mediator: Mediator,
     metrics: Metrics,
     logins: LoginThrottle,
+    #[cfg(feature = "console")]
     sessions: Sessions,
 }
 
 impl Shared {
+    #[cfg(feature = "console")]
     fn console(&self, secure: bool) -> ConsoleCx<'_> {
         ConsoleCx {
             sessions: &self.sessions,
@@ -166,6 +172,7 @@ impl MediatorService {
                 mediator,
                 metrics: Metrics::default(),
                 logins: LoginThrottle::default(),
+                #[cfg(feature = "console")]
                 sessions: Sessions::default(),
             }),
             metrics_access: MetricsAccess::default(),
@@ -208,10 +215,41 @@ impl MediatorService {
     /// assert_eq!(console.call(page()?).await?.status(), 401);
     /// # Ok(()) }
     /// ```
+    #[cfg(feature = "console")]
     pub fn console(&self) -> MediatorService {
         let mut console = self.clone();
         console.front.surface = Surface::Console;
         console
+    }
+
+    /// `GET /metrics` (and `/healthz`) as a service of its own, sharing
+    /// this one's counts and [`MetricsAccess`], for a scraper on a listener
+    /// apart from the nodes' (every other path is `404`). The API service
+    /// answers `/metrics` too.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http_body_util::Empty;
+    /// use mediator_core::{Authenticator, Mediator, MemoryRegistry};
+    /// use mediator_transport_http::MediatorService;
+    /// use tower_service::Service;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// let mediator = Mediator::builder()
+    ///     .registry(MemoryRegistry::new())
+    ///     .authenticator(Authenticator::hs256("a secret of at least 32 bytes!!!"))
+    ///     .build()?;
+    /// let mut metrics = MediatorService::new(mediator).metrics();
+    /// let get = |path| http::Request::get(path).body(Empty::<Bytes>::new());
+    /// assert_eq!(metrics.call(get("/metrics")?).await?.status(), 200);
+    /// assert_eq!(metrics.call(get("/register")?).await?.status(), 404);
+    /// # Ok(()) }
+    /// ```
+    pub fn metrics(&self) -> MediatorService {
+        let mut metrics = self.clone();
+        metrics.front.surface = Surface::Metrics;
+        metrics
     }
 
     /// Peers whose `X-Forwarded-For` is believed (default none): a request
@@ -259,6 +297,9 @@ impl MediatorService {
         let cx = routes::ServiceCx {
             mediator: &self.shared.mediator,
             metrics: &self.shared.metrics,
+            logins: &self.shared.logins,
+            secure: self.secure_cookies,
+            #[cfg(feature = "console")]
             console: self.shared.console(self.secure_cookies),
             access: self.metrics_access,
             front: &self.front,
@@ -305,6 +346,9 @@ where
             let cx = routes::ServiceCx {
                 mediator: &shared.mediator,
                 metrics: &shared.metrics,
+                logins: &shared.logins,
+                secure,
+                #[cfg(feature = "console")]
                 console: shared.console(secure),
                 access,
                 front: &front,

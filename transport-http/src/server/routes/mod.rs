@@ -28,6 +28,7 @@ use mediator_core::{Error, Fault, Mediator, TraceContext};
 use serde_json::{json, Map, Value};
 use tracing::Instrument;
 
+#[cfg(feature = "console")]
 use super::console::{self, ConsoleCx};
 use super::credentials;
 use super::metrics::{Metrics, MetricsAccess, RouteLabel};
@@ -61,7 +62,7 @@ where
     let ServiceCx {
         mediator,
         metrics,
-        console,
+        secure,
         front,
         ..
     } = *cx;
@@ -94,7 +95,7 @@ where
         let arrived = tokio::time::Instant::from_std(started);
         let mut response =
             forward::forward(mediator, call, request, arrived, BODY_CREDENTIAL_LIMIT).await;
-        add_hsts(console.secure, &mut response);
+        add_hsts(secure, &mut response);
         return response;
     }
     let label = route.label();
@@ -112,7 +113,7 @@ where
     let mut response = dispatch(cx, route, &path, &mut seen, request)
         .instrument(span)
         .await;
-    add_hsts(console.secure, &mut response);
+    add_hsts(secure, &mut response);
     let status = response.status().as_u16();
     let took = started.elapsed();
     metrics.request(label, status, took);
@@ -159,7 +160,12 @@ pub(crate) struct ServiceCx<'a> {
     pub(crate) mediator: &'a Mediator,
     /// The service's request counts.
     pub(crate) metrics: &'a Metrics,
+    /// The backoff of logins (Basic, and the console's sign-in).
+    pub(crate) logins: &'a LoginThrottle,
+    /// Whether the service is reached over TLS.
+    pub(crate) secure: bool,
     /// The console's sessions, logins and cookie rules.
+    #[cfg(feature = "console")]
     pub(crate) console: ConsoleCx<'a>,
     /// Who may read `/metrics`.
     pub(crate) access: MetricsAccess,
@@ -181,9 +187,10 @@ where
     let ServiceCx {
         mediator,
         metrics,
-        console,
         access,
         front,
+        logins,
+        ..
     } = *cx;
     let surface = front.surface;
     let (mut parts, body) = request.into_parts();
@@ -207,45 +214,14 @@ where
     if let Some(refusal) = off_surface(surface, &route, path) {
         return refusal;
     }
-    if let Some(response) = throttle_login(mediator, console.logins, &route, &mut parts).await {
+    if let Some(response) = throttle_login(mediator, logins, &route, &mut parts).await {
         return response;
     }
     match route {
         Route::Healthz => return reply::json(StatusCode::OK, &json!({ "ok": true })),
         Route::Metrics => return admin::metrics_reply(mediator, metrics, access, &parts),
-        Route::Dashboard => {
-            return console::root(mediator, console, &parts, &mut seen.sender).await
-        }
-        Route::Console(rest) => {
-            // Who may send a body is settled from the head: a sign-in only
-            // while its address is not made to wait, and then a small one;
-            // anything else only with a credential the console accepts.
-            let bound = if rest == "sign-in" {
-                if let Some(wait) = console::sign_in_wait(console, &parts) {
-                    return wait;
-                }
-                SIGN_IN_BODY_LIMIT
-            } else if parts.method == http::Method::GET || parts.method == http::Method::HEAD {
-                // Nothing the console reads takes a body; a stray one is
-                // small or refused.
-                SIGN_IN_BODY_LIMIT
-            } else {
-                match console::admitted_by_head(mediator, console, &parts) {
-                    Ok(()) => mediator.limits().max_body,
-                    Err(e) => return reply::error(&e),
-                }
-            };
-            if announced_size(&parts.headers, &body).is_some_and(|len| len > bound as u64) {
-                // Nothing the console takes is this large: refused unread.
-                return too_large(bound);
-            }
-            let limits = mediator.limits();
-            return match read_body(mediator, bound, limits.deadline, body).await {
-                Ok((body, _held)) => {
-                    console::handle(mediator, console, &parts, &body, rest, &mut seen.sender).await
-                }
-                Err(response) => response,
-            };
+        Route::Dashboard | Route::Console(_) => {
+            return console_route(cx, route, parts, body, seen).await
         }
         Route::Ping | Route::Readyz => return admin::ready(mediator, &parts).await,
         Route::Token => return admin::token(mediator, &parts, &mut seen.sender),
@@ -294,6 +270,76 @@ where
     response
 }
 
+/// The console's page (`GET /`) and routes (`/console/*`).
+#[cfg(feature = "console")]
+async fn console_route<B>(
+    cx: &ServiceCx<'_>,
+    route: Route<'_>,
+    parts: Parts,
+    body: B,
+    seen: &mut Seen,
+) -> HttpResponse
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let (mediator, console) = (cx.mediator, cx.console);
+    let rest = match route {
+        Route::Console(rest) => rest,
+        _ => return console::root(mediator, console, &parts, &mut seen.sender).await,
+    };
+    // Who may send a body is settled from the head: a sign-in only while
+    // its address is not made to wait, and then a small one; anything else
+    // only with a credential the console accepts.
+    let bound = if rest == "sign-in" {
+        if let Some(wait) = console::sign_in_wait(console, &parts) {
+            return wait;
+        }
+        SIGN_IN_BODY_LIMIT
+    } else if parts.method == http::Method::GET || parts.method == http::Method::HEAD {
+        // Nothing the console reads takes a body; a stray one is small or
+        // refused.
+        SIGN_IN_BODY_LIMIT
+    } else {
+        match console::admitted_by_head(mediator, console, &parts) {
+            Ok(()) => mediator.limits().max_body,
+            Err(e) => return reply::error(&e),
+        }
+    };
+    if announced_size(&parts.headers, &body).is_some_and(|len| len > bound as u64) {
+        // Nothing the console takes is this large: refused unread.
+        return too_large(bound);
+    }
+    let limits = mediator.limits();
+    match read_body(mediator, bound, limits.deadline, body).await {
+        Ok((body, _held)) => {
+            console::handle(mediator, console, &parts, &body, rest, &mut seen.sender).await
+        }
+        Err(response) => response,
+    }
+}
+
+/// Without the console compiled in, its paths are not found, saying why.
+#[cfg(not(feature = "console"))]
+async fn console_route<B>(
+    _cx: &ServiceCx<'_>,
+    _route: Route<'_>,
+    parts: Parts,
+    _body: B,
+    _seen: &mut Seen,
+) -> HttpResponse {
+    reply::error_status(
+        StatusCode::NOT_FOUND,
+        &format!(
+            "no route for {}: this build has no console (mediator-transport-http's \
+             `console` feature)",
+            parts.uri.path()
+        ),
+        "not_found",
+        Fault::Caller,
+    )
+}
+
 /// The login gate for a request carrying a Basic login in its head.
 ///
 /// Only the routes that take a Basic login look at it: the console's page
@@ -318,6 +364,7 @@ async fn throttle_login(
     }
     let takes_basic = match route {
         Route::Dashboard | Route::Token | Route::AdminClusters(_) | Route::AdminCluster(_) => true,
+        #[cfg(feature = "console")]
         Route::Console(rest) => console::takes_basic(&parts.method, rest),
         _ => false,
     };
@@ -348,13 +395,17 @@ async fn throttle_login(
 /// console's.
 fn off_surface(surface: Surface, route: &Route<'_>, path: &str) -> Option<HttpResponse> {
     let message = match (surface, route) {
-        (Surface::Api, Route::Dashboard | Route::Console(_)) => format!(
-            "no route for {path}: the console is served on a listener of its own \
-             (`mediator serve --console-listen`)"
-        ),
+        (Surface::Api, Route::Dashboard | Route::Console(_)) if cfg!(feature = "console") => {
+            format!(
+                "no route for {path}: the console is served on a listener of its own \
+                 (`mediator serve --console-listen`)"
+            )
+        }
         (Surface::Console, Route::Dashboard | Route::Console(_) | Route::Healthz)
+        | (Surface::Metrics, Route::Metrics | Route::Healthz)
         | (Surface::Api, _) => return None,
         (Surface::Console, _) => format!("no route for {path} on the console's listener"),
+        (Surface::Metrics, _) => format!("no route for {path} on the metrics' listener"),
     };
     Some(reply::error_status(
         StatusCode::NOT_FOUND,
@@ -371,6 +422,7 @@ fn off_surface(surface: Surface, route: &Route<'_>, path: &str) -> Option<HttpRe
 const BODY_CREDENTIAL_LIMIT: usize = 64 * 1024;
 
 /// The largest sign-in form: a password or a token, with room to spare.
+#[cfg(feature = "console")]
 const SIGN_IN_BODY_LIMIT: usize = 16 * 1024;
 
 /// Checks the caller's credentials and reads the body, looking for the
@@ -594,5 +646,40 @@ fn json_object(body: &[u8]) -> Result<Map<String, Value>, HttpResponse> {
             "body",
             format!("must be JSON: {e}"),
         ))),
+    }
+}
+
+#[cfg(all(test, not(feature = "console")))]
+mod without_the_console {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Empty};
+    use mediator_core::{Authenticator, Mediator, MemoryRegistry};
+    use tower_service::Service;
+
+    use crate::MediatorService;
+
+    #[tokio::test]
+    async fn its_paths_are_not_found_and_say_why() {
+        let mediator = Mediator::builder()
+            .registry(MemoryRegistry::new())
+            .authenticator(Authenticator::hs256("a secret of at least 32 bytes!!!"))
+            .build()
+            .expect("mediator");
+        let mut api = MediatorService::new(mediator);
+        for path in ["/", "/console/api/state", "/console/sign-in"] {
+            let request = http::Request::get(path)
+                .body(Empty::<Bytes>::new())
+                .expect("request");
+            let response = api.call(request).await.expect("answered");
+            assert_eq!(response.status(), 404, "{path}");
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .expect("body")
+                .to_bytes();
+            let text = String::from_utf8_lossy(&body);
+            assert!(text.contains("no console"), "{path}: {text}");
+        }
     }
 }
