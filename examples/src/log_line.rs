@@ -342,6 +342,9 @@ fn request_fields(fields: &mut impl LineFields, record: &RequestRecord<'_>) {
     if let Some(node) = record.node {
         fields.text("node", node);
     }
+    if let Some(transport) = record.transport {
+        fields.text("transport", transport);
+    }
     fields.unsigned("status", u64::from(record.status));
     fields.float("duration_ms", record.duration_ms());
 }
@@ -1120,7 +1123,8 @@ mod tests {
             group: "app",
             rest: "echo",
         })
-        .with_node("app/echo");
+        .with_node("app/echo")
+        .with_transport("http");
         let bare = RequestRecord::new(
             Level::WARN,
             "request failed",
@@ -1148,7 +1152,8 @@ mod tests {
         .with_target(TargetName {
             group: "g",
             rest: "?",
-        });
+        })
+        .with_transport("quic");
         let renewal = RequestRecord::new(
             Level::DEBUG,
             "request",
@@ -1213,7 +1218,7 @@ mod tests {
         }
         let text = request_lines(crate::logs::LogFormat::Text, true);
         assert!(
-            text.contains(" INFO mediator_transport_http::server::routes: request request_id=\"order-17\" trace_id=\"4bf92f3577b34da6a3ce929d0e0e4736\" span_id=\"00f067aa0ba902b7\" method=POST path=\"/one/app/echo/x\" remote=127.0.0.1:50412 sender=app/caller target=app/echo node=\"app/echo\" status=200 duration_ms=0.841\n"),
+            text.contains(" INFO mediator_transport_http::server::routes: request request_id=\"order-17\" trace_id=\"4bf92f3577b34da6a3ce929d0e0e4736\" span_id=\"00f067aa0ba902b7\" method=POST path=\"/one/app/echo/x\" remote=127.0.0.1:50412 sender=app/caller target=app/echo node=\"app/echo\" transport=\"http\" status=200 duration_ms=0.841\n"),
             "{text}"
         );
         assert!(text.contains(" WARN mediator_transport_http::server::routes: request failed "));
