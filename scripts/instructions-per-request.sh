@@ -7,6 +7,7 @@
 #
 #   scripts/instructions-per-request.sh [MEDIATOR_BINARY] [REQUESTS]
 #   NODES=100000 scripts/instructions-per-request.sh   # with that many more nodes registered
+#   PROFILE_DIR=/tmp/cg scripts/instructions-per-request.sh   # keep the dumps
 #
 # Nothing is counted until the nodes are registered and the warm-up is done.
 # Needs valgrind, curl and python3, and release builds of `mediator` and of
@@ -100,3 +101,8 @@ for dump in "$work"/cg.out.*; do
   total=$((total + ir))
 done
 echo "$(basename "$bin"): $total instructions for $requests requests, $((total / requests)) per request"
+# PROFILE_DIR=DIR keeps the callgrind dumps, for callgrind_annotate.
+if [ -n "${PROFILE_DIR:-}" ]; then
+  mkdir -p "$PROFILE_DIR"
+  cp "$work"/cg.out.* "$PROFILE_DIR"/
+fi

@@ -82,7 +82,7 @@ use crate::budget::BodyReservation;
 use crate::context::TraceContext;
 use crate::error::{Error, Result};
 use crate::mediator::Mediator;
-use crate::model::{Envelope, NodeKey, Target};
+use crate::model::{split_at_slash, Envelope, NodeKey, Target};
 use crate::policy::Credentials;
 use crate::request_log::{sender_name, RequestRecord, TargetName};
 use crate::router::Routed;
@@ -163,7 +163,7 @@ pub struct Inbound<B = Bytes> {
     pub target: String,
     /// The method the node is asked with.
     pub method: Method,
-    /// The path (and query) the node is asked for; `/` when empty.
+    /// The path (and query) the node is asked for; empty is `/`.
     pub path: String,
     /// The headers that travel to the node.
     pub headers: HeaderMap,
@@ -182,9 +182,9 @@ pub struct Inbound<B = Bytes> {
     /// header), given once the caller is authenticated, so that a caller
     /// without credentials learns nothing from it.
     pub malformed: Option<Error>,
-    /// When the call arrived: its duration and the deadline to read its
-    /// body are counted from here.
-    pub arrived: Instant,
+    /// When the call arrived (`None`: when it was handed to the core): its
+    /// duration and the deadline to read its body are counted from here.
+    pub arrived: Option<Instant>,
 }
 
 impl<B: InboundBody> Inbound<B> {
@@ -201,7 +201,7 @@ impl<B: InboundBody> Inbound<B> {
             caller,
             target: target.into(),
             method: Method::POST,
-            path: "/".to_owned(),
+            path: String::new(),
             headers: HeaderMap::new(),
             body,
             request_id: None,
@@ -209,7 +209,7 @@ impl<B: InboundBody> Inbound<B> {
             timeout: None,
             remote: None,
             malformed: None,
-            arrived: Instant::now(),
+            arrived: None,
         }
     }
 
@@ -257,9 +257,9 @@ impl<B: InboundBody> Inbound<B> {
         self
     }
 
-    /// Arrived at `at` rather than now.
+    /// Arrived at `at` rather than when handed to the core.
     pub fn arrived(mut self, at: Instant) -> Self {
-        self.arrived = at;
+        self.arrived = Some(at);
         self
     }
 }
@@ -280,8 +280,12 @@ pub struct Answer<'a> {
 #[derive(Default)]
 struct Seen {
     sender: Option<Identity>,
-    target: Option<Target>,
+    /// The route the call is counted under, once its target is known.
+    route: Option<&'static str>,
     node: Option<NodeKey>,
+    /// The record's path, made while the call's path is at hand, when
+    /// records are written at all.
+    path: Option<String>,
 }
 
 impl Mediator {
@@ -289,7 +293,7 @@ impl Mediator {
     /// checks it, reads its body, routes it, hands the outcome to `frame`,
     /// which answers on the transport's wire and returns what it answered
     /// with and the status it answered, and records the call.
-    pub async fn handle<B, T, F>(&self, inbound: Inbound<B>, frame: F) -> T
+    pub async fn handle<B, T, F>(&self, mut inbound: Inbound<B>, frame: F) -> T
     where
         B: InboundBody,
         F: FnOnce(Answer<'_>) -> (T, u16),
@@ -299,30 +303,37 @@ impl Mediator {
             inbound.traceparent.as_deref(),
         );
         let transport = inbound.transport;
-        let arrived = inbound.arrived;
+        let arrived = *inbound.arrived.get_or_insert_with(Instant::now);
         let remote = inbound.remote;
         let method = inbound.method.clone();
-        let record_path = record_path(&inbound.target, &inbound.path);
-        let raw_target = inbound.target.clone();
+        let target = std::mem::take(&mut inbound.target);
         let mut seen = Seen::default();
-        let request_id = trace.request_id.as_deref().unwrap_or_default();
         // Events inside the call (retries, refusals) carry its id when
-        // debugging; at the default level the span costs nothing.
-        let span = tracing::debug_span!("request", request_id);
-        let outcome = self.run(inbound, &trace, &mut seen).instrument(span).await;
+        // debugging; otherwise the call's future is not wrapped at all.
+        let span = tracing::debug_span!(
+            "request",
+            request_id = trace.request_id.as_deref().unwrap_or_default()
+        );
+        let outcome = if span.is_disabled() {
+            self.run(inbound, &target, &trace, &mut seen).await
+        } else {
+            self.run(inbound, &target, &trace, &mut seen)
+                .instrument(span)
+                .await
+        };
         let (framed, status) = frame(Answer {
             trace: &trace,
             outcome,
         });
         let took = arrived.elapsed();
-        let route = match &seen.target {
-            Some(Target::One(_)) => "one",
-            Some(Target::Any(_)) => "any",
-            Some(Target::All(_)) => "many",
+        let route = seen.route.unwrap_or_else(|| {
             // A call whose header could not be read named no target.
-            None if raw_target.is_empty() => "other",
-            None => route_of(&raw_target),
-        };
+            if target.is_empty() {
+                "other"
+            } else {
+                route_of(&target)
+            }
+        });
         self.transport_stats()
             .request(transport, route, status, took);
         let (level, message) = if status >= 500 {
@@ -332,19 +343,17 @@ impl Mediator {
         };
         let log = self.request_log();
         if log.enabled(level) {
+            let request_id = trace.request_id.as_deref().unwrap_or_default();
             let node = seen.node.as_ref().map(NodeKey::to_string);
-            let mut record = RequestRecord::new(
-                level,
-                message,
-                request_id,
-                &method,
-                &record_path,
-                status,
-                took,
-            )
-            .with_transport(transport);
-            if !raw_target.is_empty() {
-                record = record.with_target(target_name(&raw_target));
+            let path = seen
+                .path
+                .take()
+                .unwrap_or_else(|| record_path(&target, "/"));
+            let mut record =
+                RequestRecord::new(level, message, request_id, &method, &path, status, took)
+                    .with_transport(transport);
+            if !target.is_empty() {
+                record = record.with_target(target_name(&target));
             }
             if let Some((trace_id, span_id)) = trace.ids() {
                 record = record.with_trace(trace_id, span_id);
@@ -367,12 +376,12 @@ impl Mediator {
     async fn run<B: InboundBody>(
         &self,
         inbound: Inbound<B>,
+        target: &str,
         trace: &TraceContext,
         seen: &mut Seen,
     ) -> Result<Routed> {
         let Inbound {
             caller,
-            target,
             method,
             path,
             headers,
@@ -382,18 +391,29 @@ impl Mediator {
             malformed,
             ..
         } = inbound;
-        let identity = match caller {
-            Caller::Token(token) => self.authenticate(&Credentials::Bearer(&token))?,
-            Caller::Authenticated(identity) => identity,
+        let arrived = arrived.unwrap_or_else(Instant::now);
+        // Written to the record only if records are wanted at all: a
+        // level that takes INFO lines takes WARN ones.
+        if self.request_log().enabled(Level::WARN) {
+            seen.path = Some(record_path(target, &path));
+        }
+        let identity: &Identity = match caller {
+            Caller::Token(token) => seen
+                .sender
+                .insert(self.authenticate(&Credentials::Bearer(&token))?),
+            Caller::Authenticated(identity) => seen.sender.insert(identity),
             Caller::Refused(e) => return Err(e),
         };
-        seen.sender = Some(identity.clone());
         if let Some(e) = malformed {
             return Err(e);
         }
         let target: Target = target.parse()?;
-        seen.target = Some(target.clone());
-        self.authorize(&identity, &target)?;
+        seen.route = Some(match &target {
+            Target::One(_) => "one",
+            Target::Any(_) => "any",
+            Target::All(_) => "many",
+        });
+        self.authorize(identity, &target)?;
         if timeout == Some(Duration::ZERO) {
             // The caller's deadline has already passed: nothing can answer
             // in time, so no node is bothered.
@@ -425,16 +445,17 @@ impl Mediator {
             body: body.travelling(bytes),
         };
         let routed = self
-            .route_authorized(&identity, envelope, timeout, trace.clone())
+            .route_authorized(identity, envelope, timeout, trace.clone())
             .await;
         // The body counted against the budget until its delivery ended.
         drop(reservation);
         match routed? {
             Routed::One { node, reply } => {
-                seen.node = Some(node.clone());
                 if let Some(refusal) = unrelayable(&node, reply.status, &reply.headers) {
+                    seen.node = Some(node);
                     return Err(refusal);
                 }
+                seen.node = Some(node.clone());
                 Ok(Routed::One { node, reply })
             }
             other => Ok(other),
@@ -594,15 +615,15 @@ pub fn unrelayable(node: &NodeKey, status: StatusCode, headers: &HeaderMap) -> O
 /// A target as the request line writes it, straight from its text, valid
 /// or not.
 fn target_name(target: &str) -> TargetName<'_> {
-    let (group, rest) = target.split_once('/').unwrap_or((target, ""));
+    let (group, rest) = split_at_slash(target).unwrap_or((target, ""));
     TargetName { group, rest }
 }
 
 /// The route a call is counted under, from its target's text.
 fn route_of(target: &str) -> &'static str {
-    match target.rsplit_once('/') {
-        Some((_, "*")) => "many",
-        Some((_, "?")) => "any",
+    match target.as_bytes() {
+        [.., b'/', b'*'] => "many",
+        [.., b'/', b'?'] => "any",
         _ => "one",
     }
 }
@@ -616,7 +637,10 @@ fn record_path(target: &str, path: &str) -> String {
         // A call whose header could not be read named nothing.
         return "-".to_owned();
     }
-    let path = path.split_once('?').map_or(path, |(path, _)| path);
+    let path = path
+        .bytes()
+        .position(|b| b == b'?')
+        .map_or(path, |at| &path[..at]);
     let name = target_name(target);
     let mut out = String::with_capacity(8 + target.len() + path.len());
     match route_of(target) {

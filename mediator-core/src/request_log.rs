@@ -380,16 +380,58 @@ pub fn sender_name(identity: &Identity) -> &str {
 /// ```
 #[derive(Debug, Default)]
 pub struct TransportStats {
-    requests: Mutex<BTreeMap<(&'static str, &'static str), RouteCounts>>,
+    /// One entry per transport and route, in the order first seen: a
+    /// handful, searched in place (names fixed in code usually compare by
+    /// address), where a map would compare strings on every request.
+    requests: Mutex<Vec<RouteCounts>>,
     attached: Mutex<BTreeMap<&'static str, usize>>,
 }
 
-#[derive(Debug, Default)]
+/// The statuses counted: 100 to 999.
+const STATUSES: usize = 900;
+
+#[derive(Debug)]
 struct RouteCounts {
-    statuses: BTreeMap<u16, u64>,
+    transport: &'static str,
+    route: &'static str,
+    /// By status, from 100.
+    statuses: Box<[u64; STATUSES]>,
     /// Per bucket, not cumulative; the last slot is past the last bound.
     buckets: [u64; LATENCY_BUCKETS.len() + 1],
     sum: Duration,
+}
+
+impl RouteCounts {
+    fn new(transport: &'static str, route: &'static str) -> RouteCounts {
+        RouteCounts {
+            transport,
+            route,
+            statuses: Box::new([0; STATUSES]),
+            buckets: [0; LATENCY_BUCKETS.len() + 1],
+            sum: Duration::ZERO,
+        }
+    }
+
+    fn is(&self, transport: &str, route: &str) -> bool {
+        let same = |a: &str, b: &str| std::ptr::eq(a, b) || a == b;
+        same(self.transport, transport) && same(self.route, route)
+    }
+}
+
+/// The entry of `transport` and `route` in `requests`, made when missing.
+fn entry<'a>(
+    requests: &'a mut Vec<RouteCounts>,
+    transport: &'static str,
+    route: &'static str,
+) -> &'a mut RouteCounts {
+    let at = match requests.iter().position(|c| c.is(transport, route)) {
+        Some(at) => at,
+        None => {
+            requests.push(RouteCounts::new(transport, route));
+            requests.len() - 1
+        }
+    };
+    &mut requests[at]
 }
 
 /// The requests one transport answered on one route, as
@@ -423,12 +465,16 @@ impl TransportStats {
     ) {
         // Entries are updated whole under the lock; a panic elsewhere
         // cannot leave one half-written.
+        let bucket = LATENCY_BUCKETS.partition_point(|&bound| bound < duration);
         let mut requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
-        let counts = requests.entry((transport, route)).or_default();
-        if (100..=999).contains(&status) {
-            *counts.statuses.entry(status).or_default() += 1;
+        let counts = entry(&mut requests, transport, route);
+        if let Some(slot) = usize::from(status)
+            .checked_sub(100)
+            .and_then(|i| counts.statuses.get_mut(i))
+        {
+            *slot += 1;
         }
-        counts.buckets[LATENCY_BUCKETS.partition_point(|&bound| bound < duration)] += 1;
+        counts.buckets[bucket] += 1;
         counts.sum = counts.sum.saturating_add(duration);
     }
 
@@ -437,21 +483,27 @@ impl TransportStats {
     pub fn declare(&self, transport: &'static str, routes: &[&'static str]) {
         let mut requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
         for &route in routes {
-            requests.entry((transport, route)).or_default();
+            entry(&mut requests, transport, route);
         }
     }
 
     /// The counts so far, by transport then route.
     pub fn requests(&self) -> Vec<RequestCounts> {
         let requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
-        requests
-            .iter()
-            .map(|(&(transport, route), counts)| {
+        let mut sorted: Vec<&RouteCounts> = requests.iter().collect();
+        sorted.sort_by_key(|c| (c.transport, c.route));
+        sorted
+            .into_iter()
+            .map(|counts| {
                 let mut seen = 0;
                 RequestCounts {
-                    transport,
-                    route,
-                    statuses: counts.statuses.iter().map(|(&s, &n)| (s, n)).collect(),
+                    transport: counts.transport,
+                    route: counts.route,
+                    statuses: (100u16..)
+                        .zip(counts.statuses.iter())
+                        .filter(|(_, &n)| n > 0)
+                        .map(|(s, &n)| (s, n))
+                        .collect(),
                     cumulative_buckets: counts
                         .buckets
                         .iter()

@@ -47,7 +47,9 @@ pub const X_JWT_PARAM: &str = "x-jwt";
 /// this form, never the name as sent.
 fn folded(name: &HeaderName) -> std::borrow::Cow<'_, str> {
     let text = name.as_str();
-    if text.contains('_') {
+    // A byte scan: names are short, and every header of every request is
+    // looked at.
+    if text.as_bytes().contains(&b'_') {
         std::borrow::Cow::Owned(text.replace('_', "-"))
     } else {
         std::borrow::Cow::Borrowed(text)
@@ -58,7 +60,11 @@ fn folded(name: &HeaderName) -> std::borrow::Cow<'_, str> {
 /// however its dashes are spelled (`X_Mediator-From` included): only the
 /// mediator sets them, in either direction.
 pub fn is_reserved(name: &HeaderName) -> bool {
-    folded(name).starts_with("x-mediator")
+    reserved_folded(&folded(name))
+}
+
+fn reserved_folded(folded: &str) -> bool {
+    folded.starts_with("x-mediator")
 }
 
 /// Whether `name` is a hop-by-hop header, which describes one connection and
@@ -67,7 +73,10 @@ pub fn is_reserved(name: &HeaderName) -> bool {
 /// already answered by reading the whole body. `proxy_*` spellings count
 /// too, since a gateway may read them as `proxy-*`.
 pub fn is_hop_by_hop(name: &HeaderName) -> bool {
-    let folded = folded(name);
+    hop_by_hop_folded(name, &folded(name))
+}
+
+fn hop_by_hop_folded(name: &HeaderName, folded: &str) -> bool {
     name == header::CONNECTION
         || name == header::EXPECT
         || name == header::TE
@@ -85,7 +94,10 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
 /// `cookie` or `x-jwt`, also when spelled with underscores (`x_jwt`), which
 /// a CGI-style node reads as the same header.
 pub fn is_credential(name: &HeaderName) -> bool {
-    let folded = folded(name);
+    credential_folded(&folded(name))
+}
+
+fn credential_folded(folded: &str) -> bool {
     folded == header::AUTHORIZATION.as_str()
         || folded == header::COOKIE.as_str()
         || folded == X_JWT.as_str()
@@ -139,10 +151,11 @@ pub(crate) fn forwardable_with_room(headers: &HeaderMap, room: usize) -> HeaderM
     let listed = connection_listed(headers);
     let mut kept = HeaderMap::with_capacity(headers.keys_len() + room);
     for (name, value) in headers {
-        if is_hop_by_hop(name)
-            || is_credential(name)
+        let folded = folded(name);
+        if hop_by_hop_folded(name, &folded)
+            || credential_folded(&folded)
             || name == header::CONTENT_LENGTH
-            || is_reserved(name)
+            || reserved_folded(&folded)
             || listed.contains(name)
         {
             continue;

@@ -311,12 +311,23 @@ impl Service<Uri> for PolicyConnector {
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
-        let Ok(policy) = ENDPOINTS.try_with(Arc::clone) else {
-            return Box::pin(std::future::ready(Err(
+        match ENDPOINTS.try_with(Arc::clone) {
+            Ok(policy) => self.connect(policy, uri),
+            Err(_) => Box::pin(std::future::ready(Err(
                 "no endpoint policy for this connection: connections are opened only for a delivery"
                     .into(),
-            )));
-        };
+            ))),
+        }
+    }
+}
+
+impl PolicyConnector {
+    /// A connection to `uri`, at an address `policy` allows.
+    fn connect(
+        &self,
+        policy: Arc<EndpointPolicy>,
+        uri: Uri,
+    ) -> Pin<Box<dyn Future<Output = Result<TokioIo<TcpStream>, BoxError>> + Send>> {
         let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
         let host = uri.host().unwrap_or_default();
@@ -426,9 +437,7 @@ impl Deliver for HttpDelivery {
         // Any connection this delivery opens is judged by its policy.
         let endpoints = Arc::clone(&cx.endpoints);
         if request.uri().scheme() == Some(&http::uri::Scheme::HTTP) {
-            return ENDPOINTS
-                .scope(endpoints, self.deliver_plain(request))
-                .await;
+            return self.deliver_plain(request, endpoints).await;
         }
         let sent = ENDPOINTS.scope(endpoints, self.client.request(request));
         let response = sent.await.map_err(|e| {
@@ -446,7 +455,11 @@ impl HttpDelivery {
     /// Delivers over a pooled plain HTTP/1.1 connection, opening one when
     /// none is idle; a request a pooled connection refused unsent (the node
     /// had closed it) goes once more on a new one.
-    async fn deliver_plain(&self, request: Request<Full<Bytes>>) -> Result<Reply, DeliverError> {
+    async fn deliver_plain(
+        &self,
+        request: Request<Full<Bytes>>,
+        endpoints: Arc<EndpointPolicy>,
+    ) -> Result<Reply, DeliverError> {
         let uri = request.uri().clone();
         let Some(host) = uri.authority().map(|a| a.as_str()) else {
             return Err(DeliverError::unreachable(format!("no host in {uri}")));
@@ -458,7 +471,7 @@ impl HttpDelivery {
             let reused = pooled.is_some();
             let mut conn = match pooled.take() {
                 Some(conn) => conn,
-                None => self.connect_plain(&uri).await?,
+                None => self.connect_plain(&uri, &endpoints).await?,
             };
             match conn.exchange(request, |r| read_reply(r, max)).await {
                 Ok(reply) => {
@@ -480,11 +493,14 @@ impl HttpDelivery {
 
     /// A new connection to the node at `uri`, where the endpoint policy
     /// allows it; any failure is unreachable (nothing was sent).
-    async fn connect_plain(&self, uri: &Uri) -> Result<Http1Conn, DeliverError> {
+    async fn connect_plain(
+        &self,
+        uri: &Uri,
+        endpoints: &Arc<EndpointPolicy>,
+    ) -> Result<Http1Conn, DeliverError> {
         let io = self
             .connector
-            .clone()
-            .call(uri.clone())
+            .connect(Arc::clone(endpoints), uri.clone())
             .await
             .map_err(|e| DeliverError::unreachable(error_chain(e.as_ref())))?;
         Http1Conn::handshake(io)

@@ -26,7 +26,13 @@ pub(crate) enum Credential {
 pub(crate) fn in_head(headers: &HeaderMap, uri: &Uri) -> Option<Credential> {
     for value in headers.get_all(header::AUTHORIZATION) {
         let Ok(value) = value.to_str() else { continue };
-        let (scheme, rest) = value.trim().split_once(' ').unwrap_or((value, ""));
+        let value = value.trim();
+        // A byte scan for the space after the scheme: this runs on every
+        // request.
+        let (scheme, rest) = match value.bytes().position(|b| b == b' ') {
+            Some(at) => (&value[..at], &value[at + 1..]),
+            None => (value, ""),
+        };
         let rest = rest.trim();
         if scheme.eq_ignore_ascii_case("bearer") && !rest.is_empty() {
             return Some(Credential::Token(rest.to_owned()));

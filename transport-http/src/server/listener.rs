@@ -489,9 +489,11 @@ async fn serve_io<I, A>(
     let service = service_fn(move |mut request: Request<Incoming>| {
         request.extensions_mut().insert(RemoteAddr(remote));
         let busy = in_service.busy();
-        let answering = service.clone().answer(request);
+        let service = service.clone();
+        // The answer's future is made inside this one, in place: made
+        // outside, the whole request's state would be copied into it.
         async move {
-            let answer = answering.await;
+            let answer = service.answer(request).await;
             drop(busy);
             answer
         }

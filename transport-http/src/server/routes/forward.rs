@@ -166,11 +166,15 @@ where
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue")),
         body: Source::Wire(Box::pin(body)),
     };
-    let target = match (fan, name) {
-        (Fan::One, name) => format!("{group}/{}", name.unwrap_or_default()),
-        (Fan::Any, _) => format!("{group}/?"),
-        (Fan::Many, _) => format!("{group}/*"),
+    let rest_of_target = match fan {
+        Fan::One => name.unwrap_or_default(),
+        Fan::Any => "?",
+        Fan::Many => "*",
     };
+    let mut target = String::with_capacity(group.len() + 1 + rest_of_target.len());
+    target.push_str(group);
+    target.push('/');
+    target.push_str(rest_of_target);
     let text = |name| {
         parts
             .headers
@@ -180,7 +184,9 @@ where
     };
     let ids = (text(X_REQUEST_ID), text(TRACEPARENT));
     let remote = parts.extensions.get::<RemoteAddr>().map(|r| r.0);
-    let mut path = format!("/{rest}");
+    let mut path = String::with_capacity(1 + rest.len());
+    path.push('/');
+    path.push_str(rest);
     if let Some(query) = parts.uri.query().and_then(forwardable_query) {
         path.push('?');
         path.push_str(&query);

@@ -84,8 +84,10 @@ impl<'a> Route<'a> {
 
 /// Splits off the first segment: `a/b/c` → (`a`, Some(`b/c`)).
 fn first_segment(path: &str) -> (&str, Option<&str>) {
-    match path.split_once('/') {
-        Some((head, tail)) => (head, Some(tail)),
+    // A byte scan: segments are short, and every request's path is split.
+    match path.bytes().position(|b| b == b'/') {
+        // `/` is ASCII: both sides are on character boundaries.
+        Some(at) => (&path[..at], Some(&path[at + 1..])),
         None => (path, None),
     }
 }
