@@ -510,11 +510,16 @@ async fn read_body<B: InboundBody>(
     reservation: &mut BodyReservation,
     mediator: &Mediator,
 ) -> Result<Bytes> {
-    let mut first = Bytes::new();
-    let mut rest: Option<BytesMut> = None;
+    // Chunks are kept as they come and joined once, into exactly the room
+    // they need: a body that arrives in one piece is passed on uncopied,
+    // one in many (a QUIC stream's) is copied once.
+    let mut chunks: Vec<Bytes> = Vec::new();
     let mut len = 0usize;
     while let Some(chunk) = body.next_chunk().await {
         let chunk = chunk.map_err(|e| Error::invalid("body", format!("could not be read: {e}")))?;
+        if chunk.is_empty() {
+            continue;
+        }
         if len.saturating_add(chunk.len()) > max {
             return Err(Error::TooLarge { limit: max });
         }
@@ -526,20 +531,16 @@ async fn read_body<B: InboundBody>(
             );
         })?;
         len += chunk.len();
-        // A body that arrives in one piece is passed on without a copy.
-        match &mut rest {
-            Some(rest) => rest.extend_from_slice(&chunk),
-            None if first.is_empty() => first = chunk,
-            None => {
-                let mut joined = BytesMut::with_capacity(len);
-                joined.extend_from_slice(&first);
-                joined.extend_from_slice(&chunk);
-                first = Bytes::new();
-                rest = Some(joined);
-            }
-        }
+        chunks.push(chunk);
     }
-    Ok(rest.map_or(first, BytesMut::freeze))
+    if chunks.len() <= 1 {
+        return Ok(chunks.pop().unwrap_or_default());
+    }
+    let mut joined = BytesMut::with_capacity(len);
+    for chunk in chunks {
+        joined.extend_from_slice(&chunk);
+    }
+    Ok(joined.freeze())
 }
 
 /// How much of a body past the limit `max` is read and thrown away before

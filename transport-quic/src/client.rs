@@ -23,8 +23,8 @@ use quinn::{Connection, ConnectionError, RecvStream, SendStream, VarInt};
 use tokio::sync::watch;
 
 use crate::frame::{
-    answer, close, read_frame, write_frame, Attach, FrameError, Hello, ReplyHead, RequestHead,
-    DEFAULT_MAX_HEADER, MAX_REPLY_HEADER,
+    answer, close, read_frame, write_body, write_frame, Attach, FrameError, Hello, ReplyHead,
+    RequestHead, DEFAULT_MAX_HEADER, MAX_REPLY_HEADER,
 };
 use crate::tls::Trust;
 
@@ -225,7 +225,14 @@ impl QuicNodeClientBuilder {
         } else {
             (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
         };
-        let mut endpoint = quinn::Endpoint::client(local)?;
+        let runtime = quinn::default_runtime()
+            .ok_or_else(|| std::io::Error::other("a QUIC client needs a Tokio runtime"))?;
+        let mut endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            None,
+            crate::tls::udp_socket(local)?,
+            runtime,
+        )?;
         endpoint.set_default_client_config(config);
         let (link, _) = watch::channel(Link::Connecting);
         Ok(QuicWire {
@@ -441,9 +448,7 @@ impl Wire for QuicWire {
         // the answer still comes, so a failed write is not the end.
         let wrote = async {
             write_frame(&mut send, &head).await?;
-            send.write_all(&request.body)
-                .await
-                .map_err(|e| e.to_string())?;
+            write_body(&mut send, request.body.clone()).await?;
             send.finish().map_err(|e| e.to_string())
         }
         .await;
@@ -561,7 +566,7 @@ async fn answer_delivery(
         Err(e) => {
             let _ = recv.stop(VarInt::from_u32(0));
             let e = Error::invalid("header", e.to_string());
-            let _ = answer(&mut send, &ReplyHead::error(&e), &[]).await;
+            let _ = answer(&mut send, &ReplyHead::error(&e), Bytes::new()).await;
             return;
         }
     };
@@ -570,7 +575,7 @@ async fn answer_delivery(
         Err(quinn::ReadToEndError::TooLong) => {
             let _ = recv.stop(VarInt::from_u32(0));
             let e = Error::TooLarge { limit: max_body };
-            let _ = answer(&mut send, &ReplyHead::error(&e), &[]).await;
+            let _ = answer(&mut send, &ReplyHead::error(&e), Bytes::new()).await;
             return;
         }
         Err(_) => return,
@@ -592,8 +597,8 @@ async fn answer_delivery(
         Err(_) => Err(Error::invalid("method", "not an HTTP method")),
     };
     let sent = match answered {
-        Ok(sealed) => answer(&mut send, &ReplyHead::ok(), &sealed).await,
-        Err(e) => answer(&mut send, &ReplyHead::error(&e), &[]).await,
+        Ok(sealed) => answer(&mut send, &ReplyHead::ok(), sealed).await,
+        Err(e) => answer(&mut send, &ReplyHead::error(&e), Bytes::new()).await,
     };
     if let Err(why) = sent {
         tracing::debug!(reason = %why, "the mediator went away before the answer");

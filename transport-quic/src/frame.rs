@@ -1,6 +1,7 @@
 //! The wire format: a length-prefixed JSON header frame, then the body
 //! until the stream's end (see the [crate documentation](crate)).
 
+use bytes::Bytes;
 use std::collections::BTreeMap;
 
 use mediator_core::{Error, Summary};
@@ -246,11 +247,18 @@ fn closed(e: ReadExactError) -> FrameError {
 pub(crate) async fn answer(
     send: &mut SendStream,
     head: &ReplyHead,
-    body: &[u8],
+    body: impl Into<Bytes>,
 ) -> Result<(), String> {
     write_frame(send, head).await?;
-    if !body.is_empty() {
-        send.write_all(body).await.map_err(|e| e.to_string())?;
-    }
+    write_body(send, body.into()).await?;
     send.finish().map_err(|e| e.to_string())
+}
+
+/// Writes a body to a stream as it is: quinn keeps the buffer, where
+/// writing a slice would copy it first.
+pub(crate) async fn write_body(send: &mut SendStream, body: Bytes) -> Result<(), String> {
+    if body.is_empty() {
+        return Ok(());
+    }
+    send.write_chunk(body).await.map_err(|e| e.to_string())
 }

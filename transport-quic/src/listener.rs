@@ -19,8 +19,8 @@ use quinn::{Connection, ConnectionError, RecvStream, SendStream, VarInt};
 
 use crate::error::QuicError;
 use crate::frame::{
-    answer, close, read_frame, write_frame, FrameError, Hello, ReplyHead, RequestHead, ResultFrame,
-    DEFAULT_MAX_HEADER,
+    answer, close, read_frame, write_body, write_frame, FrameError, Hello, ReplyHead, RequestHead,
+    ResultFrame, DEFAULT_MAX_HEADER,
 };
 use crate::tls::ServerTls;
 
@@ -212,7 +212,14 @@ impl QuicListener {
             limits.keep_alive,
             limits.max_streams,
         )?));
-        let endpoint = quinn::Endpoint::server(config, addr)?;
+        let runtime = quinn::default_runtime()
+            .ok_or_else(|| std::io::Error::other("a QUIC listener needs a Tokio runtime"))?;
+        let endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(config),
+            crate::tls::udp_socket(addr)?,
+            runtime,
+        )?;
         let fingerprint = tls.fingerprint();
         tracing::info!(
             addr = %endpoint.local_addr()?,
@@ -382,7 +389,7 @@ impl ConnCx {
         };
         let session = match self.welcome(&connection, remote, hello).await {
             Ok((session, head)) => {
-                if answer(&mut send, &head, &[]).await.is_err() {
+                if answer(&mut send, &head, Bytes::new()).await.is_err() {
                     connection.close(VarInt::from_u32(close::DONE), b"hello not answered");
                 }
                 session
@@ -440,7 +447,7 @@ impl ConnCx {
     /// Answers a refused hello and closes the connection once the peer
     /// read it (or after a second).
     async fn refuse(&self, connection: &Connection, send: &mut SendStream, e: &Error, code: u32) {
-        let _ = answer(send, &ReplyHead::error(e), &[]).await;
+        let _ = answer(send, &ReplyHead::error(e), Bytes::new()).await;
         let _ = tokio::time::timeout(Duration::from_secs(1), connection.closed()).await;
         connection.close(VarInt::from_u32(code), e.kind().as_bytes());
     }
@@ -682,7 +689,7 @@ impl ConnCx {
             // Whatever the caller still sends is not wanted.
             let _ = recv.stop(VarInt::from_u32(0));
         }
-        if let Err(why) = answer(&mut send, &reply, &body).await {
+        if let Err(why) = answer(&mut send, &reply, body).await {
             tracing::debug!(reason = %why, "the caller went away before the answer");
         }
     }
@@ -908,9 +915,7 @@ impl Deliver for AttachedDelivery {
         };
         let sent = async {
             write_frame(&mut send, &head).await?;
-            send.write_all(&envelope.body)
-                .await
-                .map_err(|e| e.to_string())?;
+            write_body(&mut send, envelope.body.clone()).await?;
             send.finish().map_err(|e| e.to_string())
         };
         if let Err(why) = sent.await {
