@@ -206,6 +206,31 @@ enum Command {
         #[command(flatten)]
         secret: SecretArgs,
     },
+    /// Run a small echo node: it registers (over HTTP, called back on
+    /// --listen) or attaches (--via quic), answers every sealed call with
+    /// the payload it received, and leaves cleanly on Ctrl-C or SIGTERM.
+    /// For checking a mediator, or several, from the shell.
+    EchoNode {
+        /// The mediator's URL.
+        #[arg(long, env = "MEDIATOR_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// The node, as group/name; its tokens are minted for it.
+        #[arg(long = "as")]
+        node: NodeKey,
+        /// The node key (base64; several comma-separated, newest first).
+        #[arg(long, env = "MEDIATOR_NODE_KEY")]
+        key: String,
+        /// Where the node's callback server listens (over HTTP).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        /// Which transport to be reached through.
+        #[arg(long, value_enum, default_value_t = Via::Http)]
+        via: Via,
+        #[command(flatten)]
+        quic: QuicArgs,
+        #[command(flatten)]
+        secret: SecretArgs,
+    },
     /// Write a ready-to-build node project into DIR.
     NewNode {
         /// The folder to create.
@@ -568,6 +593,19 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             .map_err(|e| http_send_error(&url, &request, e))?;
             request.report(sent)
         }
+        Command::EchoNode {
+            url,
+            node,
+            key,
+            listen,
+            via,
+            quic,
+            secret,
+        } => {
+            let secret = secret.resolve(config)?;
+            let keys: KeyRing = key.parse().map_err(|e| bad_key(&e))?;
+            echo_node(url, node, keys, listen, via, quic, &secret).await
+        }
         Command::NewNode {
             dir,
             group,
@@ -925,27 +963,13 @@ async fn send_quic(
     let addr = quic.addr.ok_or_else(|| {
         CliError::Config("--via quic needs --quic ADDR (the mediator's QUIC listener)".into())
     })?;
-    let mut builder = QuicNodeClient::builder(addr)
-        .node_key(sender)
-        .token(token)
-        .keys(keys);
-    builder = match (&quic.pin, &quic.root_pem) {
-        (Some(pin), _) => {
-            exit::check_pin(pin).map_err(CliError::Config)?;
-            builder.pin(pin)
-        }
-        (None, Some(root)) => {
-            let pem = std::fs::read(root).map_err(|source| CliError::Io {
-                path: root.clone(),
-                source,
-            })?;
-            builder.root_pem(pem).server_name(quic.server_name)
-        }
-        (None, None) => return Err(CliError::Config(
-            "--via quic needs --pin FINGERPRINT (printed by `mediator serve`) or --root-pem FILE"
-                .into(),
-        )),
-    };
+    let builder = trusting(
+        QuicNodeClient::builder(addr)
+            .node_key(sender)
+            .token(token)
+            .keys(keys),
+        quic,
+    )?;
     // A wrong pin fails the handshake with a message naming both
     // fingerprints, which is what the person needs to see.
     let client = builder
@@ -969,6 +993,118 @@ async fn send_quic(
     };
     client.shutdown().await;
     request.report(sent.map_err(|e| quic_send_error(addr, &request, e))?)
+}
+
+/// `builder` checking the mediator's certificate as `quic` says: by its
+/// pin, or against a root.
+fn trusting(
+    builder: mediator_transport_quic::QuicNodeClientBuilder,
+    quic: QuicArgs,
+) -> Result<mediator_transport_quic::QuicNodeClientBuilder, CliError> {
+    match (&quic.pin, &quic.root_pem) {
+        (Some(pin), _) => {
+            exit::check_pin(pin).map_err(CliError::Config)?;
+            Ok(builder.pin(pin))
+        }
+        (None, Some(root)) => {
+            let pem = std::fs::read(root).map_err(|source| CliError::Io {
+                path: root.clone(),
+                source,
+            })?;
+            Ok(builder.root_pem(pem).server_name(quic.server_name))
+        }
+        (None, None) => Err(CliError::Config(
+            "--via quic needs --pin FINGERPRINT (printed by `mediator serve`) or --root-pem FILE"
+                .into(),
+        )),
+    }
+}
+
+/// Runs `mediator echo-node` until Ctrl-C or SIGTERM, then leaves.
+async fn echo_node(
+    url: String,
+    node: NodeKey,
+    keys: KeyRing,
+    listen: SocketAddr,
+    via: Via,
+    quic: QuicArgs,
+    secret: &Secret,
+) -> Result<(), CliError> {
+    // Tokens are minted as they run out: the node may run for days.
+    let minter = TokenMinter::hs256(secret.expose());
+    let echo = |request: mediator_core::node::Incoming| async move {
+        Ok::<_, mediator_core::Error>(request.body)
+    };
+    let joined = |e: ClientError, peer: &str| match e {
+        ClientError::Unreachable { reason, .. } => CliError::Unreachable {
+            url: peer.to_owned(),
+            reason: exit::explain_unreachable(peer, &reason),
+        },
+        ClientError::Mediator {
+            status, message, ..
+        } => CliError::Refused {
+            url: peer.to_owned(),
+            message: format!("{status}: {message}"),
+        },
+        other => CliError::Client(other),
+    };
+    let stop = async {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            match signal(SignalKind::terminate()) {
+                Ok(mut term) => {
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = term.recv() => {}
+                    }
+                }
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    };
+    match via {
+        Via::Http => {
+            let client = NodeClient::builder(url.as_str())
+                .node_key(node.clone())
+                .token_minter(minter)
+                .keys(keys)
+                .listen(listen)
+                .start(echo)
+                .await
+                .map_err(|e| joined(e, &url))?;
+            println!("echo node {node} registered at {url}; Ctrl-C leaves");
+            stop.await;
+            // Deregistered now, rather than forgotten at the end of its lease.
+            client.shutdown().await.map_err(|e| joined(e, &url))?;
+        }
+        Via::Quic => {
+            let addr = quic.addr.ok_or_else(|| {
+                CliError::Config(
+                    "--via quic needs --quic ADDR (the mediator's QUIC listener)".into(),
+                )
+            })?;
+            let builder = QuicNodeClient::builder(addr)
+                .node_key(node.clone())
+                .token_minter(minter)
+                .keys(keys);
+            let client = trusting(builder, quic)?
+                .start(echo)
+                .await
+                .map_err(|e| joined(e, &addr.to_string()))?;
+            println!("echo node {node} attached at {addr}; Ctrl-C leaves");
+            stop.await;
+            client.shutdown().await;
+        }
+    }
+    println!("echo node {node} left");
+    Ok(())
 }
 
 /// How long a client may take over its TLS handshake (the listener's default).
