@@ -389,7 +389,10 @@ mod socket_tests {
             .ok()
             .and_then(|text| text.trim().parse::<usize>().ok());
         let least = cap.map_or(UDP_BUFFER, |cap| UDP_BUFFER.min(cap));
-        assert!(got >= least, "receive buffer {got}, expected at least {least}");
+        assert!(
+            got >= least,
+            "receive buffer {got}, expected at least {least}"
+        );
         assert!(socket.local_addr().expect("address").port() > 0);
     }
 }
