@@ -32,14 +32,19 @@
 //!    router counts it in flight, enforces the deadline, retries an
 //!    any-of-group request elsewhere when the deliverer says nothing was
 //!    sent ([`DeliverError::unreachable`]), and records the outcome.
-//! 2. **Towards callers**, a listener that authenticates what arrives with
-//!    [`Mediator::authenticate`], then calls [`Mediator::register`],
-//!    [`Mediator::renew`] or [`Mediator::route_with`], and writes the
-//!    [`Routed`] result or the [`Error`] (its [`status`](Error::status),
-//!    [`kind`](Error::kind) and [`fault`](Error::fault)) in its own framing.
+//! 2. **Towards callers**, a listener that frames what arrives: a call is
+//!    read into an [`Inbound`](inbound::Inbound) and handed to
+//!    [`Mediator::handle`], the one request lifecycle every transport
+//!    shares (ids, authentication, authorization, deadline, the body under
+//!    its bounds, admission, routing, the request line and the counts);
+//!    the listener writes the [`Routed`] result or the [`Error`] (its
+//!    [`status`](Error::status), [`kind`](Error::kind) and
+//!    [`fault`](Error::fault)) in its own framing. Registrations go to
+//!    [`Mediator::register`] and [`Mediator::renew`].
 //!
-//! Its node client opens and seals payloads and keeps its lease with the
-//! [node] module, so every transport's nodes behave alike. The workspace's
+//! Its node client is the [node] module's [`NodeClient`](node::NodeClient)
+//! over the transport's own [`Wire`](node::Wire): sealing, opening, tokens
+//! and leases are written once, so every transport's nodes behave alike. The workspace's
 //! `examples/src/channel.rs` builds a whole in-process transport this way
 //! in one page (inboxes, leases, calls and broadcasts). Its heart, with a
 //! node answering straight from the deliverer:
