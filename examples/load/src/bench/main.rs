@@ -57,7 +57,7 @@ pub(crate) struct Args {
     /// churn-sqlite, churn-mysql, nodes-1k, nodes-100k.
     #[arg(long, value_delimiter = ',')]
     pub(crate) workloads: Vec<String>,
-    /// Paths to measure, comma-separated [default: all]: direct, nginx,
+    /// Paths to measure, comma-separated [default: all]: direct, nginx, haproxy,
     /// nats, mediator-h1, mediator-h1-quiet (the mediator with
     /// RUST_LOG=warn), baseline-h1 (the --baseline build), mediator-h2,
     /// mediator-quic.
@@ -76,6 +76,9 @@ pub(crate) struct Args {
     /// The nginx binary; the nginx path is skipped when it is not found.
     #[arg(long, default_value = "nginx")]
     pub(crate) nginx: String,
+    /// The HAProxy binary; the haproxy path is skipped when it is not found.
+    #[arg(long, default_value = "haproxy")]
+    pub(crate) haproxy: String,
     /// The NATS server; the nats path is skipped when it does not answer.
     #[arg(long, default_value = "nats://127.0.0.1:4222")]
     pub(crate) nats: String,

@@ -39,10 +39,14 @@ pub(crate) struct Row {
     pub(crate) vs_direct: Option<f64>,
     /// req/s over nginx's req/s, same workload.
     pub(crate) vs_nginx: Option<f64>,
+    /// req/s over HAProxy's req/s, same workload.
+    pub(crate) vs_haproxy: Option<f64>,
     /// req/s over NATS request-reply's req/s, same workload.
     pub(crate) vs_nats: Option<f64>,
     /// p99 over nginx's p99, same workload.
     pub(crate) p99_vs_nginx: Option<f64>,
+    /// p99 over HAProxy's p99, same workload.
+    pub(crate) p99_vs_haproxy: Option<f64>,
 }
 
 /// A path that was asked for but not measured, and why.
@@ -130,9 +134,13 @@ impl Report {
             row.vs_direct = ratio(find(&snapshot, &row.workload, "direct"));
             row.vs_nginx = ratio(find(&snapshot, &row.workload, "nginx"));
             row.vs_nats = ratio(find(&snapshot, &row.workload, "nats"));
-            row.p99_vs_nginx = find(&snapshot, &row.workload, "nginx")
-                .filter(|(_, p99)| *p99 > 0.0)
-                .map(|(_, p99)| row.p99_ms / p99);
+            row.vs_haproxy = ratio(find(&snapshot, &row.workload, "haproxy"));
+            let p99_ratio = |base: Option<(f64, f64)>| {
+                base.filter(|(_, p99)| *p99 > 0.0)
+                    .map(|(_, p99)| row.p99_ms / p99)
+            };
+            row.p99_vs_nginx = p99_ratio(find(&snapshot, &row.workload, "nginx"));
+            row.p99_vs_haproxy = p99_ratio(find(&snapshot, &row.workload, "haproxy"));
         }
     }
 
@@ -154,7 +162,7 @@ impl Report {
             }
         ));
         out.push_str(&format!(
-            "{:<17} {:<18} {:>10} {:>11} {:>8} {:>8} {:>9} {:>8} {:>7} {:>7} {:>7} {:>7}\n",
+            "{:<17} {:<18} {:>10} {:>11} {:>8} {:>8} {:>9} {:>8} {:>7} {:>7} {:>8} {:>7} {:>7}\n",
             "workload",
             "path",
             "req/s",
@@ -165,6 +173,7 @@ impl Report {
             "rss MiB",
             "/direct",
             "/nginx",
+            "/haproxy",
             "/nats",
             "errors"
         ));
@@ -174,7 +183,7 @@ impl Report {
         };
         for row in &self.rows {
             out.push_str(&format!(
-                "{:<17} {:<18} {:>10.0} {:>11.0} {:>8.2} {:>8.2} {} {} {} {} {} {:>7}\n",
+                "{:<17} {:<18} {:>10.0} {:>11.0} {:>8.2} {:>8.2} {} {} {} {} {} {} {:>7}\n",
                 row.workload,
                 row.path,
                 row.req_per_s,
@@ -185,6 +194,7 @@ impl Report {
                 opt(row.peak_rss_mib, 8, 0),
                 opt(row.vs_direct, 7, 2),
                 opt(row.vs_nginx, 7, 2),
+                opt(row.vs_haproxy, 8, 2),
                 opt(row.vs_nats, 7, 2),
                 row.errors,
             ));
@@ -230,8 +240,10 @@ mod tests {
             registered_nodes: None,
             vs_direct: None,
             vs_nginx: None,
+            vs_haproxy: None,
             vs_nats: None,
             p99_vs_nginx: None,
+            p99_vs_haproxy: None,
         }
     }
 
@@ -248,6 +260,7 @@ mod tests {
                 row("w", "nginx", 50.0, 2.0),
                 row("w", "mediator-h1", 75.0, 3.0),
                 row("other", "mediator-h1", 10.0, 1.0),
+                row("w", "haproxy", 60.0, 1.5),
             ],
             skipped: Vec::new(),
         };
@@ -256,8 +269,12 @@ mod tests {
         assert_eq!(mediated.vs_direct, Some(0.75));
         assert_eq!(mediated.vs_nginx, Some(1.5));
         assert_eq!(mediated.p99_vs_nginx, Some(1.5));
+        assert_eq!(mediated.vs_haproxy, Some(1.25));
+        assert_eq!(mediated.p99_vs_haproxy, Some(2.0));
         assert_eq!(mediated.vs_nats, None);
         assert_eq!(report.rows[3].vs_direct, None);
+        assert_eq!(report.rows[3].vs_haproxy, None);
+        assert!(report.table().contains("/haproxy"));
         assert!(report.table().contains("mediator-h1"));
         assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(Vec::new()), 0.0);

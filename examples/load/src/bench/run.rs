@@ -22,6 +22,7 @@ use crate::Args;
 const PATHS: &[&str] = &[
     "direct",
     "nginx",
+    "haproxy",
     "nats",
     "mediator-h1",
     "mediator-h1-quiet",
@@ -29,6 +30,25 @@ const PATHS: &[&str] = &[
     "mediator-h2",
     "mediator-quic",
 ];
+
+/// The reverse proxies measured beside the mediator, each in front of the
+/// echo server: a process and the address it listens on.
+#[derive(Default)]
+struct Proxies {
+    nginx: Option<(Proc, SocketAddr)>,
+    haproxy: Option<(Proc, SocketAddr)>,
+}
+
+impl Proxies {
+    /// The proxy a path names, when it was started.
+    fn get(&self, path: &str) -> Option<&(Proc, SocketAddr)> {
+        match path {
+            "nginx" => self.nginx.as_ref(),
+            "haproxy" => self.haproxy.as_ref(),
+            _ => None,
+        }
+    }
+}
 
 /// The largest broadcast group.
 const BROADCAST_MAX: usize = 100;
@@ -263,7 +283,7 @@ impl Bench<'_> {
         let mut quiet = None;
         let mut baseline = None;
         let mut quic_echo = None;
-        let mut nginx = None;
+        let mut proxies = Proxies::default();
         let mut nats = None;
         let unicast = workloads
             .iter()
@@ -300,8 +320,14 @@ impl Bench<'_> {
         }
         if unicast && paths.contains(&"nginx") {
             match self.start_nginx().await {
-                Ok(started) => nginx = Some(started),
+                Ok(started) => proxies.nginx = Some(started),
                 Err(reason) => self.skip("nginx", reason),
+            }
+        }
+        if unicast && paths.contains(&"haproxy") {
+            match self.start_haproxy().await {
+                Ok(started) => proxies.haproxy = Some(started),
+                Err(reason) => self.skip("haproxy", reason),
             }
         }
         if unicast && paths.contains(&"nats") {
@@ -323,7 +349,7 @@ impl Bench<'_> {
                         shared.as_ref(),
                         quiet.as_ref(),
                         baseline.as_ref(),
-                        nginx.as_ref(),
+                        &proxies,
                         nats.as_ref(),
                     )
                     .await
@@ -351,7 +377,7 @@ impl Bench<'_> {
         for mediator in [shared, quiet, baseline].into_iter().flatten() {
             mediator.proc.stop().await;
         }
-        if let Some((proc, _)) = nginx {
+        for (proc, _) in [proxies.nginx, proxies.haproxy].into_iter().flatten() {
             proc.stop().await;
         }
         if let Some((proc, _)) = nats {
@@ -586,6 +612,51 @@ impl Bench<'_> {
         Ok((proc, addr))
     }
 
+    /// HAProxy in front of the echo server, as its users tune it for
+    /// throughput: one thread per core, upstream connections reused by any
+    /// client (`http-reuse always`), no log.
+    async fn start_haproxy(&self) -> Result<(Proc, SocketAddr), String> {
+        let binary =
+            which(&self.args.haproxy).ok_or_else(|| format!("{} not found", self.args.haproxy))?;
+        let dir = self.dir.path().join("haproxy");
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let port = procs::free_port()?;
+        let upstream = echo_addr(&self.echo_urls[0])?;
+        let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        let config = format!(
+            "global\n\
+             \x20 nbthread {threads}\n\
+             \x20 maxconn 4096\n\
+             defaults\n\
+             \x20 mode http\n\
+             \x20 option http-keep-alive\n\
+             \x20 http-reuse always\n\
+             \x20 timeout connect 5s\n\
+             \x20 timeout client 60s\n\
+             \x20 timeout server 60s\n\
+             frontend bench\n\
+             \x20 bind 127.0.0.1:{port}\n\
+             \x20 default_backend echo\n\
+             backend echo\n\
+             \x20 server echo {upstream} maxconn 4096\n"
+        );
+        let conf = dir.join("haproxy.cfg");
+        std::fs::write(&conf, config).map_err(|e| e.to_string())?;
+        let mut command = Command::new(binary);
+        let log_path = dir.join("haproxy.log");
+        let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
+        // -db: in the foreground, one process whose CPU is counted.
+        command.arg("-db").arg("-f").arg(&conf).stderr(log);
+        let proc = Proc::spawn_quiet("haproxy", command)?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        if !procs::wait_for_port(addr, Duration::from_secs(10)).await {
+            proc.stop().await;
+            let said = std::fs::read_to_string(&log_path).unwrap_or_default();
+            return Err(format!("haproxy did not listen on {addr}: {}", said.trim()));
+        }
+        Ok((proc, addr))
+    }
+
     async fn start_nats_echo(&self) -> Result<(Proc, String), String> {
         let host = self
             .args
@@ -618,7 +689,7 @@ impl Bench<'_> {
         shared: Option<&Mediator>,
         quiet: Option<&Mediator>,
         baseline: Option<&Mediator>,
-        nginx: Option<&(Proc, SocketAddr)>,
+        proxies: &Proxies,
         nats: Option<&(Proc, String)>,
     ) -> Result<(), String> {
         let payload = body(size);
@@ -639,7 +710,7 @@ impl Bench<'_> {
                         None,
                     )
                 }
-                "nginx" => match nginx {
+                "nginx" | "haproxy" => match proxies.get(path) {
                     Some((proc, addr)) => (
                         h1_links(*addr, in_flight, |_| None),
                         echo_work("/echo"),
@@ -1086,8 +1157,10 @@ impl Tally {
             registered_nodes: None,
             vs_direct: None,
             vs_nginx: None,
+            vs_haproxy: None,
             vs_nats: None,
             p99_vs_nginx: None,
+            p99_vs_haproxy: None,
         }
     }
 }
