@@ -211,7 +211,8 @@ enum Command {
     /// the payload it received, and leaves cleanly on Ctrl-C or SIGTERM.
     /// For checking a mediator, or several, from the shell.
     EchoNode {
-        /// The mediator's URL.
+        /// The mediator's URL; several of one formation, comma-separated,
+        /// to register again at the next when one stops answering.
         #[arg(long, env = "MEDIATOR_URL", default_value = "http://127.0.0.1:8080")]
         url: String,
         /// The node, as group/name; its tokens are minted for it.
@@ -1071,7 +1072,15 @@ async fn echo_node(
     };
     match via {
         Via::Http => {
-            let client = NodeClient::builder(url.as_str())
+            // Several mediators of one formation, comma-separated: the node
+            // registers again at the next when its own stops answering.
+            let mut urls = url.split(',').map(str::trim).filter(|u| !u.is_empty());
+            let first = urls.next().unwrap_or(url.as_str());
+            let mut builder = NodeClient::builder(first);
+            for other in urls {
+                builder = builder.also_at(other);
+            }
+            let client = builder
                 .node_key(node.clone())
                 .token_minter(minter)
                 .keys(keys)

@@ -3,6 +3,7 @@
 //! callback server, TLS roots), and the two ways to finish it.
 
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
@@ -28,6 +29,8 @@ pub use mediator_core::node::{DEFAULT_TIMEOUT, DEFAULT_TTL};
 pub struct NodeClientBuilder {
     core: core_node::NodeClientBuilder,
     url: String,
+    /// Other mediators of the same formation, tried in turn.
+    also: Vec<String>,
     callback: Option<String>,
     listen: Option<SocketAddr>,
     tls_roots: Vec<Vec<u8>>,
@@ -56,6 +59,7 @@ impl NodeClient {
         NodeClientBuilder {
             core: core_node::NodeClientBuilder::new(),
             url: mediator_url.into(),
+            also: Vec::new(),
             callback: None,
             listen: None,
             tls_roots: Vec::new(),
@@ -66,6 +70,25 @@ impl NodeClient {
 }
 
 impl NodeClientBuilder {
+    /// Another mediator of the same formation (an instance sharing the
+    /// store), tried when the ones before it do not answer: a call, a
+    /// renewal or a registration that finds its mediator unreachable goes
+    /// to the next, and stays there. A node whose mediator died so
+    /// registers again at another at its next renewal (its lease keeper
+    /// backs off with jitter when none answers).
+    ///
+    /// ```
+    /// use mediator_transport_http::NodeClient;
+    /// let builder = NodeClient::builder("http://10.0.0.1:8080")
+    ///     .also_at("http://10.0.0.2:8080")
+    ///     .also_at("http://10.0.0.3:8080");
+    /// # drop(builder);
+    /// ```
+    pub fn also_at(mut self, mediator_url: impl Into<String>) -> Self {
+        self.also.push(mediator_url.into());
+        self
+    }
+
     fn core(
         mut self,
         change: impl FnOnce(core_node::NodeClientBuilder) -> core_node::NodeClientBuilder,
@@ -190,7 +213,10 @@ impl NodeClientBuilder {
 
     /// The wire these settings describe, serving `serving` once started.
     fn wire(&self, serving: Serving) -> Result<HttpWire, ClientError> {
-        let base = transport::base_url(&self.url)?;
+        let mut bases = vec![transport::base_url(&self.url)?];
+        for other in &self.also {
+            bases.push(transport::base_url(other)?);
+        }
         if self.connect_timeout.is_zero() {
             return Err(config("timeouts must be above zero"));
         }
@@ -200,7 +226,8 @@ impl NodeClientBuilder {
             Some(transport::tls_config(&self.tls_roots)?)
         };
         Ok(HttpWire {
-            base,
+            bases,
+            current: AtomicUsize::new(0),
             transport: Transport::new(tls, self.connect_timeout)?,
             timeout: self.timeout,
             serving,

@@ -4,6 +4,7 @@
 //! and `/remove`.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -28,7 +29,10 @@ use crate::headers::{X_MEDIATOR_NODE, X_MEDIATOR_SUMMARY, X_MEDIATOR_TIMEOUT_MS}
 /// The HTTP transport's [`Wire`]: what [`NodeClient`](super::NodeClient)
 /// runs over. Built by [`NodeClientBuilder`](super::NodeClientBuilder).
 pub struct HttpWire {
-    pub(super) base: String,
+    /// The mediators of the formation, in the order given.
+    pub(super) bases: Vec<String>,
+    /// The one requests go to now: the first, until it does not answer.
+    pub(super) current: AtomicUsize,
     pub(super) transport: Transport,
     /// How long a registration, renewal or removal waits for its answer.
     pub(super) timeout: Duration,
@@ -70,7 +74,7 @@ impl Server {
 impl std::fmt::Debug for HttpWire {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpWire")
-            .field("mediator", &self.base)
+            .field("mediator", &self.base())
             .field("callback", &self.callback_url())
             .finish_non_exhaustive()
     }
@@ -103,9 +107,45 @@ fn mediator_error(answer: &Answer) -> ClientError {
 }
 
 impl HttpWire {
-    /// The mediator's base URL.
+    /// The mediator's base URL: the one requests go to now.
     pub fn mediator_url(&self) -> &str {
-        &self.base
+        self.base()
+    }
+
+    fn base(&self) -> &str {
+        let at = self.current.load(Ordering::Relaxed) % self.bases.len();
+        &self.bases[at]
+    }
+
+    /// Sends what `make` builds for a mediator's base URL, to the current
+    /// mediator and, while one cannot be reached, to the next of the
+    /// formation, each once; the one that answered stays current.
+    async fn to_formation<F>(&self, make: F, timeout: Duration) -> Result<Answer, ClientError>
+    where
+        F: Fn(&str) -> Result<http::Request<http_body_util::Full<Bytes>>, ClientError>,
+    {
+        let first = self.current.load(Ordering::Relaxed);
+        let mut failed = None;
+        for step in 0..self.bases.len() {
+            let at = (first + step) % self.bases.len();
+            let base = &self.bases[at];
+            match self.transport.send(make(base)?, timeout).await {
+                Err(e @ ClientError::Unreachable { .. }) => {
+                    if self.bases.len() > 1 {
+                        tracing::warn!(mediator = %base, error = %e, "mediator unreachable; trying the next of the formation");
+                    }
+                    failed = Some(e);
+                }
+                answered => {
+                    if step > 0 {
+                        self.current.store(at, Ordering::Relaxed);
+                        tracing::info!(mediator = %base, "now talking to this mediator");
+                    }
+                    return answered;
+                }
+            }
+        }
+        Err(failed.unwrap_or_else(|| config("no mediator URL")))
     }
 
     /// The URL registered for the mediator to call this node back at
@@ -128,16 +168,21 @@ impl HttpWire {
         body: &serde_json::Value,
         timeout: Duration,
     ) -> Result<Answer, ClientError> {
-        let url = format!("{}{route}", self.base);
         let token = tokens.token()?;
-        let req = request(
-            Method::POST,
-            &url,
-            &token,
-            "application/json",
-            Bytes::from(body.to_string()),
-        )?;
-        self.transport.send(req, timeout).await
+        let body = Bytes::from(body.to_string());
+        self.to_formation(
+            |base| {
+                request(
+                    Method::POST,
+                    &format!("{base}{route}"),
+                    &token,
+                    "application/json",
+                    body.clone(),
+                )
+            },
+            timeout,
+        )
+        .await
     }
 
     /// Registers (or re-registers) `member`; returns the lease granted.
@@ -242,19 +287,25 @@ impl Wire for HttpWire {
             Target::Any(group) => format!("/any/{group}"),
             Target::All(group) => format!("/many/{group}"),
         };
-        let url = format!("{}{route}{}", self.base, request.path);
         let token = request.tokens.token()?;
-        let mut req = super::transport::request(
-            request.method.clone(),
-            &url,
-            &token,
-            SEALED_CONTENT_TYPE,
-            request.body,
-        )?;
         let millis = u64::try_from(request.timeout.as_millis()).unwrap_or(u64::MAX);
-        req.headers_mut()
-            .insert(X_MEDIATOR_TIMEOUT_MS, HeaderValue::from(millis));
-        let answer = self.transport.send(req, request.timeout + GRACE).await?;
+        let answer = self
+            .to_formation(
+                |base| {
+                    let mut req = super::transport::request(
+                        request.method.clone(),
+                        &format!("{base}{route}{}", request.path),
+                        &token,
+                        SEALED_CONTENT_TYPE,
+                        request.body.clone(),
+                    )?;
+                    req.headers_mut()
+                        .insert(X_MEDIATOR_TIMEOUT_MS, HeaderValue::from(millis));
+                    Ok(req)
+                },
+                request.timeout + GRACE,
+            )
+            .await?;
         if let Target::All(_) = request.target {
             if !answer.status.is_success() {
                 return Err(mediator_error(&answer));
@@ -292,7 +343,7 @@ impl Wire for HttpWire {
         match self.register(&join.tokens, member, &url).await {
             Ok(granted) => {
                 if started {
-                    tracing::info!(node = %member.key, callback = %url, mediator = %self.base, "node registered");
+                    tracing::info!(node = %member.key, callback = %url, mediator = %self.base(), "node registered");
                 }
                 Ok(Joined::leased(granted))
             }
