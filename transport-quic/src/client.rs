@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::ops::Deref;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,6 +40,8 @@ pub use mediator_core::node::{DEFAULT_MAX_BODY, DEFAULT_TIMEOUT, DEFAULT_TTL};
 pub struct QuicNodeClientBuilder {
     core: core_node::NodeClientBuilder,
     addr: SocketAddr,
+    /// Other mediators of the same formation, tried in turn.
+    also: Vec<SocketAddr>,
     server_name: String,
     trust: Option<Result<Trust, String>>,
     connect_timeout: Duration,
@@ -62,6 +65,17 @@ impl QuicNodeClientBuilder {
         change: impl FnOnce(core_node::NodeClientBuilder) -> core_node::NodeClientBuilder,
     ) -> Self {
         self.core = change(self.core);
+        self
+    }
+
+    /// Another mediator of the same formation (an instance sharing the
+    /// store, with the same certificate or pin), tried when the ones
+    /// before it do not answer: when the connection is lost and its
+    /// mediator cannot be reached again, the client dials the next and
+    /// attaches there (its lease keeper backs off with jitter when none
+    /// answers).
+    pub fn also_at(mut self, addr: SocketAddr) -> Self {
+        self.also.push(addr);
         self
     }
 
@@ -237,7 +251,10 @@ impl QuicNodeClientBuilder {
         let (link, _) = watch::channel(Link::Connecting);
         Ok(QuicWire {
             endpoint,
-            addr: self.addr,
+            addrs: std::iter::once(self.addr)
+                .chain(self.also.iter().copied())
+                .collect(),
+            current: AtomicUsize::new(0),
             server_name: self.server_name.clone(),
             connect_timeout: self.connect_timeout,
             link,
@@ -259,7 +276,10 @@ enum Link {
 /// [`QuicNodeClientBuilder`].
 pub struct QuicWire {
     endpoint: quinn::Endpoint,
-    addr: SocketAddr,
+    /// The mediators of the formation, in the order given.
+    addrs: Vec<SocketAddr>,
+    /// The one dialled now: the first, until it cannot be reached.
+    current: AtomicUsize,
     server_name: String,
     connect_timeout: Duration,
     link: watch::Sender<Link>,
@@ -268,7 +288,7 @@ pub struct QuicWire {
 impl std::fmt::Debug for QuicWire {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("QuicWire")
-            .field("mediator", &self.addr)
+            .field("mediator", &self.mediator_addr())
             .field("connected", &self.is_connected())
             .finish_non_exhaustive()
     }
@@ -291,9 +311,9 @@ fn reply_error(head: &ReplyHead) -> ErrorBody {
 }
 
 impl QuicWire {
-    /// The mediator's address.
+    /// The mediator's address: the one dialled now.
     pub fn mediator_addr(&self) -> SocketAddr {
-        self.addr
+        self.addrs[self.current.load(Ordering::Relaxed) % self.addrs.len()]
     }
 
     /// Whether the wire holds a live connection now.
@@ -309,7 +329,7 @@ impl QuicWire {
 
     fn unreachable(&self, reason: impl std::fmt::Display) -> ClientError {
         ClientError::Unreachable {
-            peer: self.addr.to_string(),
+            peer: self.mediator_addr().to_string(),
             reason: reason.to_string(),
         }
     }
@@ -341,8 +361,31 @@ impl QuicWire {
         self.connection(within).await.map(drop)
     }
 
-    /// Connects and says hello, attaching `join`'s node if it has one.
+    /// Connects and says hello, attaching `join`'s node if it has one: at
+    /// the current mediator and, while one cannot be reached, at the next
+    /// of the formation, each once; the one that answered stays current.
     async fn dial(&self, join: &Join) -> Result<Connection, ClientError> {
+        let first = self.current.load(Ordering::Relaxed);
+        let mut failed = None;
+        for step in 0..self.addrs.len() {
+            let at = (first + step) % self.addrs.len();
+            self.current.store(at, Ordering::Relaxed);
+            match self.dial_current(join).await {
+                Err(e @ ClientError::Unreachable { .. }) => {
+                    if self.addrs.len() > 1 {
+                        tracing::warn!(mediator = %self.addrs[at], error = %e, "mediator unreachable; trying the next of the formation");
+                    }
+                    failed = Some(e);
+                }
+                answered => return answered,
+            }
+        }
+        self.current.store(first, Ordering::Relaxed);
+        Err(failed.unwrap_or_else(|| self.unreachable("no mediator address")))
+    }
+
+    /// [`dial`](Self::dial) at the current mediator only.
+    async fn dial_current(&self, join: &Join) -> Result<Connection, ClientError> {
         // The hello's token is the connection's credential until it
         // expires, so each connection starts with a whole one.
         let token = join.tokens.fresh()?;
@@ -358,7 +401,7 @@ impl QuicWire {
         let exchange = async {
             let connecting = self
                 .endpoint
-                .connect(self.addr, &self.server_name)
+                .connect(self.mediator_addr(), &self.server_name)
                 .map_err(|e| self.unreachable(e))?;
             let connection = connecting.await.map_err(|e| self.unreachable(e))?;
             let (mut send, mut recv) = connection
@@ -659,6 +702,7 @@ impl QuicNodeClient {
         QuicNodeClientBuilder {
             core: core_node::NodeClientBuilder::new(),
             addr,
+            also: Vec::new(),
             server_name: "localhost".into(),
             trust: None,
             connect_timeout: Duration::from_secs(5),
