@@ -181,3 +181,67 @@ fn an_echo_node_without_a_reachable_mediator_says_where_it_looked() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains(&url), "{err}");
 }
+
+#[test]
+fn send_and_echo_node_take_several_mediators_and_use_the_one_that_answers() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let port = free_port();
+    let mut args = serve_args(port, "memory");
+    args.extend(["--quic-listen".into(), "127.0.0.1:0".into()]);
+    let hub = Process::start(dir.path(), &as_strs(&args), "QUIC listening");
+    let (quic, pin) = quic_line(&hub);
+    // The first of each list has nothing listening.
+    let urls = format!("http://127.0.0.1:{},http://127.0.0.1:{port}", free_port());
+    let dead_udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("a free port");
+    let quics = format!("{},{quic}", dead_udp.local_addr().expect("address"));
+    drop(dead_udp);
+    let key = run(dir.path(), &["keygen"]).trim().to_owned();
+
+    let node = Process::start(
+        dir.path(),
+        &[
+            "echo-node",
+            "--url",
+            &urls,
+            "--as",
+            "echo/either",
+            "--key",
+            &key,
+        ],
+        "registered",
+    );
+    let (code, out, err) = send(
+        dir.path(),
+        &[
+            "--url",
+            &urls,
+            "--to",
+            "echo/either",
+            "--key",
+            &key,
+            "--data",
+            "over http",
+        ],
+    );
+    assert_eq!((code, out.as_str()), (Some(0), "over http"), "{err}");
+    let (code, out, err) = send(
+        dir.path(),
+        &[
+            "--via",
+            "quic",
+            "--quic",
+            &quics,
+            "--pin",
+            &pin,
+            "--to",
+            "echo/either",
+            "--key",
+            &key,
+            "--data",
+            "over quic",
+        ],
+    );
+    assert_eq!((code, out.as_str()), (Some(0), "over quic"), "{err}");
+    assert_eq!(node.terminate().code(), Some(0));
+    drop(hub);
+}

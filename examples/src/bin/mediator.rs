@@ -158,7 +158,8 @@ enum Command {
     },
     /// Call a node through a running mediator, sealing with the node key.
     Send {
-        /// The mediator's URL.
+        /// The mediator's URL; several of one formation, comma-separated,
+        /// are tried in turn.
         #[arg(long, env = "MEDIATOR_URL", default_value = "http://127.0.0.1:8080")]
         url: String,
         /// Whom to send to: group/name, group/ (unnamed), group/* (every node) or group/? (any node).
@@ -282,9 +283,15 @@ enum Via {
 /// How `send --via quic` reaches the QUIC listener and checks its certificate.
 #[derive(clap::Args)]
 struct QuicArgs {
-    /// The mediator's QUIC listener (UDP address), for --via quic.
-    #[arg(long = "quic", env = "MEDIATOR_QUIC", value_name = "ADDR")]
-    addr: Option<SocketAddr>,
+    /// The mediator's QUIC listener (UDP address), for --via quic; several
+    /// of one formation, comma-separated, are tried in turn.
+    #[arg(
+        long = "quic",
+        env = "MEDIATOR_QUIC",
+        value_name = "ADDR",
+        value_delimiter = ','
+    )]
+    addrs: Vec<SocketAddr>,
     /// The SHA-256 fingerprint of its certificate, as `serve` prints it.
     #[arg(long, env = "MEDIATOR_QUIC_PIN", value_name = "FINGERPRINT")]
     pin: Option<String>,
@@ -303,6 +310,34 @@ struct SecretArgs {
     /// [default: `secret` or `secret_file` of the TOML file, else ./mediator.secret].
     #[arg(long, env = "MEDIATOR_SECRET_FILE")]
     secret_file: Option<PathBuf>,
+}
+
+impl QuicArgs {
+    /// A client builder for the first listener, naming the others of the
+    /// formation.
+    fn builder(
+        &self,
+    ) -> Result<(SocketAddr, mediator_transport_quic::QuicNodeClientBuilder), CliError> {
+        let (&first, others) = self.addrs.split_first().ok_or_else(|| {
+            CliError::Config("--via quic needs --quic ADDR (the mediator's QUIC listener)".into())
+        })?;
+        let mut builder = QuicNodeClient::builder(first);
+        for &other in others {
+            builder = builder.also_at(other);
+        }
+        Ok((first, builder))
+    }
+}
+
+/// A client builder for the first of `urls` (comma-separated mediators of
+/// one formation), naming the others.
+fn http_builder(urls: &str) -> mediator_transport_http::NodeClientBuilder {
+    let mut urls = urls.split(',').map(str::trim).filter(|u| !u.is_empty());
+    let mut builder = NodeClient::builder(urls.next().unwrap_or_default());
+    for other in urls {
+        builder = builder.also_at(other);
+    }
+    builder
 }
 
 impl SecretArgs {
@@ -570,7 +605,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             if via == Via::Quic {
                 return send_quic(quic, sender, token, keys, request).await;
             }
-            let client = NodeClient::builder(url.as_str())
+            let client = http_builder(&url)
                 .node_key(sender)
                 .token(token)
                 .keys(keys)
@@ -961,16 +996,8 @@ async fn send_quic(
     keys: KeyRing,
     request: SendRequest<'_>,
 ) -> Result<(), CliError> {
-    let addr = quic.addr.ok_or_else(|| {
-        CliError::Config("--via quic needs --quic ADDR (the mediator's QUIC listener)".into())
-    })?;
-    let builder = trusting(
-        QuicNodeClient::builder(addr)
-            .node_key(sender)
-            .token(token)
-            .keys(keys),
-        quic,
-    )?;
+    let (addr, builder) = quic.builder()?;
+    let builder = trusting(builder.node_key(sender).token(token).keys(keys), quic)?;
     // A wrong pin fails the handshake with a message naming both
     // fingerprints, which is what the person needs to see.
     let client = builder
@@ -1074,13 +1101,7 @@ async fn echo_node(
         Via::Http => {
             // Several mediators of one formation, comma-separated: the node
             // registers again at the next when its own stops answering.
-            let mut urls = url.split(',').map(str::trim).filter(|u| !u.is_empty());
-            let first = urls.next().unwrap_or(url.as_str());
-            let mut builder = NodeClient::builder(first);
-            for other in urls {
-                builder = builder.also_at(other);
-            }
-            let client = builder
+            let client = http_builder(&url)
                 .node_key(node.clone())
                 .token_minter(minter)
                 .keys(keys)
@@ -1094,12 +1115,8 @@ async fn echo_node(
             client.shutdown().await.map_err(|e| joined(e, &url))?;
         }
         Via::Quic => {
-            let addr = quic.addr.ok_or_else(|| {
-                CliError::Config(
-                    "--via quic needs --quic ADDR (the mediator's QUIC listener)".into(),
-                )
-            })?;
-            let builder = QuicNodeClient::builder(addr)
+            let (addr, builder) = quic.builder()?;
+            let builder = builder
                 .node_key(node.clone())
                 .token_minter(minter)
                 .keys(keys);
