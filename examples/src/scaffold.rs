@@ -245,7 +245,14 @@ use mediator_transport_http::NodeClient;
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {{
     let settings = Settings::load();
-    let mediator = settings.required("MEDIATOR_URL")?;
+    // One mediator, or several of one formation, comma-separated: the node
+    // registers again at the next when its own stops answering.
+    let mediators = settings.required("MEDIATOR_URL")?;
+    let mut mediators = mediators.split(',').map(str::trim).filter(|m| !m.is_empty());
+    let mut builder = NodeClient::builder(mediators.next().unwrap_or_default());
+    for other in mediators {{
+        builder = builder.also_at(other);
+    }}
     // The mediator secret signs this node's tokens; with a token minted by
     // `mediator token --node {group}/{name}` use `.token(..)` instead.
     let minter = TokenMinter::hs256(settings.required("MEDIATOR_SECRET")?);
@@ -253,7 +260,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {{
     let keys: KeyRing = settings.required("MEDIATOR_NODE_KEY")?.parse()?;
     let callback = settings.get("NODE_CALLBACK").unwrap_or_else(|| "http://127.0.0.1:0".into());
 
-    let node = NodeClient::builder(mediator)
+    let node = builder
         .identity("{group}", Some("{name}"))
         .token_minter(minter)
         .keys(keys)
@@ -296,7 +303,14 @@ use mediator_transport_quic::QuicNodeClient;
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {{
     let settings = Settings::load();
-    let addr = settings.required("MEDIATOR_QUIC")?.parse()?;
+    // One listener, or several of one formation, comma-separated: the node
+    // attaches again at the next when its own goes away.
+    let listeners = settings.required("MEDIATOR_QUIC")?;
+    let mut addrs = Vec::new();
+    for listener in listeners.split(',').map(str::trim).filter(|l| !l.is_empty()) {{
+        addrs.push(listener.parse::<std::net::SocketAddr>()?);
+    }}
+    let (&addr, others) = addrs.split_first().ok_or("MEDIATOR_QUIC names no address")?;
     // The fingerprint `mediator serve --quic-listen` prints at start.
     let pin = settings.required("MEDIATOR_QUIC_PIN")?;
     // The mediator secret signs a fresh token at every (re)connection, so
@@ -305,7 +319,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {{
     // The node key seals payloads end to end; the mediator never holds it.
     let keys: KeyRing = settings.required("MEDIATOR_NODE_KEY")?.parse()?;
 
-    let node = QuicNodeClient::builder(addr)
+    let mut builder = QuicNodeClient::builder(addr);
+    for &other in others {{
+        builder = builder.also_at(other);
+    }}
+    let node = builder
         .pin(&pin)
         .identity("{group}", Some("{name}"))
         .token_minter(minter)
