@@ -158,26 +158,6 @@ async fn keygen_keys_and_minted_tokens_carry_a_sealed_call_from_the_shell() {
     node.shutdown().await.unwrap();
 }
 
-/// The QUIC listener's address and fingerprint, from what `serve` printed.
-fn quic_line(process: &Process) -> (String, String) {
-    let output = process.output();
-    let line = output
-        .iter()
-        .find(|l| l.contains("QUIC listening on"))
-        .unwrap_or_else(|| panic!("no QUIC line in {output:?}"));
-    let addr = line
-        .split("QUIC listening on ")
-        .nth(1)
-        .unwrap()
-        .split(',')
-        .next()
-        .unwrap()
-        .to_owned();
-    let pin = line.split_whitespace().last().unwrap().to_owned();
-    assert_eq!(pin.len(), 64, "{line}");
-    (addr, pin)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_with_quic_listen_carries_a_send_via_quic_and_refuses_a_bad_pin() {
     let dir = tempfile::tempdir().unwrap();

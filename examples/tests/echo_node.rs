@@ -10,28 +10,6 @@ mod support;
 
 use support::*;
 
-/// The QUIC listener's address and fingerprint, from what `serve` printed.
-fn quic_line(process: &Process) -> (String, String) {
-    let output = process.output();
-    let line = output
-        .iter()
-        .find(|l| l.contains("QUIC listening on"))
-        .unwrap_or_else(|| panic!("no QUIC line in {output:?}"));
-    let addr = line
-        .split("QUIC listening on ")
-        .nth(1)
-        .and_then(|rest| rest.split(',').next())
-        .unwrap_or_else(|| panic!("no address in {line}"))
-        .to_owned();
-    let pin = line
-        .split_whitespace()
-        .last()
-        .unwrap_or_default()
-        .to_owned();
-    assert_eq!(pin.len(), 64, "{line}");
-    (addr, pin)
-}
-
 /// `mediator send …` in `dir`: its exit code and trimmed stdout and stderr.
 fn send(dir: &std::path::Path, args: &[&str]) -> (Option<i32>, String, String) {
     let out = Command::new(bin())

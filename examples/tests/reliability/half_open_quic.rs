@@ -11,7 +11,8 @@ use mediator_transport_quic::pinned_client_config;
 use serde_json::{json, Value};
 
 use crate::support::{
-    as_strs, echo_node, free_port, register_node, rss_kib_of, serve_args, token_for, Process,
+    as_strs, echo_node, free_port, quic_line, register_node, rss_kib_of, serve_args, token_for,
+    Process,
 };
 
 /// The mediator's deadline for a request (`--deadline-ms`).
@@ -48,28 +49,6 @@ async fn read_frame(recv: &mut quinn::RecvStream) -> Result<Value, String> {
         .await
         .map_err(|e| format!("a broken header frame: {e}"))?;
     serde_json::from_slice(&json).map_err(|e| format!("not JSON: {e}"))
-}
-
-/// The QUIC listener's address and certificate fingerprint, from the line
-/// `serve` prints.
-fn quic_line(process: &Process) -> (SocketAddr, String) {
-    let output = process.output();
-    let line = output
-        .iter()
-        .find(|l| l.contains("QUIC listening on"))
-        .unwrap_or_else(|| panic!("no QUIC line in {output:?}"));
-    let addr = line
-        .split("QUIC listening on ")
-        .nth(1)
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|addr| addr.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {line:?}"));
-    let pin = line
-        .split_whitespace()
-        .last()
-        .unwrap_or_default()
-        .to_owned();
-    (addr, pin)
 }
 
 /// Opens one call stream to `target`, sends its header frame and [`PART`]
@@ -126,6 +105,7 @@ async fn half_open_quic_streams_are_answered_408_and_hold_no_memory() {
     );
     let hub = Process::start(dir.path(), &as_strs(&args), "QUIC listening");
     let (quic, pin) = quic_line(&hub);
+    let quic: SocketAddr = quic.parse().expect("the QUIC address");
     let api = SocketAddr::from(([127, 0, 0, 1], port));
     let (node, _) = echo_node(Duration::ZERO).await;
     register_node(api, dir.path(), "sink/n", node).await;

@@ -705,3 +705,26 @@ pub async fn send_until_answered(
     sending.abort();
     answer.unwrap_or_else(|_| Err(format!("no answer within {patience:?}")))
 }
+
+/// The QUIC listener's address and certificate fingerprint, from the line
+/// `serve` printed: `mediator QUIC listening on ADDR, certificate SHA-256 PIN`.
+pub fn quic_line(process: &Process) -> (String, String) {
+    let output = process.output();
+    let line = output
+        .iter()
+        .find(|l| l.contains("QUIC listening on"))
+        .unwrap_or_else(|| panic!("no QUIC line in {output:?}"));
+    let addr = line
+        .split("QUIC listening on ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .unwrap_or_else(|| panic!("no address in {line}"))
+        .to_owned();
+    let pin = line
+        .split_whitespace()
+        .last()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(pin.len(), 64, "{line}");
+    (addr, pin)
+}
