@@ -118,6 +118,7 @@ mod clock;
 pub mod context;
 mod deliver;
 mod error;
+pub mod formation;
 pub mod inbound;
 mod inflight;
 pub mod mediator;

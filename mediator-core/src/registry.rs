@@ -6,6 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::error::{Result, StoreError};
+use crate::formation::{ChangePage, Instance, RetiredInstance};
 use crate::model::{Node, NodeId, NodeKey, Registration};
 use crate::time::Timestamp;
 
@@ -22,6 +23,12 @@ use crate::time::Timestamp;
 /// - Time is always an argument, never read from the clock.
 /// - A [`version`](Registry::version), if the store gives one, moves with
 ///   every change and with nothing else.
+/// - A store with a feed ([`changes`](Registry::changes)) records every
+///   change in it, in the order the changes happened, and its version is
+///   the position of its newest change.
+/// - A store that keeps instances ([`announce_instance`](Registry::announce_instance))
+///   removes, with an instance whose lease ran out, every node attached to
+///   it (`attached:ID`), and records those removals in its feed.
 ///
 /// A store that loses its backend returns a [`StoreError`] quickly rather
 /// than hanging, saying whether the failure is temporary (worth retrying)
@@ -121,6 +128,74 @@ pub trait Registry: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// The changes after position `after` (0: from the start), oldest
+    /// first, at most `limit`; `None` when the store keeps no feed, which
+    /// is the default (the mediators sharing it then reload it whole every
+    /// [`sweep_every`](crate::Limits::sweep_every)).
+    ///
+    /// Every upsert, every renewal (a peer judges a node live by its
+    /// lease), every removal and every eviction is one change. Positions
+    /// only grow, and a change is never readable after one with a higher
+    /// position was read: a follower that reads from its last position
+    /// misses nothing. When changes after `after` were compacted away the
+    /// page says so ([`ChangePage::gap`]) and the follower reloads.
+    ///
+    /// A store shared by several processes orders its changes across all
+    /// of them (a counter taken under a lock in the same transaction).
+    async fn changes(&self, after: u64, limit: usize) -> Result<Option<ChangePage>, StoreError> {
+        let _ = (after, limit);
+        Ok(None)
+    }
+
+    /// Forgets the changes at or before position `through`; returns how
+    /// many went. A follower that still had to read one of them is told of
+    /// the gap by [`changes`](Self::changes). The default keeps no feed,
+    /// so forgets nothing.
+    async fn compact_changes(&self, through: u64) -> Result<u64, StoreError> {
+        let _ = through;
+        Ok(0)
+    }
+
+    /// Announces mediator instance `id`, reachable by its peers at `peer`,
+    /// with a lease of `ttl` from `now`: inserts it (started now) or
+    /// renews it (its start kept). Returns the instance as stored.
+    ///
+    /// The default refuses: a store that keeps no instances serves one
+    /// mediator at a time.
+    async fn announce_instance(
+        &self,
+        id: &str,
+        peer: &str,
+        ttl: Duration,
+        now: Timestamp,
+    ) -> Result<Instance, StoreError> {
+        let _ = (id, peer, ttl, now);
+        Err(StoreError::new(
+            "this store keeps no mediator instances: one mediator at a time",
+            false,
+        ))
+    }
+
+    /// Every instance announced and not yet retired, ordered by id; the
+    /// default keeps none.
+    async fn instances(&self) -> Result<Vec<Instance>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// Removes instance `id` (it is leaving) and the nodes attached to it;
+    /// returns their keys.
+    async fn retire_instance(&self, id: &str) -> Result<Vec<NodeKey>, StoreError> {
+        let _ = id;
+        Ok(Vec::new())
+    }
+
+    /// Removes every instance whose lease ended at or before `now`, with
+    /// the nodes attached to it; returns them.
+    async fn expire_instances(&self, now: Timestamp) -> Result<Vec<RetiredInstance>, StoreError> {
+        let _ = now;
+        Ok(Vec::new())
+    }
+
     /// The store's own copy of `node`, if it keeps its nodes in memory
     /// behind an [`Arc`] and holds one equal to `node` right now; `None`
     /// otherwise, which is the default.
@@ -179,6 +254,30 @@ impl<R: Registry + ?Sized> Registry for Arc<R> {
     }
     async fn version(&self) -> Result<Option<u64>, StoreError> {
         (**self).version().await
+    }
+    async fn changes(&self, after: u64, limit: usize) -> Result<Option<ChangePage>, StoreError> {
+        (**self).changes(after, limit).await
+    }
+    async fn compact_changes(&self, through: u64) -> Result<u64, StoreError> {
+        (**self).compact_changes(through).await
+    }
+    async fn announce_instance(
+        &self,
+        id: &str,
+        peer: &str,
+        ttl: Duration,
+        now: Timestamp,
+    ) -> Result<Instance, StoreError> {
+        (**self).announce_instance(id, peer, ttl, now).await
+    }
+    async fn instances(&self) -> Result<Vec<Instance>, StoreError> {
+        (**self).instances().await
+    }
+    async fn retire_instance(&self, id: &str) -> Result<Vec<NodeKey>, StoreError> {
+        (**self).retire_instance(id).await
+    }
+    async fn expire_instances(&self, now: Timestamp) -> Result<Vec<RetiredInstance>, StoreError> {
+        (**self).expire_instances(now).await
     }
     fn shared(&self, node: &Node) -> Option<Arc<Node>> {
         (**self).shared(node)

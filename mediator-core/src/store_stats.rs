@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use crate::error::StoreError;
+use crate::formation::{ChangePage, Instance, RetiredInstance};
 use crate::model::{Node, NodeId, NodeKey, Registration};
 use crate::registry::Registry;
 use crate::time::Timestamp;
@@ -53,11 +54,23 @@ pub enum StoreOp {
     EvictExpired,
     /// [`Registry::ping`].
     Ping,
+    /// [`Registry::changes`].
+    Changes,
+    /// [`Registry::compact_changes`].
+    CompactChanges,
+    /// [`Registry::announce_instance`].
+    AnnounceInstance,
+    /// [`Registry::instances`].
+    Instances,
+    /// [`Registry::retire_instance`].
+    RetireInstance,
+    /// [`Registry::expire_instances`].
+    ExpireInstances,
 }
 
 impl StoreOp {
     /// Every operation, in a fixed order.
-    pub const ALL: [StoreOp; 10] = [
+    pub const ALL: [StoreOp; 16] = [
         StoreOp::Upsert,
         StoreOp::Renew,
         StoreOp::Remove,
@@ -68,6 +81,12 @@ impl StoreOp {
         StoreOp::ListPage,
         StoreOp::EvictExpired,
         StoreOp::Ping,
+        StoreOp::Changes,
+        StoreOp::CompactChanges,
+        StoreOp::AnnounceInstance,
+        StoreOp::Instances,
+        StoreOp::RetireInstance,
+        StoreOp::ExpireInstances,
     ];
 
     /// The operation's label in metrics, the name of the trait method.
@@ -83,6 +102,12 @@ impl StoreOp {
             StoreOp::ListPage => "list_page",
             StoreOp::EvictExpired => "evict_expired",
             StoreOp::Ping => "ping",
+            StoreOp::Changes => "changes",
+            StoreOp::CompactChanges => "compact_changes",
+            StoreOp::AnnounceInstance => "announce_instance",
+            StoreOp::Instances => "instances",
+            StoreOp::RetireInstance => "retire_instance",
+            StoreOp::ExpireInstances => "expire_instances",
         }
     }
 }
@@ -252,6 +277,38 @@ impl Registry for TimedRegistry {
     // its own beside the operations that carry the load.
     async fn version(&self) -> Result<Option<u64>, StoreError> {
         self.inner.version().await
+    }
+    async fn changes(&self, after: u64, limit: usize) -> Result<Option<ChangePage>, StoreError> {
+        self.timed(StoreOp::Changes, self.inner.changes(after, limit))
+            .await
+    }
+    async fn compact_changes(&self, through: u64) -> Result<u64, StoreError> {
+        self.timed(StoreOp::CompactChanges, self.inner.compact_changes(through))
+            .await
+    }
+    async fn announce_instance(
+        &self,
+        id: &str,
+        peer: &str,
+        ttl: Duration,
+        now: Timestamp,
+    ) -> Result<Instance, StoreError> {
+        self.timed(
+            StoreOp::AnnounceInstance,
+            self.inner.announce_instance(id, peer, ttl, now),
+        )
+        .await
+    }
+    async fn instances(&self) -> Result<Vec<Instance>, StoreError> {
+        self.timed(StoreOp::Instances, self.inner.instances()).await
+    }
+    async fn retire_instance(&self, id: &str) -> Result<Vec<NodeKey>, StoreError> {
+        self.timed(StoreOp::RetireInstance, self.inner.retire_instance(id))
+            .await
+    }
+    async fn expire_instances(&self, now: Timestamp) -> Result<Vec<RetiredInstance>, StoreError> {
+        self.timed(StoreOp::ExpireInstances, self.inner.expire_instances(now))
+            .await
     }
     fn shared(&self, node: &Node) -> Option<Arc<Node>> {
         self.inner.shared(node)

@@ -20,7 +20,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::model::{Endpoint, Meta, NodeId, NodeKey, Registration};
+use crate::formation::{ChangeKind, ChangePage, Instance, RetiredInstance};
+use crate::model::{Endpoint, Meta, Node, NodeId, NodeKey, Registration};
 use crate::registry::Registry;
 use crate::time::Timestamp;
 use crate::Error;
@@ -110,6 +111,24 @@ where
         }),
         ("a_shared_copy_is_the_node_as_stored", |r| {
             Box::pin(a_shared_copy_is_the_node_as_stored(r))
+        }),
+        ("the_feed_replays_to_the_store", |r| {
+            Box::pin(the_feed_replays_to_the_store(r))
+        }),
+        ("the_feed_reads_in_pages", |r| {
+            Box::pin(the_feed_reads_in_pages(r))
+        }),
+        ("a_compacted_feed_reports_the_gap", |r| {
+            Box::pin(a_compacted_feed_reports_the_gap(r))
+        }),
+        ("instances_announce_and_renew", |r| {
+            Box::pin(instances_announce_and_renew(r))
+        }),
+        ("an_expired_instance_takes_its_nodes", |r| {
+            Box::pin(an_expired_instance_takes_its_nodes(r))
+        }),
+        ("a_retired_instance_takes_its_nodes", |r| {
+            Box::pin(a_retired_instance_takes_its_nodes(r))
         }),
     ];
     let mut failures = Vec::new();
@@ -608,5 +627,357 @@ async fn a_shared_copy_is_the_node_as_stored<R: Registry>(r: Arc<R>) -> CaseResu
         r.shared(&stranger).is_none(),
         "a copy handed out for an id the store never gave"
     );
+    Ok(())
+}
+
+/// Applies a page of the feed to a follower's copy of the store, in order.
+fn replay(copy: &mut BTreeMap<NodeId, Node>, page: &ChangePage) {
+    for change in &page.changes {
+        match &change.kind {
+            ChangeKind::Put(node) => {
+                // A key that registered again under a new id replaces its
+                // old registration.
+                copy.retain(|id, held| held.key != node.key || *id == node.id);
+                copy.insert(node.id, node.clone());
+            }
+            ChangeKind::Removed { id, .. } => {
+                copy.remove(id);
+            }
+        }
+    }
+}
+
+/// Reads the feed from `after` to its end, a page of `limit` at a time,
+/// checking that positions only grow and that no page reports a gap.
+async fn read_feed<R: Registry>(
+    r: &R,
+    after: u64,
+    limit: usize,
+) -> Result<(Vec<ChangePage>, u64), String> {
+    let mut pages = Vec::new();
+    let mut position = after;
+    loop {
+        let page =
+            step("changes", r.changes(position, limit).await)?.ok_or("the feed went away")?;
+        ensure!(
+            !page.gap,
+            "a gap after {position} though nothing was compacted"
+        );
+        ensure!(
+            page.changes.len() <= limit,
+            "a page of {} changes, limit {limit}",
+            page.changes.len()
+        );
+        for change in &page.changes {
+            ensure!(
+                change.position > position,
+                "position {} after {position}",
+                change.position
+            );
+            position = change.position;
+        }
+        ensure_eq!(page.next, position, "the page's next position");
+        let done = page.changes.is_empty();
+        pages.push(page);
+        if done {
+            return Ok((pages, position));
+        }
+    }
+}
+
+/// A store without a feed passes. One with a feed records every kind of
+/// change (insert, update, renewal, removal by id and by key, eviction) so
+/// that a follower replaying it from any position it read reaches the
+/// store's own state; and its version is the newest position.
+async fn the_feed_replays_to_the_store<R: Registry>(r: Arc<R>) -> CaseResult {
+    if step("changes", r.changes(0, 10).await)?.is_none() {
+        return Ok(());
+    }
+    let a = key("g", Some("a"));
+    let b = key("g", Some("b"));
+    let c = key("h", None);
+    // A follower that loaded the store now.
+    let na = step("upsert a", r.upsert(reg(&a, 1), T0).await)?;
+    let mut copy: BTreeMap<NodeId, Node> = BTreeMap::new();
+    copy.insert(na.id, na.clone());
+    let start = step("version", r.version().await)?.ok_or("a feed but no version")?;
+    let (_, head) = read_feed(&*r, 0, 100).await?;
+    ensure_eq!(head, start, "the version beside the newest position");
+
+    let nb = step("upsert b", r.upsert(reg(&b, 2), T0).await)?;
+    step("upsert a again", r.upsert(reg(&a, 3), T0).await)?;
+    let renewed = step("renew a", r.renew(&a, TTL * 2, T0 + TTL).await)?;
+    step("upsert c", r.upsert(reg(&c, 4), T0).await)?;
+    step("remove b", r.remove(nb.id).await)?;
+    step("upsert b again", r.upsert(reg(&b, 5), T0 + TTL).await)?;
+    let gone = step("evict", r.evict_expired(T0 + TTL).await)?;
+    ensure_eq!(gone, vec![c.clone()], "evicted");
+    step("remove a", r.remove_key(&a).await)?;
+    step("upsert a again", r.upsert(reg(&a, 6), T0 + TTL).await)?;
+
+    let (pages, head) = read_feed(&*r, start, 100).await?;
+    for page in &pages {
+        replay(&mut copy, page);
+    }
+    let stored: BTreeMap<NodeId, Node> = step("list", r.list(None).await)?
+        .into_iter()
+        .map(|n| (n.id, n))
+        .collect();
+    ensure_eq!(copy, stored, "the follower's copy after replaying the feed");
+    ensure_eq!(
+        step("version", r.version().await)?,
+        Some(head),
+        "the version beside the newest position"
+    );
+    ensure!(renewed.is_some(), "renew of a registered key");
+
+    // A renewal alone is in the feed, with the new lease.
+    let (_, before) = read_feed(&*r, head, 100).await?;
+    let until = step("renew b", r.renew(&b, TTL * 3, T0 + TTL).await)?
+        .ok_or("renew of a registered key")?;
+    let (pages, _) = read_feed(&*r, before, 100).await?;
+    let leases: Vec<Timestamp> = pages
+        .iter()
+        .flat_map(|p| &p.changes)
+        .filter_map(|change| match &change.kind {
+            ChangeKind::Put(node) if node.key == b => Some(node.lease_until),
+            _ => None,
+        })
+        .collect();
+    ensure_eq!(
+        leases,
+        vec![until],
+        "the leases of b the feed gave after a renewal"
+    );
+    Ok(())
+}
+
+/// Pages hold at most `limit` changes and continue where the last ended.
+async fn the_feed_reads_in_pages<R: Registry>(r: Arc<R>) -> CaseResult {
+    let Some(first) = step("changes", r.changes(0, 10).await)? else {
+        return Ok(());
+    };
+    let start = first.next;
+    for i in 0..7u16 {
+        let k = key("g", Some(&format!("n{i}")));
+        step("upsert", r.upsert(reg(&k, 100 + i), T0).await)?;
+    }
+    let (pages, _) = read_feed(&*r, start, 3).await?;
+    let sizes: Vec<usize> = pages.iter().map(|p| p.changes.len()).collect();
+    ensure_eq!(sizes, vec![3, 3, 1, 0], "page sizes");
+    let keys: Vec<String> = pages
+        .iter()
+        .flat_map(|p| &p.changes)
+        .filter_map(|change| match &change.kind {
+            ChangeKind::Put(node) => Some(node.key.to_string()),
+            ChangeKind::Removed { .. } => None,
+        })
+        .collect();
+    let expected: Vec<String> = (0..7).map(|i| format!("g/n{i}")).collect();
+    ensure_eq!(
+        keys,
+        expected,
+        "the nodes in the feed, in the order written"
+    );
+    Ok(())
+}
+
+/// Compaction forgets what it covers; a follower that had not read it is
+/// told of the gap, one that had is not.
+async fn a_compacted_feed_reports_the_gap<R: Registry>(r: Arc<R>) -> CaseResult {
+    if step("changes", r.changes(0, 10).await)?.is_none() {
+        return Ok(());
+    }
+    let a = key("g", Some("a"));
+    let b = key("g", Some("b"));
+    step("upsert a", r.upsert(reg(&a, 1), T0).await)?;
+    let (_, after_a) = read_feed(&*r, 0, 100).await?;
+    step("upsert b", r.upsert(reg(&b, 2), T0).await)?;
+    let gone = step("compact", r.compact_changes(after_a).await)?;
+    ensure!(
+        gone >= 1,
+        "compaction through {after_a} forgot {gone} changes"
+    );
+    let behind = step("changes", r.changes(0, 100).await)?.ok_or("the feed went away")?;
+    ensure!(
+        behind.gap,
+        "no gap reported to a follower behind the compaction"
+    );
+    let (pages, _) = read_feed(&*r, after_a, 100).await?;
+    let keys: Vec<NodeKey> = pages
+        .iter()
+        .flat_map(|p| &p.changes)
+        .filter_map(|change| match &change.kind {
+            ChangeKind::Put(node) => Some(node.key.clone()),
+            ChangeKind::Removed { .. } => None,
+        })
+        .collect();
+    ensure_eq!(keys, vec![b], "what a follower past the compaction reads");
+    Ok(())
+}
+
+/// A store without instances passes (it refuses the announcement). One
+/// with them keeps an instance's start across renewals and moves its
+/// heartbeat, lease and peer address.
+async fn instances_announce_and_renew<R: Registry>(r: Arc<R>) -> CaseResult {
+    let ttl = Duration::from_secs(6);
+    let Ok(first) = r
+        .announce_instance("hub-1", "http://10.0.0.1:80", ttl, T0)
+        .await
+    else {
+        return Ok(());
+    };
+    ensure_eq!(
+        first,
+        Instance::new("hub-1", "http://10.0.0.1:80", T0, ttl).map_err(|e| e.to_string())?,
+        "the instance as first announced"
+    );
+    let later = T0 + Duration::from_secs(2);
+    step(
+        "announce hub-0",
+        r.announce_instance("hub-0", "http://10.0.0.2:80", ttl, later)
+            .await,
+    )?;
+    let renewed = step(
+        "renew hub-1",
+        r.announce_instance("hub-1", "http://10.0.0.3:80", ttl, later)
+            .await,
+    )?;
+    ensure_eq!(renewed.started, T0, "the start of a renewed instance");
+    ensure_eq!(
+        renewed.heartbeat,
+        later,
+        "the heartbeat of a renewed instance"
+    );
+    ensure_eq!(
+        renewed.lease_until,
+        later + ttl,
+        "the lease of a renewed instance"
+    );
+    ensure_eq!(
+        renewed.peer,
+        "http://10.0.0.3:80",
+        "the peer address of a renewed instance"
+    );
+    let listed = step("instances", r.instances().await)?;
+    let ids: Vec<&str> = listed.iter().map(|i| i.id.as_str()).collect();
+    ensure_eq!(ids, vec!["hub-0", "hub-1"], "instances, ordered by id");
+    ensure_eq!(listed[1], renewed, "the instance as listed");
+    Ok(())
+}
+
+/// An instance whose lease ran out goes, with exactly the nodes attached
+/// to it, and their removals are in the feed; other instances and their
+/// nodes stay.
+async fn an_expired_instance_takes_its_nodes<R: Registry>(r: Arc<R>) -> CaseResult {
+    let ttl = Duration::from_secs(6);
+    if r.announce_instance("hub-1", "", ttl, T0).await.is_err() {
+        return Ok(());
+    }
+    step(
+        "announce hub-2",
+        r.announce_instance("hub-2", "", ttl, T0).await,
+    )?;
+    let attached = |instance: &str, k: &NodeKey| {
+        Registration::new(
+            k.clone(),
+            Endpoint::attached(instance).expect("valid instance"),
+            TTL,
+        )
+    };
+    let x = key("g", Some("x"));
+    let y = key("g", Some("y"));
+    let z = key("g", Some("z"));
+    let w = key("g", Some("w"));
+    step("upsert x", r.upsert(attached("hub-1", &x), T0).await)?;
+    step("upsert w", r.upsert(attached("hub-1", &w), T0).await)?;
+    step("upsert y", r.upsert(attached("hub-2", &y), T0).await)?;
+    step("upsert z", r.upsert(reg(&z, 1), T0).await)?;
+    let position = step("changes", r.changes(0, 1).await)?.map(|_| ());
+    let from = match position {
+        Some(()) => Some(read_feed(&*r, 0, 100).await?.1),
+        None => None,
+    };
+    let later = T0 + Duration::from_secs(4);
+    step(
+        "renew hub-2",
+        r.announce_instance("hub-2", "", ttl, later).await,
+    )?;
+    ensure_eq!(
+        step(
+            "expire early",
+            r.expire_instances(T0 + Duration::from_secs(5)).await
+        )?,
+        Vec::<RetiredInstance>::new(),
+        "instances expired before their lease ran out"
+    );
+    let mut retired = step("expire", r.expire_instances(T0 + ttl).await)?;
+    for instance in &mut retired {
+        instance.detached.sort_by_key(ToString::to_string);
+    }
+    let detached = vec![w.clone(), x.clone()];
+    ensure_eq!(
+        retired,
+        vec![RetiredInstance {
+            id: "hub-1".into(),
+            detached: detached.clone()
+        }],
+        "the instances retired"
+    );
+    let ids: Vec<String> = step("instances", r.instances().await)?
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    ensure_eq!(ids, vec!["hub-2".to_owned()], "the instances left");
+    let keys: Vec<NodeKey> = step("list", r.list(None).await)?
+        .into_iter()
+        .map(|n| n.key)
+        .collect();
+    ensure_eq!(keys, vec![y, z], "the nodes left");
+    if let Some(from) = from {
+        let (pages, _) = read_feed(&*r, from, 100).await?;
+        let mut removed: Vec<NodeKey> = pages
+            .iter()
+            .flat_map(|p| &p.changes)
+            .filter_map(|change| match &change.kind {
+                ChangeKind::Removed { key, .. } => Some(key.clone()),
+                ChangeKind::Put(_) => None,
+            })
+            .collect();
+        removed.sort_by_key(ToString::to_string);
+        ensure_eq!(removed, detached, "the removals in the feed");
+    }
+    Ok(())
+}
+
+/// An instance that leaves takes its attached nodes with it.
+async fn a_retired_instance_takes_its_nodes<R: Registry>(r: Arc<R>) -> CaseResult {
+    let ttl = Duration::from_secs(6);
+    if r.announce_instance("hub-1", "", ttl, T0).await.is_err() {
+        return Ok(());
+    }
+    let x = key("g", Some("x"));
+    let z = key("g", Some("z"));
+    let attached = Registration::new(
+        x.clone(),
+        Endpoint::attached("hub-1").expect("valid instance"),
+        TTL,
+    );
+    step("upsert x", r.upsert(attached, T0).await)?;
+    step("upsert z", r.upsert(reg(&z, 1), T0).await)?;
+    ensure_eq!(
+        step("retire", r.retire_instance("hub-1").await)?,
+        vec![x],
+        "the nodes detached"
+    );
+    ensure!(
+        step("instances", r.instances().await)?.is_empty(),
+        "a retired instance is still listed"
+    );
+    let keys: Vec<NodeKey> = step("list", r.list(None).await)?
+        .into_iter()
+        .map(|n| n.key)
+        .collect();
+    ensure_eq!(keys, vec![z], "the nodes left");
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use mediator_core::formation::{ChangeKind, ChangePage, Instance, RetiredInstance};
 use mediator_core::{
     async_trait, testkit, MemoryRegistry, Node, NodeId, NodeKey, Registration, Registry,
     StoreError, Timestamp,
@@ -19,6 +20,10 @@ enum Flaw {
     KnowsOnlyHttpAndAttached,
     /// Seeks its pages from the id given, not past it.
     PagesRepeatTheirLastNode,
+    /// Leaves renewals out of its feed.
+    FeedsNoRenewals,
+    /// Forgets an expired instance but keeps the nodes attached to it.
+    ExpiresInstancesOnly,
 }
 
 struct Faulty(MemoryRegistry, Flaw);
@@ -88,6 +93,73 @@ impl Registry for Faulty {
         };
         self.0.evict_expired(at).await
     }
+    async fn version(&self) -> Result<Option<u64>> {
+        self.0.version().await
+    }
+    async fn changes(&self, after: u64, limit: usize) -> Result<Option<ChangePage>> {
+        let mut page = self.0.changes(after, limit).await?;
+        if let (Flaw::FeedsNoRenewals, Some(page)) = (self.1, page.as_mut()) {
+            // A renewal is a Put that changed nothing but the lease.
+            let nodes = self.0.list(None).await?;
+            page.changes.retain(|change| match &change.kind {
+                ChangeKind::Put(node) => node.updated.is_none() || !nodes.contains(node),
+                ChangeKind::Removed { .. } => true,
+            });
+        }
+        Ok(page)
+    }
+    async fn compact_changes(&self, through: u64) -> Result<u64> {
+        self.0.compact_changes(through).await
+    }
+    async fn announce_instance(
+        &self,
+        id: &str,
+        peer: &str,
+        ttl: Duration,
+        now: Timestamp,
+    ) -> Result<Instance> {
+        self.0.announce_instance(id, peer, ttl, now).await
+    }
+    async fn instances(&self) -> Result<Vec<Instance>> {
+        self.0.instances().await
+    }
+    async fn retire_instance(&self, id: &str) -> Result<Vec<NodeKey>> {
+        self.0.retire_instance(id).await
+    }
+    async fn expire_instances(&self, now: Timestamp) -> Result<Vec<RetiredInstance>> {
+        if matches!(self.1, Flaw::ExpiresInstancesOnly) {
+            let expired: Vec<Instance> = self
+                .0
+                .instances()
+                .await?
+                .into_iter()
+                .filter(|i| i.is_expired(now))
+                .collect();
+            // Renewing every other instance far ahead and retiring these
+            // by hand would take their nodes; so keep them by re-adding.
+            let mut retired = Vec::new();
+            for instance in expired {
+                let nodes = self.0.list(None).await?;
+                self.0.retire_instance(&instance.id).await?;
+                for node in nodes {
+                    if node.endpoint.attached_instance() == Some(instance.id.as_str()) {
+                        let registration = Registration::new(
+                            node.key.clone(),
+                            node.endpoint.clone(),
+                            Duration::from_secs(60),
+                        );
+                        self.0.upsert(registration, now).await?;
+                    }
+                }
+                retired.push(RetiredInstance {
+                    id: instance.id,
+                    detached: Vec::new(),
+                });
+            }
+            return Ok(retired);
+        }
+        self.0.expire_instances(now).await
+    }
 }
 
 async fn failure_of(flaw: Flaw) -> String {
@@ -139,6 +211,24 @@ async fn a_registry_whose_pages_overlap_fails() {
     let message = failure_of(Flaw::PagesRepeatTheirLastNode).await;
     assert!(
         message.contains("pages_walk_the_list_in_id_order"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_registry_whose_feed_skips_renewals_fails() {
+    let message = failure_of(Flaw::FeedsNoRenewals).await;
+    assert!(
+        message.contains("the_feed_replays_to_the_store"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_registry_keeping_the_nodes_of_an_expired_instance_fails() {
+    let message = failure_of(Flaw::ExpiresInstancesOnly).await;
+    assert!(
+        message.contains("an_expired_instance_takes_its_nodes"),
         "{message}"
     );
 }
