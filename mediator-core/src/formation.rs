@@ -139,8 +139,9 @@ pub enum ChangeKind {
 /// One read of the feed ([`Registry::changes`](crate::Registry::changes)).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ChangePage {
-    /// The changes after the position asked from, oldest first; a change
-    /// whose node is gone since may be left out (its removal follows).
+    /// The changes after the position asked from, oldest first. A store
+    /// that gives nodes as they are when the feed is read gives a node
+    /// that is gone since as [`ChangeKind::Removed`].
     pub changes: Vec<Change>,
     /// The position to read from next: the last change's, or the position
     /// asked from when there was none.

@@ -668,16 +668,26 @@ async fn read_feed<R: Registry>(
             "a page of {} changes, limit {limit}",
             page.changes.len()
         );
+        let mut last = position;
         for change in &page.changes {
             ensure!(
-                change.position > position,
-                "position {} after {position}",
+                change.position > last,
+                "position {} after {last}",
                 change.position
             );
-            position = change.position;
+            last = change.position;
         }
-        ensure_eq!(page.next, position, "the page's next position");
-        let done = page.changes.is_empty();
+        ensure!(
+            page.next >= last,
+            "the page's next position {} is before its last change {last}",
+            page.next
+        );
+        let done = page.next == position;
+        ensure!(
+            !done || page.changes.is_empty(),
+            "a page with changes whose next position did not move"
+        );
+        position = page.next;
         pages.push(page);
         if done {
             return Ok((pages, position));
