@@ -140,6 +140,10 @@ pub struct RequestContext {
     /// deliverer wrapped in others (counting, forwarding) applies it
     /// without being handed it.
     pub endpoints: Arc<EndpointPolicy>,
+    /// The instance of the formation that forwarded this call here, if one
+    /// did: the call is then delivered only to a node attached to this
+    /// instance, never forwarded again.
+    pub forwarded_by: Option<String>,
 }
 
 impl RequestContext {
@@ -152,12 +156,19 @@ impl RequestContext {
             deadline,
             trace: TraceContext::default(),
             endpoints: Arc::clone(DEFAULT.get_or_init(Arc::default)),
+            forwarded_by: None,
         }
     }
 
     /// Sets the endpoint policy deliveries are held to.
     pub fn with_endpoints(mut self, endpoints: Arc<EndpointPolicy>) -> Self {
         self.endpoints = endpoints;
+        self
+    }
+
+    /// Marks the call as forwarded by instance `instance`.
+    pub fn with_forwarded_by(mut self, instance: Option<String>) -> Self {
+        self.forwarded_by = instance;
         self
     }
 

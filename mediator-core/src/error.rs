@@ -199,6 +199,7 @@ pub enum AuthError {
 pub struct DeliverError {
     message: String,
     unreachable: bool,
+    absent: bool,
     source: Option<Cause>,
 }
 
@@ -208,6 +209,20 @@ impl DeliverError {
         DeliverError {
             message: message.into(),
             unreachable: true,
+            absent: false,
+            source: None,
+        }
+    }
+
+    /// The node is not where its registration says: the instance holding
+    /// its connection is gone or does not answer. Nothing was sent, and
+    /// the caller is told no node is available (503), as for a node whose
+    /// lease ran out.
+    pub fn absent(message: impl Into<String>) -> Self {
+        DeliverError {
+            message: message.into(),
+            unreachable: true,
+            absent: true,
             source: None,
         }
     }
@@ -217,6 +232,7 @@ impl DeliverError {
         DeliverError {
             message: message.into(),
             unreachable: false,
+            absent: false,
             source: None,
         }
     }
@@ -230,6 +246,12 @@ impl DeliverError {
     /// Whether nothing of the request reached the node.
     pub fn is_unreachable(&self) -> bool {
         self.unreachable
+    }
+
+    /// Whether the node is not where its registration says
+    /// ([`absent`](Self::absent)).
+    pub fn is_absent(&self) -> bool {
+        self.absent
     }
 
     /// What went wrong, in words, without the cause.

@@ -12,6 +12,11 @@
 
 use std::time::Duration;
 
+mod peer;
+
+pub(crate) use peer::Forward;
+pub use peer::{PeerKey, PeerLink};
+
 use crate::error::{Error, Result};
 use crate::model::{Node, NodeId, NodeKey};
 use crate::time::Timestamp;

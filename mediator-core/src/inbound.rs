@@ -86,6 +86,7 @@ use crate::model::{split_at_slash, Envelope, NodeKey, Target};
 use crate::policy::Credentials;
 use crate::request_log::{sender_name, RequestRecord, TargetName};
 use crate::router::Routed;
+use crate::time::Timestamp;
 
 /// Who is calling, as the transport found it.
 #[derive(Debug, Clone)]
@@ -103,6 +104,18 @@ pub enum Caller {
     /// credential could not be read (a body that did not arrive in time).
     /// The call is refused with this error.
     Refused(Error),
+    /// Another instance of the formation, `instance` (its credential
+    /// checked with [`Mediator::verify_peer`]), forwarding a call it has
+    /// authenticated and authorized: it vouches for `sender`, the caller
+    /// at its end (`None`: one whose identity is unproven). The call goes
+    /// only to a node attached here, never on to a third instance, and only
+    /// to one node: the forwarding instance expands groups itself.
+    Peer {
+        /// The forwarding instance.
+        instance: String,
+        /// The verified sender at the forwarding instance.
+        sender: Option<NodeKey>,
+    },
 }
 
 /// The body of an inbound call, as the transport reads it off its wire:
@@ -397,12 +410,23 @@ impl Mediator {
         if self.request_log().enabled(Level::WARN) {
             seen.path = Some(record_path(target, &path));
         }
+        let mut forwarded_by = None;
         let identity: &Identity = match caller {
             Caller::Token(token) => seen
                 .sender
                 .insert(self.authenticate(&Credentials::Bearer(&token))?),
             Caller::Authenticated(identity) => seen.sender.insert(identity),
             Caller::Refused(e) => return Err(e),
+            Caller::Peer { instance, sender } => {
+                forwarded_by = Some(instance);
+                seen.sender.insert(Identity {
+                    verified: sender.is_some(),
+                    key: sender,
+                    admin: false,
+                    scope: None,
+                    expires: Timestamp::from_millis(i64::MAX),
+                })
+            }
         };
         if let Some(e) = malformed {
             return Err(e);
@@ -413,7 +437,17 @@ impl Mediator {
             Target::Any(_) => "any",
             Target::All(_) => "many",
         });
-        self.authorize(identity, &target)?;
+        match (&forwarded_by, &target) {
+            // Authorized where the caller called.
+            (Some(_), Target::One(_)) => {}
+            (Some(_), _) => {
+                return Err(Error::invalid(
+                    "target",
+                    "an instance forwards calls for one node; groups are expanded where the caller called",
+                ))
+            }
+            (None, _) => self.authorize(identity, &target)?,
+        }
         if timeout == Some(Duration::ZERO) {
             // The caller's deadline has already passed: nothing can answer
             // in time, so no node is bothered.
@@ -445,7 +479,7 @@ impl Mediator {
             body: body.travelling(bytes),
         };
         let routed = self
-            .route_authorized(identity, envelope, timeout, trace.clone())
+            .route_authorized(identity, envelope, timeout, trace.clone(), forwarded_by)
             .await;
         // The body counted against the budget until its delivery ended.
         drop(reservation);

@@ -11,6 +11,9 @@ use crate::clock::{Clock, SystemClock};
 use crate::context::{RequestContext, TraceContext};
 use crate::deliver::{Deliver, Deliverers};
 use crate::error::{Error, Result};
+use crate::formation::{
+    check_instance_id, ChangeKind, Forward, Instance, PeerKey, PeerLink, FEED_RETENTION,
+};
 use crate::inflight::InFlight;
 use crate::model::{Envelope, Node, NodeId, NodeKey, Registration, Target};
 use crate::policy::{
@@ -66,6 +69,14 @@ pub struct Limits {
     /// [`Error::Overloaded`] (503). Default 256 MiB: 32 bodies at the
     /// default `max_body`.
     pub body_budget: usize,
+    /// How often the store's feed of changes is read, when it keeps one
+    /// ([`Registry::changes`]): the bound on how long a change made at
+    /// another instance takes to be routable here. Default 50 ms.
+    pub follow_every: Duration,
+    /// The lease of this instance in a formation, renewed every third of
+    /// it; when it runs out, the other instances detach the nodes attached
+    /// here. Default 6 s.
+    pub instance_ttl: Duration,
 }
 
 impl Default for Limits {
@@ -80,6 +91,8 @@ impl Default for Limits {
             max_in_flight: 10_000,
             max_in_flight_per_caller: 1_000,
             body_budget: 256 * 1024 * 1024,
+            follow_every: Duration::from_millis(50),
+            instance_ttl: Duration::from_secs(6),
         }
     }
 }
@@ -88,6 +101,9 @@ impl Default for Limits {
 /// page's round trip is small beside its rows, few enough that a page is
 /// small beside the table.
 const REFRESH_PAGE: usize = 1_000;
+
+/// How many changes one read of the feed takes at most.
+const FEED_PAGE: usize = 1_000;
 
 type RouterWrap = Box<dyn FnOnce(DefaultRouter) -> Arc<dyn Router> + Send>;
 
@@ -107,6 +123,9 @@ pub struct MediatorBuilder {
     instance: String,
     wrap: Option<RouterWrap>,
     request_log: Arc<dyn RequestLog>,
+    peer_key: Option<PeerKey>,
+    peer_url: String,
+    peer_link: Option<Arc<dyn PeerLink>>,
 }
 
 impl std::fmt::Debug for MediatorBuilder {
@@ -314,6 +333,24 @@ impl MediatorBuilder {
         self
     }
 
+    /// Joins this instance to a formation: other mediator instances on the
+    /// same store reach it at `peer_url` (the base URL of its API) with
+    /// credentials made by `key`, and it forwards calls for nodes attached
+    /// to them over `link`. Without it an instance still announces itself
+    /// to a store that keeps instances, with no peer address, and answers
+    /// calls for nodes attached elsewhere with 503.
+    pub fn formation(
+        mut self,
+        key: PeerKey,
+        peer_url: impl Into<String>,
+        link: impl PeerLink,
+    ) -> Self {
+        self.peer_key = Some(key);
+        self.peer_url = peer_url.into();
+        self.peer_link = Some(Arc::new(link));
+        self
+    }
+
     /// Where every request's record goes, whatever transport answered it
     /// (see [`RequestLog`]). Default: one `tracing` event per request
     /// ([`TracingRequestLog`]).
@@ -378,6 +415,22 @@ impl MediatorBuilder {
         let stats = Arc::new(DeliveryStats::default().with_clock(Arc::clone(&self.clock)));
         let mut recorders: Vec<Arc<dyn Recorder>> = vec![Arc::clone(&stats) as Arc<dyn Recorder>];
         recorders.extend(self.recorders);
+        if limits.follow_every.is_zero() || limits.instance_ttl < Duration::from_secs(1) {
+            return Err(Error::Config(
+                "the feed period must be above zero and the instance lease at least 1 s".into(),
+            ));
+        }
+        check_instance_id(&self.instance)?;
+        let forward = match (&self.peer_key, &self.peer_link) {
+            (Some(key), Some(link)) => Some(Arc::new(Forward::new(
+                self.instance.clone(),
+                key.clone(),
+                Arc::clone(link),
+                Arc::clone(&registry),
+                Arc::clone(&self.clock),
+            ))),
+            _ => None,
+        };
         let table = Arc::new(RoutingTable::new());
         let default_router = DefaultRouter::new(
             Arc::clone(&table),
@@ -385,6 +438,7 @@ impl MediatorBuilder {
             self.pick,
             Arc::clone(&self.clock),
             recorders,
+            forward.clone(),
         );
         let router: Arc<dyn Router> = match self.wrap {
             Some(wrap) => wrap(default_router.clone()),
@@ -410,6 +464,11 @@ impl MediatorBuilder {
                 request_log: self.request_log,
                 limits,
                 instance: self.instance,
+                peer_key: self.peer_key,
+                peer_url: self.peer_url,
+                forward,
+                feed: tokio::sync::Mutex::new(None),
+                feed_marks: std::sync::Mutex::new(std::collections::VecDeque::new()),
             }),
         })
     }
@@ -481,6 +540,16 @@ struct Inner {
     request_log: Arc<dyn RequestLog>,
     limits: Limits,
     instance: String,
+    peer_key: Option<PeerKey>,
+    /// Where peers reach this instance; empty when they do not.
+    peer_url: String,
+    forward: Option<Arc<Forward>>,
+    /// The feed position the routing table has applied; `None` before the
+    /// first full load.
+    feed: tokio::sync::Mutex<Option<u64>>,
+    /// When each sweep saw which feed position, oldest first: compaction
+    /// forgets what this instance read [`FEED_RETENTION`] ago.
+    feed_marks: std::sync::Mutex<std::collections::VecDeque<(Timestamp, u64)>>,
 }
 
 impl std::fmt::Debug for Mediator {
@@ -511,6 +580,9 @@ impl Mediator {
             instance: format!("mediator-{:016x}", rand::random::<u64>()),
             wrap: None,
             request_log: Arc::new(TracingRequestLog),
+            peer_key: None,
+            peer_url: String::new(),
+            peer_link: None,
         }
     }
 
@@ -739,7 +811,7 @@ impl Mediator {
         trace: TraceContext,
     ) -> Result<Routed> {
         self.inner.authorize.call(caller, &envelope.target)?;
-        self.route_authorized(caller, envelope, deadline, trace)
+        self.route_authorized(caller, envelope, deadline, trace, None)
             .await
     }
 
@@ -751,6 +823,7 @@ impl Mediator {
         mut envelope: Envelope,
         deadline: Option<Duration>,
         trace: TraceContext,
+        forwarded_by: Option<String>,
     ) -> Result<Routed> {
         if envelope.body.len() > self.inner.limits.max_body {
             return Err(Error::TooLarge {
@@ -770,7 +843,8 @@ impl Mediator {
             Deadline::starting(self.inner.clock.now(), budget),
         )
         .with_trace(trace)
-        .with_endpoints(Arc::clone(&self.inner.endpoints));
+        .with_endpoints(Arc::clone(&self.inner.endpoints))
+        .with_forwarded_by(forwarded_by);
         let deliveries = match &envelope.target {
             Target::All(group) => self.inner.table.group_len(group).max(1),
             Target::One(_) | Target::Any(_) => 1,
@@ -822,11 +896,18 @@ impl Mediator {
     /// node; and not at all when its [version](Registry::version) is what
     /// the last refresh read.
     pub async fn refresh(&self) -> Result<()> {
+        self.reload(true).await.map(|_| ())
+    }
+
+    /// Reads the whole store into the routing table; returns the version
+    /// read before the first page, so that every change after it is in
+    /// the feed after that position.
+    async fn reload(&self, skip_unchanged: bool) -> Result<Option<u64>> {
         let mut mark = self.inner.table.begin_refresh();
         let registry = &self.inner.registry;
         let version = registry.version().await?;
-        if self.inner.table.refreshed_at(version) {
-            return Ok(());
+        if skip_unchanged && self.inner.table.refreshed_at(version) {
+            return Ok(version);
         }
         let mut after = None;
         loop {
@@ -835,14 +916,175 @@ impl Mediator {
             after = page.last().map(|node| node.id);
             // A refresh marked later already wrote what it read: newer.
             if !mark.read(page, |node| self.share(node)) {
-                return Ok(());
+                return Ok(version);
             }
             if last_page {
                 break;
             }
         }
         mark.finish(version);
+        Ok(version)
+    }
+
+    /// Applies the changes the store's feed holds since the last read to
+    /// the routing table: what other instances changed becomes routable
+    /// here without reading the whole store. The first call (and one after
+    /// a gap in the feed) loads the whole store instead.
+    ///
+    /// Returns `false`, doing nothing, when the store keeps no feed; a
+    /// mediator then [refreshes](Self::refresh) every sweep instead.
+    pub async fn follow(&self) -> Result<bool> {
+        let registry = &self.inner.registry;
+        let mut position = self.inner.feed.lock().await;
+        let mut at = match *position {
+            Some(at) => at,
+            None => {
+                let Some(version) = registry.version().await? else {
+                    return Ok(false);
+                };
+                if registry.changes(version, 0).await?.is_none() {
+                    return Ok(false);
+                }
+                self.reload(false).await?;
+                *position = Some(version);
+                version
+            }
+        };
+        loop {
+            let Some(page) = registry.changes(at, FEED_PAGE).await? else {
+                *position = None;
+                return Ok(false);
+            };
+            if page.gap {
+                tracing::warn!(
+                    position = at,
+                    "the store's feed was compacted past this instance; reloading the store"
+                );
+                let version = registry.version().await?.unwrap_or(0);
+                self.reload(false).await?;
+                at = version;
+                *position = Some(at);
+                continue;
+            }
+            let full = page.changes.len() >= FEED_PAGE;
+            for change in page.changes {
+                match change.kind {
+                    ChangeKind::Put(node) => self.inner.table.insert(self.share(node)),
+                    ChangeKind::Removed { id, key } => {
+                        if self.inner.table.remove_id(&key, id) {
+                            self.inner.stats.forget_node(&key);
+                        }
+                    }
+                }
+            }
+            at = page.next;
+            *position = Some(at);
+            if !full {
+                return Ok(true);
+            }
+        }
+    }
+
+    /// Forgets the feed entries this instance read [`FEED_RETENTION`] ago
+    /// or earlier: every instance following the feed more closely than
+    /// that has read them, and one further behind reloads.
+    async fn compact(&self) -> Result<()> {
+        let now = self.inner.clock.now();
+        let Some(position) = *self.inner.feed.lock().await else {
+            return Ok(());
+        };
+        let through = {
+            let mut marks = self
+                .inner
+                .feed_marks
+                .lock()
+                .map_err(|_| Error::Config("feed marks lock poisoned".into()))?;
+            marks.push_back((now, position));
+            let mut through = None;
+            while marks
+                .front()
+                .is_some_and(|(at, _)| *at + FEED_RETENTION <= now)
+            {
+                through = marks.pop_front().map(|(_, position)| position);
+            }
+            through
+        };
+        if let Some(through) = through {
+            let gone = self.inner.registry.compact_changes(through).await?;
+            tracing::debug!(through, gone, "feed compacted");
+        }
         Ok(())
+    }
+
+    /// Renews this instance's lease in the store (announcing it the first
+    /// time), retires the instances whose lease ran out with the nodes
+    /// attached to them, and reads who is in the formation now.
+    pub async fn heartbeat(&self) -> Result<Instance> {
+        let inner = &self.inner;
+        let now = inner.clock.now();
+        let me = inner
+            .registry
+            .announce_instance(
+                &inner.instance,
+                &inner.peer_url,
+                inner.limits.instance_ttl,
+                now,
+            )
+            .await?;
+        for retired in inner.registry.expire_instances(now).await? {
+            for key in &retired.detached {
+                if inner.table.remove_attached(key, &retired.id) {
+                    inner.stats.forget_node(key);
+                }
+            }
+            tracing::warn!(
+                instance = %retired.id,
+                detached = retired.detached.len(),
+                "a mediator instance's lease ran out: the nodes attached to it are detached"
+            );
+        }
+        if let Some(forward) = &inner.forward {
+            forward.learn(inner.registry.instances().await?);
+        }
+        Ok(me)
+    }
+
+    /// Every instance of the formation, as the store holds it.
+    pub async fn instances(&self) -> Result<Vec<Instance>> {
+        Ok(self.inner.registry.instances().await?)
+    }
+
+    /// Leaves the formation: removes this instance from the store with the
+    /// nodes attached to it, so other instances stop routing to them at
+    /// once rather than when the lease runs out. Returns their keys.
+    pub async fn leave(&self) -> Result<Vec<NodeKey>> {
+        let detached = self
+            .inner
+            .registry
+            .retire_instance(&self.inner.instance)
+            .await?;
+        for key in &detached {
+            self.inner.table.remove_attached(key, &self.inner.instance);
+        }
+        tracing::info!(detached = detached.len(), "left the formation");
+        Ok(detached)
+    }
+
+    /// Where this instance's peers reach it; empty when they do not.
+    pub fn peer_url(&self) -> &str {
+        &self.inner.peer_url
+    }
+
+    /// The instance a peer's credential names, if it is genuine and
+    /// current; `401` otherwise, and when this instance is in no
+    /// formation.
+    pub fn verify_peer(&self, credential: &str) -> Result<String> {
+        let key = self
+            .inner
+            .peer_key
+            .as_ref()
+            .ok_or_else(|| Error::unauthorized("this instance takes no forwarded calls"))?;
+        Ok(key.verify(credential, self.inner.clock.now())?)
     }
 
     /// The store's own copy of `node` if it has one, else a new one: what
@@ -859,24 +1101,77 @@ impl Mediator {
         Ok(self.inner.registry.ping().await?)
     }
 
-    /// Spawns the background loop that sweeps expired leases and refreshes
-    /// the routing table every [`Limits::sweep_every`] on the mediator's
-    /// clock. It runs until the handle is aborted; store failures are
-    /// logged and retried next period.
+    /// Spawns the background loop: every [`Limits::follow_every`] it reads
+    /// the store's feed ([`follow`](Self::follow)); every
+    /// [`Limits::sweep_every`] it sweeps expired leases, compacts the feed,
+    /// and refreshes the routing table whole when the store keeps no feed;
+    /// every third of [`Limits::instance_ttl`] it renews this instance in
+    /// the formation ([`heartbeat`](Self::heartbeat)). It runs on the
+    /// mediator's clock until the handle is aborted; store failures are
+    /// logged when they start and end, and retried next period.
     pub fn spawn_maintenance(&self) -> tokio::task::JoinHandle<()> {
         let mediator = self.clone();
         tokio::spawn(async move {
             let clock = Arc::clone(&mediator.inner.clock);
-            let every = mediator.inner.limits.sweep_every;
+            let limits = mediator.inner.limits.clone();
+            let beat_every = limits.instance_ttl / 3;
+            let mut next_sweep = clock.now();
+            let mut next_beat = clock.now();
+            let mut follows = true;
+            let mut failing = Failing::default();
             loop {
-                if let Err(e) = mediator.sweep().await {
-                    tracing::warn!(error = %e, "lease sweep failed; retrying next period");
+                let now = clock.now();
+                if now >= next_beat {
+                    next_beat = now + beat_every;
+                    failing.note("formation heartbeat", mediator.heartbeat().await);
                 }
-                if let Err(e) = mediator.refresh().await {
-                    tracing::warn!(error = %e, "routing table refresh failed; retrying next period");
+                if follows {
+                    match mediator.follow().await {
+                        Ok(true) => failing.note("feed read", Ok(())),
+                        Ok(false) => follows = false,
+                        Err(e) => failing.note("feed read", Err::<(), _>(e)),
+                    }
                 }
-                clock.sleep_until(clock.now() + every).await;
+                if now >= next_sweep {
+                    next_sweep = now + limits.sweep_every;
+                    failing.note("lease sweep", mediator.sweep().await);
+                    if follows {
+                        failing.note("feed compaction", mediator.compact().await);
+                    } else {
+                        failing.note("routing table refresh", mediator.refresh().await);
+                    }
+                }
+                let mut wake = next_sweep.min(next_beat);
+                if follows {
+                    wake = wake.min(clock.now() + limits.follow_every);
+                }
+                clock.sleep_until(wake).await;
             }
         })
+    }
+}
+
+/// Which of the maintenance duties are failing now, so that a store that
+/// went away is logged once when it goes and once when it is back, not
+/// every period.
+#[derive(Default)]
+struct Failing(std::collections::BTreeSet<&'static str>);
+
+impl Failing {
+    fn note<T>(&mut self, duty: &'static str, result: Result<T>) {
+        match result {
+            Ok(_) => {
+                if self.0.remove(duty) {
+                    tracing::info!(duty, "the store answers again");
+                }
+            }
+            Err(e) => {
+                if self.0.insert(duty) {
+                    tracing::warn!(duty, error = %e, "failed; retrying every period");
+                } else {
+                    tracing::debug!(duty, error = %e, "still failing");
+                }
+            }
+        }
     }
 }

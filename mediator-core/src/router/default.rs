@@ -14,6 +14,7 @@ use crate::clock::Clock;
 use crate::context::RequestContext;
 use crate::deliver::{Deliver, Deliverers};
 use crate::error::{DeliverError, Error, Result};
+use crate::formation::Forward;
 use crate::model::{Envelope, NodeId, NodeKey, Reply, Target};
 use crate::policy::Pick;
 use crate::record::{Delivery, Outcome, Recorder};
@@ -35,6 +36,8 @@ pub struct DefaultRouter {
     pick: Arc<dyn Pick>,
     clock: Arc<dyn Clock>,
     recorders: Arc<[Arc<dyn Recorder>]>,
+    /// Calls for nodes attached to other instances of the formation.
+    forward: Option<Arc<Forward>>,
 }
 
 impl std::fmt::Debug for DefaultRouter {
@@ -53,6 +56,7 @@ impl DefaultRouter {
         pick: Arc<dyn Pick>,
         clock: Arc<dyn Clock>,
         recorders: Vec<Arc<dyn Recorder>>,
+        forward: Option<Arc<Forward>>,
     ) -> Self {
         DefaultRouter {
             table,
@@ -60,6 +64,7 @@ impl DefaultRouter {
             pick,
             clock,
             recorders: recorders.into(),
+            forward,
         }
     }
 
@@ -80,6 +85,9 @@ impl DefaultRouter {
     }
 
     fn deliverer(&self, slot: &Slot) -> Result<Arc<dyn Deliver>, DeliverError> {
+        if let Some(forward) = self.forward.as_ref().filter(|f| f.takes(&slot.node)) {
+            return Ok(Arc::clone(forward) as Arc<dyn Deliver>);
+        }
         let scheme = slot.node.endpoint.scheme();
         self.delivers.load().get(scheme).cloned().ok_or_else(|| {
             DeliverError::unreachable(format!(
@@ -127,7 +135,7 @@ impl DefaultRouter {
             match self.deliver(slot, envelope, cx).await {
                 Ok(reply) => return Ok(Routed::One { node: key, reply }),
                 // Nothing reached that node, so another may safely be tried.
-                Err(e @ Error::NodeUnreachable { .. }) => {
+                Err(e @ (Error::NodeUnreachable { .. } | Error::NoNodeAvailable(_))) => {
                     tracing::debug!(node = %key, error = %e, "trying another node of the group");
                     last_unreachable = Some(e);
                 }
@@ -242,6 +250,9 @@ impl DefaultRouter {
         .await
         {
             Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(source)) if source.is_absent() => {
+                Err(Error::NoNodeAvailable(format!("{} ({source})", node())))
+            }
             Ok(Err(source)) if source.is_unreachable() => Err(Error::NodeUnreachable {
                 node: node(),
                 source,

@@ -376,6 +376,15 @@ impl RoutingTable {
         self.remove_if(key, |node| node.id == id)
     }
 
+    /// Removes `key` if the table holds it attached to instance `instance`
+    /// (whose lease ran out); returns whether it went. A node that has
+    /// attached elsewhere since stays.
+    pub(crate) fn remove_attached(&self, key: &NodeKey, instance: &str) -> bool {
+        self.remove_if(key, |node| {
+            node.endpoint.attached_instance() == Some(instance)
+        })
+    }
+
     /// Removes a node whose lease has run out by `now` (an eviction);
     /// returns whether it went. A node the table holds with a later lease
     /// registered or renewed after the store evicted it, and stays.
