@@ -3,7 +3,10 @@
 //! [`SqliteRegistry`] implements [`mediator_core::Registry`] over one SQLite
 //! database, a file in WAL mode or a private in-memory database. It suits a
 //! single mediator instance; several instances sharing one registry use the
-//! MySQL store.
+//! MySQL store. It keeps the whole contract all the same, the feed of
+//! changes and the mediator instances of a formation included, so that
+//! several processes on one machine can share a file (see
+//! [Feed and instances](#feed-and-instances)).
 //!
 //! # Usage
 //!
@@ -80,6 +83,38 @@
 //! a database written by a newer build ([`SCHEMA_VERSION`] above this
 //! crate's) is refused rather than guessed at.
 //!
+//! Version 2 adds the formation's tables:
+//! - `changes` (`position`, `kind` `'put'` or `'removed'`, `node_id`,
+//!   `group_name`, `node_name`): the feed, one row per write to `nodes`.
+//!   Triggers on `nodes` append the rows, so each lands in the same
+//!   statement, and transaction, as its write. `position` is an
+//!   `AUTOINCREMENT` key, so positions never go back, not even after a
+//!   compaction emptied the table.
+//! - `changes_compacted` (one row, `position`): the newest position
+//!   compacted away.
+//! - `instances` (`id`, `peer`, `started_ms`, `heartbeat_ms`,
+//!   `lease_until_ms`).
+//!
+//! Migrating a version 1 file keeps its nodes and writes each as a put at
+//! the start of the feed.
+//!
+//! # Feed and instances
+//!
+//! [`changes`](mediator_core::Registry::changes) reads the rows after a
+//! position joined to `nodes`: a put gives the node as it is when read, and
+//! a put whose node is gone since reads as its removal, so a page has one
+//! entry per row. [`version`](mediator_core::Registry::version) is the
+//! newest position. Every process writing the file goes through the
+//! triggers and SQLite's one writer, so all of them share one ordered feed.
+//! [`compact_changes`](mediator_core::Registry::compact_changes) records
+//! the newest position it removed, never more, so only a follower that had
+//! not read a removed change is told of a gap.
+//!
+//! An instance that leaves or whose lease ran out takes, in one
+//! transaction, every node whose `endpoint` is exactly `attached:ID`; each
+//! removal enters the feed. `endpoint` has no index: that scan happens only
+//! when an instance goes, and an index would cost every registration.
+//!
 //! # Errors
 //!
 //! [`SqliteError`] is the crate's one error type; the [`Registry`] methods
@@ -106,6 +141,9 @@
 //!
 //! Every call includes the round trip to the database thread; writes add
 //! the WAL append, and reads decode each node's key, endpoint and JSON meta.
+//! These figures were taken at schema version 1: since version 2 each
+//! upsert and renewal also appends one row to the feed, in the same
+//! statement, so expect writes to cost somewhat more until measured again.
 //!
 //! # Writing your own store
 //!
@@ -240,6 +278,27 @@ pub enum SqliteError {
         field: &'static str,
         /// Why, in words.
         reason: String,
+    },
+    /// A stored change of the feed holds a value this crate could not have
+    /// written (the table was edited by hand or by another program).
+    #[error("change {position} of table changes holds an invalid {field}: {reason}")]
+    BadChange {
+        /// The change's position.
+        position: i64,
+        /// The column or value refused, such as `kind`.
+        field: &'static str,
+        /// Why, in words.
+        reason: String,
+    },
+    /// A mediator instance id was refused before anything was stored: an id
+    /// is 1 to 64 of `A-Z a-z 0-9 _ - .`
+    /// ([`check_instance_id`](mediator_core::formation::check_instance_id)).
+    #[error("refused mediator instance id {id:?}: {source}")]
+    InvalidInstance {
+        /// The id given.
+        id: String,
+        /// Why it was refused.
+        source: mediator_core::Error,
     },
     /// Checkpointing or closing the database failed.
     #[error("cannot close SQLite database {}: {source}", path.display())]

@@ -18,13 +18,23 @@ struct Migration {
 }
 
 /// Every step, in order; versions count up from 1 without gaps.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    sql: include_str!("migrations/0001_create_nodes.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        sql: include_str!("migrations/0001_create_nodes.sql"),
+    },
+    Migration {
+        version: 2,
+        sql: include_str!("migrations/0002_feed_and_instances.sql"),
+    },
+];
 
 /// The schema version this crate writes and understands.
-pub const SCHEMA_VERSION: i32 = 1;
+///
+/// 1: the `nodes` table. 2: the feed of changes (`changes`,
+/// `changes_compacted`, and the triggers on `nodes` that fill it) and the
+/// mediator instances (`instances`).
+pub const SCHEMA_VERSION: i32 = 2;
 
 fn user_version(conn: &Connection) -> rusqlite::Result<i32> {
     conn.query_row("PRAGMA user_version", [], |row| row.get(0))

@@ -5,11 +5,15 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use mediator_core::formation::{
+    check_instance_id, Change, ChangeKind, ChangePage, Instance, RetiredInstance,
+};
+use mediator_core::model::ATTACHED_SCHEME;
 use mediator_core::StoreError;
 use mediator_core::{
     async_trait, Endpoint, Meta, Node, NodeId, NodeKey, Registration, Registry, Timestamp,
 };
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{Location, SqliteConfig};
@@ -393,14 +397,20 @@ fn key_columns(key: &NodeKey) -> (&str, &str) {
 /// Reads one `COLUMNS` row back into a [`Node`]. The outer error is
 /// SQLite's; the inner one refuses a row this crate could not have written.
 fn node_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Node, SqliteError>> {
-    let id: i64 = row.get(0)?;
-    let group: String = row.get(1)?;
-    let name: String = row.get(2)?;
-    let endpoint: String = row.get(3)?;
-    let meta: String = row.get(4)?;
-    let created: i64 = row.get(5)?;
-    let updated: Option<i64> = row.get(6)?;
-    let lease_until: i64 = row.get(7)?;
+    node_at(row, 0)
+}
+
+/// Reads the `COLUMNS` of a node that start at column `first` of `row`, as
+/// [`node_from_row`] does.
+fn node_at(row: &Row<'_>, first: usize) -> rusqlite::Result<Result<Node, SqliteError>> {
+    let id: i64 = row.get(first)?;
+    let group: String = row.get(first + 1)?;
+    let name: String = row.get(first + 2)?;
+    let endpoint: String = row.get(first + 3)?;
+    let meta: String = row.get(first + 4)?;
+    let created: i64 = row.get(first + 5)?;
+    let updated: Option<i64> = row.get(first + 6)?;
+    let lease_until: i64 = row.get(first + 7)?;
     let decoded = (|| -> Result<Node, SqliteError> {
         let key = decode_key(id, group, name)?;
         let endpoint: Endpoint = endpoint
@@ -483,6 +493,122 @@ fn returning_one<T>(
 /// A stored id, or `None` for one past `i64::MAX`, which no row can have.
 fn row_id(id: NodeId) -> Option<i64> {
     i64::try_from(id.0).ok()
+}
+
+/// A feed position as SQLite stores it (`i64`); no change is stored past
+/// `i64::MAX`, so a position beyond it stands for `i64::MAX`.
+fn stored(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn bad_change(position: i64, field: &'static str, reason: impl fmt::Display) -> SqliteError {
+    SqliteError::BadChange {
+        position,
+        field,
+        reason: reason.to_string(),
+    }
+}
+
+/// A feed read: every `changes` row after a position, with the node its
+/// `put` rows name as it is now (`NULL`s when it is gone). The node's
+/// columns come first so [`node_at`] reads them at 0.
+const CHANGES_SQL: &str = "SELECT n.id, n.group_name, n.node_name, n.endpoint, n.meta, \
+     n.created_ms, n.updated_ms, n.lease_until_ms, \
+     c.position, c.kind, c.node_id, c.group_name, c.node_name \
+     FROM changes c LEFT JOIN nodes n ON c.kind = 'put' AND n.id = c.node_id \
+     WHERE c.position > ?1 ORDER BY c.position LIMIT ?2";
+
+/// Reads one [`CHANGES_SQL`] row back into a [`Change`]. The outer error is
+/// SQLite's; the inner one refuses a row this crate could not have written.
+fn change_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Change, SqliteError>> {
+    let position: i64 = row.get(8)?;
+    let kind: String = row.get(9)?;
+    let node_id: i64 = row.get(10)?;
+    let group: String = row.get(11)?;
+    let name: String = row.get(12)?;
+    let live = match kind.as_str() {
+        "put" if row.get::<_, Option<i64>>(0)?.is_some() => Some(node_at(row, 0)?),
+        // A put whose node is gone since reads as its removal: the
+        // follower ends at the same state, and a page keeps one entry per
+        // row, so its size does not depend on what happened since.
+        "put" | "removed" => None,
+        _ => {
+            return Ok(Err(bad_change(
+                position,
+                "kind",
+                format!("{kind:?} is neither 'put' nor 'removed'"),
+            )))
+        }
+    };
+    let decoded = (|| -> Result<Change, SqliteError> {
+        let kind = match live {
+            Some(node) => ChangeKind::Put(node?),
+            None => ChangeKind::Removed {
+                id: u64::try_from(node_id)
+                    .map(NodeId)
+                    .map_err(|_| bad_change(position, "node_id", "ids are positive"))?,
+                key: NodeKey::new(group, (!name.is_empty()).then_some(name))
+                    .map_err(|e| bad_change(position, "key", e))?,
+            },
+        };
+        Ok(Change {
+            position: u64::try_from(position)
+                .map_err(|_| bad_change(position, "position", "positions are positive"))?,
+            kind,
+        })
+    })();
+    Ok(decoded)
+}
+
+/// The stored endpoint of every node attached to instance `id`.
+fn attached_endpoint(id: &str) -> String {
+    // As `Endpoint::attached` writes it; comparing the text finds exactly
+    // the nodes of this instance, not those of `hub-1` when retiring `hub`.
+    format!("{ATTACHED_SCHEME}:{id}")
+}
+
+/// Deletes every node attached to instance `id` (each deletion enters the
+/// feed by the trigger on `nodes`) and returns their rows: id, group, name,
+/// ordered by id.
+///
+/// No index on `endpoint`: this scans the nodes, which is paid only when
+/// an instance leaves or dies, while an index would be paid by every
+/// registration.
+fn detach(
+    conn: &Connection,
+    op: &'static str,
+    id: &str,
+) -> Result<Vec<(i64, String, String)>, SqliteError> {
+    let mut stmt = conn
+        .prepare_cached("DELETE FROM nodes WHERE endpoint = ?1 RETURNING id, group_name, node_name")
+        .map_err(query(op))?;
+    let mut rows = stmt
+        .query_map([attached_endpoint(id)], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })
+        .map_err(query(op))?
+        .collect::<rusqlite::Result<Vec<(i64, String, String)>>>()
+        .map_err(query(op))?;
+    // RETURNING gives rows in no set order.
+    rows.sort_by_key(|(id, _, _)| *id);
+    Ok(rows)
+}
+
+/// The keys of rows [`detach`] returned.
+fn detached_keys(rows: Vec<(i64, String, String)>) -> Result<Vec<NodeKey>, SqliteError> {
+    rows.into_iter()
+        .map(|(id, group, name)| decode_key(id, group, name))
+        .collect()
+}
+
+fn instance_from_row(row: &Row<'_>) -> rusqlite::Result<Instance> {
+    Ok(Instance {
+        id: row.get(0)?,
+        peer: row.get(1)?,
+        started: Timestamp::from_millis(row.get(2)?),
+        heartbeat: Timestamp::from_millis(row.get(3)?),
+        lease_until: Timestamp::from_millis(row.get(4)?),
+    })
 }
 
 #[async_trait]
@@ -726,5 +852,245 @@ impl Registry for SqliteRegistry {
         })
         .await?;
         Ok(())
+    }
+
+    /// The position of the newest change, or the highest compacted one when
+    /// compaction emptied the feed; 0 for a new database. Every process
+    /// writing the file moves it, since the triggers on `nodes` record
+    /// every write.
+    async fn version(&self) -> Result<Option<u64>, StoreError> {
+        let version = self
+            .call(false, |conn| {
+                // One statement, so one snapshot of both tables.
+                let newest: i64 = conn
+                    .prepare_cached(
+                        "SELECT max(coalesce((SELECT max(position) FROM changes), 0), \
+                         coalesce((SELECT max(position) FROM changes_compacted), 0))",
+                    )
+                    .and_then(|mut stmt| stmt.query_row([], |row| row.get(0)))
+                    .map_err(query("version"))?;
+                u64::try_from(newest)
+                    .map_err(|_| bad_change(newest, "position", "positions are positive"))
+            })
+            .await?;
+        Ok(Some(version))
+    }
+
+    /// Gives each `put` as the node is when the feed is read; one whose node
+    /// is gone since reads as its removal.
+    async fn changes(&self, after: u64, limit: usize) -> Result<Option<ChangePage>, StoreError> {
+        let from = stored(after);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let page = self
+            .call(false, move |conn| {
+                // One read transaction, so one snapshot: a compaction by
+                // another process between reading the compacted position
+                // and the rows cannot hide the gap it made.
+                let tx = conn.transaction().map_err(query("changes"))?;
+                let compacted: i64 = tx
+                    .prepare_cached("SELECT coalesce(max(position), 0) FROM changes_compacted")
+                    .and_then(|mut stmt| stmt.query_row([], |row| row.get(0)))
+                    .map_err(query("changes"))?;
+                if from < compacted {
+                    return Ok(ChangePage {
+                        changes: Vec::new(),
+                        next: after,
+                        gap: true,
+                    });
+                }
+                let rows = {
+                    let mut stmt = tx.prepare_cached(CHANGES_SQL).map_err(query("changes"))?;
+                    let rows = stmt
+                        .query_map(params![from, limit], change_from_row)
+                        .map_err(query("changes"))?;
+                    rows.collect::<rusqlite::Result<Vec<_>>>()
+                        .map_err(query("changes"))?
+                };
+                tx.commit().map_err(query("changes"))?;
+                let changes = rows.into_iter().collect::<Result<Vec<Change>, _>>()?;
+                let next = changes.last().map_or(after, |change| change.position);
+                Ok(ChangePage {
+                    changes,
+                    next,
+                    gap: false,
+                })
+            })
+            .await?;
+        Ok(Some(page))
+    }
+
+    /// Records as compacted the newest change it removed, never `through`
+    /// itself: a `through` past the newest change would otherwise tell a
+    /// follower that has read everything that it missed something.
+    async fn compact_changes(&self, through: u64) -> Result<u64, StoreError> {
+        let through = stored(through);
+        let gone = self
+            .call(true, move |conn| {
+                let op = query("compact_changes");
+                let tx = conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(&op)?;
+                let newest_gone: Option<i64> = tx
+                    .prepare_cached("SELECT max(position) FROM changes WHERE position <= ?1")
+                    .and_then(|mut stmt| stmt.query_row([through], |row| row.get(0)))
+                    .map_err(&op)?;
+                let Some(newest_gone) = newest_gone else {
+                    return Ok(0);
+                };
+                let gone = tx
+                    .prepare_cached("DELETE FROM changes WHERE position <= ?1")
+                    .and_then(|mut stmt| stmt.execute([newest_gone]))
+                    .map_err(&op)?;
+                // An upsert, so a row deleted by hand is written again
+                // rather than the compaction going unrecorded.
+                tx.prepare_cached(
+                    "INSERT INTO changes_compacted (id, position) VALUES (1, ?1) \
+                     ON CONFLICT (id) DO UPDATE SET \
+                     position = max(position, excluded.position)",
+                )
+                .and_then(|mut stmt| stmt.execute([newest_gone]))
+                .map_err(&op)?;
+                tx.commit().map_err(&op)?;
+                Ok(gone as u64)
+            })
+            .await?;
+        Ok(gone)
+    }
+
+    async fn announce_instance(
+        &self,
+        id: &str,
+        peer: &str,
+        ttl: Duration,
+        now: Timestamp,
+    ) -> Result<Instance, StoreError> {
+        let fresh =
+            Instance::new(id, peer, now, ttl).map_err(|source| SqliteError::InvalidInstance {
+                id: id.to_owned(),
+                source,
+            })?;
+        let instance = self
+            .call(true, move |conn| {
+                // One statement, so a renewal racing a first announcement
+                // of the same id either inserts or updates, never both.
+                let mut stmt = conn
+                    .prepare_cached(
+                        "INSERT INTO instances \
+                         (id, peer, started_ms, heartbeat_ms, lease_until_ms) \
+                         VALUES (?1, ?2, ?3, ?3, ?4) \
+                         ON CONFLICT (id) DO UPDATE SET peer = excluded.peer, \
+                         heartbeat_ms = excluded.heartbeat_ms, \
+                         lease_until_ms = excluded.lease_until_ms \
+                         RETURNING started_ms",
+                    )
+                    .map_err(query("announce_instance"))?;
+                let started = returning_one(
+                    &mut stmt,
+                    params![
+                        fresh.id,
+                        fresh.peer,
+                        fresh.heartbeat.as_millis(),
+                        fresh.lease_until.as_millis()
+                    ],
+                    |row| row.get::<_, i64>(0),
+                )
+                .map_err(query("announce_instance"))?;
+                Ok(Instance {
+                    started: Timestamp::from_millis(started),
+                    ..fresh
+                })
+            })
+            .await?;
+        Ok(instance)
+    }
+
+    async fn instances(&self) -> Result<Vec<Instance>, StoreError> {
+        let instances = self
+            .call(false, |conn| {
+                let mut stmt = conn
+                    .prepare_cached(
+                        "SELECT id, peer, started_ms, heartbeat_ms, lease_until_ms \
+                         FROM instances ORDER BY id",
+                    )
+                    .map_err(query("instances"))?;
+                let rows = stmt
+                    .query_map([], instance_from_row)
+                    .map_err(query("instances"))?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+                    .map_err(query("instances"))
+            })
+            .await?;
+        Ok(instances)
+    }
+
+    /// Refuses an id that is not a valid instance id, as
+    /// [`announce_instance`](Registry::announce_instance) does: no instance
+    /// can have it.
+    async fn retire_instance(&self, id: &str) -> Result<Vec<NodeKey>, StoreError> {
+        check_instance_id(id).map_err(|source| SqliteError::InvalidInstance {
+            id: id.to_owned(),
+            source,
+        })?;
+        let id = id.to_owned();
+        let keys = self
+            .call(true, move |conn| {
+                let op = query("retire_instance");
+                // One transaction: the instance and its nodes go together.
+                let tx = conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(&op)?;
+                tx.prepare_cached("DELETE FROM instances WHERE id = ?1")
+                    .and_then(|mut stmt| stmt.execute([&id]))
+                    .map_err(&op)?;
+                let rows = detach(&tx, "retire_instance", &id)?;
+                tx.commit().map_err(&op)?;
+                // Decoded after the commit, as in `evict_expired`: a row that
+                // cannot be decoded is reported, and gone all the same.
+                detached_keys(rows)
+            })
+            .await?;
+        Ok(keys)
+    }
+
+    async fn expire_instances(&self, now: Timestamp) -> Result<Vec<RetiredInstance>, StoreError> {
+        let retired = self
+            .call(true, move |conn| {
+                let op = query("expire_instances");
+                // One transaction: an instance renewing its lease meanwhile
+                // is either seen renewed (kept, with its nodes) or expired
+                // with all of them.
+                let tx = conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(&op)?;
+                let mut ids = {
+                    let mut stmt = tx
+                        .prepare_cached(
+                            "DELETE FROM instances WHERE lease_until_ms <= ?1 RETURNING id",
+                        )
+                        .map_err(&op)?;
+                    let rows = stmt
+                        .query_map([now.as_millis()], |row| row.get::<_, String>(0))
+                        .map_err(&op)?;
+                    rows.collect::<rusqlite::Result<Vec<String>>>()
+                        .map_err(&op)?
+                };
+                ids.sort();
+                let mut gone = Vec::with_capacity(ids.len());
+                for id in ids {
+                    let rows = detach(&tx, "expire_instances", &id)?;
+                    gone.push((id, rows));
+                }
+                tx.commit().map_err(&op)?;
+                gone.into_iter()
+                    .map(|(id, rows)| {
+                        Ok(RetiredInstance {
+                            id,
+                            detached: detached_keys(rows)?,
+                        })
+                    })
+                    .collect()
+            })
+            .await?;
+        Ok(retired)
     }
 }

@@ -1,9 +1,10 @@
 //! The store over real files: durability across close, refusals of files it
-//! cannot use, and schema migrations.
+//! cannot use, and schema migrations (a version 1 file included).
 
 use std::path::Path;
 use std::time::Duration;
 
+use mediator_core::formation::{Change, ChangeKind, RetiredInstance};
 use mediator_core::{Endpoint, Meta, NodeKey, Registration, Registry, Timestamp};
 use mediator_store_sqlite::{SqliteConfig, SqliteError, SqliteRegistry, SCHEMA_VERSION};
 
@@ -298,6 +299,141 @@ async fn migrations_are_idempotent_across_reopen() {
         assert_eq!(user_version(&path), SCHEMA_VERSION);
         assert_eq!(schema(&path), first);
     }
+}
+
+/// The first schema, as a build of version 1 wrote it.
+const SCHEMA_V1: &str = include_str!("../src/migrations/0001_create_nodes.sql");
+
+#[tokio::test]
+async fn a_version_1_database_keeps_its_nodes_and_gains_the_feed_and_instances() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v1.db");
+    // A file as version 1 left it: three nodes, one of them attached to
+    // instance hub-1, and a fourth removed (so its id is taken).
+    {
+        let conn = raw(&path);
+        conn.execute_batch(SCHEMA_V1).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute_batch(
+            "INSERT INTO nodes (group_name, node_name, endpoint, meta, created_ms, updated_ms, \
+             lease_until_ms) VALUES \
+             ('users', 'api', 'http://10.0.0.5:9000', '{\"zone\":\"eu\"}', 1000, 2000, 90000), \
+             ('users', '', 'https://users.example/base', '{}', 1000, NULL, 90000), \
+             ('cache', 'c1', 'attached:hub-1', '{}', 1000, NULL, 90000), \
+             ('cache', 'c2', 'http://10.0.0.7:1', '{}', 1000, NULL, 90000); \
+             DELETE FROM nodes WHERE node_name = 'c2';",
+        )
+        .unwrap();
+    }
+    assert_eq!(user_version(&path), 1);
+
+    let registry = SqliteRegistry::open(&path).await.unwrap();
+    assert_eq!(user_version(&path), SCHEMA_VERSION);
+    let nodes = registry.list(None).await.unwrap();
+    let shown: Vec<(u64, String, String, Option<i64>)> = nodes
+        .iter()
+        .map(|n| {
+            (
+                n.id.0,
+                n.key.to_string(),
+                n.endpoint.to_string(),
+                n.updated.map(Timestamp::as_millis),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        vec![
+            (
+                1,
+                "users/api".into(),
+                "http://10.0.0.5:9000".into(),
+                Some(2000)
+            ),
+            (
+                2,
+                "users/".into(),
+                "https://users.example/base".into(),
+                None
+            ),
+            (3, "cache/c1".into(), "attached:hub-1".into(), None),
+        ]
+    );
+    assert_eq!(nodes[0].meta.get("zone").map(String::as_str), Some("eu"));
+
+    // The nodes it held are the feed's first changes, so a follower reading
+    // from 0 reaches them; nothing is missed.
+    let page = registry.changes(0, 10).await.unwrap().unwrap();
+    let puts: Vec<Change> = nodes
+        .iter()
+        .zip(1..)
+        .map(|(node, position)| Change {
+            position,
+            kind: ChangeKind::Put(node.clone()),
+        })
+        .collect();
+    assert_eq!((&page.changes, page.next, page.gap), (&puts, 3, false));
+    assert_eq!(registry.version().await.unwrap(), Some(3));
+    assert!(registry.instances().await.unwrap().is_empty());
+
+    // New writes enter the feed, and ids stay unique across the migration.
+    let fresh = registry
+        .upsert(reg("cache", Some("c3"), "http://10.0.0.8:1", 90), T0)
+        .await
+        .unwrap();
+    assert_eq!(
+        fresh.id.0, 5,
+        "the id of the node removed under v1 was reused"
+    );
+    let page = registry.changes(3, 10).await.unwrap().unwrap();
+    assert_eq!(
+        page.changes,
+        vec![Change {
+            position: 4,
+            kind: ChangeKind::Put(fresh.clone())
+        }]
+    );
+    assert_eq!(registry.version().await.unwrap(), Some(4));
+
+    // A node stored under v1 goes with the instance it is attached to.
+    let ttl = Duration::from_secs(6);
+    registry
+        .announce_instance("hub-1", "http://10.0.0.1:8080", ttl, T0)
+        .await
+        .unwrap();
+    let c1 = NodeKey::named("cache", "c1").unwrap();
+    assert_eq!(
+        registry.expire_instances(T0 + ttl).await.unwrap(),
+        vec![RetiredInstance {
+            id: "hub-1".into(),
+            detached: vec![c1.clone()],
+        }]
+    );
+    let page = registry.changes(4, 10).await.unwrap().unwrap();
+    assert_eq!(
+        page.changes,
+        vec![Change {
+            position: 5,
+            kind: ChangeKind::Removed {
+                id: nodes[2].id,
+                key: c1,
+            }
+        }]
+    );
+    registry.close().await.unwrap();
+
+    // The feed and the nodes outlive a reopen.
+    let reopened = SqliteRegistry::open(&path).await.unwrap();
+    assert_eq!(reopened.version().await.unwrap(), Some(5));
+    let keys: Vec<String> = reopened
+        .list(None)
+        .await
+        .unwrap()
+        .iter()
+        .map(|n| n.key.to_string())
+        .collect();
+    assert_eq!(keys, vec!["users/api", "users/", "cache/c3"]);
+    reopened.close().await.unwrap();
 }
 
 #[tokio::test]
