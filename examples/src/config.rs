@@ -22,6 +22,8 @@
 //! max_body = 8388608
 //! default_ttl_s = 3900
 //! sweep_every_s = 5
+//! instance_id = "hub-1"                   # this instance in a formation [default: random]
+//! peer_url = "http://10.0.0.1:8080"       # where the other instances reach this one
 //! drain_s = 10
 //! max_in_flight = 10000
 //! operator_password_hash = "$argon2id$v=19$..."   # from `mediator hash-password`
@@ -119,6 +121,15 @@ pub struct ServeFlags {
     /// Period of the lease sweep and routing-table refresh, in seconds [default: 5].
     #[arg(long, env = "MEDIATOR_SWEEP_EVERY_S")]
     pub sweep_every_s: Option<u64>,
+    /// This instance's id in a formation (instances sharing one store),
+    /// recorded for the nodes attached to it [default: mediator-<random>].
+    #[arg(long, env = "MEDIATOR_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+    /// Where the other instances of the formation reach this one: the base
+    /// URL of its API [default: the --listen address when it names one;
+    /// none when listening on every address].
+    #[arg(long, env = "MEDIATOR_PEER_URL")]
+    pub peer_url: Option<String>,
     /// How long in-flight requests may finish after SIGTERM/SIGINT, in seconds [default: 10].
     #[arg(long, env = "MEDIATOR_DRAIN_S")]
     pub drain_s: Option<u64>,
@@ -191,6 +202,8 @@ impl std::fmt::Debug for ServeFlags {
             .field("max_body", &self.max_body)
             .field("default_ttl_s", &self.default_ttl_s)
             .field("sweep_every_s", &self.sweep_every_s)
+            .field("instance_id", &self.instance_id)
+            .field("peer_url", &self.peer_url)
             .field("drain_s", &self.drain_s)
             .field("max_in_flight", &self.max_in_flight)
             .field(
@@ -330,6 +343,10 @@ pub struct FileConfig {
     pub default_ttl_s: Option<u64>,
     /// See [`ServeFlags::sweep_every_s`].
     pub sweep_every_s: Option<u64>,
+    /// See [`ServeFlags::instance_id`].
+    pub instance_id: Option<String>,
+    /// See [`ServeFlags::peer_url`].
+    pub peer_url: Option<String>,
     /// See [`ServeFlags::drain_s`].
     pub drain_s: Option<u64>,
     /// See [`ServeFlags::max_in_flight`].
@@ -423,6 +440,10 @@ pub struct ServeSettings {
     pub limits: Limits,
     /// How long to let in-flight requests finish on shutdown.
     pub drain: Duration,
+    /// This instance's id in a formation; `None`: a random one.
+    pub instance_id: Option<String>,
+    /// Where its peers reach it; `None`: derived from the listener.
+    pub peer_url: Option<String>,
     /// Where node callbacks may point.
     pub endpoints: EndpointPolicy,
     /// The networks denied beside the built-in ones, as configured.
@@ -551,6 +572,22 @@ impl ServeSettings {
                 ))
             }
         };
+        let instance_id = flags.instance_id.or(file.instance_id);
+        if let Some(id) = &instance_id {
+            mediator_core::formation::check_instance_id(id)
+                .map_err(|e| CliError::Config(format!("instance_id {id:?}: {e}")))?;
+        }
+        let peer_url = flags.peer_url.or(file.peer_url);
+        if let Some(url) = &peer_url {
+            let parsed: http::Uri = url
+                .parse()
+                .map_err(|e| CliError::Config(format!("peer_url {url:?} is not a URL: {e}")))?;
+            if !matches!(parsed.scheme_str(), Some("http" | "https")) || parsed.host().is_none() {
+                return Err(CliError::Config(format!(
+                    "peer_url {url:?} must be an http:// or https:// URL with a host,                      where the other instances reach this one"
+                )));
+            }
+        }
         let mut limits = Limits::default();
         if let Some(ms) = flags.deadline_ms.or(file.deadline_ms) {
             limits.deadline = Duration::from_millis(ms);
@@ -674,6 +711,8 @@ impl ServeSettings {
                 .unwrap_or(false),
             limits,
             drain: Duration::from_secs(flags.drain_s.or(file.drain_s).unwrap_or(10)),
+            instance_id,
+            peer_url,
         })
     }
 

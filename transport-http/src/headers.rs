@@ -23,6 +23,10 @@ pub const X_MEDIATOR_DEADLINE: HeaderName = HeaderName::from_static("x-mediator-
 /// A caller's budget for the request in milliseconds, an alternative to
 /// [`X_MEDIATOR_DEADLINE`] that needs no synchronised clock.
 pub const X_MEDIATOR_TIMEOUT_MS: HeaderName = HeaderName::from_static("x-mediator-timeout-ms");
+/// On a call one instance of a formation forwards to another: the
+/// forwarding instance's credential (`instance.millis.hmac`), checked with
+/// the formation's [`PeerKey`](mediator_core::formation::PeerKey).
+pub const X_MEDIATOR_PEER: HeaderName = HeaderName::from_static("x-mediator-peer");
 /// On a `/one` or `/any` reply: which node answered (`group/name`).
 pub const X_MEDIATOR_NODE: HeaderName = HeaderName::from_static("x-mediator-node");
 /// On a `/many` reply: `asked=4; answered=2; failed=1; timed_out=1`.

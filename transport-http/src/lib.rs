@@ -107,7 +107,7 @@ pub use client::{
     BroadcastReplies, ClientError, Handler, HttpWire, Incoming, NodeClient, NodeClientBuilder,
     NodeReply, NodeService,
 };
-pub use deliver::{HttpDelivery, HttpDeliveryConfig};
+pub use deliver::{HttpDelivery, HttpDeliveryConfig, HttpPeerLink};
 pub use error::HttpError;
 pub use server::request_log::{self, RequestLog, RequestRecord, TracingRequestLog};
 pub use server::{HttpListener, MediatorService, MetricsAccess, TlsConfig};

@@ -12,6 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::{CommandFactory, Parser, Subcommand};
 use mediator_core::cipher::legacy::LegacyCipher;
+use mediator_core::formation::PeerKey;
 use mediator_core::node::ClientError;
 use mediator_core::router::Summary;
 use mediator_core::{
@@ -31,7 +32,7 @@ use mediator_examples::store::{OpenStore, StoreUrl};
 use mediator_examples::CliError;
 use mediator_transport_http::client::legacy::LegacyClient;
 use mediator_transport_http::{
-    HttpDelivery, HttpError, HttpListener, MediatorService, NodeClient, TlsConfig,
+    HttpDelivery, HttpError, HttpListener, HttpPeerLink, MediatorService, NodeClient, TlsConfig,
 };
 use mediator_transport_quic::{QuicError, QuicListener, QuicNodeClient, ServerTls};
 use serde_json::{json, Value};
@@ -148,6 +149,22 @@ enum Command {
         group: Option<String>,
         /// Print JSON (an array of `{"id", "group", "name", "node", "url",
         /// "lease_until", "lease_left_s", "created", "updated"}`) instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// An admin token; minted from the secret when absent.
+        #[arg(long, env = "MEDIATOR_TOKEN")]
+        token: Option<String>,
+        #[command(flatten)]
+        secret: SecretArgs,
+    },
+    /// List the instances of the formation a running mediator is in (the
+    /// mediators sharing its store).
+    Instances {
+        /// The mediator's URL.
+        #[arg(long, env = "MEDIATOR_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// Print JSON (an array of `{"id", "peer", "started", "heartbeat",
+        /// "lease_until", "live", "attached", "this"}`) instead of a table.
         #[arg(long)]
         json: bool,
         /// An admin token; minted from the secret when absent.
@@ -563,6 +580,12 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             token,
             secret,
         } => nodes(&url, group, json, token, &secret, config).await,
+        Command::Instances {
+            url,
+            json,
+            token,
+            secret,
+        } => instances(&url, json, token, &secret, config).await,
         Command::Send {
             url,
             to,
@@ -1273,21 +1296,8 @@ where
     if let Some(lines) = logs::request_lines() {
         builder = builder.request_log(lines);
     }
-    let mediator = builder
-        .shared_registry(store.registry())
-        .authenticator(operator_login(
-            Authenticator::hs256(secret.expose())
-                .allow_tokens_without_sub(settings.allow_tokens_without_sub),
-            &settings,
-        )?)
-        .deliver(HttpDelivery::default())
-        .limits(settings.limits.clone())
-        .endpoint_policy(settings.endpoints.clone())
-        .build()?;
-    // Route to every node registered before a restart at once, not after the first sweep.
-    mediator.refresh().await?;
-    let maintenance = mediator.spawn_maintenance();
     let limits = settings.connections;
+    // Bound before the mediator is built: its peers are told this address.
     let mut listener = HttpListener::bind(settings.listen)
         .await
         .map_err(|e| {
@@ -1316,7 +1326,44 @@ where
     };
     let addr = listener.local_addr();
     let url = format!("{scheme}://{}", loopback_if_unspecified(addr));
-    tracing::info!(%url, store = %settings.store, nodes = mediator.routes().len(), "mediator listening");
+    let peer_url = match &settings.peer_url {
+        Some(peer_url) => peer_url.clone(),
+        None if every_address(addr) => {
+            tracing::warn!(
+                "listening on every address with no --peer-url (MEDIATOR_PEER_URL): other \
+                 instances sharing this store cannot forward calls for the nodes attached here"
+            );
+            String::new()
+        }
+        None => url.clone(),
+    };
+    let mut builder = builder
+        .shared_registry(store.registry())
+        .authenticator(operator_login(
+            Authenticator::hs256(secret.expose())
+                .allow_tokens_without_sub(settings.allow_tokens_without_sub),
+            &settings,
+        )?)
+        .deliver(HttpDelivery::default())
+        .limits(settings.limits.clone())
+        .endpoint_policy(settings.endpoints.clone())
+        .formation(
+            PeerKey::from_secret(secret.expose()),
+            peer_url,
+            HttpPeerLink::new(),
+        );
+    if let Some(id) = &settings.instance_id {
+        builder = builder.instance_id(id);
+    }
+    let mediator = builder.build()?;
+    // Route to every node registered before a restart at once, not after
+    // the first sweep; and be in the formation before taking calls.
+    mediator.refresh().await?;
+    if let Err(e) = mediator.heartbeat().await {
+        tracing::warn!(error = %e, "could not announce this instance in the store; retrying");
+    }
+    let maintenance = mediator.spawn_maintenance();
+    tracing::info!(%url, store = %settings.store, nodes = mediator.routes().len(), instance = mediator.instance_id(), "mediator listening");
     logs::banner(
         &if every_address(addr) {
             format!("mediator listening on {url} (bound to {addr}: every address of this machine)")
@@ -1479,9 +1526,14 @@ where
             Err(e) => tracing::warn!(error = %e, "the console's listener task failed"),
         }
     }
-    tracing::info!("stopped accepting and drained; closing the store");
+    tracing::info!("stopped accepting and drained; leaving the formation and closing the store");
     maintenance.abort();
     let _ = maintenance.await;
+    // The other instances stop routing to this one now, not when its
+    // lease runs out.
+    if let Err(e) = mediator.leave().await {
+        tracing::warn!(error = %e, "could not retire this instance from the store; its lease will run out");
+    }
     drop(mediator);
     store.close().await?;
     tracing::info!("store closed; bye");
@@ -1696,6 +1748,86 @@ async fn nodes(
         );
     }
     println!("{} node(s)", rows.len());
+    Ok(())
+}
+
+/// `mediator instances`: the formation as `/admin/instances` tells it.
+async fn instances(
+    url: &str,
+    json: bool,
+    token: Option<String>,
+    secret: &SecretArgs,
+    config: Option<&Path>,
+) -> Result<(), CliError> {
+    let token = match token {
+        Some(token) => token,
+        None => TokenMinter::hs256(secret.resolve(config)?.expose())
+            .mint(&Claims::admin(Timestamp::now(), Duration::from_secs(60)))?,
+    };
+    let body =
+        mediator_examples::http_get_json(url, "/admin/instances", "listing the instances", &token)
+            .await?;
+    let Some(list) = body.get("instances").and_then(Value::as_array) else {
+        return Err(CliError::Refused {
+            url: url.to_owned(),
+            message: "an unexpected answer listing the instances: no \"instances\" list".into(),
+        });
+    };
+    if json {
+        return print_json(list);
+    }
+    println!(
+        "{:<24} {:<32} {:<9} {:<9} {:<10} HEARTBEAT",
+        "INSTANCE", "PEER", "LIVE", "ATTACHED", "UP"
+    );
+    let now = Timestamp::now();
+    let text = |row: &Value, field: &str| {
+        row.get(field)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned()
+    };
+    for row in list {
+        let mut id = text(row, "id");
+        if row.get("this").and_then(Value::as_bool) == Some(true) {
+            id.push_str(" *");
+        }
+        let since = |field: &str| {
+            time::OffsetDateTime::parse(
+                &text(row, field),
+                &time::format_description::well_known::Rfc3339,
+            )
+            .map(|at| {
+                let ago = (now.as_millis() - (at.unix_timestamp_nanos() / 1_000_000) as i64).max(0)
+                    as u64
+                    / 1000;
+                // `human_seconds` says "expired" for zero, a lease's word.
+                if ago == 0 {
+                    "0s".to_owned()
+                } else {
+                    human_seconds(ago)
+                }
+            })
+            .unwrap_or_else(|_| "?".to_owned())
+        };
+        println!(
+            "{:<24} {:<32} {:<9} {:<9} {:<10} {} ago",
+            id,
+            match text(row, "peer") {
+                peer if peer.is_empty() => "-".to_owned(),
+                peer => peer,
+            },
+            if row.get("live").and_then(Value::as_bool) == Some(true) {
+                "yes"
+            } else {
+                "expired"
+            },
+            row.get("attached").and_then(Value::as_u64).unwrap_or(0),
+            since("started"),
+            since("heartbeat"),
+        );
+    }
+    println!("{} instance(s); * answered this listing", list.len());
     Ok(())
 }
 

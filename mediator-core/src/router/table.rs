@@ -451,6 +451,13 @@ impl RoutingTable {
             .map_or(0, |g| g.slots.len())
     }
 
+    /// Calls `f` with every node of one snapshot of the table, by key.
+    pub(crate) fn for_each(&self, mut f: impl FnMut(&Node)) {
+        for slot in self.snapshot.load().nodes.values() {
+            f(&slot.node);
+        }
+    }
+
     /// How many nodes the table holds.
     pub(crate) fn len(&self) -> usize {
         self.snapshot.load().nodes.len()
@@ -538,6 +545,13 @@ impl Routes {
     /// Every node of `group` in id order, live or not.
     pub fn group(&self, group: &str) -> Vec<Node> {
         self.table.group(group)
+    }
+
+    /// How many nodes the table holds.
+    /// Calls `f` with every node the table holds, live or not, as of one
+    /// moment, ordered by key.
+    pub fn for_each(&self, f: impl FnMut(&Node)) {
+        self.table.for_each(f);
     }
 
     /// How many nodes the table holds.

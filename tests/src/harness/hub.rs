@@ -10,15 +10,16 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
+use mediator_core::formation::PeerKey;
 use mediator_core::policy::EndpointPolicy;
 use mediator_core::{
-    Authenticator, Claims, Clock, Endpoint, Identity, Limits, ManualClock, Mediator,
+    Authenticator, Claims, Clock, Deliver, Endpoint, Identity, Limits, ManualClock, Mediator,
     MemoryRegistry, NodeKey, PasswordHash, Registration, Registry, Timestamp,
 };
 use mediator_transport_http::client::NodeClientBuilder;
 use mediator_transport_http::{
-    HttpDelivery, HttpDeliveryConfig, HttpError, HttpListener, MediatorService, MetricsAccess,
-    NodeClient, TlsConfig,
+    HttpDelivery, HttpDeliveryConfig, HttpError, HttpListener, HttpPeerLink, MediatorService,
+    MetricsAccess, NodeClient, TlsConfig,
 };
 use serde_json::json;
 use tokio::sync::oneshot;
@@ -48,6 +49,10 @@ pub struct HubConfig {
     operator_password: Option<PasswordHash>,
     secret_as_password: bool,
     console: bool,
+    /// This instance's id and whether it joins a formation (announces its
+    /// address and forwards to its peers).
+    formation: Option<String>,
+    delivers: Vec<Arc<dyn Deliver>>,
 }
 
 type ListenerChange = Box<dyn FnOnce(HttpListener) -> HttpListener + Send>;
@@ -75,6 +80,8 @@ impl Default for HubConfig {
             operator_password: None,
             secret_as_password: false,
             console: false,
+            formation: None,
+            delivers: Vec::new(),
         }
     }
 }
@@ -187,6 +194,19 @@ impl HubConfig {
         self
     }
 
+    /// Joins the hub to a formation as instance `id`: its peers reach it at
+    /// its own URL, with the credential [`SECRET`] derives, over HTTP/2.
+    pub fn formation(mut self, id: &str) -> Self {
+        self.formation = Some(id.to_owned());
+        self
+    }
+
+    /// Adds a deliverer beside HTTP delivery.
+    pub fn deliver(mut self, deliver: impl Deliver) -> Self {
+        self.delivers.push(Arc::new(deliver));
+        self
+    }
+
     /// Builds the mediator and serves it on loopback.
     pub async fn start(mut self) -> Hub {
         let addr = self
@@ -196,7 +216,6 @@ impl HubConfig {
         let access = self.metrics_access;
         let change = self.listener.take();
         let with_console = self.console;
-        let (mediator, clock, tls) = self.compose();
         let mut listener = HttpListener::bind(addr)
             .await
             .expect("bind the mediator")
@@ -205,13 +224,14 @@ impl HubConfig {
             listener = change(listener);
         }
         let addr = listener.local_addr();
-        let base = match tls {
-            Some(tls) => {
-                listener = listener.tls(tls);
-                format!("https://localhost:{}", addr.port())
-            }
+        let base = match &self.tls {
+            Some(_) => format!("https://localhost:{}", addr.port()),
             None => format!("http://{addr}"),
         };
+        let (mediator, clock, tls) = self.compose(&base);
+        if let Some(tls) = tls {
+            listener = listener.tls(tls);
+        }
         // The listener serves the hub's own service, so what a test reads
         // from it (metrics) counts requests from both ways in.
         let service = MediatorService::new(mediator.clone()).metrics_access(access);
@@ -245,7 +265,7 @@ impl HubConfig {
     /// Builds the mediator and answers it in process, without a socket.
     pub fn in_process(self) -> Hub {
         let access = self.metrics_access;
-        let (mediator, clock, _) = self.compose();
+        let (mediator, clock, _) = self.compose("");
         Hub {
             service: MediatorService::new(mediator.clone()).metrics_access(access),
             mediator,
@@ -258,7 +278,7 @@ impl HubConfig {
         }
     }
 
-    fn compose(self) -> (Mediator, Option<ManualClock>, Option<TlsConfig>) {
+    fn compose(self, base: &str) -> (Mediator, Option<ManualClock>, Option<TlsConfig>) {
         let registry = self
             .registry
             .unwrap_or_else(|| Arc::new(MemoryRegistry::new()));
@@ -278,6 +298,16 @@ impl HubConfig {
             .endpoint_policy(self.endpoints);
         if let Some(clock) = &self.clock {
             builder = builder.clock(clock.clone());
+        }
+        if let Some(id) = &self.formation {
+            builder = builder.instance_id(id).formation(
+                PeerKey::from_secret(SECRET.as_bytes()),
+                base,
+                HttpPeerLink::new(),
+            );
+        }
+        for deliver in self.delivers {
+            builder = builder.deliver(deliver);
         }
         let mediator = builder.build().expect("the mediator builds");
         (mediator, self.clock, self.tls)

@@ -1,6 +1,9 @@
 //! Delivery to nodes that registered an HTTP callback URL.
 
+mod peer;
 mod pool;
+
+pub use peer::HttpPeerLink;
 
 use std::error::Error as StdError;
 use std::future::Future;

@@ -1,5 +1,6 @@
 //! The operator's routes and the probes: `/admin/clusters`,
-//! `/admin/cluster`, `/token`, `/metrics`, `/ping`, `/readyz`.
+//! `/admin/cluster`, `/admin/instances`, `/token`, `/metrics`, `/ping`,
+//! `/readyz`.
 
 use std::time::Duration;
 
@@ -107,6 +108,46 @@ fn page_params(query: &str) -> Result<(usize, Option<NodeId>), Error> {
         }
     }
     Ok((limit, after))
+}
+
+/// `/admin/instances`: every mediator instance of the formation sharing
+/// this store (`{"instances": [...]}`, ordered by id), each with its peer
+/// address, start, last heartbeat, lease, how many nodes are attached to
+/// it, and whether it is the instance answering.
+pub(super) async fn admin_instances(mediator: &Mediator, identity: &Identity) -> HttpResponse {
+    if let Err(response) = require_admin(identity) {
+        return response;
+    }
+    let instances = match mediator.instances().await {
+        Ok(instances) => instances,
+        Err(e) => return reply::error(&e),
+    };
+    let mut attached: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    mediator.routes().for_each(|node| {
+        if let Some(instance) = node.endpoint.attached_instance() {
+            *attached.entry(instance.to_owned()).or_default() += 1;
+        }
+    });
+    let now = mediator.clock().now();
+    let list: Vec<Value> = instances
+        .iter()
+        .map(|i| {
+            json!({
+                "id": i.id,
+                "peer": i.peer,
+                "started": i.started.to_rfc3339(),
+                "heartbeat": i.heartbeat.to_rfc3339(),
+                "lease_until": i.lease_until.to_rfc3339(),
+                "live": !i.is_expired(now),
+                "attached": attached.get(&i.id).copied().unwrap_or(0),
+                "this": i.id == mediator.instance_id(),
+            })
+        })
+        .collect();
+    reply::json(
+        StatusCode::OK,
+        &json!({ "instances": list, "this": mediator.instance_id() }),
+    )
 }
 
 pub(super) async fn admin_cluster(

@@ -21,13 +21,16 @@ use serde_json::{json, Value};
 use super::path::Fan;
 use crate::headers::{
     forwardable, forwardable_body, forwardable_query, is_reserved, strip_hop_by_hop, TRACEPARENT,
-    X_MEDIATOR_DEADLINE, X_MEDIATOR_NODE, X_MEDIATOR_SUMMARY, X_MEDIATOR_TIMEOUT_MS, X_REQUEST_ID,
+    X_MEDIATOR_DEADLINE, X_MEDIATOR_FROM, X_MEDIATOR_NODE, X_MEDIATOR_PEER, X_MEDIATOR_SUMMARY,
+    X_MEDIATOR_TIMEOUT_MS, X_REQUEST_ID,
 };
 use crate::server::credentials;
 use crate::server::service::{BoxError, RemoteAddr};
 
 /// The transport label of the calls this service frames.
 const HTTP: &str = "http";
+/// The transport label of the calls other instances forward here.
+const PEER: &str = "peer";
 
 /// The vendor half of the W3C trace context, meaningful only with its
 /// `traceparent`.
@@ -147,6 +150,85 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
+    frame(
+        mediator,
+        call,
+        request,
+        arrived,
+        Origin::Caller {
+            body_credential_limit,
+        },
+    )
+    .await
+}
+
+/// Frames a call another instance of the formation forwards
+/// (`/peer/one/...`) for the core, as [`forward`] frames a caller's: the
+/// head must carry the forwarding instance's credential
+/// (`x-mediator-peer`, checked before anything else is read), and the
+/// sender it vouches for is in `x-mediator-from`. The core delivers it only
+/// to a node attached here. Counted and logged under transport `peer`.
+pub(super) async fn forward_from_peer<B>(
+    mediator: &Mediator,
+    call: Call<'_>,
+    request: Request<B>,
+    arrived: tokio::time::Instant,
+) -> HttpResponse
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    frame(mediator, call, request, arrived, Origin::Peer).await
+}
+
+/// Who a framed call comes from.
+enum Origin {
+    /// A caller with its own credential, in the head or (at most
+    /// `body_credential_limit` bytes in) a JSON body.
+    Caller { body_credential_limit: usize },
+    /// Another instance of the formation.
+    Peer,
+}
+
+/// The caller a peer's head names: the forwarding instance, if its
+/// credential holds, and the sender it vouches for.
+fn peer_caller(mediator: &Mediator, headers: &HeaderMap) -> Caller {
+    let Some(credential) = headers.get(X_MEDIATOR_PEER) else {
+        return Caller::Refused(Error::unauthorized(
+            "no peer credential (x-mediator-peer): /peer/ takes calls from the formation's instances only",
+        ));
+    };
+    let instance = match credential
+        .to_str()
+        .map_err(|_| Error::unauthorized("peer credential is malformed"))
+        .and_then(|credential| mediator.verify_peer(credential))
+    {
+        Ok(instance) => instance,
+        Err(e) => return Caller::Refused(e),
+    };
+    let sender = match headers.get(X_MEDIATOR_FROM).map(|v| {
+        v.to_str()
+            .map_err(|_| Error::invalid("x-mediator-from", "must be group/name"))
+            .and_then(str::parse::<NodeKey>)
+    }) {
+        None => None,
+        Some(Ok(sender)) => Some(sender),
+        Some(Err(e)) => return Caller::Refused(e),
+    };
+    Caller::Peer { instance, sender }
+}
+
+async fn frame<B>(
+    mediator: &Mediator,
+    call: Call<'_>,
+    request: Request<B>,
+    arrived: tokio::time::Instant,
+    from: Origin,
+) -> HttpResponse
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
     let Call {
         fan,
         group,
@@ -201,7 +283,14 @@ where
         headers.remove(TRACESTATE);
     }
     let budget = caller_budget(&parts.headers, mediator.clock().now());
+    let (transport, body_credential_limit) = match from {
+        Origin::Caller {
+            body_credential_limit,
+        } => (HTTP, body_credential_limit),
+        Origin::Peer => (PEER, 0),
+    };
     let caller = match credentials::in_head(&parts.headers, &parts.uri) {
+        _ if transport == PEER => peer_caller(mediator, &parts.headers),
         Some(credentials::Credential::Token(token)) => Caller::Token(token),
         // Set aside above: a forwarding route never sees a Basic login.
         Some(credentials::Credential::Basic(..)) => Caller::Refused(
@@ -214,7 +303,7 @@ where
             credential_in_body(mediator, &parts, &mut body, body_credential_limit, read_by).await
         }
     };
-    let mut inbound = Inbound::new(HTTP, caller, target, body)
+    let mut inbound = Inbound::new(transport, caller, target, body)
         .method(parts.method)
         .path(path)
         .headers(headers)

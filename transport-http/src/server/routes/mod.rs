@@ -37,7 +37,7 @@ use super::request_log::{sender_name, RequestRecord};
 use super::service::{BoxError, Front, RemoteAddr, Surface};
 use super::throttle::LoginThrottle;
 use crate::headers::{TRACEPARENT, X_REQUEST_ID};
-use path::{parse_route, Route};
+use path::{parse_route, Fan, Route};
 
 /// What the routes learnt about a request, for its log line.
 #[derive(Default)]
@@ -97,6 +97,18 @@ where
             forward::forward(mediator, call, request, arrived, BODY_CREDENTIAL_LIMIT).await;
         add_hsts(secure, &mut response);
         return response;
+    }
+    if let (Surface::Api, Route::Peer { group, name, rest }) = (front.surface, &route) {
+        // A call another instance forwards: framed as any call, from a
+        // peer whose credential the head carries.
+        let call = forward::Call {
+            fan: Fan::One,
+            group,
+            name: *name,
+            rest,
+        };
+        let arrived = tokio::time::Instant::from_std(started);
+        return forward::forward_from_peer(mediator, call, request, arrived).await;
     }
     let label = route.label();
     let target = route.target();
@@ -249,9 +261,11 @@ where
             admin::admin_clusters(mediator, &identity, group, parts.uri.query()).await
         }
         Route::AdminCluster(id) => admin::admin_cluster(mediator, &identity, id).await,
+        Route::AdminInstances => admin::admin_instances(mediator, &identity).await,
         // Answered above: calls by the core, the rest before any
         // credential was asked for.
         Route::Forward { .. }
+        | Route::Peer { .. }
         | Route::Healthz
         | Route::Ping
         | Route::Readyz
@@ -363,7 +377,11 @@ async fn throttle_login(
         return None;
     }
     let takes_basic = match route {
-        Route::Dashboard | Route::Token | Route::AdminClusters(_) | Route::AdminCluster(_) => true,
+        Route::Dashboard
+        | Route::Token
+        | Route::AdminClusters(_)
+        | Route::AdminCluster(_)
+        | Route::AdminInstances => true,
         #[cfg(feature = "console")]
         Route::Console(rest) => console::takes_basic(&parts.method, rest),
         _ => false,

@@ -26,8 +26,17 @@ pub(super) enum Route<'a> {
         name: Option<&'a str>,
         rest: &'a str,
     },
+    /// `/peer/one/:group/:name?/*path`: a call another instance of the
+    /// formation forwards for a node attached here.
+    Peer {
+        group: &'a str,
+        name: Option<&'a str>,
+        rest: &'a str,
+    },
     AdminClusters(Option<&'a str>),
     AdminCluster(&'a str),
+    /// `/admin/instances`: the formation's instances.
+    AdminInstances,
     Token,
     Ping,
     Healthz,
@@ -49,8 +58,10 @@ impl Route<'_> {
             Route::Forward { fan: Fan::One, .. } => RouteLabel::One,
             Route::Forward { fan: Fan::Any, .. } => RouteLabel::Any,
             Route::Forward { fan: Fan::Many, .. } => RouteLabel::Many,
+            Route::Peer { .. } => RouteLabel::One,
             Route::AdminClusters(_)
             | Route::AdminCluster(_)
+            | Route::AdminInstances
             | Route::Dashboard
             | Route::Console(_) => RouteLabel::Admin,
             Route::Token => RouteLabel::Token,
@@ -67,6 +78,10 @@ impl<'a> Route<'a> {
     /// `g/?`), straight from the path: for the request log, valid or not.
     pub(super) fn target(&self) -> Option<TargetName<'a>> {
         match *self {
+            Route::Peer { group, name, .. } => Some(TargetName {
+                group,
+                rest: name.unwrap_or(""),
+            }),
             Route::Forward {
                 fan, group, name, ..
             } => Some(TargetName {
@@ -97,6 +112,13 @@ fn bare(tail: Option<&str>) -> bool {
     matches!(tail, None | Some(""))
 }
 
+/// The name and the rest after a `/one` group: `/one/g//p`, an empty name
+/// segment, is the unnamed node.
+fn one_name(after: Option<&str>) -> (Option<&str>, Option<&str>) {
+    let (name, rest) = after.map_or(("", None), first_segment);
+    (Some(name).filter(|n| !n.is_empty()), rest)
+}
+
 pub(super) fn parse_route(path: &str) -> Route<'_> {
     let path = path.strip_prefix('/').unwrap_or(path);
     let (head, tail) = first_segment(path);
@@ -115,15 +137,26 @@ pub(super) fn parse_route(path: &str) -> Route<'_> {
             let (group, after) = first_segment(tail);
             let (fan, name, rest) = match head {
                 "one" => {
-                    // `/one/g//p`: an empty name segment is the unnamed node.
-                    let (name, rest) = after.map_or(("", None), first_segment);
-                    (Fan::One, Some(name).filter(|n| !n.is_empty()), rest)
+                    let (name, rest) = one_name(after);
+                    (Fan::One, name, rest)
                 }
                 "any" => (Fan::Any, None, after),
                 _ => (Fan::Many, None, after),
             };
             Route::Forward {
                 fan,
+                group,
+                name,
+                rest: rest.unwrap_or(""),
+            }
+        }
+        "peer" => {
+            let Some(("one", Some(tail))) = tail.map(first_segment) else {
+                return Route::NotFound;
+            };
+            let (group, after) = first_segment(tail);
+            let (name, rest) = one_name(after);
+            Route::Peer {
                 group,
                 name,
                 rest: rest.unwrap_or(""),
@@ -137,6 +170,7 @@ pub(super) fn parse_route(path: &str) -> Route<'_> {
             match (what, param) {
                 ("clusters", group) => Route::AdminClusters(group),
                 ("cluster", Some(id)) => Route::AdminCluster(id),
+                ("instances", None) => Route::AdminInstances,
                 _ => Route::NotFound,
             }
         }
@@ -171,6 +205,17 @@ mod tests {
         assert_eq!(parse_route("/one/g/n"), one("g", Some("n"), ""));
         assert_eq!(parse_route("/one/g/n/"), one("g", Some("n"), ""));
         assert_eq!(parse_route("/one"), Route::NotFound);
+        assert_eq!(
+            parse_route("/peer/one/g/n/a"),
+            Route::Peer {
+                group: "g",
+                name: Some("n"),
+                rest: "a"
+            }
+        );
+        assert_eq!(parse_route("/peer/many/g/a"), Route::NotFound);
+        assert_eq!(parse_route("/peer"), Route::NotFound);
+        assert_eq!(parse_route("/admin/instances"), Route::AdminInstances);
         assert_eq!(
             parse_route("/many/g/x/"),
             Route::Forward {
