@@ -946,3 +946,70 @@ async fn signed_in_with_a_nodes_admin_token_the_page_seals_as_that_node() {
     browser.quit().await;
     api.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_console_lists_the_instances_sharing_its_store() {
+    use mediator_core::{Endpoint, Identity, MemoryRegistry, Registration};
+    let store = Arc::new(MemoryRegistry::new());
+    let hash = mediator_core::PasswordHash::generate(PASSWORD).expect("a hash");
+    let hub = Hub::config()
+        .operator_password(hash)
+        .console()
+        .registry(Arc::clone(&store))
+        .formation("hub-east")
+        .limits(|l| l.instance_ttl = Duration::from_secs(1))
+        .start()
+        .await;
+    let other = Hub::config()
+        .registry(Arc::clone(&store))
+        .formation("hub-west")
+        .limits(|l| l.instance_ttl = Duration::from_secs(1))
+        .start()
+        .await;
+    let mine = hub.mediator.spawn_maintenance();
+    let theirs = other.mediator.spawn_maintenance();
+    for node in ["users/api", "users/cache"] {
+        let registration = Registration::new(
+            key(node),
+            Endpoint::attached("hub-west").expect("an id"),
+            Duration::from_secs(60),
+        );
+        other
+            .mediator
+            .register(&Identity::internal(), registration)
+            .await
+            .expect("attach");
+    }
+    let browser = signed_in(&hub).await;
+    let west = browser.wait_for("tr[data-instance=\"hub-west\"]").await;
+    browser
+        .wait_until(
+            "hub-west shows its two attached nodes",
+            "return document.querySelector('tr[data-instance=\"hub-west\"] td.num').textContent === '2';",
+        )
+        .await;
+    let text = browser.text(&west).await;
+    assert!(
+        text.contains("live") && text.contains(&other.base),
+        "{text}"
+    );
+    let east = browser
+        .text(&browser.wait_for("tr[data-instance=\"hub-east\"]").await)
+        .await;
+    assert!(east.contains("this one"), "{east}");
+    browser.screenshot("16-instances").await;
+
+    // hub-west stops heartbeating: its lease runs out, it goes from the
+    // list, and its nodes with it.
+    theirs.abort();
+    browser
+        .wait_until(
+            "hub-west leaves the list",
+            "return !document.querySelector('tr[data-instance=\"hub-west\"]');",
+        )
+        .await;
+    eventually("hub-west's nodes are detached", || !hub.knows("users/api")).await;
+    browser.screenshot("17-instance-gone").await;
+    mine.abort();
+    browser.quit().await;
+}

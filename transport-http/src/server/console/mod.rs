@@ -836,8 +836,32 @@ async fn state(mediator: &Mediator, group: Option<&str>) -> Result<Value, Error>
             json!({ "group": name, "nodes": members, "series": series })
         })
         .collect();
+    let mut attached: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    mediator.routes().for_each(|node| {
+        if let Some(instance) = node.endpoint.attached_instance() {
+            *attached.entry(instance.to_owned()).or_default() += 1;
+        }
+    });
+    let instances: Vec<Value> = mediator
+        .instances()
+        .await?
+        .iter()
+        .map(|i| {
+            json!({
+                "id": i.id,
+                "peer": i.peer,
+                "started": i.started.as_millis(),
+                "heartbeat": i.heartbeat.as_millis(),
+                "lease_until": i.lease_until.as_millis(),
+                "live": !i.is_expired(now),
+                "attached": attached.get(&i.id).copied().unwrap_or(0),
+                "this": i.id == mediator.instance_id(),
+            })
+        })
+        .collect();
     Ok(json!({
         "instance": mediator.instance_id(),
+        "instances": instances,
         "now": now.as_millis(),
         "nodes": listed,
         "truncated": truncated,

@@ -197,6 +197,22 @@
     renderGroupChoices();
   }
 
+  function renderInstances() {
+    const list = state.instances || [];
+    const rows = list.map((i) => el('tr', { class: i.this ? 'this' : null, 'data-instance': i.id },
+      el('td', {}, el('code', { text: i.id }), i.this ? el('span', { class: 'count', text: ' (this one)' }) : null),
+      el('td', {}, i.peer ? el('code', { text: i.peer }) : el('span', { class: 'note', text: 'takes no forwarded calls' })),
+      el('td', {}, el('span', { class: 'health ' + (i.live ? 'ok' : 'unreachable'), text: i.live ? 'live' : 'lease ran out' })),
+      el('td', { class: 'num', text: String(i.attached) }),
+      el('td', { text: clock(i.started) }),
+      el('td', { text: ago(i.heartbeat, state.now) })));
+    if (rows.length === 0) {
+      rows.push(el('tr', { class: 'empty' }, el('td', { colspan: '6', text: 'This store keeps no instances.' })));
+    }
+    $('instance-rows').replaceChildren(...rows);
+    $('instance-count').textContent = '(' + list.length + ')';
+  }
+
   function renderGroupChoices() {
     const select = $('filter-group');
     const names = new Set(state.nodes.map((n) => n.group));
@@ -363,6 +379,7 @@
   function render() {
     $('updated').textContent = 'updated ' + clock(state.now);
     renderNodes();
+    renderInstances();
     renderCharts();
   }
 
