@@ -220,6 +220,43 @@ fn send_and_echo_node_take_several_mediators_and_use_the_one_that_answers() {
         ],
     );
     assert_eq!((code, out.as_str()), (Some(0), "over quic"), "{err}");
+    // A name stands for every address it resolves to.
+    let port_of_quic = quic.rsplit(':').next().expect("a port");
+    let (code, out, err) = send(
+        dir.path(),
+        &[
+            "--via",
+            "quic",
+            "--quic",
+            &format!("localhost:{port_of_quic}"),
+            "--pin",
+            &pin,
+            "--to",
+            "echo/either",
+            "--key",
+            &key,
+            "--data",
+            "by name",
+        ],
+    );
+    assert_eq!((code, out.as_str()), (Some(0), "by name"), "{err}");
+    let (code, _, err) = send(
+        dir.path(),
+        &[
+            "--via",
+            "quic",
+            "--quic",
+            "no-such-host.invalid:4433",
+            "--pin",
+            &pin,
+            "--to",
+            "echo/either",
+            "--key",
+            &key,
+        ],
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("no-such-host.invalid"), "{err}");
     assert_eq!(node.terminate().code(), Some(0));
     drop(hub);
 }

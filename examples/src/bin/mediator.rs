@@ -300,15 +300,16 @@ enum Via {
 /// How `send --via quic` reaches the QUIC listener and checks its certificate.
 #[derive(clap::Args)]
 struct QuicArgs {
-    /// The mediator's QUIC listener (UDP address), for --via quic; several
-    /// of one formation, comma-separated, are tried in turn.
+    /// The mediator's QUIC listener (UDP address, or host:port), for --via
+    /// quic; several of one formation, comma-separated, and every address
+    /// a name resolves to, are tried in turn.
     #[arg(
         long = "quic",
         env = "MEDIATOR_QUIC",
         value_name = "ADDR",
         value_delimiter = ','
     )]
-    addrs: Vec<SocketAddr>,
+    addrs: Vec<String>,
     /// The SHA-256 fingerprint of its certificate, as `serve` prints it.
     #[arg(long, env = "MEDIATOR_QUIC_PIN", value_name = "FINGERPRINT")]
     pin: Option<String>,
@@ -332,10 +333,29 @@ struct SecretArgs {
 impl QuicArgs {
     /// A client builder for the first listener, naming the others of the
     /// formation.
-    fn builder(
+    async fn builder(
         &self,
     ) -> Result<(SocketAddr, mediator_transport_quic::QuicNodeClientBuilder), CliError> {
-        let (&first, others) = self.addrs.split_first().ok_or_else(|| {
+        let mut addrs: Vec<SocketAddr> = Vec::new();
+        for given in &self.addrs {
+            if let Ok(addr) = given.parse::<SocketAddr>() {
+                addrs.push(addr);
+                continue;
+            }
+            // A name: every address it resolves to is a mediator of the
+            // formation (a DNS name with one record per instance).
+            let resolved = tokio::net::lookup_host(given.as_str()).await.map_err(|e| {
+                CliError::Config(format!(
+                    "--quic {given}: not an address (IP:PORT) nor a name that resolves ({e})"
+                ))
+            })?;
+            for addr in resolved {
+                if !addrs.contains(&addr) {
+                    addrs.push(addr);
+                }
+            }
+        }
+        let (&first, others) = addrs.split_first().ok_or_else(|| {
             CliError::Config("--via quic needs --quic ADDR (the mediator's QUIC listener)".into())
         })?;
         let mut builder = QuicNodeClient::builder(first);
@@ -1019,7 +1039,7 @@ async fn send_quic(
     keys: KeyRing,
     request: SendRequest<'_>,
 ) -> Result<(), CliError> {
-    let (addr, builder) = quic.builder()?;
+    let (addr, builder) = quic.builder().await?;
     let builder = trusting(builder.node_key(sender).token(token).keys(keys), quic)?;
     // A wrong pin fails the handshake with a message naming both
     // fingerprints, which is what the person needs to see.
@@ -1138,7 +1158,7 @@ async fn echo_node(
             client.shutdown().await.map_err(|e| joined(e, &url))?;
         }
         Via::Quic => {
-            let (addr, builder) = quic.builder()?;
+            let (addr, builder) = quic.builder().await?;
             let builder = builder
                 .node_key(node.clone())
                 .token_minter(minter)
