@@ -184,3 +184,77 @@ fn interleaved_paths_each_get_every_window_and_their_own_cpu() {
         .as_f64()
         .is_some_and(|r| (r - 1.0).abs() < 1e-9));
 }
+
+#[test]
+fn formation_workloads_measure_propagation_forwarding_and_idle_store_calls() {
+    let output = Command::new(env!("CARGO_BIN_EXE_mediator-bench"))
+        .arg("--mediator")
+        .arg(mediator())
+        .args([
+            "--duration",
+            "200ms",
+            "--warmup",
+            "100ms",
+            "--runs",
+            "1",
+            "--workloads",
+            "formation-propagation-sqlite,formation-forward-1k-64,formation-idle-1k-sqlite",
+            "--formation-nodes",
+            "5",
+            "--idle-for",
+            "1s",
+            "--json",
+        ])
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("the harness runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "the run failed: {stderr}");
+    let report: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let propagation = &report["propagation"][0];
+    assert_eq!(propagation["store"], "sqlite", "{report}");
+    assert_eq!(propagation["reached"], 5, "{propagation}");
+    assert_eq!(propagation["timed_out"], 0, "{propagation}");
+    let p99 = propagation["p99_ms"].as_f64().expect("p99");
+    assert!(p99 > 0.0 && p99 < 1000.0, "{propagation}");
+    let counted: u64 = propagation["histogram"]
+        .as_array()
+        .expect("histogram")
+        .iter()
+        .filter_map(|bucket| bucket["count"].as_u64())
+        .sum();
+    assert_eq!(counted, 5, "{propagation}");
+    let rows = report["rows"].as_array().expect("rows");
+    let paths: Vec<&str> = rows.iter().filter_map(|r| r["path"].as_str()).collect();
+    assert_eq!(
+        paths,
+        ["local-h1", "forwarded-h1", "local-quic", "forwarded-quic"]
+    );
+    for row in rows {
+        assert_eq!(row["errors"], 0, "{row}");
+        assert!(row["requests"].as_u64().unwrap_or(0) > 0, "{row}");
+        // Instances A and B each count their own CPU.
+        let each = row["cpu_by_process"].as_array().expect("CPU by process");
+        assert_eq!(each.len(), 2, "{row}");
+    }
+    let forwarded = &rows[1];
+    assert_eq!(forwarded["base"], "local-h1");
+    assert!(forwarded["vs_base"].as_f64().is_some(), "{forwarded}");
+    // B does the second half of a forwarded call's work.
+    assert!(forwarded["cpu_by_process"][1]["cpu_s_per_10k"].as_f64() > Some(0.0));
+    let loads = report["store_load"].as_array().expect("store load");
+    let formations: Vec<u64> = loads
+        .iter()
+        .filter_map(|l| l["instances"].as_u64())
+        .collect();
+    assert_eq!(formations, [1, 3, 3, 3], "{report}");
+    for load in loads {
+        // Every instance reads the feed about every 50 ms.
+        let changes = load["calls_per_s"]["changes"].as_f64().unwrap_or(0.0);
+        assert!(changes > 5.0 && changes < 30.0, "{load}");
+        assert!(
+            load["calls_at_start"]["list_page"].as_u64() > Some(0),
+            "{load}"
+        );
+    }
+}

@@ -8,10 +8,16 @@
 //! and peak RSS, and every path's ratio to the direct path and to each
 //! peer of the same run.
 //!
+//! The `formation-*` workloads run several `mediator serve` processes on
+//! one store: how soon a node registered at one is routable at another,
+//! calls forwarded between them, one to three of them behind nginx, and
+//! the store calls they make while idle.
+//!
 //! ```text
 //! cargo build --release --bin mediator --bin mediator-bench
 //! target/release/mediator-bench --duration 5s --runs 3
 //! target/release/mediator-bench --workloads unicast-1k-64 --paths direct,nginx,mediator-h1 --json
+//! target/release/mediator-bench --workloads formation --interleave
 //! ```
 //!
 //! Every node runs in a process of its own: the harness starts itself with
@@ -51,12 +57,24 @@ pub(crate) struct Args {
     /// of a few percent between paths hold.
     #[arg(long)]
     pub(crate) interleave: bool,
-    /// Workloads to run, comma-separated [default: all]:
+    /// Workloads to run, comma-separated [default: all but the formation's]:
     /// unicast-1k-1, unicast-1k-64, unicast-1k-256, unicast-64k-16,
     /// broadcast-10-1, broadcast-10-16, broadcast-100-1, broadcast-100-16,
-    /// churn-sqlite, churn-mysql, nodes-1k, nodes-100k.
+    /// churn-sqlite, churn-mysql, nodes-1k, nodes-100k; and those of
+    /// several `mediator serve` processes on one store (`formation` names
+    /// them all): formation-propagation-mysql, formation-propagation-sqlite,
+    /// formation-forward-1k-64, formation-nginx-1k-64,
+    /// formation-idle-1k-sqlite, formation-idle-100k-sqlite,
+    /// formation-idle-100k-mysql. These measure fixed rows of their own
+    /// and ignore --paths.
     #[arg(long, value_delimiter = ',')]
     pub(crate) workloads: Vec<String>,
+    /// Nodes the propagation workloads register, one after another.
+    #[arg(long, default_value_t = 300)]
+    pub(crate) formation_nodes: usize,
+    /// How long the idle workloads read each formation's store calls.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub(crate) idle_for: Duration,
     /// Paths to measure, comma-separated [default: all]: direct, nginx, haproxy,
     /// nats, mediator-h1, mediator-h1-quiet (the mediator with
     /// RUST_LOG=warn), baseline-h1 (the --baseline build), mediator-h2,
@@ -82,7 +100,8 @@ pub(crate) struct Args {
     /// The NATS server; the nats path is skipped when it does not answer.
     #[arg(long, default_value = "nats://127.0.0.1:4222")]
     pub(crate) nats: String,
-    /// The MySQL store of the churn-mysql workload.
+    /// The MySQL store of the churn-mysql workload and of the formation's
+    /// workloads on MySQL (its tables are created there when missing).
     #[arg(long, default_value = "mysql://root@127.0.0.1:3306/test")]
     pub(crate) mysql: String,
     /// Where the mediator's log goes (its standard error) [default: discarded].

@@ -15,8 +15,10 @@ use tokio::process::Command;
 use crate::echo::{self, Clear};
 use crate::load::{self, Link, Load, Window, Work};
 use crate::procs::{self, Proc};
-use crate::report::{median, Machine, Report, Row, Skipped};
+use crate::report::{median, Machine, ProcessCpu, Report, Row, Skipped};
 use crate::Args;
+
+mod formation;
 
 /// Every path, in the order each unicast workload measures them.
 const PATHS: &[&str] = &[
@@ -59,10 +61,37 @@ const CHURN_IN_FLIGHT: usize = 16;
 /// What a workload is.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Kind {
-    Unicast { body: usize, in_flight: usize },
-    Broadcast { nodes: usize, in_flight: usize },
-    Churn { mysql: bool },
-    Nodes { count: usize },
+    Unicast {
+        body: usize,
+        in_flight: usize,
+    },
+    Broadcast {
+        nodes: usize,
+        in_flight: usize,
+    },
+    Churn {
+        mysql: bool,
+    },
+    Nodes {
+        count: usize,
+    },
+    /// Registered at one instance, routable at another: how long after.
+    Propagation {
+        mysql: bool,
+    },
+    /// Through one instance to QUIC-attached nodes, local and forwarded.
+    Forward {
+        in_flight: usize,
+    },
+    /// 1, 2 and 3 instances behind nginx.
+    Balanced {
+        in_flight: usize,
+    },
+    /// The store calls of idle instances with `nodes` registered.
+    Idle {
+        nodes: usize,
+        mysql: bool,
+    },
 }
 
 /// Every workload's name and what it is, in the order a run measures them.
@@ -127,7 +156,43 @@ const KINDS: &[(&str, Kind)] = &[
     ("churn-mysql", Kind::Churn { mysql: true }),
     ("nodes-1k", Kind::Nodes { count: 1_000 }),
     ("nodes-100k", Kind::Nodes { count: 100_000 }),
+    (
+        "formation-propagation-mysql",
+        Kind::Propagation { mysql: true },
+    ),
+    (
+        "formation-propagation-sqlite",
+        Kind::Propagation { mysql: false },
+    ),
+    ("formation-forward-1k-64", Kind::Forward { in_flight: 64 }),
+    ("formation-nginx-1k-64", Kind::Balanced { in_flight: 64 }),
+    (
+        "formation-idle-1k-sqlite",
+        Kind::Idle {
+            nodes: 1_000,
+            mysql: false,
+        },
+    ),
+    (
+        "formation-idle-100k-sqlite",
+        Kind::Idle {
+            nodes: 100_000,
+            mysql: false,
+        },
+    ),
+    (
+        "formation-idle-100k-mysql",
+        Kind::Idle {
+            nodes: 100_000,
+            mysql: true,
+        },
+    ),
 ];
+
+/// What `--workloads formation` stands for: every workload of several
+/// instances on one store, which a run without `--workloads` leaves out
+/// (the idle ones alone take minutes).
+const FORMATION: &str = "formation";
 
 fn kind(name: &str) -> Option<Kind> {
     KINDS
@@ -155,6 +220,30 @@ fn pick(asked: &[String], all: &[&'static str], what: &str) -> Result<Vec<&'stat
         .copied()
         .filter(|name| asked.iter().any(|a| a == name))
         .collect())
+}
+
+/// The workloads asked for: every one but the formation's when none is
+/// named; `formation` names all of those.
+fn pick_workloads(asked: &[String]) -> Result<Vec<&'static str>, String> {
+    let names: Vec<&'static str> = KINDS.iter().map(|(name, _)| *name).collect();
+    let of_formation = |name: &str| name.starts_with("formation-");
+    if asked.is_empty() {
+        return Ok(names.into_iter().filter(|n| !of_formation(n)).collect());
+    }
+    let mut expanded = Vec::new();
+    for name in asked {
+        if name == FORMATION {
+            expanded.extend(
+                names
+                    .iter()
+                    .filter(|n| of_formation(n))
+                    .map(|n| (*n).to_owned()),
+            );
+        } else {
+            expanded.push(name.clone());
+        }
+    }
+    pick(&expanded, &names, "workload")
 }
 
 /// A body of `size` bytes of printable text (a broadcast answers with
@@ -190,8 +279,7 @@ pub(crate) async fn run(args: Args) -> Result<(), String> {
     if args.runs == 0 {
         return Err("--runs must be at least 1".into());
     }
-    let names: Vec<&'static str> = KINDS.iter().map(|(name, _)| *name).collect();
-    let workloads = pick(&args.workloads, &names, "workload")?;
+    let workloads = pick_workloads(&args.workloads)?;
     let paths = pick(&args.paths, PATHS, "path")?;
     let dir = tempfile::tempdir().map_err(|e| format!("making a temporary folder: {e}"))?;
     let secret = SealKey::generate().to_base64();
@@ -217,6 +305,8 @@ pub(crate) async fn run(args: Args) -> Result<(), String> {
             interleaved: args.interleave,
             rows: Vec::new(),
             skipped: Vec::new(),
+            propagation: Vec::new(),
+            store_load: Vec::new(),
         },
     };
     let ports = if workloads.iter().any(|w| w.starts_with("broadcast")) {
@@ -365,6 +455,10 @@ impl Bench<'_> {
                 },
                 Kind::Churn { mysql } => self.churn(workload, mysql).await,
                 Kind::Nodes { count } => self.nodes(workload, count).await,
+                Kind::Propagation { mysql } => self.propagation(workload, mysql).await,
+                Kind::Forward { in_flight } => self.forward(workload, in_flight).await,
+                Kind::Balanced { in_flight } => self.balanced(workload, in_flight).await,
+                Kind::Idle { nodes, mysql } => self.idle(workload, nodes, mysql).await,
             };
             if let Err(e) = result {
                 outcome = Err(format!("{workload}: {e}"));
@@ -406,9 +500,23 @@ impl Bench<'_> {
         quic: bool,
         quiet: bool,
     ) -> Result<Mediator, String> {
+        self.start_mediator_with(binary, store, quic, quiet, &[])
+            .await
+    }
+
+    /// [`Self::start_mediator_from`] with more arguments to `serve`.
+    async fn start_mediator_with(
+        &self,
+        binary: &Path,
+        store: &str,
+        quic: bool,
+        quiet: bool,
+        extra: &[String],
+    ) -> Result<Mediator, String> {
         let mut command = Command::new(binary);
         command
             .arg("serve")
+            .args(extra)
             .arg("--listen")
             .arg("127.0.0.1:0")
             .arg("--store")
@@ -488,16 +596,29 @@ impl Bench<'_> {
     /// POSTs every registration to `/register` with the admin token, from
     /// up to 64 connections at once.
     async fn register(&self, mediator: &Mediator, registrations: &[String]) -> Result<(), String> {
-        let chunk = registrations.len().div_ceil(64).max(1);
+        self.post_all(mediator.addr, "/register", registrations, b"{\"entity\"")
+            .await
+    }
+
+    /// POSTs every body to `route` at `addr` with the admin token, from up
+    /// to 64 connections at once; each answer must be 200 and start with
+    /// `expect`.
+    async fn post_all(
+        &self,
+        addr: SocketAddr,
+        route: &'static str,
+        bodies: &[String],
+        expect: &'static [u8],
+    ) -> Result<(), String> {
+        let chunk = bodies.len().div_ceil(64).max(1);
         let mut tasks = tokio::task::JoinSet::new();
-        for part in registrations.chunks(chunk) {
+        for part in bodies.chunks(chunk) {
             let part: Vec<String> = part.to_vec();
-            let addr = mediator.addr;
             let admin = self.admin.clone();
             tasks.spawn(async move {
                 let mut send = load::connect_h1(addr).await?;
                 for registration in part {
-                    let request = http::Request::post("/register")
+                    let request = http::Request::post(route)
                         .header(http::header::HOST, addr.to_string())
                         .header(http::header::AUTHORIZATION, admin.clone())
                         .header(http::header::CONTENT_TYPE, "application/json")
@@ -513,9 +634,9 @@ impl Bench<'_> {
                         .await
                         .map_err(|e| e.to_string())?
                         .to_bytes();
-                    if status != http::StatusCode::OK || !body.starts_with(b"{\"entity\"") {
+                    if status != http::StatusCode::OK || !body.starts_with(expect) {
                         return Err(format!(
-                            "registering: {status}: {}",
+                            "{route}: {status}: {}",
                             String::from_utf8_lossy(&body)
                         ));
                     }
@@ -530,6 +651,11 @@ impl Bench<'_> {
     }
 
     async fn start_quic_echo(&self, mediator: &Mediator) -> Result<Proc, String> {
+        self.start_quic_echo_as(mediator, "bench/qecho").await
+    }
+
+    /// An echo node attached to `mediator` over QUIC as `node`.
+    async fn start_quic_echo_as(&self, mediator: &Mediator, node: &str) -> Result<Proc, String> {
         let (addr, pin) = mediator
             .quic
             .clone()
@@ -542,7 +668,7 @@ impl Bench<'_> {
             .arg("--pin")
             .arg(pin)
             .arg("--node")
-            .arg("bench/qecho")
+            .arg(node)
             .env("MEDIATOR_SECRET", &self.secret)
             .env("RUST_LOG", "error");
         let (proc, _) = start_node("the QUIC echo node", command, echo::QUIC_READY).await?;
@@ -553,12 +679,45 @@ impl Bench<'_> {
     /// to the echo node, the access log written (to /dev/null) as the
     /// mediator writes its request line.
     async fn start_nginx(&self) -> Result<(Proc, SocketAddr), String> {
+        let upstream = echo_addr(&self.echo_urls[0])?;
+        let (proc, addrs) = self.start_nginx_for("nginx", &[vec![upstream]]).await?;
+        let addr = addrs.first().copied().ok_or("nginx has no listener")?;
+        Ok((proc, addr))
+    }
+
+    /// nginx with one listener per entry of `upstreams`, each proxying to
+    /// a keep-alive upstream of those servers (round robin); its files in
+    /// the run's folder `name`. Returns the listeners' addresses in order.
+    async fn start_nginx_for(
+        &self,
+        name: &str,
+        upstreams: &[Vec<SocketAddr>],
+    ) -> Result<(Proc, Vec<SocketAddr>), String> {
         let binary =
             which(&self.args.nginx).ok_or_else(|| format!("{} not found", self.args.nginx))?;
-        let prefix = self.dir.path().join("nginx");
+        let prefix = self.dir.path().join(name);
         std::fs::create_dir_all(prefix.join("logs")).map_err(|e| e.to_string())?;
-        let port = procs::free_port()?;
-        let upstream = echo_addr(&self.echo_urls[0])?;
+        let mut addrs = Vec::with_capacity(upstreams.len());
+        let mut blocks = String::new();
+        for (i, servers) in upstreams.iter().enumerate() {
+            let port = procs::free_port()?;
+            addrs.push(SocketAddr::from(([127, 0, 0, 1], port)));
+            let servers: String = servers
+                .iter()
+                .map(|server| format!(" server {server};"))
+                .collect();
+            blocks.push_str(&format!(
+                "  upstream up{i} {{{servers} keepalive 512; keepalive_requests 1000000; }}\n\
+                 \x20 server {{\n\
+                 \x20   listen 127.0.0.1:{port};\n\
+                 \x20   location / {{\n\
+                 \x20     proxy_pass http://up{i};\n\
+                 \x20     proxy_http_version 1.1;\n\
+                 \x20     proxy_set_header Connection \"\";\n\
+                 \x20   }}\n\
+                 \x20 }}\n"
+            ));
+        }
         let p = prefix.display();
         let config = format!(
             "worker_processes auto;\n\
@@ -578,15 +737,7 @@ impl Bench<'_> {
                proxy_buffers 8 64k;\n\
                proxy_busy_buffers_size 128k;\n\
                keepalive_requests 1000000;\n\
-               upstream echo {{ server {upstream}; keepalive 512; keepalive_requests 1000000; }}\n\
-               server {{\n\
-                 listen 127.0.0.1:{port};\n\
-                 location / {{\n\
-                   proxy_pass http://echo;\n\
-                   proxy_http_version 1.1;\n\
-                   proxy_set_header Connection \"\";\n\
-                 }}\n\
-               }}\n\
+             {blocks}\
              }}\n"
         );
         let conf = prefix.join("nginx.conf");
@@ -603,13 +754,15 @@ impl Bench<'_> {
             .arg("daemon off;")
             .stderr(Stdio::null());
         let proc = Proc::spawn_quiet("nginx", command)?;
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        if !procs::wait_for_port(addr, Duration::from_secs(10)).await {
-            proc.stop().await;
-            let log = std::fs::read_to_string(prefix.join("logs/error.log")).unwrap_or_default();
-            return Err(format!("nginx did not listen on {addr}: {}", log.trim()));
+        for addr in &addrs {
+            if !procs::wait_for_port(*addr, Duration::from_secs(10)).await {
+                proc.stop().await;
+                let log =
+                    std::fs::read_to_string(prefix.join("logs/error.log")).unwrap_or_default();
+                return Err(format!("nginx did not listen on {addr}: {}", log.trim()));
+            }
         }
-        Ok((proc, addr))
+        Ok((proc, addrs))
     }
 
     /// HAProxy in front of the echo server, as its users tune it for
@@ -805,12 +958,13 @@ impl Bench<'_> {
                 _ => continue,
             };
             let mut load = Load::new(links, work);
+            let middles: Vec<&Proc> = middle.into_iter().collect();
             if self.args.interleave {
-                in_turns.push((*path, load, middle));
+                in_turns.push((*path, load, middles));
                 continue;
             }
             let row = self
-                .measure(&mut load, workload, path, in_flight, size, 1, middle)
+                .measure(&mut load, workload, path, in_flight, size, 1, &middles)
                 .await;
             self.push(row);
         }
@@ -828,7 +982,7 @@ impl Bench<'_> {
     /// path's CPU counts its own windows only.
     async fn measure_in_turns(
         &self,
-        paths: &mut [(&str, Load, Option<&Proc>)],
+        paths: &mut [(&str, Load, Vec<&Proc>)],
         workload: &str,
         in_flight: usize,
         size: usize,
@@ -840,18 +994,18 @@ impl Bench<'_> {
             tallies.push(tally);
         }
         for _ in 0..self.args.runs {
-            for ((_, load, middle), tally) in paths.iter_mut().zip(&mut tallies) {
-                let before = middle.and_then(Proc::cpu_seconds);
+            for ((_, load, middles), tally) in paths.iter_mut().zip(&mut tallies) {
+                let before = cpu_of(middles);
                 let window = load.window(self.args.duration).await;
-                let after = middle.and_then(Proc::cpu_seconds);
-                tally.add(window, before.zip(after).map(|(b, a)| a - b));
+                let after = cpu_of(middles);
+                tally.add(window, cpu_between(before, after));
             }
         }
         paths
             .iter()
             .zip(tallies)
-            .map(|((path, _, middle), tally)| {
-                tally.row(workload, path, in_flight, size, 1, *middle)
+            .map(|((path, _, middles), tally)| {
+                tally.row(workload, path, in_flight, size, 1, middles)
             })
             .collect()
     }
@@ -903,33 +1057,41 @@ impl Bench<'_> {
                 in_flight,
                 1024,
                 nodes,
-                Some(&mediator.proc),
+                &[&mediator.proc],
             )
             .await;
         self.push(row);
         Ok(())
     }
 
+    /// The store URL of a workload: `--mysql` when a server answers there
+    /// (else the workload is skipped: `None`), or a new SQLite file of
+    /// this run named `file`.
+    async fn store_url(&mut self, workload: &str, mysql: bool, file: &str) -> Option<String> {
+        if !mysql {
+            return Some(format!("sqlite:{}", self.dir.path().join(file).display()));
+        }
+        let host = self
+            .args
+            .mysql
+            .trim_start_matches("mysql://")
+            .rsplit('@')
+            .next()
+            .unwrap_or_default()
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        if !answers(&host).await {
+            self.skip(workload, format!("no MySQL server answers at {host}"));
+            return None;
+        }
+        Some(self.args.mysql.clone())
+    }
+
     async fn churn(&mut self, workload: &str, mysql: bool) -> Result<(), String> {
-        let store = if mysql {
-            let host = self
-                .args
-                .mysql
-                .trim_start_matches("mysql://")
-                .rsplit('@')
-                .next()
-                .unwrap_or_default()
-                .split('/')
-                .next()
-                .unwrap_or_default()
-                .to_owned();
-            if !answers(&host).await {
-                self.skip(workload, format!("no MySQL server answers at {host}"));
-                return Ok(());
-            }
-            self.args.mysql.clone()
-        } else {
-            format!("sqlite:{}", self.dir.path().join("churn.db").display())
+        let Some(store) = self.store_url(workload, mysql, "churn.db").await else {
+            return Ok(());
         };
         let mediator = self.start_mediator(&store, false, false).await?;
         let links = (0..CHURN_IN_FLIGHT)
@@ -954,7 +1116,7 @@ impl Bench<'_> {
                 CHURN_IN_FLIGHT,
                 0,
                 1,
-                Some(&mediator.proc),
+                &[&mediator.proc],
             )
             .await;
         mediator.proc.stop().await;
@@ -997,7 +1159,7 @@ impl Bench<'_> {
                 in_flight,
                 1024,
                 1,
-                Some(&mediator.proc),
+                &[&mediator.proc],
             )
             .await;
         row.registered_nodes = Some(count + 1);
@@ -1017,7 +1179,7 @@ impl Bench<'_> {
     }
 
     /// A warm-up window, then `runs` measured ones; the row holds their
-    /// medians and the middle process's CPU over the measured windows.
+    /// medians and the middle processes' CPU over the measured windows.
     #[allow(clippy::too_many_arguments)]
     async fn measure(
         &self,
@@ -1027,17 +1189,17 @@ impl Bench<'_> {
         in_flight: usize,
         size: usize,
         fanout: usize,
-        middle: Option<&Proc>,
+        middles: &[&Proc],
     ) -> Row {
         let mut tally = Tally::default();
         tally.count_errors(load.window(self.args.warmup).await);
-        let cpu_before = middle.and_then(Proc::cpu_seconds);
+        let cpu_before = cpu_of(middles);
         for _ in 0..self.args.runs {
             tally.add(load.window(self.args.duration).await, None);
         }
-        let cpu_after = middle.and_then(Proc::cpu_seconds);
-        tally.cpu_s = cpu_before.zip(cpu_after).map(|(b, a)| a - b);
-        tally.row(workload, path, in_flight, size, fanout, middle)
+        let cpu_after = cpu_of(middles);
+        tally.cpu_s = cpu_between(cpu_before, cpu_after);
+        tally.row(workload, path, in_flight, size, fanout, middles)
     }
 }
 
@@ -1088,7 +1250,19 @@ fn which(name: &str) -> Option<std::path::PathBuf> {
     found
 }
 
-/// The measured windows of one row, and the middle process's CPU over
+/// CPU seconds used so far by each of `procs`; `None` when one of them
+/// cannot be read.
+fn cpu_of(procs: &[&Proc]) -> Option<Vec<f64>> {
+    procs.iter().map(|proc| proc.cpu_seconds()).collect()
+}
+
+/// What each process used between two readings of [`cpu_of`].
+fn cpu_between(before: Option<Vec<f64>>, after: Option<Vec<f64>>) -> Option<Vec<f64>> {
+    let (before, after) = before.zip(after)?;
+    Some(after.iter().zip(&before).map(|(a, b)| a - b).collect())
+}
+
+/// The measured windows of one row, and the middle processes' CPU over
 /// them.
 #[derive(Default)]
 struct Tally {
@@ -1098,8 +1272,9 @@ struct Tally {
     requests: u64,
     errors: u64,
     first_error: Option<String>,
-    /// CPU seconds over the measured windows; `None` when unknown.
-    cpu_s: Option<f64>,
+    /// CPU seconds of each middle process over the measured windows;
+    /// `None` when unknown.
+    cpu_s: Option<Vec<f64>>,
 }
 
 impl Tally {
@@ -1112,20 +1287,24 @@ impl Tally {
         }
     }
 
-    /// A measured window, with the middle process's CPU over it when
+    /// A measured window, with the middle processes' CPU over it when
     /// counted per window.
-    fn add(&mut self, window: Window, cpu_s: Option<f64>) {
+    fn add(&mut self, window: Window, cpu_s: Option<Vec<f64>>) {
         self.rates.push(window.rate());
         self.p50.push(window.quantile_ms(0.50));
         self.p99.push(window.quantile_ms(0.99));
         self.requests += window.ok;
         self.count_errors(window);
         if let Some(cpu_s) = cpu_s {
-            self.cpu_s = Some(self.cpu_s.unwrap_or(0.0) + cpu_s);
+            let total = self.cpu_s.get_or_insert_with(|| vec![0.0; cpu_s.len()]);
+            for (sum, used) in total.iter_mut().zip(cpu_s) {
+                *sum += used;
+            }
         }
     }
 
-    /// The row: medians of the windows, CPU per 10,000 requests.
+    /// The row: medians of the windows, CPU per 10,000 requests (all the
+    /// middle processes together, and each when there are several).
     fn row(
         self,
         workload: &str,
@@ -1133,11 +1312,29 @@ impl Tally {
         in_flight: usize,
         size: usize,
         fanout: usize,
-        middle: Option<&Proc>,
+        middles: &[&Proc],
     ) -> Row {
-        let cpu_s_per_10k = match self.cpu_s {
-            Some(cpu_s) if self.requests > 0 => Some(cpu_s / self.requests as f64 * 10_000.0),
-            _ => None,
+        let per_10k = |cpu_s: f64| cpu_s / self.requests.max(1) as f64 * 10_000.0;
+        let known = self.cpu_s.as_ref().filter(|_| self.requests > 0);
+        let cpu_s_per_10k = known.map(|each| per_10k(each.iter().sum()));
+        let cpu_by_process = match known {
+            Some(each) if middles.len() > 1 => middles
+                .iter()
+                .zip(each)
+                .map(|(proc, cpu_s)| ProcessCpu {
+                    process: proc.name.clone(),
+                    cpu_s_per_10k: per_10k(*cpu_s),
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let peak_rss_mib = if middles.is_empty() {
+            None
+        } else {
+            middles
+                .iter()
+                .map(|proc| proc.peak_rss_mib())
+                .sum::<Option<f64>>()
         };
         let req_per_s = median(self.rates);
         Row {
@@ -1153,7 +1350,8 @@ impl Tally {
             p50_ms: median(self.p50),
             p99_ms: median(self.p99),
             cpu_s_per_10k,
-            peak_rss_mib: middle.and_then(Proc::peak_rss_mib),
+            cpu_by_process,
+            peak_rss_mib,
             registered_nodes: None,
             vs_direct: None,
             vs_nginx: None,
@@ -1161,6 +1359,9 @@ impl Tally {
             vs_nats: None,
             p99_vs_nginx: None,
             p99_vs_haproxy: None,
+            base: None,
+            vs_base: None,
+            shares: Vec::new(),
         }
     }
 }
@@ -1168,6 +1369,19 @@ impl Tally {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn formation_workloads_are_asked_by_name() {
+        let all = pick_workloads(&[]).expect("all");
+        assert!(all.contains(&"unicast-1k-64"));
+        assert!(!all.iter().any(|w| w.starts_with("formation-")));
+        let formation = pick_workloads(&["formation".into()]).expect("formation");
+        assert!(formation.contains(&"formation-propagation-sqlite"));
+        assert!(formation.iter().all(|w| w.starts_with("formation-")));
+        let one =
+            pick_workloads(&["formation-forward-1k-64".into(), "nodes-1k".into()]).expect("named");
+        assert_eq!(one, vec!["nodes-1k", "formation-forward-1k-64"]);
+    }
 
     #[test]
     fn every_workload_has_a_kind_and_picks_check_names() {
