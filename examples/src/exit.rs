@@ -97,25 +97,32 @@ pub fn explain_quic_unreachable(reason: &str) -> String {
 }
 
 /// A pin as `--pin` takes it: the SHA-256 of the QUIC listener's
-/// certificate, 64 hex digits (colons and case ignored).
+/// certificate, 64 hex digits (colons and case ignored); several,
+/// comma-separated, for the mediators of a formation that each generated
+/// their own.
 ///
 /// ```
 /// use mediator_examples::exit::check_pin;
 /// assert!(check_pin(&"ab".repeat(32)).is_ok());
+/// assert!(check_pin(&format!("{},{}", "ab".repeat(32), "cd".repeat(32))).is_ok());
 /// assert!(check_pin("d10742b9").unwrap_err().contains("--pin"));
+/// assert!(check_pin(&format!("{},d10742b9", "ab".repeat(32))).is_err());
 /// ```
 pub fn check_pin(pin: &str) -> Result<(), String> {
-    let digits: String = pin.chars().filter(|c| *c != ':').collect();
     let shape = "a pin is the QUIC listener's certificate SHA-256, 64 hex digits, as \
-                 `mediator serve` prints it (\"certificate SHA-256 …\")";
-    if let Some(bad) = digits.chars().find(|c| !c.is_ascii_hexdigit()) {
-        return Err(format!("--pin {pin}: {bad:?} is not a hex digit; {shape}"));
-    }
-    if digits.len() != 64 {
-        return Err(format!(
-            "--pin {pin}: {} hex digits, not 64; {shape}",
-            digits.len()
-        ));
+                 `mediator serve` prints it (\"certificate SHA-256 …\"); several mediators' \
+                 pins are separated by commas";
+    for one in pin.split(',') {
+        let digits: String = one.trim().chars().filter(|c| *c != ':').collect();
+        if let Some(bad) = digits.chars().find(|c| !c.is_ascii_hexdigit()) {
+            return Err(format!("--pin {pin}: {bad:?} is not a hex digit; {shape}"));
+        }
+        if digits.len() != 64 {
+            return Err(format!(
+                "--pin {pin}: {} hex digits, not 64; {shape}",
+                digits.len()
+            ));
+        }
     }
     Ok(())
 }

@@ -69,11 +69,11 @@ impl QuicNodeClientBuilder {
     }
 
     /// Another mediator of the same formation (an instance sharing the
-    /// store, with the same certificate or pin), tried when the ones
-    /// before it do not answer: when the connection is lost and its
-    /// mediator cannot be reached again, the client dials the next and
-    /// attaches there (its lease keeper backs off with jitter when none
-    /// answers).
+    /// store, with the same certificate or one of the [pins](Self::pin)),
+    /// tried when the ones before it do not answer: when the connection is
+    /// lost and its mediator cannot be reached again, the client dials the
+    /// next and attaches there (its lease keeper backs off with jitter when
+    /// none answers).
     pub fn also_at(mut self, addr: SocketAddr) -> Self {
         self.also.push(addr);
         self
@@ -123,7 +123,9 @@ impl QuicNodeClientBuilder {
     }
 
     /// Trusts exactly the certificate with this SHA-256 fingerprint (hex,
-    /// colons allowed), as [`QuicListener::fingerprint`](crate::QuicListener::fingerprint) gives it.
+    /// colons allowed), as [`QuicListener::fingerprint`](crate::QuicListener::fingerprint) gives it;
+    /// several, comma-separated, trust any of them: one per mediator of a
+    /// formation ([`also_at`](Self::also_at)) that generated its own.
     pub fn pin(mut self, fingerprint: &str) -> Self {
         self.trust = Some(Trust::pin(fingerprint).map_err(|e| e.to_string()));
         self

@@ -164,17 +164,29 @@ fn provider() -> Arc<CryptoProvider> {
 /// How a client checks the mediator's certificate.
 #[derive(Debug, Clone)]
 pub(crate) enum Trust {
-    /// The SHA-256 of the leaf certificate, 32 bytes.
-    Pin([u8; 32]),
+    /// The SHA-256 of the leaf certificate, 32 bytes: one, or one per
+    /// mediator of a formation whose certificates differ.
+    Pin(Vec<[u8; 32]>),
     /// Certificates (PEM) trusted as roots; the name must match.
     Roots(Vec<u8>),
 }
 
 impl Trust {
-    /// Parses a pin: 64 hex digits, colons and case ignored.
+    /// Parses a pin: 64 hex digits, colons and case ignored; several,
+    /// comma-separated, trust any of them.
     pub(crate) fn pin(text: &str) -> Result<Trust, QuicError> {
-        let clean: String = text.chars().filter(|c| *c != ':').collect();
-        let shape = "a pin is the certificate's SHA-256 fingerprint: 64 hex digits, colons allowed";
+        let pins = text
+            .split(',')
+            .map(|one| Trust::one_pin(text, one.trim()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Trust::Pin(pins))
+    }
+
+    /// One pin of `text`.
+    fn one_pin(text: &str, one: &str) -> Result<[u8; 32], QuicError> {
+        let clean: String = one.chars().filter(|c| *c != ':').collect();
+        let shape = "a pin is the certificate's SHA-256 fingerprint: 64 hex digits, colons \
+                     allowed (several comma-separated)";
         if let Some(bad) = clean.chars().find(|c| !c.is_ascii_hexdigit()) {
             return Err(QuicError::Tls(format!(
                 "certificate pin {text:?}: {bad:?} is not a hex digit; {shape}"
@@ -186,13 +198,12 @@ impl Trust {
                 clean.len()
             ))
         })?;
-        let pin: [u8; 32] = bytes.try_into().map_err(|_| {
+        bytes.try_into().map_err(|_| {
             QuicError::Tls(format!(
                 "certificate pin {text:?}: {} hex digits; {shape}",
                 clean.len()
             ))
-        })?;
-        Ok(Trust::Pin(pin))
+        })
     }
 
     pub(crate) fn quic_config(&self) -> Result<QuicClientConfig, QuicError> {
@@ -200,10 +211,10 @@ impl Trust {
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| QuicError::Tls(e.to_string()))?;
         let mut config = match self {
-            Trust::Pin(pin) => builder
+            Trust::Pin(pins) => builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(Pinned {
-                    pin: *pin,
+                    pins: pins.clone(),
                     provider: provider(),
                 }))
                 .with_no_client_auth(),
@@ -226,12 +237,12 @@ impl Trust {
     }
 }
 
-/// Accepts exactly the certificate whose SHA-256 is pinned, whatever its
-/// issuer, names or dates; the handshake signature is still checked, so
-/// only the holder of its key passes.
+/// Accepts exactly the certificates whose SHA-256 is pinned, whatever
+/// their issuer, names or dates; the handshake signature is still checked,
+/// so only the holder of a pinned certificate's key passes.
 #[derive(Debug)]
 struct Pinned {
-    pin: [u8; 32],
+    pins: Vec<[u8; 32]>,
     provider: Arc<CryptoProvider>,
 }
 
@@ -245,13 +256,14 @@ impl ServerCertVerifier for Pinned {
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         let seen = ring::digest::digest(&ring::digest::SHA256, end_entity);
-        if seen.as_ref() == self.pin {
+        if self.pins.iter().any(|pin| seen.as_ref() == pin) {
             Ok(ServerCertVerified::assertion())
         } else {
+            let pinned: Vec<String> = self.pins.iter().map(hex::encode).collect();
             Err(rustls::Error::General(format!(
                 "certificate fingerprint {} does not match the pinned {}",
                 hex::encode(seen),
-                hex::encode(self.pin)
+                pinned.join(",")
             )))
         }
     }
@@ -292,14 +304,18 @@ impl ServerCertVerifier for Pinned {
 }
 
 /// A quinn client configuration (TLS 1.3, ALPN `mediator/1`) that
-/// accepts exactly the certificate with this SHA-256 `fingerprint`: for
-/// clients of one's own that speak the [protocol](crate) directly.
+/// accepts exactly the certificate with this SHA-256 `fingerprint` (or
+/// any of several, comma-separated): for clients of one's own that speak
+/// the [protocol](crate) directly.
 ///
 /// ```
 /// use mediator_transport_quic::{pinned_client_config, ServerTls};
 /// let tls = ServerTls::self_signed(&["localhost"])?;
 /// let _config = pinned_client_config(&tls.fingerprint())?;
+/// let other = ServerTls::self_signed(&["localhost"])?;
+/// let _either = pinned_client_config(&format!("{}, {}", tls.fingerprint(), other.fingerprint()))?;
 /// assert!(pinned_client_config("not hex").is_err());
+/// assert!(pinned_client_config(&format!("{},abc", tls.fingerprint())).is_err());
 /// # Ok::<(), mediator_transport_quic::QuicError>(())
 /// ```
 pub fn pinned_client_config(fingerprint: &str) -> Result<quinn::ClientConfig, QuicError> {

@@ -310,7 +310,8 @@ struct QuicArgs {
         value_delimiter = ','
     )]
     addrs: Vec<String>,
-    /// The SHA-256 fingerprint of its certificate, as `serve` prints it.
+    /// The SHA-256 fingerprint of its certificate, as `serve` prints it;
+    /// with several mediators, their fingerprints comma-separated.
     #[arg(long, env = "MEDIATOR_QUIC_PIN", value_name = "FINGERPRINT")]
     pin: Option<String>,
     /// A PEM file of certificates trusted as roots, instead of a pin.
