@@ -135,6 +135,23 @@ fn main() {
             });
         });
 
+        // What an idle mediator does every 50 ms: read the feed from its
+        // head, and find nothing.
+        let head = runtime
+            .block_on(registry.version())
+            .expect("version")
+            .unwrap_or(0);
+        bench.bench_function("changes (nothing new)", |b| {
+            b.to_async(&runtime).iter(|| async {
+                let page = registry
+                    .changes(head, 1_000)
+                    .await
+                    .expect("changes")
+                    .expect("a feed");
+                assert!(page.changes.is_empty());
+            });
+        });
+
         bench.throughput(Throughput::Elements(CONCURRENT as u64));
         bench.bench_function(
             BenchmarkId::new("upsert (existing node)", format!("{CONCURRENT} at once")),

@@ -22,13 +22,19 @@ struct Migration {
 }
 
 /// Every step, in order; versions count up from 1 without gaps.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    sql: include_str!("migrations/0001_create_nodes.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        sql: include_str!("migrations/0001_create_nodes.sql"),
+    },
+    Migration {
+        version: 2,
+        sql: include_str!("migrations/0002_feed_and_instances.sql"),
+    },
+];
 
 /// The schema version this crate writes and understands.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 const CREATE_SCHEMA_TABLE: &str = "CREATE TABLE IF NOT EXISTS mediator_schema (
     version    INT UNSIGNED NOT NULL PRIMARY KEY,
