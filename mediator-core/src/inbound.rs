@@ -81,7 +81,7 @@ use crate::auth::Identity;
 use crate::budget::BodyReservation;
 use crate::context::TraceContext;
 use crate::error::{Error, Result};
-use crate::mediator::Mediator;
+use crate::mediator::{Forwarded, Mediator};
 use crate::model::{split_at_slash, Envelope, NodeKey, Target};
 use crate::policy::Credentials;
 use crate::request_log::{sender_name, RequestRecord, TargetName};
@@ -115,6 +115,10 @@ pub enum Caller {
         instance: String,
         /// The verified sender at the forwarding instance.
         sender: Option<NodeKey>,
+        /// The target the caller addressed there (`g/*`, `g/?` or the node
+        /// itself), which the node checks its sealed payload against;
+        /// `None`: the node itself.
+        asked: Option<Target>,
     },
 }
 
@@ -411,14 +415,20 @@ impl Mediator {
             seen.path = Some(record_path(target, &path));
         }
         let mut forwarded_by = None;
+        let mut asked = None;
         let identity: &Identity = match caller {
             Caller::Token(token) => seen
                 .sender
                 .insert(self.authenticate(&Credentials::Bearer(&token))?),
             Caller::Authenticated(identity) => seen.sender.insert(identity),
             Caller::Refused(e) => return Err(e),
-            Caller::Peer { instance, sender } => {
+            Caller::Peer {
+                instance,
+                sender,
+                asked: target,
+            } => {
                 forwarded_by = Some(instance);
+                asked = target;
                 seen.sender.insert(Identity {
                     verified: sender.is_some(),
                     key: sender,
@@ -437,17 +447,37 @@ impl Mediator {
             Target::Any(_) => "any",
             Target::All(_) => "many",
         });
-        match (&forwarded_by, &target) {
+        // A forwarded call names its node in the target, and what the caller
+        // addressed (which the sealed payload is bound to) beside it.
+        let mut deliver_to = None;
+        let target = match (&forwarded_by, target) {
             // Authorized where the caller called.
-            (Some(_), Target::One(_)) => {}
+            (Some(_), Target::One(node)) => {
+                let addressed = asked.unwrap_or_else(|| Target::One(node.clone()));
+                let covers = match &addressed {
+                    Target::One(key) => *key == node,
+                    Target::All(group) | Target::Any(group) => group == node.group(),
+                };
+                if !covers {
+                    return Err(Error::invalid(
+                        "x-mediator-target",
+                        format!("{addressed} does not cover node {node}"),
+                    ));
+                }
+                deliver_to = Some(node);
+                addressed
+            }
             (Some(_), _) => {
                 return Err(Error::invalid(
                     "target",
                     "an instance forwards calls for one node; groups are expanded where the caller called",
                 ))
             }
-            (None, _) => self.authorize(identity, &target)?,
-        }
+            (None, target) => {
+                self.authorize(identity, &target)?;
+                target
+            }
+        };
         if timeout == Some(Duration::ZERO) {
             // The caller's deadline has already passed: nothing can answer
             // in time, so no node is bothered.
@@ -479,7 +509,13 @@ impl Mediator {
             body: body.travelling(bytes),
         };
         let routed = self
-            .route_authorized(identity, envelope, timeout, trace.clone(), forwarded_by)
+            .route_authorized(
+                identity,
+                envelope,
+                timeout,
+                trace.clone(),
+                Forwarded::by(forwarded_by, deliver_to),
+            )
             .await;
         // The body counted against the budget until its delivery ended.
         drop(reservation);

@@ -823,7 +823,7 @@ impl Mediator {
         mut envelope: Envelope,
         deadline: Option<Duration>,
         trace: TraceContext,
-        forwarded_by: Option<String>,
+        forwarded: Option<Forwarded>,
     ) -> Result<Routed> {
         if envelope.body.len() > self.inner.limits.max_body {
             return Err(Error::TooLarge {
@@ -844,7 +844,17 @@ impl Mediator {
         )
         .with_trace(trace)
         .with_endpoints(Arc::clone(&self.inner.endpoints))
-        .with_forwarded_by(forwarded_by);
+        .with_forwarded_by(forwarded.as_ref().map(|f| f.instance.clone()));
+        if let Some(forwarded) = forwarded {
+            // One node, chosen where the caller called: delivered here
+            // whatever the envelope's target, which the node checks.
+            let _permit = self.inner.in_flight.acquire(caller, 1)?;
+            return self
+                .inner
+                .default_router
+                .one(&forwarded.node, &envelope, &cx)
+                .await;
+        }
         let deliveries = match &envelope.target {
             Target::All(group) => self.inner.table.group_len(group).max(1),
             Target::One(_) | Target::Any(_) => 1,
@@ -1147,6 +1157,23 @@ impl Mediator {
                 }
                 clock.sleep_until(wake).await;
             }
+        })
+    }
+}
+
+/// A call another instance of the formation forwarded here: which, and
+/// the node it chose.
+pub(crate) struct Forwarded {
+    pub(crate) instance: String,
+    pub(crate) node: NodeKey,
+}
+
+impl Forwarded {
+    /// Both, or neither.
+    pub(crate) fn by(instance: Option<String>, node: Option<NodeKey>) -> Option<Forwarded> {
+        Some(Forwarded {
+            instance: instance?,
+            node: node?,
         })
     }
 }

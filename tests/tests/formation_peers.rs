@@ -24,6 +24,7 @@ use mediator_tests::harness::{
 #[derive(Debug, Clone)]
 struct Received {
     node: String,
+    target: String,
     from: Option<String>,
     forwarded_by: Option<String>,
     request_id: Option<String>,
@@ -64,6 +65,7 @@ impl Deliver for Attached {
         }
         self.seen.lock().expect("not poisoned").push(Received {
             node: node.key.to_string(),
+            target: envelope.target.to_string(),
             from: envelope.from.as_ref().map(ToString::to_string),
             forwarded_by: cx.forwarded_by.clone(),
             request_id: cx.trace.request_id.clone(),
@@ -182,6 +184,7 @@ async fn a_call_for_a_node_attached_elsewhere_is_forwarded_in_one_hop() {
     assert_eq!(seen.len(), 1, "{seen:?}");
     let got = &seen[0];
     assert_eq!(got.node, "users/api");
+    assert_eq!(got.target, "users/api");
     assert_eq!(
         got.from.as_deref(),
         Some("billing/worker"),
@@ -250,9 +253,17 @@ async fn every_node_reaches_every_node_and_a_broadcast_spans_the_formation() {
         assert_eq!(nodes.len(), 3, "{nodes:?}");
     }
     // Each attached node was delivered to by its own instance only: two
-    // unicasts and two broadcasts.
-    assert_eq!(at_a.seen().len(), 4);
-    assert_eq!(at_b.seen().len(), 4);
+    // unicasts and two broadcasts, each with what the caller addressed
+    // (which a sealed payload is bound to), forwarded or not.
+    for seen in [at_a.seen(), at_b.seen()] {
+        let targets: Vec<&str> = seen.iter().map(|r| r.target.as_str()).collect();
+        assert_eq!(targets.len(), 4, "{targets:?}");
+        assert_eq!(
+            targets.iter().filter(|t| **t == "cache/*").count(),
+            2,
+            "{targets:?}"
+        );
+    }
     assert_eq!(echo.count(), 2, "the HTTP node got both broadcasts");
 }
 
@@ -345,6 +356,22 @@ async fn the_peer_route_takes_the_formations_credential_only() {
         )
         .await;
     assert_eq!(answer.status, 400, "{}", answer.text());
+    // What the caller addressed must cover the node the path names.
+    let answer = a
+        .call(
+            "POST",
+            path,
+            &[("x-mediator-peer", &good), ("x-mediator-target", "other/*")],
+            "hi",
+        )
+        .await;
+    assert_eq!(answer.status, 400, "{}", answer.text());
+    assert!(
+        answer.text().contains("does not cover"),
+        "{}",
+        answer.text()
+    );
+    assert_eq!(at_a.seen().len(), 1, "refused calls reached the node");
     // The route exists on the API only when a formation is configured: a
     // lone hub refuses every credential.
     let lone = Hub::start().await;

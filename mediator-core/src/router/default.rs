@@ -96,7 +96,14 @@ impl DefaultRouter {
         })
     }
 
-    async fn one(&self, key: &NodeKey, envelope: &Envelope, cx: &RequestContext) -> Result<Routed> {
+    /// Delivers to the node of `key`, whatever the envelope's target: a
+    /// unicast, or one node of a group call another instance expanded.
+    pub(crate) async fn one(
+        &self,
+        key: &NodeKey,
+        envelope: &Envelope,
+        cx: &RequestContext,
+    ) -> Result<Routed> {
         let slot = self
             .table
             .slot(key)

@@ -17,7 +17,7 @@ use mediator_core::{
 use super::{header_value, read_reply, ring_provider};
 use crate::headers::{
     forwardable_with_room, TRACEPARENT, X_MEDIATOR_DEADLINE, X_MEDIATOR_FROM, X_MEDIATOR_NODE,
-    X_MEDIATOR_PEER, X_REQUEST_ID,
+    X_MEDIATOR_PEER, X_MEDIATOR_TARGET, X_REQUEST_ID,
 };
 
 /// How long a peer may take to accept a connection before it counts as
@@ -35,7 +35,8 @@ const PEER_ERROR_BODY: usize = 64 * 1024;
 ///
 /// The call travels to `/peer/one/GROUP/NAME/PATH` with its method,
 /// headers and sealed body as they are, the verified sender in
-/// `x-mediator-from`, the deadline, the request id and trace, and this
+/// `x-mediator-from`, what the caller addressed in `x-mediator-target`
+/// (a broadcast's `g/*` for each of its nodes), the deadline, the request id and trace, and this
 /// instance's credential in `x-mediator-peer`; never the caller's own
 /// credential. A peer that cannot be reached, or that refuses the call
 /// itself (no such node attached there, a credential it does not take),
@@ -123,11 +124,17 @@ impl HttpPeerLink {
             node.key.group(),
             node.key.name().unwrap_or_default()
         );
-        let mut headers = forwardable_with_room(&envelope.headers, 5);
+        let mut headers = forwardable_with_room(&envelope.headers, 6);
         headers.insert(X_MEDIATOR_PEER, header_value(credential)?);
         if let Some(from) = &envelope.from {
             headers.insert(X_MEDIATOR_FROM, header_value(&from.to_string())?);
         }
+        // What the caller addressed (`g/*`, `g/?`): the node checks its
+        // sealed payload against it, whichever node the path names.
+        headers.insert(
+            X_MEDIATOR_TARGET,
+            header_value(&envelope.target.to_string())?,
+        );
         headers.insert(
             X_MEDIATOR_DEADLINE,
             HeaderValue::from(cx.deadline.wall().as_millis()),

@@ -15,14 +15,14 @@ use http_body::Body;
 use http_body_util::{BodyExt, Full};
 use mediator_core::context::is_valid_traceparent;
 use mediator_core::inbound::{read_to_end, Answer, Caller, Inbound, InboundBody};
-use mediator_core::{Broadcast, Error, Mediator, NodeKey, Reply, Routed, Timestamp};
+use mediator_core::{Broadcast, Error, Mediator, NodeKey, Reply, Routed, Target, Timestamp};
 use serde_json::{json, Value};
 
 use super::path::Fan;
 use crate::headers::{
     forwardable, forwardable_body, forwardable_query, is_reserved, strip_hop_by_hop, TRACEPARENT,
     X_MEDIATOR_DEADLINE, X_MEDIATOR_FROM, X_MEDIATOR_NODE, X_MEDIATOR_PEER, X_MEDIATOR_SUMMARY,
-    X_MEDIATOR_TIMEOUT_MS, X_REQUEST_ID,
+    X_MEDIATOR_TARGET, X_MEDIATOR_TIMEOUT_MS, X_REQUEST_ID,
 };
 use crate::server::credentials;
 use crate::server::service::{BoxError, RemoteAddr};
@@ -215,7 +215,20 @@ fn peer_caller(mediator: &Mediator, headers: &HeaderMap) -> Caller {
         Some(Ok(sender)) => Some(sender),
         Some(Err(e)) => return Caller::Refused(e),
     };
-    Caller::Peer { instance, sender }
+    let asked = match headers.get(X_MEDIATOR_TARGET).map(|v| {
+        v.to_str()
+            .map_err(|_| Error::invalid("x-mediator-target", "must be a target"))
+            .and_then(str::parse::<Target>)
+    }) {
+        None => None,
+        Some(Ok(target)) => Some(target),
+        Some(Err(e)) => return Caller::Refused(e),
+    };
+    Caller::Peer {
+        instance,
+        sender,
+        asked,
+    }
 }
 
 async fn frame<B>(
