@@ -188,7 +188,10 @@ impl QuicNodeClientBuilder {
     }
 
     /// The idle timeout and keep-alive period of the connection (defaults
-    /// 30 s and 10 s; the keep-alive must be shorter).
+    /// 10 s and 3 s; the keep-alive must be shorter). The idle timeout is
+    /// how long a mediator that vanished without closing (a killed process,
+    /// a lost machine) goes unnoticed before the node attaches elsewhere;
+    /// the keep-alive is one small packet per period per node.
     pub fn idle(mut self, idle_timeout: Duration, keep_alive: Duration) -> Self {
         self.idle_timeout = idle_timeout;
         self.keep_alive = keep_alive;
@@ -563,6 +566,13 @@ impl Wire for QuicWire {
                 return Lost::Superseded(why);
             }
         }
+        if matches!(lost, ConnectionError::TimedOut | ConnectionError::Reset)
+            && self.addrs.len() > 1
+        {
+            // The mediator went silent or forgot the connection: it is
+            // likely gone, so the next of the formation is dialled first.
+            self.current.fetch_add(1, Ordering::Relaxed);
+        }
         self.link.send_replace(Link::Connecting);
         Lost::Dropped(lost.to_string())
     }
@@ -709,8 +719,10 @@ impl QuicNodeClient {
             trust: None,
             connect_timeout: Duration::from_secs(5),
             max_streams: 64,
-            idle_timeout: Duration::from_secs(30),
-            keep_alive: Duration::from_secs(10),
+            // A node notices a mediator that went silent within 10 s and
+            // attaches at the next of its formation.
+            idle_timeout: Duration::from_secs(10),
+            keep_alive: Duration::from_secs(3),
         }
     }
 

@@ -156,9 +156,12 @@
 //!
 //! - A connection's loss (close, idle timeout, reset) detaches its node at
 //!   once: it is removed from the mediator if its registration is still
-//!   this connection's. Idle timeout 30 s, keep-alive 10 s on both ends
-//!   ([`QuicLimits::idle_timeout`], [`QuicLimits::keep_alive`]), so an idle
-//!   attachment stays up and a vanished node is detached within 30 s.
+//!   this connection's. The listener's idle timeout is 30 s and keep-alive
+//!   10 s ([`QuicLimits::idle_timeout`], [`QuicLimits::keep_alive`]), a
+//!   node's 10 s and 3 s ([`QuicNodeClientBuilder::idle`]); a connection
+//!   takes the shorter idle timeout, so an idle attachment stays up, a
+//!   vanished node is detached within 10 s, and a node whose mediator went
+//!   silent attaches at the next one it knows within 10 s.
 //! - An attachment's lease lives as long as its connection: while the
 //!   connection lives the listener renews the lease every third of the
 //!   ttl, on the mediator's [clock](mediator_core::Mediator::clock) (so a
