@@ -107,19 +107,25 @@ impl DemoNode {
 }
 
 /// Starts one demo node against the mediator at `mediator_url`, its page on
-/// `page_addr` (port 0 for any free port).
+/// `page_addr` (port 0 for any free port); `also_at` names the other
+/// mediators of its formation, where it registers again when `mediator_url`
+/// stops answering.
 pub async fn start_node(
     role: Role,
     mediator_url: &str,
+    also_at: &[String],
     minter: TokenMinter,
     keys: KeyRing,
     page_addr: SocketAddr,
 ) -> Result<DemoNode, CliError> {
     let inbox: Arc<Mutex<Vec<Received>>> = Arc::default();
-    let builder = NodeClient::builder(mediator_url)
+    let mut builder = NodeClient::builder(mediator_url)
         .identity(DEMO_GROUP, Some(role.name()))
         .token_minter(minter)
         .keys(keys);
+    for other in also_at {
+        builder = builder.also_at(other.as_str());
+    }
     let client = if role.answers() {
         let me = NodeKey::named(DEMO_GROUP, role.name())?;
         let inbox = Arc::clone(&inbox);

@@ -44,11 +44,18 @@ async fn the_send_form_blames_the_person_for_what_they_mistyped() {
     let keys = KeyRing::new(SealKey::generate());
     let minter = TokenMinter::hs256(SECRET);
     let any_port = "127.0.0.1:0".parse().unwrap();
-    let passive = demo::start_node(Role::Passive, &url, minter.clone(), keys.clone(), any_port)
-        .await
-        .unwrap();
+    let passive = demo::start_node(
+        Role::Passive,
+        &url,
+        &[],
+        minter.clone(),
+        keys.clone(),
+        any_port,
+    )
+    .await
+    .unwrap();
     let keys_for_quic = keys.clone();
-    let sender = demo::start_node(Role::Sender, &url, minter, keys, any_port)
+    let sender = demo::start_node(Role::Sender, &url, &[], minter, keys, any_port)
         .await
         .unwrap();
     let send = format!("http://{}/send", sender.page);
@@ -136,4 +143,77 @@ async fn the_send_form_blames_the_person_for_what_they_mistyped() {
     passive.shutdown().await.unwrap();
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
+}
+
+/// A demo node told of a second mediator of the formation registers there
+/// when its own stops answering, and its page keeps working through it.
+#[tokio::test]
+async fn a_demo_node_registers_again_at_the_next_mediator_of_its_formation() {
+    let store = std::sync::Arc::new(MemoryRegistry::new());
+    let mut hubs = Vec::new();
+    for _ in 0..2 {
+        let mediator = Mediator::builder()
+            .shared_registry(store.clone())
+            .authenticator(Authenticator::hs256(SECRET))
+            .deliver(HttpDelivery::default())
+            .build()
+            .unwrap();
+        let listener = HttpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(listener.serve_with_shutdown(mediator.clone(), async {
+            let _ = stopped.await;
+        }));
+        let follow = mediator.spawn_maintenance();
+        hubs.push((mediator, url, stop, server, follow));
+    }
+    let (first, second) = (hubs[0].1.clone(), hubs[1].1.clone());
+    let keys = KeyRing::new(SealKey::generate());
+    let minter = TokenMinter::hs256(SECRET);
+    let any_port = "127.0.0.1:0".parse().unwrap();
+    let passive = demo::start_node(
+        Role::Passive,
+        &first,
+        std::slice::from_ref(&second),
+        minter.clone(),
+        keys.clone(),
+        any_port,
+    )
+    .await
+    .unwrap();
+    let sender = demo::start_node(
+        Role::Sender,
+        &first,
+        std::slice::from_ref(&second),
+        minter,
+        keys,
+        any_port,
+    )
+    .await
+    .unwrap();
+    let send = format!("http://{}/send", sender.page);
+    let message = json!({ "to": "demo/passive", "path": "/message", "text": "one" });
+    let (status, body) = post(&send, &message).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // The first mediator goes; the nodes carry on through the second.
+    let (mediator, _, stop, server, follow) = hubs.remove(0);
+    follow.abort();
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+    drop(mediator);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (status, body) = post(&send, &message).await;
+        if status == StatusCode::OK {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the demo nodes did not carry on through {second}: {status} {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    passive.shutdown().await.unwrap();
+    sender.shutdown().await.unwrap();
 }

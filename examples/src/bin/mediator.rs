@@ -91,6 +91,11 @@ enum Command {
         /// Port of the first demo page; the others take the next ones.
         #[arg(long, default_value_t = 8081)]
         pages_from: u16,
+        /// Other mediators of this one's formation (instances on the same
+        /// store), comma-separated URLs: the HTTP demo nodes register again
+        /// at the next when this one stops answering.
+        #[arg(long, value_delimiter = ',', value_name = "URL")]
+        also_at: Vec<String>,
     },
     /// Check the configuration, secret, store, TLS files, addresses and
     /// endpoint policy `serve` would use, and say what it would do.
@@ -458,6 +463,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Demo {
             serve: flags,
             pages_from,
+            also_at,
         } => {
             page_port(pages_from, 2)?;
             let mut settings = settings(config, flags)?;
@@ -477,7 +483,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 settings.console_listen = Some(SocketAddr::from(([127, 0, 0, 1], port)));
             }
             serve(settings, true, move |served, secret| {
-                start_demo(served, secret, pages_from)
+                start_demo(served, secret, pages_from, also_at)
             })
             .await
         }
@@ -1638,6 +1644,7 @@ async fn start_demo(
     served: Served,
     secret: Secret,
     pages_from: u16,
+    also_at: Vec<String>,
 ) -> Result<Vec<Extra>, CliError> {
     let url = served.url.clone();
     let minter = TokenMinter::hs256(secret.expose());
@@ -1650,7 +1657,9 @@ async fn start_demo(
         .enumerate()
     {
         let page = SocketAddr::from(([127, 0, 0, 1], page_port(pages_from, offset)?));
-        nodes.push(demo::start_node(role, &url, minter.clone(), keys.clone(), page).await?);
+        nodes.push(
+            demo::start_node(role, &url, &also_at, minter.clone(), keys.clone(), page).await?,
+        );
     }
     println!("\nThe demo formation is up. Open in a browser:");
     for node in &nodes {
