@@ -1714,6 +1714,19 @@ fn page_port(pages_from: u16, offset: usize) -> Result<u16, CliError> {
         })
 }
 
+/// The admin token given, or one minted from the secret for a minute.
+fn admin_token(
+    token: Option<String>,
+    secret: &SecretArgs,
+    config: Option<&Path>,
+) -> Result<String, CliError> {
+    Ok(match token {
+        Some(token) => token,
+        None => TokenMinter::hs256(secret.resolve(config)?.expose())
+            .mint(&Claims::admin(Timestamp::now(), Duration::from_secs(60)))?,
+    })
+}
+
 async fn nodes(
     url: &str,
     group: Option<String>,
@@ -1722,11 +1735,7 @@ async fn nodes(
     secret: &SecretArgs,
     config: Option<&Path>,
 ) -> Result<(), CliError> {
-    let token = match token {
-        Some(token) => token,
-        None => TokenMinter::hs256(secret.resolve(config)?.expose())
-            .mint(&Claims::admin(Timestamp::now(), Duration::from_secs(60)))?,
-    };
+    let token = admin_token(token, secret, config)?;
     let base = match &group {
         Some(group) => {
             mediator_core::model::validate_name("group", group)?;
@@ -1789,11 +1798,7 @@ async fn instances(
     secret: &SecretArgs,
     config: Option<&Path>,
 ) -> Result<(), CliError> {
-    let token = match token {
-        Some(token) => token,
-        None => TokenMinter::hs256(secret.resolve(config)?.expose())
-            .mint(&Claims::admin(Timestamp::now(), Duration::from_secs(60)))?,
-    };
+    let token = admin_token(token, secret, config)?;
     let body =
         mediator_examples::http_get_json(url, "/admin/instances", "listing the instances", &token)
             .await?;
