@@ -84,6 +84,25 @@ async fn registrations_survive_a_restart_on_the_same_sqlite_file() {
         table.contains("app/echo") && table.contains("LEASE LEFT") && table.contains("1 node(s)"),
         "{table}"
     );
+
+    // The first instance left its store on SIGTERM: the second is alone
+    // in the formation, reachable at its listen address.
+    let instances: Value =
+        serde_json::from_str(&run(dir.path(), &["instances", "--url", &base, "--json"])).unwrap();
+    let instances = instances.as_array().unwrap();
+    assert_eq!(instances.len(), 1, "{instances:?}");
+    assert_eq!(instances[0]["this"], true);
+    assert_eq!(instances[0]["live"], true);
+    assert_eq!(instances[0]["peer"], base.as_str());
+    let table = run(dir.path(), &["instances", "--url", &base]);
+    assert!(
+        table.contains("INSTANCE") && table.contains(" *") && table.contains("1 instance(s)"),
+        "{table}"
+    );
+    let nobody = format!("http://127.0.0.1:{}", free_port());
+    let (code, err) = outcome(&mediator(dir.path(), &["instances", "--url", &nobody], &[]));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains(&nobody), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
