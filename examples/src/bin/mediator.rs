@@ -1384,8 +1384,12 @@ where
     }
     let mediator = builder.build()?;
     // Route to every node registered before a restart at once, not after
-    // the first sweep; and be in the formation before taking calls.
-    mediator.refresh().await?;
+    // the first sweep; and be in the formation before taking calls. With a
+    // feed, the first read of it loads the store and keeps its position,
+    // so maintenance does not load it again.
+    if !mediator.follow().await? {
+        mediator.refresh().await?;
+    }
     if let Err(e) = mediator.heartbeat().await {
         tracing::warn!(error = %e, "could not announce this instance in the store; retrying");
     }
