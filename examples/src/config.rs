@@ -122,7 +122,7 @@ pub struct ServeFlags {
     #[arg(long, env = "MEDIATOR_SWEEP_EVERY_S")]
     pub sweep_every_s: Option<u64>,
     /// This instance's id in a formation (instances sharing one store),
-    /// recorded for the nodes attached to it [default: mediator-<random>].
+    /// recorded for the nodes attached to it [default: `mediator-` and 16 random hex digits].
     #[arg(long, env = "MEDIATOR_INSTANCE_ID")]
     pub instance_id: Option<String>,
     /// Where the other instances of the formation reach this one: the base
