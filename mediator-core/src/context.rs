@@ -1,6 +1,7 @@
 //! What travels with a request besides its envelope: who is calling, by
 //! when it must be done, and how to trace it.
 
+use std::any::{Any, TypeId};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
@@ -144,6 +145,20 @@ pub struct RequestContext {
     /// did: the call is then delivered only to a node attached to this
     /// instance, never forwarded again.
     pub forwarded_by: Option<String>,
+    /// What the deliveries of one call share: set for a broadcast, whose
+    /// deliveries then build what does not depend on the node once
+    /// ([`shared`](Self::shared)).
+    shared: Option<Arc<SharedParts>>,
+}
+
+/// Values the deliveries of one call build once and share, one per type.
+#[derive(Default)]
+struct SharedParts(std::sync::Mutex<Vec<(TypeId, Arc<dyn Any + Send + Sync>)>>);
+
+impl std::fmt::Debug for SharedParts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedParts(..)")
+    }
 }
 
 impl RequestContext {
@@ -157,12 +172,50 @@ impl RequestContext {
             trace: TraceContext::default(),
             endpoints: Arc::clone(DEFAULT.get_or_init(Arc::default)),
             forwarded_by: None,
+            shared: None,
         }
     }
 
     /// Sets the endpoint policy deliveries are held to.
     pub fn with_endpoints(mut self, endpoints: Arc<EndpointPolicy>) -> Self {
         self.endpoints = endpoints;
+        self
+    }
+
+    /// The value of type `T` every delivery of this call shares, built by
+    /// `build` by the first that asks; `None` when the call has one
+    /// delivery (the deliverer then builds its own, with nothing to
+    /// share). A broadcast's deliverer builds the node request's head once
+    /// this way.
+    ///
+    /// ```
+    /// use mediator_core::{Deadline, Identity, RequestContext};
+    /// use std::time::Duration;
+    /// let one = RequestContext::new(Identity::internal(), Deadline::after(Duration::from_secs(1)));
+    /// assert!(one.shared(|| 1u32).is_none());
+    /// let many = one.sharing();
+    /// let first = many.shared(|| String::from("built once")).unwrap();
+    /// let again = many.clone().shared(|| String::from("never built")).unwrap();
+    /// assert_eq!(*again, "built once");
+    /// assert!(std::sync::Arc::ptr_eq(&first, &again));
+    /// ```
+    pub fn shared<T: Any + Send + Sync>(&self, build: impl FnOnce() -> T) -> Option<Arc<T>> {
+        let parts = self.shared.as_ref()?;
+        // A poisoned lock only costs the sharing.
+        let mut parts = parts.0.lock().ok()?;
+        let id = TypeId::of::<T>();
+        if let Some((_, value)) = parts.iter().find(|(t, _)| *t == id) {
+            return Arc::clone(value).downcast::<T>().ok();
+        }
+        let value = Arc::new(build());
+        parts.push((id, Arc::clone(&value) as Arc<dyn Any + Send + Sync>));
+        Some(value)
+    }
+
+    /// The context with a fresh set of shared values: every clone of it
+    /// shares them ([`shared`](Self::shared)).
+    pub fn sharing(mut self) -> Self {
+        self.shared = Some(Arc::default());
         self
     }
 

@@ -662,3 +662,55 @@ async fn a_node_cannot_put_words_in_the_mediators_mouth() {
         assert_eq!(answer.header(name), None, "the node set {name}");
     }
 }
+
+/// A broadcast builds the node request's head once: every node gets the
+/// same sender, target, deadline, request id and travelling headers, and
+/// each its own address in `host`.
+#[tokio::test]
+async fn every_node_of_a_broadcast_gets_the_same_head_and_its_own_host() {
+    let hub = Hub::start().await;
+    let nodes = [
+        EchoNode::start("a").await,
+        EchoNode::start("b").await,
+        EchoNode::start("c").await,
+    ];
+    for (node, name) in nodes.iter().zip(["cache/a", "cache/b", "cache/c"]) {
+        hub.register(name, &node.url).await;
+    }
+    let token = hub.token_for("ops/cron");
+    let answer = hub
+        .call(
+            "POST",
+            "/many/cache/flush?all=1",
+            &[
+                ("authorization", &format!("Bearer {token}")),
+                ("x-request-id", "flush-1"),
+                ("content-type", "application/json"),
+                ("x-custom", "kept"),
+            ],
+            "{}",
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let seen: Vec<Seen> = nodes.iter().map(EchoNode::last).collect();
+    let same = [
+        "x-mediator-from",
+        "x-mediator-target",
+        "x-mediator-deadline",
+        "x-request-id",
+        "content-type",
+        "x-custom",
+    ];
+    for name in same {
+        let values: Vec<Option<&str>> = seen.iter().map(|s| s.header(name)).collect();
+        assert!(values[0].is_some(), "{name} missing");
+        assert!(values.iter().all(|v| *v == values[0]), "{name}: {values:?}");
+    }
+    assert_eq!(seen[0].header("x-mediator-target"), Some("cache/*"));
+    assert_eq!(seen[0].header("x-request-id"), Some("flush-1"));
+    for (seen, node) in seen.iter().zip(&nodes) {
+        assert_eq!(seen.header("host"), Some(node.addr.to_string().as_str()));
+        assert_eq!(seen.uri, "/flush?all=1");
+        assert!(seen.header("authorization").is_none());
+    }
+}

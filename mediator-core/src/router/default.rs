@@ -164,7 +164,8 @@ impl DefaultRouter {
             .map(|s| (s.node.key.clone(), s.node.id))
             .collect();
         let envelope = Arc::new(envelope.clone());
-        let cx = Arc::new(cx.clone());
+        // The deliveries share what does not depend on the node.
+        let cx = Arc::new(cx.clone().sharing());
         let mut tasks = tokio::task::JoinSet::new();
         let mut results: Vec<Option<NodeResult>> = Vec::with_capacity(slots.len());
         for (index, slot) in slots.into_iter().enumerate() {

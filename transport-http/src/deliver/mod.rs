@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Uri};
+use http::{HeaderMap, HeaderValue, Request, Uri};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::dns::{GaiResolver, Name};
@@ -249,32 +249,11 @@ impl HttpDelivery {
             format!("{base}/{path}")
         };
         let uri: Uri = uri.parse().map_err(|e| format!("bad url {uri:?}: {e}"))?;
-        // Room for the mediator's six headers and the `host` of HTTP/1.1.
-        let mut headers = forwardable_with_room(&envelope.headers, 7);
-        headers.insert(X_MEDIATOR, HeaderValue::from_static("true"));
-        if let Some(from) = &envelope.from {
-            headers.insert(X_MEDIATOR_FROM, header_value(&from.to_string())?);
-        }
-        headers.insert(
-            X_MEDIATOR_TARGET,
-            header_value(&envelope.target.to_string())?,
-        );
-        headers.insert(
-            X_MEDIATOR_DEADLINE,
-            HeaderValue::from(deadline.wall().as_millis()),
-        );
-        // The trace ids travel with the request whichever transport it came
-        // in on; ids the caller sent as headers are already in `headers`.
-        for (name, value) in [
-            (X_REQUEST_ID, &cx.trace.request_id),
-            (TRACEPARENT, &cx.trace.traceparent),
-        ] {
-            if let Some(value) = value {
-                if !headers.contains_key(&name) {
-                    headers.insert(name, header_value(value)?);
-                }
-            }
-        }
+        // The same for every node of a broadcast: built once, then copied.
+        let headers = match cx.shared(|| node_headers(envelope, deadline, cx)) {
+            Some(shared) => HeaderMap::clone(shared.as_ref().as_ref()?),
+            None => node_headers(envelope, deadline, cx)?,
+        };
         let mut request = Request::builder()
             .method(envelope.method.clone())
             .uri(uri)
@@ -283,6 +262,42 @@ impl HttpDelivery {
         *request.headers_mut() = headers;
         Ok(request)
     }
+}
+
+/// The head of the request a node receives, but for its address: what the
+/// caller sent that travels, and the mediator's own headers.
+fn node_headers(
+    envelope: &Envelope,
+    deadline: Deadline,
+    cx: &RequestContext,
+) -> Result<HeaderMap, String> {
+    // Room for the mediator's six headers and the `host` of HTTP/1.1.
+    let mut headers = forwardable_with_room(&envelope.headers, 7);
+    headers.insert(X_MEDIATOR, HeaderValue::from_static("true"));
+    if let Some(from) = &envelope.from {
+        headers.insert(X_MEDIATOR_FROM, header_value(&from.to_string())?);
+    }
+    headers.insert(
+        X_MEDIATOR_TARGET,
+        header_value(&envelope.target.to_string())?,
+    );
+    headers.insert(
+        X_MEDIATOR_DEADLINE,
+        HeaderValue::from(deadline.wall().as_millis()),
+    );
+    // The trace ids travel with the request whichever transport it came
+    // in on; ids the caller sent as headers are already in `headers`.
+    for (name, value) in [
+        (X_REQUEST_ID, &cx.trace.request_id),
+        (TRACEPARENT, &cx.trace.traceparent),
+    ] {
+        if let Some(value) = value {
+            if !headers.contains_key(&name) {
+                headers.insert(name, header_value(value)?);
+            }
+        }
+    }
+    Ok(headers)
 }
 
 type BoxError = Box<dyn StdError + Send + Sync>;
