@@ -443,3 +443,31 @@ async fn admin_instances_lists_the_formation() {
         .await;
     assert_error(&answer, 403, "forbidden", "caller");
 }
+
+#[tokio::test]
+async fn calls_for_a_node_of_an_unknown_instance_do_not_each_read_the_store() {
+    use mediator_core::store_stats::StoreOp;
+    let f = formation(Duration::from_secs(6)).await;
+    let a = &f.a;
+    let ghost = Registration::new(
+        key("users/ghost"),
+        Endpoint::attached("hub-nowhere").expect("id"),
+        Duration::from_secs(60),
+    );
+    a.mediator
+        .register(&Identity::internal(), ghost)
+        .await
+        .expect("register");
+    let token = a.token_for("ops/cron");
+    let reads = || a.mediator.store_stats().snapshot(StoreOp::Instances).calls;
+    let before = reads();
+    for _ in 0..50 {
+        let answer = a.call_as("POST", "/one/users/ghost/x", &token, "hi").await;
+        assert_error(&answer, 503, "no_node_available", "hub");
+        assert!(answer.text().contains("hub-nowhere"), "{}", answer.text());
+    }
+    // The heartbeat reads the instances every 2 s, and the calls at most
+    // once a second: far fewer reads than calls.
+    let read = reads() - before;
+    assert!(read <= 5, "{read} store reads for 50 calls");
+}

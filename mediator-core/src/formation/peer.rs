@@ -19,6 +19,10 @@ use crate::model::{Envelope, Node, Reply};
 use crate::registry::Registry;
 use crate::time::Timestamp;
 
+/// How often a call may read the store for an instance the directory does
+/// not know.
+const LOOKUP_EVERY: Duration = Duration::from_secs(1);
+
 /// How far a peer credential's time may stray from this instance's clock.
 const PEER_SKEW: Duration = Duration::from_secs(30);
 
@@ -127,6 +131,10 @@ pub(crate) struct Forward {
     clock: Arc<dyn Clock>,
     /// The instances as last read from the store, by id.
     directory: ArcSwap<BTreeMap<String, Instance>>,
+    /// When a call last read the store for an instance the directory did
+    /// not know: at most once a second, so calls for a node whose instance
+    /// is nowhere never each cost a store read.
+    looked_up: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl Forward {
@@ -144,6 +152,7 @@ impl Forward {
             registry,
             clock,
             directory: ArcSwap::default(),
+            looked_up: std::sync::Mutex::new(None),
         }
     }
 
@@ -166,7 +175,18 @@ impl Forward {
             return Some(instance.clone());
         }
         // An instance newer than the last heartbeat's read: look again
-        // once rather than refuse a node that attached to it just now.
+        // rather than refuse a node that attached to it just now, but not
+        // more than once a second.
+        {
+            let Ok(mut last) = self.looked_up.lock() else {
+                return None;
+            };
+            let now = std::time::Instant::now();
+            if last.is_some_and(|at| now.duration_since(at) < LOOKUP_EVERY) {
+                return None;
+            }
+            *last = Some(now);
+        }
         match self.registry.instances().await {
             Ok(instances) => {
                 self.learn(instances);
