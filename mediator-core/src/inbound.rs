@@ -414,8 +414,9 @@ impl Mediator {
         if self.request_log().enabled(Level::WARN) {
             seen.path = Some(record_path(target, &path));
         }
-        let mut forwarded_by = None;
-        let mut asked = None;
+        // A peer's call: the forwarding instance and what the caller
+        // addressed there (which the sealed payload is bound to).
+        let mut peer = None;
         let identity: &Identity = match caller {
             Caller::Token(token) => seen
                 .sender
@@ -425,10 +426,9 @@ impl Mediator {
             Caller::Peer {
                 instance,
                 sender,
-                asked: target,
+                asked,
             } => {
-                forwarded_by = Some(instance);
-                asked = target;
+                peer = Some((instance, asked));
                 seen.sender.insert(Identity {
                     verified: sender.is_some(),
                     key: sender,
@@ -448,11 +448,11 @@ impl Mediator {
             Target::All(_) => "many",
         });
         // A forwarded call names its node in the target, and what the caller
-        // addressed (which the sealed payload is bound to) beside it.
-        let mut deliver_to = None;
-        let target = match (&forwarded_by, target) {
+        // addressed beside it.
+        let mut forwarded = None;
+        let target = match (peer, target) {
             // Authorized where the caller called.
-            (Some(_), Target::One(node)) => {
+            (Some((instance, asked)), Target::One(node)) => {
                 let addressed = asked.unwrap_or_else(|| Target::One(node.clone()));
                 let covers = match &addressed {
                     Target::One(key) => *key == node,
@@ -464,7 +464,7 @@ impl Mediator {
                         format!("{addressed} does not cover node {node}"),
                     ));
                 }
-                deliver_to = Some(node);
+                forwarded = Some(Forwarded { instance, node });
                 addressed
             }
             (Some(_), _) => {
@@ -509,13 +509,7 @@ impl Mediator {
             body: body.travelling(bytes),
         };
         let routed = self
-            .route_authorized(
-                identity,
-                envelope,
-                timeout,
-                trace.clone(),
-                Forwarded::by(forwarded_by, deliver_to),
-            )
+            .route_authorized(identity, envelope, timeout, trace.clone(), forwarded)
             .await;
         // The body counted against the budget until its delivery ended.
         drop(reservation);

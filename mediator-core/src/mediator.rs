@@ -1168,16 +1168,6 @@ pub(crate) struct Forwarded {
     pub(crate) node: NodeKey,
 }
 
-impl Forwarded {
-    /// Both, or neither.
-    pub(crate) fn by(instance: Option<String>, node: Option<NodeKey>) -> Option<Forwarded> {
-        Some(Forwarded {
-            instance: instance?,
-            node: node?,
-        })
-    }
-}
-
 /// Which of the maintenance duties are failing now, so that a store that
 /// went away is logged once when it goes and once when it is back, not
 /// every period.

@@ -451,11 +451,16 @@ impl RoutingTable {
             .map_or(0, |g| g.slots.len())
     }
 
-    /// Calls `f` with every node of one snapshot of the table, by key.
-    pub(crate) fn for_each(&self, mut f: impl FnMut(&Node)) {
+    /// How many nodes of one snapshot of the table are attached to each
+    /// instance.
+    pub(crate) fn attached_per_instance(&self) -> std::collections::HashMap<String, usize> {
+        let mut counts = std::collections::HashMap::new();
         for slot in self.snapshot.load().nodes.values() {
-            f(&slot.node);
+            if let Some(instance) = slot.node.endpoint.attached_instance() {
+                *counts.entry(instance.to_owned()).or_default() += 1;
+            }
         }
+        counts
     }
 
     /// How many nodes the table holds.
@@ -548,10 +553,10 @@ impl Routes {
     }
 
     /// How many nodes the table holds.
-    /// Calls `f` with every node the table holds, live or not, as of one
-    /// moment, ordered by key.
-    pub fn for_each(&self, f: impl FnMut(&Node)) {
-        self.table.for_each(f);
+    /// How many nodes the table holds attached to each instance of the
+    /// formation (`attached:ID`), live or not, as of one moment.
+    pub fn attached_per_instance(&self) -> std::collections::HashMap<String, usize> {
+        self.table.attached_per_instance()
     }
 
     /// How many nodes the table holds.

@@ -836,12 +836,7 @@ async fn state(mediator: &Mediator, group: Option<&str>) -> Result<Value, Error>
             json!({ "group": name, "nodes": members, "series": series })
         })
         .collect();
-    let mut attached: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
-    mediator.routes().for_each(|node| {
-        if let Some(instance) = node.endpoint.attached_instance() {
-            *attached.entry(instance.to_owned()).or_default() += 1;
-        }
-    });
+    let attached = mediator.routes().attached_per_instance();
     let instances: Vec<Value> = mediator
         .instances()
         .await?

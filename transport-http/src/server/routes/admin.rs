@@ -122,12 +122,7 @@ pub(super) async fn admin_instances(mediator: &Mediator, identity: &Identity) ->
         Ok(instances) => instances,
         Err(e) => return reply::error(&e),
     };
-    let mut attached: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
-    mediator.routes().for_each(|node| {
-        if let Some(instance) = node.endpoint.attached_instance() {
-            *attached.entry(instance.to_owned()).or_default() += 1;
-        }
-    });
+    let attached = mediator.routes().attached_per_instance();
     let now = mediator.clock().now();
     let list: Vec<Value> = instances
         .iter()

@@ -21,8 +21,8 @@ use serde_json::{json, Value};
 use super::path::Fan;
 use crate::headers::{
     forwardable, forwardable_body, forwardable_query, is_reserved, strip_hop_by_hop, TRACEPARENT,
-    X_MEDIATOR_DEADLINE, X_MEDIATOR_FROM, X_MEDIATOR_NODE, X_MEDIATOR_PEER, X_MEDIATOR_SUMMARY,
-    X_MEDIATOR_TARGET, X_MEDIATOR_TIMEOUT_MS, X_REQUEST_ID,
+    X_MEDIATOR_DEADLINE, X_MEDIATOR_NODE, X_MEDIATOR_PEER, X_MEDIATOR_SUMMARY,
+    X_MEDIATOR_TIMEOUT_MS, X_REQUEST_ID,
 };
 use crate::server::credentials;
 use crate::server::service::{BoxError, RemoteAddr};
@@ -206,29 +206,37 @@ fn peer_caller(mediator: &Mediator, headers: &HeaderMap) -> Caller {
         Ok(instance) => instance,
         Err(e) => return Caller::Refused(e),
     };
-    let sender = match headers.get(X_MEDIATOR_FROM).map(|v| {
-        v.to_str()
-            .map_err(|_| Error::invalid("x-mediator-from", "must be group/name"))
-            .and_then(str::parse::<NodeKey>)
-    }) {
-        None => None,
-        Some(Ok(sender)) => Some(sender),
-        Some(Err(e)) => return Caller::Refused(e),
+    let sender = match parsed::<NodeKey>(headers, "x-mediator-from", "must be group/name") {
+        Ok(sender) => sender,
+        Err(e) => return Caller::Refused(e),
     };
-    let asked = match headers.get(X_MEDIATOR_TARGET).map(|v| {
-        v.to_str()
-            .map_err(|_| Error::invalid("x-mediator-target", "must be a target"))
-            .and_then(str::parse::<Target>)
-    }) {
-        None => None,
-        Some(Ok(target)) => Some(target),
-        Some(Err(e)) => return Caller::Refused(e),
+    let asked = match parsed::<Target>(headers, "x-mediator-target", "must be a target") {
+        Ok(asked) => asked,
+        Err(e) => return Caller::Refused(e),
     };
     Caller::Peer {
         instance,
         sender,
         asked,
     }
+}
+
+/// The header `name` parsed, if present; `400` naming it when it does not
+/// parse.
+fn parsed<T: std::str::FromStr<Err = Error>>(
+    headers: &HeaderMap,
+    name: &'static str,
+    shape: &'static str,
+) -> Result<Option<T>, Error> {
+    headers
+        .get(name)
+        .map(|value| {
+            value
+                .to_str()
+                .map_err(|_| Error::invalid(name, shape))
+                .and_then(str::parse)
+        })
+        .transpose()
 }
 
 async fn frame<B>(
@@ -296,24 +304,26 @@ where
         headers.remove(TRACESTATE);
     }
     let budget = caller_budget(&parts.headers, mediator.clock().now());
-    let (transport, body_credential_limit) = match from {
+    let (transport, caller) = match from {
+        Origin::Peer => (PEER, peer_caller(mediator, &parts.headers)),
         Origin::Caller {
             body_credential_limit,
-        } => (HTTP, body_credential_limit),
-        Origin::Peer => (PEER, 0),
-    };
-    let caller = match credentials::in_head(&parts.headers, &parts.uri) {
-        _ if transport == PEER => peer_caller(mediator, &parts.headers),
-        Some(credentials::Credential::Token(token)) => Caller::Token(token),
-        // Set aside above: a forwarding route never sees a Basic login.
-        Some(credentials::Credential::Basic(..)) => Caller::Refused(
-            credentials::check(mediator, &parts, None)
-                .err()
-                .unwrap_or_else(|| Error::unauthorized("no token")),
-        ),
-        None => {
-            let read_by = arrived + mediator.limits().deadline;
-            credential_in_body(mediator, &parts, &mut body, body_credential_limit, read_by).await
+        } => {
+            let caller = match credentials::in_head(&parts.headers, &parts.uri) {
+                Some(credentials::Credential::Token(token)) => Caller::Token(token),
+                // Set aside above: a forwarding route never sees a Basic login.
+                Some(credentials::Credential::Basic(..)) => Caller::Refused(
+                    credentials::check(mediator, &parts, None)
+                        .err()
+                        .unwrap_or_else(|| Error::unauthorized("no token")),
+                ),
+                None => {
+                    let read_by = arrived + mediator.limits().deadline;
+                    credential_in_body(mediator, &parts, &mut body, body_credential_limit, read_by)
+                        .await
+                }
+            };
+            (HTTP, caller)
         }
     };
     let mut inbound = Inbound::new(transport, caller, target, body)
