@@ -27,10 +27,17 @@ async fn post(url: &str, body: &Value) -> (StatusCode, Value) {
     (status, serde_json::from_slice(&bytes).unwrap())
 }
 
-#[tokio::test]
-async fn the_send_form_blames_the_person_for_what_they_mistyped() {
+/// A mediator on `store`, served on a free loopback port until `stop`.
+async fn serve(
+    store: std::sync::Arc<MemoryRegistry>,
+) -> (
+    Mediator,
+    String,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), mediator_transport_http::HttpError>>,
+) {
     let mediator = Mediator::builder()
-        .registry(MemoryRegistry::new())
+        .shared_registry(store)
         .authenticator(Authenticator::hs256(SECRET))
         .deliver(HttpDelivery::default())
         .build()
@@ -41,6 +48,12 @@ async fn the_send_form_blames_the_person_for_what_they_mistyped() {
     let server = tokio::spawn(listener.serve_with_shutdown(mediator.clone(), async {
         let _ = stopped.await;
     }));
+    (mediator, url, stop, server)
+}
+
+#[tokio::test]
+async fn the_send_form_blames_the_person_for_what_they_mistyped() {
+    let (mediator, url, stop, server) = serve(std::sync::Arc::new(MemoryRegistry::new())).await;
     let keys = KeyRing::new(SealKey::generate());
     let minter = TokenMinter::hs256(SECRET);
     let any_port = "127.0.0.1:0".parse().unwrap();
@@ -152,18 +165,7 @@ async fn a_demo_node_registers_again_at_the_next_mediator_of_its_formation() {
     let store = std::sync::Arc::new(MemoryRegistry::new());
     let mut hubs = Vec::new();
     for _ in 0..2 {
-        let mediator = Mediator::builder()
-            .shared_registry(store.clone())
-            .authenticator(Authenticator::hs256(SECRET))
-            .deliver(HttpDelivery::default())
-            .build()
-            .unwrap();
-        let listener = HttpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(listener.serve_with_shutdown(mediator.clone(), async {
-            let _ = stopped.await;
-        }));
+        let (mediator, url, stop, server) = serve(store.clone()).await;
         let follow = mediator.spawn_maintenance();
         hubs.push((mediator, url, stop, server, follow));
     }
