@@ -76,12 +76,25 @@ pub trait Deliver: Send + Sync + 'static {
         envelope: &Envelope,
         cx: &RequestContext,
     ) -> Result<Reply, DeliverError>;
+
+    /// The deliverer itself, for a transport that knows its type and can
+    /// make some of its deliveries itself with the same settings (the HTTP
+    /// transport's pass-through finds its `HttpDelivery` so). `None`, the
+    /// default, keeps every delivery in [`deliver`](Self::deliver); a
+    /// wrapper that changes what is delivered must leave it so.
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
 }
 
 #[async_trait]
 impl<D: Deliver + ?Sized> Deliver for Arc<D> {
     fn schemes(&self) -> Vec<String> {
         (**self).schemes()
+    }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        (**self).as_any()
     }
 
     async fn deliver(

@@ -440,6 +440,7 @@ impl MediatorBuilder {
             recorders,
             forward.clone(),
         );
+        let router_is_default = self.wrap.is_none();
         let router: Arc<dyn Router> = match self.wrap {
             Some(wrap) => wrap(default_router.clone()),
             None => Arc::new(default_router.clone()),
@@ -455,6 +456,7 @@ impl MediatorBuilder {
                 table,
                 default_router,
                 router,
+                router_is_default,
                 stats,
                 store_stats,
                 evictions: AtomicU64::new(0),
@@ -530,6 +532,9 @@ struct Inner {
     table: Arc<RoutingTable>,
     default_router: DefaultRouter,
     router: Arc<dyn Router>,
+    /// Whether `router` is the default router itself, unwrapped: only
+    /// then may a call pass through ([`Mediator::pass`]) without it.
+    router_is_default: bool,
     stats: Arc<DeliveryStats>,
     store_stats: Arc<StoreStats>,
     /// Nodes evicted by sweeps since start.
@@ -861,6 +866,27 @@ impl Mediator {
         };
         let _permit = self.inner.in_flight.acquire(caller, deliveries)?;
         self.inner.router.route(envelope, &cx).await
+    }
+
+    /// The deliverer serving endpoints of `scheme`, if any.
+    pub fn deliverer(&self, scheme: &str) -> Option<Arc<dyn Deliver>> {
+        self.inner.default_router.deliverer_for(scheme)
+    }
+
+    /// The default router, and whether it routes every call (no router
+    /// wraps it).
+    pub(crate) fn default_router(&self) -> (&DefaultRouter, bool) {
+        (&self.inner.default_router, self.inner.router_is_default)
+    }
+
+    /// Admits `deliveries` more deliveries for `caller` under the bounds
+    /// on deliveries in flight.
+    pub(crate) fn admit(
+        &self,
+        caller: &Identity,
+        deliveries: usize,
+    ) -> Result<crate::inflight::Permit<'_>> {
+        self.inner.in_flight.acquire(caller, deliveries)
     }
 
     /// Every registration, or one group's, from the store.

@@ -385,6 +385,10 @@ pub struct TransportStats {
     /// address), where a map would compare strings on every request.
     requests: Mutex<Vec<RouteCounts>>,
     attached: Mutex<BTreeMap<&'static str, usize>>,
+    /// Calls a transport's pass-through answered itself.
+    passed: std::sync::atomic::AtomicU64,
+    /// Connections a pass-through handed to its transport's full path.
+    handed_over: std::sync::atomic::AtomicU64,
 }
 
 /// The statuses counted: 100 to 999.
@@ -455,6 +459,27 @@ pub struct RequestCounts {
 }
 
 impl TransportStats {
+    /// Counts one call a pass-through answered itself
+    /// ([`Passing::finish`](crate::inbound::Passing::finish) does).
+    pub fn passed(&self) {
+        self.passed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Counts one connection a pass-through handed to its transport's
+    /// full path.
+    pub fn handed_over(&self) {
+        self.handed_over
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Calls answered by a pass-through, and connections handed from one
+    /// to the full path, so far.
+    pub fn pass_through(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.passed.load(Relaxed), self.handed_over.load(Relaxed))
+    }
+
     /// Counts one answered request.
     pub fn request(
         &self,

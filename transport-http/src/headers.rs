@@ -81,16 +81,24 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
 }
 
 fn hop_by_hop_folded(name: &HeaderName, folded: &str) -> bool {
-    name == header::CONNECTION
-        || name == header::EXPECT
-        || name == header::TE
-        || name == header::TRAILER
-        || name == header::TRANSFER_ENCODING
-        || name == header::UPGRADE
-        || name == header::HOST
-        || name == header::PROXY_AUTHORIZATION
-        || name == header::PROXY_AUTHENTICATE
-        || folded == "keep-alive"
+    hop_by_hop_lower(name.as_str(), folded)
+}
+
+/// [`is_hop_by_hop`] of a name in lower case (`lower`) and with `_` read
+/// as `-` (`folded`), for heads read as raw bytes.
+pub(crate) fn hop_by_hop_lower(lower: &str, folded: &str) -> bool {
+    matches!(
+        lower,
+        "connection"
+            | "expect"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "host"
+            | "proxy-authorization"
+            | "proxy-authenticate"
+    ) || folded == "keep-alive"
         || folded.starts_with("proxy-")
 }
 
@@ -167,6 +175,32 @@ pub(crate) fn forwardable_with_room(headers: &HeaderMap, room: usize) -> HeaderM
         kept.append(name.clone(), value.clone());
     }
     kept
+}
+
+/// Whether a node's reply header would act on the caller's browser with
+/// the hub's authority: set or clear its cookies or storage, open the
+/// hub's origin to other origins, pin it to HTTPS, send the browser
+/// elsewhere, loosen the sandbox the hub puts the reply in, or have the
+/// browser report or refer the page's address (which may hold the caller's
+/// `x-jwt` query parameter) to another site.
+pub(crate) fn acts_for_the_origin(name: &str) -> bool {
+    matches!(
+        name,
+        "set-cookie"
+            | "set-cookie2"
+            | "clear-site-data"
+            | "strict-transport-security"
+            | "refresh"
+            | "location"
+            | "referrer-policy"
+            | "content-security-policy"
+            | "content-security-policy-report-only"
+            | "service-worker-allowed"
+            | "timing-allow-origin"
+            | "report-to"
+            | "reporting-endpoints"
+            | "nel"
+    ) || name.starts_with("access-control-")
 }
 
 /// The header names a `Connection` header lists (each is hop-by-hop).
@@ -253,17 +287,23 @@ pub fn token_in_body(body: &[u8]) -> Option<String> {
         })
 }
 
-fn json_object_with_token(body: &[u8]) -> Option<serde_json::Map<String, serde_json::Value>> {
-    // Common JSON body parsers skip a UTF-8 byte order mark; so must this,
-    // or a token behind one would reach the node unseen.
+/// Whether `body` may be a JSON object with an `x-jwt` field, by a cheap
+/// look that never misses one: an object (after a UTF-8 byte order mark,
+/// which common JSON parsers skip, and white space) naming `x-jwt` or
+/// holding a `\u` escape (`"x\u002djwt"`, which every JSON parser, the
+/// node's included, reads as the same field).
+pub(crate) fn may_carry_token(body: &[u8]) -> bool {
     let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
-    // Cheap pre-check so large opaque bodies are not parsed for nothing. A
-    // key may spell `x-jwt` with `\u` escapes (`"x\u002djwt"`), which every
-    // JSON parser, the node's included, reads as the same field.
-    let first = body.iter().find(|b| !b.is_ascii_whitespace())?;
-    if *first != b'{' || !(contains(body, X_JWT_PARAM.as_bytes()) || contains(body, b"\\u")) {
+    body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+        && (contains(body, X_JWT_PARAM.as_bytes()) || contains(body, b"\\u"))
+}
+
+fn json_object_with_token(body: &[u8]) -> Option<serde_json::Map<String, serde_json::Value>> {
+    // Cheap pre-check so large opaque bodies are not parsed for nothing.
+    if !may_carry_token(body) {
         return None;
     }
+    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
     match serde_json::from_slice::<serde_json::Value>(body).ok()? {
         serde_json::Value::Object(map) if map.contains_key(X_JWT_PARAM) => Some(map),
         _ => None,

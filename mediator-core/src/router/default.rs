@@ -3,7 +3,7 @@
 //! recorded once.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -15,7 +15,7 @@ use crate::context::RequestContext;
 use crate::deliver::{Deliver, Deliverers};
 use crate::error::{DeliverError, Error, Result};
 use crate::formation::Forward;
-use crate::model::{Envelope, NodeId, NodeKey, Reply, Target};
+use crate::model::{Envelope, Node, NodeId, NodeKey, Reply, Target};
 use crate::policy::Pick;
 use crate::record::{Delivery, Outcome, Recorder};
 
@@ -77,6 +77,11 @@ impl DefaultRouter {
             next
         });
         refused.map_or(Ok(()), Err)
+    }
+
+    /// The deliverer serving endpoints of `scheme`.
+    pub fn deliverer_for(&self, scheme: &str) -> Option<Arc<dyn Deliver>> {
+        self.delivers.load().get(scheme).cloned()
     }
 
     /// The schemes of the endpoints this router can deliver to.
@@ -213,18 +218,63 @@ impl DefaultRouter {
     ) -> Result<Reply> {
         let started = Instant::now();
         let result = self.deliver_unrecorded(&slot, envelope, cx).await;
-        if !self.recorders.is_empty() {
-            let delivery = Delivery {
-                node: &slot.node,
-                target: &envelope.target,
-                outcome: Outcome::of(&result, |reply| reply.status),
-                latency: started.elapsed(),
-            };
-            for recorder in self.recorders.iter() {
-                recorder.record(&delivery);
-            }
-        }
+        self.record(
+            &slot.node,
+            &envelope.target,
+            Outcome::of(&result, |reply| reply.status),
+            started.elapsed(),
+        );
         result
+    }
+
+    /// Tells the recorders how one delivery to `node` ended.
+    pub(crate) fn record(&self, node: &Node, target: &Target, outcome: Outcome, latency: Duration) {
+        if self.recorders.is_empty() {
+            return;
+        }
+        let delivery = Delivery {
+            node,
+            target,
+            outcome,
+            latency,
+        };
+        for recorder in self.recorders.iter() {
+            recorder.record(&delivery);
+        }
+    }
+
+    /// The node a unicast or any-of-group call would be delivered to by
+    /// this router, when that node is served by a deliverer of `scheme`
+    /// in this instance (not forwarded to another): what a transport that
+    /// makes the exchange itself may take ([`Mediator::pass`]). `tried`
+    /// are the nodes an any-of-group call has already tried.
+    ///
+    /// [`Mediator::pass`]: crate::Mediator::pass
+    pub(crate) fn passable(
+        &self,
+        target: &Target,
+        scheme: &str,
+        tried: &[NodeId],
+        turn: &mut Option<usize>,
+    ) -> Passable {
+        let now = self.clock.now();
+        let slot = match target {
+            Target::One(key) => match self.table.slot(key) {
+                Some(slot) if !slot.node.is_expired(now) => slot,
+                _ => return Passable::No,
+            },
+            Target::Any(group) => match self.table.pick_any(&*self.pick, group, now, tried, turn) {
+                Picked::Node(slot) => slot,
+                Picked::UnknownGroup | Picked::NoneLive => return Passable::NoneLeft,
+            },
+            Target::All(_) => return Passable::No,
+        };
+        let local = self.forward.as_ref().is_none_or(|f| !f.takes(&slot.node));
+        if local && slot.node.endpoint.scheme() == scheme {
+            Passable::Node(slot)
+        } else {
+            Passable::No
+        }
     }
 
     async fn deliver_unrecorded(
@@ -272,6 +322,17 @@ impl DefaultRouter {
             Err(_) => Err(passed()),
         }
     }
+}
+
+/// What [`DefaultRouter::passable`] found.
+pub(crate) enum Passable {
+    /// The node, local and of the scheme asked for.
+    Node(Arc<Slot>),
+    /// No live node of the group is left to try.
+    NoneLeft,
+    /// The call is not for a pass-through: unknown or expired node,
+    /// another scheme, another instance's node, or a broadcast.
+    No,
 }
 
 #[async_trait]

@@ -18,8 +18,9 @@ use crate::model::{Envelope, NodeId, NodeKey, Reply};
 
 pub use deadline::Deadline;
 pub use default::DefaultRouter;
+pub(crate) use default::Passable;
 pub use table::Routes;
-pub(crate) use table::RoutingTable;
+pub(crate) use table::{InFlight as SlotInFlight, RoutingTable, Slot};
 
 /// What a routed request produced.
 #[derive(Debug, Clone)]

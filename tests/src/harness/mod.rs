@@ -36,6 +36,7 @@
 //! ```
 
 mod echo;
+pub mod framing;
 mod http;
 mod hub;
 mod registry;

@@ -34,6 +34,7 @@ use crate::headers::{
     forwardable_with_room, strip_hop_by_hop, TRACEPARENT, X_MEDIATOR, X_MEDIATOR_DEADLINE,
     X_MEDIATOR_FROM, X_MEDIATOR_TARGET, X_REQUEST_ID,
 };
+pub(crate) use pool::IdlePool;
 use pool::{Http1Conn, Http1Pool, Refused};
 
 /// How [`HttpDelivery`] connects to nodes.
@@ -177,8 +178,22 @@ pub struct HttpDelivery {
     client: Client<HttpsConnector<PolicyConnector>, Full<Bytes>>,
     /// `http://` nodes: HTTP/1.1 driven by the request's own task.
     plain: Http1Pool,
+    /// `http://` nodes, for the listener's pass-through: plain sockets.
+    raw: IdlePool<TcpStream>,
     connector: PolicyConnector,
     max_reply_body: usize,
+}
+
+/// What the listener's pass-through needs of the deliverer whose calls it
+/// makes itself: its settings, and its pool of plain node connections.
+#[derive(Clone)]
+pub(crate) struct PassNodes {
+    /// Idle connections to `http://` nodes.
+    pub(crate) pool: IdlePool<TcpStream>,
+    /// How long a node has to accept a connection.
+    pub(crate) connect_timeout: Duration,
+    /// The largest reply body accepted from a node.
+    pub(crate) max_reply_body: usize,
 }
 
 impl std::fmt::Debug for HttpDelivery {
@@ -230,8 +245,19 @@ impl HttpDelivery {
         HttpDelivery {
             client,
             plain: Http1Pool::new(config.max_idle_per_host, config.pool_idle_timeout),
+            raw: IdlePool::new(config.max_idle_per_host, config.pool_idle_timeout),
             connector: http,
             max_reply_body: config.max_reply_body,
+        }
+    }
+
+    /// What the listener's pass-through needs to make this deliverer's
+    /// `http://` deliveries itself.
+    pub(crate) fn pass_nodes(&self) -> PassNodes {
+        PassNodes {
+            pool: self.raw.clone(),
+            connect_timeout: self.connector.connect_timeout,
+            max_reply_body: self.max_reply_body,
         }
     }
 
@@ -434,6 +460,12 @@ impl Deliver for HttpDelivery {
     /// `http` and `https`.
     fn schemes(&self) -> Vec<String> {
         vec!["http".to_owned(), "https".to_owned()]
+    }
+
+    /// Itself: the listener's pass-through makes its `http://` deliveries
+    /// with its settings and connections.
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
     }
 
     async fn deliver(

@@ -107,10 +107,18 @@ impl Http1Conn {
             (outcome, _) => outcome,
         }
     }
+}
 
-    /// Whether the connection can carry another request: it has not
-    /// finished, and one poll (with no waker: nobody waits on an idle
-    /// connection) finds it neither closed by the node nor failed.
+/// A connection a pool may park between requests.
+pub(crate) trait Parkable: Send + 'static {
+    /// Whether it may carry another request: open, and nothing half read
+    /// or half written on it. Looks without waiting.
+    fn reusable(&mut self) -> bool;
+}
+
+impl Parkable for Http1Conn {
+    /// It has not finished, and one poll (with no waker: nobody waits on
+    /// an idle connection) finds it neither closed by the node nor failed.
     fn reusable(&mut self) -> bool {
         if self.done {
             return false;
@@ -125,6 +133,15 @@ impl Http1Conn {
 }
 
 /// Why an exchange did not give a reply.
+impl Parkable for TcpStream {
+    fn reusable(&mut self) -> bool {
+        // An idle connection has nothing to read: end of stream, stray
+        // bytes or an error all mean it is done.
+        let mut probe = [0u8; 1];
+        matches!(self.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+}
+
 pub(super) enum Refused {
     /// The connection refused the request before writing it: safe to send
     /// again elsewhere.
@@ -137,29 +154,39 @@ pub(super) enum Refused {
 
 /// Idle connections by node address (`host:port`), the most recently used
 /// last.
-#[derive(Clone)]
-pub(super) struct Http1Pool {
-    inner: Arc<Inner>,
+pub(crate) struct IdlePool<C> {
+    inner: Arc<Inner<C>>,
 }
 
-struct Inner {
-    idle: Mutex<HashMap<String, VecDeque<Parked>>>,
+impl<C> Clone for IdlePool<C> {
+    fn clone(&self) -> Self {
+        IdlePool {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+/// The pool of hyper connections to `http://` nodes.
+pub(super) type Http1Pool = IdlePool<Http1Conn>;
+
+struct Inner<C> {
+    idle: Mutex<HashMap<String, VecDeque<Parked<C>>>>,
     max_idle_per_host: usize,
     idle_timeout: Duration,
     /// Whether the task that closes connections idle for too long runs.
     sweeping: std::sync::atomic::AtomicBool,
 }
 
-struct Parked {
-    conn: Http1Conn,
+struct Parked<C> {
+    conn: C,
     since: Instant,
 }
 
-impl Http1Pool {
+impl<C: Parkable> IdlePool<C> {
     /// A pool keeping at most `max_idle_per_host` idle connections per
     /// node, each for at most `idle_timeout`.
-    pub(super) fn new(max_idle_per_host: usize, idle_timeout: Duration) -> Self {
-        Http1Pool {
+    pub(crate) fn new(max_idle_per_host: usize, idle_timeout: Duration) -> Self {
+        IdlePool {
             inner: Arc::new(Inner {
                 idle: Mutex::new(HashMap::new()),
                 max_idle_per_host,
@@ -170,7 +197,7 @@ impl Http1Pool {
     }
 
     /// An idle connection to `host` that is still open, if there is one.
-    pub(super) fn take(&self, host: &str) -> Option<Http1Conn> {
+    pub(crate) fn take(&self, host: &str) -> Option<C> {
         loop {
             let parked = {
                 // An emptied list stays (the sweep removes it), so a node
@@ -187,7 +214,7 @@ impl Http1Pool {
 
     /// Parks `conn` for the next request to `host`, unless it cannot carry
     /// one or `host` already has its share of idle connections.
-    pub(super) fn put(&self, host: &str, mut conn: Http1Conn) {
+    pub(crate) fn put(&self, host: &str, mut conn: C) {
         if self.inner.max_idle_per_host == 0 || !conn.reusable() {
             return;
         }
@@ -217,7 +244,7 @@ impl Http1Pool {
             self.inner.sweeping.store(false, Ordering::Release);
             return;
         };
-        let pool: Weak<Inner> = Arc::downgrade(&self.inner);
+        let pool: Weak<Inner<C>> = Arc::downgrade(&self.inner);
         // Often enough that a connection the node closed (many servers
         // close idle ones after a few seconds) does not linger half-closed
         // for the whole idle timeout.
@@ -234,8 +261,8 @@ impl Http1Pool {
     }
 }
 
-impl Inner {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, VecDeque<Parked>>> {
+impl<C: Parkable> Inner<C> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, VecDeque<Parked<C>>>> {
         // A poisoned lock only means a thread panicked between two
         // statements that each leave the map whole.
         self.idle.lock().unwrap_or_else(|e| e.into_inner())

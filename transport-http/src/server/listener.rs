@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{Request, Response};
 use http_body::Body;
 use hyper::body::Incoming;
@@ -27,8 +27,10 @@ use tokio_rustls::TlsAcceptor;
 use mediator_core::Mediator;
 use tower_service::Service;
 
+use super::pass;
 use super::service::{BoxError, MediatorService, RemoteAddr, ResponseBody};
 use super::tls::TlsConfig;
+use crate::deliver::HttpDelivery;
 use crate::error::HttpError;
 
 /// Serves a [`Mediator`](mediator_core::Mediator)'s HTTP API on one TCP
@@ -68,6 +70,7 @@ pub struct HttpListener {
     header_read_timeout: Duration,
     idle_timeout: Duration,
     max_connections: usize,
+    pass_through: bool,
 }
 
 impl HttpListener {
@@ -89,6 +92,7 @@ impl HttpListener {
             header_read_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
             max_connections: 10_000,
+            pass_through: true,
         })
     }
 
@@ -132,6 +136,22 @@ impl HttpListener {
     /// a flood can neither exhaust file descriptors nor fill the log.
     pub fn max_connections(mut self, max: usize) -> Self {
         self.max_connections = max.max(1);
+        self
+    }
+
+    /// Whether HTTP/1.1 calls to `http://` nodes take the pass-through
+    /// (default `true`): their heads read on the raw bytes and copied to a
+    /// node connection with the mediator's checks, instead of being built
+    /// into requests by hyper's server and client. Everything else
+    /// (TLS, HTTP/2, other routes, bodies not framed by one
+    /// `Content-Length`, and every refusal) is served by hyper either way,
+    /// and so is everything when the listener serves a service of your own
+    /// ([`serve_service_with_shutdown`](Self::serve_service_with_shutdown)),
+    /// the console or the metrics, or trusts proxies. Both paths run the
+    /// core's one request lifecycle; `false` sends every call through
+    /// hyper.
+    pub fn pass_through(mut self, on: bool) -> Self {
+        self.pass_through = on;
         self
     }
 
@@ -231,7 +251,13 @@ impl HttpListener {
             header_read_timeout,
             idle_timeout,
             max_connections,
+            pass_through,
         } = self;
+        // Clear text only: over TLS hyper reads every byte.
+        let passes = service
+            .passes()
+            .filter(|_| pass_through && tls.is_none())
+            .and_then(pass_through_for);
         // A node registered at the mediator's own address would make every
         // call to it a call to the mediator, in a loop.
         mediator.endpoint_policy().add_own_address(local_addr);
@@ -290,6 +316,7 @@ impl HttpListener {
                             builder.clone(),
                             service.clone(),
                             stop_rx.clone(),
+                            passes.clone(),
                         ));
                     }
                     Err(e) => {
@@ -343,6 +370,18 @@ fn log_join(joined: Result<(), tokio::task::JoinError>) {
     }
 }
 
+/// The pass-through for `mediator`'s calls, when its `http://` nodes are
+/// served by an [`HttpDelivery`] (whose settings and connections the
+/// pass-through uses); a deliverer of the user's own keeps every delivery.
+fn pass_through_for(mediator: &Mediator) -> Option<pass::Through> {
+    let deliverer = mediator.deliverer("http")?;
+    let delivery = deliverer.as_any()?.downcast_ref::<HttpDelivery>()?;
+    Some(pass::Through {
+        mediator: mediator.clone(),
+        nodes: delivery.pass_nodes(),
+    })
+}
+
 /// Resolves once the listener is shutting down.
 async fn stopping(mut stop: watch::Receiver<bool>) {
     loop {
@@ -380,22 +419,47 @@ struct ConnectionLimits {
     header_read: Duration,
 }
 
-/// Serves one accepted connection, through TLS when configured.
+/// Serves one accepted connection, through TLS when configured, and on
+/// the pass-through when `passes` names its mediator.
+#[allow(clippy::too_many_arguments)]
 async fn connection<A: Answers>(
-    stream: TcpStream,
+    mut stream: TcpStream,
     remote: SocketAddr,
     acceptor: Option<TlsAcceptor>,
     limits: ConnectionLimits,
     builder: auto::Builder<TokioExecutor>,
     service: A,
-    stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
+    passes: Option<pass::Through>,
 ) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(%remote, error = %e, "could not set TCP_NODELAY");
     }
     match acceptor {
         None => {
-            serve_io(stream, remote, &builder, service, stop, limits).await;
+            if let Some(through) = passes {
+                let timeouts = pass::Timeouts {
+                    header_read: limits.header_read,
+                    idle: limits.idle,
+                };
+                match pass::serve(&mut stream, remote, &through, timeouts, &mut stop).await {
+                    pass::Left::Closed => {}
+                    pass::Left::Handover(read) => {
+                        serve_io(stream, read, remote, &builder, service, stop, limits).await;
+                    }
+                }
+                return;
+            }
+            serve_io(
+                stream,
+                BytesMut::new(),
+                remote,
+                &builder,
+                service,
+                stop,
+                limits,
+            )
+            .await;
         }
         Some(acceptor) => {
             let handshake = tokio::time::timeout(limits.handshake, acceptor.accept(stream));
@@ -413,7 +477,16 @@ async fn connection<A: Answers>(
                 },
                 () = stopping(stop.clone()) => return,
             };
-            serve_io(stream, remote, &builder, service, stop, limits).await;
+            serve_io(
+                stream,
+                BytesMut::new(),
+                remote,
+                &builder,
+                service,
+                stop,
+                limits,
+            )
+            .await;
         }
     }
 }
@@ -427,6 +500,12 @@ trait Answers: Clone + Send + Sync + 'static {
     type Body: Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static;
     type Error: Into<BoxError>;
 
+    /// The mediator whose calls may take the pass-through, when this
+    /// service answers them exactly as the pass-through does.
+    fn passes(&self) -> Option<&Mediator> {
+        None
+    }
+
     fn answer(
         self,
         request: Request<Incoming>,
@@ -436,6 +515,10 @@ trait Answers: Clone + Send + Sync + 'static {
 impl Answers for MediatorService {
     type Body = ResponseBody;
     type Error = Infallible;
+
+    fn passes(&self) -> Option<&Mediator> {
+        self.answers_calls_plainly().then(|| self.mediator())
+    }
 
     async fn answer(
         self,
@@ -472,8 +555,11 @@ where
     }
 }
 
+/// Serves `io` with hyper's server, `read` (what the pass-through read of
+/// it before handing it over) first.
 async fn serve_io<I, A>(
     io: I,
+    read: BytesMut,
     remote: SocketAddr,
     builder: &auto::Builder<TokioExecutor>,
     service: A,
@@ -500,6 +586,7 @@ async fn serve_io<I, A>(
     });
     let io = Watched {
         io,
+        read,
         activity: activity.clone(),
     };
     let connection = builder.serve_connection(TokioIo::new(io), service);
@@ -625,9 +712,11 @@ impl Drop for BusyGuard {
     }
 }
 
-/// A connection's stream, noting every byte that moves on it.
+/// A connection's stream, noting every byte that moves on it, and serving
+/// first the bytes read of it before it got here.
 struct Watched<I> {
     io: I,
+    read: BytesMut,
     activity: Activity,
 }
 
@@ -637,6 +726,13 @@ impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        if !self.read.is_empty() {
+            let n = self.read.len().min(buf.remaining());
+            buf.put_slice(&self.read[..n]);
+            bytes::Buf::advance(&mut self.read, n);
+            self.activity.read();
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.io).poll_read(cx, buf);
         if buf.filled().len() > before {

@@ -345,6 +345,16 @@ impl Collector for MediatorCollector {
             None,
             MetricType::Gauge,
         )?)?;
+        let (passed, handed_over) = self.mediator.transport_stats().pass_through();
+        let mut family = encoder.encode_descriptor(
+            "mediator_pass_through",
+            "HTTP/1.1 calls the listener's pass-through answered itself (answered), and connections it handed to the full path (handed_over).",
+            None,
+            MetricType::Counter,
+        )?;
+        for (outcome, count) in [("answered", passed), ("handed_over", handed_over)] {
+            ConstCounter::new(count).encode(family.encode_family(&[("outcome", outcome)])?)?;
+        }
         let mut family = encoder.encode_descriptor(
             "mediator_attached_nodes",
             "Nodes attached to this mediator instance over a live connection, by transport.",

@@ -132,6 +132,7 @@ mod credentials;
 mod entity;
 mod listener;
 mod metrics;
+mod pass;
 mod reply;
 pub mod request_log;
 mod routes;

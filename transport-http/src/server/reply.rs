@@ -32,17 +32,25 @@ pub(crate) fn add_common_headers(headers: &mut HeaderMap) {
 
 /// A JSON reply.
 pub(crate) fn json(status: StatusCode, body: &Value) -> HttpResponse {
+    let (status, headers, bytes) = json_parts(status, body);
+    let mut response = Response::new(Full::new(bytes));
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
+}
+
+/// A JSON reply as its status, headers and body, for a transport that
+/// writes its own heads.
+pub(crate) fn json_parts(status: StatusCode, body: &Value) -> (StatusCode, HeaderMap, Bytes) {
     // Serialising a `Value` cannot fail: its map keys are always strings.
     let bytes = serde_json::to_vec(body).unwrap_or_default();
-    let mut response = Response::new(Full::new(Bytes::from(bytes)));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
+    let mut headers = HeaderMap::with_capacity(6);
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    add_common_headers(headers);
-    response
+    add_common_headers(&mut headers);
+    (status, headers, Bytes::from(bytes))
 }
 
 /// The error body: `{"error", "kind", "fault"}`, the core's [`ErrorBody`]
@@ -66,22 +74,33 @@ pub(crate) fn error(err: &Error) -> HttpResponse {
 /// A core error's status, kind and fault with another message (the
 /// original's wording where its dialect demands it).
 pub(crate) fn error_message(err: &Error, message: &str) -> HttpResponse {
+    let (status, headers, bytes) = error_parts(err, message);
+    let mut response = Response::new(Full::new(bytes));
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
+}
+
+/// [`error_message`] as its status, headers and body, for a transport
+/// that writes its own heads.
+pub(crate) fn error_parts(err: &Error, message: &str) -> (StatusCode, HeaderMap, Bytes) {
     let status = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = json(status, &error_body(message, err.kind(), err.fault()));
+    let (status, mut headers, bytes) =
+        json_parts(status, &error_body(message, err.kind(), err.fault()));
     if let Error::Overloaded { retry_after, .. } = err {
         // Whole seconds, rounded up: `Retry-After: 0` would invite a storm.
         let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
         if let Ok(value) = HeaderValue::from_str(&secs.max(1).to_string()) {
-            response.headers_mut().insert(header::RETRY_AFTER, value);
+            headers.insert(header::RETRY_AFTER, value);
         }
     }
     if status == StatusCode::UNAUTHORIZED {
-        response.headers_mut().insert(
+        headers.insert(
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static("Bearer realm=\"mediator\""),
         );
     }
-    response
+    (status, headers, bytes)
 }
 
 /// An error reply that the core's enum has no variant for.

@@ -280,6 +280,14 @@ impl MediatorService {
         self
     }
 
+    /// Whether this service answers the calls of its API (`/one`, `/any`)
+    /// with nothing of its own around them: the API surface, the peer's
+    /// own address as the caller's. Only then may a listener serve them on
+    /// its pass-through.
+    pub(crate) fn answers_calls_plainly(&self) -> bool {
+        self.front.surface == Surface::Api && self.front.trusted_proxies.is_empty()
+    }
+
     /// The mediator this service answers for.
     pub fn mediator(&self) -> &Mediator {
         &self.shared.mediator

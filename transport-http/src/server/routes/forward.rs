@@ -8,7 +8,7 @@ use std::time::Duration;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderValue};
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
 use http_body::Body;
@@ -20,9 +20,9 @@ use serde_json::{json, Value};
 
 use super::path::Fan;
 use crate::headers::{
-    forwardable, forwardable_body, forwardable_query, is_reserved, strip_hop_by_hop, TRACEPARENT,
-    X_MEDIATOR_DEADLINE, X_MEDIATOR_NODE, X_MEDIATOR_PEER, X_MEDIATOR_SUMMARY,
-    X_MEDIATOR_TIMEOUT_MS, X_REQUEST_ID,
+    acts_for_the_origin, forwardable, forwardable_body, forwardable_query, is_reserved,
+    strip_hop_by_hop, TRACEPARENT, X_MEDIATOR_DEADLINE, X_MEDIATOR_NODE, X_MEDIATOR_PEER,
+    X_MEDIATOR_SUMMARY, X_MEDIATOR_TIMEOUT_MS, X_REQUEST_ID,
 };
 use crate::server::credentials;
 use crate::server::service::{BoxError, RemoteAddr};
@@ -439,7 +439,7 @@ fn one_reply(node: &NodeKey, reply: Reply) -> HttpResponse {
     // as in the other: a node may not speak them to the caller.
     let dropped: Vec<_> = headers
         .keys()
-        .filter(|name| is_reserved(name) || acts_for_the_origin(name))
+        .filter(|name| is_reserved(name) || acts_for_the_origin(name.as_str()))
         .cloned()
         .collect();
     for name in dropped {
@@ -465,33 +465,6 @@ fn one_reply(node: &NodeKey, reply: Reply) -> HttpResponse {
     *response.status_mut() = status;
     *response.headers_mut() = headers;
     response
-}
-
-/// Whether a node's reply header would act on the caller's browser with
-/// the hub's authority: set or clear its cookies or storage, open the
-/// hub's origin to other origins, pin it to HTTPS, send the browser
-/// elsewhere, loosen the sandbox the hub puts the reply in, or have the
-/// browser report or refer the page's address (which may hold the caller's
-/// `x-jwt` query parameter) to another site.
-fn acts_for_the_origin(name: &HeaderName) -> bool {
-    let name = name.as_str();
-    matches!(
-        name,
-        "set-cookie"
-            | "set-cookie2"
-            | "clear-site-data"
-            | "strict-transport-security"
-            | "refresh"
-            | "location"
-            | "referrer-policy"
-            | "content-security-policy"
-            | "content-security-policy-report-only"
-            | "service-worker-allowed"
-            | "timing-allow-origin"
-            | "report-to"
-            | "reporting-endpoints"
-            | "nel"
-    ) || name.starts_with("access-control-")
 }
 
 /// The original's `/many` array (one entry per node, in id order) and our

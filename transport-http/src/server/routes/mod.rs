@@ -10,7 +10,7 @@
 
 mod admin;
 mod forward;
-mod path;
+pub(crate) mod path;
 mod register;
 
 use std::time::{Duration, Instant};

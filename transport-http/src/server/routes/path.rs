@@ -5,7 +5,7 @@ use crate::server::request_log::TargetName;
 
 /// How a forwarding route addresses its group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Fan {
+pub(crate) enum Fan {
     /// `/one/:group/:name?/*path`
     One,
     /// `/any/:group/*path`
@@ -16,7 +16,7 @@ pub(super) enum Fan {
 
 /// A request path, parsed.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum Route<'a> {
+pub(crate) enum Route<'a> {
     Register,
     Renew,
     Remove(Option<&'a str>),
@@ -119,7 +119,7 @@ fn one_name(after: Option<&str>) -> (Option<&str>, Option<&str>) {
     (Some(name).filter(|n| !n.is_empty()), rest)
 }
 
-pub(super) fn parse_route(path: &str) -> Route<'_> {
+pub(crate) fn parse_route(path: &str) -> Route<'_> {
     let path = path.strip_prefix('/').unwrap_or(path);
     let (head, tail) = first_segment(path);
     match head {

@@ -86,7 +86,11 @@ use crate::model::{split_at_slash, Envelope, NodeKey, Target};
 use crate::policy::Credentials;
 use crate::request_log::{sender_name, RequestRecord, TargetName};
 use crate::router::Routed;
+
+mod pass;
+
 use crate::time::Timestamp;
+pub use pass::{PassHead, Passing};
 
 /// Who is calling, as the transport found it.
 #[derive(Debug, Clone)]
@@ -293,6 +297,18 @@ pub struct Answer<'a> {
     pub outcome: Result<Routed>,
 }
 
+/// A call under way: what it is counted and recorded by.
+struct Opened {
+    transport: &'static str,
+    arrived: Instant,
+    remote: Option<SocketAddr>,
+    method: Method,
+    /// The target as the caller wrote it, valid or not.
+    target: String,
+    trace: TraceContext,
+    seen: Seen,
+}
+
 /// What the lifecycle learnt of a call, for its record.
 #[derive(Default)]
 struct Seen {
@@ -319,29 +335,48 @@ impl Mediator {
             inbound.request_id.as_deref(),
             inbound.traceparent.as_deref(),
         );
-        let transport = inbound.transport;
         let arrived = *inbound.arrived.get_or_insert_with(Instant::now);
-        let remote = inbound.remote;
-        let method = inbound.method.clone();
-        let target = std::mem::take(&mut inbound.target);
-        let mut seen = Seen::default();
+        let mut call = Opened {
+            transport: inbound.transport,
+            arrived,
+            remote: inbound.remote,
+            method: inbound.method.clone(),
+            target: std::mem::take(&mut inbound.target),
+            trace,
+            seen: Seen::default(),
+        };
         // Events inside the call (retries, refusals) carry its id when
         // debugging; otherwise the call's future is not wrapped at all.
         let span = tracing::debug_span!(
             "request",
-            request_id = trace.request_id.as_deref().unwrap_or_default()
+            request_id = call.trace.request_id.as_deref().unwrap_or_default()
         );
+        let run = self.run(inbound, &call.target, &call.trace, &mut call.seen);
         let outcome = if span.is_disabled() {
-            self.run(inbound, &target, &trace, &mut seen).await
+            run.await
         } else {
-            self.run(inbound, &target, &trace, &mut seen)
-                .instrument(span)
-                .await
+            run.instrument(span).await
         };
         let (framed, status) = frame(Answer {
-            trace: &trace,
+            trace: &call.trace,
             outcome,
         });
+        self.conclude(call, status);
+        framed
+    }
+
+    /// Step 8 of the lifecycle, the same for every way in: the call counted
+    /// under its transport and route, and its record written.
+    fn conclude(&self, call: Opened, status: u16) {
+        let Opened {
+            transport,
+            arrived,
+            remote,
+            method,
+            target,
+            trace,
+            mut seen,
+        } = call;
         let took = arrived.elapsed();
         let route = seen.route.unwrap_or_else(|| {
             // A call whose header could not be read named no target.
@@ -386,7 +421,6 @@ impl Mediator {
             }
             log.record(&record);
         }
-        framed
     }
 
     /// Steps 2 to 6 of the lifecycle.
@@ -555,15 +589,22 @@ pub async fn read_to_end<B: InboundBody>(
             }
             Err(e)
         }
-        Err(_) => Err(Error::refused(
-            408,
-            "timeout",
-            format!(
-                "request body not received within {} ms",
-                by.saturating_duration_since(started).as_millis()
-            ),
-        )),
+        Err(_) => Err(body_late(by.saturating_duration_since(started))),
     }
+}
+
+/// `400`: the body could not be read (`why`).
+fn body_unreadable(why: impl std::fmt::Display) -> Error {
+    Error::invalid("body", format!("could not be read: {why}"))
+}
+
+/// `408 timeout`: the body did not arrive within `waited`.
+fn body_late(waited: Duration) -> Error {
+    Error::refused(
+        408,
+        "timeout",
+        format!("request body not received within {} ms", waited.as_millis()),
+    )
 }
 
 /// Reads `body` to its end: `413` past `max`, `503 overloaded` past the
@@ -580,7 +621,7 @@ async fn read_body<B: InboundBody>(
     let mut chunks: Vec<Bytes> = Vec::new();
     let mut len = 0usize;
     while let Some(chunk) = body.next_chunk().await {
-        let chunk = chunk.map_err(|e| Error::invalid("body", format!("could not be read: {e}")))?;
+        let chunk = chunk.map_err(body_unreadable)?;
         if chunk.is_empty() {
             continue;
         }
@@ -649,6 +690,11 @@ async fn drain<B: InboundBody>(body: &mut B, bound: u64, by: Instant) {
 ///   node_failed`: no answer a caller can use (`101` would claim the
 ///   connection switched protocols).
 pub fn unrelayable(node: &NodeKey, status: StatusCode, headers: &HeaderMap) -> Option<Error> {
+    unrelayable_status(node, status, headers.contains_key(http::header::LOCATION))
+}
+
+/// [`unrelayable`], told only whether the reply has a `Location`.
+fn unrelayable_status(node: &NodeKey, status: StatusCode, located: bool) -> Option<Error> {
     let code = status.as_u16();
     if !(200..600).contains(&code) {
         return Some(Error::refused(
@@ -657,8 +703,8 @@ pub fn unrelayable(node: &NodeKey, status: StatusCode, headers: &HeaderMap) -> O
             format!("node {node} answered status {code}, which is not a final answer"),
         ));
     }
-    let redirects = matches!(code, 301 | 302 | 303 | 307 | 308)
-        || (status.is_redirection() && headers.contains_key(http::header::LOCATION));
+    let redirects =
+        matches!(code, 301 | 302 | 303 | 307 | 308) || (status.is_redirection() && located);
     if redirects {
         tracing::warn!(
             node = %node,
