@@ -24,8 +24,8 @@ use quinn::{Connection, ConnectionError, RecvStream, SendStream, VarInt};
 use tokio::sync::watch;
 
 use crate::frame::{
-    answer, close, read_frame, write_body, write_frame, Attach, FrameError, Hello, ReplyHead,
-    RequestHead, DEFAULT_MAX_HEADER, MAX_REPLY_HEADER,
+    answer, close, read_body, read_frame, write_frame, write_head_and_body, Attach, BodyError,
+    FrameError, Hello, ReplyHead, RequestHead, DEFAULT_MAX_HEADER, MAX_REPLY_HEADER,
 };
 use crate::tls::Trust;
 
@@ -244,14 +244,7 @@ impl QuicNodeClientBuilder {
         } else {
             (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
         };
-        let runtime = quinn::default_runtime()
-            .ok_or_else(|| std::io::Error::other("a QUIC client needs a Tokio runtime"))?;
-        let mut endpoint = quinn::Endpoint::new(
-            quinn::EndpointConfig::default(),
-            None,
-            crate::tls::udp_socket(local)?,
-            runtime,
-        )?;
+        let mut endpoint = crate::socket::endpoint(local, None)?;
         endpoint.set_default_client_config(config);
         let (link, _) = watch::channel(Link::Connecting);
         Ok(QuicWire {
@@ -495,8 +488,7 @@ impl Wire for QuicWire {
         // A refusal (413) stops the stream before the body is through;
         // the answer still comes, so a failed write is not the end.
         let wrote = async {
-            write_frame(&mut send, &head).await?;
-            write_body(&mut send, request.body.clone()).await?;
+            write_head_and_body(&mut send, &head, request.body.clone()).await?;
             send.finish().map_err(|e| e.to_string())
         }
         .await;
@@ -507,11 +499,9 @@ impl Wire for QuicWire {
                 return Err(self.unreachable(why.unwrap_or_else(|| e.to_string())));
             }
         };
-        let body = Bytes::from(
-            recv.read_to_end(usize::MAX)
-                .await
-                .map_err(|e| self.unreachable(format!("the answer broke off: {e}")))?,
-        );
+        let body = read_body(&mut recv, usize::MAX)
+            .await
+            .map_err(|e| self.unreachable(format!("the answer broke off: {e}")))?;
         if let Target::All(_) = request.target {
             if !reply.is_success() {
                 return Ok(WireReply::Refused {
@@ -625,9 +615,9 @@ async fn answer_delivery(
             return;
         }
     };
-    let body = match recv.read_to_end(max_body).await {
+    let body = match read_body(&mut recv, max_body).await {
         Ok(body) => body,
-        Err(quinn::ReadToEndError::TooLong) => {
+        Err(BodyError::TooLong) => {
             let _ = recv.stop(VarInt::from_u32(0));
             let e = Error::TooLarge { limit: max_body };
             let _ = answer(&mut send, &ReplyHead::error(&e), Bytes::new()).await;

@@ -209,17 +209,41 @@ pub(crate) struct ResultFrame {
     pub(crate) message: Option<String>,
 }
 
+/// One header frame: a 4-byte big-endian length, then the JSON, in one
+/// buffer that the stream keeps as it is.
+fn encode_frame<T: Serialize>(frame: &T) -> Result<Bytes, String> {
+    let mut buf = Vec::with_capacity(256);
+    buf.extend_from_slice(&[0; 4]);
+    serde_json::to_writer(&mut buf, frame).map_err(|e| e.to_string())?;
+    let len = u32::try_from(buf.len() - 4).map_err(|_| "frame larger than 4 GiB".to_owned())?;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
+    Ok(Bytes::from(buf))
+}
+
 /// Writes one header frame: a 4-byte big-endian length, then the JSON.
 pub(crate) async fn write_frame<T: Serialize>(
     send: &mut SendStream,
     frame: &T,
 ) -> Result<(), String> {
-    let json = serde_json::to_vec(frame).map_err(|e| e.to_string())?;
-    let len = u32::try_from(json.len()).map_err(|_| "frame larger than 4 GiB".to_owned())?;
-    let mut buf = Vec::with_capacity(4 + json.len());
-    buf.extend_from_slice(&len.to_be_bytes());
-    buf.extend_from_slice(&json);
-    send.write_all(&buf).await.map_err(|e| e.to_string())
+    let frame = encode_frame(frame)?;
+    send.write_chunk(frame).await.map_err(|e| e.to_string())
+}
+
+/// Writes a header frame and the body after it in one call into the
+/// connection (one lock, one wake of its driver), handing quinn both
+/// buffers as they are.
+pub(crate) async fn write_head_and_body<T: Serialize>(
+    send: &mut SendStream,
+    head: &T,
+    body: Bytes,
+) -> Result<(), String> {
+    let frame = encode_frame(head)?;
+    let written = if body.is_empty() {
+        send.write_chunk(frame).await
+    } else {
+        send.write_all_chunks(&mut [frame, body]).await
+    };
+    written.map_err(|e| e.to_string())
 }
 
 /// Reads one header frame of at most `max` bytes (the length prefix
@@ -249,16 +273,55 @@ pub(crate) async fn answer(
     head: &ReplyHead,
     body: impl Into<Bytes>,
 ) -> Result<(), String> {
-    write_frame(send, head).await?;
-    write_body(send, body.into()).await?;
+    write_head_and_body(send, head, body.into()).await?;
     send.finish().map_err(|e| e.to_string())
 }
 
-/// Writes a body to a stream as it is: quinn keeps the buffer, where
-/// writing a slice would copy it first.
-pub(crate) async fn write_body(send: &mut SendStream, body: Bytes) -> Result<(), String> {
-    if body.is_empty() {
-        return Ok(());
+/// Why a body could not be read whole.
+#[derive(Debug)]
+pub(crate) enum BodyError {
+    /// The body is longer than allowed.
+    TooLong,
+    /// The stream broke off before its end.
+    Broken(quinn::ReadError),
+}
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BodyError::TooLong => f.write_str("body too long"),
+            BodyError::Broken(e) => write!(f, "{e}"),
+        }
     }
-    send.write_chunk(body).await.map_err(|e| e.to_string())
+}
+
+/// Reads the rest of a stream, at most `max` bytes, as the chunks quinn
+/// received: a body that came in one chunk is that chunk, without a copy,
+/// and one that came in several is copied once into a buffer of its size
+/// (where `read_to_end` zeroes a buffer first, then copies into it).
+pub(crate) async fn read_body(recv: &mut RecvStream, max: usize) -> Result<Bytes, BodyError> {
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut total = 0usize;
+    while let Some(chunk) = recv
+        .read_chunk(usize::MAX, true)
+        .await
+        .map_err(BodyError::Broken)?
+    {
+        total = total.saturating_add(chunk.bytes.len());
+        if total > max {
+            return Err(BodyError::TooLong);
+        }
+        chunks.push(chunk.bytes);
+    }
+    Ok(match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.swap_remove(0),
+        _ => {
+            let mut whole = Vec::with_capacity(total);
+            for chunk in &chunks {
+                whole.extend_from_slice(chunk);
+            }
+            Bytes::from(whole)
+        }
+    })
 }

@@ -72,6 +72,10 @@
 //! listener's certificate comes from PEM files or is generated at start
 //! ([`ServerTls`]); clients either pin its SHA-256 fingerprint (logged at
 //! bind, [`QuicListener::fingerprint`]) or trust a root PEM.
+//! Both ends accept UDP payloads of up to 65,000 bytes and search the
+//! path MTU up to that size, so that where the path carries more than
+//! Ethernet (loopback, jumbo frames) a large body takes a few datagrams
+//! instead of dozens; elsewhere discovery stops at what the path carries.
 //!
 //! **Frames.** Every stream carries one request and its answer. Each
 //! direction is a *header frame* — a 4-byte big-endian length, then that
@@ -204,6 +208,7 @@ mod client;
 mod error;
 mod frame;
 mod listener;
+mod socket;
 mod tls;
 
 pub use client::{

@@ -19,8 +19,8 @@ use quinn::{Connection, ConnectionError, RecvStream, SendStream, VarInt};
 
 use crate::error::QuicError;
 use crate::frame::{
-    answer, close, read_frame, write_body, write_frame, FrameError, Hello, ReplyHead, RequestHead,
-    ResultFrame, DEFAULT_MAX_HEADER,
+    answer, close, read_body, read_frame, write_head_and_body, BodyError, FrameError, Hello,
+    ReplyHead, RequestHead, ResultFrame, DEFAULT_MAX_HEADER,
 };
 use crate::tls::ServerTls;
 
@@ -212,14 +212,7 @@ impl QuicListener {
             limits.keep_alive,
             limits.max_streams,
         )?));
-        let runtime = quinn::default_runtime()
-            .ok_or_else(|| std::io::Error::other("a QUIC listener needs a Tokio runtime"))?;
-        let endpoint = quinn::Endpoint::new(
-            quinn::EndpointConfig::default(),
-            Some(config),
-            crate::tls::udp_socket(addr)?,
-            runtime,
-        )?;
+        let endpoint = crate::socket::endpoint(addr, Some(config))?;
         let fingerprint = tls.fingerprint();
         tracing::info!(
             addr = %endpoint.local_addr()?,
@@ -914,8 +907,7 @@ impl Deliver for AttachedDelivery {
             traceparent: cx.trace.traceparent.clone(),
         };
         let sent = async {
-            write_frame(&mut send, &head).await?;
-            write_body(&mut send, envelope.body.clone()).await?;
+            write_head_and_body(&mut send, &head, envelope.body.clone()).await?;
             send.finish().map_err(|e| e.to_string())
         };
         if let Err(why) = sent.await {
@@ -927,17 +919,15 @@ impl Deliver for AttachedDelivery {
         let reply: ReplyHead = read_frame(&mut recv, self.shared.max_header)
             .await
             .map_err(|e| DeliverError::failed(format!("no answer from node {}: {e}", node.key)))?;
-        let body = recv
-            .read_to_end(self.shared.max_body())
+        let body = read_body(&mut recv, self.shared.max_body())
             .await
             .map_err(|e| match e {
-                quinn::ReadToEndError::TooLong => {
+                BodyError::TooLong => {
                     DeliverError::failed(format!("reply of node {} too large", node.key))
                 }
-                other => DeliverError::failed(format!(
-                    "the reply of node {} broke off: {other}",
-                    node.key
-                )),
+                BodyError::Broken(e) => {
+                    DeliverError::failed(format!("the reply of node {} broke off: {e}", node.key))
+                }
             })?;
         let status = StatusCode::from_u16(reply.status).map_err(|_| {
             DeliverError::failed(format!(

@@ -324,12 +324,16 @@ pub fn pinned_client_config(fingerprint: &str) -> Result<quinn::ClientConfig, Qu
     )))
 }
 
-/// Timeouts of a connection, both ends.
+/// The transport of a connection, both ends: its timeouts, its streams,
+/// and path MTU discovery up to [`MAX_UDP_PAYLOAD`](crate::socket::MAX_UDP_PAYLOAD)
+/// (see the [socket module](crate::socket) for why).
 pub(crate) fn transport(
     idle: Duration,
     keep_alive: Duration,
     max_bidi: u32,
 ) -> Result<quinn::TransportConfig, QuicError> {
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(crate::socket::MAX_UDP_PAYLOAD);
     let mut transport = quinn::TransportConfig::default();
     transport
         .max_idle_timeout(Some(
@@ -338,77 +342,7 @@ pub(crate) fn transport(
         ))
         .keep_alive_interval(Some(keep_alive))
         .max_concurrent_bidi_streams(quinn::VarInt::from_u32(max_bidi))
-        .max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
+        .max_concurrent_uni_streams(quinn::VarInt::from_u32(0))
+        .mtu_discovery_config(Some(mtu));
     Ok(transport)
-}
-
-/// The receive and send buffers asked for on a QUIC endpoint's UDP socket.
-///
-/// A QUIC connection sends a large body as a burst of datagrams. With the
-/// kernel's default receive buffer (208 KiB on Linux), sixteen 64 KiB
-/// calls in flight overflow it: datagrams are dropped, the sender waits for
-/// its loss timers and shrinks its congestion window, and calls take tens
-/// of milliseconds. The kernel caps the size at `net.core.rmem_max` /
-/// `wmem_max`; the socket keeps what it was given, and a smaller buffer is
-/// logged.
-pub(crate) const UDP_BUFFER: usize = 4 << 20;
-
-/// A UDP socket bound at `addr` for a QUIC endpoint, with buffers of
-/// [`UDP_BUFFER`] where the kernel allows.
-pub(crate) fn udp_socket(addr: std::net::SocketAddr) -> std::io::Result<std::net::UdpSocket> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    for (what, asked, got) in [
-        (
-            "receive",
-            socket.set_recv_buffer_size(UDP_BUFFER),
-            socket.recv_buffer_size(),
-        ),
-        (
-            "send",
-            socket.set_send_buffer_size(UDP_BUFFER),
-            socket.send_buffer_size(),
-        ),
-    ] {
-        match (asked, got) {
-            // Linux reports twice the size asked, for its own bookkeeping.
-            (Ok(()), Ok(size)) if size >= UDP_BUFFER => {}
-            (Ok(()), Ok(size)) => tracing::debug!(
-                buffer = what,
-                asked = UDP_BUFFER,
-                got = size,
-                "the kernel capped a QUIC socket's buffer (net.core.rmem_max / wmem_max); \
-                 large bursts may be dropped and resent"
-            ),
-            (Err(e), _) | (_, Err(e)) => {
-                tracing::debug!(buffer = what, error = %e, "could not size a QUIC socket's buffer");
-            }
-        }
-    }
-    socket.bind(&addr.into())?;
-    socket.set_nonblocking(true)?;
-    Ok(socket.into())
-}
-
-#[cfg(test)]
-mod socket_tests {
-    use super::{udp_socket, UDP_BUFFER};
-
-    #[test]
-    fn endpoint_sockets_get_room_for_bursts_as_far_as_the_kernel_allows() {
-        let socket = udp_socket("127.0.0.1:0".parse().expect("address")).expect("bound");
-        let got = socket2::SockRef::from(&socket)
-            .recv_buffer_size()
-            .expect("size");
-        // Linux caps the size at net.core.rmem_max, and reports twice what it keeps.
-        let cap = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
-            .ok()
-            .and_then(|text| text.trim().parse::<usize>().ok());
-        let least = cap.map_or(UDP_BUFFER, |cap| UDP_BUFFER.min(cap));
-        assert!(
-            got >= least,
-            "receive buffer {got}, expected at least {least}"
-        );
-        assert!(socket.local_addr().expect("address").port() > 0);
-    }
 }
