@@ -35,6 +35,7 @@
 //! header_read_timeout_ms = 30000
 //! idle_timeout_ms = 60000
 //! max_connections = 10000
+//! pass_through = true       # HTTP/1.1 calls to http:// nodes on the pass-through
 //! body_budget = 268435456   # bytes of request bodies buffered at once, all requests together
 //! quic_max_connections = 10000
 //! quic_max_connections_per_identity = 16
@@ -171,6 +172,11 @@ pub struct ServeFlags {
     /// lowered to fit the descriptor limit].
     #[arg(long, env = "MEDIATOR_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Whether HTTP/1.1 calls to http:// nodes take the pass-through (heads read on the raw
+    /// bytes, calls copied to pooled node connections); false serves every call with hyper
+    /// [default: true].
+    #[arg(long, env = "MEDIATOR_PASS_THROUGH")]
+    pub pass_through: Option<bool>,
     /// Bytes of request bodies buffered at once, all requests together; 503 past it,
     /// at least --max-body [default: 256 MiB].
     #[arg(long, env = "MEDIATOR_BODY_BUDGET")]
@@ -369,6 +375,8 @@ pub struct FileConfig {
     pub idle_timeout_ms: Option<u64>,
     /// See [`ServeFlags::max_connections`].
     pub max_connections: Option<usize>,
+    /// See [`ServeFlags::pass_through`].
+    pub pass_through: Option<bool>,
     /// See [`ServeFlags::body_budget`].
     pub body_budget: Option<usize>,
     /// See [`ServeFlags::quic_max_connections`].
@@ -487,15 +495,18 @@ pub struct ConnectionSettings {
     pub idle_timeout: Duration,
     /// Connections open at once; new ones are refused with 503 past it.
     pub max_connections: usize,
+    /// Whether HTTP/1.1 calls take the listener's pass-through.
+    pub pass_through: bool,
 }
 
 impl Default for ConnectionSettings {
-    /// The listener's own defaults: 30 s, 60 s, 10 000.
+    /// The listener's own defaults: 30 s, 60 s, 10 000, the pass-through on.
     fn default() -> Self {
         ConnectionSettings {
             header_read_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
             max_connections: 10_000,
+            pass_through: true,
         }
     }
 }
@@ -683,6 +694,9 @@ impl ServeSettings {
                 ));
             }
             connections.max_connections = n;
+        }
+        if let Some(on) = flags.pass_through.or(file.pass_through) {
+            connections.pass_through = on;
         }
         Ok(ServeSettings {
             connections,

@@ -8,6 +8,9 @@
 //! fuzzer registered at a dead address: 502, 504, or 503 when its group
 //! has no reachable node left).
 //!
+//! The same cases go over real sockets to the listener too, whose
+//! HTTP/1.1 pass-through takes the calls it can.
+//!
 //! `MEDIATOR_FUZZ_CASES` sets the number of cases (default 3,000, a few
 //! seconds); `MEDIATOR_FUZZ_SEED` replays a run. The long run:
 //! `MEDIATOR_FUZZ_CASES=100000 cargo nextest run -p mediator-tests --all-features -E 'test(fuzz)'`.
@@ -19,7 +22,7 @@ use bytes::Bytes;
 use mediator_core::{Claims, Timestamp};
 use mediator_tests::harness::{call_service, mint, EchoNode, Hub, SECRET};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
 
 /// The body limit of the hub under test, small so that oversize bodies are cheap.
 const MAX_BODY: usize = 4096;
@@ -243,6 +246,31 @@ fn case(credentials: Vec<String>) -> impl Strategy<Value = Case> {
     })
 }
 
+/// Cases aimed at the calls the pass-through takes: `/one/fz/echo/...`
+/// and `/any/fz/...` with the same generated headers and bodies.
+fn call_case(credentials: Vec<String>) -> impl Strategy<Value = Case> {
+    let path = (
+        prop::sample::select(vec!["/one/fz/echo", "/any/fz", "/one/fz/fz"]),
+        prop::collection::vec(segment(), 0..3),
+        query(),
+    )
+        .prop_map(|(route, segments, query)| {
+            let mut path = route.to_owned();
+            for segment in segments {
+                path.push('/');
+                path.push_str(&segment);
+            }
+            path.push_str(&query);
+            path
+        });
+    (method(), path, headers(credentials), body()).prop_map(|(method, path, headers, body)| Case {
+        method,
+        path,
+        headers,
+        body,
+    })
+}
+
 fn cases_from_env() -> u32 {
     std::env::var("MEDIATOR_FUZZ_CASES")
         .ok()
@@ -250,15 +278,9 @@ fn cases_from_env() -> u32 {
         .unwrap_or(3_000)
 }
 
-#[test]
-fn fuzz_http_routes_never_panic_nor_answer_500() {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let (hub, _echo) = runtime.block_on(async {
-        let hub = Hub::config().max_body(MAX_BODY).in_process();
-        let echo = EchoNode::start("echo").await;
-        hub.register("fz/echo", &echo.url).await;
-        (hub, echo)
-    });
+/// A runner over `MEDIATOR_FUZZ_CASES` cases from `MEDIATOR_FUZZ_SEED`
+/// (random when unset), and the seed.
+fn runner() -> (TestRunner, u32, u64) {
     let cases = cases_from_env();
     let seed: u64 = std::env::var("MEDIATOR_FUZZ_SEED")
         .ok()
@@ -272,10 +294,42 @@ fn fuzz_http_routes_never_panic_nor_answer_500() {
         failure_persistence: None,
         ..Config::default()
     };
-    let mut runner = TestRunner::new_with_rng(
+    let runner = TestRunner::new_with_rng(
         config,
         TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes),
     );
+    (runner, cases, seed)
+}
+
+/// The one rule of every answer: no `500`, and a 5xx only where a node is
+/// at fault (a node the fuzzer registered at a dead address fails with
+/// 502 or 504, or leaves its group with no reachable node: 503).
+fn no_hub_fault(case: &Case, status: u16, body: &[u8]) -> Result<(), TestCaseError> {
+    if status >= 500 {
+        let error = serde_json::from_slice::<serde_json::Value>(body).unwrap_or_default();
+        let node_fault = error["fault"] == "node" || error["kind"] == "no_node_available";
+        prop_assert!(
+            status != 500 && node_fault,
+            "{} {} answered {}: {}",
+            case.method,
+            case.path,
+            status,
+            String::from_utf8_lossy(body)
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn fuzz_http_routes_never_panic_nor_answer_500() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (hub, _echo) = runtime.block_on(async {
+        let hub = Hub::config().max_body(MAX_BODY).in_process();
+        let echo = EchoNode::start("echo").await;
+        hub.register("fz/echo", &echo.url).await;
+        (hub, echo)
+    });
+    let (mut runner, cases, seed) = runner();
     let started = Instant::now();
     let statuses = std::cell::RefCell::new(std::collections::BTreeMap::<u16, u32>::new());
     let outcome = runner.run(&case(credentials()), |case| {
@@ -292,22 +346,7 @@ fn fuzz_http_routes_never_panic_nor_answer_500() {
         };
         let answer = runtime.block_on(call_service(&hub.service, request));
         *statuses.borrow_mut().entry(answer.status).or_default() += 1;
-        if answer.status >= 500 {
-            let error =
-                serde_json::from_slice::<serde_json::Value>(&answer.body).unwrap_or_default();
-            // A node the fuzzer registered at a dead address fails (502,
-            // 504), or leaves its group with no reachable node (503).
-            let node_fault = error["fault"] == "node" || error["kind"] == "no_node_available";
-            prop_assert!(
-                answer.status != 500 && node_fault,
-                "{} {} answered {}: {}",
-                case.method,
-                case.path,
-                answer.status,
-                String::from_utf8_lossy(&answer.body)
-            );
-        }
-        Ok(())
+        no_hub_fault(&case, answer.status, &answer.body)
     });
     println!(
         "{cases} cases in {:?}; statuses: {:?}",
@@ -316,5 +355,165 @@ fn fuzz_http_routes_never_panic_nor_answer_500() {
     );
     if let Err(e) = outcome {
         panic!("{e}\nreplay with MEDIATOR_FUZZ_SEED={seed}");
+    }
+}
+
+/// The same cases over real sockets to the listener, whose HTTP/1.1
+/// pass-through takes the calls it can (the rest go to hyper's server
+/// with the bytes it read): the same rule holds, and the listener keeps
+/// serving.
+#[test]
+fn fuzz_the_listeners_pass_through_never_panics_nor_answers_500() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (hub, _echo) = runtime.block_on(async {
+        let hub = Hub::config().max_body(MAX_BODY).start().await;
+        let echo = EchoNode::start("echo").await;
+        hub.register("fz/echo", &echo.url).await;
+        (hub, echo)
+    });
+    let (mut runner, cases, seed) = runner();
+    let started = Instant::now();
+    let statuses = std::cell::RefCell::new(std::collections::BTreeMap::<u16, u32>::new());
+    let cases_of_both = prop_oneof![case(credentials()), call_case(credentials())];
+    let outcome = runner.run(&cases_of_both, |case| {
+        let mut request = http::Request::builder()
+            .method(case.method.as_str())
+            .uri(&case.path);
+        for (name, value) in &case.headers {
+            request = request.header(name, value);
+        }
+        // What the http crate refuses is no request a client sends.
+        let Ok(request) = request.body(()) else {
+            return Ok(());
+        };
+        let bytes = wire(&request, &case.body);
+        let head_only = request.method() == http::Method::HEAD;
+        // A connection the pass-through handed to hyper stays there: each
+        // case on a new one, so that every call is offered to it.
+        let answer = runtime.block_on(exchange(&hub, &mut None, &bytes, head_only));
+        let Some((status, body)) = answer else {
+            // Closed without an answer: only a head the server refused
+            // outright may be, and the listener must serve the next.
+            return Ok(());
+        };
+        *statuses.borrow_mut().entry(status).or_default() += 1;
+        if head_only {
+            // No body tells whose fault a 5xx is.
+            prop_assert!(status != 500, "{} {} answered 500", case.method, case.path);
+            return Ok(());
+        }
+        no_hub_fault(&case, status, &body)
+    });
+    println!(
+        "{cases} cases in {:?} over the listener; statuses: {:?}",
+        started.elapsed(),
+        statuses.borrow()
+    );
+    if let Err(e) = outcome {
+        panic!("{e}\nreplay with MEDIATOR_FUZZ_SEED={seed}");
+    }
+    let (answered, _) = hub.mediator.transport_stats().pass_through();
+    assert!(answered > 0, "no call took the pass-through");
+    let health = runtime.block_on(hub.call("GET", "/healthz", &[], ""));
+    assert_eq!(health.status, 200);
+}
+
+/// A request as HTTP/1.1 writes it, framed by its body's length.
+fn wire(request: &http::Request<()>, body: &[u8]) -> Vec<u8> {
+    let mut out = format!(
+        "{} {} HTTP/1.1\r\nhost: fuzz\r\n",
+        request.method(),
+        request.uri()
+    )
+    .into_bytes();
+    for (name, value) in request.headers() {
+        if name == http::header::CONTENT_LENGTH || name == http::header::TRANSFER_ENCODING {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(format!("content-length: {}\r\n\r\n", body.len()).as_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+/// Sends `bytes` on the kept connection (a new one when there is none),
+/// keeps it when it stays open, and reads one answer (`head_only`: to a `HEAD`,
+/// which has no body whatever its length says): its status and body, or
+/// `None` when the connection closed first.
+async fn exchange(
+    hub: &Hub,
+    kept: &mut Option<tokio::net::TcpStream>,
+    bytes: &[u8],
+    head_only: bool,
+) -> Option<(u16, Vec<u8>)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = match kept.take() {
+        Some(tcp) => tcp,
+        None => tokio::net::TcpStream::connect(hub.socket())
+            .await
+            .expect("the listener accepts"),
+    };
+    if tcp.write_all(bytes).await.is_err() {
+        return None;
+    }
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut response = httparse::Response::new(&mut headers);
+        let Ok(httparse::Status::Complete(head)) = response.parse(&buf) else {
+            let read =
+                tokio::time::timeout(std::time::Duration::from_secs(3), tcp.read(&mut chunk))
+                    .await
+                    .unwrap_or_else(|_| {
+                        panic!(
+                            "no answer nor close within 3 s to {:?}",
+                            String::from_utf8_lossy(bytes)
+                        )
+                    });
+            match read {
+                Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                _ => return None,
+            }
+            continue;
+        };
+        let status = response.code.unwrap_or(0);
+        let mut close = false;
+        let mut length = 0usize;
+        for header in response.headers.iter() {
+            if header.name.eq_ignore_ascii_case("content-length") {
+                length = std::str::from_utf8(header.value)
+                    .ok()
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+            }
+            if header.name.eq_ignore_ascii_case("connection")
+                && header.value.eq_ignore_ascii_case(b"close")
+            {
+                close = true;
+            }
+        }
+        if head_only {
+            length = 0;
+        }
+        if status < 200 {
+            // `100 Continue` before the answer.
+            buf.drain(..head);
+            continue;
+        }
+        while buf.len() < head + length {
+            match tcp.read(&mut chunk).await {
+                Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                _ => return Some((status, buf[head..].to_vec())),
+            }
+        }
+        if !close {
+            *kept = Some(tcp);
+        }
+        return Some((status, buf[head..head + length].to_vec()));
     }
 }

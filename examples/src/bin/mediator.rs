@@ -1343,7 +1343,8 @@ where
         .drain_timeout(settings.drain)
         .client_timeouts(TLS_HANDSHAKE_TIMEOUT, limits.header_read_timeout)
         .idle_timeout(limits.idle_timeout)
-        .max_connections(limits.max_connections);
+        .max_connections(limits.max_connections)
+        .pass_through(limits.pass_through);
     let scheme = match &settings.tls {
         Some((cert, key)) => {
             listener = listener.tls(TlsConfig::from_pem_files(cert, key)?);

@@ -77,8 +77,9 @@ pub(crate) struct Args {
     pub(crate) idle_for: Duration,
     /// Paths to measure, comma-separated [default: all]: direct, nginx, haproxy,
     /// nats, mediator-h1, mediator-h1-quiet (the mediator with
-    /// RUST_LOG=warn), baseline-h1 (the --baseline build), mediator-h2,
-    /// mediator-quic.
+    /// RUST_LOG=warn), mediator-h1-hyper (the mediator with
+    /// --pass-through false: every call through hyper's server and client),
+    /// baseline-h1 (the --baseline build), mediator-h2, mediator-quic.
     #[arg(long, value_delimiter = ',')]
     pub(crate) paths: Vec<String>,
     /// Print JSON instead of the table.

@@ -28,6 +28,7 @@ const PATHS: &[&str] = &[
     "nats",
     "mediator-h1",
     "mediator-h1-quiet",
+    "mediator-h1-hyper",
     "baseline-h1",
     "mediator-h2",
     "mediator-quic",
@@ -371,6 +372,7 @@ impl Bench<'_> {
             && paths.iter().any(|p| p.starts_with("mediator"));
         let mut shared = None;
         let mut quiet = None;
+        let mut hyper = None;
         let mut baseline = None;
         let mut quic_echo = None;
         let mut proxies = Proxies::default();
@@ -391,6 +393,16 @@ impl Bench<'_> {
             self.register(&mediator, &[self.echo_registration("bench", "echo", 0)])
                 .await?;
             quiet = Some(mediator);
+        }
+        if unicast && paths.contains(&"mediator-h1-hyper") {
+            let binary = procs::mediator_binary(self.args.mediator.as_deref())?;
+            let without = ["--pass-through".to_owned(), "false".to_owned()];
+            let mediator = self
+                .start_mediator_with(&binary, "memory", false, false, &without)
+                .await?;
+            self.register(&mediator, &[self.echo_registration("bench", "echo", 0)])
+                .await?;
+            hyper = Some(mediator);
         }
         if unicast && paths.contains(&"baseline-h1") {
             match self.args.baseline.clone() {
@@ -437,8 +449,7 @@ impl Bench<'_> {
                         in_flight,
                         paths,
                         shared.as_ref(),
-                        quiet.as_ref(),
-                        baseline.as_ref(),
+                        [quiet.as_ref(), hyper.as_ref(), baseline.as_ref()],
                         &proxies,
                         nats.as_ref(),
                     )
@@ -468,7 +479,7 @@ impl Bench<'_> {
         if let Some(proc) = quic_echo {
             proc.stop().await;
         }
-        for mediator in [shared, quiet, baseline].into_iter().flatten() {
+        for mediator in [shared, quiet, hyper, baseline].into_iter().flatten() {
             mediator.proc.stop().await;
         }
         for (proc, _) in [proxies.nginx, proxies.haproxy].into_iter().flatten() {
@@ -840,8 +851,8 @@ impl Bench<'_> {
         in_flight: usize,
         paths: &[&str],
         shared: Option<&Mediator>,
-        quiet: Option<&Mediator>,
-        baseline: Option<&Mediator>,
+        // The quiet, hyper-only and baseline mediators, when started.
+        [quiet, hyper, baseline]: [Option<&Mediator>; 3],
         proxies: &Proxies,
         nats: Option<&(Proc, String)>,
     ) -> Result<(), String> {
@@ -891,10 +902,11 @@ impl Bench<'_> {
                     }
                     None => continue,
                 },
-                "mediator-h1" | "mediator-h1-quiet" | "baseline-h1" => {
+                "mediator-h1" | "mediator-h1-quiet" | "mediator-h1-hyper" | "baseline-h1" => {
                     let mediator = match *path {
                         "mediator-h1" => shared,
                         "mediator-h1-quiet" => quiet,
+                        "mediator-h1-hyper" => hyper,
                         _ => baseline,
                     };
                     let Some(mediator) = mediator else { continue };
