@@ -182,7 +182,20 @@ async fn unknown_targets_slow_nodes_and_handler_errors_are_told_apart() {
         .start(describe("ghost"))
         .await
         .expect("ghost");
+    let at = hub
+        .mediator
+        .routes()
+        .get(&key("ghosts/one"))
+        .and_then(|node| node.endpoint.url().map(str::to_owned))
+        .expect("the ghost's url");
+    let addr = at.trim_start_matches("http://").to_owned();
     drop(dead);
+    // Dead once its port refuses: the mediator answers on other threads,
+    // which may call before this runtime has closed the node's socket.
+    eventually("the ghost's port refuses connections", || {
+        std::net::TcpStream::connect(&addr).is_err()
+    })
+    .await;
     match caller.any("ghosts", "/", "x").await {
         Err(ClientError::Mediator {
             status: 503, kind, ..

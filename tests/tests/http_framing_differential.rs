@@ -116,7 +116,12 @@ fn reached_since(node: &EchoNode, before: usize) -> Vec<Reached> {
 }
 
 async fn hubs(node: &EchoNode) -> (Hub, Hub) {
-    let fast = Hub::start().await;
+    // One thread, one pool of node connections: each call finds the
+    // connection the last one left.
+    let fast = Hub::config()
+        .listener(|l| l.pass_through_threads(1))
+        .start()
+        .await;
     let full = Hub::config()
         .listener(|l| l.pass_through(false))
         .start()

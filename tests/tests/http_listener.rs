@@ -349,3 +349,40 @@ async fn a_body_that_never_finishes_is_cut_off_at_the_deadline() {
         assert!(started.elapsed() < Duration::from_secs(3));
     }
 }
+
+/// The names of this process's threads that serve the listener's
+/// pass-through.
+fn pass_through_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .expect("/proc/self/task")
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with("mediator-http-"))
+        .count()
+}
+
+#[tokio::test]
+async fn calls_are_served_on_threads_of_their_own_which_end_with_the_listener() {
+    let before = pass_through_threads();
+    let hub = Hub::config()
+        .listener(|l| l.pass_through_threads(3))
+        .start()
+        .await;
+    let node = EchoNode::start("api").await;
+    hub.register("users/api", &node.url).await;
+    assert_eq!(pass_through_threads(), before + 3);
+    // Connections go to the threads in turn; each answers.
+    let token = hub.token_for("billing/caller");
+    for i in 0..6 {
+        let answer = hub
+            .call_as("POST", "/one/users/api/x", &token, format!("call {i}"))
+            .await;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        assert_eq!(answer.json()["body"], format!("call {i}"));
+    }
+    assert_eq!(hub.mediator.transport_stats().pass_through().0, 6);
+    hub.stop().await;
+    eventually("the listener's threads end", || {
+        pass_through_threads() == before
+    })
+    .await;
+}

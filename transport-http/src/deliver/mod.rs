@@ -182,6 +182,8 @@ pub struct HttpDelivery {
     raw: IdlePool<TcpStream>,
     connector: PolicyConnector,
     max_reply_body: usize,
+    max_idle_per_host: usize,
+    pool_idle_timeout: Duration,
 }
 
 /// What the listener's pass-through needs of the deliverer whose calls it
@@ -194,6 +196,19 @@ pub(crate) struct PassNodes {
     pub(crate) connect_timeout: Duration,
     /// The largest reply body accepted from a node.
     pub(crate) max_reply_body: usize,
+    /// The pool's settings, for pools of the listener's own.
+    pub(crate) max_idle_per_host: usize,
+    pub(crate) pool_idle_timeout: Duration,
+}
+
+impl PassNodes {
+    /// The same settings with a pool of their own.
+    pub(crate) fn own_pool(&self) -> PassNodes {
+        PassNodes {
+            pool: IdlePool::new(self.max_idle_per_host, self.pool_idle_timeout),
+            ..self.clone()
+        }
+    }
 }
 
 impl std::fmt::Debug for HttpDelivery {
@@ -248,6 +263,8 @@ impl HttpDelivery {
             raw: IdlePool::new(config.max_idle_per_host, config.pool_idle_timeout),
             connector: http,
             max_reply_body: config.max_reply_body,
+            max_idle_per_host: config.max_idle_per_host,
+            pool_idle_timeout: config.pool_idle_timeout,
         }
     }
 
@@ -258,6 +275,8 @@ impl HttpDelivery {
             pool: self.raw.clone(),
             connect_timeout: self.connector.connect_timeout,
             max_reply_body: self.max_reply_body,
+            max_idle_per_host: self.max_idle_per_host,
+            pool_idle_timeout: self.pool_idle_timeout,
         }
     }
 

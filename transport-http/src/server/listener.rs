@@ -71,6 +71,7 @@ pub struct HttpListener {
     idle_timeout: Duration,
     max_connections: usize,
     pass_through: bool,
+    cores: usize,
 }
 
 impl HttpListener {
@@ -93,6 +94,7 @@ impl HttpListener {
             idle_timeout: Duration::from_secs(60),
             max_connections: 10_000,
             pass_through: true,
+            cores: std::thread::available_parallelism().map_or(1, usize::from),
         })
     }
 
@@ -152,6 +154,18 @@ impl HttpListener {
     /// hyper.
     pub fn pass_through(mut self, on: bool) -> Self {
         self.pass_through = on;
+        self
+    }
+
+    /// On how many threads of their own the pass-through's connections
+    /// are served (default: one per core the process may use). Each is a
+    /// single-threaded runtime with its own pool of node connections: a
+    /// connection and its node connections stay on one thread, with no
+    /// lock and no wake-up across threads on the way. Connections are
+    /// dealt to them in turn as they are accepted. `0` serves them on the
+    /// runtime the listener runs on, as every other connection is.
+    pub fn pass_through_threads(mut self, threads: usize) -> Self {
+        self.cores = threads;
         self
     }
 
@@ -252,12 +266,19 @@ impl HttpListener {
             idle_timeout,
             max_connections,
             pass_through,
+            cores,
         } = self;
         // Clear text only: over TLS hyper reads every byte.
         let passes = service
             .passes()
             .filter(|_| pass_through && tls.is_none())
             .and_then(pass_through_for);
+        // The threads the pass-through's connections are served on, each
+        // with the pass-through's own pool of node connections.
+        let threads = match &passes {
+            Some(through) if cores > 0 => Threads::start(cores, through)?,
+            _ => Threads::default(),
+        };
         // A node registered at the mediator's own address would make every
         // call to it a call to the mediator, in a loop.
         mediator.endpoint_policy().add_own_address(local_addr);
@@ -308,16 +329,37 @@ impl HttpListener {
                             idle: idle_timeout,
                             header_read: header_read_timeout,
                         };
-                        connections.spawn(connection(
-                            stream,
-                            remote,
-                            acceptor.clone(),
-                            limits,
-                            builder.clone(),
-                            service.clone(),
-                            stop_rx.clone(),
-                            passes.clone(),
-                        ));
+                        match threads.next() {
+                            Some((handle, through)) => match stream.into_std() {
+                                Ok(stream) => {
+                                    let task = on_thread(
+                                        stream,
+                                        remote,
+                                        limits,
+                                        builder.clone(),
+                                        service.clone(),
+                                        stop_rx.clone(),
+                                        through.clone(),
+                                    );
+                                    connections.spawn_on(task, handle);
+                                }
+                                Err(e) => {
+                                    tracing::debug!(%remote, error = %e, "could not move a connection to its thread");
+                                }
+                            },
+                            None => {
+                                connections.spawn(connection(
+                                    stream,
+                                    remote,
+                                    acceptor.clone(),
+                                    limits,
+                                    builder.clone(),
+                                    service.clone(),
+                                    stop_rx.clone(),
+                                    passes.clone(),
+                                ));
+                            }
+                        }
                     }
                     Err(e) => {
                         // Usually out of file descriptors: pause so the loop
@@ -382,8 +424,94 @@ fn pass_through_for(mediator: &Mediator) -> Option<pass::Through> {
     })
 }
 
+/// The threads the pass-through's connections are served on: one
+/// single-threaded runtime each, with its own pass-through (and pool of
+/// node connections), dealt connections in turn. Dropped, they stop, and
+/// whatever still runs on them ends.
+#[derive(Default)]
+struct Threads {
+    each: Vec<(tokio::runtime::Handle, pass::Through)>,
+    stops: Vec<tokio::sync::oneshot::Sender<()>>,
+    next: std::cell::Cell<usize>,
+}
+
+impl Threads {
+    /// Starts `count` threads serving `through`'s calls.
+    fn start(count: usize, through: &pass::Through) -> Result<Threads, HttpError> {
+        let mut threads = Threads::default();
+        for index in 0..count {
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let (give, handle) = std::sync::mpsc::channel();
+            std::thread::Builder::new()
+                .name(format!("mediator-http-{index}"))
+                .spawn(move || {
+                    let runtime = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(runtime) => runtime,
+                        Err(e) => {
+                            let _ = give.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = give.send(Ok(runtime.handle().clone()));
+                    runtime.block_on(async {
+                        let _ = stopped.await;
+                    });
+                })?;
+            let handle = handle.recv().map_err(|_| {
+                HttpError::Io(std::io::Error::other("a listener thread ended at start"))
+            })??;
+            threads.each.push((handle, through.own_pool()));
+            threads.stops.push(stop);
+        }
+        Ok(threads)
+    }
+
+    /// The thread the next connection goes to, if there are any.
+    fn next(&self) -> Option<(&tokio::runtime::Handle, &pass::Through)> {
+        let at = self.next.get();
+        let (handle, through) = self.each.get(at % self.each.len().max(1))?;
+        self.next.set(at.wrapping_add(1));
+        Some((handle, through))
+    }
+}
+
+/// Serves a connection accepted elsewhere on the thread this task runs
+/// on: its socket moves to this thread's runtime, then the pass-through
+/// and hyper behind it serve it as [`connection`] does.
+async fn on_thread<A: Answers>(
+    stream: std::net::TcpStream,
+    remote: SocketAddr,
+    limits: ConnectionLimits,
+    builder: auto::Builder<TokioExecutor>,
+    service: A,
+    stop: watch::Receiver<bool>,
+    through: pass::Through,
+) {
+    match TcpStream::from_std(stream) {
+        Ok(stream) => {
+            connection(
+                stream,
+                remote,
+                None,
+                limits,
+                builder,
+                service,
+                stop,
+                Some(through),
+            )
+            .await;
+        }
+        Err(e) => {
+            tracing::debug!(%remote, error = %e, "could not serve a connection on its thread");
+        }
+    }
+}
+
 /// Resolves once the listener is shutting down.
-async fn stopping(mut stop: watch::Receiver<bool>) {
+pub(super) async fn stopping(mut stop: watch::Receiver<bool>) {
     loop {
         let stopped = *stop.borrow_and_update();
         if stopped || stop.changed().await.is_err() {

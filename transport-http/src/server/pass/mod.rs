@@ -50,6 +50,17 @@ pub(super) struct Through {
     pub(super) nodes: PassNodes,
 }
 
+impl Through {
+    /// The same pass-through with a pool of node connections of its own
+    /// (for one thread's connections).
+    pub(super) fn own_pool(&self) -> Through {
+        Through {
+            mediator: self.mediator.clone(),
+            nodes: self.nodes.own_pool(),
+        }
+    }
+}
+
 /// The time limits of a connection on the pass-through, as the listener
 /// sets them for the full path.
 #[derive(Debug, Clone, Copy)]
@@ -98,9 +109,15 @@ async fn serve_calls(
         out: Vec::with_capacity(1024),
         timer: Box::pin(tokio::time::sleep(timeouts.header_read)),
     };
+    // One wait for the listener's stop for the whole connection, polled
+    // between calls.
+    let mut stopping = Box::pin(super::listener::stopping(stop.clone()));
     let mut first = true;
     loop {
-        let arrived = match conn.next_head(stream, timeouts, first, stop).await {
+        let arrived = match conn
+            .next_head(stream, timeouts, first, stopping.as_mut())
+            .await
+        {
             Some(arrived) => arrived,
             None if conn.buf.is_empty() => return Left::Closed,
             // A head cut short or too slow: the full path sees it as it
@@ -152,7 +169,7 @@ impl Connection {
         stream: &mut TcpStream,
         timeouts: Timeouts,
         first: bool,
-        stop: &mut watch::Receiver<bool>,
+        stopping: Pin<&mut (impl std::future::Future<Output = ()> + ?Sized)>,
     ) -> Option<Instant> {
         if !self.buf.is_empty() {
             return Some(Instant::now());
@@ -173,7 +190,7 @@ impl Connection {
                 Ok(n) if n > 0 => Some(Instant::now()),
                 _ => None,
             },
-            _ = stop.changed() => None,
+            () = stopping => None,
             () = self.timer.as_mut() => None,
         }
     }
