@@ -8,6 +8,7 @@
 #   scripts/instructions-per-request.sh [MEDIATOR_BINARY] [REQUESTS]
 #   NODES=100000 scripts/instructions-per-request.sh   # with that many more nodes registered
 #   PROFILE_DIR=/tmp/cg scripts/instructions-per-request.sh   # keep the dumps
+#   SERVE_ARGS='--pass-through false' scripts/instructions-per-request.sh   # more serve flags
 #
 # Nothing is counted until the nodes are registered and the warm-up is done.
 # Needs valgrind, curl and python3, and release builds of `mediator` and of
@@ -41,7 +42,7 @@ echo_url="$(grep -o 'http://[0-9.:]*' echo.out | head -1)"
 
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$work/cg.out" \
-  "$bin" serve --listen "127.0.0.1:$port" --store memory 2>mediator.log &
+  "$bin" serve --listen "127.0.0.1:$port" --store memory ${SERVE_ARGS:-} 2>mediator.log &
 mediator=$!
 pids+=($mediator)
 for _ in $(seq 200); do curl -sf -o /dev/null "http://127.0.0.1:$port/healthz" && break; sleep 0.1; done

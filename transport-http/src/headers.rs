@@ -81,25 +81,25 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
 }
 
 fn hop_by_hop_folded(name: &HeaderName, folded: &str) -> bool {
-    hop_by_hop_lower(name.as_str(), folded)
+    hop_by_hop_lower(name.as_str().as_bytes(), folded.as_bytes())
 }
 
 /// [`is_hop_by_hop`] of a name in lower case (`lower`) and with `_` read
 /// as `-` (`folded`), for heads read as raw bytes.
-pub(crate) fn hop_by_hop_lower(lower: &str, folded: &str) -> bool {
+pub(crate) fn hop_by_hop_lower(lower: &[u8], folded: &[u8]) -> bool {
     matches!(
         lower,
-        "connection"
-            | "expect"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-            | "host"
-            | "proxy-authorization"
-            | "proxy-authenticate"
-    ) || folded == "keep-alive"
-        || folded.starts_with("proxy-")
+        b"connection"
+            | b"expect"
+            | b"te"
+            | b"trailer"
+            | b"transfer-encoding"
+            | b"upgrade"
+            | b"host"
+            | b"proxy-authorization"
+            | b"proxy-authenticate"
+    ) || folded == b"keep-alive"
+        || folded.starts_with(b"proxy-")
 }
 
 /// Whether `name` carries the caller's credentials: `authorization`,
@@ -183,24 +183,24 @@ pub(crate) fn forwardable_with_room(headers: &HeaderMap, room: usize) -> HeaderM
 /// elsewhere, loosen the sandbox the hub puts the reply in, or have the
 /// browser report or refer the page's address (which may hold the caller's
 /// `x-jwt` query parameter) to another site.
-pub(crate) fn acts_for_the_origin(name: &str) -> bool {
+pub(crate) fn acts_for_the_origin(name: &[u8]) -> bool {
     matches!(
         name,
-        "set-cookie"
-            | "set-cookie2"
-            | "clear-site-data"
-            | "strict-transport-security"
-            | "refresh"
-            | "location"
-            | "referrer-policy"
-            | "content-security-policy"
-            | "content-security-policy-report-only"
-            | "service-worker-allowed"
-            | "timing-allow-origin"
-            | "report-to"
-            | "reporting-endpoints"
-            | "nel"
-    ) || name.starts_with("access-control-")
+        b"set-cookie"
+            | b"set-cookie2"
+            | b"clear-site-data"
+            | b"strict-transport-security"
+            | b"refresh"
+            | b"location"
+            | b"referrer-policy"
+            | b"content-security-policy"
+            | b"content-security-policy-report-only"
+            | b"service-worker-allowed"
+            | b"timing-allow-origin"
+            | b"report-to"
+            | b"reporting-endpoints"
+            | b"nel"
+    ) || name.starts_with(b"access-control-")
 }
 
 /// The header names a `Connection` header lists (each is hop-by-hop).

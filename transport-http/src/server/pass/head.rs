@@ -211,14 +211,14 @@ impl<'b> Found<'b> {
                 return None;
             };
             match lower {
-                "transfer-encoding" | "expect" | "upgrade" | "te" | "trailer" => return None,
-                "content-length" => {
+                b"transfer-encoding" | b"expect" | b"upgrade" | b"te" | b"trailer" => return None,
+                b"content-length" => {
                     if found.content_length.is_some() {
                         return None;
                     }
                     found.content_length = Some(content_length(header.value)?);
                 }
-                "connection" => {
+                b"connection" => {
                     for option in header.value.split(|b| *b == b',') {
                         let option = option.trim_ascii();
                         if option.eq_ignore_ascii_case(b"close") {
@@ -229,7 +229,7 @@ impl<'b> Found<'b> {
                         }
                     }
                 }
-                "authorization" => {
+                b"authorization" => {
                     authorizations += 1;
                     let value = visible(header.value)?.trim();
                     let (scheme, token) = value.split_once(' ')?;
@@ -239,22 +239,22 @@ impl<'b> Found<'b> {
                     }
                     found.token = Some(token);
                 }
-                "x-jwt" if x_jwt.is_none() => {
+                b"x-jwt" if x_jwt.is_none() => {
                     x_jwt = visible(header.value)
                         .map(str::trim)
                         .filter(|t| !t.is_empty());
                     x_jwt?;
                 }
-                "x-request-id" if found.request_id.is_none() => {
+                b"x-request-id" if found.request_id.is_none() => {
                     found.request_id = visible(header.value);
                 }
-                "traceparent" if found.traceparent.is_none() => {
+                b"traceparent" if found.traceparent.is_none() => {
                     found.traceparent = visible(header.value);
                 }
-                "x-mediator-deadline" if found.deadline.is_none() => {
+                b"x-mediator-deadline" if found.deadline.is_none() => {
                     found.deadline = Some(header.value);
                 }
-                "x-mediator-timeout-ms" if found.timeout_ms.is_none() => {
+                b"x-mediator-timeout-ms" if found.timeout_ms.is_none() => {
                     found.timeout_ms = Some(header.value);
                 }
                 _ => {}
@@ -371,12 +371,12 @@ fn line(out: &mut Vec<u8>, name: &str, value: &str) {
 fn travels(names: &Lower<'_>, continued: bool) -> bool {
     let Lower { lower, folded } = *names;
     let hop_by_hop = hop_by_hop_lower(lower, folded);
-    let credential = matches!(folded, "authorization" | "cookie" | "x-jwt");
+    let credential = matches!(folded, b"authorization" | b"cookie" | b"x-jwt");
     let replaced =
-        matches!(lower, "x-request-id" | "traceparent") || (lower == "tracestate" && !continued);
+        matches!(lower, b"x-request-id" | b"traceparent") || (lower == b"tracestate" && !continued);
     !(hop_by_hop
         || credential
         || replaced
-        || lower == "content-length"
-        || folded.starts_with("x-mediator"))
+        || lower == b"content-length"
+        || folded.starts_with(b"x-mediator"))
 }

@@ -288,25 +288,23 @@ fn parse_head(buf: &[u8]) -> Result<Option<Parsed>, String> {
     let mut close = !http11;
     let mut chunked = None;
     let mut length: Option<usize> = None;
-    let mut listed: Vec<String> = Vec::new();
+    let mut listed: Vec<Vec<u8>> = Vec::new();
     for header in response.headers.iter() {
         let mut room = [0u8; 256];
         let Some(Lower { lower, .. }) = lowercase(header.name, &mut room) else {
             continue;
         };
         match lower {
-            "connection" => {
+            b"connection" => {
                 for option in header.value.split(|b| *b == b',') {
                     let option = option.trim_ascii();
                     if option.eq_ignore_ascii_case(b"close") {
                         close = true;
                     }
-                    if let Ok(name) = std::str::from_utf8(option) {
-                        listed.push(name.to_ascii_lowercase());
-                    }
+                    listed.push(option.to_ascii_lowercase());
                 }
             }
-            "transfer-encoding" => {
+            b"transfer-encoding" => {
                 // The last coding decides: chunked, or read to the end.
                 let last = header
                     .value
@@ -316,7 +314,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<Parsed>, String> {
                     .unwrap_or_default();
                 chunked = Some(last.eq_ignore_ascii_case(b"chunked"));
             }
-            "content-length" => {
+            b"content-length" => {
                 let value = std::str::from_utf8(header.value)
                     .ok()
                     .map(str::trim)
@@ -359,20 +357,20 @@ fn parse_head(buf: &[u8]) -> Result<Option<Parsed>, String> {
         let Some(Lower { lower, folded }) = lowercase(header.name, &mut room) else {
             continue;
         };
-        if lower == "location" {
+        if lower == b"location" {
             reply.located = true;
         }
         if !relayed(lower, folded) || listed.iter().any(|l| l == lower) {
             continue;
         }
         match lower {
-            "cache-control" => reply.has.cache_control = true,
-            "pragma" => reply.has.pragma = true,
-            "expires" => reply.has.expires = true,
-            "date" => reply.has.date = true,
+            b"cache-control" => reply.has.cache_control = true,
+            b"pragma" => reply.has.pragma = true,
+            b"expires" => reply.has.expires = true,
+            b"date" => reply.has.date = true,
             _ => {}
         }
-        reply.headers.extend_from_slice(lower.as_bytes());
+        reply.headers.extend_from_slice(lower);
         reply.headers.extend_from_slice(b": ");
         reply.headers.extend_from_slice(header.value);
         reply.headers.extend_from_slice(b"\r\n");
@@ -383,13 +381,13 @@ fn parse_head(buf: &[u8]) -> Result<Option<Parsed>, String> {
 /// Whether a header of a node's reply reaches the caller: not one that
 /// describes the connection, not the mediator's own, not one that would
 /// act with the hub's authority, and not one the mediator sets itself.
-fn relayed(lower: &str, folded: &str) -> bool {
-    let hop_by_hop = hop_by_hop_lower(lower, folded) || lower == "content-length";
+fn relayed(lower: &[u8], folded: &[u8]) -> bool {
+    let hop_by_hop = hop_by_hop_lower(lower, folded) || lower == b"content-length";
     let set_here = matches!(
         lower,
-        "x-content-type-options" | "x-request-id" | "access-control-allow-origin"
+        b"x-content-type-options" | b"x-request-id" | b"access-control-allow-origin"
     );
-    !(hop_by_hop || set_here || folded.starts_with("x-mediator") || acts_for_the_origin(lower))
+    !(hop_by_hop || set_here || folded.starts_with(b"x-mediator") || acts_for_the_origin(lower))
 }
 
 /// A chunked body being joined, from `at` in the buffer.

@@ -4,8 +4,8 @@
 /// (the form the filters of [`crate::headers`] compare).
 #[derive(Clone, Copy)]
 pub(super) struct Lower<'a> {
-    pub(super) lower: &'a str,
-    pub(super) folded: &'a str,
+    pub(super) lower: &'a [u8],
+    pub(super) folded: &'a [u8],
 }
 
 /// `name` in lower case, written into `room`; `None` when it is longer
@@ -21,11 +21,10 @@ pub(super) fn lowercase<'a>(name: &str, room: &'a mut [u8; 256]) -> Option<Lower
         lower[i] = l;
         folded[i] = if l == b'_' { b'-' } else { l };
     }
-    // Lower-casing ASCII bytes of a UTF-8 name (httparse allows only token
-    // bytes in names) keeps it UTF-8.
-    let lower = std::str::from_utf8(&lower[..len]).ok()?;
-    let folded = std::str::from_utf8(&folded[..len]).ok()?;
-    Some(Lower { lower, folded })
+    Some(Lower {
+        lower: &lower[..len],
+        folded: &folded[..len],
+    })
 }
 
 /// A header value as text, when every byte is visible ASCII, a space or a
@@ -50,8 +49,8 @@ mod tests {
     fn names_are_lowered_and_folded() {
         let mut room = [0u8; 256];
         let names = lowercase("X_Mediator-From", &mut room).expect("short");
-        assert_eq!(names.lower, "x_mediator-from");
-        assert_eq!(names.folded, "x-mediator-from");
+        assert_eq!(names.lower, b"x_mediator-from");
+        assert_eq!(names.folded, b"x-mediator-from");
         let mut room = [0u8; 256];
         assert!(lowercase(&"a".repeat(129), &mut room).is_none());
         assert_eq!(visible(b"abc def"), Some("abc def"));

@@ -439,7 +439,7 @@ fn one_reply(node: &NodeKey, reply: Reply) -> HttpResponse {
     // as in the other: a node may not speak them to the caller.
     let dropped: Vec<_> = headers
         .keys()
-        .filter(|name| is_reserved(name) || acts_for_the_origin(name.as_str()))
+        .filter(|name| is_reserved(name) || acts_for_the_origin(name.as_str().as_bytes()))
         .cloned()
         .collect();
     for name in dropped {
