@@ -149,3 +149,38 @@ async fn eventually_answered(hub: &Hub) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn a_caller_that_stops_reading_its_answer_does_not_hold_its_connection() {
+    let hub = Hub::config()
+        .listener(|l| l.idle_timeout(SHORT).client_timeouts(LONG, LONG))
+        .start()
+        .await;
+    let node = EchoNode::start("big").await;
+    hub.register("users/big", &node.url).await;
+    let token = hub.token_for("billing/caller");
+    // An answer far larger than the socket buffers can hold, never read.
+    const BIG: usize = 6_000_000;
+    let mut stalled = connect(&hub).await;
+    let call = format!(
+        "GET /one/users/big/big/{BIG} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\n\r\n"
+    );
+    stalled.write_all(call.as_bytes()).await.expect("write");
+    // Past the idle limit the mediator gives up writing and closes.
+    tokio::time::sleep(SHORT * 4).await;
+    let mut read = 0usize;
+    let mut chunk = vec![0u8; 64 * 1024];
+    let started = Instant::now();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), stalled.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => read += n,
+            Ok(_) => break,
+            Err(_) => panic!("the connection was still open after {read} bytes"),
+        }
+    }
+    assert!(read < BIG, "the whole answer arrived ({read} bytes)");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // And the listener goes on serving.
+    let answer = hub.call("GET", "/healthz", &[], "").await;
+    assert_eq!(answer.status, 200);
+}

@@ -107,6 +107,7 @@ async fn serve_calls(
         buf: BytesMut::with_capacity(8 * 1024),
         node_buf: BytesMut::with_capacity(8 * 1024),
         out: Vec::with_capacity(1024),
+        idle: timeouts.idle,
         timer: Box::pin(tokio::time::sleep(timeouts.header_read)),
     };
     // One wait for the listener's stop for the whole connection, polled
@@ -156,6 +157,9 @@ struct Connection {
     node_buf: BytesMut,
     /// The answer's head being written.
     out: Vec<u8>,
+    /// How long writing an answer may wait for the caller to read: as long
+    /// as a connection may stay silent.
+    idle: Duration,
     /// One timer for the connection, moved to each limit in turn.
     timer: Pin<Box<Sleep>>,
 }
@@ -324,9 +328,7 @@ impl Connection {
         self.out.clear();
         answer_head(&mut self.out, &reply, &passing);
         let body = reply.body(&self.node_buf);
-        let written = node::write_all(stream, &mut [IoSlice::new(&self.out), IoSlice::new(body)])
-            .await
-            .is_ok();
+        let written = answer(stream, &mut self.timer, self.idle, &self.out, body).await;
         passing.finish(reply.status.as_u16());
         self.buf.advance(end);
         if written {
@@ -360,9 +362,7 @@ impl Connection {
             self.out.extend_from_slice(b"connection: close\r\n");
         }
         end_head(&mut self.out, body.len(), true);
-        let written = node::write_all(stream, &mut [IoSlice::new(&self.out), IoSlice::new(&body)])
-            .await
-            .is_ok();
+        let written = answer(stream, &mut self.timer, self.idle, &self.out, &body).await;
         passing.finish(status.as_u16());
         match read {
             Some(end) if written => {
@@ -382,6 +382,28 @@ enum Next {
     Close,
     /// The full path takes it, the call included.
     Handover,
+}
+
+/// Writes an answer's head and body to the caller; `false` when it could
+/// not, or when the caller had not read it all within `idle` (a caller
+/// that stops reading does not hold its connection).
+async fn answer(
+    stream: &mut TcpStream,
+    timer: &mut Pin<Box<Sleep>>,
+    idle: Duration,
+    head: &[u8],
+    body: &[u8],
+) -> bool {
+    timer.as_mut().reset(Instant::now() + idle);
+    let mut parts = [IoSlice::new(head), IoSlice::new(body)];
+    tokio::select! {
+        biased;
+        written = node::write_all(stream, &mut parts) => written.is_ok(),
+        () = timer.as_mut() => {
+            tracing::debug!("a caller read nothing of its answer in time; closing");
+            false
+        }
+    }
 }
 
 /// How one exchange with a node ended.
