@@ -24,6 +24,14 @@
 //! A transport only frames: it turns its wire into an [`Inbound`] and an
 //! [`Answer`] into its wire.
 //!
+//! A transport that makes the exchange with the node itself (the HTTP
+//! listener's pass-through, which copies a call's bytes to a node
+//! connection) runs the same steps in two halves: [`Mediator::pass`] does
+//! steps 1 to 5 on views of the call's head and chooses the node, and the
+//! [`Passing`] it returns applies step 6 to the node's answer and does
+//! step 8. A call it would refuse is not taken: the transport hands it to
+//! [`Mediator::handle`], so every refusal is written by one path.
+//!
 //! ```
 //! use bytes::Bytes;
 //! use mediator_core::inbound::{Answer, Caller, Inbound};

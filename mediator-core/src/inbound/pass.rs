@@ -155,8 +155,8 @@ impl std::fmt::Debug for Passing<'_> {
 }
 
 impl Mediator {
-    /// Takes a call to pass through to a node of `scheme` (see the
-    /// [module](self)): its caller authenticated and authorized, its body
+    /// Takes a call to pass through to a node of `scheme` (see
+    /// [`Passing`]): its caller authenticated and authorized, its body
     /// within [`Limits::max_body`](crate::Limits::max_body) and held in the
     /// body budget, admitted under the bounds on deliveries in flight, and
     /// its node chosen. `None` when the call is not for a pass-through or
