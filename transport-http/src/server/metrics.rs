@@ -348,7 +348,7 @@ impl Collector for MediatorCollector {
         let (passed, handed_over) = self.mediator.transport_stats().pass_through();
         let mut family = encoder.encode_descriptor(
             "mediator_pass_through",
-            "HTTP/1.1 calls the listener's pass-through answered itself (answered), and connections it handed to the full path (handed_over).",
+            "Calls the HTTP listener's pass-through answered itself (answered), and connections it handed to the full path (handed_over).",
             None,
             MetricType::Counter,
         )?;

@@ -327,9 +327,11 @@ impl Connection {
         }
         self.out.clear();
         answer_head(&mut self.out, &reply, &passing);
+        // Recorded once the answer is made, before it is written, as the
+        // full path records it.
+        passing.finish(reply.status.as_u16());
         let body = reply.body(&self.node_buf);
         let written = answer(stream, &mut self.timer, self.idle, &self.out, body).await;
-        passing.finish(reply.status.as_u16());
         self.buf.advance(end);
         if written {
             Next::Open
@@ -362,8 +364,8 @@ impl Connection {
             self.out.extend_from_slice(b"connection: close\r\n");
         }
         end_head(&mut self.out, body.len(), true);
-        let written = answer(stream, &mut self.timer, self.idle, &self.out, &body).await;
         passing.finish(status.as_u16());
+        let written = answer(stream, &mut self.timer, self.idle, &self.out, &body).await;
         match read {
             Some(end) if written => {
                 self.buf.advance(end);
