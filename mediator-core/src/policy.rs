@@ -241,10 +241,12 @@ impl Pick for LeastInFlight {
         candidates: &[Candidate<'_>],
         turn: &mut Turn<'_>,
     ) -> Option<usize> {
-        let least = candidates.iter().map(Candidate::in_flight).min()?;
-        let ties: Vec<usize> = (0..candidates.len())
-            .filter(|&i| candidates[i].in_flight() == least)
-            .collect();
+        // Each count read once: other threads move them meanwhile, and ties
+        // judged on a second read could be none at all.
+        let counts: Vec<usize> = candidates.iter().map(Candidate::in_flight).collect();
+        let least = *counts.iter().min()?;
+        let ties: Vec<usize> = (0..counts.len()).filter(|&i| counts[i] == least).collect();
+        // `least` is one of `counts`: at least one tie.
         Some(ties[turn.number() % ties.len()])
     }
 }
