@@ -325,8 +325,11 @@ pub fn corpus() -> Vec<Case> {
             node_gets: &[""],
         },
         Case {
+            // No body on the refused call: hyper reads a refused call's
+            // unread body only as far as it has arrived, so whether the
+            // next call is served would depend on timing.
             name: "a wrong token, then a good call on the same connection",
-            bytes: "POST /one/users/api/x HTTP/1.1\r\nhost: h\r\nauthorization: Bearer nope\r\ncontent-length: 2\r\n\r\nhi{HEAD}content-length: 2\r\nconnection: close\r\n\r\nho",
+            bytes: "POST /one/users/api/x HTTP/1.1\r\nhost: h\r\nauthorization: Bearer nope\r\ncontent-length: 0\r\n\r\n{HEAD}content-length: 2\r\nconnection: close\r\n\r\nho",
             verdict: Answers(&[401, 200]),
             node_gets: &["ho"],
         },
