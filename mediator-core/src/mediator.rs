@@ -868,6 +868,11 @@ impl Mediator {
         self.inner.router.route(envelope, &cx).await
     }
 
+    /// The endpoint policy as deliveries share it.
+    pub(crate) fn shared_endpoint_policy(&self) -> &Arc<EndpointPolicy> {
+        &self.inner.endpoints
+    }
+
     /// The deliverer serving endpoints of `scheme`, if any.
     pub fn deliverer(&self, scheme: &str) -> Option<Arc<dyn Deliver>> {
         self.inner.default_router.deliverer_for(scheme)

@@ -32,7 +32,7 @@ use crate::error::{DeliverError, Error};
 use crate::inflight::Permit;
 use crate::mediator::Mediator;
 use crate::model::{Node, NodeId, NodeKey, Target};
-use crate::policy::Credentials;
+use crate::policy::{Credentials, EndpointPolicy};
 use crate::record::Outcome;
 use crate::router::{Deadline, Passable, Slot, SlotInFlight};
 
@@ -219,7 +219,7 @@ impl Mediator {
     }
 }
 
-impl Passing<'_> {
+impl<'m> Passing<'m> {
     /// The ids the call goes by, which the node and the answer carry.
     pub fn trace(&self) -> &TraceContext {
         &self.call.trace
@@ -240,6 +240,12 @@ impl Passing<'_> {
     pub fn from(&self) -> Option<&NodeKey> {
         let sender = self.call.seen.sender.as_ref()?;
         sender.key.as_ref().filter(|_| sender.verified)
+    }
+
+    /// The endpoint policy a connection to the node is judged by, as a
+    /// delivery's [`RequestContext::endpoints`](crate::RequestContext::endpoints) is.
+    pub fn endpoints(&self) -> &'m Arc<EndpointPolicy> {
+        self.mediator.shared_endpoint_policy()
     }
 
     /// By when the body must have arrived: the mediator's deadline,

@@ -192,8 +192,9 @@ pub struct HttpDelivery {
 pub(crate) struct PassNodes {
     /// Idle connections to `http://` nodes.
     pub(crate) pool: IdlePool<TcpStream>,
-    /// How long a node has to accept a connection.
-    pub(crate) connect_timeout: Duration,
+    /// Connects as the deliverer does: where the endpoint policy allows,
+    /// within its connect timeout.
+    connector: PolicyConnector,
     /// The largest reply body accepted from a node.
     pub(crate) max_reply_body: usize,
     /// The pool's settings, for pools of the listener's own.
@@ -202,6 +203,24 @@ pub(crate) struct PassNodes {
 }
 
 impl PassNodes {
+    /// A new connection to the node at `authority` (`host:port`), at an
+    /// address `policy` allows, exactly as the deliverer connects; any
+    /// failure means nothing was sent.
+    pub(crate) async fn connect(
+        &self,
+        authority: &str,
+        policy: &Arc<EndpointPolicy>,
+    ) -> Result<TcpStream, String> {
+        let uri: Uri = format!("http://{authority}/")
+            .parse()
+            .map_err(|e| format!("bad node address {authority:?}: {e}"))?;
+        self.connector
+            .connect(Arc::clone(policy), uri)
+            .await
+            .map(TokioIo::into_inner)
+            .map_err(|e| error_chain(e.as_ref()))
+    }
+
     /// The same settings with a pool of their own.
     pub(crate) fn own_pool(&self) -> PassNodes {
         PassNodes {
@@ -273,7 +292,7 @@ impl HttpDelivery {
     pub(crate) fn pass_nodes(&self) -> PassNodes {
         PassNodes {
             pool: self.raw.clone(),
-            connect_timeout: self.connector.connect_timeout,
+            connector: self.connector.clone(),
             max_reply_body: self.max_reply_body,
             max_idle_per_host: self.max_idle_per_host,
             pool_idle_timeout: self.pool_idle_timeout,

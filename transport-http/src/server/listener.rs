@@ -565,29 +565,19 @@ async fn connection<A: Answers>(
     }
     match acceptor {
         None => {
+            // What the pass-through read before handing the connection over.
+            let mut read = BytesMut::new();
             if let Some(through) = passes {
                 let timeouts = pass::Timeouts {
                     header_read: limits.header_read,
                     idle: limits.idle,
                 };
                 match pass::serve(&mut stream, remote, &through, timeouts, &mut stop).await {
-                    pass::Left::Closed => {}
-                    pass::Left::Handover(read) => {
-                        serve_io(stream, read, remote, &builder, service, stop, limits).await;
-                    }
+                    pass::Left::Closed => return,
+                    pass::Left::Handover(bytes) => read = bytes,
                 }
-                return;
             }
-            serve_io(
-                stream,
-                BytesMut::new(),
-                remote,
-                &builder,
-                service,
-                stop,
-                limits,
-            )
-            .await;
+            serve_io(stream, read, remote, &builder, service, stop, limits).await;
         }
         Some(acceptor) => {
             let handshake = tokio::time::timeout(limits.handshake, acceptor.accept(stream));

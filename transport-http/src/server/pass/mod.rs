@@ -4,8 +4,8 @@
 //! A call's head is parsed with `httparse` (hyper's own parser) and read
 //! where it lies in the connection's buffer: route, credential, ids and
 //! budget are views of it, and the core takes or declines the call
-//! ([`Mediator::pass`]). A call it takes is written to a node connection
-//! kept by this caller connection (the node's head built from the
+//! ([`Mediator::pass`]). A call it takes is written to a pooled node
+//! connection of its thread (the node's head built from the
 //! caller's, the body from the buffer it was read into), and the node's
 //! reply is checked by the core and copied back with the headers a node
 //! may not set removed, as the full path relays it.
@@ -138,10 +138,7 @@ async fn serve_calls(
             }
         };
         let close = plan.close;
-        match conn
-            .call(stream, &through.mediator, &through.nodes, *plan)
-            .await
-        {
+        match conn.call(stream, &through.nodes, *plan).await {
             Next::Open if !close && !*stop.borrow() => {}
             Next::Handover => return Left::Handover(conn.buf),
             _ => return Left::Closed,
@@ -218,13 +215,7 @@ impl Connection {
 
     /// Makes one call the core took, and answers it; what becomes of the
     /// connection.
-    async fn call(
-        &mut self,
-        stream: &mut TcpStream,
-        mediator: &Mediator,
-        nodes: &PassNodes,
-        plan: Plan<'_>,
-    ) -> Next {
+    async fn call(&mut self, stream: &mut TcpStream, nodes: &PassNodes, plan: Plan<'_>) -> Next {
         let Plan {
             mut passing,
             head_len,
@@ -270,7 +261,7 @@ impl Connection {
             return Next::Handover;
         }
         let deadline = passing.send();
-        let policy = mediator.endpoint_policy();
+        let policy = passing.endpoints();
         self.timer.as_mut().reset(deadline.instant());
         // The exchange with one node after another (any-of-group), each
         // under the call's deadline.
@@ -424,7 +415,7 @@ async fn exchange(
     nodes: &PassNodes,
     buf: &mut BytesMut,
     authority: &str,
-    policy: &mediator_core::policy::EndpointPolicy,
+    policy: &std::sync::Arc<mediator_core::policy::EndpointPolicy>,
     parts: [&[u8]; 3],
 ) -> Exchanged {
     let mut stream = nodes.pool.take(authority);
@@ -433,7 +424,7 @@ async fn exchange(
         let reused = stream.is_some();
         let mut conn = match stream.take() {
             Some(conn) => conn,
-            None => match node::connect(authority, policy, nodes.connect_timeout).await {
+            None => match nodes.connect(authority, policy).await {
                 Ok(conn) => conn,
                 Err(why) => return Exchanged::Unreachable(why),
             },

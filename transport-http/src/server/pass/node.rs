@@ -3,12 +3,9 @@
 //! node's reply read and framed as hyper's client reads it.
 
 use std::io::IoSlice;
-use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
 
 use bytes::BytesMut;
 use http::StatusCode;
-use mediator_core::policy::EndpointPolicy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -45,57 +42,6 @@ impl<'a> Address<'a> {
             base: base.trim_end_matches('/'),
         })
     }
-}
-
-/// A new connection to `authority`, at an address `policy` allows, as the
-/// full path's connector judges them: an IP literal against the policy, a
-/// host name's addresses each.
-pub(super) async fn connect(
-    authority: &str,
-    policy: &EndpointPolicy,
-    timeout: Duration,
-) -> Result<TcpStream, String> {
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => {
-            match port.parse::<u16>() {
-                Ok(port) => (host, port),
-                Err(_) => (authority, 80),
-            }
-        }
-        _ => (authority, 80),
-    };
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let addrs: Vec<SocketAddr> = match bare.parse::<IpAddr>() {
-        Ok(ip) => vec![SocketAddr::new(ip, port)],
-        Err(_) => tokio::net::lookup_host((bare, port))
-            .await
-            .map_err(|e| format!("{host}: {e}"))?
-            .collect(),
-    };
-    let mut refused = Vec::new();
-    let mut last = None;
-    for addr in addrs {
-        if let Some(rule) = policy.refusal(addr) {
-            tracing::warn!(%addr, %rule, "delivery refused by the endpoint policy");
-            refused.push(format!("{} {rule}", addr.ip()));
-            continue;
-        }
-        match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(stream)) => {
-                // Without it a small head waits for the node's delayed ACK.
-                let _ = stream.set_nodelay(true);
-                return Ok(stream);
-            }
-            Ok(Err(e)) => last = Some(format!("{addr}: {e}")),
-            Err(_) => last = Some(format!("{addr}: connect timed out")),
-        }
-    }
-    Err(last.unwrap_or_else(|| {
-        format!(
-            "{host} resolves only to addresses the mediator may not call: {}",
-            refused.join("; ")
-        )
-    }))
 }
 
 /// Writes every byte of `parts` to `stream`; how many were written when it
